@@ -1,0 +1,110 @@
+"""env.json: everything needed to say which machine and software produced a result."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def git_info() -> dict[str, Any]:
+    """Commit sha (full and short) and whether the work tree has uncommitted changes."""
+    def _git(*args: str) -> str:
+        try:
+            proc = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+            return proc.stdout.strip() if proc.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    sha = _git("rev-parse", "--verify", "-q", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None
+    return {"sha": sha or None, "sha_short": sha[:8] if sha else None, "dirty": dirty}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """GPU name, driver and memory from NVML (nvidia-ml-py); falls back to torch, else []."""
+    gpus: list[dict[str, Any]] = []
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            driver = driver.decode() if isinstance(driver, bytes) else driver
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                h = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(h)
+                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+                gpus.append({
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "driver": driver,
+                    "memory_total_mb": round(mem.total / 2**20, 1),
+                    "source": "nvml",
+                })
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # pynvml.NVMLError or missing library: no NVIDIA driver here
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                p = torch.cuda.get_device_properties(i)
+                gpus.append({"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"})
+    return gpus
+
+
+def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A dict for env.json. `extra` adds harness-specific facts (memory method, budgets, ...)."""
+    vm = psutil.virtual_memory()
+    env: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": list(sys.argv if argv is None else argv),
+        "seed": seed,
+        "git": git_info(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": gpu_info(),
+        "cpu_model": cpu_model(),
+        "cpu_cores_logical": psutil.cpu_count(logical=True),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "torch_threads": torch.get_num_threads(),
+        "ram_total_gb": round(vm.total / 2**30, 2),
+        "hostname": platform.node(),
+        "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+    }
+    env.update(extra)
+    return env
+
+
+def write_env(path: str | Path, env: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(env, indent=2, default=str) + "\n")
+
+
+def device_tag(device: torch.device) -> str:
+    """Short name for folder names: 'cpu' or a slug of the GPU name."""
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device)
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
