@@ -1,0 +1,283 @@
+"""Correctness of the wave mechanism: fast paths against slow references, causality, prefix consistency."""
+import math
+
+import pytest
+import torch
+
+from wavefield_core import WaveFieldAttention, WaveFieldLM, causal_conv_direct, causal_fft_conv, fast_fft_size, wave_mix
+from wavefield_core.kernel import check_stride, kernel_norm, stride_is_exact, v35_init, wave_kernel
+from wavefield_core.reference import reference_kernel, reference_wave_layer, reference_wave_mix
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+# ---------------------------------------------------------------- causal_fft_conv
+
+@pytest.mark.parametrize("n", [1, 7, 63, 1000], ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=["fp32", "bf16"])
+def test_fft_conv_matches_direct(n, dtype, tol):
+    torch.manual_seed(n)
+    x = torch.randn(2, 3, n, 5, dtype=torch.float64)
+    k = torch.randn(3, n, dtype=torch.float64) / math.sqrt(n)
+    ref = causal_conv_direct(x, k)
+    y = causal_fft_conv(x.to(dtype), k.to(dtype))
+    assert y.dtype == dtype and y.shape == x.shape
+    # bf16 error is dominated by rounding of the inputs/outputs, so compare with the direct
+    # convolution of the same rounded inputs.
+    ref_q = causal_conv_direct(x.to(dtype).double(), k.to(dtype).double())
+    err = rel_err(y, ref_q)
+    print(f"N={n} {dtype}: rel err {err:.2e} (vs unrounded {rel_err(y, ref):.2e})")
+    assert err < tol
+
+
+@pytest.mark.parametrize("n", [1, 7, 63, 1000], ids=lambda n: f"N{n}")
+def test_fft_conv_gradients_match_direct(n):
+    torch.manual_seed(n)
+    x = torch.randn(2, 3, n, 5, requires_grad=True)
+    k = (torch.randn(3, n) / math.sqrt(n)).requires_grad_()
+    g = torch.randn(2, 3, n, 5)
+    gx, gk = torch.autograd.grad((causal_fft_conv(x, k) * g).sum(), (x, k))
+    x64, k64 = x.detach().double().requires_grad_(), k.detach().double().requires_grad_()
+    rx, rk = torch.autograd.grad((causal_conv_direct(x64, k64) * g.double()).sum(), (x64, k64))
+    assert rel_err(gx, rx) < 1e-5
+    assert rel_err(gk, rk) < 1e-5
+
+
+def test_fft_conv_gradcheck_float64_all_layouts():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 17, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, 17, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: causal_fft_conv(a, b), (x, k))
+    assert torch.autograd.gradcheck(lambda a, b: causal_fft_conv(a.transpose(1, 2), b, layout="bnhd"), (x, k))
+    assert torch.autograd.gradcheck(lambda a, b: causal_fft_conv(a.transpose(-1, -2), b, layout="bhdn"), (x, k))
+
+
+def test_fft_conv_rejects_wraparound_and_bad_shapes():
+    x = torch.randn(1, 2, 10, 3)
+    with pytest.raises(ValueError, match="wrap"):
+        causal_fft_conv(x, torch.randn(2, 10), fft_size=18)
+    with pytest.raises(ValueError, match="kernel"):
+        causal_fft_conv(x, torch.randn(3, 10))
+    with pytest.raises(ValueError, match="layout"):
+        causal_fft_conv(x, torch.randn(2, 10), layout="nope")
+
+
+def test_fast_fft_size_is_5_smooth_and_minimal():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+    for n in [1, 2, 3, 7, 63, 127, 1000, 1999, 4095, 16383, 65535]:
+        m = fast_fft_size(n)
+        assert m >= n and smooth(m)
+        assert not any(smooth(j) for j in range(n, m)), f"{m} is not the smallest 5-smooth >= {n}"
+
+
+# ---------------------------------------------------------------- kernel
+
+def test_kernel_matches_reference_and_is_l1_bounded():
+    p = v35_init(8)
+    lags = torch.arange(5000, dtype=torch.float64)
+    k = wave_kernel(p["frequency"].double(), p["damping"].double(), p["phase"].double(), lags)
+    ref = reference_kernel(p["frequency"], p["damping"], p["phase"], 5000)
+    assert rel_err(k, ref) < 1e-12
+    l1 = k.abs().sum(-1)
+    assert (l1 <= 1 + 1e-12).all()
+    assert (l1 > 0.999).all(), "at V3.5 init the tail bound is negligible: L1 norm ~ 1"
+
+
+def test_kernel_norm_bounds_l1_even_for_slow_damping():
+    # alpha tiny: the envelope reaches far beyond the 1024-cell reference range; the tail bound
+    # must still keep sum |k| <= 1 over any number of lags.
+    freq, damp, ph = torch.tensor([0.01]), torch.tensor([-9.0]), torch.tensor([0.0])
+    k = wave_kernel(freq.double(), damp.double(), ph.double(), torch.arange(200000, dtype=torch.float64))
+    assert k.abs().sum() <= 1.0
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4, 8, 2.0, 2.5, 7.3, 100])
+def test_exact_strides_accepted(s):
+    assert stride_is_exact(s) and check_stride(s) == float(s)
+
+
+@pytest.mark.parametrize("s", [0.125, 0.5, 0.996, 1.29, 1.5, 1.999, 0, -1, float("nan"), float("inf")])
+def test_leaking_strides_refused(s):
+    assert not stride_is_exact(s)
+    with pytest.raises(ValueError, match="safe strides"):
+        WaveFieldAttention(32, 4, field_stride=s)
+
+
+def test_token_mode_refuses_non_integer_stride():
+    with pytest.raises(ValueError, match="integer"):
+        WaveFieldAttention(32, 4, field_stride=2.5, mode="token")
+    with pytest.raises(ValueError, match="valid choices"):
+        WaveFieldAttention(32, 4, mode="fast")
+    assert WaveFieldAttention(32, 4, field_stride=2.5).path == "field"
+    assert WaveFieldAttention(32, 4, field_stride=3).path == "token"
+
+
+# ---------------------------------------------------------------- layer vs reference
+
+def _pair(s, d_model=32, n_heads=4, seed=0):
+    torch.manual_seed(seed)
+    a = WaveFieldAttention(d_model, n_heads, field_stride=s, mode="field")
+    with torch.no_grad():  # move wave parameters off their init so heads differ more
+        a.frequency.add_(torch.randn(n_heads) * 0.3)
+        a.damping.add_(torch.randn(n_heads) * 0.3)
+        a.coupling.add_(torch.randn(n_heads, n_heads) * 0.5)
+    b = None
+    if float(s) == int(s):
+        b = WaveFieldAttention(d_model, n_heads, field_stride=s, mode="token")
+        b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4, 2.5, 8], ids=lambda s: f"s{s}")
+@pytest.mark.parametrize("n", [1, 7, 63, 200], ids=lambda n: f"N{n}")
+def test_layer_modes_match_reference(s, n):
+    field, token = _pair(s)
+    x = torch.randn(2, n, 32)
+    ref = reference_wave_layer(field, x)
+    assert rel_err(field(x), ref) < 1e-5
+    if token is not None:
+        assert rel_err(token(x), ref) < 1e-5
+
+
+@pytest.mark.parametrize("s", [1, 3, 4, 2.5], ids=lambda s: f"s{s}")
+def test_layer_gradients_match_reference(s):
+    n = 45
+    field, token = _pair(s, seed=1)
+    x = torch.randn(2, n, 32)
+    g = torch.randn(2, n, 32)
+    mods = [field] + ([token] if token is not None else [])
+    for mod in mods:
+        xr = x.clone().requires_grad_()
+        xd = x.double().requires_grad_()
+        names = ["frequency", "damping", "phase", "coupling"]
+        fast = torch.autograd.grad((mod(xr) * g).sum(), [xr] + [getattr(mod, p) for p in names])
+        slow = torch.autograd.grad((reference_wave_layer(mod, xd) * g.double()).sum(), [xd] + [getattr(mod, p) for p in names])
+        for name, a, b in zip(["x"] + names, fast, slow):
+            assert rel_err(a, b) < 1e-4, f"{mod.path} grad of {name}: {rel_err(a, b):.2e}"
+
+
+def test_wave_mix_core_matches_reference_bf16():
+    torch.manual_seed(3)
+    B, H, N, d = 1, 4, 300, 16
+    k, v = torch.randn(B, H, N, d), torch.randn(B, H, N, d)
+    p = v35_init(H)
+    c = torch.eye(H) + 0.1 * torch.randn(H, H)
+    ref = reference_wave_mix(k, v, p["frequency"], p["damping"], p["phase"], c, 4.0)
+    for mode in ("token", "field"):
+        y32 = wave_mix(k, v, p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode)
+        assert rel_err(y32, ref) < 1e-5
+        y16 = wave_mix(k.bfloat16(), v.bfloat16(), p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode)
+        assert y16.dtype == torch.bfloat16
+        assert rel_err(y16, ref) < 2e-2
+
+
+# ---------------------------------------------------------------- causality
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4, 2.5, 8], ids=lambda s: f"s{s}")
+@pytest.mark.parametrize("mode", ["field", "auto"])
+def test_layer_is_causal_values_and_gradients(s, mode):
+    # float64 so that FFT rounding (which spreads over all positions, ~1e-7 of the largest value
+    # in fp32) cannot hide or fake a leak: any true leak is many orders above 1e-12.
+    torch.manual_seed(0)
+    n = 1000
+    layer = WaveFieldAttention(32, 4, field_stride=s, mode=mode).double()
+    x = torch.randn(1, n, 32, dtype=torch.float64)
+    y = layer(x)
+    for t in (0, 1, 499, 998):
+        x2 = x.clone()
+        x2[:, t + 1:] += torch.randn_like(x2[:, t + 1:]) * 10  # change everything after t
+        y2 = layer(x2)
+        scale = y2.abs().max()
+        assert (y[:, : t + 1] - y2[:, : t + 1]).abs().max() < 1e-12 * scale
+        if t < n - 1:
+            assert (y[:, t + 1:] - y2[:, t + 1:]).abs().max() > 1e-3 * scale  # the probe does see changes
+    # gradients: output at position t must not depend on inputs after t
+    xr = x.clone().requires_grad_()
+    t = 321
+    layer(xr)[:, t].sum().backward()
+    g = xr.grad.abs()
+    assert g[:, t + 1:].max() < 1e-12 * g.max()
+    assert g[:, t].max() > 0.0
+
+
+def test_causal_far_beyond_default_lengths():
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(16, 2, field_stride=4).double()
+    n = 20000
+    x = torch.randn(1, n, 16, dtype=torch.float64)
+    y = layer(x)
+    t = 12345
+    x2 = x.clone()
+    x2[:, t + 1:] = torch.randn_like(x2[:, t + 1:])
+    assert (layer(x2)[:, : t + 1] - y[:, : t + 1]).abs().max() < 1e-12 * y.abs().max()
+
+
+@pytest.mark.parametrize("s", [1, 4, 2.5], ids=lambda s: f"s{s}")
+def test_prefix_consistency(s):
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(32, 4, field_stride=s)
+    x = torch.randn(2, 700, 32)
+    short = layer(x[:, :300])
+    long = layer(x)
+    assert (short - long[:, :300]).abs().max() < 1e-5
+
+
+def test_model_is_causal_and_prefix_consistent():
+    torch.manual_seed(0)
+    m = WaveFieldLM(50, d_model=32, n_layers=3, n_heads=4, d_ff=64, dropout=0.0).double().eval()
+    idx = torch.randint(0, 50, (2, 400))
+    logits, _ = m(idx)
+    idx2 = idx.clone()
+    idx2[:, 201:] = torch.randint(0, 50, (2, 199))
+    logits2, _ = m(idx2)
+    assert (logits[:, :201] - logits2[:, :201]).abs().max() < 1e-10
+    assert (logits[:, 201:] - logits2[:, 201:]).abs().max() > 1e-3
+    short, _ = m(idx[:, :150])
+    assert (short - logits[:, :150]).abs().max() < 1e-10
+
+
+# ---------------------------------------------------------------- model
+
+@pytest.mark.parametrize("vocab", [100, 8000])
+def test_wave_lm_published_parameter_count(vocab):
+    m = WaveFieldLM(vocab, d_model=256, n_layers=6, n_heads=8, d_ff=1024)
+    n = sum(p.numel() for p in m.parameters())
+    target = 5_727_378 + 256 * vocab
+    assert abs(n - target) / target < 0.02
+    print(f"V={vocab}: {n:,} parameters (published formula {target:,})")
+
+
+def test_wave_lm_initial_loss_and_overfit():
+    torch.manual_seed(0)
+    V = 64
+    m = WaveFieldLM(V, d_model=64, n_layers=3, n_heads=4, d_ff=128, dropout=0.0)
+    idx = torch.randint(0, V, (4, 48))
+    tgt = torch.randint(0, V, (4, 48))
+    _, loss0 = m(idx, tgt)
+    assert torch.isfinite(loss0) and abs(loss0.item() - math.log(V)) < 0.5
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    for _ in range(150):
+        _, loss = m(idx, tgt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * loss0.item(), f"could not overfit one batch: {loss0.item():.3f} -> {loss.item():.3f}"
+
+
+def test_wave_lm_ignores_padding_targets():
+    torch.manual_seed(0)
+    m = WaveFieldLM(30, d_model=32, n_layers=1, n_heads=4, d_ff=64, dropout=0.0)
+    idx = torch.randint(0, 30, (2, 20))
+    tgt = torch.randint(0, 30, (2, 20))
+    tgt_pad = tgt.clone()
+    tgt_pad[:, 10:] = -100
+    logits, loss = m(idx, tgt_pad)
+    manual = torch.nn.functional.cross_entropy(logits[:, :10].reshape(-1, 30), tgt[:, :10].reshape(-1))
+    assert abs(loss.item() - manual.item()) < 1e-5
