@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
-from wavefield_core.fftconv import causal_fft_conv
+from wavefield_core.fftconv import LAYOUTS, causal_fft_conv
 from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, stride_is_integer, v35_init, wave_kernel
 
 MODES = ("auto", "field", "token")
@@ -54,37 +54,48 @@ def field_geometry(n: int, stride: float, device=None):
     return lo.long(), frac, g
 
 
-def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
-                   norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
-    """The wave convolution of deposits u, before head coupling, in the fast (B, H, d, N) layout.
+def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
+              norm_cells: int = DEFAULT_NORM_CELLS, layout: str = "bhnd") -> torch.Tensor:
+    """The wave convolution of deposits u (v * ||k||), before head coupling.
 
-    u: (B, H, d, N) deposits (v * ||k||). Returns (B, H, d, N). `mode` must be concrete
-    ('field' or 'token'); the stride must already be validated (resolve_mode).
+    u: (B, H, N, d) for layout "bhnd", (B, N, H, d) for "bnhd". Returns the same shape (possibly a
+    non-contiguous view). `mode` must be concrete ('field' or 'token') and the stride validated
+    (resolve_mode).
     """
-    n = u.shape[-1]
+    tdim = LAYOUTS[layout][3]  # the token axis of u
+    n = u.shape[tdim]
     pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)
     if mode == "token":
         lags = torch.arange(n, device=u.device, dtype=pdt) * float(stride)  # (N,) in cells
         kernel = wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, N)
-        return causal_fft_conv(u, kernel, layout="bhdn")
+        return causal_fft_conv(u, kernel, layout=layout)
 
     lo, frac, g = field_geometry(n, stride, u.device)
-    frac = frac.to(u.dtype)
-    b, h, d, _ = u.shape
+    shape = [1] * u.dim()
+    shape[tdim] = n
+    frac = frac.to(u.dtype).view(shape)  # broadcast over the token axis
     exact_cells = bool((frac == 0).all())  # integer stride: no upper-cell deposit at all
-    field = u.new_zeros(b, h, d, g)  # (B, H, d, G)
+    fshape = list(u.shape)
+    fshape[tdim] = g
+    field = u.new_zeros(fshape)  # the field: G cells instead of N tokens
     if exact_cells:
-        field = field.index_add(-1, lo, u)
+        field = field.index_add(tdim, lo, u)
     else:
-        field = field.index_add(-1, lo, u * (1 - frac)).index_add(-1, lo + 1, u * frac)
+        field = field.index_add(tdim, lo, u * (1 - frac)).index_add(tdim, lo + 1, u * frac)
     lags = torch.arange(g, device=u.device, dtype=pdt)  # every cell lag 0 .. G-1
     kernel = wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, G)
-    field = causal_fft_conv(field, kernel, layout="bhdn")  # (B, H, d, G)
-    out = field.index_select(-1, lo)  # (B, H, d, N)
+    field = causal_fft_conv(field, kernel, layout=layout)
+    out = field.index_select(tdim, lo)  # read back at each token's lower cell
     if not exact_cells:
-        out = out * (1 - frac) + field.index_select(-1, lo + 1) * frac
+        out = out * (1 - frac) + field.index_select(tdim, lo + 1) * frac
     return out
+
+
+def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
+                   norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
+    """wave_conv for deposits in the time-last (B, H, d, N) layout; returns (B, H, d, N)."""
+    return wave_conv(u, frequency, damping, phase, stride, mode, norm_cells, layout="bhdn")
 
 
 def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupling, field_stride: float = 4.0,
@@ -96,9 +107,9 @@ def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupli
     """
     concrete = resolve_mode(mode, field_stride)
     u = v * torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, H, N, d)
-    y = wave_conv_bhdn(u.transpose(-1, -2).contiguous(), frequency, damping, phase, field_stride, concrete, norm_cells)
+    y = wave_conv(u, frequency, damping, phase, field_stride, concrete, norm_cells, layout="bhnd")
     mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)  # (H, H)
-    return torch.einsum("hg,bgdn->bhnd", mix, y)  # (B, H, N, d)
+    return torch.einsum("hg,bgnd->bhnd", mix, y)  # (B, H, N, d)
 
 
 class WaveFieldAttention(nn.Module):
@@ -153,9 +164,9 @@ class WaveFieldAttention(nn.Module):
         k = k.view(B, N, H, d)
         v = v.view(B, N, H, d)
         u = v * torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, N, H, d) deposits
-        u = u.permute(0, 2, 3, 1).contiguous()  # (B, H, d, N): time last, the fast FFT layout
-        y = wave_conv_bhdn(u, self.frequency, self.damping, self.phase, self.field_stride, self.path, self.norm_cells)
+        y = wave_conv(u, self.frequency, self.damping, self.phase, self.field_stride, self.path, self.norm_cells,
+                      layout="bnhd")  # (B, N, H, d), a view of a time-last buffer
         mix = torch.softmax(self.coupling.float(), dim=-1).to(y.dtype)  # (H, H) rows sum to 1
-        y = torch.einsum("hg,bgdn->bnhd", mix, y).reshape(B, N, D)  # (B, N, D)
+        y = torch.einsum("hg,bngd->bnhd", mix, y).reshape(B, N, D)  # (B, N, D)
         g = torch.sigmoid(self.gate(x))  # content gate
         return self.out(y * g)

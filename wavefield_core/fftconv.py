@@ -46,62 +46,67 @@ def _math_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-# Layouts the convolution accepts: where the time axis and the head axis sit in the 4-D tensor.
-# "bhnd" is the public one; "bhdn" (time last, contiguous) is the fastest for pocketfft and cuFFT
-# (about 1.4x over "bhnd" on a 2-core CPU at N = 8K-32K), so the wave layer works in it.
-LAYOUTS = {"bhnd": (2, 1), "bnhd": (1, 2), "bhdn": (3, 1)}  # layout -> (time_dim, head_dim)
-_CROSS = {"bhnd": "bhfc,bhfc->hf", "bnhd": "bfhc,bfhc->hf", "bhdn": "bhcf,bhcf->hf"}
+# Layouts the convolution accepts, as the permutation that views x as (B, H, d, N): time last.
+# All math runs time-last: pocketfft and cuFFT are fastest on a contiguous last axis (about 1.4x
+# over a strided time axis on a 2-core CPU at N = 8K-32K), and the one copy into the zero-padded
+# FFT buffer does the transpose for free. "bhnd" is the public layout.
+LAYOUTS = {"bhnd": (0, 1, 3, 2), "bnhd": (0, 2, 3, 1), "bhdn": (0, 1, 2, 3)}
+_INVERSE = {name: tuple(sorted(range(4), key=perm.__getitem__)) for name, perm in LAYOUTS.items()}
 
 
-def _kernel_spectrum(kernel: torch.Tensor, m: int, layout: str, dtype=torch.float32) -> torch.Tensor:
-    """rfft of the (H, N) kernel, shaped to broadcast against the spectrum of x in `layout`.
+def _kernel_spectrum(kernel: torch.Tensor, m: int, dtype=torch.float32) -> torch.Tensor:
+    """rfft of the (H, N) kernel, shaped (H, 1, F) to broadcast over (B, H, d, F); F = m//2+1."""
+    return torch.fft.rfft(kernel.to(dtype), n=m, dim=-1).unsqueeze(1)
 
-    Returns complex of shape (H, F, 1) for bhnd, (F, H, 1) for bnhd, (H, 1, F) for bhdn; F = m//2+1.
+
+def _padded_spectrum(xt: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
+    """rfft over the last axis of xt (B, H, d, N) zero-padded to m.
+
+    Builds the padded buffer by hand: torch's rfft(n=m) would allocate and zero all m columns and
+    then copy; here only the tail is zeroed and the (possibly transposing, possibly casting) copy
+    of x goes straight into the head.
     """
-    k_spec = torch.fft.rfft(kernel.to(dtype), n=m, dim=-1)  # (H, F)
-    if layout == "bnhd":
-        return k_spec.t().unsqueeze(-1)  # (F, H, 1)
-    if layout == "bhdn":
-        return k_spec.unsqueeze(1)  # (H, 1, F)
-    return k_spec.unsqueeze(-1)  # (H, F, 1)
+    n = xt.shape[-1]
+    buf = torch.empty(xt.shape[:-1] + (m,), dtype=dtype, device=xt.device)
+    buf[..., n:].zero_()
+    buf[..., :n].copy_(xt)
+    return torch.fft.rfft(buf, dim=-1)
 
 
 class _CausalFFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel, layout: str, fft_size: int):
-        time_dim = LAYOUTS[layout][0]
-        n = x.shape[time_dim]
+        xt = x.permute(LAYOUTS[layout])  # (B, H, d, N) view
+        n = xt.shape[-1]
         md = _math_dtype(x.dtype)
-        k_spec = _kernel_spectrum(kernel, fft_size, layout, md)
-        xs = torch.fft.rfft(x.to(md), n=fft_size, dim=time_dim)  # (..., F, ...) complex
-        xs.mul_(k_spec)  # in place: no autograd inside a Function, saves one spectrum of memory
-        y = torch.fft.irfft(xs, n=fft_size, dim=time_dim).narrow(time_dim, 0, n)
+        xs = _padded_spectrum(xt, fft_size, md)  # (B, H, d, F) complex
+        xs.mul_(_kernel_spectrum(kernel, fft_size, md))  # in place: saves one spectrum of memory
+        y = torch.fft.irfft(xs, n=fft_size, dim=-1).narrow(-1, 0, n)  # (B, H, d, N) view
         ctx.save_for_backward(x, kernel)
         ctx.layout, ctx.fft_size = layout, fft_size
-        return y.to(x.dtype)
+        return y.to(x.dtype).permute(_INVERSE[layout])
 
     @staticmethod
     def backward(ctx, grad_y):
         x, kernel = ctx.saved_tensors
         layout, m = ctx.layout, ctx.fft_size
-        time_dim = LAYOUTS[layout][0]
-        n = x.shape[time_dim]
         md = _math_dtype(x.dtype)
-        k_spec = _kernel_spectrum(kernel, m, layout, md)
-        gs = torch.fft.rfft(grad_y.to(md), n=m, dim=time_dim)
+        gt = grad_y.permute(LAYOUTS[layout])  # (B, H, d, N)
+        n = gt.shape[-1]
+        gs = _padded_spectrum(gt, m, md)
         grad_x = grad_k = None
         if ctx.needs_input_grad[1]:
             # grad_k[h, t] = sum_{b, c, n} g[n + t] x[n]: a correlation, reduced over batch and
             # channels in the frequency domain before the (short, H-row) inverse transform.
-            xs = torch.fft.rfft(x.to(md), n=m, dim=time_dim)
-            cross = torch.einsum(_CROSS[layout], gs, xs.conj())  # (H, F)
+            xs = _padded_spectrum(x.permute(LAYOUTS[layout]), m, md)
+            cross = torch.einsum("bhcf,bhcf->hf", gs, xs.conj())  # (H, F)
             del xs
             grad_k = torch.fft.irfft(cross, n=m, dim=-1)[..., : kernel.shape[-1]].to(kernel.dtype)
         if ctx.needs_input_grad[0]:
             # grad_x[j] = sum_{n >= j} k[n - j] g[n]: correlation with the kernel, i.e. multiply by
             # conj(K). Zero padding to m >= 2N - 1 keeps the wrap-around out of [0, N).
-            gs.mul_(k_spec.conj())
-            grad_x = torch.fft.irfft(gs, n=m, dim=time_dim).narrow(time_dim, 0, n).to(x.dtype)
+            gs.mul_(_kernel_spectrum(kernel, m, md).conj())
+            grad_x = torch.fft.irfft(gs, n=m, dim=-1).narrow(-1, 0, n).to(x.dtype).permute(_INVERSE[layout])
         return grad_x, grad_k, None, None
 
 
@@ -115,13 +120,15 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
         fft_size: FFT length; default fast_fft_size(2N - 1). Must be >= 2N - 1.
     Returns:
         y with the shape and dtype of x: y[b, h, n] = sum_{j<=n} kernel[h, n-j] x[b, h, j].
+        y is a view of a time-last (B, H, d, N) buffer, so it is not contiguous for "bhnd";
+        call .contiguous() if a consumer needs that.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid choices: {', '.join(LAYOUTS)}")
     if x.dim() != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {tuple(x.shape)}")
-    time_dim, h_dim = LAYOUTS[layout]
-    n = x.shape[time_dim]
+    perm = LAYOUTS[layout]
+    n, h_dim = x.shape[perm[3]], perm[1]
     if kernel.dim() != 2 or kernel.shape[0] != x.shape[h_dim]:
         raise ValueError(f"kernel must be (H={x.shape[h_dim]}, K>=N), got shape {tuple(kernel.shape)}")
     if kernel.shape[1] < n:
@@ -157,6 +164,6 @@ def fft_floor(x: torch.Tensor, k_spec: torch.Tensor, fft_size: int, time_dim: in
     return torch.fft.irfft(xs, n=fft_size, dim=time_dim).narrow(time_dim, 0, x.shape[time_dim])
 
 
-def floor_spectrum(kernel: torch.Tensor, fft_size: int, layout: str = "bhdn") -> torch.Tensor:
-    """The cached kernel spectrum fft_floor() multiplies by (float32, shaped for `layout`)."""
-    return _kernel_spectrum(kernel, fft_size, layout)
+def floor_spectrum(kernel: torch.Tensor, fft_size: int) -> torch.Tensor:
+    """The cached kernel spectrum fft_floor() multiplies by: float32, (H, 1, F) for (B, H, d, N) inputs."""
+    return _kernel_spectrum(kernel, fft_size)
