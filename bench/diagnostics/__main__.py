@@ -1,0 +1,178 @@
+"""python -m bench.diagnostics [--checkpoint PATH]: physics diagnostics and causality audit.
+
+Exit codes: 0 every model check passed (and every leak demonstration showed its leak);
+1 a model check failed (or a leak demonstration showed no leak: the probe is broken);
+2 bad input (missing checkpoint, bad flags).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli
+
+PROG = "python -m bench.diagnostics"
+PROBE_DTYPES = ("float64", "float32")
+RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
+
+
+def role_thresholds(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two numbers LOCAL,LONG (e.g. 4,32; reach in tokens)")
+    if not 0 < lo < hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 < LOCAL < LONG (e.g. 4,32)")
+    return lo, hi
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog=PROG, description="Wave Field physics diagnostics: per-head reach and roles, kernels and "
+                  "measured impulse responses, coupling matrices, energy flow, the conservation bound, causality "
+                  "probes with leak demonstrations. Writes env.json, diagnostics.csv, summary.md, plots/.")
+    m = p.add_argument_group("model (a checkpoint, or a random-init WaveFieldLM)")
+    m.add_argument("--checkpoint", metavar="PATH", help="a bench.common.checkpoint file written by bench.quality")
+    m.add_argument("--d-model", type=positive_int, help="random init: width D (default 256)")
+    m.add_argument("--n-layers", type=positive_int, help="random init: blocks (default 6)")
+    m.add_argument("--n-heads", type=positive_int, help="random init: heads H (default 8)")
+    m.add_argument("--field-stride", type=positive_float, help="random init: cells per token s (default 4; "
+                   "exactly causal strides only: integers >= 1 or any value >= 2)")
+    m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
+    d = p.add_argument_group("data and probes")
+    d.add_argument("--seq-len", type=positive_int, default=256, help="tokens per sequence of the text batch (default 256)")
+    d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")
+    d.add_argument("--text-file", metavar="PATH",
+                   help="UTF-8 text for the energy batch (default: tests/fixtures/tiny_corpus.txt)")
+    d.add_argument("--probe-len", type=positive_int, default=2048, help="N of the per-layer causality probes (default 2048)")
+    d.add_argument("--model-probe-len", type=positive_int, default=1024,
+                   help="N of the full-model causality probes (default 1024)")
+    d.add_argument("--leak-len", type=positive_int, default=128, help="N of the leak demonstrations on the float64 "
+                   "reference (default 128; the clamping demo sizes its field for 3N/4 tokens)")
+    d.add_argument("--probe-dtype", default="float64", choices=PROBE_DTYPES,
+                   help="dtype of the probe copies (default float64; leak threshold 1e-9, float32: 1e-4)")
+    d.add_argument("--no-leak-demos", action="store_true", help="skip the leak demonstrations")
+    c = p.add_argument_group("thresholds")
+    c.add_argument("--role-thresholds", type=role_thresholds, default=(4.0, 32.0), metavar="LOCAL,LONG",
+                   help="reach in tokens: < LOCAL local, < LONG medium, else long-range (default 4,32)")
+    c.add_argument("--conservation-tol", type=positive_float, default=1e-5,
+                   help="FAIL when ||k*x||_p/||x||_p > 1 + tol (default 1e-5, fp32 rounding)")
+    r = p.add_argument_group("run")
+    r.add_argument("--seed", type=int, default=0, help="seed for init, text windows and probes (default 0)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    r.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    r.add_argument("--out", metavar="DIR", help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
+    return p
+
+
+def load_model(args, device):
+    """(model, description dict, tokenizer, tokenizer description, is checkpoint)."""
+    import torch
+
+    from bench.common.checkpoint import load_checkpoint
+    from wavefield_core import WaveFieldLM
+    from wavefield_core.kernel import check_stride
+
+    given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
+    if args.checkpoint:
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot be combined with --checkpoint (the checkpoint fixes the model)")
+        model, ckpt = load_checkpoint(args.checkpoint, map_location=device)
+        if ckpt.get("kind") != "wave":
+            raise UsageError(f"checkpoint {args.checkpoint!r} holds a {ckpt.get('kind')!r} model; "
+                             "diagnostics need a wave model (kind 'wave')")
+        from bench.diagnostics.textdata import tokenizer_from_meta
+
+        tok, tok_desc = tokenizer_from_meta(ckpt.get("meta") or {}, args.checkpoint)
+        if tok is not None and tok.vocab_size != model.config.vocab_size:
+            tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
+        meta = ckpt.get("meta") or {}
+        info = {"model": f"checkpoint {args.checkpoint}",
+                "config": ", ".join(f"{k}={v}" for k, v in ckpt["config"].items()),
+                "checkpoint meta": ", ".join(f"{k}={v}" for k, v in meta.items() if isinstance(v, (int, float, str)))[:400]}
+        return model.to(device).eval(), info, tok, tok_desc, True
+    cfg = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in RANDOM_INIT_DEFAULTS.items()}
+    if cfg["d_model"] % cfg["n_heads"]:
+        raise UsageError(f"--d-model {cfg['d_model']} is not divisible by --n-heads {cfg['n_heads']}")
+    try:
+        check_stride(cfg["field_stride"])
+    except ValueError as exc:
+        raise UsageError(f"--field-stride: {exc}")
+    torch.manual_seed(args.seed)
+    model = WaveFieldLM(cfg["vocab_size"], d_model=cfg["d_model"], n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
+                        d_ff=4 * cfg["d_model"], field_stride=cfg["field_stride"])
+    info = {"model": f"random init (seed {args.seed})",
+            "config": ", ".join(f"{k}={v}" for k, v in model.config_dict().items())}
+    return model.to(device).eval(), info, None, "", False
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from pathlib import Path
+
+    # Cheap input checks first: a typo should not wait for torch, a model and a results folder.
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
+    if args.text_file is not None and not Path(args.text_file).is_file():
+        raise UsageError(f"--text-file {args.text_file!r} does not exist")
+    t_start = time.perf_counter()
+    import torch
+
+    from bench.common.device import resolve_device
+    from bench.common.env import collect_env, device_tag, write_env
+    from bench.common.rundir import new_run_dir
+    from bench.diagnostics import plots, report
+    from bench.diagnostics.run import DiagConfig, run_diagnostics
+    from bench.diagnostics.textdata import text_batch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, info, tok, tok_desc, from_ckpt = load_model(args, device)
+    vocab = model.embed.num_embeddings
+    idx, text_desc, real = text_batch(vocab, args.batch_size, args.seq_len, args.seed, args.text_file,
+                                      tokenizer=tok, tokenizer_desc=tok_desc, allow_bytes=not from_ckpt, device=device)
+    cfg = DiagConfig(seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
+                     role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
+                     probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
+                     probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)
+    run_dir = new_run_dir(device_tag(device), args.out, kind="diagnostics")
+    env = collect_env(argv=[PROG] + list(sys.argv[1:] if argv is None else argv), seed=args.seed,
+                      harness="bench.diagnostics", device=str(device), text=text_desc, real_text=real, **info)
+    write_env(run_dir / "env.json", env)
+
+    torch.manual_seed(args.seed)
+    res = run_diagnostics(model, idx, cfg, device)
+    df = report.write_csv(res.rows, run_dir / "diagnostics.csv")
+
+    git = env["git"]
+    where = (f"{env['cpu_model']}, {env['cpu_cores_logical']} cores, {env['torch_threads']} torch threads"
+             if device.type == "cpu" else ", ".join(g["name"] for g in env["gpus"]))
+    sha = f"{git['sha_short'] or 'none'}{' (dirty)' if git['dirty'] else ''}"
+    prov = f"{where}; torch {env['torch']}; git {sha}; {env['created']}"
+    header = dict(info)
+    header.update({"device": str(device), "text": text_desc, "probe dtype": args.probe_dtype,
+                   "probe lengths": f"per layer N={cfg.probe_len}, full model N={cfg.model_probe_len}, "
+                                    f"leak demos N={cfg.leak_len}",
+                   "provenance": prov})
+    lines = report.write_summary(df, run_dir / "summary.md", header, cfg.role_thresholds, res.failed)
+
+    pdir = run_dir / "plots"
+    pdir.mkdir(exist_ok=True)
+    for i, kern in res.arrays["kernels"].items():
+        plots.plot_kernels(kern, pdir / f"kernels_layer{i}.png", i, prov)
+    plots.plot_impulse_error(df, pdir / "impulse_error.png", prov)
+    plots.plot_coupling(res.arrays["couplings"], report.coupling_table(df), pdir / "coupling.png", prov)
+    plots.plot_energy(res.arrays["energy"], report.energy_table(df), pdir / "energy_flow.png", text_desc, prov)
+    plots.plot_causality(report.causality_table(df), pdir / "causality.png", prov,
+                         tol=1e-9 if args.probe_dtype == "float64" else 1e-4)
+
+    for line in lines:
+        print(line)
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items())
+    print(f"wrote {run_dir} ({time.perf_counter() - t_start:.1f}s: {timing})")
+    return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog=PROG))

@@ -1,0 +1,188 @@
+"""Causality probes: does any output depend on a later input?
+
+Two probes on any callable fn: (B, N, D_in) -> (B, N, D_out):
+- perturbation: replace input token t by a fresh random vector of the same scale and record the
+  largest change at positions < t ("earlier change") next to the largest change at positions >= t
+  ("response", proof that the perturbation did something);
+- gradient: backprop a random direction from output position i and record the largest input
+  gradient at positions > i next to the largest at positions <= i.
+The leak score of a probe is earlier / response (resp. future / past gradient): scale-free, so a
+random-init model with tiny weights and a trained one read the same way. A causal operator scores
+at rounding level (about 1e-16 in float64, 1e-7 in float32); the leaking configurations of
+SPEC.md section 2 score 1e-3 .. 1.
+
+Leak demonstrations run the float64 reference (wavefield_core.reference), which accepts any
+stride and V3.5's fixed-field clamping with no guard.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from wavefield_core.reference import reference_wave_layer
+
+TOLS = {torch.float64: 1e-9, torch.float32: 1e-4}  # leak score above this = not causal
+
+
+def default_positions(n: int) -> list[int]:
+    """Perturbed tokens t: near the start, odd interior points, the last token."""
+    return sorted({t for t in (1, n // 7, n // 3, n // 2 + 1, n - 1) if 1 <= t < n})
+
+
+def default_out_positions(n: int) -> list[int]:
+    """Output positions i whose input gradients are inspected (i < N-1 so a future exists)."""
+    return sorted({i for i in (0, n // 5, n // 2, n - 2) if 0 <= i < n - 1})
+
+
+@dataclass
+class ProbeResult:
+    """Per-position numbers of one probe and the verdict."""
+    name: str
+    kind: str  # "perturbation" | "gradient"
+    rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
+    tol: float = 1e-9
+
+    @property
+    def max_score(self) -> float:
+        return max((r["score"] for r in self.rows), default=0.0)
+
+    @property
+    def max_abs(self) -> float:
+        return max((r["leak_abs"] for r in self.rows), default=0.0)
+
+    @property
+    def max_ref(self) -> float:
+        return max((r["ref_abs"] for r in self.rows), default=0.0)
+
+    @property
+    def causal(self) -> bool:
+        return self.max_score <= self.tol
+
+
+def _score(leak: float, ref: float) -> float:
+    if ref > 0:
+        return leak / ref
+    return float("inf") if leak > 0 else 0.0
+
+
+def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0, tol: float | None = None,
+                       name: str = "") -> ProbeResult:
+    """Perturb x[:, t] for each t in `positions`; compare fn outputs at positions < t and >= t.
+
+    x: (B, N, D_in) input (float); fn returns (B, N, ...). Runs under no_grad.
+    """
+    n = x.shape[1]
+    positions = default_positions(n) if positions is None else list(positions)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    res = ProbeResult(name=name, kind="perturbation", tol=TOLS.get(x.dtype, 1e-4) if tol is None else tol)
+    with torch.no_grad():
+        base = fn(x)
+        scale = x.std().clamp_min(1e-12)
+        for t in positions:
+            x2 = x.clone()
+            x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
+            change = (fn(x2) - base).abs()  # (B, N, ...)
+            earlier = change[:, :t].max().item() if t > 0 else 0.0
+            response = change[:, t:].max().item()
+            res.rows.append({"pos": t, "leak_abs": earlier, "ref_abs": response, "score": _score(earlier, response)})
+    return res
+
+
+def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, tol: float | None = None,
+                   name: str = "") -> ProbeResult:
+    """For each output position i: d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at
+    input positions > i (must be zero) with the gradient at positions <= i."""
+    n = x.shape[1]
+    out_positions = default_out_positions(n) if out_positions is None else list(out_positions)
+    gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    res = ProbeResult(name=name, kind="gradient", tol=TOLS.get(x.dtype, 1e-4) if tol is None else tol)
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        y = fn(xg)  # (B, N, ...)
+        for i in out_positions:
+            w = torch.randn(y[:, i].shape, generator=gen, dtype=torch.float64).to(y)
+            (g,) = torch.autograd.grad((y[:, i] * w).sum(), xg, retain_graph=True)
+            g = g.abs()
+            future = g[:, i + 1:].max().item() if i + 1 < n else 0.0
+            past = g[:, : i + 1].max().item()
+            res.rows.append({"pos": i, "leak_abs": future, "ref_abs": past, "score": _score(future, past)})
+    return res
+
+
+def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None, seed: int = 0,
+                    tol: float | None = None, name: str = "", gradients: bool = True) -> list[ProbeResult]:
+    """Both probes on fn: (B, N, D) -> (B, N, D). Returns [perturbation, gradient] results."""
+    out = [perturbation_probe(fn, x, positions, seed, tol, name)]
+    if gradients:
+        out.append(gradient_probe(fn, x, out_positions, seed, tol, name))
+    return out
+
+
+# ---------------------------------------------------------------- the full model as an operator
+
+def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor]:
+    """WaveFieldLM as a function of its token embeddings: returns (fn, e0) where
+    fn(e (B, N, D)) -> logits (B, N, V) runs the model with model.embed's output replaced by e
+    (positions, blocks, interference and head unchanged), and e0 = model.embed(idx)."""
+    with torch.no_grad():
+        e0 = model.embed(idx)
+
+    def fn(e: torch.Tensor) -> torch.Tensor:
+        handle = model.embed.register_forward_hook(lambda _m, _a, _o: e)
+        try:
+            logits, _ = model(idx)
+        finally:
+            handle.remove()
+        return logits
+
+    return fn, e0
+
+
+def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None = None, name: str = "") -> ProbeResult:
+    """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
+    n = idx.shape[1]
+    vocab = model.embed.num_embeddings
+    positions = default_positions(n) if positions is None else list(positions)
+    dt = model.embed.weight.dtype
+    res = ProbeResult(name=name, kind="perturbation-ids", tol=TOLS.get(dt, 1e-4) if tol is None else tol)
+    with torch.no_grad():
+        base, _ = model(idx)
+        for t in positions:
+            idx2 = idx.clone()
+            idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
+            change = (model(idx2)[0] - base).abs()
+            earlier = change[:, :t].max().item() if t > 0 else 0.0
+            response = change[:, t:].max().item()
+            res.rows.append({"pos": t, "leak_abs": earlier, "ref_abs": response, "score": _score(earlier, response)})
+    return res
+
+
+def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """An eval-mode copy in `dtype` (the original model is left untouched)."""
+    return copy.deepcopy(module).to(dtype).eval()
+
+
+# ---------------------------------------------------------------- leak demonstrations
+
+def v35_clamp_config(field_cells: int = 1024, max_len: int = 256) -> dict:
+    """V3.5's fixed field: G cells sized for `max_len` tokens, s = (G - 1) / (L - 1), clamp to G - 2."""
+    return {"field_stride": (field_cells - 1) / (max_len - 1), "field_size": field_cells, "clamp": True}
+
+
+def leak_configs(field_cells: int = 1024, max_len: int = 256) -> list[tuple[str, dict]]:
+    """The leaking configurations of SPEC.md section 2 (name, reference_wave_layer overrides)."""
+    return [
+        ("stride 1.29", {"field_stride": 1.29}),
+        ("stride 0.996", {"field_stride": 0.996}),
+        ("stride 0.125", {"field_stride": 0.125}),
+        (f"clamp G={field_cells} L={max_len} s={(field_cells - 1) / (max_len - 1):.4g}",
+         v35_clamp_config(field_cells, max_len)),
+    ]
+
+
+def reference_fn(layer, **overrides) -> Callable:
+    """The float64 reference forward of `layer` with overrides (field_stride, field_size, clamp)."""
+    return lambda x: reference_wave_layer(layer, x, **overrides)

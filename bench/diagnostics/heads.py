@@ -1,0 +1,138 @@
+"""Per-head physics: wave parameters, reach, role labels, kernels, measured impulse responses, coupling.
+
+Reach (SPEC.md section 6): the lag where the envelope exp(-alpha t) falls to 10% of its value at
+lag 0, i.e. ln(10) / alpha cells, divided by the stride s for tokens.
+
+Role rule (thresholds in tokens, changeable with --role-thresholds LOCAL,LONG):
+    reach_tokens <  LOCAL            -> local
+    LOCAL <= reach_tokens < LONG     -> medium
+    reach_tokens >= LONG             -> long-range
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wavefield_core.attention import WaveFieldAttention, field_geometry, wave_conv_bhdn
+
+REACH_FRACTION = 0.1
+DEFAULT_ROLE_THRESHOLDS = (4.0, 32.0)  # tokens: < 4 local, < 32 medium, else long-range
+ROLES = ("local", "medium", "long-range")
+
+
+def role_rule_text(thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
+    lo, hi = thresholds
+    return (f"reach = ln(10)/alpha cells (envelope exp(-alpha t) down to 10%), /s for tokens; "
+            f"role = local if reach_tokens < {lo:g}, medium if {lo:g} <= reach_tokens < {hi:g}, "
+            f"long-range if reach_tokens >= {hi:g}")
+
+
+def role_of(reach_tokens: float, thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
+    lo, hi = thresholds
+    if reach_tokens < lo:
+        return "local"
+    if reach_tokens < hi:
+        return "medium"
+    return "long-range"
+
+
+def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -> list[dict]:
+    """One dict per head: omega, alpha, phase, damping_raw, reach_cells, reach_tokens, role."""
+    with torch.no_grad():
+        omega = layer.frequency.double().cpu().numpy()
+        raw = layer.damping.double().cpu().numpy()
+        alpha = F.softplus(layer.damping.double()).cpu().numpy()
+        phase = layer.phase.double().cpu().numpy()
+    s = float(layer.field_stride)
+    rows = []
+    for h in range(layer.n_heads):
+        reach_c = math.log(1.0 / REACH_FRACTION) / alpha[h]
+        rows.append({"head": h, "omega": float(omega[h]), "alpha": float(alpha[h]), "phase": float(phase[h]),
+                     "damping_raw": float(raw[h]), "reach_cells": float(reach_c), "reach_tokens": float(reach_c / s),
+                     "role": role_of(reach_c / s, thresholds)})
+    return rows
+
+
+def _wave_params(layer: WaveFieldAttention):
+    """(omega, phi, alpha) as float64 numpy columns (H, 1)."""
+    with torch.no_grad():
+        om = layer.frequency.double().cpu().numpy()[:, None]
+        ph = layer.phase.double().cpu().numpy()[:, None]
+        al = np.logaddexp(0.0, layer.damping.double().cpu().numpy())[:, None]  # softplus
+    return om, ph, al
+
+
+def kernel_z(layer: WaveFieldAttention) -> np.ndarray:
+    """Normaliser Z per head, float64 (H,): L1 over R = norm_cells lags plus the geometric tail bound."""
+    om, ph, al = _wave_params(layer)
+    r = int(layer.norm_cells)
+    tr = np.arange(r, dtype=np.float64)[None, :]
+    z = np.abs(np.exp(-al * tr) * np.cos(om * tr + ph)).sum(-1) + (np.exp(-al * r) / (1 - np.exp(-al)))[:, 0]
+    return np.maximum(z, 1e-8)
+
+
+def analytic_kernel(layer: WaveFieldAttention, lags) -> np.ndarray:
+    """Closed-form normalised kernel at real cell `lags`, float64 numpy, (H, L).
+
+    Written out again here (not calling wavefield_core.kernel) so the impulse-response check
+    compares the fast path against an independent derivation:
+        k(t) = exp(-alpha t) cos(omega t + phi) / Z,
+        Z = sum_{t < R} |exp(-alpha t) cos(omega t + phi)| + exp(-alpha R) / (1 - exp(-alpha)).
+    """
+    om, ph, al = _wave_params(layer)
+    t = np.asarray(lags, dtype=np.float64)[None, :]
+    return np.exp(-al * t) * np.cos(om * t + ph) / kernel_z(layer)[:, None]
+
+
+def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
+    """What a unit deposit at token 0 must produce at tokens 0..N-1, per head: (H, N) float64.
+
+    Token 0 sits exactly on cell 0, so output n reads the kernel at position n*s: exactly k(n s) for
+    integer s (token path), and the bilinear read (1-f) k(lo) + f k(lo+1) of the cell kernel for
+    non-integer s (field path).
+    """
+    s = float(layer.field_stride)
+    pos = np.arange(n, dtype=np.float64) * s
+    lo = np.floor(pos)
+    frac = pos - lo
+    if np.all(frac == 0):
+        return analytic_kernel(layer, pos)
+    return analytic_kernel(layer, lo) * (1 - frac) + analytic_kernel(layer, lo + 1) * frac
+
+
+def measured_impulse(layer: WaveFieldAttention, n: int) -> np.ndarray:
+    """Feed a unit deposit u = one-hot at token 0 (every head, one channel) through the layer's own
+    wave convolution (wave_conv_bhdn, the path forward() runs) and read the output: (H, N) float64."""
+    p = layer.frequency
+    u = torch.zeros(1, layer.n_heads, 1, n, device=p.device, dtype=torch.float32)  # (B, H, d=1, N)
+    u[..., 0] = 1.0
+    with torch.no_grad():
+        y = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path, layer.norm_cells)
+    return y[0, :, 0, :].double().cpu().numpy()  # (H, N)
+
+
+def impulse_check(layer: WaveFieldAttention, n: int) -> dict:
+    """Measured vs analytic impulse response: per-head max |diff| and both curves."""
+    meas = measured_impulse(layer, n)
+    ana = analytic_token_response(layer, n)
+    diff = np.abs(meas - ana).max(-1)  # (H,)
+    return {"measured": meas, "analytic": ana, "max_abs_diff": diff}
+
+
+def field_cells(layer: WaveFieldAttention, n: int) -> int:
+    """Field size G the layer uses for N tokens."""
+    return field_geometry(n, layer.field_stride)[2]
+
+
+def coupling_stats(layer: WaveFieldAttention) -> dict:
+    """softmax(C) (H, H), its Frobenius distance from the identity and mean off-diagonal mass per row."""
+    with torch.no_grad():
+        p = torch.softmax(layer.coupling.double(), dim=-1).cpu().numpy()
+    h = p.shape[0]
+    frob = float(np.linalg.norm(p - np.eye(h)))
+    offdiag = float((1.0 - np.diag(p)).mean())  # rows sum to 1, so off-diagonal mass = 1 - P[h, h]
+    return {"matrix": p, "frobenius_from_identity": frob, "mean_offdiag_mass": offdiag,
+            "min_diag": float(np.diag(p).min()), "max_diag": float(np.diag(p).max())}

@@ -1,0 +1,153 @@
+"""Figures: kernels per layer, impulse error, coupling heatmaps, energy flow, causality scores."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.diagnostics.energy import QUANTITIES  # noqa: E402
+from bench.diagnostics.heads import analytic_kernel, kernel_z  # noqa: E402
+
+
+def _grid(n: int, max_cols: int = 4):
+    cols = min(n, max_cols)
+    return int(math.ceil(n / cols)), cols
+
+
+def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
+    """One panel per head: cell-lag kernel, token-lag samples, measured impulse, envelope, reach."""
+    params, meas, ana, s, layer = kern["params"], kern["measured"], kern["analytic"], kern["stride"], kern["layer"]
+    rows, cols = _grid(len(params))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 0.6 + 2.8 * rows), squeeze=False)
+    n_tok = meas.shape[1]
+    z = kernel_z(layer)
+    for p, ax in zip(params, axes.flat):
+        h = p["head"]
+        span_cells = min(max(3.0 * p["reach_cells"], 8 * s), (n_tok - 1) * s)
+        cells = np.arange(int(span_cells) + 1)
+        kc = analytic_kernel(layer, cells)[h]
+        ax.plot(cells, kc, color="0.6", lw=1, label="kernel, cell lags")
+        env = np.exp(-p["alpha"] * cells) / z[h]  # exp(-alpha t) / Z
+        ax.plot(cells, env, "k:", lw=0.8, label="envelope")
+        ax.plot(cells, -env, "k:", lw=0.8)
+        nt = int(span_cells // s) + 1
+        lags = np.arange(nt) * s
+        ax.plot(lags, ana[h, :nt], "o", ms=3.5, color="C0", label="analytic, token lags")
+        ax.plot(lags, meas[h, :nt], "x", ms=4, color="C3", label="measured impulse")
+        ax.axvline(p["reach_cells"], color="C2", lw=0.8, ls="--", label="reach (10%)")
+        ax.axhline(0, color="0.85", lw=0.5)
+        ax.set_title(f"h{h} w={p['omega']:.2f} a={p['alpha']:.3f} phi={p['phase']:.2f}\n"
+                     f"reach {p['reach_tokens']:.2f} tok ({p['role']})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel(f"lag (cells; token = {s:g} cells)", fontsize=7)
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"Layer {layer_idx}: wave kernels (impulse response measured through wave_conv_bhdn)", fontsize=10)
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    # fixed margins: tight_layout costs about 0.5 s per multi-panel figure on a small CPU
+    height = fig.get_figheight()  # inches: room for the suptitle + two-line titles on top, labels + footer below
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height, hspace=0.6, wspace=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:
+    d = df[df["check"] == "impulse"]
+    t = d.pivot_table(index="layer", columns="head", values="value", aggfunc="first")
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * t.shape[1], 1 + 0.5 * t.shape[0]))
+    im = ax.imshow(np.log10(t.values.astype(float) + 1e-20), cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="log10 max |measured - analytic|")
+    ax.set_xticks(range(t.shape[1]), t.columns)
+    ax.set_yticks(range(t.shape[0]), t.index)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    thr = float(d["threshold"].iloc[0]) if len(d) else float("nan")
+    ax.set_title(f"impulse response vs analytic kernel (threshold {thr:g})", fontsize=9)
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    fig.subplots_adjust(left=0.12, right=0.95, bottom=0.15, top=0.9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str) -> None:
+    n = len(couplings)
+    rows, cols = _grid(n, 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    for (i, p), ax in zip(couplings.items(), axes.flat):
+        im = ax.imshow(p, vmin=0, vmax=1, cmap="magma")
+        s = stats[stats["layer"] == i].iloc[0]
+        ax.set_title(f"layer {i}: ||P-I||_F={s.iloc[1]:.2f}, off-diag={s.iloc[2]:.2f}", fontsize=8)
+        ax.set_xlabel("source head h'", fontsize=7)
+        ax.set_ylabel("target head h", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="softmax(C)[h, h']")
+    fig.suptitle("Head coupling P = softmax(C)", fontsize=10)
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, footer: str) -> None:
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.3))
+    layers = etable["layer"].values
+    for q, desc in QUANTITIES:
+        a1.plot(layers, etable[q].values, "o-", ms=3, label=q)
+    a1.set_yscale("log")
+    a1.set_xlabel("layer")
+    a1.set_ylabel("mean per-token RMS")
+    a1.set_title("energy flow by layer", fontsize=9)
+    a1.legend(fontsize=6)
+    cmap = plt.get_cmap("viridis")
+    for k, (i, per) in enumerate(energy.items()):
+        a2.plot(per["residual_out"][0], color=cmap(k / max(1, len(energy) - 1)), lw=0.8, label=f"after block {i}")
+    a2.set_yscale("log")
+    a2.set_xlabel("token position (batch element 0)")
+    a2.set_ylabel("per-token RMS of residual stream")
+    a2.set_title("residual stream per token", fontsize=9)
+    a2.legend(fontsize=6)
+    for k, (i, per) in enumerate(energy.items()):
+        u, c = per["field_u"].ravel(), per["field_conv"].ravel()
+        a3.scatter(u, c, s=2, color=cmap(k / max(1, len(energy) - 1)), label=f"layer {i}")
+    lim = max(float(np.max([per["field_u"].max() for per in energy.values()])), 1e-12)
+    a3.plot([0, lim], [0, lim], "k--", lw=0.8, label="y = x")
+    a3.set_xlabel("per-token RMS of deposits u")
+    a3.set_ylabel("per-token RMS after wave conv")
+    a3.set_title("field before vs after the convolution", fontsize=9)
+    a3.legend(fontsize=6, markerscale=3)
+    fig.suptitle(f"Energy flow on {text_desc}", fontsize=9)
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.25)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) -> None:
+    """Leak score per probe on a log axis: clean operators at rounding level, leaking ones near 1."""
+    if ctable.empty:
+        return
+    labels = [f"{r['group']}: {r['operator']} ({r['probe']}, N={r['N']})" for _, r in ctable.iterrows()]
+    vals = np.maximum(ctable["max leak score"].values.astype(float), 1e-20)
+    colors = ["C3" if g == "leak demo" else ("C0" if g == "model" else "C2") for g in ctable["group"]]
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), vals, color=colors)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-20, 10)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(tol, color="k", ls="--", lw=0.8, label=f"leak threshold {tol:g}")
+    ax.set_xlabel("leak score (change before t / change at or after t); bars at 1e-20 are exactly 0")
+    ax.set_title("Causality probes: model (blue), clean reference (green), leaking configurations (red)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
+    fig.subplots_adjust(left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02, top=1 - 0.35 / fig.get_figheight())
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

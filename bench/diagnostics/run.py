@@ -1,0 +1,216 @@
+"""Run every diagnostic on one WaveFieldLM and collect long-format rows (the single source).
+
+Row columns: check, layer, head, quantity, value, threshold, verdict.
+    layer: block index, "model" (whole model), or a configuration name (leak demonstrations);
+    verdict: PASS / FAIL (model checks, they gate the exit code), INFO (measurements),
+             EXPECTED-LEAK (a leak demonstration that shows its leak; showing none is a FAIL).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.diagnostics import causality as cz
+from bench.diagnostics.conservation import check_conservation, full_grid_l1, layer_conv_operands, p_label
+from bench.diagnostics.energy import QUANTITIES, energy_flow, field_energy_ratio
+from bench.diagnostics.heads import coupling_stats, field_cells, head_params, impulse_check
+from wavefield_core.attention import WaveFieldAttention
+
+COLUMNS = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
+IMPULSE_TOL = 1e-5  # fp32 fast path vs float64 closed form
+INSTRUMENT_TOL = 1e-5  # instrumented forward vs layer.forward, relative
+
+
+@dataclass
+class DiagConfig:
+    seq_len: int = 256
+    batch_size: int = 4
+    seed: int = 0
+    role_thresholds: tuple = (4.0, 32.0)
+    conservation_tol: float = 1e-5
+    probe_len: int = 2048
+    model_probe_len: int = 1024
+    leak_len: int = 128
+    probe_dtype: torch.dtype = torch.float64
+    leak_demos: bool = True
+    clamp_field_cells: int = 1024
+
+
+@dataclass
+class Results:
+    rows: list = field(default_factory=list)
+    arrays: dict = field(default_factory=dict)  # plot data: kernels, impulses, couplings, energy curves
+    timings: dict = field(default_factory=dict)
+
+    def add(self, check, layer, head, quantity, value, threshold=None, verdict="INFO"):
+        self.rows.append({"check": check, "layer": layer, "head": head, "quantity": quantity,
+                          "value": value, "threshold": threshold, "verdict": verdict})
+
+    def verdicts(self) -> list[str]:
+        return [r["verdict"] for r in self.rows]
+
+    @property
+    def failed(self) -> bool:
+        return "FAIL" in self.verdicts()
+
+
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# ---------------------------------------------------------------- sections
+
+def diagnose_heads(model, res: Results, cfg: DiagConfig) -> None:
+    """Per-head parameters, reach, role; impulse response vs analytic kernel; coupling matrices."""
+    n = max(cfg.seq_len, 64)
+    res.arrays["kernels"], res.arrays["couplings"] = {}, {}
+    thr = f"{cfg.role_thresholds[0]:g},{cfg.role_thresholds[1]:g}"
+    for i, layer in enumerate(model.attention_layers):
+        params = head_params(layer, cfg.role_thresholds)
+        imp = impulse_check(layer, n)
+        for p in params:
+            h = p["head"]
+            for q in ("omega", "alpha", "phase", "damping_raw", "reach_cells", "reach_tokens"):
+                res.add("heads", i, h, q, p[q])
+            res.add("heads", i, h, f"role:{p['role']}", p["reach_tokens"], thr, "INFO")
+            d = float(imp["max_abs_diff"][h])
+            res.add("impulse", i, h, "max_abs_diff", d, IMPULSE_TOL, _pf(d <= IMPULSE_TOL))
+        res.arrays["kernels"][i] = {"params": params, "measured": imp["measured"], "analytic": imp["analytic"],
+                                    "stride": float(layer.field_stride), "layer": layer,
+                                    "cells": field_cells(layer, n)}
+        cs = coupling_stats(layer)
+        res.arrays["couplings"][i] = cs["matrix"]
+        for q in ("frobenius_from_identity", "mean_offdiag_mass", "min_diag", "max_diag"):
+            res.add("coupling", i, "", q, cs[q])
+        for h in range(cs["matrix"].shape[0]):
+            for g in range(cs["matrix"].shape[1]):
+                res.add("coupling", i, h, f"P[{h},{g}]", float(cs["matrix"][h, g]))
+
+
+def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg: DiagConfig) -> None:
+    """Energy flow through the model on idx, then Young's bound per head on the real deposits."""
+    flow = energy_flow(model, idx)
+    worst = flow["instrumentation_max_rel_diff"]
+    res.add("instrumentation", "model", "", "max_rel_diff_vs_forward", worst, INSTRUMENT_TOL, _pf(worst <= INSTRUMENT_TOL))
+    res.arrays["energy"] = {}
+    for i, per in flow["per_token"].items():
+        res.arrays["energy"][i] = {q: v.cpu().numpy() for q, v in per.items()}
+        for q, _desc in QUANTITIES:
+            v = per[q]
+            res.add("energy", i, "", f"{q}:mean_rms", v.mean().item())
+            res.add("energy", i, "", f"{q}:max_rms", v.max().item())
+        u, conv = flow["fields"][i]
+        res.add("energy", i, "", "field_conv/field_u:l2_ratio", field_energy_ratio(u, conv))
+    tol = cfg.conservation_tol
+    for i, layer in enumerate(model.attention_layers):
+        u, _ = flow["fields"][i]
+        x, kernel = layer_conv_operands(layer, u)
+        cr = check_conservation(x, kernel, tol=tol)
+        full = full_grid_l1(layer)
+        for h in range(cr.ratios.shape[0]):
+            for j, p in enumerate(cr.ps):
+                r = float(cr.ratios[h, j])
+                res.add("conservation", i, h, f"ratio_p{p_label(p)}", r, 1 + tol, _pf(r <= 1 + tol))
+            res.add("conservation", i, h, "sum_abs_k_used", float(cr.l1[h]), 1 + tol, _pf(cr.l1[h] <= 1 + tol))
+            res.add("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), 1 + tol, _pf(full[h] <= 1 + tol))
+
+
+def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool) -> None:
+    """Rows for one probe. gate=True: a model check (PASS/FAIL per position); else INFO rows."""
+    for r in probe.rows:
+        verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
+        res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
+        res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
+    res.add(check, layer, "", f"{probe.kind}:N", n)
+
+
+def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.device) -> None:
+    """Per-layer and full-model probes at long N; the reference on clean and leaking configurations."""
+    dt = cfg.probe_dtype
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 17)
+    res.arrays["causality"] = []
+    t0 = time.perf_counter()
+    n = cfg.probe_len
+    for i, layer in enumerate(model.attention_layers):
+        lay = cz.as_probe_copy(layer, dt)
+        x = torch.randn(1, n, layer.d_model, generator=gen, dtype=torch.float64).to(device=device, dtype=dt)
+        # Cost: one forward per perturbed t, about two per gradient row. Each layer gets the first and
+        # last token plus a seeded interior t (different per layer), so the run covers many positions.
+        t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
+        positions = sorted({t for t in (1, t_mid, n - 1) if 1 <= t < n})
+        out_positions = sorted({j for j in (i_mid, n - 2) if 0 <= j < n - 1})
+        for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i, name=f"layer {i}"):
+            _add_probe(res, "causality", i, probe, n, gate=True)
+            res.arrays["causality"].append(("model", f"layer {i} {probe.kind}", probe))
+    res.timings["causality_layers_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n = cfg.model_probe_len
+    mdl = cz.as_probe_copy(model, dt)
+    vocab = mdl.embed.num_embeddings
+    idx = torch.randint(0, vocab, (1, n), generator=gen).to(device)
+    fn, e0 = cz.embedding_operator(mdl, idx)
+    positions = sorted({t for t in (1, n // 2 + 1, n - 1) if 1 <= t < n})
+    out_positions = sorted({j for j in (n // 3, n - 2) if 0 <= j < n - 1})
+    for probe in cz.probe_causality(fn, e0, positions, out_positions, seed=cfg.seed, name="model (embeddings)"):
+        _add_probe(res, "causality", "model", probe, n, gate=True)
+        res.arrays["causality"].append(("model", f"full model {probe.kind}", probe))
+    probe = cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)], name="model (ids)")
+    _add_probe(res, "causality", "model", probe, n, gate=True)
+    res.arrays["causality"].append(("model", "full model ids", probe))
+    res.timings["causality_model_s"] = time.perf_counter() - t0
+    if cfg.leak_demos:
+        t0 = time.perf_counter()
+        leak_demos(model.attention_layers[0], res, cfg, gen)
+        res.timings["leak_demos_s"] = time.perf_counter() - t0
+
+
+def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: torch.Generator) -> None:
+    """Probe the float64 reference (no guard) with layer 0's weights: at the layer's own stride
+    (must be clean: a model check), and at each leaking configuration of SPEC.md section 2 (must
+    leak: otherwise the probe is broken). Also check that the fast layer refuses leaking strides."""
+    lay = cz.as_probe_copy(layer, torch.float64).cpu()
+    n = cfg.leak_len
+    clamp_len = max(2, (3 * n) // 4)  # V3.5 field sized for L < N tokens
+    configs = [(f"stride {layer.field_stride:g} (clean)", {"field_stride": layer.field_stride}, False)]
+    configs += [(name, ov, True) for name, ov in cz.leak_configs(cfg.clamp_field_cells, clamp_len)]
+    for name, ov, leaky in configs:
+        x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
+        probes = cz.probe_causality(cz.reference_fn(lay, **ov), x, seed=cfg.seed, name=name)
+        check = "leak_demo" if leaky else "causality_reference"
+        for probe in probes:
+            _add_probe(res, check, name, probe, n, gate=not leaky)
+            group = "leak demo" if leaky else "reference"
+            res.arrays.setdefault("causality", []).append((group, f"{name} {probe.kind}", probe))
+        score = max(p.max_score for p in probes)
+        tol = probes[0].tol
+        if leaky:
+            verdict = "EXPECTED-LEAK" if score > tol else "FAIL"
+        else:
+            verdict = _pf(score <= tol)
+        res.add(check, name, "", "max_score", score, tol, verdict)
+        res.add(check, name, "", "max_abs", max(p.max_abs for p in probes))
+        if leaky and "clamp" not in name:
+            try:
+                WaveFieldAttention(lay.d_model, lay.n_heads, field_stride=ov["field_stride"])
+                refused = False
+            except ValueError:
+                refused = True
+            res.add("stride_guard", name, "", "refused_by_fast_layer", float(refused), 1.0, _pf(refused))
+
+
+def run_diagnostics(model, idx: torch.Tensor, cfg: DiagConfig, device: torch.device) -> Results:
+    """All sections on `model` (eval mode). idx: (B, N) token batch for energy/conservation."""
+    model.eval()
+    res = Results()
+    t0 = time.perf_counter()
+    diagnose_heads(model, res, cfg)
+    res.timings["heads_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    diagnose_energy_and_conservation(model, idx, res, cfg)
+    res.timings["energy_conservation_s"] = time.perf_counter() - t0
+    diagnose_causality(model, res, cfg, device)
+    return res
+

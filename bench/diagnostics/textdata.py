@@ -1,0 +1,109 @@
+"""The batch of text the energy-flow and conservation checks run on.
+
+Priority: the checkpoint's own tokenizer (reconstructed from its meta) on the text file; else, for
+a random-init model with vocab >= 256, the UTF-8 bytes of the text (a byte-level model); else
+random tokens, labelled as such in every artifact.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURE_TEXT = REPO_ROOT / "tests" / "fixtures" / "tiny_corpus.txt"
+_META_KEYS = ("tokenizer_path", "tokenizer_file", "tokenizer_json", "tokenizer")
+
+
+def _candidate_paths(meta: dict, ckpt_path: Path | None) -> list[Path]:
+    out = []
+    vals = [meta.get(k) for k in _META_KEYS]
+    tok = meta.get("tokenizer")
+    if isinstance(tok, dict):
+        vals += [tok.get("path"), tok.get("file")]
+    # bench.quality writes <run>/tokenizer.json and <run>/checkpoints/<method>-seed<k>.pt with a
+    # path relative to the run folder: look next to the checkpoint and up to two folders above it.
+    bases = [ckpt_path.parent, *list(ckpt_path.parent.parents)[:2]] if ckpt_path is not None else []
+    for v in vals:
+        if isinstance(v, str) and v and not v.lstrip().startswith("{"):
+            p = Path(v)
+            out += [b / p for b in bases] if not p.is_absolute() else []
+            out.append(p)
+    out += [b / "tokenizer.json" for b in bases]
+    return out
+
+
+def tokenizer_from_meta(meta: dict, ckpt_path: str | Path | None = None):
+    """Rebuild the tokenizer a checkpoint was trained with, or return (None, why).
+
+    Understands: a path under meta["tokenizer_path" | "tokenizer_file" | "tokenizer"(.path)], relative
+    to the checkpoint folder or absolute; a tokenizer.json next to the checkpoint; an inline char
+    vocabulary meta["tokenizer"] = {"kind": "char", "chars": ...}; an inline HF JSON string.
+    Returns (tokenizer, description).
+    """
+    try:
+        from bench.quality.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
+    except ImportError as exc:  # bench.quality not installed alongside
+        return None, f"bench.quality.tokenizers unavailable ({exc})"
+    meta = meta or {}
+    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
+    tok = meta.get("tokenizer")
+    if isinstance(tok, dict) and tok.get("kind") == "char" and isinstance(tok.get("chars"), str):
+        chars = list(tok["chars"])
+        return CharTokenizer(chars, min_count=tok.get("min_count", 1)), "char tokenizer inline in checkpoint meta"
+    for key in ("tokenizer_json", "tokenizer"):
+        v = meta.get(key)
+        if isinstance(v, str) and v.lstrip().startswith("{"):
+            data = json.loads(v)
+            if data.get("kind") == "char":
+                chars = list(data["chars"])
+                return CharTokenizer(chars, min_count=data.get("min_count", 1)), "char tokenizer inline in meta"
+            from tokenizers import Tokenizer
+            return BPETokenizer(Tokenizer.from_str(v)), "BPE tokenizer inline in meta"
+    for p in _candidate_paths(meta, ckpt_path):
+        if p.is_file() or (p.is_dir() and (p / "tokenizer.json").is_file()):
+            try:
+                return load_tokenizer(p), f"{p}"
+            except Exception:  # noqa: BLE001 - a file that is not a tokenizer: try the next candidate
+                continue
+    return None, ("no tokenizer found in checkpoint meta (keys tried: " + ", ".join(_META_KEYS)
+                  + ", and tokenizer.json next to it)")
+
+
+def text_batch(vocab_size: int, batch: int, seq_len: int, seed: int, text_file: str | Path | None = None,
+               tokenizer=None, tokenizer_desc: str = "", allow_bytes: bool = False,
+               device="cpu") -> tuple[torch.Tensor, str, bool]:
+    """Return (idx (B, N) int64, description, is_real_text). Windows start at seeded random offsets.
+
+    tokenizer: encodes the text (checkpoint runs); allow_bytes: with no tokenizer, use UTF-8 bytes
+    as ids (random-init runs with vocab >= 256). Otherwise random tokens, labelled as such."""
+    rng = np.random.default_rng(seed)
+    path = Path(text_file) if text_file is not None else FIXTURE_TEXT
+    ids, desc = None, ""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if tokenizer is not None:
+            ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+            desc = f"{path.name} encoded with the checkpoint's tokenizer ({tokenizer_desc})"
+        elif allow_bytes and vocab_size >= 256:
+            ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+            desc = f"UTF-8 bytes of {path.name} (random-init model, vocab {vocab_size} >= 256)"
+        if ids is not None and (ids.size < 2 or ids.max() >= vocab_size):
+            ids, desc = None, ""
+    if ids is None:
+        if not path.is_file():
+            why = f"{path} not found"
+        elif tokenizer is None and not allow_bytes:
+            why = tokenizer_desc or "no tokenizer"
+        else:
+            why = f"text does not fit vocab {vocab_size}"
+        x = torch.from_numpy(rng.integers(0, vocab_size, size=(batch, seq_len))).long()
+        return x.to(device), f"RANDOM TOKENS (no real text: {why})", False
+    if ids.size < seq_len + 1:  # short text: repeat it
+        ids = np.tile(ids, seq_len // ids.size + 2)
+        desc += " (repeated to fill the window)"
+    starts = rng.integers(0, ids.size - seq_len, size=batch)
+    x = np.stack([ids[s:s + seq_len] for s in starts])
+    return torch.from_numpy(x).long().to(device), desc, True

@@ -1,0 +1,331 @@
+"""bench.diagnostics: known answers for reach/roles, impulse vs analytic kernel, the conservation
+bound, causality probes (clean and deliberately leaking operators), and the CLI end to end."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.common.checkpoint import save_checkpoint
+from bench.diagnostics import causality as cz
+from bench.diagnostics.conservation import check_conservation, full_grid_l1, layer_conv_operands
+from bench.diagnostics.heads import (analytic_token_response, coupling_stats, head_params, impulse_check,
+                                     role_of)
+from wavefield_core import WaveFieldAttention, WaveFieldLM
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "tiny_corpus.txt"
+# Small and short for speed: the long-N probes (N = 1500) are tested on the functions below.
+PROBES = ["--seq-len", "48", "--batch-size", "2", "--probe-len", "300", "--model-probe-len", "96", "--leak-len", "40"]
+SMALL = ["--d-model", "32", "--n-layers", "3", "--n-heads", "4"] + PROBES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from 2 threads, and on a shared 2-core machine OpenMP waits can make a
+    10 ms step take a second. One thread keeps these tests fast and their timing stable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def inv_softplus(a: float) -> float:
+    return math.log(math.expm1(a))
+
+
+def hand_set_layer(stride=4.0, reaches_cells=(20.0, 8.0, 400.0)) -> WaveFieldAttention:
+    """A layer whose heads have known alpha = ln(10) / reach_cells."""
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(24, len(reaches_cells), field_stride=stride)
+    with torch.no_grad():
+        for h, r in enumerate(reaches_cells):
+            layer.damping[h] = inv_softplus(math.log(10.0) / r)
+    return layer
+
+
+# ---------------------------------------------------------------- heads
+
+def test_reach_and_role_known_answer():
+    layer = hand_set_layer(stride=4.0, reaches_cells=(20.0, 8.0, 400.0))
+    rows = head_params(layer, thresholds=(4.0, 32.0))
+    # damping is a float32 parameter: known answers hold to float32 precision
+    assert [r["reach_cells"] for r in rows] == pytest.approx([20.0, 8.0, 400.0], rel=1e-5)
+    assert [r["reach_tokens"] for r in rows] == pytest.approx([5.0, 2.0, 100.0], rel=1e-5)
+    assert [r["role"] for r in rows] == ["medium", "local", "long-range"]
+    assert rows[0]["alpha"] == pytest.approx(math.log(10) / 20, rel=1e-6)
+    # other thresholds: the rule follows the flag
+    assert [r["role"] for r in head_params(layer, thresholds=(1.0, 3.0))] == ["long-range", "medium", "long-range"]
+    assert [role_of(r, (4, 32)) for r in (3.999, 4.0, 31.99, 32.0)] == ["local", "medium", "medium", "long-range"]
+
+
+@pytest.mark.parametrize("stride", [1.0, 4.0, 2.5], ids=["s1-token", "s4-token", "s2.5-field"])
+def test_measured_impulse_equals_analytic_kernel(stride):
+    layer = hand_set_layer(stride=stride, reaches_cells=(20.0, 8.0, 400.0))
+    imp = impulse_check(layer, 300)
+    print(f"stride {stride}: max |measured - analytic| per head {imp['max_abs_diff']}")
+    assert imp["max_abs_diff"].max() < 1e-6
+    assert abs(imp["analytic"][:, 0]).max() > 1e-3  # a real signal, not two zero arrays
+    if stride == int(stride):  # token path: also equals the layer's own kernel
+        assert torch.allclose(torch.from_numpy(analytic_token_response(layer, 300)).float(), layer.kernel(300).detach(),
+                              atol=1e-6)
+
+
+def test_coupling_stats_identity_and_init():
+    layer = hand_set_layer()
+    with torch.no_grad():
+        layer.coupling.copy_(100.0 * torch.eye(3))
+    cs = coupling_stats(layer)
+    assert cs["frobenius_from_identity"] < 1e-10 and cs["mean_offdiag_mass"] < 1e-10
+    with torch.no_grad():
+        layer.coupling.copy_(torch.eye(3))  # V3.5 init without noise: diagonal only e / (e + H - 1)
+    assert coupling_stats(layer)["min_diag"] == pytest.approx(math.e / (math.e + 2))
+
+
+# ---------------------------------------------------------------- conservation
+
+def test_conservation_fails_on_unnormalised_kernel():
+    torch.manual_seed(0)
+    n = 256
+    t = torch.arange(n, dtype=torch.float32)
+    k = torch.exp(-0.1 * t)
+    k = (k / k.sum()).expand(2, n).contiguous()  # L1 = 1 (up to the cut tail), positive
+    x = torch.rand(1, 2, 3, n) + 0.5  # positive signals: Young's bound nearly attained for p = inf
+    ok = check_conservation(x, k)
+    print("normalised: max ratio", ok.max_ratio, "sum|k|", ok.max_l1)
+    assert ok.passed and ok.max_ratio > 0.5  # tight but holds
+    bad = check_conservation(x, 3.0 * k)
+    print("3x kernel: max ratio", bad.max_ratio, "sum|k|", bad.max_l1)
+    assert not bad.passed and bad.max_ratio > 1.5
+
+
+@pytest.mark.parametrize("stride", [4.0, 2.5], ids=["s4-token", "s2.5-field"])
+def test_conservation_passes_on_real_kernels_and_fails_when_scaled(stride):
+    layer = hand_set_layer(stride=stride)
+    u = torch.randn(2, 3, 8, 200)  # (B, H, d, N) deposits
+    x, kernel = layer_conv_operands(layer, u)
+    res = check_conservation(x, kernel)
+    print(f"s={stride}: ratios {res.ratios.max(0)} sum|k| {res.l1}")
+    assert res.passed, (res.ratios, res.l1)
+    assert (full_grid_l1(layer) <= 1 + 1e-12).all()
+    if stride == 2.5:  # field path: the kernel at every cell lag has sum|k| = 1, so 3x gives 3
+        assert not check_conservation(x, 3.0 * kernel).passed
+    # token path: sampling every s cells leaves sum|k| < 1, so 3x may still satisfy Young's bound
+    # (correctly); scale to sum|k| = 3 exactly to make the kernel unnormalised for either path
+    bad = check_conservation(x, 3.0 * kernel / kernel[:, : x.shape[-1]].abs().sum(-1, keepdim=True))
+    assert not bad.passed and bad.max_l1 == pytest.approx(3.0, rel=1e-5)
+
+
+# ---------------------------------------------------------------- causality
+
+def future_copy(x):
+    """A deliberately leaking operator: adds half of the NEXT token's input to every position."""
+    nxt = torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1)
+    return torch.tanh(x) + 0.5 * nxt
+
+
+def test_probe_flags_leaking_operator():
+    x = torch.randn(2, 100, 8, dtype=torch.float64)
+    pert, grad = cz.probe_causality(future_copy, x)
+    print("future copy:", pert.max_score, grad.max_score)
+    assert not pert.causal and not grad.causal
+    assert pert.max_score > 0.1 and grad.max_score > 0.1
+    # the same probe on a causal operator (running mean) is clean
+    clean = cz.probe_causality(lambda z: torch.cumsum(z, 1) / torch.arange(1, 101, dtype=z.dtype)[:, None], x)
+    assert all(p.causal for p in clean)
+
+
+def test_probe_passes_wavefield_attention_long_n():
+    torch.manual_seed(0)
+    layer = cz.as_probe_copy(WaveFieldAttention(32, 4, field_stride=4.0), torch.float64)
+    x = torch.randn(1, 1500, 32, dtype=torch.float64)
+    probes = cz.probe_causality(layer, x)
+    print([(p.kind, p.max_score, p.max_ref) for p in probes])
+    assert all(p.causal and p.max_ref > 0 for p in probes)
+
+
+def test_probe_passes_wavefield_lm():
+    torch.manual_seed(0)
+    model = cz.as_probe_copy(WaveFieldLM(50, d_model=32, n_layers=3, n_heads=4, d_ff=64), torch.float64)
+    idx = torch.randint(0, 50, (1, 300))
+    fn, e0 = cz.embedding_operator(model, idx)
+    probes = cz.probe_causality(fn, e0) + [cz.token_id_probe(model, idx)]
+    print([(p.kind, p.max_score) for p in probes])
+    assert all(p.causal and p.max_ref > 0 for p in probes)
+
+
+def test_leak_demo_stride_0125_and_clamp_show_leaks():
+    torch.manual_seed(0)
+    layer = cz.as_probe_copy(WaveFieldAttention(32, 4, field_stride=4.0), torch.float64)
+    x = torch.randn(1, 64, 32, dtype=torch.float64)
+    leak = cz.perturbation_probe(cz.reference_fn(layer, field_stride=0.125), x)
+    clean = cz.perturbation_probe(cz.reference_fn(layer, field_stride=4.0), x)
+    clamp = cz.perturbation_probe(cz.reference_fn(layer, **cz.v35_clamp_config(1024, 48)), x)
+    print("s=0.125:", leak.max_score, "clean:", clean.max_score, "clamp:", clamp.max_score)
+    assert leak.max_score > 0.1 and not leak.causal
+    assert clean.causal
+    assert not clamp.causal
+    assert all(r["score"] == 0 for r in clamp.rows if r["pos"] < 47)  # the clamp leak needs t beyond L - 1
+
+
+def test_leak_demo_without_leak_fails_the_run(monkeypatch):
+    """If a 'leaking' configuration shows no leak, the probe is broken: verdict FAIL."""
+    from bench.diagnostics import run
+
+    monkeypatch.setattr(cz, "leak_configs", lambda *a: [("not really leaking", {"field_stride": 2.0})])
+    res = run.Results()
+    layer = WaveFieldAttention(16, 2, field_stride=4.0)
+    run.leak_demos(layer, res, run.DiagConfig(leak_len=32), torch.Generator().manual_seed(0))
+    verdicts = {r["layer"]: r["verdict"] for r in res.rows if r["quantity"] == "max_score"}
+    assert verdicts == {"stride 4 (clean)": "PASS", "not really leaking": "FAIL"}
+
+
+# ---------------------------------------------------------------- CLI
+
+def run_cmd(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bench.diagnostics", "--threads", "1", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_outputs(out: Path) -> pd.DataFrame:
+    for f in ("env.json", "diagnostics.csv", "summary.md", "plots/coupling.png", "plots/energy_flow.png",
+              "plots/impulse_error.png", "plots/causality.png", "plots/kernels_layer0.png"):
+        assert (out / f).is_file(), f
+    df = pd.read_csv(out / "diagnostics.csv")
+    assert list(df.columns) == ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
+    assert not (df["verdict"] == "FAIL").any()
+    assert set(df["check"]) >= {"heads", "impulse", "coupling", "energy", "conservation", "causality",
+                                "leak_demo", "stride_guard", "instrumentation"}
+    return df
+
+
+def test_cli_random_init_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cmd(*SMALL, "--out", str(out))
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    df = check_outputs(out)
+    assert (df["verdict"] == "EXPECTED-LEAK").sum() == 4
+    summary = (out / "summary.md").read_text()
+    assert "UTF-8 bytes of tiny_corpus.txt" in summary and "EXPECTED LEAK SHOWN stride 0.125" in summary
+    assert "OVERALL PASS" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """Train a tiny WaveFieldLM for a few dozen steps on the fixture text, save it with its tokenizer."""
+    tokenizers = pytest.importorskip("bench.quality.tokenizers")
+    text = (FIXTURE.read_text(encoding="utf-8") if FIXTURE.is_file()
+            else "the quick brown fox jumps over the lazy dog. " * 200)
+    tok = tokenizers.CharTokenizer.train(text, min_count=1)
+    ids = torch.tensor(tok.encode(text))
+    cfg = {"vocab_size": tok.vocab_size, "d_model": 32, "n_layers": 3, "n_heads": 4, "d_ff": 64, "field_stride": 4.0}
+    torch.manual_seed(0)
+    model = WaveFieldLM(**cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        starts = torch.randint(0, len(ids) - 49, (8,), generator=gen)
+        batch = torch.stack([ids[s:s + 49] for s in starts])
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    d = tmp_path_factory.mktemp("ckpt")
+    tok.save(d / "tokenizer.json")
+    save_checkpoint(d / "model.pt", "wave", cfg, model, meta={"tokenizer_path": "tokenizer.json",
+                                                              "tokenizer": tok.describe(), "step": 30})
+    return d / "model.pt"
+
+
+def test_cli_on_trained_checkpoint(tiny_checkpoint, tmp_path):
+    from bench.diagnostics.__main__ import main  # in process: the subprocess path is tested above
+
+    out = tmp_path / "run"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--threads", "1", *PROBES, "--out", str(out)]) == 0
+    check_outputs(out)
+    assert "encoded with the checkpoint's tokenizer" in (out / "summary.md").read_text()
+
+
+QUALITY_FAST = ["--preset", "tiny", "--corpus", "fixture", "--pairing", "paper", "--steps", "10", "--d-model", "32",
+                "--n-layers", "2", "--n-heads", "4", "--d-ff", "64", "--seq-len", "32", "--batch-size", "4",
+                "--eval-every", "5", "--eval-batches", "2", "--test-batches", "2", "--log-every", "5",
+                "--warmup-steps", "2", "--min-count", "1", "--threads", "1", "--no-progress"]
+
+
+@pytest.mark.skipif(not (REPO / "bench" / "quality" / "__main__.py").is_file(), reason="bench.quality not present")
+def test_cli_on_bench_quality_checkpoint(tmp_path):
+    """The real hand-off: a checkpoint written by `python -m bench.quality` (tiny preset, shrunk to
+    10 steps, about 5 s) feeds diagnostics, which finds the run's tokenizer from the checkpoint meta."""
+    from bench.diagnostics.__main__ import main
+
+    q = subprocess.run([sys.executable, "-m", "bench.quality", *QUALITY_FAST, "--out", str(tmp_path / "q")],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0, q.stderr[-2000:]
+    ckpt = tmp_path / "q" / "checkpoints" / "wave-seed0.pt"
+    assert ckpt.is_file(), sorted(p.name for p in (tmp_path / "q").rglob("*.pt"))
+    out = tmp_path / "run"
+    assert main(["--checkpoint", str(ckpt), "--threads", "1", *PROBES, "--out", str(out)]) == 0
+    check_outputs(out)
+    assert "encoded with the checkpoint's tokenizer" in (out / "summary.md").read_text()
+    # a standard-attention checkpoint from the same run is refused as bad input
+    from bench.common.cli import run_cli
+
+    std = tmp_path / "q" / "checkpoints" / "standard-seed0.pt"
+    assert run_cli(main, ["--checkpoint", str(std), "--out", str(tmp_path / "s")]) == 2
+
+
+def test_cli_missing_checkpoint_exits_2(tmp_path):
+    proc = run_cmd("--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--field-stride", "1.29"], "leaks future tokens"),
+    (["--role-thresholds", "32,4"], "LOCAL < LONG"),
+    (["--d-model", "30", "--n-heads", "4"], "not divisible"),
+    (["--checkpoint", "EXISTING", "--d-model", "64"], "cannot be combined"),
+    (["--probe-dtype", "float16"], "invalid choice"),
+], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype"])
+def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
+    from bench.common.cli import run_cli
+    from bench.diagnostics.__main__ import main
+
+    existing = tmp_path / "some.pt"
+    existing.write_bytes(b"")
+    args = [str(existing) if a == "EXISTING" else a for a in args]
+    with pytest.raises(SystemExit) as exc:  # argparse errors exit directly
+        code = run_cli(main, args + ["--out", str(tmp_path / "o")], prog="diag")
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing written for bad input
+
+
+def test_failed_model_check_exits_1(monkeypatch, tmp_path):
+    from bench.diagnostics import run
+    from bench.diagnostics.__main__ import main
+
+    monkeypatch.setattr(run, "IMPULSE_TOL", 0.0)  # no fp32 path matches float64 to 0: the check fails
+    code = main(["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "32", "--batch-size", "1",
+                 "--probe-len", "64", "--model-probe-len", "32", "--no-leak-demos", "--out", str(tmp_path / "o")])
+    assert code == 1
+    assert "FAIL impulse" in (tmp_path / "o" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_cli_default_paper_model(tmp_path):
+    """The default command: the paper's D=256, 6 layers, 8 heads, stride 4, long probes (about 30 s)."""
+    proc = run_cmd("--out", str(tmp_path / "run"), timeout=900)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    check_outputs(tmp_path / "run")
