@@ -1,0 +1,50 @@
+"""python -m bench.report RUN_DIR [RUN_DIR ...] [--out results/README.md]
+
+Exit codes: 0 written; 2 bad input (no runs, a missing folder, a folder of unknown kind, a run
+outside the folder of --out), one line on stderr and nothing written.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bench.common.cli import ArgParser, UsageError, run_cli
+
+PROG = "python -m bench.report"
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog=PROG, description="Build results/README.md from run folders: an index of the runs, what "
+                  "reproduces and what does not (from timings.csv and final.csv), each run's summary regenerated "
+                  "from its CSV with a provenance line under every table, and the plots.")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                   help="run folders under the folder of --out (results/runs/<run>); the kind is detected from "
+                        "timings.csv (scaling), final.csv (quality) or diagnostics.csv (diagnostics)")
+    p.add_argument("--out", default="results/README.md",
+                   help="the page to write (default results/README.md); every run must lie under its folder")
+    p.add_argument("--no-regenerate", action="store_true",
+                   help="use each run's summary.md as it is instead of rewriting it from the CSV first")
+    p.add_argument("--no-plots", action="store_true",
+                   help="when regenerating scaling summaries, do not redraw plots/ (faster; existing plots are linked)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.runs:
+        raise UsageError("no run folders given (pass one or more folders such as results/runs/<run>)")
+    if Path(args.out).suffix.lower() != ".md":
+        raise UsageError(f"--out {args.out!r} should be a markdown file (for example results/README.md)")
+    from bench.report.build import build_report
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    path = build_report(args.runs, args.out, regen=not args.no_regenerate, plots=not args.no_plots,
+                        report_command=f"{PROG} {shlex.join(raw)}")
+    print(f"wrote {path} from {len(set(args.runs))} run folder(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog=PROG))

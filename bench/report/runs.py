@@ -1,0 +1,237 @@
+"""Run folders for the report: kind detection, env.json, provenance text and summary regeneration."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import posixpath
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common.cli import UsageError
+
+# kind -> the CSV every number of that kind comes from; the order is the detection order
+KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
+KINDS = tuple(KIND_CSV)
+
+# kind -> (module, function names tried in order, functions called first): a writer is used only
+# when it takes exactly one required argument, the run folder.
+WRITERS = {
+    "scaling": ("bench.scaling.summary", ("write_summary",), ("bench.scaling.plots:make_plots",)),
+    "quality": ("bench.quality.report", ("write_report", "write_summary"), ()),
+    "diagnostics": ("bench.diagnostics.report", ("write_report", "regenerate_summary", "write_summary"), ()),
+}
+
+
+@dataclass
+class Run:
+    path: Path  # resolved run folder
+    kind: str  # scaling | quality | diagnostics
+    rel: str  # the folder relative to the README's folder, posix style ("runs/<run>")
+    env: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what happened while regenerating
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def csv(self) -> Path:
+        return self.path / KIND_CSV[self.kind]
+
+    @property
+    def csv_rel(self) -> str:
+        return f"{self.rel}/{KIND_CSV[self.kind]}"
+
+    def link(self, target: str) -> str:
+        """A path inside the run folder, relative to the README."""
+        return posixpath.normpath(posixpath.join(self.rel, target))
+
+
+def detect_kind(path: Path) -> str | None:
+    for kind, csv in KIND_CSV.items():
+        if (path / csv).is_file():
+            return kind
+    return None
+
+
+def load_runs(paths: list[str], base: Path) -> list[Run]:
+    """Check every folder before anything is written; raise UsageError naming the first bad one."""
+    if not paths:
+        raise UsageError("no run folders given (pass one or more results/runs/<run> folders)")
+    base = base.resolve()
+    runs, seen = [], set()
+    for text in paths:
+        path = Path(text)
+        if not path.exists():
+            raise UsageError(f"run folder {text!r} does not exist")
+        if not path.is_dir():
+            raise UsageError(f"{text!r} is not a folder (expected a run folder such as results/runs/<run>)")
+        path = path.resolve()
+        if path in seen:
+            continue
+        seen.add(path)
+        kind = detect_kind(path)
+        if kind is None:
+            raise UsageError(f"{text!r} is not a run folder of a known kind: it holds none of "
+                             + ", ".join(f"{csv} ({kind})" for kind, csv in KIND_CSV.items()))
+        try:
+            rel = path.relative_to(base).as_posix()
+        except ValueError:
+            raise UsageError(f"run folder {text!r} is not under {str(base)!r}, the folder of --out, so the README "
+                             f"could not link its files; nothing was copied or written: move or copy it under "
+                             f"{str(base / 'runs')!r} first (or choose --out inside a folder that holds it)") from None
+        if rel == ".":
+            raise UsageError(f"run folder {text!r} is the README's own folder; put runs in a subfolder (runs/<run>)")
+        runs.append(Run(path=path, kind=kind, rel=rel, env=load_env(path)))
+    return runs
+
+
+def load_env(path: Path) -> dict[str, Any]:
+    try:
+        env = json.loads((path / "env.json").read_text())
+        return env if isinstance(env, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+
+
+def _get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """First non-empty key among names, at the top level of env.json or one dict below."""
+    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
+        for name in names:
+            if scope.get(name) not in (None, "", [], {}):
+                return scope[name]
+    return default
+
+
+def command(env: dict[str, Any]) -> str:
+    """The exact command line: env['command'] when the harness stored one, else argv joined."""
+    if isinstance(env.get("command"), str) and env["command"].strip():
+        return env["command"].strip()
+    argv = env.get("argv")
+    if isinstance(argv, list) and argv:
+        head, rest = str(argv[0]), [str(a) for a in argv[1:]]
+        # a harness that stores its program name ("python -m bench.x") as argv[0] keeps it unquoted
+        head = head if head.startswith("python") else shlex.quote(head)
+        return " ".join([head] + [shlex.quote(a) for a in rest])
+    return str(argv) if argv else "unknown"
+
+
+def machine(env: dict[str, Any]) -> str:
+    gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
+    device = str(env.get("device") or "")
+    cpu = (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
+           f"{env.get('torch_threads', '?')} torch threads")
+    if gpus and not device.startswith("cpu"):
+        names = {}
+        for g in gpus:
+            mem = f", {float(g['memory_total_mb']) / 1024:.0f} GiB" if g.get("memory_total_mb") else ""
+            label = f"{g.get('name', '?')} (driver {g.get('driver', '?')}{mem})"
+            names[label] = names.get(label, 0) + 1
+        return "; ".join(f"{n} x {label}" if n > 1 else label for label, n in names.items())
+    return cpu if env else "unknown (no env.json)"
+
+
+def software(env: dict[str, Any]) -> str:
+    if not env:
+        return "unknown (no env.json)"
+    bits = [f"python {env.get('python', '?')}", f"torch {env.get('torch', '?')}"]
+    if env.get("cuda"):
+        bits.append(f"CUDA {env['cuda']}")
+    if env.get("cudnn"):
+        bits.append(f"cuDNN {env['cudnn']}")
+    return ", ".join(bits)
+
+
+def git_sha(env: dict[str, Any]) -> str:
+    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    sha = git.get("sha_short") or (git.get("sha") or "")[:8] or "unknown"
+    return sha + (" (dirty)" if git.get("dirty") else "")
+
+
+def device(run: Run) -> str:
+    dev = _get(run.env, "device")
+    if dev:
+        return str(dev)
+    if run.kind == "scaling":
+        try:
+            import pandas as pd
+
+            vals = sorted(set(pd.read_csv(run.csv, usecols=["device"])["device"].dropna().astype(str)))
+            return ", ".join(vals) or "unknown"
+        except Exception:  # unreadable CSV: the index says unknown, the scaling section reports the error
+            return "unknown"
+    return "unknown"
+
+
+def code(text: str) -> str:
+    """Inline code that survives backticks and table pipes inside the text."""
+    text = " ".join(str(text).split())
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def provenance(run: Run, csv_rel: str | None = None) -> str:
+    """The line under a table: which CSV, machine, software, git sha and exact command."""
+    csv_rel = csv_rel or run.csv_rel
+    return (f"Source: [{csv_rel}]({csv_rel}) · machine: {machine(run.env)} · software: {software(run.env)} · "
+            f"git {git_sha(run.env)} · command: {code(command(run.env))}")
+
+
+# ---------------------------------------------------------------------------------------------
+# regeneration
+
+
+def _one_arg(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) == 1
+
+
+def _resolve(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def regenerate(run: Run, plots: bool = True) -> None:
+    """Rewrite run/summary.md (and plots/ when `plots`) from the run's CSV with its harness's writer.
+
+    A harness without a one-argument writer keeps its summary.md as written at run time (it was
+    derived from the same CSV). A writer that fails on a readable run is reported in run.notes and
+    on stderr; the existing summary.md is kept. Bad input (UsageError) propagates.
+    """
+    module_name, names, before = WRITERS[run.kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        run.notes.append(f"summary.md not regenerated: {module_name} does not import ({exc})")
+        return
+    writer = next((getattr(module, n) for n in names if callable(getattr(module, n, None)) and _one_arg(getattr(module, n))), None)
+    if writer is None:
+        run.notes.append(f"summary.md as written by the harness ({module_name} has no one-argument summary writer)")
+        return
+    try:
+        if plots:
+            for spec in before:
+                fn = _resolve(spec)
+                if fn is not None:
+                    fn(run.path)
+        writer(run.path)
+        run.notes.append(f"summary.md regenerated from {KIND_CSV[run.kind]} by {module_name}.{writer.__name__}")
+    except UsageError:
+        raise
+    except Exception as exc:  # a harness bug must not lose the other runs' sections
+        msg = f"summary.md could not be regenerated ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        print(f"bench.report: warning: {run.rel}: {msg}", file=sys.stderr)
+        run.notes.append(msg + "; the existing summary.md is shown")
