@@ -1,0 +1,122 @@
+"""Peak memory of one call (docs/METHOD.md, "Memory protocol").
+
+CUDA ("cuda-max-allocated"): gc; empty_cache; reset_peak_memory_stats; synchronize;
+baseline = memory_allocated(); run; synchronize; peak = max_memory_allocated() - baseline.
+max_memory_reserved() (the caching allocator's footprint) is kept next to it.
+
+CPU ("torch-profiler"): torch's CPU allocations bypass tracemalloc, so the call runs under the
+torch profiler with profile_memory=True; its allocation (+bytes) and free (-bytes) events are
+walked in time order and the high-water mark of the running sum is the peak above what was alive
+before the call. It sees every tensor torch allocates (outputs, intermediates, autograd saves),
+not scratch that a library mallocs on its own (pocketfft's internal work buffers, oneDNN scratch):
+a real lower bound of the process's growth, exact for tensors.
+"""
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# kineto prints "profiler_start/stop" lines on stderr at every profile() unless told not to;
+# they would tear the progress bar. Only a default: a value the user set is kept.
+os.environ.setdefault("KINETO_LOG_LEVEL", "99")
+
+CUDA_METHOD = "cuda-max-allocated"
+CPU_METHOD = "torch-profiler"
+
+METHOD_NOTES = {
+    CUDA_METHOD: "torch.cuda.max_memory_allocated() minus memory_allocated() before the call, after "
+                 "empty_cache + reset_peak_memory_stats; reserved_mem_mb = max_memory_reserved()",
+    CPU_METHOD: "torch profiler (profile_memory=True): high-water mark of the running sum of torch's "
+                "CPU allocation/free events during one call; library-internal scratch outside torch's "
+                "allocator (pocketfft work buffers) is not included",
+}
+
+
+@dataclass
+class PeakMemory:
+    peak_bytes: int
+    reserved_bytes: int | None  # CUDA max_memory_reserved; None on CPU
+    method: str
+
+
+def memory_method(device: torch.device) -> str:
+    return CUDA_METHOD if device.type == "cuda" else CPU_METHOD
+
+
+def free_memory(device: torch.device) -> None:
+    """Release what can be released after a failure (OOM): garbage, then the CUDA cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    reserved = torch.cuda.max_memory_reserved(device)
+    del out
+    return PeakMemory(max(0, int(peak)), int(reserved), CUDA_METHOD)
+
+
+def _memory_events(prof) -> list[tuple[int, int]]:
+    """(time_ns, signed bytes) of every CPU allocation/free event the profiler saw, in time order."""
+    events = []
+    try:
+        for e in prof.profiler.kineto_results.events():
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU:
+                events.append((int(e.start_ns()), int(e.nbytes())))
+    except (AttributeError, RuntimeError):  # older/newer torch without kineto event access
+        events = []
+        for e in prof.events():
+            if e.name == "[memory]":
+                events.append((int(e.time_range.start * 1e3), int(e.cpu_memory_usage)))
+    events.sort(key=lambda t: t[0])
+    return events
+
+
+def high_water(deltas: list[int]) -> int:
+    """Largest running sum of signed byte deltas, starting from 0 (never below 0)."""
+    run = peak = 0
+    for d in deltas:
+        run += d
+        peak = max(peak, run)
+    return peak
+
+
+def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
+    from torch.profiler import ProfilerActivity, profile
+
+    # no gc.collect() here: refcounting already freed the previous cell's tensors, and a full
+    # collection with torch loaded costs about 0.1 s on a small CPU
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+        out = fn()
+        del out  # freeing the output inside the window keeps the event stream balanced
+    return PeakMemory(high_water([b for _, b in _memory_events(prof)]), None, CPU_METHOD)
+
+
+_PROFILER_READY = False
+
+
+def prepare_profiler() -> None:
+    """Pay the profiler's one-time start-up (about 2 s on a small CPU) outside any measured cell."""
+    global _PROFILER_READY
+    if not _PROFILER_READY:
+        _cpu_peak(lambda: None)
+        _PROFILER_READY = True
+
+
+def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
+    """Peak bytes that one call of fn allocates above what was alive before it."""
+    if device.type == "cuda":
+        return _cuda_peak(fn, device)
+    return _cpu_peak(fn)

@@ -1,0 +1,121 @@
+"""Budget predictor: decide, before running a cell, whether it fits the time and memory budgets.
+
+Time per call of (method, level, pass) at length N:
+- >= 2 shorter lengths measured: least-squares line through log t vs log N of the (up to 3)
+  longest measured lengths, extrapolated to N; and the last measurement scaled by the cost model's
+  FLOP ratio; the larger of the two (the fit alone underestimates when short lengths are
+  overhead-bound).
+- 1 measured: that time scaled by the FLOP ratio.
+- none: the cost model alone, FLOPs / a conservative rate for the device and method kind.
+A cell needs `calls` calls (warm-up + the minimum timed repetitions); predicted calls x time above
+the per-cell budget -> skipped, and every longer length of that series is skipped too. An OOM
+makes longer lengths of its series skip as well. Bytes above the memory budget -> skipped.
+With a total budget, each (level, pass) gets a weighted share of what is left (share_out) and a
+cell predicted past its share, or past the total, is skipped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+# FLOP/s assumed before anything is measured (deliberately low: first lengths are short anyway)
+ASSUMED_RATE = {
+    ("cpu", "wave"): 5e9, ("cpu", "reference"): 5e9, ("cpu", "softmax"): 3e10,
+    ("cuda", "wave"): 2e12, ("cuda", "reference"): 2e12, ("cuda", "softmax"): 1e14,
+}
+ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
+FIT_POINTS = 3
+
+
+@dataclass
+class Decision:
+    run: bool
+    reason: str = ""
+    call_s: float = float("nan")
+    bytes: float = float("nan")
+    basis: str = ""
+
+
+@dataclass
+class Predictor:
+    device_type: str  # "cpu" | "cuda"
+    time_budget: float  # seconds per cell
+    mem_budget: float  # bytes
+    calls: int  # calls a cell needs at least (warm-up + minimum timed repetitions)
+    total_budget: float | None = None  # seconds for the whole sweep
+    points: dict = field(default_factory=dict)  # series -> {N: seconds per call}
+    stuck: dict = field(default_factory=dict)  # series -> reason every longer length inherits
+
+    def record(self, series: tuple, n: int, seconds: float) -> None:
+        if seconds > 0 and math.isfinite(seconds):
+            self.points.setdefault(series, {})[n] = seconds
+
+    def block_longer(self, series: tuple, reason: str) -> None:
+        self.stuck.setdefault(series, reason)
+
+    def call_seconds(self, series: tuple, n: int, kind: str, flops_at: Callable[[int], float],
+                     bytes_at: Callable[[int], float]) -> tuple[float, str]:
+        """Predicted seconds of one call at length n, and what the prediction rests on."""
+        pts = sorted((m, t) for m, t in self.points.get(series, {}).items() if m < n)
+        if pts:
+            m_last, t_last = pts[-1]
+            ratio = t_last * flops_at(n) / max(flops_at(m_last), 1.0)
+            if len(pts) >= 2:
+                use = pts[-FIT_POINTS:]
+                x = np.log([m for m, _ in use])
+                y = np.log([t for _, t in use])
+                slope, icpt = np.polyfit(x, y, 1)
+                fit = float(np.exp(icpt + slope * math.log(n)))
+                return max(fit, ratio), f"fit of {len(use)} lengths (slope {slope:.2f})"
+            return ratio, f"N={m_last} scaled by the cost model"
+        rate = ASSUMED_RATE.get((self.device_type, kind), 1e10)
+        bw = ASSUMED_BANDWIDTH.get(self.device_type, 5e9)
+        return max(flops_at(n) / rate, bytes_at(n) / bw), "cost model only"
+
+    def decide(self, series: tuple, n: int, kind: str, est_bytes: float, flops_at, bytes_at,
+               elapsed_s: float = 0.0, share_left_s: float | None = None) -> Decision:
+        """Run or skip (with the reason) a cell of `series` at length n.
+
+        elapsed_s: seconds the sweep has run (against total_budget); share_left_s: seconds left of
+        the current (level, pass)'s share of the total budget (see share_out)."""
+        if series in self.stuck:
+            return Decision(False, self.stuck[series])
+        if est_bytes > self.mem_budget:
+            return Decision(False, f"predicted peak memory {est_bytes / 1e9:.1f} GB > memory budget "
+                                   f"{self.mem_budget / 1e9:.1f} GB", bytes=est_bytes)
+        call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
+        cell_s = call_s * self.calls
+        if cell_s > self.time_budget:
+            reason = (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
+                      f"({self.calls} calls of {_fmt_s(call_s)}; {basis})")
+            self.block_longer(series, f"longer than N={n}, which was predicted over the time budget")
+            return Decision(False, reason, call_s, est_bytes, basis)
+        if self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
+            left = max(0.0, self.total_budget - elapsed_s)
+            return Decision(False, f"predicted {cell_s:.1f} s > {left:.0f} s left of the total budget "
+                                   f"{self.total_budget:g} s", call_s, est_bytes, basis)
+        if share_left_s is not None and cell_s > share_left_s:
+            return Decision(False, f"predicted {cell_s:.1f} s > {max(0.0, share_left_s):.0f} s left of this "
+                                   f"level/pass's share of the total budget {self.total_budget:g} s",
+                            call_s, est_bytes, basis)
+        return Decision(True, "", call_s, est_bytes, basis)
+
+
+# weights of the (level, pass) shares of a total budget: core fwd, the headline, gets the most
+SHARE_WEIGHTS = {("core", "fwd"): 3.0}
+
+
+def share_out(total_left: float, segments: list[tuple[str, str]]) -> float:
+    """Seconds the first of `segments` (the (level, pass) pairs still to run, in order) may use:
+    its weighted share of what is left of the total budget. Time a segment leaves unused rolls over
+    to the ones after it, so on a fast machine nothing is cut; on a slow one every level still gets
+    measured at its shorter lengths instead of the last levels getting nothing."""
+    weights = [SHARE_WEIGHTS.get(seg, 1.0) for seg in segments]
+    return total_left * weights[0] / sum(weights) if weights else total_left
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"

@@ -1,0 +1,241 @@
+"""Builders: for one cell, make the inputs and return a ready-to-call closure (nothing timed here).
+
+Every builder returns Built(fn, backend): fn() runs one call of the cell's pass; backend() names
+the kernel that ran (call it after a warm-up call). Inputs are drawn after torch.manual_seed(seed)
+in the same order (q, k, v, then the output gradient) for every method, so all methods of one
+length see the same numbers.
+
+Passes:
+- fwd: forward under torch.no_grad() (inference; modules in eval mode).
+- fwdbwd at core/layer level: forward with autograd, then torch.autograd.grad of a fixed random
+  output gradient w.r.t. the inputs and the operator's parameters (grads returned, not
+  accumulated, so repeated calls do not grow state).
+- model level: fwd = forward with loss (eval, no_grad); fwdbwd = forward with loss (train mode,
+  dropout on) + backward + AdamW step + zero_grad(set_to_none=True): one training step.
+  Weights stay float32; dtype bfloat16/float16 runs under torch.autocast (the training recipe).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from bench.scaling.costs import field_cells
+from bench.scaling.grid import CellSpec
+
+VOCAB = 256
+
+
+@dataclass
+class Built:
+    fn: Callable[[], object]
+    backend: Callable[[], str]
+
+
+def fft_backend(device: torch.device) -> str:
+    return "cufft" if device.type == "cuda" else "pocketfft"
+
+
+def _randn(spec: CellSpec, *shape, dtype=None) -> torch.Tensor:
+    return torch.randn(*shape, device=spec.device, dtype=dtype or spec.dtype)
+
+
+def _qkv(spec: CellSpec):
+    """q, k, v of shape (B, H, N, d) in the cell's dtype, drawn from the cell's seed."""
+    torch.manual_seed(spec.seed)
+    shape = (spec.batch, spec.heads, spec.seq_len, spec.head_dim)
+    return _randn(spec, *shape), _randn(spec, *shape), _randn(spec, *shape)
+
+
+def wave_params(heads: int, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
+    """frequency, damping, phase (H,) and coupling (H, H), float32, V3.5 init (as the layer has)."""
+    from wavefield_core import v35_init
+
+    init = v35_init(heads)
+    gen = torch.Generator().manual_seed(seed + 1)
+    coupling = torch.eye(heads) + 0.01 * torch.randn(heads, heads, generator=gen)
+    return [t.to(device) for t in (init["frequency"], init["damping"], init["phase"], coupling)]
+
+
+def _grad_closure(forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], grad_out: torch.Tensor):
+    def fn():
+        y = forward()
+        return torch.autograd.grad(y, wrt, grad_out)
+    return fn
+
+
+def _no_grad(forward: Callable[[], object]):
+    def fn():
+        with torch.no_grad():
+            return forward()
+    return fn
+
+
+def _autocast(spec: CellSpec):
+    if spec.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=spec.device.type, dtype=spec.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# the core level
+
+
+def _wave_core(spec: CellSpec, path: str) -> Built:
+    from wavefield_core import wave_mix
+
+    _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
+    params = wave_params(spec.heads, spec.device, spec.seed)
+    s = spec.field_stride
+
+    def forward():
+        return wave_mix(k, v, *params, field_stride=s, mode=path)  # (B, H, N, d)
+
+    if spec.pass_ == "fwd":
+        fn = _no_grad(forward)
+    else:
+        for t in (k, v, *params):
+            t.requires_grad_(True)
+        fn = _grad_closure(forward, [k, v, *params], _randn(spec, *k.shape))
+    return Built(fn, lambda: fft_backend(spec.device))
+
+
+def softmax_function(impl: str, sdpa_backend: str | None):
+    """The attention function (q, k, v) -> y of a softmax method."""
+    from baselines import softmax_flash_attn, softmax_naive, softmax_sdpa
+
+    if impl == "naive":
+        return softmax_naive
+    if impl == "flash_attn":
+        return softmax_flash_attn
+    return lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend)
+
+
+def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
+    from baselines import sdpa_backend_that_runs
+
+    q, k, v = _qkv(spec)
+    attn = softmax_function(impl, sdpa_backend)
+    if spec.pass_ == "fwd":
+        fn = _no_grad(lambda: attn(q, k, v))
+    else:
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        fn = _grad_closure(lambda: attn(q, k, v), [q, k, v], _randn(spec, *q.shape))
+
+    def backend() -> str:
+        if impl != "sdpa":
+            return impl
+        return sdpa_backend_that_runs(q, k, v, sdpa_backend)  # on the cell's own inputs (grad flags too)
+    return Built(fn, backend)
+
+
+def _floor_core(spec: CellSpec, path: str) -> Built:
+    """The bare FFT floor at the wave core's shape: x (B, H, d, L) float32 contiguous, cached spectrum."""
+    from wavefield_core import fast_fft_size, fft_floor, floor_spectrum, wave_kernel
+
+    length = spec.seq_len if path == "token" else field_cells(spec.seq_len, spec.field_stride)
+    m = fast_fft_size(2 * length - 1)
+    torch.manual_seed(spec.seed)
+    x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
+    freq, damp, phase, _c = wave_params(spec.heads, spec.device, spec.seed)
+    step = spec.field_stride if path == "token" else 1.0
+    lags = torch.arange(length, device=spec.device, dtype=torch.float32) * step
+    k_spec = floor_spectrum(wave_kernel(freq, damp, phase, lags), m)  # (H, 1, M/2+1) complex64
+    return Built(_no_grad(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
+
+
+# ---------------------------------------------------------------------------------------------
+# layer and model levels
+
+
+def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) -> Built:
+    module = module.to(device=spec.device, dtype=spec.dtype)
+    torch.manual_seed(spec.seed)
+    x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
+    if spec.pass_ == "fwd":
+        module.eval()
+        return Built(_no_grad(lambda: module(x)), backend)
+    module.train()
+    x.requires_grad_(True)
+    wrt = [x, *module.parameters()]
+    return Built(_grad_closure(lambda: module(x), wrt, _randn(spec, *x.shape)), backend)
+
+
+def _model(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -> Built:
+    model = model.to(spec.device)  # float32 weights; low precision through autocast
+    torch.manual_seed(spec.seed)
+    idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
+    tgt = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
+    if spec.pass_ == "fwd":
+        model.eval()
+
+        def fwd():
+            with torch.no_grad(), _autocast(spec):
+                return model(idx, tgt)[1]
+        return Built(fwd, backend)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step():
+        with _autocast(spec):
+            loss = model(idx, tgt)[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+    return Built(step, backend)
+
+
+def wave_model(spec: CellSpec, path: str) -> torch.nn.Module:
+    from wavefield_core import WaveFieldLM
+
+    return WaveFieldLM(spec.vocab, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
+                       d_ff=spec.d_ff, field_stride=spec.field_stride, mode=path)
+
+
+def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch.nn.Module:
+    from baselines import StandardLM
+
+    return StandardLM(spec.vocab, spec.model_dim, spec.model_layers, spec.heads, spec.d_ff,
+                      max_seq_len=spec.seq_len, attn_impl=impl, sdpa_backend=sdpa_backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points named in the registry
+
+
+def build_wave(spec: CellSpec, path: str) -> Built:
+    """wave (path 'token') and wave-field (path 'field') at any level."""
+    torch.manual_seed(spec.seed)
+    if spec.level == "core":
+        return _wave_core(spec, path)
+    fft = lambda: fft_backend(spec.device)  # noqa: E731
+    if spec.level == "layer":
+        from wavefield_core import WaveFieldAttention
+
+        return _layer(spec, WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path), fft)
+    return _model(spec, wave_model(spec, path), fft)
+
+
+def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> Built:
+    """softmax-* methods: impl 'naive' | 'sdpa' | 'flash_attn', optionally one pinned SDPA kernel."""
+    torch.manual_seed(spec.seed)
+    if spec.level == "core":
+        return _softmax_core(spec, impl, sdpa_backend)
+    if spec.level == "layer":
+        from baselines import SoftmaxAttention
+
+        mod = SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
+        return _layer(spec, mod, lambda: mod.last_backend or impl)
+    model = standard_model(spec, impl, sdpa_backend)
+    return _model(spec, model, lambda: (model.attention_backends() or [impl])[0] or impl)
+
+
+def build_floor(spec: CellSpec, path: str) -> Built:
+    """fft-floor (path 'token', length N) and fft-floor-field (path 'field', length G); core fwd only."""
+    if spec.level != "core" or spec.pass_ != "fwd":
+        raise ValueError("the fft floor rows exist at level core, pass fwd only")
+    return _floor_core(spec, path)

@@ -1,0 +1,372 @@
+"""`python -m bench.scaling`: flags, configuration (defaults, --quick, --resume), and the run.
+
+Every flag defaults to None so that what the user typed is known: explicit flag > the resumed
+run's env.json > the --quick preset > the device's defaults (bench.scaling.config).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int
+from bench.common.device import DTYPES, resolve_device, resolve_dtype
+from bench.common.env import collect_env, device_tag, write_env
+from bench.common.memory import METHOD_NOTES, memory_method
+from bench.common.rundir import new_run_dir
+from bench.scaling import distributed as dist_util
+from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
+                                  default_mem_budget_gb, default_threads)
+from bench.scaling.grid import length_grid
+from bench.scaling.registry import FLOOR_METHODS, METHODS, default_methods, method_table
+
+PROG = "python -m bench.scaling"
+
+
+# ---------------------------------------------------------------------------------------------
+# flag types (each error is one line naming the valid values)
+
+
+def _choice_list(valid: Sequence[str], what: str, extra: Sequence[str] = ()):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {what} list; valid choices: {', '.join([*valid, *extra])}")
+        for item in items:
+            if item not in valid and item not in extra:
+                raise argparse.ArgumentTypeError(f"unknown {what} {item!r}; valid choices: {', '.join([*valid, *extra])}")
+        return list(dict.fromkeys(items))  # unique, in order
+    return parse
+
+
+def _length_list(text: str) -> list[int]:
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            n = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not an integer (expected positive integers, e.g. 512,2048)")
+        if n <= 0:
+            raise argparse.ArgumentTypeError(f"{n} is not positive (expected positive integers, e.g. 512,2048)")
+        out.append(n)
+    if not out:
+        raise argparse.ArgumentTypeError("no lengths given (expected positive integers, e.g. 512,2048)")
+    return sorted(set(out))
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog=PROG, description="Latency / memory / throughput sweep of Wave Field attention against "
+                  "softmax attention over sequence length (docs/METHOD.md). Results go to "
+                  "results/runs/<time>_<sha>_<device>/ (or --out): env.json, timings.csv, summary.md, plots/.")
+    a = p.add_argument
+    a("--device", help="auto (CUDA when available, else CPU), cpu, or cuda (default: auto)")
+    a("--dtype", choices=list(DTYPES), help="input/activation dtype (default: float32 on CPU, bfloat16 on CUDA; "
+      "the wave FFT math is float32 either way)")
+    a("--batch-size", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
+    a("--n-heads", type=positive_int, help="heads H (default 8; the model level uses it too)")
+    a("--head-dim", type=positive_int, help="head width d at core/layer level (default 64; layer width D = H*d)")
+    a("--field-stride", type=positive_float, help="wave field stride s, cells per token (default 4; must be exactly "
+      "causal: an integer >= 1 or any value >= 2)")
+    a("--methods", type=_choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS), "method",
+                                     ["all"]),
+      help="comma list of methods, or 'all' (every method available here); see --list-methods "
+           "(default: wave,wave-field,softmax-sdpa,softmax-naive, plus softmax-flash-attn on CUDA bf16/fp16 when "
+           "flash_attn imports)")
+    a("--levels", type=_choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
+    a("--passes", type=_choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
+    a("--min-len", type=positive_int, help="shortest sequence length; lengths double from it (default 512)")
+    a("--max-len", type=positive_int, help="longest sequence length (default 32768; 65536, 131072, ... work too)")
+    a("--seq-lens", type=_length_list, help="explicit comma list of lengths instead of --min-len/--max-len")
+    a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
+    a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default: 0.2 on CPU, "
+      "0.5 on CUDA)")
+    a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 20 on CUDA)")
+    a("--seed", type=nonneg_int, help="seed of every cell's inputs (default 0)")
+    a("--threads", type=positive_int, help="torch CPU threads (default: all cores; shared out under torchrun)")
+    a("--time-budget", type=positive_float, help="seconds one cell may take (warm-up included); a cell predicted "
+      "over it is skipped, and so are longer lengths of that method (default: 8 on CPU, 30 on CUDA)")
+    a("--mem-budget", type=positive_float, help="GB a cell may use; a cell predicted over it is skipped (default: "
+      "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
+    a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
+      "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped "
+      "(default: 240 on CPU, none on CUDA)")
+    a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
+    a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
+    a("--no-floor", action="store_const", const=True, help="drop the fft-floor reference rows (core fwd)")
+    a("--out", help="result folder (must be new or empty; default results/runs/<time>_<sha>_<device>/)")
+    a("--resume", metavar="DIR", help="finish an interrupted run in DIR: its cells already in timings.csv are "
+      "not measured again; its configuration (env.json) is kept")
+    a("--quick", action="store_const", const=True, help="tiny grid for smoke tests and CI: lengths 256,512, 2 heads "
+      "of 16, short timing, a 1-layer LM (seconds on a CPU)")
+    a("--list-methods", action="store_true", help="print the method registry (and availability here) and exit")
+    a("--no-progress", action="store_true", help="no progress bar (one log line per cell on stderr instead)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+def _pick(explicit, base: SweepConfig | None, name: str, quick: bool, device_default):
+    if explicit is not None:
+        return explicit
+    if base is not None:
+        return getattr(base, name)
+    if quick and name in QUICK:
+        return QUICK[name]
+    return device_default
+
+
+def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
+    """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
+    device_str = args.device if args.device is not None else (base.device if base else "auto")
+    device = resolve_device(device_str)
+    dd = DEVICE_DEFAULTS[device.type]
+    quick = bool(_pick(args.quick, base, "quick", False, False))
+
+    def pick(value, name):
+        return _pick(value, base, name, quick, dd.get(name, COMMON_DEFAULTS.get(name)))
+
+    dtype_name = pick(args.dtype, "dtype")
+    dtype = resolve_dtype(dtype_name, device)
+
+    if args.seq_lens is not None and (args.min_len is not None or args.max_len is not None):
+        raise UsageError("give either --seq-lens or --min-len/--max-len, not both")
+    if args.seq_lens is not None:
+        seq_lens = args.seq_lens
+    elif args.min_len is not None or args.max_len is not None:
+        lo = args.min_len if args.min_len is not None else COMMON_DEFAULTS["min_len"]
+        hi = args.max_len if args.max_len is not None else COMMON_DEFAULTS["max_len"]
+        if lo > hi:
+            raise UsageError(f"--min-len {lo} is greater than --max-len {hi}; valid: 1 <= min-len <= max-len")
+        seq_lens = length_grid(lo, hi)
+    else:
+        seq_lens = pick(None, "seq_lens") or length_grid(COMMON_DEFAULTS["min_len"], COMMON_DEFAULTS["max_len"])
+
+    stride = pick(args.field_stride, "field_stride")
+    from wavefield_core import check_stride
+
+    try:
+        check_stride(stride)
+    except ValueError as exc:
+        raise UsageError(f"--field-stride: {exc}")
+
+    if args.methods is not None:
+        methods = list(args.methods)
+        if "all" in methods:
+            methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
+    elif base is not None:
+        methods = list(base.methods)
+    else:
+        methods = default_methods(device, dtype)
+    floor = False if args.no_floor else (base.floor if base is not None else True)
+
+    heads = pick(args.n_heads, "heads")
+    model_dim = pick(args.model_dim, "model_dim")
+    if model_dim % heads:
+        raise UsageError(f"--model-dim {model_dim} is not divisible by --n-heads {heads}")
+    mem = args.mem_budget if args.mem_budget is not None else (
+        base.mem_budget_gb if base is not None else default_mem_budget_gb(device, dd["mem_fraction"]))
+    total = args.total_budget if args.total_budget is not None else pick(None, "total_budget")
+    return SweepConfig(
+        device=device_str if device_str.startswith("cuda:") else device.type,
+        dtype=dtype_name, batch=pick(args.batch_size, "batch"), heads=heads, head_dim=pick(args.head_dim, "head_dim"),
+        field_stride=float(stride), methods=methods, levels=list(pick(args.levels, "levels")),
+        passes=list(pick(args.passes, "passes")), seq_lens=list(seq_lens), floor=floor, warmup=pick(args.warmup, "warmup"),
+        min_run_time=pick(args.min_run_time, "min_run_time"), min_reps=pick(args.min_reps, "min_reps"),
+        seed=pick(args.seed, "seed"), threads=pick(args.threads, "threads") or default_threads(local_world),
+        time_budget=pick(args.time_budget, "time_budget"), mem_budget_gb=float(mem), total_budget=total,
+        model_dim=model_dim, model_layers=pick(args.model_layers, "model_layers"), vocab=COMMON_DEFAULTS["vocab"],
+        quick=quick,
+    )
+
+
+def load_resume(path: str) -> tuple[Path, SweepConfig, dict]:
+    run_dir = Path(path)
+    env_path = run_dir / "env.json"
+    if not run_dir.is_dir():
+        raise UsageError(f"--resume {path!r}: no such folder; give a run folder written by {PROG}")
+    if not env_path.is_file():
+        raise UsageError(f"--resume {path!r}: no env.json there, so it is not a {PROG} run folder")
+    try:
+        env = json.loads(env_path.read_text())
+        return run_dir, SweepConfig.from_dict(env["sweep"]), env
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--resume {path!r}: env.json has no usable sweep configuration ({exc})")
+
+
+FIELD_FLAGS = {"seq_lens": "--seq-lens/--min-len/--max-len", "batch": "--batch-size", "heads": "--n-heads",
+               "floor": "--no-floor", "mem_budget_gb": "--mem-budget"}
+
+
+def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
+    out = []
+    for name, old in base.to_dict().items():
+        new = getattr(cfg, name)
+        if new != old:
+            flag = FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
+            out.append(f"{flag} {new} (the run has {old})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def rank_device(cfg: SweepConfig, info: dist_util.DistInfo) -> torch.device:
+    if cfg.device.startswith("cuda"):
+        if info.active:
+            return torch.device("cuda", info.local_rank)
+        return resolve_device(cfg.device) if ":" in cfg.device else torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _busy_warning(device: torch.device, threads: int) -> float | None:
+    """1-minute load average; warn when other work competes for the CPU cores the timings use.
+    (On a 2-core machine with load 8, two torch threads ran 4-6x slower than one.)"""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and load > 0.5 * cores:
+        print(f"{PROG}: warning: this machine is busy (load average {load:.1f} on {cores} cores); CPU timings "
+              f"will be slow and noisy{' (try --threads 1)' if threads > 1 else ''}", file=sys.stderr)
+    return round(load, 2)
+
+
+def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo, load: float | None = None) -> dict:
+    mm = memory_method(device)
+    return collect_env(load_avg_1m_at_start=load,
+        argv=argv, seed=cfg.seed, harness="bench.scaling", sweep=cfg.to_dict(), world_size=info.world,
+        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        memory_method=mm, memory_method_note=METHOD_NOTES[mm],
+        budgets={"time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb,
+                 "total_budget_s": cfg.total_budget},
+        timing={"protocol": "docs/METHOD.md; bench/common/timing.py",
+                "clock": "CUDA events" if device.type == "cuda" else "time.perf_counter (calibrated loop)",
+                "interleaved": "round-robin repetitions across the methods of one (level, pass, seq_len)",
+                "fwd": "torch.no_grad, eval mode", "fwdbwd": "autograd.grad of a fixed random output gradient "
+                "(core/layer); model: loss.backward + AdamW step",
+                "warmup_calls": cfg.warmup, "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps,
+                "correctness_gate": "N=257 vs float64 reference, rel. RMS, tolerance by dtype"},
+        cost_model="bench/scaling/costs.py (docs/METHOD.md): softmax 4BHN^2d/2 x {fwd 1, fwdbwd 3.5}; "
+                   "FFT conv R(5M log2 M + 6(M/2+1)) + kernel FFT, wave bwd 1.5x; +2 FLOPs per matmul "
+                   "parameter per token at layer/model level (x3 fwdbwd)",
+        methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS) if m in METHODS},
+        rank_assignment="lengths dealt round-robin over ranks (ascending); all methods of a length on one rank",
+        torch_threads=cfg.threads,
+    )
+
+
+def _derived_outputs(run_dir: Path) -> list[str]:
+    """summary.md and plots/ from bench.scaling.summary / .plots (written by another module)."""
+    notes = []
+    for module, func in (("bench.scaling.summary", "write_summary"), ("bench.scaling.plots", "make_plots")):
+        try:
+            mod = __import__(module, fromlist=[func])
+            fn = getattr(mod, func)
+        except (ImportError, AttributeError):
+            notes.append(f"{module}.{func} is not available yet; skipped")
+            continue
+        try:
+            fn(run_dir)
+        except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
+            notes.append(f"{module}.{func} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    return notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_methods:
+        from tabulate import tabulate
+
+        device = resolve_device(args.device or "auto")
+        print(f"methods on this machine (device {device.type}); default = in the default set or a floor "
+              "reference (core fwd)")
+        print(tabulate(method_table(device), headers=["method", "kind", "levels", "passes", "default",
+                                                      "available here", "what"]))
+        return 0
+    if args.resume and args.out:
+        raise UsageError("--resume DIR continues that folder; do not give --out with it")
+
+    info = dist_util.dist_info()
+    base = env0 = None
+    if args.resume:
+        run_dir, base, env0 = load_resume(args.resume)
+    wanted = args.device if args.device is not None else (base.device if base is not None else "auto")
+    if info.active and wanted != "cpu" and torch.cuda.is_available():
+        # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
+        torch.cuda.set_device(info.local_rank)
+    cfg = resolve_config(args, info.local_world, base)
+    if base is not None:
+        conflicts = resume_conflicts(cfg, base)
+        if conflicts:
+            raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
+                             f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
+    device = rank_device(cfg, info)
+    dist_util.init(info, device.type)
+    torch.set_num_threads(cfg.threads)
+    argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
+
+    load = _busy_warning(device, cfg.threads) if info.rank == 0 else None
+    if base is None:
+        made = None
+        if info.rank == 0:
+            try:
+                made = ("ok", str(new_run_dir(device_tag(device), out=args.out)))
+            except UsageError as exc:
+                made = ("error", str(exc))
+        status, text = dist_util.broadcast(made, info)  # every rank fails alike, none waits forever
+        if status == "error":
+            dist_util.finish(info)
+            raise UsageError(text)
+        run_dir = Path(text)
+        if info.rank == 0:
+            write_env(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
+    elif info.rank == 0:
+        env0.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv_list})
+        write_env(run_dir / "env.json", env0)
+
+    from bench.scaling.results import CSV_NAME, PARTS_DIR, finished_rows, merge_parts, part_path
+    from bench.scaling.sweep import run_sweep
+
+    existing = finished_rows(run_dir) if base is not None else []
+    csv_path = run_dir / CSV_NAME if not info.active else part_path(run_dir, info.rank)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    t0 = time.perf_counter()
+    if info.rank == 0:
+        print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, "
+              f"lengths {cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, "
+              f"passes {','.join(cfg.passes)} -> {run_dir}", file=sys.stderr, flush=True)
+    stats = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress,
+                      device_name=device_name)
+    dist_util.barrier(info)
+    counts = dist_util.all_gather(stats.by_status, info)
+    if info.rank == 0:
+        if info.active or (run_dir / PARTS_DIR).is_dir():
+            merge_parts(run_dir, info.world)
+        env = json.loads((run_dir / "env.json").read_text())
+        total = {}
+        for c in counts:
+            for k, v in c.items():
+                total[k] = total.get(k, 0) + v
+        env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                           "sweep_wall_s": round(time.perf_counter() - t0, 1),
+                                           "rows_written": total})
+        write_env(run_dir / "env.json", env)
+        for note in _derived_outputs(run_dir):
+            print(f"{PROG}: {note}", file=sys.stderr)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"
+        print(f"{PROG}: {shown} in {time.perf_counter() - t0:.0f} s; results in {run_dir}", file=sys.stderr)
+        print(run_dir)
+    dist_util.finish(info)
+    return 0

@@ -1,0 +1,92 @@
+"""Peak-memory estimates (bytes, inputs included) used to skip cells that cannot fit.
+
+Deliberately generous: a cell predicted just under the budget that then needs more would meet the
+kernel's OOM killer on CPU. Units: `unit` = one (B, H, N, d) tensor of the dtype, `f32` = one such
+tensor in float32 (the FFT math dtype). Constants were checked against measured peaks
+(torch-profiler on CPU): wave token fwd measures about 5 f32 units above its inputs.
+"""
+from __future__ import annotations
+
+from bench.scaling.costs import field_cells
+from bench.scaling.grid import CellSpec
+from wavefield_core.fftconv import fast_fft_size
+
+
+def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, materializes: bool) -> float:
+    """Naive attention (or SDPA's math kernel) keeps (B, H, N, N) float32 scores: about 2 alive at
+    once in the forward (scores and the next elementwise result), 4 in fwdbwd (saved probs, their
+    gradient, the softmax gradient, a temporary). Fused kernels keep O(B H N d)."""
+    unit = b * h * n * d * elem
+    if materializes:
+        scores = b * h * n * n * 4
+        mask = n * n
+        return (4 * unit + 2.5 * scores + mask) if pass_ == "fwd" else (8 * unit + 4.5 * scores + mask)
+    lse = b * h * n * 4
+    return (5 * unit + lse) if pass_ == "fwd" else (12 * unit + 2 * lse)
+
+
+def wave_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, path: str, stride: float) -> float:
+    """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex)
+    and the irfft output (M reals), L = N (token) or G (field)."""
+    length = n if path == "token" else field_cells(n, stride)
+    m = fast_fft_size(2 * length - 1)
+    rows = b * h * d
+    unit = b * h * n * d * elem
+    f32 = b * h * n * d * 4
+    fft = rows * ((m // 2 + 1) * 8 + m * 4)  # spectrum + irfft output
+    field = rows * length * 4
+    if pass_ == "fwd":
+        return 4 * unit + 3 * f32 + field + fft
+    return 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
+
+
+def floor_bytes(b: int, h: int, n: int, d: int, path: str, stride: float) -> float:
+    length = n if path == "token" else field_cells(n, stride)
+    m = fast_fft_size(2 * length - 1)
+    rows = b * h * d
+    return rows * (2 * length * 4 + (m // 2 + 1) * 8 + m * 4) + h * (m // 2 + 1) * 8
+
+
+def _level_bytes(spec: CellSpec, core: float, core_fwdbwd: float) -> float:
+    """Layer/model levels on top of their mixing operator."""
+    b, n, d_model = spec.batch, spec.seq_len, spec.d_model
+    if spec.level == "layer":
+        act = b * n * d_model * spec.elem
+        params = 6 * d_model * d_model * spec.elem
+        return core + (8 if spec.pass_ == "fwd" else 16) * act + 3 * params
+    # model: float32 weights (+ grad + AdamW state), activations per layer, logits (+ float32 copy)
+    layers = spec.model_layers
+    act = b * n * d_model * 4
+    ffn = b * n * spec.d_ff * 4
+    logits = b * n * spec.vocab * 4
+    params = (layers * (6 * d_model * d_model + 2 * d_model * spec.d_ff) + spec.vocab * d_model) * 4
+    if spec.pass_ == "fwd":
+        return core + 10 * act + 2 * ffn + 3 * logits + params
+    return layers * (core_fwdbwd + 16 * act + 3 * ffn) + 4 * logits + 4 * params
+
+
+def _heads_dims(spec: CellSpec) -> tuple[int, int]:
+    return spec.heads, (spec.model_dim // spec.heads if spec.level == "model" else spec.head_dim)
+
+
+def wave_memory(spec: CellSpec, path: str) -> float:
+    h, d = _heads_dims(spec)
+    args = (spec.batch, h, spec.seq_len, d, spec.elem)
+    core = wave_core_bytes(*args, spec.pass_, path, spec.field_stride)
+    if spec.level == "core":
+        return core
+    return _level_bytes(spec, core, wave_core_bytes(*args, "fwdbwd", path, spec.field_stride))
+
+
+def softmax_memory(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> float:
+    materializes = impl == "naive" or sdpa_backend == "math"
+    h, d = _heads_dims(spec)
+    args = (spec.batch, h, spec.seq_len, d, spec.elem)
+    core = softmax_core_bytes(*args, spec.pass_, materializes)
+    if spec.level == "core":
+        return core
+    return _level_bytes(spec, core, softmax_core_bytes(*args, "fwdbwd", materializes))
+
+
+def floor_memory(spec: CellSpec, path: str) -> float:
+    return floor_bytes(spec.batch, spec.heads, spec.seq_len, spec.head_dim, path, spec.field_stride)

@@ -1,0 +1,166 @@
+"""The method registry: every benchmarked method is one Method record (data, not code).
+
+A method names its family's functions, bound to its options with functools.partial:
+builder (cell -> ready closure), memory estimator (cell -> bytes), cost (cell -> FLOPs, bytes),
+correctness check (cell -> CheckResult) and availability (device -> None or why not).
+Adding a method = adding one record below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+
+from bench.scaling import builders, checks, costs, footprint
+from bench.scaling.grid import CellSpec
+
+ALL_LEVELS = ("core", "layer", "model")
+ALL_PASSES = ("fwd", "fwdbwd")
+KINDS = ("wave", "softmax", "reference")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str  # wave | softmax | reference
+    description: str
+    build: Callable[[CellSpec], builders.Built]
+    memory: Callable[[CellSpec], float]
+    cost: Callable[[CellSpec], costs.Cost]
+    check: Callable[[CellSpec], checks.CheckResult]
+    available: Callable[[torch.device], "str | None"]
+    levels: tuple[str, ...] = ALL_LEVELS
+    passes: tuple[str, ...] = ALL_PASSES
+    default: bool = False  # in the default set
+
+    def supports(self, level: str, pass_: str) -> bool:
+        return level in self.levels and pass_ in self.passes
+
+    def why_unavailable(self, device: torch.device) -> str | None:
+        return self.available(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# availability
+
+
+def _always(device: torch.device) -> None:
+    return None
+
+
+def _cuda_only(device: torch.device) -> str | None:
+    return None if device.type == "cuda" else f"needs a CUDA device (device is {device.type})"
+
+
+def _flash_attn(device: torch.device) -> str | None:
+    from baselines import flash_attn_available
+
+    if device.type != "cuda":
+        return f"needs a CUDA device (device is {device.type})"
+    return None if flash_attn_available() else "the flash_attn package does not import here"
+
+
+def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device) -> str | None:
+    from torch.nn import attention
+
+    enum = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+            "math": "MATH"}[backend]
+    if not hasattr(attention.SDPBackend, enum):
+        return f"torch {torch.__version__} has no SDPBackend.{enum}"
+    if cuda_only and device.type != "cuda":
+        return f"a CUDA-only SDPA kernel (device is {device.type})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# cost adapters (cell -> Cost)
+
+
+def _cost(kind: str, path: str | None, spec: CellSpec) -> costs.Cost:
+    b, h, n = spec.batch, spec.heads, spec.seq_len
+    if spec.level == "core":
+        return costs.mixing_cost(kind, path, b, h, n, spec.head_dim, spec.elem, spec.pass_, spec.field_stride)
+    if spec.level == "layer":
+        return costs.layer_cost(kind, path, b, h, n, spec.head_dim, spec.elem, spec.pass_, spec.field_stride)
+    return costs.model_cost(kind, path, b, h, n, spec.model_dim, spec.model_layers, spec.d_ff, spec.vocab,
+                            spec.elem, spec.pass_, spec.field_stride)
+
+
+def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
+    return costs.floor_cost(spec.batch, spec.heads, spec.seq_len, spec.head_dim, spec.field_stride, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+
+
+def _wave(name: str, path: str, description: str) -> Method:
+    return Method(name, "wave", description,
+                  build=partial(builders.build_wave, path=path),
+                  memory=partial(footprint.wave_memory, path=path),
+                  cost=partial(_cost, "wave", path),
+                  check=partial(checks.check_wave, path=path),
+                  available=_always, default=True)
+
+
+def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False) -> Method:
+    return Method(name, "softmax", description,
+                  build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
+                  memory=partial(footprint.softmax_memory, impl=impl, sdpa_backend=backend),
+                  cost=partial(_cost, "softmax", None),
+                  check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
+                  available=available, default=default)
+
+
+def _floor(name: str, path: str, description: str) -> Method:
+    return Method(name, "reference", description,
+                  build=partial(builders.build_floor, path=path),
+                  memory=partial(footprint.floor_memory, path=path),
+                  cost=partial(_floor_cost, path),
+                  check=partial(checks.check_floor, path=path),
+                  available=_always, levels=("core",), passes=("fwd",))
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N)"),
+    _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
+    _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),
+    _softmax("softmax-naive", "naive", None, "causal softmax, explicit (B,H,N,N) scores", _always, default=True),
+    _softmax("softmax-flash-attn", "flash_attn", None, "causal softmax, flash_attn package (CUDA bf16/fp16)",
+             _flash_attn),
+    _softmax("softmax-sdpa-flash", "sdpa", "flash", "SDPA pinned to its flash kernel (cpu-flash on CPU)",
+             partial(_sdpa_pinned, "flash", False)),
+    _softmax("softmax-sdpa-cudnn", "sdpa", "cudnn", "SDPA pinned to cuDNN attention",
+             partial(_sdpa_pinned, "cudnn", True)),
+    _softmax("softmax-sdpa-efficient", "sdpa", "efficient", "SDPA pinned to memory-efficient attention",
+             partial(_sdpa_pinned, "efficient", True)),
+    _softmax("softmax-sdpa-math", "sdpa", "math", "SDPA pinned to its math (materialising) kernel",
+             partial(_sdpa_pinned, "math", False)),
+    _floor("fft-floor", "token", "reference: bare rfft * cached spectrum -> irfft at the wave core's shape"),
+    _floor("fft-floor-field", "field", "reference: the same at the field size of wave-field"),
+]}
+
+FLOOR_METHODS = ("fft-floor", "fft-floor-field")
+DEFAULT_METHODS = tuple(name for name, m in METHODS.items() if m.default)
+
+
+def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """wave, wave-field, softmax-sdpa, softmax-naive; on CUDA with bf16/fp16 also softmax-flash-attn
+    when flash_attn imports (the strongest softmax baseline there)."""
+    names = list(DEFAULT_METHODS)
+    if dtype in (torch.bfloat16, torch.float16) and METHODS["softmax-flash-attn"].why_unavailable(device) is None:
+        names.append("softmax-flash-attn")
+    return names
+
+
+def method_table(device: torch.device) -> list[list[str]]:
+    """Rows for --list-methods: name, kind, levels, passes, default, available here (or why not)."""
+    rows = []
+    for m in METHODS.values():
+        why = m.why_unavailable(device)
+        rows.append([m.name, m.kind, ",".join(m.levels), ",".join(m.passes),
+                     "yes" if m.default or m.name in FLOOR_METHODS else "",
+                     "yes" if why is None else f"no: {why}", m.description])
+    return rows

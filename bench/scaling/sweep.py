@@ -1,0 +1,354 @@
+"""The sweep engine: walk the grid, gate each method by correctness and the budget predictor, build,
+warm up, measure memory, time the methods of one length interleaved, write one row per cell.
+
+Per (level, pass, seq_len) group, for each method not already in the CSV:
+  unavailable here            -> skipped ("not available here: ...")
+  correctness check fails     -> error ("failed correctness check ...")   [checked once per series]
+  predicted over a budget     -> skipped (reason names prediction and budget)
+  build / warm-up / timing:   torch.cuda.OutOfMemoryError (or a CPU allocation failure) -> oom,
+                              memory freed, longer lengths of that series skipped;
+                              any other exception -> error with a one-line reason
+  otherwise                   -> ok, with median/p20/p80, peak memory, cost-model metrics
+The surviving methods of a group are timed round-robin (bench.common.timing.measure_interleaved).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.common.memory import free_memory, measure_peak, memory_method, prepare_profiler
+from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
+from bench.scaling import costs
+from bench.scaling.budget import Predictor, share_out
+from bench.scaling.config import SweepConfig
+from bench.scaling.grid import CellSpec, cell_key, groups, rank_of_group, row_key
+from bench.scaling.registry import FLOOR_METHODS, METHODS, Method
+
+MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
+REASON_CHARS = 300
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA OOM by type; on CPU torch raises a RuntimeError from its allocator."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status, reason) of a failed cell."""
+    if is_oom(exc):
+        return "oom", f"{type(exc).__name__}: {one_line(exc)}"
+    return "error", f"{type(exc).__name__}: {one_line(exc)}"
+
+
+def sweep_methods(cfg: SweepConfig) -> list[str]:
+    """The methods of the sweep: the chosen ones, plus the fft floors at core fwd unless --no-floor."""
+    names = list(cfg.methods)
+    if cfg.floor and "core" in cfg.levels and "fwd" in cfg.passes:
+        names += [f for f in FLOOR_METHODS if f not in names]
+    return names
+
+
+@dataclass
+class _Prepared:
+    method: Method
+    spec: CellSpec
+    fn: Callable[[], object]
+    est_call_s: float
+    spent_s: float
+    peak_bytes: int
+    reserved_bytes: int | None
+    backend: str
+
+
+@dataclass
+class SweepStats:
+    written: int = 0
+    by_status: dict = field(default_factory=dict)
+
+
+class Sweep:
+    """One process's share of a sweep. `registry` is injectable (tests add failing methods)."""
+
+    def __init__(self, cfg: SweepConfig, writer, device: torch.device, existing_rows: list[dict] | None = None,
+                 rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
+                 device_name: str | None = None):
+        self.cfg, self.writer, self.device = cfg, writer, device
+        self.rank, self.world = rank, world
+        self.registry = registry if registry is not None else METHODS
+        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+        self.progress = progress
+        self.peak = costs.device_peak(device_name) if device.type == "cuda" else None
+        self.mem_method = memory_method(device)
+        self.policy = TimingPolicy(warmup=cfg.warmup, min_run_time=cfg.min_run_time, min_reps=cfg.min_reps,
+                                   max_cell_s=cfg.time_budget,
+                                   rep_target_s=1e-3 if device.type == "cuda" else 2e-3)
+        # calls a cell needs at least: warm-up + timed reps (+ on CUDA a separate memory call and a refill call)
+        calls = cfg.warmup + MIN_TIMED_REPS + (2 if device.type == "cuda" else 0)
+        self.predictor = Predictor(device.type, cfg.time_budget, cfg.mem_budget_gb * 1e9, calls, cfg.total_budget)
+        self.done: set[tuple] = set()
+        self.checks: dict[tuple, tuple[bool, str]] = {}
+        self.stats = SweepStats()
+        self._t0 = time.perf_counter()
+        self._share_end: float | None = None  # deadline of the current (level, pass) share
+        self._bar = None
+        for row in existing_rows or []:
+            self._absorb(row)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _absorb(self, row: dict) -> None:
+        """An already-written row: never re-measured; it also feeds the predictor (resume)."""
+        self.done.add(row_key(row))
+        series = (row["method"], row["level"], row["pass"])
+        n = int(row["seq_len"])
+        if row["status"] == "ok" and row.get("median_ms"):
+            self.predictor.record(series, n, float(row["median_ms"]) / 1e3)
+        elif row["status"] == "oom" or (row["status"] == "skipped" and "time budget" in row.get("reason", "")):
+            self.predictor.block_longer(series, f"longer than N={n} ({row['status']}: {row.get('reason', '')[:80]})")
+
+    def spec_for(self, level: str, pass_: str, n: int) -> CellSpec:
+        c = self.cfg
+        return CellSpec(level, pass_, c.batch, c.heads, c.head_dim, n, self.device, self.dtype, c.field_stride,
+                        c.model_dim, c.model_layers, c.vocab, c.seed)
+
+    def my_groups(self) -> list[tuple[str, str, int]]:
+        return [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
+                if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
+
+    def pending(self) -> list[tuple[tuple[str, str, int], list[str]]]:
+        """(group, methods still to run) for this rank, in run order."""
+        out = []
+        names = sweep_methods(self.cfg)
+        for grp in self.my_groups():
+            spec = self.spec_for(*grp)
+            todo = [n for n in names if self.registry[n].supports(grp[0], grp[1])
+                    and cell_key(n, spec) not in self.done]
+            if todo:
+                out.append((grp, todo))
+        return out
+
+    def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
+        cost = _safe_cost(method, spec)
+        row = {
+            "method": method.name, "level": spec.level, "pass": spec.pass_, "device": spec.device.type,
+            "dtype": self.cfg.dtype, "batch": spec.batch, "heads": spec.heads, "head_dim": spec.row_head_dim,
+            "seq_len": spec.seq_len, "d_model": spec.d_model,
+            "field_stride": spec.field_stride if method.kind in ("wave", "reference") else None,
+            "status": status, "reason": reason, "rank": self.rank,
+            "flops": cost.flops if cost else None, "bytes": cost.bytes if cost else None,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        row.update(metrics)
+        return row
+
+    def _emit(self, row: dict) -> None:
+        self.writer.write(row)
+        self.done.add(row_key(row))
+        self.stats.written += 1
+        self.stats.by_status[row["status"]] = self.stats.by_status.get(row["status"], 0) + 1
+        if self._bar is not None:
+            self._bar.update(1)
+            if self._bar.disable:
+                med = f"{float(row['median_ms']):.3f} ms" if row.get("median_ms") is not None else ""
+                print(f"[scaling] {row['level']:<5} {row['pass']:<6} N={row['seq_len']:<7} {row['method']:<22} "
+                      f"{row['status']:<7} {med} {row['reason']}".rstrip(), file=sys.stderr, flush=True)
+
+    def _status(self, text: str) -> None:
+        if self._bar is not None and not self._bar.disable:
+            self._bar.set_description_str(text, refresh=True)
+
+    # ------------------------------------------------------------------ gates
+
+    def _check(self, method: Method, spec: CellSpec) -> tuple[bool, str]:
+        # the model-level check compares forward logits only, so one result serves both passes
+        key = (method.name, spec.level, "any" if spec.level == "model" else spec.pass_)
+        if key not in self.checks:
+            self._status(f"{spec.level} {spec.pass_} {method.name}: correctness check")
+            try:
+                res = method.check(spec)
+                self.checks[key] = (res.ok, "" if res.ok else res.reason())
+            except Exception as exc:  # noqa: BLE001 - a method that cannot run its check is not timed
+                free_memory(self.device)
+                self.checks[key] = (False, f"correctness check raised {type(exc).__name__}: {one_line(exc)}")
+        return self.checks[key]
+
+    def _decide(self, method: Method, spec: CellSpec):
+        series = (method.name, spec.level, spec.pass_)
+
+        def flops_at(n):
+            cost = _safe_cost(method, spec.at(seq_len=n))
+            return cost.flops if cost else 0.0
+
+        def bytes_at(n):
+            cost = _safe_cost(method, spec.at(seq_len=n))
+            return cost.bytes if cost else 0.0
+
+        now = time.perf_counter()
+        share_left = None if self._share_end is None else self._share_end - now
+        return self.predictor.decide(series, spec.seq_len, method.kind, method.memory(spec), flops_at, bytes_at,
+                                     elapsed_s=now - self._t0, share_left_s=share_left)
+
+    # ------------------------------------------------------------------ one cell
+
+    def _prepare(self, method: Method, spec: CellSpec) -> "_Prepared | dict":
+        """Build, warm up, measure peak memory. Returns the prepared cell or a failure row."""
+        self._status(f"{spec.level} {spec.pass_} N={spec.seq_len} {method.name}: warm-up")
+        t0 = time.perf_counter()
+        built = None
+        try:
+            built = method.build(spec)
+            if self.device.type == "cpu":
+                # the first call is both the warm-up and the memory measurement (no caching
+                # allocator on CPU, so the first call allocates like every later one)
+                mem = measure_peak(built.fn, self.device)
+                est = time.perf_counter() - t0
+                if self.cfg.warmup > 1:
+                    est = warm_up(built.fn, self.device, self.cfg.warmup - 1)
+            else:
+                est = warm_up(built.fn, self.device, self.cfg.warmup)
+                mem = measure_peak(built.fn, self.device)
+            backend = built.backend()
+        except Exception as exc:  # noqa: BLE001 - becomes this cell's row
+            # drop the traceback and the closure first: they hold the failed call's tensors, which
+            # must be garbage before free_memory() can hand an OOM's memory back
+            exc = exc.with_traceback(None)
+            built = None
+            return self._failure(method, spec, exc)
+        return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem.peak_bytes,
+                         mem.reserved_bytes, backend)
+
+    def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
+        status, reason = classify(exc)
+        if status == "oom":
+            free_memory(self.device)
+            self.predictor.block_longer((method.name, spec.level, spec.pass_), f"longer than N={spec.seq_len}, "
+                                        "which ran out of memory")
+        return self._row(method, spec, status, reason, backend=None)
+
+    def _ok_row(self, p: _Prepared, res: TimingResult) -> dict:
+        spec, method = p.spec, p.method
+        sec = res.median_ms / 1e3
+        cost = _safe_cost(method, spec)
+        metrics = {
+            "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
+            "peak_mem_mb": p.peak_bytes / 2**20, "mem_method": self.mem_method,
+            "reserved_mem_mb": p.reserved_bytes / 2**20 if p.reserved_bytes is not None else None,
+            "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
+            "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
+            "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
+            "tokens_per_s": spec.batch * spec.seq_len / sec if sec > 0 else None,
+            "backend": p.backend,
+        }
+        self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
+        return self._row(method, spec, "ok", "", **metrics)
+
+    # ------------------------------------------------------------------ one group, the sweep
+
+    def run_group(self, level: str, pass_: str, n: int, names: list[str]) -> None:
+        spec = self.spec_for(level, pass_, n)
+        prepared: dict[str, _Prepared] = {}
+        for name in names:
+            method = self.registry[name]
+            why = method.why_unavailable(self.device)
+            if why is not None:
+                self._emit(self._row(method, spec, "skipped", f"not available here: {why}"))
+                continue
+            ok, reason = self._check(method, spec)
+            if not ok:
+                self._emit(self._row(method, spec, "error", reason))
+                continue
+            decision = self._decide(method, spec)
+            if not decision.run:
+                est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
+                self._emit(self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
+                                     mem_method="estimate" if est_mb is not None else None))
+                continue
+            got = self._prepare(method, spec)
+            if isinstance(got, dict):
+                self._emit(got)
+            else:
+                prepared[name] = got
+        if self.device.type == "cuda":
+            # each memory measurement began with empty_cache(), which also returned the blocks of
+            # the methods prepared before it; one untimed call each refills the caching allocator
+            # so no timed repetition pays for cudaMalloc
+            for name in list(prepared):
+                try:
+                    prepared[name].fn()
+                    torch.cuda.synchronize(self.device)
+                except Exception as exc:  # noqa: BLE001 - becomes this cell's row
+                    p = prepared.pop(name)
+                    self._emit(self._failure(p.method, p.spec, exc.with_traceback(None)))
+        if not prepared:
+            return
+        self._status(f"{level} {pass_} N={n}: timing {', '.join(prepared)}")
+
+        def on_done(name: str, res) -> None:
+            p = prepared[name]
+            if isinstance(res, BaseException):
+                if isinstance(res, KeyboardInterrupt):
+                    raise res
+                self._emit(self._failure(p.method, p.spec, res))
+            else:
+                self._emit(self._ok_row(p, res))
+
+        measure_interleaved({k: p.fn for k, p in prepared.items()}, self.device, self.policy,
+                            est_call_s={k: p.est_call_s for k, p in prepared.items()},
+                            spent_s={k: p.spent_s for k, p in prepared.items()}, on_done=on_done)
+        prepared.clear()
+
+    def run(self) -> SweepStats:
+        from tqdm import tqdm
+
+        todo = self.pending()
+        if todo and self.device.type == "cpu":
+            prepare_profiler()
+        total = sum(len(names) for _, names in todo)
+        prefix = f"rank {self.rank} " if self.world > 1 else ""
+        # disable=None: tqdm turns itself off when stderr is not a terminal (logs get one line per cell)
+        self._bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, position=self.rank,
+                         disable=None if self.progress else True, desc=f"{prefix}scaling")
+        segments = list(dict.fromkeys((lv, p) for (lv, p, _n), _names in todo))
+        try:
+            for (level, pass_, n), names in todo:
+                if self.cfg.total_budget is not None and segments and segments[0] == (level, pass_):
+                    now = time.perf_counter()
+                    self._share_end = now + share_out(self.cfg.total_budget - (now - self._t0), segments)
+                    segments.pop(0)
+                self.run_group(level, pass_, n, names)
+        finally:
+            self._bar.close()
+        return self.stats
+
+
+def _safe_cost(method: Method, spec: CellSpec):
+    try:
+        return method.cost(spec)
+    except Exception:  # noqa: BLE001 - a cost model gap must not kill a row
+        return None
+
+
+def run_sweep(cfg: SweepConfig, csv_path: Path, device: torch.device, existing_rows: list[dict] | None = None,
+              rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
+              device_name: str | None = None) -> SweepStats:
+    """Run this rank's share of the sweep, appending rows to csv_path."""
+    from bench.scaling.results import RowWriter
+
+    writer = RowWriter(csv_path)
+    try:
+        sweep = Sweep(cfg, writer, device, existing_rows, rank, world, progress, registry, device_name)
+        return sweep.run()
+    finally:
+        writer.close()

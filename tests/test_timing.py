@@ -1,0 +1,118 @@
+"""The shared timing and memory protocols (bench/common/timing.py, memory.py). CPU, a few seconds."""
+import time
+
+import pytest
+import torch
+
+from bench.common.memory import CPU_METHOD, high_water, measure_peak
+from bench.common.timing import (TimingPolicy, calibrate_inner, measure, measure_interleaved, time_calls,
+                                 warm_up)
+
+CPU = torch.device("cpu")
+
+
+def test_time_calls_measures_seconds_per_call():
+    per_call = time_calls(lambda: time.sleep(0.005), CPU, inner=3)
+    assert 0.004 < per_call < 0.05  # sleep never returns early; a loaded machine may add a lot
+
+
+def test_calibrate_inner():
+    assert calibrate_inner(1e-4, 2e-3) == 20
+    assert calibrate_inner(0.5, 2e-3) == 1
+    assert calibrate_inner(0.0, 2e-3) == 1
+    assert calibrate_inner(float("nan"), 2e-3) == 1
+    assert calibrate_inner(1e-9, 2e-3) == 1000  # capped
+
+
+def test_measure_reports_percentiles_of_many_reps():
+    res = measure(lambda: time.sleep(0.002), CPU, TimingPolicy(warmup=1, min_run_time=0.03, min_reps=5,
+                                                                rep_target_s=1e-3))
+    assert res.reps >= 5
+    assert res.stopped_by == "target"
+    assert res.p20_ms <= res.median_ms <= res.p80_ms
+    assert 1.5 < res.median_ms < 50
+
+
+def test_interleaving_alternates_methods():
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "AB"}
+    policy = TimingPolicy(min_run_time=0.0, min_reps=4, rep_target_s=0.0)
+    res = measure_interleaved(fns, CPU, policy, est_call_s={"A": 1e-3, "B": 1e-3})
+    assert order[:6] == ["A", "B", "A", "B", "A", "B"]
+    assert res["A"].reps == res["B"].reps == 4
+
+
+def test_budget_caps_repetitions_but_keeps_three():
+    policy = TimingPolicy(min_run_time=10.0, min_reps=100, max_cell_s=0.05, rep_target_s=0.0)
+    res = measure_interleaved({"slow": lambda: time.sleep(0.01)}, CPU, policy, est_call_s={"slow": 0.01})["slow"]
+    assert res.stopped_by == "budget"
+    assert 3 <= res.reps <= 6
+    # a warm-up that already blew the budget still leaves three samples (unless 2x over)
+    res = measure_interleaved({"x": lambda: None}, CPU, policy, est_call_s={"x": 1e-6}, spent_s={"x": 0.06})["x"]
+    assert res.reps == 3
+
+
+def test_exceptions_are_returned_and_others_continue():
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    policy = TimingPolicy(min_run_time=0.0, min_reps=3, rep_target_s=0.0)
+    res = measure_interleaved({"flaky": flaky, "fine": lambda: None}, CPU, policy,
+                              est_call_s={"flaky": 1e-3, "fine": 1e-3})
+    assert isinstance(res["flaky"], torch.cuda.OutOfMemoryError)
+    assert res["fine"].reps == 3
+
+
+def test_keyboard_interrupt_propagates():
+    def stop():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_interleaved({"x": stop}, CPU, TimingPolicy(), est_call_s={"x": 1e-3})
+
+
+def test_warm_up_returns_last_call_time():
+    assert warm_up(lambda: time.sleep(0.002), CPU, calls=2) >= 0.0015
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+
+
+def test_high_water():
+    assert high_water([]) == 0
+    assert high_water([4, 8, -4, 2, -10]) == 12
+    assert high_water([-5, 3]) == 0  # freeing something older than the window is not a peak
+
+
+@pytest.mark.parametrize("mb", [4, 32])
+def test_cpu_peak_of_a_known_allocation(mb):
+    n = mb * 2**20 // 4
+
+    def alloc():
+        t = torch.empty(n, dtype=torch.float32)
+        t.fill_(1.0)  # touch it
+        return t.sum()
+
+    res = measure_peak(alloc, CPU)
+    assert res.method == CPU_METHOD
+    assert res.reserved_bytes is None
+    assert abs(res.peak_bytes - n * 4) <= 0.05 * n * 4 + 4096, res
+
+
+def test_cpu_peak_sees_overlapping_temporaries():
+    n = 2**20  # 4 MB in float32
+
+    def two_alive():
+        a = torch.ones(n)
+        b = a * 2  # a and b alive together: 8 MB
+        del a
+        c = b + 1  # b and c: 8 MB again, never 12
+        return c
+
+    peak = measure_peak(two_alive, CPU).peak_bytes
+    assert abs(peak - 8 * n) <= 0.05 * 8 * n, peak
