@@ -1,0 +1,352 @@
+"""Performance regression gate on quantities measured within ONE run, so machine speed cancels.
+
+    python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current out.json
+
+Inputs (detected by extension): the pytest-benchmark JSON of tests/benchmarks (--benchmark-json;
+each benchmark carries method, level, pass, seq_len in extra_info; stats.median is read), or a
+bench.scaling timings.csv (rows with status ok; median_ms is read; when several ranks measured a
+cell the slowest counts, as in bench.scaling.summary). Either file can be compared with the other.
+
+Metrics, per level, pass (and device/dtype/B/H/d configuration when a file holds several):
+- ratio: t(wave method) / t(softmax method) at each length, for every wave* x softmax* pair
+  (names as in bench.scaling: a method is wave when its name starts with "wave", softmax when it
+  starts with "softmax"). The two times come from the same run, seconds apart, so a machine that
+  is uniformly 1.4x slower, or slower today than yesterday, leaves the ratio unchanged.
+- ratio-gmean: the geometric mean of those ratios over the lengths both files measured (at
+  least --min-lengths): averaging lengths halves the noise, so a moderate slowdown at every
+  length is caught although each per-length ratio stays inside its wider tolerance.
+- exponent: slope of log t against log N of each wave method (least squares) over the lengths
+  both files measured; needs at least --min-lengths lengths.
+The gate is one-sided (getting faster never fails):
+    ratio_current    <= ratio_baseline * (1 + ratio_tol)      (each length)
+    gmean_current    <= gmean_baseline * (1 + gmean_tol)      (mean over lengths)
+    exponent_current <= exponent_baseline + exponent_tol
+
+Tolerances, from 3 runs of tests/benchmarks against the committed (longer-measured) baseline and
+from all pairs of 6 single runs, on the shared 2-core CPU while other jobs kept it at load ~4
+(the table is in docs/regression.md):
+- ratio_tol = 0.60. Per-length ratios moved by 5% typically, 15% at the 95th percentile, and by
+  +52% once (one cell whose every round ran in a slow phase of the machine); between two single
+  runs up to +48%. A 2x slowdown at any length (+100%) fails.
+- gmean_tol = 0.25. The mean over 4 lengths moved by at most +13% against the baseline (+19%
+  between two single runs). A 1.3x slowdown at every length fails.
+- exponent_tol = 0.15. Exponents over N = 256..2048 grew by at most +0.06 against the baseline
+  (+0.20 between two single runs, which is why the baseline is measured longer). N log N turned
+  N^2 raises the exponent by about 1; a 2x slowdown at the longest length alone, by 0.3.
+
+Exit codes: 0 every metric within tolerance; 1 something regressed (a table on stdout: metric,
+baseline, current, change, tolerance); 2 bad input (missing or unreadable file, unknown format,
+no comparable metrics) as one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from tabulate import tabulate
+
+from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli
+
+PROG = "python -m bench.regress"
+RATIO_TOL = 0.60
+GMEAN_TOL = 0.25
+EXPONENT_TOL = 0.15
+MIN_LENGTHS = 3
+CONFIG_FIELDS = (("device", ""), ("dtype", ""), ("batch", "B="), ("heads", "H="), ("head_dim", "d="))
+CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
+
+# (level, pass, config label) -> method -> seq_len -> seconds
+Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
+
+
+def is_wave(method: str) -> bool:
+    return method.startswith("wave")
+
+
+def is_softmax(method: str) -> bool:
+    return method.startswith("softmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _config_label(get) -> str:
+    """'cpu float32 B=1 H=8 d=64' from whatever of device, dtype, batch, heads, head_dim is known."""
+    parts = []
+    for field, prefix in CONFIG_FIELDS:
+        value = get(field)
+        if value in (None, ""):
+            continue
+        if prefix:
+            try:
+                value = int(float(value))
+            except (TypeError, ValueError):
+                pass
+        parts.append(f"{prefix}{value}")
+    return " ".join(parts)
+
+
+def _put(times: Times, level, pas, config, method, seq_len, seconds) -> None:
+    times.setdefault((str(level), str(pas), config), {}).setdefault(str(method), {})[int(seq_len)] = float(seconds)
+
+
+def load_benchmark_json(path: Path) -> Times:
+    """Median times of a pytest-benchmark JSON whose benchmarks carry method/level/pass/seq_len."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}")
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc})")
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UsageError(f"{path} has no 'benchmarks' list (expected the --benchmark-json output of tests/benchmarks)")
+    times: Times = {}
+    for bench in data["benchmarks"]:
+        if not isinstance(bench, dict):
+            continue
+        info, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
+        median = stats.get("median") if isinstance(stats, dict) else None
+        if not isinstance(info, dict) or any(info.get(k) in (None, "") for k in ("method", "level", "pass", "seq_len")):
+            continue
+        try:
+            seconds, seq_len = float(median), int(info["seq_len"])
+        except (TypeError, ValueError):
+            continue
+        if seconds > 0 and math.isfinite(seconds):
+            _put(times, info["level"], info["pass"], _config_label(info.get), info["method"], seq_len, seconds)
+    return times
+
+
+def load_timings_csv(path: Path) -> Times:
+    """Times (median_ms / 1000) of the status-ok rows of a bench.scaling timings.csv.
+
+    Per rank the last row of a cell wins (a resumed run may repeat one); across ranks the slowest.
+    """
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UsageError(f"{path} lacks column(s) {', '.join(missing)} (expected a bench.scaling timings.csv "
+                                 f"with at least {', '.join(CSV_REQUIRED)})")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read {path}: {exc}")
+    per_rank: dict[tuple, float] = {}
+    for row in rows:
+        get = lambda field: (row.get(field) or "").strip()  # noqa: E731 - short rows give None
+        if get("status").lower() != "ok" or not (get("method") and get("level") and get("pass")):
+            continue
+        try:
+            seconds, seq_len = float(get("median_ms")) / 1e3, int(float(get("seq_len")))
+        except ValueError:
+            continue
+        if not (seconds > 0 and math.isfinite(seconds)):
+            continue
+        cell = (get("level"), get("pass"), _config_label(get), get("method"), seq_len)
+        per_rank[cell + (get("rank") or "0",)] = seconds
+    times: Times = {}
+    for (level, pas, config, method, seq_len, _rank), seconds in per_rank.items():
+        slowest = max(seconds, times.get((level, pas, config), {}).get(method, {}).get(seq_len, 0.0))
+        _put(times, level, pas, config, method, seq_len, slowest)
+    return times
+
+
+def load_times(path_text: str) -> Times:
+    """Times of a .json (pytest-benchmark) or .csv (bench.scaling timings.csv) file."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"{path_text!r} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return load_benchmark_json(path)
+    if suffix == ".csv":
+        return load_timings_csv(path)
+    raise UsageError(f"{path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
+                     "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def _gmean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def fit_exponent(lengths: Sequence[int], seconds: Sequence[float]) -> float:
+    """Least-squares slope of log t against log N (two or more distinct lengths)."""
+    xs = [math.log(n) for n in lengths]
+    ys = [math.log(t) for t in seconds]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+@dataclass
+class Check:
+    metric: str      # "ratio" | "ratio-gmean" | "exponent"
+    group: str       # "core/fwd", plus the configuration when a file holds several
+    name: str        # "wave/softmax-sdpa N=1024", "wave/softmax-sdpa N=256..2048", "wave N=256..2048"
+    baseline: float
+    current: float
+    change: float    # ratios: current / baseline - 1; exponent: current - baseline
+    tolerance: float
+    ok: bool
+
+    def label(self) -> str:
+        return f"{self.group} {self.metric} {self.name}"
+
+
+def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol: float = EXPONENT_TOL,
+            min_lengths: int = MIN_LENGTHS, gmean_tol: float = GMEAN_TOL) -> list[Check]:
+    """Every ratio and exponent both files allow, checked against the tolerances."""
+    checks: list[Check] = []
+    configs_per_panel: dict[tuple[str, str], set[str]] = {}
+    for level, pas, config in list(base) + list(cur):
+        configs_per_panel.setdefault((level, pas), set()).add(config)
+    for key in sorted(set(base) & set(cur)):
+        level, pas, config = key
+        group = f"{level}/{pas}" + (f" [{config}]" if len(configs_per_panel[(level, pas)]) > 1 else "")
+        b, c = base[key], cur[key]
+        methods = sorted(set(b) & set(c))
+        waves = [m for m in methods if is_wave(m)]
+        softs = [m for m in methods if is_softmax(m)]
+        for w in waves:
+            for s in softs:
+                ns = sorted(set(b[w]) & set(b[s]) & set(c[w]) & set(c[s]))
+                for n in ns:
+                    rb, rc = b[w][n] / b[s][n], c[w][n] / c[s][n]
+                    change = rc / rb - 1.0
+                    checks.append(Check("ratio", group, f"{w}/{s} N={n}", rb, rc, change, ratio_tol,
+                                        change <= ratio_tol))
+                if len(ns) >= min_lengths:
+                    gb = _gmean([b[w][n] / b[s][n] for n in ns])
+                    gc = _gmean([c[w][n] / c[s][n] for n in ns])
+                    change = gc / gb - 1.0
+                    checks.append(Check("ratio-gmean", group, f"{w}/{s} N={ns[0]}..{ns[-1]}", gb, gc, change,
+                                        gmean_tol, change <= gmean_tol))
+        for w in waves:
+            ns = sorted(set(b[w]) & set(c[w]))
+            if len(ns) < min_lengths:
+                continue
+            eb = fit_exponent(ns, [b[w][n] for n in ns])
+            ec = fit_exponent(ns, [c[w][n] for n in ns])
+            checks.append(Check("exponent", group, f"{w} N={ns[0]}..{ns[-1]}", eb, ec, ec - eb, exponent_tol,
+                                ec - eb <= exponent_tol))
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _change_text(check: Check) -> tuple[str, str]:
+    if check.metric != "exponent":
+        return f"{check.change:+.1%}", f"+{check.tolerance:.0%}"
+    return f"{check.change:+.3f}", f"+{check.tolerance:.2f}"
+
+
+def table(checks: list[Check]) -> str:
+    rows = []
+    for ch in checks:
+        change, tol = _change_text(ch)
+        rows.append([ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", change, tol, "ok" if ch.ok else "REGRESSED"])
+    return tabulate(rows, headers=["metric", "baseline", "current", "change", "tolerance", "status"],
+                    tablefmt="github", disable_numparse=True)
+
+
+def _worst(checks: list[Check], metric: str) -> str:
+    of_kind = [c for c in checks if c.metric == metric]
+    if not of_kind:
+        return f"no {metric}s"
+    worst = max(of_kind, key=lambda c: c.change)
+    return f"worst {metric} change {_change_text(worst)[0]} ({worst.label()})"
+
+
+def fraction(text: str) -> float:
+    """A tolerance as a fraction (0.35) or a percentage ('35%')."""
+    return positive_float(text[:-1]) / 100 if text.endswith("%") else positive_float(text)
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (expected a number >= 0)")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (expected a number >= 0)")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is below 2 (a slope needs two lengths)")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = ArgParser(prog=PROG,
+                   description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
+                               "(pytest-benchmark .json or bench.scaling timings.csv).")
+    ap.add_argument("--baseline", required=True, help="committed reference (.json or .csv)")
+    ap.add_argument("--current", required=True, help="the run to check (.json or .csv)")
+    ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL,
+                    help=f"largest allowed relative growth of a wave/softmax ratio at one length, as 0.6 or 60%% (default {RATIO_TOL})")
+    ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL,
+                    help=f"largest allowed relative growth of the geometric mean over lengths of a wave/softmax "
+                         f"ratio (default {GMEAN_TOL})")
+    ap.add_argument("--exponent-tol", type=nonneg_float, default=EXPONENT_TOL,
+                    help=f"largest allowed growth of a wave scaling exponent (default {EXPONENT_TOL})")
+    ap.add_argument("--min-lengths", type=at_least_two, default=MIN_LENGTHS,
+                    help=f"lengths both files must share for an exponent or a mean ratio, >= 2 (default {MIN_LENGTHS})")
+    ap.add_argument("--json-out", help="also write every derived metric and verdict to this JSON file")
+    ap.add_argument("--show-all", action="store_true", help="print the table of every metric, not only regressions")
+    args = ap.parse_args(argv)
+
+    base, cur = load_times(args.baseline), load_times(args.current)
+    for path, times in ((args.baseline, base), (args.current, cur)):
+        if not times:
+            raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, seq_len)")
+    checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
+    if not checks:
+        raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a wave* "
+                         f"and a softmax* method at a common length, nor a wave* method at >= {args.min_lengths} lengths")
+    if args.json_out:
+        out = {"baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol,
+               "gmean_tol": args.gmean_tol, "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,
+               "checks": [asdict(c) | {"label": c.label()} for c in checks]}
+        try:
+            Path(args.json_out).write_text(json.dumps(out, indent=1) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write --json-out {args.json_out}: {exc}")
+
+    bad = [c for c in checks if not c.ok]
+    counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in ("ratio", "ratio-gmean", "exponent"))
+    summary = (f"{len(checks)} metrics ({counts}); "
+               + "; ".join(_worst(checks, m) for m in ("ratio", "ratio-gmean", "exponent")))
+    if args.show_all:
+        print(table(checks))
+    if bad:
+        if not args.show_all:
+            print(table(bad))
+        print(f"bench.regress: REGRESSED: {len(bad)} of {summary}")
+        return 1
+    print(f"bench.regress: ok: {summary}")
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """main() with the suite's error handling: a UsageError is one line on stderr and exit code 2."""
+    return run_cli(main, argv, prog=PROG)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Performance regression gate (docs/regression.md).
+#
+#   bash scripts/regress_gate.sh [ARGS]              run tests/benchmarks once, then
+#       python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current <that run> ARGS
+#       exit: the gate's code (0 ok, 1 regressed, 2 bad input); pytest's code if a benchmark errors.
+#   bash scripts/regress_gate.sh --refresh           re-measure the committed baseline: a longer run
+#       (WAVEBENCH_CELL_S=2, WAVEBENCH_MIN_ROUNDS=15; about 3 min of CPU) written, without the
+#       per-round samples, to tests/benchmarks/baseline_cpu.json. Review and commit it.
+#   bash scripts/regress_gate.sh --absolute [ARGS]   pytest-benchmark's own absolute comparison:
+#       against the latest run saved in .benchmarks/ for this machine, failing when a median is more
+#       than BENCH_COMPARE_FAIL (default median:25%) slower. With no saved run yet (or BENCH_SAVE=1)
+#       the run is saved as the new reference and passes. ARGS go to pytest.
+#
+# Environment: PYTHON (default python), BENCH_JSON (where the run's JSON goes, default
+# results/scratch/regress/current.json), WAVEBENCH_CELL_S (timed seconds per cell, default 0.5).
+# The benchmark run took 76-106 s on the shared 2-core CPU here (73 s of CPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+BASELINE=tests/benchmarks/baseline_cpu.json
+PYTEST=("$PY" -m pytest tests/benchmarks -m benchmark -q -p no:cacheprovider
+        --benchmark-columns=median,iqr,rounds --benchmark-sort=name)
+
+if [ "${1:-}" = "--refresh" ]; then
+  shift
+  raw=$(mktemp --suffix=.json)
+  WAVEBENCH_CELL_S=${WAVEBENCH_CELL_S:-2} WAVEBENCH_MIN_ROUNDS=${WAVEBENCH_MIN_ROUNDS:-15} \
+    "${PYTEST[@]}" --benchmark-json="$raw" "$@" || { rc=$?; rm -f "$raw"; exit $rc; }
+  # keep the summary statistics, drop the per-round samples (about 400 KB of them)
+  "$PY" -c 'import json, sys
+doc = json.load(open(sys.argv[1]))
+for bench in doc["benchmarks"]:
+    bench["stats"].pop("data", None)
+json.dump(doc, open(sys.argv[2], "w"), indent=1)' "$raw" "$BASELINE"
+  rc=$?
+  rm -f "$raw"
+  [ $rc -eq 0 ] && echo "regress_gate: wrote $BASELINE ($(wc -c < "$BASELINE") bytes); review and commit it"
+  exit $rc
+fi
+
+if [ "${1:-}" = "--absolute" ]; then
+  shift
+  machine=$("$PY" -c "from pytest_benchmark.utils import get_machine_id; print(get_machine_id())") || exit 2
+  if [ "${BENCH_SAVE:-0}" != "1" ] && compgen -G ".benchmarks/$machine/*.json" >/dev/null; then
+    echo "regress_gate: comparing absolute medians with the latest saved run in .benchmarks/$machine"
+    "${PYTEST[@]}" --benchmark-compare --benchmark-compare-fail="${BENCH_COMPARE_FAIL:-median:25%}" "$@"
+  else
+    echo "regress_gate: no saved run for $machine (or BENCH_SAVE=1): this run becomes the reference"
+    "${PYTEST[@]}" --benchmark-autosave "$@"
+  fi
+  exit $?
+fi
+
+OUT=${BENCH_JSON:-results/scratch/regress/current.json}
+mkdir -p "$(dirname "$OUT")"
+start=$SECONDS
+"${PYTEST[@]}" --benchmark-json="$OUT"
+rc=$?
+if [ $rc -ne 0 ]; then
+  echo "regress_gate: the benchmark run failed (pytest exit $rc); no gate verdict" >&2
+  exit $rc
+fi
+echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $OUT against $BASELINE"
+"$PY" -m bench.regress --baseline "$BASELINE" --current "$OUT" "$@"

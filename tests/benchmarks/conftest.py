@@ -1,0 +1,135 @@
+"""Shared pieces of the pytest-benchmark regression timings (see docs/regression.md).
+
+The cells are the bench.scaling sweep's own: each (level, pass, N, method) is built by the method
+registry (bench.scaling.registry: inputs plus a ready closure, and the METHOD.md cost model), so
+the gate times exactly what the sweep times. Grid: B=1, H=8, d=64 (layer D=512), fp32, CPU,
+N = 256, 512, 1024, 2048, methods wave (token path), wave-field, softmax-sdpa, softmax-naive,
+passes fwd and fwdbwd. CELLS runs every method of one length back to back, so machine drift
+between the cells that the gate divides stays small (the gate compares wave against softmax at
+the same length within one run, never absolute times across runs).
+
+Timing: inputs and modules are built outside the timed closure; each cell makes WARMUP_CALLS
+untimed calls (lazy init, FFT plans, allocator; the last one sizes the cell); then
+benchmark.pedantic runs rounds = clamp(ceil(CELL_S / estimate), MIN_ROUNDS, MAX_ROUNDS) timed
+rounds of one call. pytest-benchmark reports the median and quartiles; the gate reads the median.
+
+Three choices make the numbers hold on a shared 2-core machine (measurements in docs/regression.md):
+- one torch thread (WAVEBENCH_THREADS, default 1): a second OpenMP thread that gets descheduled
+  stalls every parallel region at its barrier; that turned 1 ms cells into 100+ ms ones;
+- with one thread, the timer is the process's CPU time (time.process_time), so time spent
+  descheduled while other jobs run is not counted. With several threads CPU time would add up
+  the threads and their spin-waits, so the wall clock (perf_counter) is used instead;
+- glibc malloc keeps what torch frees (no mmap for big blocks, no trimming: the CPU analogue of
+  CUDA's caching allocator). Otherwise every call page-faults its big buffers in afresh, which
+  in this VM was half of the wave-field and naive time at N = 2048 and varied by 2x run to run.
+Knobs (environment): WAVEBENCH_CELL_S (default 0.5), the timed seconds per cell, and
+WAVEBENCH_MIN_ROUNDS (default 7), the fewest rounds of a slow cell: 64 cells, about 73 s of CPU.
+The committed baseline is measured longer (CELL_S 2, MIN_ROUNDS 15; docs/regression.md), so its
+own noise adds little to the current run's. WAVEBENCH_THREADS (default 1) as above.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import os
+import sys
+import time
+
+import pytest
+import torch
+
+from bench.scaling.grid import DTYPE_NAMES, CellSpec
+from bench.scaling.registry import METHODS
+
+BATCH, HEADS, HEAD_DIM, STRIDE = 1, 8, 64, 4.0
+DTYPE, DEVICE = torch.float32, torch.device("cpu")
+LENGTHS = (256, 512, 1024, 2048)
+PASSES = ("fwd", "fwdbwd")
+METHOD_NAMES = ("wave", "wave-field", "softmax-sdpa", "softmax-naive")
+
+CELL_S = float(os.environ.get("WAVEBENCH_CELL_S", "0.5"))
+MIN_ROUNDS = int(os.environ.get("WAVEBENCH_MIN_ROUNDS", "7"))
+MAX_ROUNDS, WARMUP_CALLS = 400, 2
+THREADS = int(os.environ.get("WAVEBENCH_THREADS", "1"))
+TIMER = time.process_time if THREADS == 1 else time.perf_counter
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (pass, N, method) in run order: per pass and length, every method back to back
+CELLS = [(pas, n, m) for pas in PASSES for n in LENGTHS for m in METHOD_NAMES]
+
+
+def pytest_generate_tests(metafunc):
+    """A test that asks for `cell` runs once per grid cell, ids like fwd-N1024-softmax-sdpa."""
+    if "cell" in metafunc.fixturenames:
+        metafunc.parametrize("cell", CELLS, ids=[f"{pas}-N{n}-{m}" for pas, n, m in CELLS])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every benchmark here uses TIMER (a marker on the item beats the module's plain one)."""
+    for item in items:
+        if str(item.path).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.benchmark(timer=TIMER))
+
+
+def retain_freed_memory() -> str:
+    """Ask glibc to keep freed memory for reuse; returns what the allocator does now."""
+    if not sys.platform.startswith("linux"):
+        return "default"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # mallopt params: M_MMAP_MAX = -4 (0: never mmap), M_TRIM_THRESHOLD = -1, M_TOP_PAD = -2
+        done = [libc.mallopt(-4, 0), libc.mallopt(-1, 2**31 - 1), libc.mallopt(-2, 64 << 20)]
+    except (OSError, AttributeError):
+        return "default"
+    return "glibc-retain" if all(done) else "default"
+
+
+@pytest.fixture(scope="session")
+def allocator() -> str:
+    return retain_freed_memory()
+
+
+@pytest.fixture(autouse=True)
+def bench_threads():
+    """torch threads for the benchmarks only (the default suite keeps its own setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def time_cell(benchmark, allocator):
+    """time_cell(level, cell): time one (pass, N, method) cell at `level` ("core" | "layer")."""
+    def run(level: str, cell: tuple[str, int, str]) -> None:
+        pas, n, method = cell
+        run_cell(benchmark, level, pas, n, method)
+        benchmark.extra_info["allocator"] = allocator
+    return run
+
+
+def run_cell(benchmark, level: str, pas: str, n: int, method_name: str) -> None:
+    """Build, warm up, size and time one cell with benchmark.pedantic; record it in extra_info."""
+    method = METHODS[method_name]
+    spec = CellSpec(level=level, pass_=pas, batch=BATCH, heads=HEADS, head_dim=HEAD_DIM, seq_len=n,
+                    device=DEVICE, dtype=DTYPE, field_stride=STRIDE)
+    built = method.build(spec)  # inputs and modules made here, outside the timed closure
+    for _ in range(WARMUP_CALLS):
+        t0 = TIMER()
+        built.fn()
+        estimate = TIMER() - t0
+    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(CELL_S / max(estimate, 1e-6))))
+    cost = method.cost(spec)
+    benchmark.group = f"{level}-{pas}-N{n}"
+    benchmark.extra_info.update({
+        "method": method_name, "level": level, "pass": pas, "seq_len": n,
+        "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "d_model": spec.d_model,
+        "field_stride": STRIDE if method.kind == "wave" else None,
+        "dtype": DTYPE_NAMES[DTYPE], "device": DEVICE.type, "threads": torch.get_num_threads(),
+        "timer": TIMER.__name__, "torch": torch.__version__, "backend": built.backend(),
+        "flops": cost.flops, "bytes": cost.bytes, "rounds": rounds,
+    })
+    benchmark.pedantic(built.fn, rounds=rounds, iterations=1, warmup_rounds=0)
+    median_s = benchmark.stats.stats.median
+    benchmark.extra_info["gflops"] = cost.flops / median_s / 1e9 if median_s > 0 else None
