@@ -50,7 +50,7 @@ def test_registry_contents():
     assert {"wave", "wave-field", "softmax-sdpa", "softmax-naive", "softmax-flash-attn", "softmax-sdpa-flash",
             "softmax-sdpa-cudnn", "softmax-sdpa-efficient", "softmax-sdpa-math", "fft-floor",
             "fft-floor-field"} <= names
-    assert DEFAULT_METHODS == ("wave", "wave-field", "softmax-sdpa", "softmax-naive")
+    assert DEFAULT_METHODS == ("wave", "wave-scan", "wave-field", "softmax-sdpa", "softmax-naive")
     for name in FLOOR_METHODS:
         m = METHODS[name]
         assert m.kind == "reference" and m.levels == ("core",) and m.passes == ("fwd",)

@@ -281,3 +281,50 @@ def test_wave_lm_ignores_padding_targets():
     logits, loss = m(idx, tgt_pad)
     manual = torch.nn.functional.cross_entropy(logits[:, :10].reshape(-1, 30), tgt[:, :10].reshape(-1))
     assert abs(loss.item() - manual.item()) < 1e-5
+
+
+# ---------------------------------------------------------------- scan (recurrent) path
+
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 63, 1000], ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("s", [1, 4], ids=lambda s: f"s{s}")
+def test_scan_path_matches_token_and_reference(n, s):
+    torch.manual_seed(n)
+    token = WaveFieldAttention(32, 4, field_stride=s, mode="token")
+    with torch.no_grad():
+        token.frequency.add_(torch.randn(4) * 0.3)
+        token.damping.add_(torch.randn(4) * 0.3)
+    scan = WaveFieldAttention(32, 4, field_stride=s, mode="scan")
+    scan.load_state_dict(token.state_dict())
+    x = torch.randn(2, n, 32)
+    ref = reference_wave_layer(token, x)
+    assert rel_err(scan(x), ref) < 1e-5
+    assert rel_err(scan(x), token(x)) < 1e-5
+
+
+def test_scan_path_gradients_match_reference():
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(32, 4, field_stride=2, mode="scan")
+    with torch.no_grad():
+        layer.damping.add_(torch.randn(4) * 0.5)
+    x = torch.randn(2, 100, 32)
+    g = torch.randn(2, 100, 32)
+    names = ["frequency", "damping", "phase", "coupling"]
+    xr = x.clone().requires_grad_()
+    xd = x.double().requires_grad_()
+    fast = torch.autograd.grad((layer(xr) * g).sum(), [xr] + [getattr(layer, p) for p in names])
+    slow = torch.autograd.grad((reference_wave_layer(layer, xd) * g.double()).sum(), [xd] + [getattr(layer, p) for p in names])
+    for name, a, b in zip(["x"] + names, fast, slow):
+        assert rel_err(a, b) < 1e-4, f"scan grad of {name}: {rel_err(a, b):.2e}"
+
+
+def test_scan_path_is_causal_and_refuses_fractional_stride():
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(32, 4, field_stride=4, mode="scan").double()
+    x = torch.randn(1, 1000, 32, dtype=torch.float64)
+    y = layer(x)
+    t = 500
+    x2 = x.clone()
+    x2[:, t + 1:] += 10 * torch.randn_like(x2[:, t + 1:])
+    assert (layer(x2)[:, : t + 1] - y[:, : t + 1]).abs().max() < 1e-12 * y.abs().max()
+    with pytest.raises(ValueError, match="integer"):
+        WaveFieldAttention(32, 4, field_stride=2.5, mode="scan")

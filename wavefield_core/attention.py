@@ -12,6 +12,8 @@ Paths (SPEC.md sections 1-3):
 - "token": for integer s every token lands exactly on a cell, so the field convolution sampled at
   token positions is a token-level causal convolution with the kernel sampled every s cells.
   FFT size about 2N instead of about 2sN. Exact (same operator), so it is the default where valid.
+- "scan": the same token-level operator computed as the one-pole linear recurrence it is
+  (wavefield_core/recurrent.py): O(N), no FFT. Exact; opt-in, since the published method is FFT-based.
 Head coupling P = softmax(C) mixes heads after the convolution. Because the gather is linear and
 the same for every head, mixing before or after the gather is the same operator; we mix after it
 (on N tokens, not G cells), which is cheaper.
@@ -24,18 +26,19 @@ import torch
 import torch.nn as nn
 
 from wavefield_core.fftconv import LAYOUTS, causal_fft_conv
+from wavefield_core.recurrent import wave_scan_conv
 from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, stride_is_integer, v35_init, wave_kernel
 
-MODES = ("auto", "field", "token")
+MODES = ("auto", "field", "token", "scan")
 
 
 def resolve_mode(mode: str, stride: float) -> str:
-    """Validate (mode, stride) and return the concrete path, 'field' or 'token'."""
+    """Validate (mode, stride) and return the concrete path: 'field', 'token' or 'scan'."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid choices: {', '.join(MODES)}")
     s = check_stride(stride)
-    if mode == "token" and not stride_is_integer(s):
-        raise ValueError(f"mode='token' is exact only for integer strides, got field_stride={s:g}; use mode='field' or 'auto'")
+    if mode in ("token", "scan") and not stride_is_integer(s):
+        raise ValueError(f"mode={mode!r} is exact only for integer strides, got field_stride={s:g}; use mode='field' or 'auto'")
     if mode == "auto":
         return "token" if stride_is_integer(s) else "field"
     return mode
@@ -70,6 +73,12 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
         lags = torch.arange(n, device=u.device, dtype=pdt) * float(stride)  # (N,) in cells
         kernel = wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, N)
         return causal_fft_conv(u, kernel, layout=layout)
+    if mode == "scan":
+        perm = LAYOUTS[layout]
+        x = u.permute(perm).transpose(-1, -2)  # (B, H, N, d) view
+        y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells)
+        inverse = tuple(sorted(range(4), key=perm.__getitem__))
+        return y.transpose(-1, -2).permute(inverse)
 
     lo, frac, g = field_geometry(n, stride, u.device)
     shape = [1] * u.dim()
@@ -119,7 +128,8 @@ class WaveFieldAttention(nn.Module):
         d_model, n_heads: width D and heads H (d = D / H).
         field_stride: cells per token s. Exactly causal strides only: integers >= 1 or any s >= 2;
             anything else raises ValueError (V3.5 ran s = 0.996 and s = 0.125, both leak).
-        mode: "auto" (token path when exact, else field), "field" or "token".
+        mode: "auto" (token path when exact, else field), "field", "token" or "scan" (the token
+            operator as an O(N) recurrence; integer strides only).
         norm_cells: lag range (cells) of the kernel's L1 normalisation; independent of N.
         gate_bias_init: V3.5 wrote 2.0 but its model-wide init reset every Linear bias to 0, so the
             trained model started at sigmoid(0) = 0.5. We default to 0.0, matching what trained.

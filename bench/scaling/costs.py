@@ -68,8 +68,9 @@ def field_cells(n: int, stride: float) -> int:
 
 
 def wave_fft_size(n: int, stride: float, path: str) -> int:
-    """FFT length the wave core uses: token path on N tokens, field path on G cells."""
-    length = n if path == "token" else field_cells(n, stride)
+    """FFT length the wave core uses: token path on N tokens, field path on G cells
+    (the scan path uses no FFT; its memory estimate borrows the token path's size)."""
+    length = field_cells(n, stride) if path == "field" else n
     return fast_fft_size(2 * length - 1)
 
 
@@ -125,8 +126,20 @@ def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, ele
     """The core level: the sequence-mixing operator on ready (B, H, N, d) inputs."""
     if kind == "softmax":
         return Cost(softmax_flops(b, h, n, d, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
+    if path == "scan":
+        return Cost(scan_flops(b, h, n, d, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
     m = wave_fft_size(n, stride, path or "token")
     return Cost(wave_flops(b, h, n, d, m, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
+
+
+def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> float:
+    """The recurrent (scan) path, wavefield_core/recurrent.py, chunk C: intra-chunk Toeplitz
+    matmul 2 C per element, chunk states 4 per element (complex weights), carry-in 4 per element,
+    and the doubling scan over N/C chunk states (8 log2(N/C) per state): about 2 B H N d (C + 4)."""
+    rows = b * h * d
+    chunks = max(1, math.ceil(n / chunk))
+    fwd = rows * n * (2.0 * chunk + 8.0) + rows * chunks * 8.0 * max(1.0, math.log2(chunks))
+    return fwd if pass_ == "fwd" else fwd * (1.0 + WAVE_BWD_FACTOR)
 
 
 def floor_cost(b: int, h: int, n: int, d: int, stride: float, path: str) -> Cost:

@@ -28,7 +28,7 @@ def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, ma
 def wave_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, path: str, stride: float) -> float:
     """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex)
     and the irfft output (M reals), L = N (token) or G (field)."""
-    length = n if path == "token" else field_cells(n, stride)
+    length = field_cells(n, stride) if path == "field" else n  # scan: bounded by the token path's
     m = fast_fft_size(2 * length - 1)
     rows = b * h * d
     unit = b * h * n * d * elem

@@ -125,6 +125,7 @@ def _floor(name: str, path: str, description: str) -> Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N)"),
+    _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT)"),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),
     _softmax("softmax-naive", "naive", None, "causal softmax, explicit (B,H,N,N) scores", _always, default=True),

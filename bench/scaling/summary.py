@@ -25,7 +25,7 @@ from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 CONFIG_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim"]
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac",
            "tokens_per_s", "rank", "batch", "heads", "head_dim"]
-KNOWN_ORDER = ["wave", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
+KNOWN_ORDER = ["wave", "wave-scan", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
                "softmax-sdpa-efficient", "softmax-sdpa-math", "softmax-flash-attn", "softmax-naive",
                "fft-floor", "fft-floor-field"]
 FLOOR_PAIRS = [("wave", "fft-floor", 1.3), ("wave-field", "fft-floor-field", 1.5)]
