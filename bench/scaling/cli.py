@@ -19,6 +19,7 @@ from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, 
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag, write_env
 from bench.common.memory import METHOD_NOTES, memory_method
+from bench.common.allocator import retain_freed_memory
 from bench.common.rundir import new_run_dir
 from bench.scaling import distributed as dist_util
 from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
@@ -243,6 +244,13 @@ def _busy_warning(device: torch.device, threads: int) -> float | None:
     return round(load, 2)
 
 
+ALLOCATOR_NOTE = {
+    "glibc-retain": "glibc-retain: freed CPU memory kept for reuse (mallopt), see bench/common/allocator.py",
+    "default": "default glibc allocator (could not set mallopt)",
+    "cuda": "torch CUDA caching allocator",
+}
+
+
 def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo, load: float | None = None) -> dict:
     mm = memory_method(device)
     return collect_env(load_avg_1m_at_start=load,
@@ -264,6 +272,7 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo,
         methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS) if m in METHODS},
         rank_assignment="lengths dealt round-robin over ranks (ascending); all methods of a length on one rank",
         torch_threads=cfg.threads,
+        allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""),
     )
 
 
@@ -315,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = rank_device(cfg, info)
     dist_util.init(info, device.type)
     torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        retain_freed_memory()  # repeatable CPU timings; recorded in env.json (allocator)
     argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
 
     load = _busy_warning(device, cfg.threads) if info.rank == 0 else None

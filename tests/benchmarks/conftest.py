@@ -29,8 +29,6 @@ own noise adds little to the current run's. WAVEBENCH_THREADS (default 1) as abo
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import os
 import sys
@@ -38,6 +36,8 @@ import time
 
 import pytest
 import torch
+
+from bench.common.allocator import retain_freed_memory
 
 from bench.scaling.grid import DTYPE_NAMES, CellSpec
 from bench.scaling.registry import METHODS
@@ -70,19 +70,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if str(item.path).startswith(HERE + os.sep):
             item.add_marker(pytest.mark.benchmark(timer=TIMER))
-
-
-def retain_freed_memory() -> str:
-    """Ask glibc to keep freed memory for reuse; returns what the allocator does now."""
-    if not sys.platform.startswith("linux"):
-        return "default"
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        # mallopt params: M_MMAP_MAX = -4 (0: never mmap), M_TRIM_THRESHOLD = -1, M_TOP_PAD = -2
-        done = [libc.mallopt(-4, 0), libc.mallopt(-1, 2**31 - 1), libc.mallopt(-2, 64 << 20)]
-    except (OSError, AttributeError):
-        return "default"
-    return "glibc-retain" if all(done) else "default"
 
 
 @pytest.fixture(scope="session")
