@@ -1,0 +1,235 @@
+"""Command line of `python -m bench.quality`: run flags plus one flag per Preset field.
+
+    python -m bench.quality --preset tiny --seeds 0 1 2
+    python -m bench.quality --preset paper-char --corpus wikitext2 --data-dir DIR --epochs 5
+    python -m bench.quality --resume results/runs/<run>          # finish an interrupted run
+
+Preset flags default to None so we know which ones the user set; `resolve()` applies them to the
+chosen preset. Budget flags (--steps/--epochs/--tokens) replace the preset's budget (give one);
+likewise --warmup-steps/--warmup-epochs replace the preset's warm-up. No torch import here.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_int
+from bench.quality.presets import (
+    BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields,
+)
+
+PROG = "python -m bench.quality"
+PAIRINGS = ("both", "paper", "matched")
+PAIRING_METHODS = {
+    "paper": ("wave", "standard"),
+    "matched": ("wave", "standard-matched"),
+    "both": ("wave", "standard", "standard-matched"),
+}
+DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
+# Run options that define the experiment: saved in env.json and fixed for a --resume.
+SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "data_dir", "text_file", "deterministic", "inject_nan_at_step")
+
+
+@dataclass
+class Settings:
+    """Everything a run needs: the resolved preset plus run options."""
+    preset: Preset
+    seeds: list[int] = field(default_factory=lambda: [0])
+    pairing: str = "both"
+    data_dir: str | None = None
+    text_file: str | None = None
+    out: str | None = None
+    resume: str | None = None
+    device: str = "auto"
+    deterministic: str = "auto"
+    max_nonfinite: int = 20
+    inject_nan_at_step: list[int] = field(default_factory=list)
+    stop_after_steps: int = 0
+    no_progress: bool = False
+    threads: int = 0
+    overrides: list[str] = field(default_factory=list)  # preset fields set on the command line
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return PAIRING_METHODS[self.pairing]
+
+    def saved(self) -> dict:
+        """The part of the settings stored in env.json (and restored by --resume)."""
+        out = {k: getattr(self, k) for k in SAVED_RUN_OPTIONS if k != "preset"}
+        out["preset"] = dataclasses.asdict(self.preset)
+        out["overrides"] = list(self.overrides)
+        return out
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _step_list(text: str) -> list[int]:
+    """'5' -> [5]; '3-7' -> [3, 4, 5, 6, 7] (1-based optimizer steps)."""
+    try:
+        if "-" in text.strip("-"):
+            a, b = text.split("-", 1)
+            lo, hi = int(a), int(b)
+            if lo < 1 or hi < lo:
+                raise ValueError
+            return list(range(lo, hi + 1))
+        value = int(text)
+        if value < 1:
+            raise ValueError
+        return [value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step or range (expected e.g. 5 or 3-7, steps >= 1)")
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog=PROG, description="Train WaveFieldLM and StandardLM under the same budget and report the "
+                  "gap in perplexity, bits per character and accuracy.")
+    run = p.add_argument_group("run")
+    run.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                     help=f"named defaults (every field below can override it; default: {DEFAULT_PRESET})")
+    run.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    run.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                     help="seeds; each seed trains every method (default: 0)")
+    run.add_argument("--pairing", choices=PAIRINGS, default=None,
+                     help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
+                          "match the wave model's parameters within 2%%; both: wave, standard, standard-matched "
+                          "(default: both)")
+    run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
+    run.add_argument("--text-file", default=None, help="UTF-8 text file (corpus text-file)")
+    run.add_argument("--out", default=None, help="results folder (must be new or empty); default "
+                     "results/runs/<time>_<sha>_<device>_quality")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run in DIR with its saved settings (finished methods are kept)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    run.add_argument("--deterministic", choices=DETERMINISTIC, default=None,
+                     help="torch.use_deterministic_algorithms: auto = on for CPU, off for CUDA (default: auto)")
+    run.add_argument("--max-nonfinite", type=positive_int, default=20,
+                     help="stop (exit 3, state saved) after this many non-finite steps in a row (default: 20)")
+    run.add_argument("--inject-nan-at-step", type=_step_list, nargs="+", default=None, metavar="STEP",
+                     help="testing: make the loss NaN at these 1-based steps (e.g. 5 or 3-7)")
+    run.add_argument("--stop-after-steps", type=nonneg_int, default=0,
+                     help="testing: save the training state and stop after this many steps in this invocation "
+                          "(simulates an interruption; finish with --resume)")
+    run.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    run.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
+
+    model = p.add_argument_group("preset fields (override the preset)")
+    for f in preset_fields():
+        kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        model.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
+                           help=f"{f.metadata.get('help', '')} (preset value if not given)")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings | None:
+    """Parse and resolve. Returns None after --list-presets. Raises UsageError / exits 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    if args.list_presets:
+        print(format_presets())
+        return None
+    return resolve(args)
+
+
+def resolve(args: argparse.Namespace) -> Settings:
+    given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
+    if args.resume is not None:
+        saved_keys = [k for k in ("seeds", "pairing", "data_dir", "text_file", "deterministic", "inject_nan_at_step")
+                      if getattr(args, k) is not None]
+        if given or saved_keys or args.out is not None:
+            names = ", ".join(_flag(k) for k in [*given, *saved_keys] + (["out"] if args.out is not None else []))
+            raise UsageError(f"--resume continues a run with its saved settings; drop {names} "
+                             "(allowed with --resume: --device, --max-nonfinite, --stop-after-steps, --no-progress, "
+                             "--threads)")
+        return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, device=args.device,
+                        max_nonfinite=args.max_nonfinite, stop_after_steps=args.stop_after_steps,
+                        no_progress=args.no_progress, threads=args.threads)
+
+    preset = apply_overrides(PRESETS[args.preset], given)
+    settings = Settings(
+        preset=preset, seeds=list(args.seeds) if args.seeds is not None else [0],
+        pairing=args.pairing or "both", data_dir=args.data_dir, text_file=args.text_file, out=args.out,
+        device=args.device, deterministic=args.deterministic or "auto", max_nonfinite=args.max_nonfinite,
+        inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
+        stop_after_steps=args.stop_after_steps, no_progress=args.no_progress, threads=args.threads,
+        overrides=sorted(given),
+    )
+    validate(settings)
+    return settings
+
+
+def apply_overrides(preset: Preset, given: dict) -> Preset:
+    """Preset with the command-line values; a given budget (or warm-up) flag replaces the preset's."""
+    for group in (BUDGET_FIELDS, WARMUP_FIELDS):
+        set_here = [k for k in group if k in given]
+        if len(set_here) > 1:
+            raise UsageError(f"give only one of {', '.join(_flag(k) for k in group)} (got {', '.join(_flag(k) for k in set_here)})")
+        if set_here:
+            given = {**{k: type(getattr(preset, k))(0) for k in group}, **given}
+    return preset.replace(**given)
+
+
+def validate(s: Settings) -> None:
+    """Checks that need no data or torch; the rest (vocab, stride, data sizes) happen in the run."""
+    p = s.preset
+    if len(set(s.seeds)) != len(s.seeds):
+        raise UsageError(f"--seeds has duplicates: {s.seeds}")
+    budgets = [k for k in BUDGET_FIELDS if getattr(p, k) > 0]
+    if len(budgets) != 1:
+        raise UsageError(f"the budget needs exactly one positive value among --steps, --epochs, --tokens "
+                         f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})")
+    for name in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count"):
+        if getattr(p, name) < 1:
+            raise UsageError(f"{_flag(name)} must be >= 1 (got {getattr(p, name)})")
+    for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens"):
+        if getattr(p, name) < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
+    for name in ("warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
+        if getattr(p, name) < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
+    if not p.lr > 0:
+        raise UsageError(f"--lr must be positive (got {p.lr})")
+    if p.min_lr > p.lr:
+        raise UsageError(f"--min-lr {p.min_lr} exceeds --lr {p.lr}")
+    if not 0 <= p.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout})")
+    if not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1):
+        raise UsageError(f"--beta1/--beta2 must be in [0, 1) (got {p.beta1}, {p.beta2})")
+    if p.d_model % p.n_heads:
+        raise UsageError(f"--d-model {p.d_model} is not divisible by --n-heads {p.n_heads}")
+    if p.d_model % 2:
+        raise UsageError(f"--d-model must be even for the sinusoidal positions (got {p.d_model})")
+    if p.corpus == "wikitext2" and s.data_dir is not None and not Path(s.data_dir).is_dir():
+        raise UsageError(f"--data-dir {s.data_dir} is not a folder (expected wiki.train.raw, wiki.valid.raw, "
+                         "wiki.test.raw in it)")
+    if p.corpus == "text-file" and s.text_file is None:
+        raise UsageError("corpus 'text-file' needs --text-file PATH")
+    if s.data_dir is not None and p.corpus != "wikitext2":
+        raise UsageError(f"--data-dir is only used with --corpus wikitext2 (corpus is {p.corpus!r})")
+    if s.text_file is not None and p.corpus != "text-file":
+        raise UsageError(f"--text-file is only used with --corpus text-file (corpus is {p.corpus!r})")
+
+
+def settings_from_saved(saved: dict, cli: Settings) -> Settings:
+    """Rebuild the Settings of a run from env.json['settings'], keeping the operational flags of `cli`."""
+    known = {f.name for f in dataclasses.fields(Preset)}
+    preset = Preset(**{k: v for k, v in saved["preset"].items() if k in known})
+    return Settings(
+        preset=preset, seeds=list(saved["seeds"]), pairing=saved["pairing"], data_dir=saved.get("data_dir"),
+        text_file=saved.get("text_file"), out=None, resume=cli.resume, device=cli.device,
+        deterministic=saved.get("deterministic", "auto"), max_nonfinite=cli.max_nonfinite,
+        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), stop_after_steps=cli.stop_after_steps,
+        no_progress=cli.no_progress, threads=cli.threads, overrides=list(saved.get("overrides", [])),
+    )
+
+
+def format_presets() -> str:
+    lines = []
+    for p in PRESETS.values():
+        budget = next(f"{k}={getattr(p, k)}" for k in BUDGET_FIELDS if getattr(p, k) > 0)
+        lines.append(f"{p.name:11s} D={p.d_model} L={p.n_layers} H={p.n_heads} F={p.d_ff} seq={p.seq_len} "
+                     f"batch={p.batch_size} lr={p.lr:g} {budget} tokenizer={p.tokenizer}  -- {p.description}")
+    return "\n".join(lines)

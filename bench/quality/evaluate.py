@@ -1,0 +1,96 @@
+"""Metrics of a language model on one split.
+
+Token-weighted (ours, primary):  loss = sum of per-token cross-entropy / number of scored tokens,
+                                 ppl = exp(loss), acc = top-1 over non-pad targets,
+                                 bpc = loss / ln 2 * tokens_per_char of the split (1 for char level).
+Paper-style (labelled as such):  batch_mean_loss = mean over batches of each batch's mean loss
+                                 (short last batches weigh as much as full ones),
+                                 batch_mean_ppl = exp(min(batch_mean_loss, 20)).
+Under DDP the batches are dealt round-robin to the ranks and the sums are all-reduced.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench.quality.data import IGNORE_INDEX
+from bench.quality.dist import DistContext
+
+PAPER_PPL_CAP = 20.0  # the published loop: PPL = exp(min(loss, 20))
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    ppl: float
+    bpc: float
+    acc: float
+    batch_mean_loss: float
+    batch_mean_ppl: float
+    tokens: int
+    batches: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+def paper_ppl(loss: float) -> float:
+    return math.exp(min(loss, PAPER_PPL_CAP))
+
+
+def bpc_from_loss(loss: float, tokens_per_char: float) -> float:
+    """Bits per character from nats per token (tokens_per_char = split tokens / split characters)."""
+    return loss / math.log(2) * tokens_per_char
+
+
+def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of cross-entropy, scored tokens, correct top-1) for logits (B, T, V), targets (B, T); float32 loss."""
+    flat_t = targets.reshape(-1)  # (B*T,)
+    flat_l = logits.reshape(-1, logits.shape[-1]).float()  # (B*T, V)
+    loss_sum = F.cross_entropy(flat_l, flat_t, ignore_index=IGNORE_INDEX, reduction="sum")
+    mask = flat_t != IGNORE_INDEX
+    correct = ((flat_l.argmax(-1) == flat_t) & mask).sum()
+    return loss_sum, mask.sum(), correct
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
+             max_batches: int = 0, autocast=None, ctx: DistContext | None = None) -> EvalResult:
+    """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from the first batch.
+
+    max_batches = 0 scores the whole split. The batcher is rewound, so it can be reused."""
+    ctx = ctx or DistContext()
+    was_training = model.training
+    model.eval()
+    batches.load_state_dict({"epoch": 0, "position": 0})
+    # loss_sum, tokens, correct, sum of per-batch mean losses, batches
+    sums = torch.zeros(5, dtype=torch.float64, device=device)
+    for i, (x, y) in enumerate(batches):
+        if max_batches and i >= max_batches:
+            break
+        if i % ctx.world != ctx.rank:
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast() if autocast is not None else nullcontext():
+            logits, _ = model(x)  # (B, T, V)
+        loss_sum, n, correct = token_stats(logits, y)
+        if n == 0:
+            continue
+        sums += torch.stack([loss_sum.double(), n.double(), correct.double(), loss_sum.double() / n, sums.new_ones(())])
+    ctx.all_reduce_sum(sums)
+    model.train(was_training)
+    loss_sum, n, correct, bm_sum, nb = sums.tolist()
+    if n == 0:
+        raise ValueError("evaluation scored no tokens (empty split?)")
+    loss = loss_sum / n
+    bm = bm_sum / nb
+    return EvalResult(loss=loss, ppl=ppl(loss), bpc=bpc_from_loss(loss, tokens_per_char), acc=correct / n,
+                      batch_mean_loss=bm, batch_mean_ppl=paper_ppl(bm), tokens=int(n), batches=int(nb))

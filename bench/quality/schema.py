@@ -1,0 +1,61 @@
+"""curves.csv and final.csv: the long-format sources every table and plot of a quality run comes from.
+
+Both are appended and flushed row by row, so an interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+CURVE_COLUMNS = [
+    "method", "seed", "step", "tokens",  # tokens: training target tokens seen so far (all ranks)
+    "split",                             # train (mean over the last log interval) | val | test (best-val weights)
+    "loss", "ppl", "bpc", "acc",         # token-weighted; bpc via the split's tokens per character
+    "lr", "wall_s",                      # wall_s: job time so far, evaluation included
+]
+
+FINAL_COLUMNS = [
+    "method", "seed",
+    "test_loss", "test_ppl", "test_bpc", "test_acc",      # token-weighted, best-validation weights
+    "test_batch_mean_loss", "test_batch_mean_ppl",        # the paper's metric: mean of per-batch means, exp(min(., 20))
+    "params", "tokens_per_s", "wall_s", "peak_mem_mb", "best_step", "nonfinite_steps",
+    # extras
+    "best_val_loss", "best_val_ppl", "steps", "tokens", "train_s", "d_ff", "mem_method",
+]
+
+SPLITS = ("train", "val", "test")
+
+
+def append_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append one row (header first if the file is new) and flush it to disk."""
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: _fmt(row.get(k)) for k in columns})
+
+
+def rewrite(path: Path, columns: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(row.get(k)) for k in columns})
+    tmp.replace(path)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if v == v else "nan"
+    return v

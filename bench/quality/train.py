@@ -1,0 +1,327 @@
+"""One training job (one method, one seed) with resumable state.
+
+Loop per step: lr from the schedule (linear warm-up, cosine to min_lr, set per batch) -> forward
+under autocast -> token-weighted loss in float32 -> if the loss is non-finite on any rank the step
+is skipped on every rank (no backward, no optimizer update) and counted -> backward (GradScaler
+for fp16) -> clip -> AdamW step. Too many non-finite steps in a row raise NonFiniteStop after the
+state is saved (exit code 3).
+
+State saved at every evaluation, on a non-finite stop and on --stop-after-steps (bench.common
+checkpoint format, <run>/checkpoints/<method>-seed<k>-last.pt): weights, optimizer, GradScaler,
+batcher position, RNG states of every rank, step/tokens counters, timers, curve rows so far and the
+partial train-loss accumulator. Resuming from it replays exactly the steps the uninterrupted run
+would take. The best-validation weights go to <method>-seed<k>.pt.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.common.checkpoint import build_model, save_checkpoint
+from bench.common.cli import UsageError
+from bench.quality.data import make_batches
+from bench.quality.dist import DistContext
+from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
+from bench.quality.memory import PeakMemory
+from bench.quality.schema import CURVE_COLUMNS, append_row, read_rows, rewrite
+
+
+class NonFiniteStop(Exception):
+    """Too many non-finite steps in a row; the message is one line for the user (exit 3)."""
+
+
+class StopRequested(Exception):
+    """--stop-after-steps reached; the state is saved and the run can be resumed."""
+
+
+@dataclass
+class Plan:
+    """The budget and schedule in optimizer steps, identical for every method."""
+    total_steps: int
+    warmup_steps: int
+    eval_every: int
+    log_every: int
+    batches_per_epoch: int
+    budget: str  # what the user asked for, e.g. "steps=300" or "epochs=30"
+
+
+def make_plan(p, batches_per_epoch: int) -> Plan:
+    if p.steps > 0:
+        total, budget = p.steps, f"steps={p.steps}"
+    elif p.epochs > 0:
+        total, budget = max(1, round(p.epochs * batches_per_epoch)), f"epochs={p.epochs:g}"
+    else:
+        total, budget = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))), f"tokens={p.tokens}"
+    warmup = round(p.warmup_epochs * batches_per_epoch) if p.warmup_epochs > 0 else p.warmup_steps
+    eval_every = p.eval_every or batches_per_epoch
+    return Plan(total_steps=total, warmup_steps=min(warmup, total), eval_every=eval_every,
+                log_every=p.log_every or eval_every, batches_per_epoch=batches_per_epoch, budget=budget)
+
+
+def lr_at(step: int, p, plan: Plan) -> float:
+    """Learning rate for the optimizer step with 0-based index `step`."""
+    if step < plan.warmup_steps:
+        return p.lr * (step + 1) / plan.warmup_steps
+    span = plan.total_steps - plan.warmup_steps
+    if span <= 0:
+        return p.lr
+    progress = min(1.0, (step - plan.warmup_steps) / span)
+    return p.min_lr + 0.5 * (p.lr - p.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class RunContext:
+    """What every job of a run shares (built once in __main__)."""
+    settings: object  # bench.quality.cli.Settings
+    run_dir: Path
+    device: torch.device
+    ctx: DistContext
+    data: dict  # encode_splits output
+    pad_id: int
+    tokens_per_char: dict  # split -> tokens / characters
+    methods: dict  # methods.resolve_methods output
+    plan: Plan
+    amp_dtype: torch.dtype | None
+    eval_batches: dict  # "valid"/"test" -> unshuffled batcher
+    meta: dict  # checkpoint meta shared by all jobs (tokenizer path, corpus, preset)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return None
+        return lambda: torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def curves_path(self) -> Path:
+        return self.run_dir / "curves.csv"
+
+    def ckpt_paths(self, method: str, seed: int) -> tuple[Path, Path]:
+        d = self.run_dir / "checkpoints"
+        return d / f"{method}-seed{seed}.pt", d / f"{method}-seed{seed}-last.pt"
+
+
+@dataclass
+class JobState:
+    step: int = 0
+    tokens: int = 0
+    best_val_loss: float = float("inf")
+    best_val_ppl: float = float("inf")
+    best_step: int = 0
+    best_tokens: int = 0
+    nonfinite: int = 0
+    consecutive: int = 0
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    curves: list = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_job(rc: RunContext, method: str, seed: int) -> dict:
+    """Train (or finish training) one method at one seed, test the best-validation weights and return
+    the final.csv row. Curve rows are appended to curves.csv as they are measured."""
+    s, p, ctx, dev, plan = rc.settings, rc.settings.preset, rc.ctx, rc.device, rc.plan
+    spec = rc.methods[method]
+    best_path, last_path = rc.ckpt_paths(method, seed)
+    autocast = rc.autocast()
+    mem = PeakMemory(dev)
+    mem.reset()
+
+    set_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    model = build_model(spec["kind"], spec["config"]).to(dev)
+    torch.manual_seed(seed * 1_000_003 + ctx.rank)  # per-rank dropout stream
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), weight_decay=p.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=rc.amp_dtype == torch.float16)
+    train_b = make_batches(p.batching, rc.data["train"], p.seq_len, p.batch_size, seed=seed, shuffle=True,
+                           drop_last=True, pad_id=rc.pad_id)
+    st = JobState()
+    acc = torch.zeros(3, dtype=torch.float64, device=dev)  # train loss_sum, tokens, correct since last log
+
+    if last_path.exists():
+        ckpt = torch.load(last_path, map_location=dev, weights_only=False)
+        ts = ckpt["train_state"]
+        if ts["world_size"] != ctx.world:
+            raise UsageError(f"{last_path} was saved with {ts['world_size']} process(es); resume with the same "
+                         f"--nproc-per-node (now {ctx.world})")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ts["optimizer"])
+        scaler.load_state_dict(ts["scaler"])
+        train_b.load_state_dict(ts["batcher"])
+        st = JobState(**ts["job"])
+        mine = ts["ranks"][ctx.rank]
+        _set_rng_state(mine["rng"], dev)
+        acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
+    if ctx.is_main:
+        _reset_curves(rc.curves_path, method, seed, st.curves)
+
+    raw = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(raw, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    t_start, wall_base, steps_here = time.perf_counter(), st.wall_s, 0
+    wall = lambda: wall_base + time.perf_counter() - t_start  # noqa: E731
+    inject = set(s.inject_nan_at_step)
+    meta = {**rc.meta, "method": method, "seed": seed, "params": spec["params"]}
+
+    def log(split: str, loss: float, acc_: float, lr: float, step: int, tokens: int) -> None:
+        row = {"method": method, "seed": seed, "step": step, "tokens": tokens, "split": split, "loss": loss,
+               "ppl": ppl(loss), "bpc": bpc_from_loss(loss, rc.tokens_per_char[_data_split(split)]), "acc": acc_,
+               "lr": lr, "wall_s": round(wall(), 3)}
+        st.curves.append(row)
+        if ctx.is_main:
+            append_row(rc.curves_path, CURVE_COLUMNS, row)
+
+    def save_state() -> None:
+        ranks = ctx.gather_objects({"rng": _rng_state(dev), "acc": acc.tolist()})
+        if ctx.is_main:
+            st.wall_s = wall()
+            save_checkpoint(last_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step},
+                            train_state={"optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                                         "batcher": train_b.state_dict(), "job": asdict(st), "ranks": ranks,
+                                         "world_size": ctx.world, "plan": asdict(plan)})
+        ctx.barrier()
+
+    bar = tqdm(total=plan.total_steps, initial=st.step, desc=f"{method} seed {seed}", unit="step",
+               disable=not ctx.is_main or s.no_progress, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
+    stream = train_b.stream()
+    shown_loss, lr = float("nan"), lr_at(max(0, st.step - 1), p, plan)
+    try:
+        while st.step < plan.total_steps:
+            t0 = time.perf_counter()
+            x, y = next(stream)
+            x, y = ctx.shard(x).to(dev, non_blocking=True), ctx.shard(y).to(dev, non_blocking=True)
+            lr = lr_at(st.step, p, plan)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast() if autocast is not None else nullcontext():
+                logits, _ = model(x)  # (B/world, T, V)
+            loss_sum, n, correct = token_stats(logits, y)
+            loss = loss_sum / n.clamp(min=1)
+            if st.step + 1 in inject:
+                loss = loss * float("nan")  # test hook: a non-finite loss at this 1-based step
+            # One small collective per step: every rank must agree to skip, or DDP would hang in backward.
+            flags = torch.stack([(~torch.isfinite(loss)).double(), n.double(), loss_sum.detach().double()])
+            ctx.all_reduce_sum(flags)
+            bad, n_global, loss_sum_global = flags.tolist()
+            if not bad:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), p.grad_clip if p.grad_clip > 0 else math.inf)
+                # With fp16 the GradScaler skips inf/NaN gradients itself (normal loss scaling, not counted).
+                bad = not scaler.is_enabled() and not math.isfinite(float(gnorm))
+                if not bad:
+                    scaler.step(opt)
+                    scaler.update()
+                    acc += torch.stack([loss_sum.detach().double(), n.double(), correct.double()])
+                    now = loss_sum_global / max(n_global, 1)
+                    shown_loss = now if math.isnan(shown_loss) else 0.9 * shown_loss + 0.1 * now  # smoothed
+            opt.zero_grad(set_to_none=True)
+            st.step += 1
+            steps_here += 1
+            st.tokens += int(n_global)
+            st.train_s += time.perf_counter() - t0
+            if bad:
+                st.nonfinite += 1
+                st.consecutive += 1
+                if st.consecutive >= s.max_nonfinite:
+                    save_state()
+                    raise NonFiniteStop(
+                        f"{method} seed {seed}: {st.consecutive} non-finite steps in a row (step {st.step}, "
+                        f"limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the limit "
+                        f"and --resume {rc.run_dir}")
+            else:
+                st.consecutive = 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{shown_loss:.3f}", tok_s=f"{st.tokens / max(st.train_s, 1e-9):,.0f}",
+                            refresh=False)
+
+            if st.step % plan.log_every == 0 or st.step == plan.total_steps:
+                red = ctx.all_reduce_sum(acc.clone())
+                if red[1] > 0:
+                    log("train", float(red[0] / red[1]), float(red[2] / red[1]), lr, st.step, st.tokens)
+                acc.zero_()
+                mem.sample()
+            if st.step % plan.eval_every == 0 or st.step == plan.total_steps:
+                res = evaluate(raw, rc.eval_batches["valid"], dev, rc.tokens_per_char["valid"],
+                               max_batches=p.eval_batches, autocast=autocast, ctx=ctx)
+                log("val", res.loss, res.acc, lr, st.step, st.tokens)
+                if res.loss < st.best_val_loss:
+                    st.best_val_loss, st.best_val_ppl = res.loss, res.ppl
+                    st.best_step, st.best_tokens = st.step, st.tokens
+                    if ctx.is_main:
+                        save_checkpoint(best_path, spec["kind"], spec["config"], raw,
+                                        meta={**meta, "step": st.step, "val": res.as_dict()})
+                save_state()
+            elif s.stop_after_steps and steps_here >= s.stop_after_steps:
+                save_state()
+            if s.stop_after_steps and steps_here >= s.stop_after_steps and st.step < plan.total_steps:
+                raise StopRequested(f"stopped after {steps_here} steps (--stop-after-steps) at step {st.step} of "
+                                    f"{plan.total_steps}; finish with --resume {rc.run_dir}")
+    finally:
+        bar.close()
+
+    # Test the best-validation weights (the last weights if validation never gave a finite loss).
+    if ctx.is_main and not best_path.exists():
+        save_checkpoint(best_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step})
+        st.best_step, st.best_tokens = st.step, st.tokens
+    ctx.barrier()
+    best = torch.load(best_path, map_location=dev, weights_only=False)
+    raw.load_state_dict(best["state_dict"])
+    res = evaluate(raw, rc.eval_batches["test"], dev, rc.tokens_per_char["test"], max_batches=p.test_batches,
+                   autocast=autocast, ctx=ctx)
+    log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
+    if ctx.is_main:
+        save_checkpoint(best_path, spec["kind"], spec["config"], raw,
+                        meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
+    row = {
+        "method": method, "seed": seed, "test_loss": res.loss, "test_ppl": res.ppl, "test_bpc": res.bpc,
+        "test_acc": res.acc, "test_batch_mean_loss": res.batch_mean_loss, "test_batch_mean_ppl": res.batch_mean_ppl,
+        "params": spec["params"], "tokens_per_s": st.tokens / max(st.train_s, 1e-9), "wall_s": round(wall(), 3),
+        "peak_mem_mb": round(mem.peak_mb(), 1), "best_step": st.best_step, "nonfinite_steps": st.nonfinite,
+        "best_val_loss": st.best_val_loss, "best_val_ppl": st.best_val_ppl, "steps": st.step, "tokens": st.tokens,
+        "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method,
+    }
+    return row
+
+
+def _data_split(split: str) -> str:
+    return {"val": "valid"}.get(split, split)
+
+
+def _reset_curves(path: Path, method: str, seed: int, rows: list) -> None:
+    """Drop this job's rows from curves.csv (a crashed attempt may have left rows past the saved state)
+    and put back the rows the saved state knows about."""
+    existing = read_rows(path)
+    mine = [r for r in existing if r["method"] == method and r["seed"] == str(seed)]
+    if not mine and not rows:
+        return
+    others = [r for r in existing if not (r["method"] == method and r["seed"] == str(seed))]
+    rewrite(path, CURVE_COLUMNS, others + list(rows))
