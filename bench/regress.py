@@ -30,9 +30,11 @@ from all pairs of 6 single runs, on the shared 2-core CPU while other jobs kept 
   runs up to +48%. A 2x slowdown at any length (+100%) fails.
 - gmean_tol = 0.25. The mean over 4 lengths moved by at most +13% against the baseline (+19%
   between two single runs). A 1.3x slowdown at every length fails.
-- exponent_tol = 0.15. Exponents over N = 256..2048 grew by at most +0.06 against the baseline
-  (+0.20 between two single runs, which is why the baseline is measured longer). N log N turned
-  N^2 raises the exponent by about 1; a 2x slowdown at the longest length alone, by 0.3.
+- exponent_tol = 0.25. Exponents over N = 256..2048 grew by at most +0.06 against the baseline in
+  the first measurements, but by +0.156 in a CI run from a fresh clone (no code change to the
+  wave path), and by up to +0.20 between two single runs. 0.15 was therefore flaky. N log N turned
+  N^2 raises the exponent by about 1; a 2x slowdown at the longest length alone, by 0.3: both
+  still fail.
 
 Exit codes: 0 every metric within tolerance; 1 something regressed (a table on stdout: metric,
 baseline, current, change, tolerance); 2 bad input (missing or unreadable file, unknown format,
@@ -55,7 +57,7 @@ from bench.common.cli import ArgParser, UsageError, positive_float, positive_int
 PROG = "python -m bench.regress"
 RATIO_TOL = 0.60
 GMEAN_TOL = 0.25
-EXPONENT_TOL = 0.15
+EXPONENT_TOL = 0.25
 MIN_LENGTHS = 3
 CONFIG_FIELDS = (("device", ""), ("dtype", ""), ("batch", "B="), ("heads", "H="), ("head_dim", "d="))
 CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
