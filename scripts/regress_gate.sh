@@ -4,6 +4,7 @@
 #   bash scripts/regress_gate.sh [ARGS]              run tests/benchmarks once, then
 #       python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current <that run> ARGS
 #       exit: the gate's code (0 ok, 1 regressed, 2 bad input); pytest's code if a benchmark errors.
+#       A failing run is re-measured once; only metrics that regress in both runs fail (exit 1).
 #   bash scripts/regress_gate.sh --refresh           re-measure the committed baseline: a longer run
 #       (WAVEBENCH_CELL_S=2, WAVEBENCH_MIN_ROUNDS=15; about 3 min of CPU) written, without the
 #       per-round samples, to tests/benchmarks/baseline_cpu.json. Review and commit it.
@@ -54,12 +55,41 @@ fi
 
 OUT=${BENCH_JSON:-results/scratch/regress/current.json}
 mkdir -p "$(dirname "$OUT")"
-start=$SECONDS
-"${PYTEST[@]}" --benchmark-json="$OUT"
-rc=$?
-if [ $rc -ne 0 ]; then
-  echo "regress_gate: the benchmark run failed (pytest exit $rc); no gate verdict" >&2
-  exit $rc
-fi
-echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $OUT against $BASELINE"
-"$PY" -m bench.regress --baseline "$BASELINE" --current "$OUT" "$@"
+
+# One benchmark run + gate; sets rc and writes the verdicts to $2.
+run_and_gate() {
+  local json=$1 verdicts=$2 start=$SECONDS
+  shift 2
+  "${PYTEST[@]}" --benchmark-json="$json"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "regress_gate: the benchmark run failed (pytest exit $rc); no gate verdict" >&2
+    return
+  fi
+  echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $json against $BASELINE"
+  "$PY" -m bench.regress --baseline "$BASELINE" --current "$json" --json-out "$verdicts" "$@"
+  rc=$?
+}
+
+run_and_gate "$OUT" "${OUT%.json}.verdicts.json" "$@"
+[ $rc -ne 1 ] && exit $rc
+
+# A regression must show twice. On these shared machines one cell sometimes spends all its
+# rounds in a slow phase (two fresh-clone CI runs each failed once, on different metrics, with
+# no change to the code they measure), so a failure is re-measured and only the metrics that
+# regress in BOTH runs fail the gate.
+echo "regress_gate: re-measuring to confirm (a metric fails only if it regresses in both runs)"
+OUT2="${OUT%.json}.confirm.json"
+run_and_gate "$OUT2" "${OUT2%.json}.verdicts.json" "$@"
+[ $rc -eq 0 ] && { echo "regress_gate: not confirmed: the first run's regressions did not repeat (noise); pass"; exit 0; }
+[ $rc -ne 1 ] && exit $rc
+"$PY" - "${OUT%.json}.verdicts.json" "${OUT2%.json}.verdicts.json" <<'PYEOF'
+import json, sys
+first, second = (json.load(open(p)) for p in sys.argv[1:3])
+bad = lambda doc: {c["label"] for c in doc["checks"] if not c["ok"]}
+both = sorted(bad(first) & bad(second))
+if both:
+    print("regress_gate: REGRESSED in both runs: " + "; ".join(both))
+    sys.exit(1)
+print("regress_gate: no metric regressed in both runs (noise); pass")
+PYEOF
