@@ -206,6 +206,12 @@ class Check:
         return f"{self.group} {self.metric} {self.name}"
 
 
+def drop_short(times: Times, min_seq_len: int) -> Times:
+    """The same times without lengths below min_seq_len."""
+    return {key: {m: {n: t for n, t in per.items() if n >= min_seq_len} for m, per in methods.items()}
+            for key, methods in times.items()}
+
+
 def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol: float = EXPONENT_TOL,
             min_lengths: int = MIN_LENGTHS, gmean_tol: float = GMEAN_TOL) -> list[Check]:
     """Every ratio and exponent both files allow, checked against the tolerances."""
@@ -307,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"ratio (default {GMEAN_TOL})")
     ap.add_argument("--exponent-tol", type=nonneg_float, default=EXPONENT_TOL,
                     help=f"largest allowed growth of a wave scaling exponent (default {EXPONENT_TOL})")
+    ap.add_argument("--min-seq-len", type=int, default=0,
+                    help="ignore lengths below this N in both files (the CI gate script uses 512: N=256 cells "
+                         "are dominated by per-call overhead and carried most of the noise); default 0, keep all")
     ap.add_argument("--min-lengths", type=at_least_two, default=MIN_LENGTHS,
                     help=f"lengths both files must share for an exponent or a mean ratio, >= 2 (default {MIN_LENGTHS})")
     ap.add_argument("--json-out", help="also write every derived metric and verdict to this JSON file")
@@ -317,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, times in ((args.baseline, base), (args.current, cur)):
         if not times:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, seq_len)")
+    if args.min_seq_len:
+        base, cur = (drop_short(t, args.min_seq_len) for t in (base, cur))
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
     if not checks:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a wave* "

@@ -67,7 +67,8 @@ run_and_gate() {
     return
   fi
   echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $json against $BASELINE"
-  "$PY" -m bench.regress --baseline "$BASELINE" --current "$json" --json-out "$verdicts" "$@"
+  "$PY" -m bench.regress --baseline "$BASELINE" --current "$json" --json-out "$verdicts" \
+    --min-seq-len "${GATE_MIN_SEQ_LEN:-512}" "$@"
   rc=$?
 }
 
