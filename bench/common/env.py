@@ -98,6 +98,24 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
     return env
 
 
+def read_env(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's env.json as a dict; {} when missing or unreadable (callers say 'unknown')."""
+    try:
+        env = json.loads((Path(run_dir) / "env.json").read_text())
+        return env if isinstance(env, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """The first present, non-empty key among `names`, at the top level or one dict below."""
+    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
+        for name in names:
+            if scope.get(name) not in (None, "", [], {}):
+                return scope[name]
+    return default
+
+
 def write_env(path: str | Path, env: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(env, indent=2, default=str) + "\n")
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import posixpath
 import shlex
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common.cli import UsageError
+from bench.common.env import env_get as _get, read_env as load_env  # noqa: F401 - shared with headline/build
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
@@ -90,25 +90,8 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
     return runs
 
 
-def load_env(path: Path) -> dict[str, Any]:
-    try:
-        env = json.loads((path / "env.json").read_text())
-        return env if isinstance(env, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 # ---------------------------------------------------------------------------------------------
 # provenance
-
-
-def _get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
-    """First non-empty key among names, at the top level of env.json or one dict below."""
-    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
-        for name in names:
-            if scope.get(name) not in (None, "", [], {}):
-                return scope[name]
-    return default
 
 
 def command(env: dict[str, Any]) -> str:

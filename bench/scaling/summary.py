@@ -9,7 +9,6 @@ step waits for it) and the peak memory is the largest over ranks.
 """
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common.cli import ArgParser, UsageError, run_cli
+from bench.common.env import env_get, read_env as load_env  # noqa: F401 - load_env is used by plots.py too
 from bench.scaling.claims import CLAIM_LENGTHS, claims_section
 from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 
@@ -54,24 +54,6 @@ def order_methods(methods) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # loading
-
-
-def load_env(run_dir: Path) -> dict[str, Any]:
-    """env.json as a dict; {} when missing or unreadable (the summary says 'unknown')."""
-    try:
-        env = json.loads((Path(run_dir) / "env.json").read_text())
-        return env if isinstance(env, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
-    """The first present, non-empty key among `names`, at the top level or one dict below."""
-    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
-        for name in names:
-            if scope.get(name) not in (None, "", [], {}):
-                return scope[name]
-    return default
 
 
 def load_timings(run_dir: Path) -> pd.DataFrame:
