@@ -219,3 +219,28 @@ def test_cli_regenerates_both(fixture_run, capsys):
     assert main([str(fixture_run)]) == 0
     assert (fixture_run / "summary.md").is_file() and len(list((fixture_run / "plots").glob("*.png"))) == 12
     assert "plots/latency_core_fwd.png" in (fixture_run / "summary.md").read_text()  # linked when present
+
+
+def _cells(rows):
+    df = pd.DataFrame(rows)
+    for col, val in (("config", "cpu float32 B=1 H=8 d=64"), ("status", "ok")):
+        df[col] = val
+    return df
+
+
+def test_backward_ratio_and_memory_slope_sections_judge_their_targets():
+    from bench.scaling.summary import backward_lines, memory_lines
+
+    layer = [{"level": "layer", "pass": p, "method": "wave", "seq_len": n, "median_ms": ms}
+             for n, f, fb in ((512, 10.0, 30.0), (1024, 20.0, 80.0)) for p, ms in (("fwd", f), ("fwdbwd", fb))]
+    text = "\n".join(backward_lines(_cells(layer)))
+    assert "| wave     | 512  |" in text and "2.00" in text and "pass" in text  # (30 - 10) / 10
+    assert "3.00" in text and "miss" in text  # (80 - 20) / 20 > 2.5
+    core = [{"level": "core", "pass": "fwd", "method": m, "seq_len": n, "median_ms": 1.0, "peak_mem_mb": mb}
+            for m, grow in (("wave", 1.0), ("wave-field", 1.5)) for n in (2048, 4096, 8192, 16384, 32768)
+            for mb in [10.0 * (n / 4096) ** grow]]
+    text = "\n".join(memory_lines(_cells(core)))
+    assert "4096..32768" in text  # 2048 is outside the target range
+    assert "| wave       | 4096..32768 | 10.0 -> 80.0" in text and "1.00" in text and "pass" in text
+    assert "1.50" in text and "miss" in text
+    assert backward_lines(_cells(core)) is None and memory_lines(_cells(layer)) is None

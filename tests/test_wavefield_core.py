@@ -65,6 +65,98 @@ def test_fft_conv_rejects_wraparound_and_bad_shapes():
         causal_fft_conv(x, torch.randn(2, 10), layout="nope")
 
 
+@pytest.mark.parametrize("n", [1, 7, 63, 1000], ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("layout", ["bhnd", "bnhd", "bhdn"])
+def test_fft_conv_fused_scale_and_short_kernel_match_direct(n, layout):
+    # The deposit weight is multiplied in while x is written into the FFT buffer, and a kernel cut
+    # at its support (K < N taps) means zero taps beyond K: values and all three gradients.
+    torch.manual_seed(n)
+    B, H, d, K = 2, 3, 5, max(1, n // 3)
+    x = torch.randn(B, H, n, d, requires_grad=True)
+    w = torch.rand(B, H, n, 1).add_(0.5).requires_grad_()
+    k = (torch.randn(H, K) / math.sqrt(K)).requires_grad_()
+    g = torch.randn(B, H, n, d)
+    to = {"bhnd": lambda t: t, "bnhd": lambda t: t.transpose(1, 2), "bhdn": lambda t: t.transpose(-1, -2)}[layout]
+    back = to  # each of these permutations is its own inverse
+    y = back(causal_fft_conv(to(x), k, layout=layout, scale=to(w)))
+    fast = torch.autograd.grad((y * g).sum(), (x, w, k))
+    x64, w64, k64 = (t.detach().double().requires_grad_() for t in (x, w, k))
+    ref = causal_conv_direct(x64 * w64, k64)
+    slow = torch.autograd.grad((ref * g.double()).sum(), (x64, w64, k64))
+    assert rel_err(y, ref) < 1e-5
+    for name, a, b in zip(("x", "scale", "kernel"), fast, slow):
+        assert rel_err(a, b) < 1e-5, f"grad {name}"
+
+
+@pytest.mark.parametrize("stride", [None, 1, 3, 2.5], ids=lambda s: f"s{s}")
+def test_fft_conv_gradcheck_float64_scale_and_field_placements(stride):
+    from wavefield_core.fftconv import field_geometry
+
+    torch.manual_seed(0)
+    n = 11
+    cells = n if stride is None else field_geometry(n, stride)[2]
+    x = torch.randn(2, 3, n, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(2, 3, n, 1, dtype=torch.float64).add_(0.5).requires_grad_()
+    k = torch.randn(3, cells, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: causal_fft_conv(a, c, scale=b, field_stride=stride), (x, w, k))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: causal_fft_conv(a.transpose(-1, -2), c, layout="bhdn", scale=b.transpose(-1, -2),
+                                        field_stride=stride), (x, w, k))
+
+
+def test_fft_conv_inference_path_equals_autograd_path():
+    torch.manual_seed(0)
+    x, w, k = torch.randn(1, 2, 300, 8), torch.rand(1, 2, 300, 1), torch.randn(2, 300)
+    with torch.no_grad():
+        y0 = causal_fft_conv(x, k, scale=w, field_stride=4)
+    y1 = causal_fft_conv(x.requires_grad_(), k, scale=w, field_stride=4)
+    assert y1.requires_grad and torch.equal(y0, y1.detach())
+
+
+def test_kernel_cut_at_support_changes_nothing(monkeypatch):
+    # kernel_support cuts the taps where every head's envelope is below the smallest normal float;
+    # the result must equal the uncut kernel's (up to FFT rounding, far below 1e-6).
+    import wavefield_core.attention as attn
+    from wavefield_core.kernel import kernel_support
+
+    torch.manual_seed(0)
+    H, N = 4, 5000
+    p = v35_init(H)
+    assert kernel_support(p["damping"], 4.0, N) < N // 5  # V3.5 init: every head dies out early
+    for dtype in (torch.float32, torch.float64):
+        assert kernel_support(p["damping"], 4.0, N, dtype) <= N
+    k, v = torch.randn(1, H, N, 8), torch.randn(1, H, N, 8)
+    c = torch.eye(H)
+    args = (k, v, p["frequency"], p["damping"], p["phase"], c, 4.0)
+    for mode in ("token", "field"):
+        cut = wave_mix(*args, mode=mode)
+        monkeypatch.setattr(attn, "kernel_support", lambda damping, step, n, dtype=None: n)
+        full = wave_mix(*args, mode=mode)
+        monkeypatch.undo()
+        assert rel_err(cut, full) < 1e-6, mode
+
+
+@pytest.mark.parametrize("mode", ["token", "field", "scan"])
+def test_wave_mix_channel_major_v_matches_token_major(mode):
+    torch.manual_seed(1)
+    B, H, N, d = 2, 4, 77, 6
+    k = torch.randn(B, H, N, d, requires_grad=True)
+    v = torch.randn(B, H, N, d, requires_grad=True)
+    p = {n: t.clone().requires_grad_() for n, t in v35_init(H).items()}
+    c = (torch.eye(H) + 0.1 * torch.randn(H, H)).requires_grad_()
+    g = torch.randn(B, H, N, d)
+    wrt = [k, v, p["frequency"], p["damping"], p["phase"], c]
+    outs = []
+    for v_layout, vin in (("bhnd", v), ("bhdn", v.transpose(-1, -2))):
+        y = wave_mix(k, vin, p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode, v_layout=v_layout)
+        assert y.shape == (B, H, N, d)
+        outs.append([y, *torch.autograd.grad((y * g).sum(), wrt)])
+    for a, b in zip(*outs):
+        assert rel_err(a, b) < 1e-6
+    with pytest.raises(ValueError, match="bhnd, bhdn"):
+        wave_mix(k, v, p["frequency"], p["damping"], p["phase"], c, 4.0, v_layout="bnhd")
+
+
 def test_fast_fft_size_is_5_smooth_and_minimal():
     def smooth(m):
         for p in (2, 3, 5):

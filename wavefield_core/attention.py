@@ -25,11 +25,13 @@ import math
 import torch
 import torch.nn as nn
 
-from wavefield_core.fftconv import LAYOUTS, causal_fft_conv
+from wavefield_core.fftconv import LAYOUTS, causal_fft_conv, field_geometry
 from wavefield_core.recurrent import wave_scan_conv
-from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, stride_is_integer, v35_init, wave_kernel
+from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, kernel_support, stride_is_integer, v35_init, wave_kernel
 
 MODES = ("auto", "field", "token", "scan")
+__all__ = ["MODES", "WaveFieldAttention", "field_geometry", "mix_heads", "resolve_mode", "wave_conv", "wave_conv_bhdn",
+           "wave_mix"]
 
 
 def resolve_mode(mode: str, stride: float) -> str:
@@ -44,61 +46,41 @@ def resolve_mode(mode: str, stride: float) -> str:
     return mode
 
 
-def field_geometry(n: int, stride: float, device=None):
-    """Cells of each token: lo (N,) int64, frac (N,) float64, and the field size G.
+def _path_kernel(freq, damp, ph, n: int, stride: float, mode: str, norm_cells: int, dtype) -> torch.Tensor:
+    """The kernel taps the path convolves with, cut at their numerical support (kernel_support).
 
-    Positions are computed in float64 so that n * s is exact for the strides people use.
-    G = ceil((N - 1) s) + 2 leaves room for the last token's upper cell: nothing is ever clamped.
+    token: lags 0, s, 2s, ... (one per token); field: every cell lag 0, 1, ..., G-1.
     """
-    pos = torch.arange(n, device=device, dtype=torch.float64) * float(stride)  # (N,)
-    lo = torch.floor(pos)
-    frac = pos - lo
-    g = int(math.ceil((n - 1) * float(stride))) + 2
-    return lo.long(), frac, g
+    if mode == "token":
+        count, step = n, float(stride)
+    else:
+        count, step = int(math.ceil((n - 1) * float(stride))) + 2, 1.0  # G cells (field_geometry)
+    count = kernel_support(damp, step, count, dtype)
+    lags = torch.arange(count, device=freq.device, dtype=freq.dtype) * step
+    return wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, count)
 
 
 def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
-              norm_cells: int = DEFAULT_NORM_CELLS, layout: str = "bhnd") -> torch.Tensor:
-    """The wave convolution of deposits u (v * ||k||), before head coupling.
+              norm_cells: int = DEFAULT_NORM_CELLS, layout: str = "bhnd", scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The wave convolution of deposits u * scale (scale: optional per-token factor, e.g. ||k||), before
+    head coupling.
 
-    u: (B, H, N, d) for layout "bhnd", (B, N, H, d) for "bnhd". Returns the same shape (possibly a
-    non-contiguous view). `mode` must be concrete ('field' or 'token') and the stride validated
-    (resolve_mode).
+    u: (B, H, N, d) for layout "bhnd", (B, N, H, d) for "bnhd", (B, H, d, N) for "bhdn"; scale has
+    u's shape with one channel. Returns u's shape (possibly a non-contiguous view). `mode` must be
+    concrete ('field', 'token' or 'scan') and the stride validated (resolve_mode).
     """
-    tdim = LAYOUTS[layout][3]  # the token axis of u
-    n = u.shape[tdim]
+    n = u.shape[LAYOUTS[layout][3]]
     pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)
-    if mode == "token":
-        lags = torch.arange(n, device=u.device, dtype=pdt) * float(stride)  # (N,) in cells
-        kernel = wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, N)
-        return causal_fft_conv(u, kernel, layout=layout)
     if mode == "scan":
         perm = LAYOUTS[layout]
-        x = u.permute(perm).transpose(-1, -2)  # (B, H, N, d) view
+        x = u if scale is None else u * scale
+        x = x.permute(perm).transpose(-1, -2)  # (B, H, N, d) view
         y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells)
         inverse = tuple(sorted(range(4), key=perm.__getitem__))
         return y.transpose(-1, -2).permute(inverse)
-
-    lo, frac, g = field_geometry(n, stride, u.device)
-    shape = [1] * u.dim()
-    shape[tdim] = n
-    frac = frac.to(u.dtype).view(shape)  # broadcast over the token axis
-    exact_cells = bool((frac == 0).all())  # integer stride: no upper-cell deposit at all
-    fshape = list(u.shape)
-    fshape[tdim] = g
-    field = u.new_zeros(fshape)  # the field: G cells instead of N tokens
-    if exact_cells:
-        field = field.index_add(tdim, lo, u)
-    else:
-        field = field.index_add(tdim, lo, u * (1 - frac)).index_add(tdim, lo + 1, u * frac)
-    lags = torch.arange(g, device=u.device, dtype=pdt)  # every cell lag 0 .. G-1
-    kernel = wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, G)
-    field = causal_fft_conv(field, kernel, layout=layout)
-    out = field.index_select(tdim, lo)  # read back at each token's lower cell
-    if not exact_cells:
-        out = out * (1 - frac) + field.index_select(tdim, lo + 1) * frac
-    return out
+    kernel = _path_kernel(freq, damp, ph, n, stride, mode, norm_cells, pdt)
+    return causal_fft_conv(u, kernel, layout=layout, scale=scale, field_stride=None if mode == "token" else stride)
 
 
 def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
@@ -107,18 +89,47 @@ def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mo
     return wave_conv(u, frequency, damping, phase, stride, mode, norm_cells, layout="bhdn")
 
 
+def mix_heads(coupling: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Head coupling y_h <- sum_g softmax(C)[h, g] y_g on time-last y (B, H, d, N), any strides.
+
+    One batched matmul that reads y where it lies (a strided view of the FFT buffer) and writes
+    (B, d, H, N) memory; returned as a (B, H, d, N) view.
+    """
+    mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)
+    return torch.matmul(mix, y.transpose(1, 2)).transpose(1, 2)
+
+
 def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupling, field_stride: float = 4.0,
-             mode: str = "auto", norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
-    """The sequence-mixing core alone, on ready k, v of shape (B, H, N, d). Returns (B, H, N, d).
+             mode: str = "auto", norm_cells: int = DEFAULT_NORM_CELLS, v_layout: str = "bhnd") -> torch.Tensor:
+    """The sequence-mixing core alone, on ready k (B, H, N, d) and v. Returns (B, H, N, d).
 
     deposit u = v * ||k|| -> per-head wave convolution -> head coupling softmax(coupling).
     (q is not an argument: V3.5 never reads it.)
+    v_layout: "bhnd" (v is (B, H, N, d), like k) or "bhdn" (v is (B, H, d, N), channel-major: the
+    layout a projection writes for free as W_v @ x^T, and the one the FFT needs, so no transpose is
+    paid). The result is a (B, H, N, d) view either way (of time-last memory).
     """
+    if v_layout not in ("bhnd", "bhdn"):
+        raise ValueError(f"unknown v_layout {v_layout!r}; valid choices: bhnd, bhdn")
     concrete = resolve_mode(mode, field_stride)
-    u = v * torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, H, N, d)
-    y = wave_conv(u, frequency, damping, phase, field_stride, concrete, norm_cells, layout="bhnd")
-    mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)  # (H, H)
-    return torch.einsum("hg,bgnd->bhnd", mix, y)  # (B, H, N, d)
+    norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, H, N, 1): contiguous reduction
+    if v_layout == "bhdn":
+        norm = norm.transpose(-1, -2)  # (B, H, 1, N)
+    y = wave_conv(v, frequency, damping, phase, field_stride, concrete, norm_cells, layout=v_layout, scale=norm)
+    if v_layout == "bhnd":
+        y = y.transpose(-1, -2)  # (B, H, d, N) view
+    return mix_heads(coupling, y).transpose(-1, -2)  # (B, H, N, d)
+
+
+def _project_t(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Linear layer written channel-major: (B, D_in, N) view -> W @ x^T + b as (B, D_out, N) contiguous.
+
+    The same numbers as nn.Linear, but BLAS writes the time-last layout the FFT wants directly.
+    """
+    w = weight.expand(xt.shape[0], *weight.shape)
+    if bias is None:
+        return torch.bmm(w, xt)
+    return torch.baddbmm(bias.view(1, -1, 1), w, xt)
 
 
 class WaveFieldAttention(nn.Module):
@@ -167,16 +178,34 @@ class WaveFieldAttention(nn.Module):
         return wave_kernel(self.frequency, self.damping, self.phase, lags, self.norm_cells)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D) -> (B, N, D). The same operator as V3.5, computed channel-major.
+
+        k is projected token-major (its norm is a contiguous reduction); v and the gate are
+        projected channel-major, (B, D, N) = W @ x^T, which is the layout the FFT needs, so no
+        tensor is ever transposed; the output projection reads the gated field through a
+        transposed BLAS operand and writes (B, N, D). q is not computed: V3.5 computes it and
+        never reads it (its weights stay in qkv, as in V3.5, and get zero gradient there too).
+        """
         B, N, D = x.shape
         H, d = self.n_heads, self.head_dim
-        qkv = self.qkv(x)  # (B, N, 3D)
-        _q, k, v = qkv.split(D, dim=-1)  # q unused: faithful to V3.5 (no content routing)
-        k = k.view(B, N, H, d)
-        v = v.view(B, N, H, d)
-        u = v * torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, N, H, d) deposits
-        y = wave_conv(u, self.frequency, self.damping, self.phase, self.field_stride, self.path, self.norm_cells,
-                      layout="bnhd")  # (B, N, H, d), a view of a time-last buffer
-        mix = torch.softmax(self.coupling.float(), dim=-1).to(y.dtype)  # (H, H) rows sum to 1
-        y = torch.einsum("hg,bngd->bnhd", mix, y).reshape(B, N, D)  # (B, N, D)
-        g = torch.sigmoid(self.gate(x))  # content gate
-        return self.out(y * g)
+        w, b = self.qkv.weight, self.qkv.bias
+        wk, wv = w[D: 2 * D], w[2 * D:]
+        bk, bv = (None, None) if b is None else (b[D: 2 * D], b[2 * D:])
+        k = nn.functional.linear(x, wk, bk).view(B, N, H, d)
+        scale = torch.linalg.vector_norm(k, dim=-1).transpose(1, 2).unsqueeze(2).contiguous()  # (B, H, 1, N)
+        xt = x.transpose(1, 2)  # (B, D, N) view
+        # v and the gate in one channel-major GEMM: one weight-gradient GEMM and one input-gradient
+        # GEMM in backward instead of two each (and one fewer gradient sum into x).
+        w_vg = torch.cat([wv, self.gate.weight])
+        b_vg = None if b is None else torch.cat([bv, self.gate.bias])
+        vg = _project_t(xt, w_vg, b_vg)  # (B, 2D, N)
+        v = vg[:, :D].view(B, H, d, N)
+        gate = torch.sigmoid(vg[:, D:]).view(B, H, d, N)
+        y = wave_conv(v, self.frequency, self.damping, self.phase, self.field_stride, self.path, self.norm_cells,
+                      layout="bhdn", scale=scale)  # (B, H, d, N)
+        z = gate * mix_heads(self.coupling, y)  # (B, H, d, N), laid out like gate: contiguous
+        z = z.reshape(B, D, N).transpose(1, 2)  # (B, N, D) view
+        out_w = self.out.weight.t().expand(B, D, D)
+        if self.out.bias is None:
+            return torch.bmm(z, out_w)
+        return torch.baddbmm(self.out.bias.view(1, 1, D), z, out_w)

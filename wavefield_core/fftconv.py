@@ -2,25 +2,41 @@
 
 y[..., n, :] = sum_{j <= n} kernel[h, n - j] * x[..., j, :]   (per head h, per channel)
 
+Two placements of tokens on the convolution axis:
+- token placement (field_stride=None): token n sits at position n; the axis has N positions.
+- field placement (field_stride=s): token n deposits at cells lo_n = floor(n s) and lo_n + 1 with
+  bilinear weights (1 - frac_n, frac_n), the field of G = ceil((N - 1) s) + 2 cells is convolved
+  over every cell lag, and each token reads back from the same two cells with the same weights.
+  Only exactly causal strides reach this module (integer s >= 1 or s >= 2, see kernel.check_stride),
+  so no two tokens ever write the same cell: the deposit is a scatter, not an accumulation.
+
 Why a custom autograd.Function: the forward needs only x's spectrum and the kernel's spectrum;
 letting autograd record rfft -> mul -> irfft would keep both complex spectra alive for backward
 (about 4x the input in bytes). Here backward recomputes x's spectrum instead, so the saved state
-is just x (already alive in the caller) and the small kernel, and backward costs three long FFTs
-(rfft of grad, rfft of x, irfft of grad_x) plus a short one for the kernel gradient.
+is x, the optional per-token scale and the small kernel, and backward costs three long FFTs (rfft of
+grad, rfft of x, irfft of grad_x) plus a short one for the kernel gradient.
 
-FFT math is float32 (complex64) for every dtype but float64: bf16/fp16 FFTs lose too much precision on long lags and
-cuFFT only supports power-of-two half-precision sizes. The result is cast back to x.dtype.
+The optional `scale` (one number per token and head, e.g. the deposit weight ||k||) is multiplied
+into x while x is written into the zero-padded FFT buffer: the deposit u = x * scale never exists as
+a separate tensor, and backward returns its gradient.
+
+All math runs time-last: the FFT libraries are fastest on a contiguous last axis, and the one write
+into the padded buffer does any transpose. FFT math is float32 (complex64) for every dtype but
+float64: bf16/fp16 FFTs lose too much precision on long lags and cuFFT only supports power-of-two
+half-precision sizes. The result is cast back to x.dtype.
 """
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 
 import torch
 
 
 @functools.lru_cache(maxsize=None)
 def fast_fft_size(n: int) -> int:
-    """Smallest m >= n whose only prime factors are 2, 3 and 5 (fast for pocketfft and cuFFT).
+    """Smallest m >= n whose only prime factors are 2, 3 and 5 (fast for pocketfft, MKL and cuFFT).
 
     Rounding 2N - 1 up to a power of two can cost up to 2x in FFT size; 5-smooth sizes stay
     within about 10% of 2N - 1 for the lengths that matter here.
@@ -47,81 +63,160 @@ def _math_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # Layouts the convolution accepts, as the permutation that views x as (B, H, d, N): time last.
-# All math runs time-last: pocketfft and cuFFT are fastest on a contiguous last axis (about 1.4x
-# over a strided time axis on a 2-core CPU at N = 8K-32K), and the one copy into the zero-padded
-# FFT buffer does the transpose for free. "bhnd" is the public layout.
+# "bhnd" is the public layout; "bhdn" (time-last) is the one that needs no transpose at all.
 LAYOUTS = {"bhnd": (0, 1, 3, 2), "bnhd": (0, 2, 3, 1), "bhdn": (0, 1, 2, 3)}
 _INVERSE = {name: tuple(sorted(range(4), key=perm.__getitem__)) for name, perm in LAYOUTS.items()}
 
 
+def field_geometry(n: int, stride: float, device=None):
+    """Cells of each token: lo (N,) int64, frac (N,) float64, and the field size G.
+
+    Positions are computed in float64 so that n * s is exact for the strides people use.
+    G = ceil((N - 1) s) + 2 leaves room for the last token's upper cell: nothing is ever clamped.
+    """
+    pos = torch.arange(n, device=device, dtype=torch.float64) * float(stride)  # (N,)
+    lo = torch.floor(pos)
+    frac = pos - lo
+    g = int(math.ceil((n - 1) * float(stride))) + 2
+    return lo.long(), frac, g
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where N tokens sit on a convolution axis of `cells` positions (see the module doc).
+
+    step > 0: token n at cell n * step exactly (token placement: step 1, cells N). step == 0:
+    bilinear between cells lo and lo + 1 with weights (1 - frac, frac).
+    """
+    n: int
+    cells: int
+    step: int = 1
+    lo: torch.Tensor | None = None
+    frac: torch.Tensor | None = None
+
+    @staticmethod
+    def tokens(n: int) -> "Placement":
+        return Placement(n, n)
+
+    @staticmethod
+    def field(n: int, stride: float, device=None) -> "Placement":
+        lo, frac, g = field_geometry(n, stride, device)
+        s = float(stride)
+        if s == int(s):  # integer stride: every token on its own cell, no upper-cell deposit
+            return Placement(n, g, int(s))
+        return Placement(n, g, 0, lo, frac)
+
+    def scatter(self, buf: torch.Tensor, xt: torch.Tensor, st: torch.Tensor | None) -> torch.Tensor:
+        """Write x * scale (B, H, d, N) into buf (B, H, d, m), zeros everywhere else."""
+        n = self.n
+        if self.step == 1:
+            buf[..., n:].zero_()
+            dst = buf[..., :n]
+        else:
+            buf.zero_()
+            if self.step > 1:
+                dst = buf[..., : (n - 1) * self.step + 1: self.step]
+            else:
+                u = xt * st if st is not None else xt
+                w = self.frac.to(buf.dtype)
+                buf.index_copy_(-1, self.lo, (u * (1 - w)).to(buf.dtype))
+                buf.index_copy_(-1, self.lo + 1, (u * w).to(buf.dtype))
+                return buf
+        if st is None:
+            dst.copy_(xt)
+        else:
+            torch.mul(xt, st, out=dst)
+        return buf
+
+    def gather(self, ybuf: torch.Tensor) -> torch.Tensor:
+        """Read each token's output back from (B, H, d, m): (B, H, d, N)."""
+        n = self.n
+        if self.step == 1:
+            return ybuf.narrow(-1, 0, n)  # a view: no copy
+        if self.step > 1:
+            return ybuf[..., : (n - 1) * self.step + 1: self.step].contiguous()  # compact, frees ybuf
+        w = self.frac.to(ybuf.dtype)
+        return ybuf.index_select(-1, self.lo) * (1 - w) + ybuf.index_select(-1, self.lo + 1) * w
+
+
 def _kernel_spectrum(kernel: torch.Tensor, m: int, dtype=torch.float32) -> torch.Tensor:
-    """rfft of the (H, N) kernel, shaped (H, 1, F) to broadcast over (B, H, d, F); F = m//2+1."""
+    """rfft of the (H, K) kernel zero-padded to m, shaped (H, 1, F) to broadcast over (B, H, d, F)."""
     return torch.fft.rfft(kernel.to(dtype), n=m, dim=-1).unsqueeze(1)
 
 
-def _padded_spectrum(xt: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
-    """rfft over the last axis of xt (B, H, d, N) zero-padded to m.
+def _spectrum(place: Placement, xt, st, m: int, md: torch.dtype) -> torch.Tensor:
+    buf = torch.empty(xt.shape[:-1] + (m,), dtype=md, device=xt.device)
+    return torch.fft.rfft(place.scatter(buf, xt, st), dim=-1)
 
-    Builds the padded buffer by hand: torch's rfft(n=m) would allocate and zero all m columns and
-    then copy; here only the tail is zeroed and the (possibly transposing, possibly casting) copy
-    of x goes straight into the head.
-    """
-    n = xt.shape[-1]
-    buf = torch.empty(xt.shape[:-1] + (m,), dtype=dtype, device=xt.device)
-    buf[..., n:].zero_()
-    buf[..., :n].copy_(xt)
-    return torch.fft.rfft(buf, dim=-1)
+
+def _conv_forward(x, scale, kernel, layout: str, fft_size: int, place: Placement) -> torch.Tensor:
+    perm = LAYOUTS[layout]
+    xt = x.permute(perm)  # (B, H, d, N) view
+    st = None if scale is None else scale.permute(perm)  # (B, H, 1, N) view
+    md = _math_dtype(x.dtype)
+    xs = _spectrum(place, xt, st, fft_size, md)  # (B, H, d, F) complex
+    xs.mul_(_kernel_spectrum(kernel, fft_size, md))  # in place: saves one spectrum of memory
+    y = place.gather(torch.fft.irfft(xs, n=fft_size, dim=-1))  # (B, H, d, N)
+    return y.to(x.dtype).permute(_INVERSE[layout])
 
 
 class _CausalFFTConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel, layout: str, fft_size: int):
-        xt = x.permute(LAYOUTS[layout])  # (B, H, d, N) view
-        n = xt.shape[-1]
-        md = _math_dtype(x.dtype)
-        xs = _padded_spectrum(xt, fft_size, md)  # (B, H, d, F) complex
-        xs.mul_(_kernel_spectrum(kernel, fft_size, md))  # in place: saves one spectrum of memory
-        y = torch.fft.irfft(xs, n=fft_size, dim=-1).narrow(-1, 0, n)  # (B, H, d, N) view
-        ctx.save_for_backward(x, kernel)
-        ctx.layout, ctx.fft_size = layout, fft_size
-        return y.to(x.dtype).permute(_INVERSE[layout])
+    def forward(ctx, x, scale, kernel, layout: str, fft_size: int, place: Placement):
+        ctx.save_for_backward(x, scale, kernel)
+        ctx.layout, ctx.fft_size, ctx.place = layout, fft_size, place
+        return _conv_forward(x, scale, kernel, layout, fft_size, place)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, kernel = ctx.saved_tensors
-        layout, m = ctx.layout, ctx.fft_size
+        x, scale, kernel = ctx.saved_tensors
+        layout, m, place = ctx.layout, ctx.fft_size, ctx.place
+        perm = LAYOUTS[layout]
         md = _math_dtype(x.dtype)
-        gt = grad_y.permute(LAYOUTS[layout])  # (B, H, d, N)
-        n = gt.shape[-1]
-        gs = _padded_spectrum(gt, m, md)
-        grad_x = grad_k = None
-        if ctx.needs_input_grad[1]:
-            # grad_k[h, t] = sum_{b, c, n} g[n + t] x[n]: a correlation, reduced over batch and
+        xt = x.permute(perm)
+        st = None if scale is None else scale.permute(perm)
+        # The adjoint of gather is scatter with the same weights, and vice versa.
+        gs = _spectrum(place, grad_y.permute(perm), None, m, md)  # (B, H, d, F)
+        grad_x = grad_s = grad_k = None
+        if ctx.needs_input_grad[2]:
+            # grad_k[h, t] = sum_{b, c, n} g[n + t] u[n]: a correlation, reduced over batch and
             # channels in the frequency domain before the (short, H-row) inverse transform.
-            xs = _padded_spectrum(x.permute(LAYOUTS[layout]), m, md)
-            cross = torch.einsum("bhcf,bhcf->hf", gs, xs.conj())  # (H, F)
-            del xs
+            us = _spectrum(place, xt, st, m, md).conj_physical_().mul_(gs)  # in place, no extra spectrum
+            cross = us.sum(dim=(0, 2))  # (H, F); an einsum here copied both spectra into its own layout
+            del us
             grad_k = torch.fft.irfft(cross, n=m, dim=-1)[..., : kernel.shape[-1]].to(kernel.dtype)
-        if ctx.needs_input_grad[0]:
-            # grad_x[j] = sum_{n >= j} k[n - j] g[n]: correlation with the kernel, i.e. multiply by
-            # conj(K). Zero padding to m >= 2N - 1 keeps the wrap-around out of [0, N).
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # grad_u[j] = sum_{n >= j} k[n - j] g[n]: correlation with the kernel, i.e. multiply by
+            # conj(K). Zero padding to m >= 2L - 1 keeps the wrap-around out of the used range.
             gs.mul_(_kernel_spectrum(kernel, m, md).conj())
-            grad_x = torch.fft.irfft(gs, n=m, dim=-1).narrow(-1, 0, n).to(x.dtype).permute(_INVERSE[layout])
-        return grad_x, grad_k, None, None
+            gu = place.gather(torch.fft.irfft(gs, n=m, dim=-1))  # (B, H, d, N), d(loss)/d(u)
+            del gs
+            if ctx.needs_input_grad[0]:
+                gx = gu if st is None else gu * st
+                grad_x = gx.to(x.dtype).permute(_INVERSE[layout])
+            if ctx.needs_input_grad[1]:
+                grad_s = (gu * xt).sum(dim=2, keepdim=True).to(scale.dtype).permute(_INVERSE[layout])
+        return grad_x, grad_s, grad_k, None, None, None
 
 
-def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd", fft_size: int | None = None) -> torch.Tensor:
-    """Causal per-head convolution along the token axis.
+def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd", fft_size: int | None = None,
+                    scale: torch.Tensor | None = None, field_stride: float | None = None) -> torch.Tensor:
+    """Causal per-head convolution along the token axis, optionally of x * scale and on a field.
 
     Args:
         x: (B, H, N, d) for layout "bhnd" (the public contract); "bnhd" = (B, N, H, d) and
            "bhdn" = (B, H, d, N) are accepted too. Any float dtype.
-        kernel: (H, K) with K >= N; only kernel[:, :N] matters (lag 0 .. N-1).
-        fft_size: FFT length; default fast_fft_size(2N - 1). Must be >= 2N - 1.
+        kernel: (H, K) taps at lags 0, 1, ... of the convolution axis. Taps beyond K are zero
+            (so a kernel cut at its numerical support is exact); taps beyond the axis are ignored.
+        fft_size: FFT length; default fast_fft_size(2L - 1) for an axis of L positions.
+        scale: optional per-token factor with x's shape but 1 channel (for "bhnd": (B, H, N, 1));
+            the convolution then runs on x * scale without materialising it.
+        field_stride: None for token placement (axis = N tokens); a number s for the field
+            placement (axis = G cells, bilinear deposit and read-back; only exactly causal s).
     Returns:
-        y with the shape and dtype of x: y[b, h, n] = sum_{j<=n} kernel[h, n-j] x[b, h, j].
-        y is a view of a time-last (B, H, d, N) buffer, so it is not contiguous for "bhnd";
-        call .contiguous() if a consumer needs that.
+        y with the shape and dtype of x: y[b, h, n] = sum_{j<=n} kernel[h, n-j] u[b, h, j] for the
+        token placement. For the token placement y is a view of a time-last (B, H, d, m) buffer,
+        so it is not contiguous for "bhnd"; call .contiguous() if a consumer needs that.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid choices: {', '.join(LAYOUTS)}")
@@ -129,23 +224,31 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
         raise ValueError(f"x must be 4-D ({layout}), got shape {tuple(x.shape)}")
     perm = LAYOUTS[layout]
     n, h_dim = x.shape[perm[3]], perm[1]
-    if kernel.dim() != 2 or kernel.shape[0] != x.shape[h_dim]:
-        raise ValueError(f"kernel must be (H={x.shape[h_dim]}, K>=N), got shape {tuple(kernel.shape)}")
-    if kernel.shape[1] < n:
-        raise ValueError(f"kernel has {kernel.shape[1]} lags but N={n} needs at least N")
-    kernel = kernel[:, :n]
-    m = fast_fft_size(2 * n - 1) if fft_size is None else int(fft_size)
-    if m < 2 * n - 1:
-        raise ValueError(f"fft_size={m} < 2N-1={2 * n - 1} would wrap the convolution around (not causal)")
-    return _CausalFFTConv.apply(x, kernel, layout, m)
+    if kernel.dim() != 2 or kernel.shape[0] != x.shape[h_dim] or kernel.shape[1] < 1:
+        raise ValueError(f"kernel must be (H={x.shape[h_dim]}, K>=1), got shape {tuple(kernel.shape)}")
+    if scale is not None:
+        want = list(x.shape)
+        want[perm[2]] = 1
+        if list(scale.shape) != want:
+            raise ValueError(f"scale must have shape {tuple(want)} (x's shape with 1 channel), got {tuple(scale.shape)}")
+    place = Placement.tokens(n) if field_stride is None else Placement.field(n, field_stride, x.device)
+    kernel = kernel[:, : place.cells]
+    m = fast_fft_size(2 * place.cells - 1) if fft_size is None else int(fft_size)
+    if m < 2 * place.cells - 1:
+        raise ValueError(f"fft_size={m} < 2L-1={2 * place.cells - 1} would wrap the convolution around (not causal)")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, scale, kernel)):
+        return _CausalFFTConv.apply(x, scale, kernel, layout, m, place)
+    return _conv_forward(x, scale, kernel, layout, m, place)  # inference: no autograd bookkeeping
 
 
 def causal_conv_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Slow, obvious O(N^2) reference: build the lower-triangular Toeplitz matrix and multiply.
 
-    x (B, H, N, d), kernel (H, >=N). Differentiable through ordinary autograd.
+    x (B, H, N, d), kernel (H, K): taps beyond K are zero. Differentiable through ordinary autograd.
     """
     n = x.shape[-2]
+    if kernel.shape[1] < n:
+        kernel = torch.nn.functional.pad(kernel, (0, n - kernel.shape[1]))
     idx = torch.arange(n, device=x.device)
     lag = idx[:, None] - idx[None, :]  # (N, N): n - j
     toeplitz = kernel[:, lag.clamp(min=0)] * (lag >= 0)  # (H, N, N), zero above the diagonal

@@ -33,13 +33,32 @@ def v35_init(n_heads: int) -> dict[str, torch.Tensor]:
     }
 
 
+# exp(-x) drops below the smallest normal number of the dtype past these x: there the kernel is zero
+# to working precision (and on CPUs, computing those subnormal values is many times slower).
+_UNDERFLOW = {torch.float64: 708.0, torch.float32: 87.0}
+
+
+def _damped_cos(alpha, frequency, phase, t: torch.Tensor) -> torch.Tensor:
+    """exp(-alpha t) cos(omega t + phi) for every head (rows) and lag t (columns): (H, len(t)).
+
+    The exponent is floored at the dtype's underflow point (-87 for float32, -708 for float64):
+    past it the true envelope is below the smallest normal number anyway, so this changes no value
+    by more than ~1e-38 (1e-308), and it keeps exp off the subnormal slow path (about 10x on CPUs).
+    """
+    cut = _UNDERFLOW.get(t.dtype, _UNDERFLOW[torch.float32])
+    return torch.exp((-alpha[:, None] * t).clamp_(min=-cut)) * torch.cos(frequency[:, None] * t + phase[:, None])
+
+
+def _norm_from_body(alpha, body: torch.Tensor, norm_cells: int) -> torch.Tensor:
+    tail = torch.exp(-alpha * norm_cells) / (-torch.expm1(-alpha)).clamp_min(1e-12)  # (H,)
+    return (body.abs().sum(-1) + tail).clamp_min(1e-8)
+
+
 def kernel_norm(frequency, damping, phase, norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
     """Z_h of shape (H,): L1 norm over cells 0..R-1 plus the geometric tail bound (see module doc)."""
     alpha = F.softplus(damping)
     t = torch.arange(norm_cells, device=frequency.device, dtype=frequency.dtype)  # (R,)
-    body = torch.exp(-alpha[:, None] * t) * torch.cos(frequency[:, None] * t + phase[:, None])  # (H, R)
-    tail = torch.exp(-alpha * norm_cells) / (-torch.expm1(-alpha)).clamp_min(1e-12)  # (H,)
-    return (body.abs().sum(-1) + tail).clamp_min(1e-8)
+    return _norm_from_body(alpha, _damped_cos(alpha, frequency, phase, t), norm_cells)
 
 
 def wave_kernel(frequency, damping, phase, lags: torch.Tensor, norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
@@ -47,12 +66,32 @@ def wave_kernel(frequency, damping, phase, lags: torch.Tensor, norm_cells: int =
 
     Field mode passes lags = 0, 1, ..., G-1; token mode passes lags = 0, s, 2s, ... (N values):
     the kernel is normalised on the field grid first and sampled afterwards (sampling first would
-    change the operator).
+    change the operator). The normalisation range and the lags go through one exp and one cos
+    (the kernel is rebuilt every forward, and at short lengths these small ops are its cost).
     """
     alpha = F.softplus(damping)
-    lags = lags.to(frequency.dtype)
-    raw = torch.exp(-alpha[:, None] * lags) * torch.cos(frequency[:, None] * lags + phase[:, None])  # (H, L)
-    return raw / kernel_norm(frequency, damping, phase, norm_cells)[:, None]
+    t = torch.cat([torch.arange(norm_cells, device=frequency.device, dtype=frequency.dtype),
+                   lags.to(frequency.dtype)])  # (R + L,)
+    raw = _damped_cos(alpha, frequency, phase, t)  # (H, R + L)
+    z = _norm_from_body(alpha, raw[:, :norm_cells], norm_cells)
+    return raw[:, norm_cells:] / z[:, None]
+
+
+def kernel_support(damping: torch.Tensor, step: float, n: int, dtype: torch.dtype = torch.float32) -> int:
+    """How many of the n lags (0, step, 2 step, ... cells) can hold a nonzero tap in `dtype`.
+
+    Beyond lag t with alpha_min * t > ln(1 / smallest normal) every head's envelope exp(-alpha t)
+    is below 1.2e-38 (float32; 2.2e-308 for float64), far under the rounding of any output, so the
+    kernel can be cut there without changing a result. On accelerators this returns n: reading
+    alpha would synchronise the device, and there is no subnormal penalty to avoid.
+    """
+    if damping.device.type != "cpu" or n <= 1:
+        return n
+    alpha_min = float(F.softplus(damping.detach().double()).min())
+    if not alpha_min > 0.0:
+        return n
+    cutoff = _UNDERFLOW.get(dtype, _UNDERFLOW[torch.float32])
+    return max(1, min(n, int(cutoff / (alpha_min * float(step))) + 2))
 
 
 def reach_cells(damping: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:

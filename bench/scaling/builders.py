@@ -83,15 +83,21 @@ def _autocast(spec: CellSpec):
 # the core level
 
 
-def _wave_core(spec: CellSpec, path: str) -> Built:
+def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn") -> Built:
+    """The wave core on the softmax methods' k, v. With v_layout "bhdn", v is handed over
+    channel-major (B, H, d, N), made outside the timed call: that is the layout the wave layer's
+    own projection writes at no cost (W_v @ x^T), as (B, H, N, d) is for SDPA. "bhnd" makes the
+    core pay the transpose itself (method wave-bhnd)."""
     from wavefield_core import wave_mix
 
     _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
+    if v_layout == "bhdn":
+        v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
     params = wave_params(spec.heads, spec.device, spec.seed)
     s = spec.field_stride
 
     def forward():
-        return wave_mix(k, v, *params, field_stride=s, mode=path)  # (B, H, N, d)
+        return wave_mix(k, v, *params, field_stride=s, mode=path, v_layout=v_layout)  # (B, H, N, d)
 
     if spec.pass_ == "fwd":
         fn = _no_grad(forward)
@@ -207,11 +213,12 @@ def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch
 # entry points named in the registry
 
 
-def build_wave(spec: CellSpec, path: str) -> Built:
-    """wave (path 'token') and wave-field (path 'field') at any level."""
+def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn") -> Built:
+    """wave (path 'token'), wave-scan ('scan') and wave-field ('field') at any level; v_layout
+    matters at the core level only (the layer makes its own layouts)."""
     torch.manual_seed(spec.seed)
     if spec.level == "core":
-        return _wave_core(spec, path)
+        return _wave_core(spec, path, v_layout)
     fft = lambda: fft_backend(spec.device)  # noqa: E731
     if spec.level == "layer":
         from wavefield_core import WaveFieldAttention

@@ -69,7 +69,7 @@ def _cpu64(tensors, grad: bool):
     return [t.detach().cpu().double().requires_grad_(grad) for t in tensors]
 
 
-def check_wave(spec: CellSpec, path: str) -> CheckResult:
+def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn") -> CheckResult:
     from wavefield_core import WaveFieldAttention, wave_mix
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
@@ -79,7 +79,8 @@ def check_wave(spec: CellSpec, path: str) -> CheckResult:
     if spec.level == "core":
         _q, k, v = _qkv(spec, grad)
         params = wave_params(spec.heads, spec.device, spec.seed)
-        y = wave_mix(k, v, *params, field_stride=spec.field_stride, mode=path)
+        vin = v.transpose(-1, -2) if v_layout == "bhdn" else v  # the layout the benchmark feeds
+        y = wave_mix(k, vin, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
         k64, v64 = _cpu64([k, v], grad)
         ref = reference_wave_mix(k64, v64, *[p.cpu().double() for p in params], field_stride=spec.field_stride)
         return CheckResult(_with_grads(y, ref, [k, v], [k64, v64], spec), tol)

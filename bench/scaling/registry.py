@@ -96,13 +96,14 @@ def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
 # records
 
 
-def _wave(name: str, path: str, description: str) -> Method:
+def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,
+          levels=ALL_LEVELS) -> Method:
     return Method(name, "wave", description,
-                  build=partial(builders.build_wave, path=path),
+                  build=partial(builders.build_wave, path=path, v_layout=v_layout),
                   memory=partial(footprint.wave_memory, path=path),
                   cost=partial(_cost, "wave", path),
-                  check=partial(checks.check_wave, path=path),
-                  available=_always, default=True)
+                  check=partial(checks.check_wave, path=path, v_layout=v_layout),
+                  available=_always, default=default, levels=levels)
 
 
 def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False) -> Method:
@@ -124,7 +125,9 @@ def _floor(name: str, path: str, description: str) -> Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N)"),
+    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer makes it"),
+    _wave("wave-bhnd", "token", "wave with v in (B,H,N,d) like SDPA's: the core pays the transpose (core only)",
+          v_layout="bhnd", default=False, levels=("core",)),
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT)"),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),

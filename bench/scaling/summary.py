@@ -25,7 +25,7 @@ from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 CONFIG_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim"]
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac",
            "tokens_per_s", "rank", "batch", "heads", "head_dim"]
-KNOWN_ORDER = ["wave", "wave-scan", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
+KNOWN_ORDER = ["wave", "wave-bhnd", "wave-scan", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
                "softmax-sdpa-efficient", "softmax-sdpa-math", "softmax-flash-attn", "softmax-naive",
                "fft-floor", "fft-floor-field"]
 FLOOR_PAIRS = [("wave", "fft-floor", 1.3), ("wave-field", "fft-floor-field", 1.5)]
@@ -515,6 +515,52 @@ HOW_TO_READ = [
 ]
 
 
+BWD_TARGET, MEM_SLOPE_TARGET, MEM_RANGE = 2.5, 1.1, (4096, 32768)
+
+
+def backward_lines(cells: pd.DataFrame) -> list[str] | None:
+    """Backward / forward of the wave methods at layer level: (fwdbwd - fwd) / fwd per length."""
+    lay = cells[(cells["level"] == "layer") & cells["method"].map(is_wave)]
+    rows = []
+    for (cfg, method), sub in lay.groupby(["config", "method"]):
+        fwd = ok_series(sub[sub["pass"] == "fwd"], method)
+        both = ok_series(sub[sub["pass"] == "fwdbwd"], method)
+        for n in sorted(set(fwd.index) & set(both.index)):
+            r = (both[n] - fwd[n]) / fwd[n]
+            rows.append({"config": cfg, "method": method, "N": n, "fwd ms": fmt(fwd[n]), "fwdbwd ms": fmt(both[n]),
+                         "backward / forward": f"{r:.2f}", f"<= {BWD_TARGET}": "pass" if r <= BWD_TARGET else "miss"})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    if table["config"].nunique() == 1:
+        table = table.drop(columns="config")
+    return [f"Wave layer, backward = fwdbwd - fwd (one training step of the layer minus its forward); target "
+            f"backward <= {BWD_TARGET}x forward.", "", table.to_markdown(index=False, disable_numparse=True), ""]
+
+
+def memory_lines(sub: pd.DataFrame) -> list[str] | None:
+    """Peak-memory growth of the wave methods at core fwd: log-log slope over MEM_RANGE."""
+    if "peak_mem_mb" not in sub.columns:
+        return None
+    rows = []
+    for method in order_methods(m for m in sub["method"].unique() if is_wave(m)):
+        mem = ok_series(sub, method, "peak_mem_mb").dropna()
+        mem = mem[(mem.index >= MEM_RANGE[0]) & (mem.index <= MEM_RANGE[1]) & (mem > 0)]
+        if len(mem) < 2:
+            continue
+        fit = fit_exponent(list(mem.index), list(mem.values))
+        slope = fit["slope"]
+        rows.append({"method": method, "lengths": f"{mem.index.min()}..{mem.index.max()}",
+                     "peak MB (shortest -> longest)": f"{fmt(mem.iloc[0])} -> {fmt(mem.iloc[-1])}",
+                     "log-log slope": f"{slope:.2f}",
+                     f"<= {MEM_SLOPE_TARGET}": "pass" if slope <= MEM_SLOPE_TARGET else "miss"})
+    if not rows:
+        return None
+    return [f"Peak memory of the wave core forward against N (N = {MEM_RANGE[0]}..{MEM_RANGE[1]} where measured); "
+            f"linear growth is slope 1, target <= {MEM_SLOPE_TARGET}.", "",
+            pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+
+
 def write_summary(run_dir: Path) -> Path:
     """Write run_dir/summary.md from run_dir/timings.csv and env.json; return its path."""
     run_dir = Path(run_dir)
@@ -554,6 +600,12 @@ def write_summary(run_dir: Path) -> Path:
             lines += ([f"### {cfg}", ""] if cfg else []) + f
     else:
         lines += ["No fft-floor reference rows at core fwd in this run.", ""]
+    mems = [(cfg, f) for _, _, cfg, sub in core_fwd if (f := memory_lines(sub))]
+    for cfg, f in mems:
+        lines += [f"### Memory growth{f' ({cfg})' if cfg else ''}", ""] + f
+    bwd = backward_lines(cells) if len(cells) else None
+    if bwd:
+        lines += ["### Backward / forward (layer)", ""] + bwd
 
     lines += ["## 6. Claims audit (SPEC.md section 5: advantage vs sequence length)", ""]
     measured, b, h, d, src = _claim_inputs(cells, env) if len(cells) else ({}, 1, 8, 64, "defaults: no rows")

@@ -96,6 +96,22 @@ def time_cell(benchmark, allocator):
     return run
 
 
+@pytest.fixture
+def build_cell():
+    """build_cell(level, pass, N, method) -> the cell's ready closure (for tests that time by hand)."""
+    def make(level: str, pas: str, n: int, method_name: str):
+        spec = CellSpec(level=level, pass_=pas, batch=BATCH, heads=HEADS, head_dim=HEAD_DIM, seq_len=n,
+                        device=DEVICE, dtype=DTYPE, field_stride=STRIDE)
+        return METHODS[method_name].build(spec).fn
+    return make
+
+
+@pytest.fixture
+def cell_timer():
+    """The clock the benchmarks here use (process CPU time with one thread, else wall time)."""
+    return TIMER
+
+
 def run_cell(benchmark, level: str, pas: str, n: int, method_name: str) -> None:
     """Build, warm up, size and time one cell with benchmark.pedantic; record it in extra_info."""
     method = METHODS[method_name]
