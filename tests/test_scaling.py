@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -496,3 +497,36 @@ def test_torchrun_two_gloo_ranks(tmp_path):
     assert len(rows) == 12
     ranks = {r["seq_len"]: r["rank"] for r in rows}
     assert ranks == {"128": "0", "256": "1", "512": "0"}
+
+
+def test_row_writer_migrates_an_older_header_keeping_every_row(tmp_path):
+    # a folder written before a column was added (setup_s) must resume without losing or shifting rows
+    from bench.scaling.results import RowWriter, read_header, read_rows
+    from bench.scaling.schema import COLUMNS
+
+    path = tmp_path / "timings.csv"
+    old = COLUMNS[:-1]
+    path.write_text(",".join(old) + "\n" + ",".join("wave" if c == "method" else "7" if c == "seq_len" else ""
+                                                      for c in old) + "\n")
+    writer = RowWriter(path)
+    writer.write({"method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})
+    assert read_header(path) == COLUMNS
+    rows = read_rows(path)
+    assert [(r["method"], r["seq_len"], r["setup_s"]) for r in rows] == [("wave", "7", ""), ("softmax-sdpa", "8", "0.5")]
+
+
+@pytest.mark.slow
+def test_compiled_wave_method_matches_eager_and_reports_compile_time(tmp_path):
+    # opt-in: torch.compile takes 10-30 s on a 2-core CPU
+    from bench.scaling.registry import METHODS
+
+    if METHODS["wave-compiled"].why_unavailable(torch.device("cpu")):
+        pytest.skip(METHODS["wave-compiled"].why_unavailable(torch.device("cpu")))
+    rc = main(["--device", "cpu", "--levels", "core", "--passes", "fwd", "--methods", "wave,wave-compiled",
+               "--seq-lens", "256", "--no-floor", "--min-run-time", "0.05", "--out", str(tmp_path / "run"),
+               "--no-progress"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "run" / "timings.csv")
+    row = df[df["method"] == "wave-compiled"].iloc[0]
+    assert row["status"] == "ok" and row["setup_s"] > 0
+    assert "torch.compile" in (tmp_path / "run" / "summary.md").read_text()

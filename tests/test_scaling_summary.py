@@ -244,3 +244,13 @@ def test_backward_ratio_and_memory_slope_sections_judge_their_targets():
     assert "| wave       | 4096..32768 | 10.0 -> 80.0" in text and "1.00" in text and "pass" in text
     assert "1.50" in text and "miss" in text
     assert backward_lines(_cells(core)) is None and memory_lines(_cells(layer)) is None
+
+
+def test_compiled_section_sets_compiled_against_eager_with_compile_time():
+    from bench.scaling.summary import compiled_lines
+
+    rows = [{"level": "core", "pass": "fwd", "method": m, "seq_len": 2048, "median_ms": ms, "setup_s": st}
+            for m, ms, st in (("wave", 8.0, 0.05), ("wave-compiled", 10.0, 30.0))]
+    text = "\n".join(compiled_lines(_cells(rows)))
+    assert "| core    | fwd    | 2048 | 8.00       | 10.0          | 1.25               | 30.0" in text
+    assert compiled_lines(_cells(rows[:1])) is None

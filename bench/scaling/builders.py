@@ -83,13 +83,22 @@ def _autocast(spec: CellSpec):
 # the core level
 
 
-def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn") -> Built:
+def compiled_wave_mix():
+    """wave_mix through torch.compile (inductor, static shapes): one compiled graph per shape."""
+    from wavefield_core import wave_mix
+
+    return torch.compile(wave_mix, dynamic=False)
+
+
+def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
     """The wave core on the softmax methods' k, v. With v_layout "bhdn", v is handed over
     channel-major (B, H, d, N), made outside the timed call: that is the layout the wave layer's
     own projection writes at no cost (W_v @ x^T), as (B, H, N, d) is for SDPA. "bhnd" makes the
     core pay the transpose itself (method wave-bhnd)."""
     from wavefield_core import wave_mix
 
+    if compiled:
+        wave_mix = compiled_wave_mix()  # noqa: F811 - compiled on the first (warm-up) call, outside the timings
     _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
     if v_layout == "bhdn":
         v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
@@ -213,12 +222,12 @@ def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch
 # entry points named in the registry
 
 
-def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn") -> Built:
+def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
     """wave (path 'token'), wave-scan ('scan') and wave-field ('field') at any level; v_layout
     matters at the core level only (the layer makes its own layouts)."""
     torch.manual_seed(spec.seed)
     if spec.level == "core":
-        return _wave_core(spec, path, v_layout)
+        return _wave_core(spec, path, v_layout, compiled)
     fft = lambda: fft_backend(spec.device)  # noqa: E731
     if spec.level == "layer":
         from wavefield_core import WaveFieldAttention

@@ -69,7 +69,7 @@ def _cpu64(tensors, grad: bool):
     return [t.detach().cpu().double().requires_grad_(grad) for t in tensors]
 
 
-def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn") -> CheckResult:
+def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
     from wavefield_core import WaveFieldAttention, wave_mix
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
@@ -80,6 +80,10 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn") -> CheckResult
         _q, k, v = _qkv(spec, grad)
         params = wave_params(spec.heads, spec.device, spec.seed)
         vin = v.transpose(-1, -2) if v_layout == "bhdn" else v  # the layout the benchmark feeds
+        if compiled:
+            from bench.scaling.builders import compiled_wave_mix
+
+            wave_mix = compiled_wave_mix()  # noqa: F811 - the compiled graph is what gets checked
         y = wave_mix(k, vin, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
         k64, v64 = _cpu64([k, v], grad)
         ref = reference_wave_mix(k64, v64, *[p.cpu().double() for p in params], field_stride=spec.field_stride)

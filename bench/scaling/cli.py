@@ -25,7 +25,7 @@ from bench.scaling import distributed as dist_util
 from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
                                   default_mem_budget_gb, default_threads)
 from bench.scaling.grid import length_grid
-from bench.scaling.registry import FLOOR_METHODS, METHODS, default_methods, method_table
+from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table
 
 PROG = "python -m bench.scaling"
 
@@ -79,8 +79,8 @@ def build_parser() -> ArgParser:
     a("--methods", type=_choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS), "method",
                                      ["all"]),
       help="comma list of methods, or 'all' (every method available here); see --list-methods "
-           "(default: wave,wave-field,softmax-sdpa,softmax-naive, plus softmax-flash-attn on CUDA bf16/fp16 when "
-           "flash_attn imports)")
+           f"(default: {','.join(DEFAULT_METHODS)}, plus softmax-flash-attn on CUDA bf16/fp16 when "
+           "flash_attn imports; opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")
     a("--levels", type=_choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
     a("--passes", type=_choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
     a("--min-len", type=positive_int, help="shortest sequence length; lengths double from it (default 512)")

@@ -74,6 +74,18 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device) -> str | N
     return None
 
 
+def _compiler(device: torch.device) -> str | None:
+    """torch.compile's inductor needs a C++ compiler on CPU and triton on CUDA."""
+    import importlib.util
+    import os
+    import shutil
+
+    if device.type == "cuda":
+        return None if importlib.util.find_spec("triton") else "torch.compile on CUDA needs triton, which is not installed"
+    cxx = os.environ.get("CXX", "g++")
+    return None if shutil.which(cxx) or shutil.which("c++") else f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
+
+
 # ---------------------------------------------------------------------------------------------
 # cost adapters (cell -> Cost)
 
@@ -97,13 +109,13 @@ def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
 
 
 def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,
-          levels=ALL_LEVELS) -> Method:
+          levels=ALL_LEVELS, compiled: bool = False) -> Method:
     return Method(name, "wave", description,
-                  build=partial(builders.build_wave, path=path, v_layout=v_layout),
+                  build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(footprint.wave_memory, path=path),
                   cost=partial(_cost, "wave", path),
-                  check=partial(checks.check_wave, path=path, v_layout=v_layout),
-                  available=_always, default=default, levels=levels)
+                  check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
+                  available=_compiler if compiled else _always, default=default, levels=levels)
 
 
 def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False) -> Method:
@@ -128,6 +140,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer makes it"),
     _wave("wave-bhnd", "token", "wave with v in (B,H,N,d) like SDPA's: the core pays the transpose (core only)",
           v_layout="bhnd", default=False, levels=("core",)),
+    _wave("wave-compiled", "token", "wave through torch.compile (inductor); compile time in setup_s, not in the "
+          "timings (core only, opt-in)", default=False, levels=("core",), compiled=True),
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT)"),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),

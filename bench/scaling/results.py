@@ -35,6 +35,8 @@ class RowWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new and read_header(self.path) != COLUMNS:
+            _rewrite_with_schema(self.path)  # resumed folder from an older schema: keep every row
         self._fh = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS, extrasaction="raise")
         if new:
@@ -61,6 +63,17 @@ def read_rows(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         return [row for row in csv.DictReader(fh) if row.get("method")]
+
+
+def _rewrite_with_schema(path: Path) -> None:
+    rows = read_rows(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c) or "" for c in COLUMNS})
+    os.replace(tmp, path)
 
 
 def read_header(path: Path) -> list[str]:

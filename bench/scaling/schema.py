@@ -27,6 +27,8 @@ COLUMNS = KEY_COLUMNS + [
     "backend",        # the kernel that actually ran (e.g. cpu-flash, flash, cufft, pocketfft)
     "rank",           # torch.distributed rank that measured the cell (0 when single process)
     "finished_at",    # ISO time the row was written
+    "setup_s",        # seconds to build the cell and warm it up before timing (for compiled methods
+                      # this holds torch.compile's compile time, which the timings exclude)
 ]
 
 STATUSES = ("ok", "oom", "skipped", "error")

@@ -24,8 +24,8 @@ from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 
 CONFIG_COLUMNS = ["device", "dtype", "batch", "heads", "head_dim"]
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac",
-           "tokens_per_s", "rank", "batch", "heads", "head_dim"]
-KNOWN_ORDER = ["wave", "wave-bhnd", "wave-scan", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
+           "tokens_per_s", "rank", "batch", "heads", "head_dim", "setup_s"]
+KNOWN_ORDER = ["wave", "wave-bhnd", "wave-compiled", "wave-scan", "wave-field", "softmax-sdpa", "softmax-sdpa-flash", "softmax-sdpa-cudnn",
                "softmax-sdpa-efficient", "softmax-sdpa-math", "softmax-flash-attn", "softmax-naive",
                "fft-floor", "fft-floor-field"]
 FLOOR_PAIRS = [("wave", "fft-floor", 1.3), ("wave-field", "fft-floor-field", 1.5)]
@@ -561,6 +561,29 @@ def memory_lines(sub: pd.DataFrame) -> list[str] | None:
             pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
 
 
+def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
+    """torch.compile methods (name ends in -compiled) against their eager method, with compile time."""
+    if "setup_s" not in cells.columns:
+        return None
+    rows = []
+    for (level, pas, cfg, method), sub in cells.groupby(["level", "pass", "config", "method"]):
+        if not method.endswith("-compiled"):
+            continue
+        eager = method[: -len("-compiled")]
+        ref = ok_series(cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["config"] == cfg)], eager)
+        comp = ok_series(sub, method)
+        setup = sub[sub["status"] == "ok"].set_index("seq_len")["setup_s"]
+        for n in comp.index:
+            rows.append({"level": level, "pass": pas, "N": n, "eager ms": fmt(ref[n]) if n in ref.index else "n/a",
+                         "compiled ms": fmt(comp[n]),
+                         "compiled / eager": f"{comp[n] / ref[n]:.2f}" if n in ref.index else "n/a",
+                         "compile + warm-up s": fmt(float(setup.get(n, math.nan)))})
+    if not rows:
+        return None
+    return ["torch.compile (inductor) against eager; the compile time (setup_s: build, compile and warm-up "
+            "before timing) is not in the timings.", "", pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True), ""]
+
+
 def write_summary(run_dir: Path) -> Path:
     """Write run_dir/summary.md from run_dir/timings.csv and env.json; return its path."""
     run_dir = Path(run_dir)
@@ -606,6 +629,9 @@ def write_summary(run_dir: Path) -> Path:
     bwd = backward_lines(cells) if len(cells) else None
     if bwd:
         lines += ["### Backward / forward (layer)", ""] + bwd
+    comp = compiled_lines(cells) if len(cells) else None
+    if comp:
+        lines += ["### torch.compile", ""] + comp
 
     lines += ["## 6. Claims audit (SPEC.md section 5: advantage vs sequence length)", ""]
     measured, b, h, d, src = _claim_inputs(cells, env) if len(cells) else ({}, 1, 8, 64, "defaults: no rows")

@@ -249,7 +249,7 @@ class Sweep:
             "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
             "tokens_per_s": spec.batch * spec.seq_len / sec if sec > 0 else None,
-            "backend": p.backend,
+            "backend": p.backend, "setup_s": p.spent_s,
         }
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
         return self._row(method, spec, "ok", "", **metrics)
