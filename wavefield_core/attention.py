@@ -116,9 +116,13 @@ def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupli
     if v_layout == "bhdn":
         norm = norm.transpose(-1, -2)  # (B, H, 1, N)
     y = wave_conv(v, frequency, damping, phase, field_stride, concrete, norm_cells, layout=v_layout, scale=norm)
-    if v_layout == "bhnd":
-        y = y.transpose(-1, -2)  # (B, H, d, N) view
-    return mix_heads(coupling, y).transpose(-1, -2)  # (B, H, N, d)
+    if v_layout == "bhdn":
+        y = y.transpose(-1, -2)  # (B, H, N, d) view
+    if y.is_contiguous():  # token-major result (the scan path): one GEMM over (H, N*d)
+        B, H, N, d = y.shape
+        mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)
+        return torch.matmul(mix, y.view(B, H, N * d)).view(B, H, N, d)
+    return mix_heads(coupling, y.transpose(-1, -2)).transpose(-1, -2)  # time-last result (the FFT paths)
 
 
 def _project_t(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -142,7 +142,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
           v_layout="bhnd", default=False, levels=("core",)),
     _wave("wave-compiled", "token", "wave through torch.compile (inductor); compile time in setup_s, not in the "
           "timings (core only, opt-in)", default=False, levels=("core",), compiled=True),
-    _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT)"),
+    _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
+          "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),
     _softmax("softmax-naive", "naive", None, "causal softmax, explicit (B,H,N,N) scores", _always, default=True),
