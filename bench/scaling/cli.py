@@ -379,5 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"
         print(f"{PROG}: {shown} in {time.perf_counter() - t0:.0f} s; results in {run_dir}", file=sys.stderr)
         print(run_dir)
+    # every rank tears the process group down together, after rank 0 has written the folder: a
+    # rank that destroyed its gloo group while rank 0 was still writing once aborted at exit
+    # ("terminate called without an active exception") in a fresh-clone CI run
+    dist_util.barrier(info)
     dist_util.finish(info)
     return 0
