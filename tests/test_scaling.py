@@ -70,9 +70,10 @@ def test_list_methods_cli(capsys):
 
 
 def test_builders_and_costs_for_every_cpu_method():
-    """Every method available on CPU builds at every level/pass it supports and returns a closure."""
+    """Every method available on CPU builds at every level/pass it supports and returns a closure.
+    (wave-compiled is left to the slow test: torch.compile takes 10-30 s here.)"""
     for name, m in METHODS.items():
-        if m.why_unavailable(CPU):
+        if m.why_unavailable(CPU) or name.endswith("-compiled"):
             continue
         for level in m.levels:
             for pass_ in m.passes:

@@ -131,9 +131,34 @@ def test_kernel_cut_at_support_changes_nothing(monkeypatch):
     for mode in ("token", "field"):
         cut = wave_mix(*args, mode=mode)
         monkeypatch.setattr(attn, "kernel_support", lambda damping, step, n, dtype=None: n)
+        monkeypatch.setattr(attn, "_KERNEL_CACHE", type(attn._KERNEL_CACHE)())  # no cached cut kernel
         full = wave_mix(*args, mode=mode)
         monkeypatch.undo()
         assert rel_err(cut, full) < 1e-6, mode
+
+
+def test_inference_kernel_cache_follows_parameter_values():
+    # inference calls reuse the kernel spectrum; the key is the parameter values, so a change made
+    # behind autograd's back (.data) must still give the new operator's result
+    import wavefield_core.attention as attn
+
+    torch.manual_seed(0)
+    layer = WaveFieldAttention(32, 4, field_stride=4).eval()
+    x = torch.randn(1, 300, 32)
+    with torch.no_grad():
+        first = layer(x)
+        assert any(key[1] == 300 for key in attn._KERNEL_CACHE)
+        layer.damping.data.add_(0.3)
+        layer.frequency.data.mul_(1.1)
+        changed = layer(x)
+    fresh = layer(x)  # autograd recording: never uses the cache
+    assert rel_err(changed, fresh) < 1e-6
+    assert rel_err(changed, first) > 1e-3
+    for mode in ("token", "field"):  # a cache hit gives exactly the uncached result
+        layer.path = mode
+        with torch.no_grad():
+            a, b = layer(x), layer(x)
+        assert torch.equal(a, b) and rel_err(a, layer(x)) < 1e-6
 
 
 @pytest.mark.parametrize("mode", ["token", "field", "scan"])
@@ -420,3 +445,12 @@ def test_scan_path_is_causal_and_refuses_fractional_stride():
     assert (layer(x2)[:, : t + 1] - y[:, : t + 1]).abs().max() < 1e-12 * y.abs().max()
     with pytest.raises(ValueError, match="integer"):
         WaveFieldAttention(32, 4, field_stride=2.5, mode="scan")
+
+
+def test_mix_heads_gradcheck_on_a_strided_view():
+    from wavefield_core.attention import mix_heads
+
+    torch.manual_seed(0)
+    c = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    buf = torch.randn(2, 3, 4, 13, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda cc, b: mix_heads(cc, b[..., :7]), (c, buf))  # rows 13 apart, like the FFT output

@@ -25,7 +25,9 @@ import math
 import torch
 import torch.nn as nn
 
-from wavefield_core.fftconv import LAYOUTS, causal_fft_conv, field_geometry
+from collections import OrderedDict
+
+from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, field_geometry, kernel_spectrum
 from wavefield_core.recurrent import wave_scan_conv
 from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, kernel_support, stride_is_integer, v35_init, wave_kernel
 
@@ -79,8 +81,39 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
         y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells)
         inverse = tuple(sorted(range(4), key=perm.__getitem__))
         return y.transpose(-1, -2).permute(inverse)
+    field_stride = None if mode == "token" else stride
+    recording = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, scale, frequency, damping, phase))
+    if not recording and u.device.type == "cpu":
+        kernel, spectrum = _inference_kernel(freq, damp, ph, n, stride, mode, norm_cells, pdt)
+        return causal_fft_conv(u, kernel, layout=layout, scale=scale, field_stride=field_stride, spectrum=spectrum)
     kernel = _path_kernel(freq, damp, ph, n, stride, mode, norm_cells, pdt)
-    return causal_fft_conv(u, kernel, layout=layout, scale=scale, field_stride=None if mode == "token" else stride)
+    return causal_fft_conv(u, kernel, layout=layout, scale=scale, field_stride=field_stride)
+
+
+# Inference calls (autograd not recording) reuse the kernel and its spectrum while the three wave
+# parameters keep their values: the key holds the values themselves (3H numbers, compared exactly),
+# so a changed parameter can never meet a stale spectrum, however it was changed. At N = 2048 on a
+# 2-core CPU, rebuilding them was about 8% of a forward. CPU only: reading the values of a CUDA
+# tensor would synchronise the device every call. Training (autograd recording) always rebuilds.
+_KERNEL_CACHE: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_KERNEL_CACHE_SIZE = 8
+
+
+def _inference_kernel(freq, damp, ph, n: int, stride: float, mode: str, norm_cells: int, dtype):
+    m = axis_fft_size(n, None if mode == "token" else stride)
+    key = (mode, n, float(stride), int(norm_cells), dtype, m,
+           tuple(freq.tolist()), tuple(damp.tolist()), tuple(ph.tolist()))
+    hit = _KERNEL_CACHE.get(key)
+    if hit is not None:
+        _KERNEL_CACHE.move_to_end(key)
+        return hit
+    kernel = _path_kernel(freq, damp, ph, n, stride, mode, norm_cells, dtype)
+    hit = (kernel, kernel_spectrum(kernel, m, torch.float64 if dtype == torch.float64 else torch.float32))
+    _KERNEL_CACHE[key] = hit
+    while len(_KERNEL_CACHE) > _KERNEL_CACHE_SIZE:
+        _KERNEL_CACHE.popitem(last=False)
+    return hit
 
 
 def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mode: str,
@@ -96,6 +129,9 @@ def mix_heads(coupling: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (B, d, H, N) memory; returned as a (B, H, d, N) view.
     """
     mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)
+    B, H, d, N = y.shape
+    if y.is_contiguous():  # compact time-last y (the training path): one GEMM over (H, d*N), contiguous out
+        return torch.matmul(mix, y.view(B, H, d * N)).view(B, H, d, N)
     return torch.matmul(mix, y.transpose(1, 2)).transpose(1, 2)
 
 

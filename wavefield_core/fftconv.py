@@ -149,14 +149,19 @@ def _spectrum(place: Placement, xt, st, m: int, md: torch.dtype) -> torch.Tensor
     return torch.fft.rfft(place.scatter(buf, xt, st), dim=-1)
 
 
-def _conv_forward(x, scale, kernel, layout: str, fft_size: int, place: Placement) -> torch.Tensor:
+def _conv_forward(x, scale, kernel, layout: str, fft_size: int, place: Placement, spectrum=None,
+                  compact: bool = False) -> torch.Tensor:
     perm = LAYOUTS[layout]
     xt = x.permute(perm)  # (B, H, d, N) view
     st = None if scale is None else scale.permute(perm)  # (B, H, 1, N) view
     md = _math_dtype(x.dtype)
     xs = _spectrum(place, xt, st, fft_size, md)  # (B, H, d, F) complex
-    xs.mul_(_kernel_spectrum(kernel, fft_size, md))  # in place: saves one spectrum of memory
+    if spectrum is None or spectrum.dtype != xs.dtype:
+        spectrum = _kernel_spectrum(kernel, fft_size, md)
+    xs.mul_(spectrum)  # in place: saves one spectrum of memory
     y = place.gather(torch.fft.irfft(xs, n=fft_size, dim=-1))  # (B, H, d, N)
+    if compact and y.dtype == x.dtype:
+        y = y.contiguous()  # N columns instead of a view into the m-column buffer
     return y.to(x.dtype).permute(_INVERSE[layout])
 
 
@@ -165,7 +170,10 @@ class _CausalFFTConv(torch.autograd.Function):
     def forward(ctx, x, scale, kernel, layout: str, fft_size: int, place: Placement):
         ctx.save_for_backward(x, scale, kernel)
         ctx.layout, ctx.fft_size, ctx.place = layout, fft_size, place
-        return _conv_forward(x, scale, kernel, layout, fft_size, place)
+        # compact: whatever consumes y under autograd (the head mix) saves it for its backward, and
+        # a contiguous y is half the bytes of the FFT buffer it would otherwise keep alive and lets
+        # that backward run as plain GEMMs instead of copying it first
+        return _conv_forward(x, scale, kernel, layout, fft_size, place, compact=True)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -200,7 +208,8 @@ class _CausalFFTConv(torch.autograd.Function):
 
 
 def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd", fft_size: int | None = None,
-                    scale: torch.Tensor | None = None, field_stride: float | None = None) -> torch.Tensor:
+                    scale: torch.Tensor | None = None, field_stride: float | None = None,
+                    spectrum: torch.Tensor | None = None) -> torch.Tensor:
     """Causal per-head convolution along the token axis, optionally of x * scale and on a field.
 
     Args:
@@ -213,6 +222,8 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
             the convolution then runs on x * scale without materialising it.
         field_stride: None for token placement (axis = N tokens); a number s for the field
             placement (axis = G cells, bilinear deposit and read-back; only exactly causal s).
+        spectrum: optional rfft of `kernel` at the FFT size, (H, 1, m//2 + 1), from kernel_spectrum();
+            used only when autograd is not recording (an inference call may reuse it across calls).
     Returns:
         y with the shape and dtype of x: y[b, h, n] = sum_{j<=n} kernel[h, n-j] u[b, h, j] for the
         token placement. For the token placement y is a view of a time-last (B, H, d, m) buffer,
@@ -238,7 +249,18 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
         raise ValueError(f"fft_size={m} < 2L-1={2 * place.cells - 1} would wrap the convolution around (not causal)")
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, scale, kernel)):
         return _CausalFFTConv.apply(x, scale, kernel, layout, m, place)
-    return _conv_forward(x, scale, kernel, layout, m, place)  # inference: no autograd bookkeeping
+    return _conv_forward(x, scale, kernel, layout, m, place, spectrum)  # inference: no autograd bookkeeping
+
+
+def axis_fft_size(n: int, field_stride: float | None = None) -> int:
+    """The FFT size causal_fft_conv uses by default for N tokens (token or field placement)."""
+    cells = n if field_stride is None else int(math.ceil((n - 1) * float(field_stride))) + 2
+    return fast_fft_size(2 * cells - 1)
+
+
+def kernel_spectrum(kernel: torch.Tensor, fft_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (H, 1, m//2 + 1) spectrum causal_fft_conv multiplies by (math dtype: float32, or float64)."""
+    return _kernel_spectrum(kernel, fft_size, dtype)
 
 
 def causal_conv_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
