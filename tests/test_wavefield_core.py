@@ -454,3 +454,25 @@ def test_mix_heads_gradcheck_on_a_strided_view():
     c = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     buf = torch.randn(2, 3, 4, 13, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda cc, b: mix_heads(cc, b[..., :7]), (c, buf))  # rows 13 apart, like the FFT output
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_channel_major_projection_matches_linear_values_and_gradients(bias):
+    from wavefield_core.attention import _ProjectT
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)
+    lins = [torch.nn.Linear(6, 4, bias=bias).double(), torch.nn.Linear(6, 5, bias=bias).double()]
+    wb = [t for lin in lins for t in (lin.weight, lin.bias)]
+    outs = _ProjectT.apply(x, *wb)
+    for out, lin in zip(outs, lins):
+        assert out.shape == (2, lin.out_features, 9) and out.is_contiguous()
+        assert torch.allclose(out, lin(x).transpose(1, 2))
+    params = [x] + [t for t in wb if t is not None]
+    assert torch.autograd.gradcheck(lambda *a: _ProjectT.apply(a[0], *_refill(wb, a[1:])), tuple(params))
+
+
+def _refill(wb, given):
+    """wb with its non-None entries replaced, in order, by `given` (gradcheck passes them anew)."""
+    it = iter(given)
+    return [None if t is None else next(it) for t in wb]

@@ -161,15 +161,45 @@ def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupli
     return mix_heads(coupling, y.transpose(-1, -2)).transpose(-1, -2)  # time-last result (the FFT paths)
 
 
-def _project_t(xt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Linear layer written channel-major: (B, D_in, N) view -> W @ x^T + b as (B, D_out, N) contiguous.
+class _ProjectT(torch.autograd.Function):
+    """Several linear maps of x (B, N, D_in), each written channel-major: W_i @ x^T + b_i as
+    (B, D_i, N) contiguous, the layout the FFT wants (BLAS reads x through a transposed operand).
 
-    The same numbers as nn.Linear, but BLAS writes the time-last layout the FFT wants directly.
+    The same numbers as nn.Linear. The explicit backward returns d(loss)/dx token-major, summed
+    over the maps by accumulating GEMMs, so x's gradient needs neither a transposed sum (autograd
+    would add a (B, D, N) gradient into a (B, N, D) one) nor the zero-filled concatenation that
+    slicing one stacked output would cost. Saved: x (alive anyway) and the weights.
     """
-    w = weight.expand(xt.shape[0], *weight.shape)
-    if bias is None:
-        return torch.bmm(w, xt)
-    return torch.baddbmm(bias.view(1, -1, 1), w, xt)
+
+    @staticmethod
+    def forward(ctx, x, *wb):
+        ctx.save_for_backward(x, *wb)
+        xt = x.transpose(1, 2)  # (B, D_in, N) view
+        outs = []
+        for w, b in zip(wb[0::2], wb[1::2]):
+            we = w.expand(x.shape[0], *w.shape)
+            outs.append(torch.bmm(we, xt) if b is None else torch.baddbmm(b.view(1, -1, 1), we, xt))
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *wb = ctx.saved_tensors
+        B = x.shape[0]
+        grad_x = None
+        grad_wb = []
+        for i, (w, b) in enumerate(zip(wb[0::2], wb[1::2])):
+            g = grads[i]  # (B, D_i, N)
+            if g is None:
+                grad_wb += [None, None]
+                continue
+            if ctx.needs_input_grad[0]:
+                we = w.expand(B, *w.shape)
+                gt = g.transpose(1, 2)  # (B, N, D_i) view
+                grad_x = torch.bmm(gt, we) if grad_x is None else grad_x.baddbmm_(gt, we)
+            gw = torch.bmm(g, x).sum(0) if ctx.needs_input_grad[1 + 2 * i] else None
+            gb = g.sum(dim=(0, 2)) if b is not None and ctx.needs_input_grad[2 + 2 * i] else None
+            grad_wb += [gw, gb]
+        return (grad_x, *grad_wb)
 
 
 class WaveFieldAttention(nn.Module):
@@ -233,14 +263,9 @@ class WaveFieldAttention(nn.Module):
         bk, bv = (None, None) if b is None else (b[D: 2 * D], b[2 * D:])
         k = nn.functional.linear(x, wk, bk).view(B, N, H, d)
         scale = torch.linalg.vector_norm(k, dim=-1).transpose(1, 2).unsqueeze(2).contiguous()  # (B, H, 1, N)
-        xt = x.transpose(1, 2)  # (B, D, N) view
-        # v and the gate in one channel-major GEMM: one weight-gradient GEMM and one input-gradient
-        # GEMM in backward instead of two each (and one fewer gradient sum into x).
-        w_vg = torch.cat([wv, self.gate.weight])
-        b_vg = None if b is None else torch.cat([bv, self.gate.bias])
-        vg = _project_t(xt, w_vg, b_vg)  # (B, 2D, N)
-        v = vg[:, :D].view(B, H, d, N)
-        gate = torch.sigmoid(vg[:, D:]).view(B, H, d, N)
+        v, gate = _ProjectT.apply(x, wv, bv, self.gate.weight, self.gate.bias)  # (B, D, N) each
+        v = v.view(B, H, d, N)
+        gate = torch.sigmoid(gate).view(B, H, d, N)
         y = wave_conv(v, self.frequency, self.damping, self.phase, self.field_stride, self.path, self.norm_cells,
                       layout="bhdn", scale=scale)  # (B, H, d, N)
         z = gate * mix_heads(self.coupling, y)  # (B, H, d, N), laid out like gate: contiguous
