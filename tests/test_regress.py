@@ -291,3 +291,25 @@ def test_command_line_bad_input_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "nope.json" in proc.stderr
+
+
+def test_faster_short_lengths_raise_the_slope_without_failing(tmp_path, baseline_doc):
+    """wave 2x faster at N=256 and 512 (fixed per-call costs removed), unchanged above: the exponent
+    rises by far more than its tolerance, but nothing got slower, so the one-sided gate passes."""
+    def factor(info):
+        return 0.5 if info["method"] == "wave" and info["seq_len"] <= 512 else 1.0
+
+    current = write(tmp_path, "faster_short.json", scaled(baseline_doc, factor))
+    code, checks = gate(BASELINE, current, tmp_path=tmp_path)
+    exp = [c for c in checks if c["label"] == "core/fwd exponent wave N=256..2048"]
+    assert exp and exp[0]["change"] > EXPONENT_TOL
+    # the longest length is unchanged (not faster), so the steeper slope still counts there
+    assert code == 1 and not exp[0]["ok"]
+
+    def factor2(info):  # ...and with the longest length a little faster too, as a real speed-up gives
+        return 0.5 if info["method"] == "wave" and info["seq_len"] <= 512 else \
+            0.9 if info["method"] == "wave" else 1.0
+
+    current = write(tmp_path, "faster_all.json", scaled(baseline_doc, factor2))
+    code, checks = gate(BASELINE, current, tmp_path=tmp_path)
+    assert code == 0, failed(checks)
