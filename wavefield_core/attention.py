@@ -20,14 +20,12 @@ the same for every head, mixing before or after the gather is the same operator;
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
 from collections import OrderedDict
 
-from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, field_geometry, kernel_spectrum
+from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, field_cells, field_geometry, kernel_spectrum
 from wavefield_core.recurrent import wave_scan_conv
 from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, kernel_support, stride_is_integer, v35_init, wave_kernel
 
@@ -56,7 +54,7 @@ def _path_kernel(freq, damp, ph, n: int, stride: float, mode: str, norm_cells: i
     if mode == "token":
         count, step = n, float(stride)
     else:
-        count, step = int(math.ceil((n - 1) * float(stride))) + 2, 1.0  # G cells (field_geometry)
+        count, step = field_cells(n, stride), 1.0
     count = kernel_support(damp, step, count, dtype)
     lags = torch.arange(count, device=freq.device, dtype=freq.dtype) * step
     return wave_kernel(freq, damp, ph, lags, norm_cells)  # (H, count)
@@ -122,13 +120,18 @@ def wave_conv_bhdn(u: torch.Tensor, frequency, damping, phase, stride: float, mo
     return wave_conv(u, frequency, damping, phase, stride, mode, norm_cells, layout="bhdn")
 
 
+def _mix_matrix(coupling: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """softmax(C) over each row (float32 math, float64 kept), in the dtype it multiplies."""
+    return torch.softmax(coupling.to(dtype if dtype == torch.float64 else torch.float32), dim=-1).to(dtype)
+
+
 def mix_heads(coupling: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Head coupling y_h <- sum_g softmax(C)[h, g] y_g on time-last y (B, H, d, N), any strides.
 
     One batched matmul that reads y where it lies (a strided view of the FFT buffer) and writes
     (B, d, H, N) memory; returned as a (B, H, d, N) view.
     """
-    mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)
+    mix = _mix_matrix(coupling, y.dtype)
     B, H, d, N = y.shape
     if y.is_contiguous():  # compact time-last y (the training path): one GEMM over (H, d*N), contiguous out
         return torch.matmul(mix, y.view(B, H, d * N)).view(B, H, d, N)
@@ -156,8 +159,7 @@ def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupli
         y = y.transpose(-1, -2)  # (B, H, N, d) view
     if y.is_contiguous():  # token-major result (the scan path): one GEMM over (H, N*d)
         B, H, N, d = y.shape
-        mix = torch.softmax(coupling.to(y.dtype if y.dtype == torch.float64 else torch.float32), dim=-1).to(y.dtype)
-        return torch.matmul(mix, y.view(B, H, N * d)).view(B, H, N, d)
+        return torch.matmul(_mix_matrix(coupling, y.dtype), y.view(B, H, N * d)).view(B, H, N, d)
     return mix_heads(coupling, y.transpose(-1, -2)).transpose(-1, -2)  # time-last result (the FFT paths)
 
 

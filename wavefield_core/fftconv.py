@@ -68,6 +68,11 @@ LAYOUTS = {"bhnd": (0, 1, 3, 2), "bnhd": (0, 2, 3, 1), "bhdn": (0, 1, 2, 3)}
 _INVERSE = {name: tuple(sorted(range(4), key=perm.__getitem__)) for name, perm in LAYOUTS.items()}
 
 
+def field_cells(n: int, stride: float) -> int:
+    """Field size G = ceil((N - 1) s) + 2 cells for N tokens at stride s (see field_geometry)."""
+    return int(math.ceil((n - 1) * float(stride))) + 2
+
+
 def field_geometry(n: int, stride: float, device=None):
     """Cells of each token: lo (N,) int64, frac (N,) float64, and the field size G.
 
@@ -77,8 +82,7 @@ def field_geometry(n: int, stride: float, device=None):
     pos = torch.arange(n, device=device, dtype=torch.float64) * float(stride)  # (N,)
     lo = torch.floor(pos)
     frac = pos - lo
-    g = int(math.ceil((n - 1) * float(stride))) + 2
-    return lo.long(), frac, g
+    return lo.long(), frac, field_cells(n, stride)
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
 
 def axis_fft_size(n: int, field_stride: float | None = None) -> int:
     """The FFT size causal_fft_conv uses by default for N tokens (token or field placement)."""
-    cells = n if field_stride is None else int(math.ceil((n - 1) * float(field_stride))) + 2
+    cells = n if field_stride is None else field_cells(n, field_stride)
     return fast_fft_size(2 * cells - 1)
 
 

@@ -63,8 +63,10 @@ def fft_conv_flops(rows: int, m: int) -> float:
 
 
 def field_cells(n: int, stride: float) -> int:
-    """Field size of the wave field path: G = ceil((N - 1) s) + 2 (same rule as field_geometry)."""
-    return int(math.ceil((n - 1) * float(stride))) + 2
+    """Field size of the wave field path: G = ceil((N - 1) s) + 2 (wavefield_core's own rule)."""
+    from wavefield_core.fftconv import field_cells as cells
+
+    return cells(n, stride)
 
 
 def wave_fft_size(n: int, stride: float, path: str) -> int:

@@ -29,22 +29,28 @@ RATIO_MAX = float(os.environ.get("WAVEBENCH_FLOOR_RATIO_MAX", "1.5"))
 ROUNDS = 25
 
 
+def interleaved_medians(fns: dict, rounds: int, timer) -> dict:
+    """Median seconds per call of each closure, timed call by call in alternating order after two
+    warm-up calls each (FFT plans, allocator), so machine drift hits all of them alike."""
+    for fn in fns.values():
+        fn()
+        fn()
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = timer()
+            fns[name]()
+            times[name].append(timer() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 @pytest.mark.parametrize("wave,floor", [("wave", "fft-floor"), ("wave-field", "fft-floor-field")],
                          ids=["token", "field"])
 @pytest.mark.parametrize("n", [2048, 8192], ids=lambda n: f"N{n}")
 def test_wave_core_within_ratio_of_fft_floor(n, wave, floor, allocator, build_cell, cell_timer, capsys):
     fns = {"wave": build_cell("core", "fwd", n, wave), "floor": build_cell("core", "fwd", n, floor)}
-    for fn in fns.values():  # warm-up: FFT plans, allocator
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    for r in range(ROUNDS):
-        order = ("wave", "floor") if r % 2 == 0 else ("floor", "wave")
-        for name in order:
-            t0 = cell_timer()
-            fns[name]()
-            times[name].append(cell_timer() - t0)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med = interleaved_medians(fns, ROUNDS, cell_timer)
     ratio = med["wave"] / med["floor"]
     with capsys.disabled():
         print(f"\n[floor ratio] {wave} N={n}: {med['wave'] * 1e3:.2f} ms / {floor} {med['floor'] * 1e3:.2f} ms"
@@ -62,17 +68,7 @@ def test_wave_layer_backward_within_ratio_of_forward(n, allocator, build_cell, c
     they are interleaved call by call. Bound 2.8 (WAVEBENCH_BWD_RATIO_MAX): a guard against
     regressions with room for noise; the interleaved measurement gave 2.1-2.3."""
     fns = {"fwd": build_cell("layer", "fwd", n, "wave"), "fwdbwd": build_cell("layer", "fwdbwd", n, "wave")}
-    for fn in fns.values():
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    for r in range(ROUNDS if n <= 1024 else 9):
-        order = ("fwd", "fwdbwd") if r % 2 == 0 else ("fwdbwd", "fwd")
-        for name in order:
-            t0 = cell_timer()
-            fns[name]()
-            times[name].append(cell_timer() - t0)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med = interleaved_medians(fns, ROUNDS if n <= 1024 else 9, cell_timer)
     ratio = (med["fwdbwd"] - med["fwd"]) / med["fwd"]
     with capsys.disabled():
         print(f"\n[backward ratio] wave layer N={n}: fwd {med['fwd'] * 1e3:.1f} ms, fwdbwd {med['fwdbwd'] * 1e3:.1f} ms,"
