@@ -175,17 +175,27 @@ class _ProjectT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *wb):
-        ctx.save_for_backward(x, *wb)
-        xt = x.transpose(1, 2)  # (B, D_in, N) view
-        outs = []
-        for w, b in zip(wb[0::2], wb[1::2]):
-            we = w.expand(x.shape[0], *w.shape)
-            outs.append(torch.bmm(we, xt) if b is None else torch.baddbmm(b.view(1, -1, 1), we, xt))
+        # Under autocast the GEMMs run in the autocast dtype, as nn.Linear's would. A custom
+        # Function's backward runs outside autocast, so the compute dtype is fixed here and the
+        # backward casts to it explicitly (mixing a bf16 gradient with fp32 weights fails otherwise).
+        dev = x.device.type
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        ctx.dtypes = (x.dtype, [None if t is None else t.dtype for t in wb])
+        with torch.autocast(dev, enabled=False):
+            xc = x.to(cdt)
+            wbc = [None if t is None else t.to(cdt) for t in wb]
+            ctx.save_for_backward(xc, *wbc)
+            xt = xc.transpose(1, 2)  # (B, D_in, N) view
+            outs = []
+            for w, b in zip(wbc[0::2], wbc[1::2]):
+                we = w.expand(x.shape[0], *w.shape)
+                outs.append(torch.bmm(we, xt) if b is None else torch.baddbmm(b.view(1, -1, 1), we, xt))
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         x, *wb = ctx.saved_tensors
+        x_dtype, wb_dtypes = ctx.dtypes
         B = x.shape[0]
         grad_x = None
         grad_wb = []
@@ -194,14 +204,17 @@ class _ProjectT(torch.autograd.Function):
             if g is None:
                 grad_wb += [None, None]
                 continue
+            g = g.to(x.dtype)
             if ctx.needs_input_grad[0]:
                 we = w.expand(B, *w.shape)
                 gt = g.transpose(1, 2)  # (B, N, D_i) view
                 grad_x = torch.bmm(gt, we) if grad_x is None else grad_x.baddbmm_(gt, we)
-            gw = torch.bmm(g, x).sum(0) if ctx.needs_input_grad[1 + 2 * i] else None
-            gb = g.sum(dim=(0, 2)) if b is not None and ctx.needs_input_grad[2 + 2 * i] else None
+            # Per-sample products summed in fp32: a half-precision sum over the batch loses bits.
+            gw = torch.bmm(g, x).float().sum(0).to(wb_dtypes[2 * i]) if ctx.needs_input_grad[1 + 2 * i] else None
+            gb = (g.float().sum(dim=(0, 2)).to(wb_dtypes[2 * i + 1])
+                  if b is not None and ctx.needs_input_grad[2 + 2 * i] else None)
             grad_wb += [gw, gb]
-        return (grad_x, *grad_wb)
+        return (None if grad_x is None else grad_x.to(x_dtype), *grad_wb)
 
 
 class WaveFieldAttention(nn.Module):

@@ -39,8 +39,15 @@ def wave_scan_conv(u: torch.Tensor, frequency, damping, phase, stride: float, no
                    chunk: int = 32) -> torch.Tensor:
     """Causal wave convolution of u (B, H, N, d) by recurrence. Returns (B, H, N, d), dtype of u.
 
-    Same result as wave_conv(..., mode="token") for integer strides.
+    Same result as wave_conv(..., mode="token") for integer strides. The math runs in float32
+    (float64 kept) with autocast off: under autocast the chunk matmuls would drop to half precision
+    and the complex state would become a complex-half tensor, which most ops do not support.
     """
+    with torch.autocast(u.device.type, enabled=False):
+        return _scan(u, frequency, damping, phase, stride, norm_cells, chunk)
+
+
+def _scan(u, frequency, damping, phase, stride, norm_cells, chunk):
     B, H, N, d = u.shape
     md = torch.float64 if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(md), damping.to(md), phase.to(md)
