@@ -21,7 +21,7 @@ from bench.scaling.checks import CheckResult
 from bench.scaling.cli import PROG, main
 from bench.scaling.config import SweepConfig
 from bench.scaling.grid import CellSpec, length_grid, rank_of_group, row_key
-from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, Method
+from bench.scaling.registry import DEFAULT_METHODS, EXTRA, FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 from bench.scaling.results import read_header, read_rows
 from bench.scaling.schema import COLUMNS, KEY_COLUMNS, STATUSES
 from bench.scaling.sweep import run_sweep
@@ -242,7 +242,7 @@ def _fake(name, make_fn=None, kind="softmax", check_ok=True, memory=1e3):
     return Method(name, kind, "test method", build=build, memory=lambda spec: memory,
                   cost=lambda spec: costs.Cost(1e6 * spec.seq_len, 1e3),
                   check=lambda spec: CheckResult(0.0 if check_ok else 1.0, 1e-4),
-                  available=lambda dev: None)
+                  available=lambda dev, dtype=None: None)
 
 
 def _rows_by(rows, method):
@@ -338,6 +338,51 @@ def test_time_budget_skips_longer_lengths(tmp_path):
     assert rows[64]["status"] == "ok" and rows[128]["status"] == "ok"
     assert rows[256]["status"] == "skipped" and "> time budget 0.015 s" in rows[256]["reason"]
     assert rows[512]["status"] == "skipped" and "longer than N=256" in rows[512]["reason"]
+
+
+def test_headline_first_and_protected_core_cells_never_skipped_for_time(tmp_path):
+    """The first phase (headline and first-tier methods) covers every length before an extra runs;
+    a protected core cell predicted over the time budget runs with one timed call instead of being
+    skipped, while an unprotected one with the same cost is skipped."""
+    import time
+
+    def slow(spec):
+        return lambda: time.sleep(spec.seq_len * 2e-5)  # 1.3 ms, 2.6 ms, 5.1 ms, 10 ms
+
+    reg = {"extra": replace(_fake("extra", slow), tier=EXTRA),
+           "head": replace(_fake("head", slow), tier=HEADLINE),
+           "first": replace(_fake("first", slow), tier=FIRST)}
+    path = tmp_path / "timings.csv"
+    run_sweep(_cfg(list(reg), seq_lens=[64, 128, 256, 512], time_budget=0.015, min_run_time=0.001), path, CPU,
+              registry=reg, progress=False)
+    rows = read_rows(path)
+    order = [r["method"] for r in rows]
+    assert max(i for i, m in enumerate(order) if m != "extra") < min(i for i, m in enumerate(order) if m == "extra")
+    head, first, extra = (_rows_by(rows, m) for m in ("head", "first", "extra"))
+    for n in (64, 128, 256, 512):
+        assert head[n]["status"] == "ok", head[n]
+    assert head[64]["reason"] == "" and int(head[64]["reps"]) >= 3
+    assert int(head[512]["reps"]) == 1 and head[512]["reason"].startswith("fewest calls")
+    for series in (first, extra):
+        assert series[256]["status"] == "skipped" and "> time budget" in series[256]["reason"]
+
+
+def test_protected_cells_still_skip_on_memory(tmp_path):
+    reg = {"head": replace(_fake("head", memory=1e15), tier=HEADLINE)}
+    path = tmp_path / "timings.csv"
+    run_sweep(_cfg(["head"], seq_lens=[64]), path, CPU, registry=reg, progress=False)
+    (row,) = read_rows(path)
+    assert row["status"] == "skipped" and "memory budget" in row["reason"]
+
+
+def test_pinned_backends_without_a_kernel_for_the_dtype_are_skipped_up_front():
+    cuda = torch.device("cuda")
+    for name in ("softmax-sdpa-flash", "softmax-sdpa-cudnn"):
+        why = METHODS[name].why_unavailable(cuda, torch.float32)
+        assert why is not None and "bfloat16/float16 only" in why
+        assert METHODS[name].why_unavailable(cuda, torch.bfloat16) is None or "no SDPBackend" in \
+            METHODS[name].why_unavailable(cuda, torch.bfloat16)
+    assert METHODS["softmax-sdpa-flash"].why_unavailable(CPU, torch.float32) is None  # cpu-flash has fp32
 
 
 def test_statuses_are_from_the_schema(tmp_path):

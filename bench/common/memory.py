@@ -2,7 +2,10 @@
 
 CUDA ("cuda-max-allocated"): gc; empty_cache; reset_peak_memory_stats; synchronize;
 baseline = memory_allocated(); run; synchronize; peak = max_memory_allocated() - baseline.
-max_memory_reserved() (the caching allocator's footprint) is kept next to it.
+max_memory_reserved() (the caching allocator's footprint) is kept next to it, and so is the
+device's used memory as NVML reports it right after the call (nvidia-ml-py; what nvidia-smi shows:
+the CUDA context, the caching allocator's reserve, other processes), so a reader sees both what
+torch allocated and what the device had to hold.
 
 CPU ("torch-profiler"): torch's CPU allocations bypass tracemalloc, so the call runs under the
 torch profiler with profile_memory=True; its allocation (+bytes) and free (-bytes) events are
@@ -41,6 +44,39 @@ class PeakMemory:
     peak_bytes: int
     reserved_bytes: int | None  # CUDA max_memory_reserved; None on CPU
     method: str
+    device_used_bytes: int | None = None  # CUDA: NVML's used memory after the call; None elsewhere
+
+
+_NVML: dict = {}
+
+
+def nvml_used_bytes(device: torch.device) -> int | None:
+    """The device's used memory according to NVML, or None where NVML is not available.
+
+    NVML numbers devices physically; CUDA_VISIBLE_DEVICES may renumber them, so the handle is
+    looked up by the device's UUID when torch exposes it."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        if not _NVML.get("init"):
+            pynvml.nvmlInit()
+            _NVML["init"] = True
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        handle = _NVML.get(index)
+        if handle is None:
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}") if uuid is not None else None
+            except pynvml.NVMLError:
+                handle = None
+            if handle is None:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            _NVML[index] = handle
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+    except Exception:  # noqa: BLE001 - pynvml.NVMLError and lookups that differ between drivers
+        return None
 
 
 def memory_method(device: torch.device) -> str:
@@ -64,8 +100,9 @@ def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - base
     reserved = torch.cuda.max_memory_reserved(device)
+    used = nvml_used_bytes(device)
     del out
-    return PeakMemory(max(0, int(peak)), int(reserved), CUDA_METHOD)
+    return PeakMemory(max(0, int(peak)), int(reserved), CUDA_METHOD, used)
 
 
 def _memory_events(prof) -> list[tuple[int, int]]:

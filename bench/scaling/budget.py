@@ -12,6 +12,9 @@ the per-cell budget -> skipped, and every longer length of that series is skippe
 makes longer lengths of its series skip as well. Bytes above the memory budget -> skipped.
 With a total budget, each (level, pass) gets a weighted share of what is left (share_out) and a
 cell predicted past its share, or past the total, is skipped.
+A protected cell (one that answers a published claim) is never skipped for time: predicted over a
+time budget, it runs with the fewest calls instead (Decision.reduced). Memory and an OOM at a
+shorter length still skip it: a cell that cannot fit is not attempted.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class Decision:
     call_s: float = float("nan")
     bytes: float = float("nan")
     basis: str = ""
+    reduced: bool = False  # protected cell over a time budget: run with the fewest calls
 
 
 @dataclass
@@ -47,14 +51,15 @@ class Predictor:
     calls: int  # calls a cell needs at least (warm-up + minimum timed repetitions)
     total_budget: float | None = None  # seconds for the whole sweep
     points: dict = field(default_factory=dict)  # series -> {N: seconds per call}
-    stuck: dict = field(default_factory=dict)  # series -> reason every longer length inherits
+    stuck: dict = field(default_factory=dict)  # series -> (reason every longer length inherits, cause)
 
     def record(self, series: tuple, n: int, seconds: float) -> None:
         if seconds > 0 and math.isfinite(seconds):
             self.points.setdefault(series, {})[n] = seconds
 
-    def block_longer(self, series: tuple, reason: str) -> None:
-        self.stuck.setdefault(series, reason)
+    def block_longer(self, series: tuple, reason: str, cause: str = "time") -> None:
+        """Skip every longer length of series; cause "time" (predicted over budget) or "memory"."""
+        self.stuck.setdefault(series, (reason, cause))
 
     def call_seconds(self, series: tuple, n: int, kind: str, flops_at: Callable[[int], float],
                      bytes_at: Callable[[int], float]) -> tuple[float, str]:
@@ -76,18 +81,27 @@ class Predictor:
         return max(flops_at(n) / rate, bytes_at(n) / bw), "cost model only"
 
     def decide(self, series: tuple, n: int, kind: str, est_bytes: float, flops_at, bytes_at,
-               elapsed_s: float = 0.0, share_left_s: float | None = None) -> Decision:
+               elapsed_s: float = 0.0, share_left_s: float | None = None, protected: bool = False) -> Decision:
         """Run or skip (with the reason) a cell of `series` at length n.
 
         elapsed_s: seconds the sweep has run (against total_budget); share_left_s: seconds left of
-        the current (level, pass)'s share of the total budget (see share_out)."""
-        if series in self.stuck:
-            return Decision(False, self.stuck[series])
+        the current (level, pass)'s share of the total budget (see share_out); protected: never
+        skip for time, run reduced instead."""
+        stuck = self.stuck.get(series)
+        if stuck is not None and (not protected or stuck[1] == "memory"):
+            return Decision(False, stuck[0])
         if est_bytes > self.mem_budget:
             return Decision(False, f"predicted peak memory {est_bytes / 1e9:.1f} GB > memory budget "
                                    f"{self.mem_budget / 1e9:.1f} GB", bytes=est_bytes)
         call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
         cell_s = call_s * self.calls
+        if protected:
+            over = (cell_s > self.time_budget
+                    or (self.total_budget is not None and elapsed_s + cell_s > self.total_budget)
+                    or (share_left_s is not None and cell_s > share_left_s))
+            reason = (f"fewest calls: predicted {cell_s:.1f} s at full repetitions is over a time budget "
+                      f"({basis})") if over else ""
+            return Decision(True, reason, call_s, est_bytes, basis, reduced=over)
         if cell_s > self.time_budget:
             reason = (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
                       f"({self.calls} calls of {_fmt_s(call_s)}; {basis})")

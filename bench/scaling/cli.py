@@ -88,8 +88,8 @@ def build_parser() -> ArgParser:
     a("--seq-lens", type=_length_list, help="explicit comma list of lengths instead of --min-len/--max-len")
     a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
     a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default: 0.2 on CPU, "
-      "0.5 on CUDA)")
-    a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 20 on CUDA)")
+      "0.2 on CUDA)")
+    a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 10 on CUDA)")
     a("--seed", type=nonneg_int, help="seed of every cell's inputs (default 0)")
     a("--threads", type=positive_int, help="torch CPU threads (default: all cores; shared out under torchrun)")
     a("--time-budget", type=positive_float, help="seconds one cell may take (warm-up included); a cell predicted "
@@ -98,7 +98,8 @@ def build_parser() -> ArgParser:
       "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
     a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
       "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped "
-      "(default: 240 on CPU, none on CUDA)")
+      "(default: 240); the core cells of wave, fft-floor and softmax-sdpa are never skipped for time, "
+      "they run with the fewest calls instead")
     a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
     a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
     a("--no-floor", action="store_const", const=True, help="drop the fft-floor reference rows (core fwd)")

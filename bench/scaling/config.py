@@ -2,20 +2,23 @@
 per-device defaults, and the --quick preset.
 
 Why these defaults
-- CPU (this project's 2-core machine; `python -m bench.scaling --max-len 32768` must finish in
-  under 5 minutes): batch 1, float32, every level and pass, min_run_time 0.2 s / min_reps 5,
-  one warm-up call (which is also the memory-measurement call), an 8 s budget per cell (a method
-  whose cell is predicted over it is skipped at that length and above: on an idle machine that
-  keeps wave core fwd to 32K with room for a 4x slowdown from other load, SDPA to 16K, naive to
-  4K), a small LM (D=256, 2 layers, the
-  published width at a third of its depth) and a 240 s whole-sweep budget as the safety net:
-  each (level, pass) gets a share of what is left (core fwd 3/8 of it, the others 1/8 each,
-  unused time rolling over), so on a slow or busy machine every level keeps its shorter lengths
-  and only long cells are cut. Summary and plots take 10-20 s more.
-- CUDA (H200-class): batch 8 (the METHOD.md estimate's B=8, and enough work per launch for
-  short lengths), bfloat16 (the dtype FlashAttention-class kernels are measured in; wave FFT math
-  stays float32), 3 warm-up calls, min_run_time 0.5 s / min_reps 20, 30 s per cell, the published
-  LM size (D=256, 6 layers), no whole-sweep budget.
+- Run order (both devices): the first phase measures the methods that answer the published
+  claims (wave, the FFT floor, SDPA, and naive softmax where it fits) at every level, pass and
+  length; the extras (wave-field, wave-scan, pinned backends, ...) get the time left after it. At
+  the core level, wave, the floor and SDPA are never skipped for time while they fit memory: over
+  a budget they run with one warm-up call and one timed call instead.
+- CPU (this project's 2-core machine; `python -m bench.scaling --max-len 32768` should finish in
+  about 5 minutes): batch 1, float32, every level and pass, min_run_time 0.2 s / min_reps 5,
+  one warm-up call (which is also the memory-measurement call), an 8 s budget per cell (a cell
+  predicted over it is skipped at that length and above, unless it is protected as above), a
+  small LM (D=256, 2 layers, the published width at a third of its depth) and a 240 s
+  whole-sweep budget: each (level, pass) gets a share of what is left (core fwd 3/8 of it, the
+  others 1/8 each, unused time rolling over), so every level keeps its shorter lengths and only
+  long cells are cut. Summary and plots take 10-20 s more.
+- CUDA (H200-class): batch 8 (enough work per launch for short lengths), bfloat16 (the dtype
+  FlashAttention-class kernels are measured in; wave FFT math stays float32), 3 warm-up calls,
+  min_run_time 0.2 s / min_reps 10, 30 s per cell, the published LM size (D=256, 6 layers), and
+  the same 240 s whole-sweep budget, so the default run ends within about 5 minutes.
 - Memory budget: 60% of available RAM on CPU, 85% of free GPU memory on CUDA.
 """
 from __future__ import annotations
@@ -70,8 +73,8 @@ class SweepConfig:
 DEVICE_DEFAULTS = {
     "cpu": dict(batch=1, dtype="float32", levels=list(LEVELS), passes=list(PASSES), warmup=1, min_run_time=0.2,
                 min_reps=5, time_budget=8.0, total_budget=240.0, model_dim=256, model_layers=2, mem_fraction=0.6),
-    "cuda": dict(batch=8, dtype="bfloat16", levels=list(LEVELS), passes=list(PASSES), warmup=3, min_run_time=0.5,
-                 min_reps=20, time_budget=30.0, total_budget=None, model_dim=256, model_layers=6, mem_fraction=0.85),
+    "cuda": dict(batch=8, dtype="bfloat16", levels=list(LEVELS), passes=list(PASSES), warmup=3, min_run_time=0.2,
+                 min_reps=10, time_budget=30.0, total_budget=240.0, model_dim=256, model_layers=6, mem_fraction=0.85),
 }
 
 # --quick: a tiny grid for smoke tests and CI (seconds on a 2-core CPU)

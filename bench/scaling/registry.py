@@ -18,7 +18,12 @@ from bench.scaling.grid import CellSpec
 
 ALL_LEVELS = ("core", "layer", "model")
 ALL_PASSES = ("fwd", "fwdbwd")
-KINDS = ("wave", "softmax", "reference")
+KINDS = ("wave", "softmax", "reference", "peer")
+# Run order and protection. Tier 0 answers the published claims: measured first at every level,
+# pass and length, and at the core level never skipped for time (fewer repetitions instead) while
+# it fits memory. Tier 1 runs in the same first phase but under the normal budgets. Tier 2 (the
+# extras) gets what time is left after the first phase.
+HEADLINE, FIRST, EXTRA = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -34,35 +39,41 @@ class Method:
     levels: tuple[str, ...] = ALL_LEVELS
     passes: tuple[str, ...] = ALL_PASSES
     default: bool = False  # in the default set
+    tier: int = EXTRA
 
     def supports(self, level: str, pass_: str) -> bool:
         return level in self.levels and pass_ in self.passes
 
-    def why_unavailable(self, device: torch.device) -> str | None:
-        return self.available(device)
+    def why_unavailable(self, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+        """None if the method runs on this device (in this dtype, when given), else why not."""
+        return self.available(device, dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # availability
 
 
-def _always(device: torch.device) -> None:
+def _always(device: torch.device, dtype=None) -> None:
     return None
 
 
-def _cuda_only(device: torch.device) -> str | None:
-    return None if device.type == "cuda" else f"needs a CUDA device (device is {device.type})"
+def _half_only(what: str, dtype) -> str | None:
+    if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+        return f"{what} has kernels for bfloat16/float16 only (dtype is {str(dtype).replace('torch.', '')})"
+    return None
 
 
-def _flash_attn(device: torch.device) -> str | None:
+def _flash_attn(device: torch.device, dtype=None) -> str | None:
     from baselines import flash_attn_available
 
     if device.type != "cuda":
         return f"needs a CUDA device (device is {device.type})"
-    return None if flash_attn_available() else "the flash_attn package does not import here"
+    if not flash_attn_available():
+        return "the flash_attn package does not import here"
+    return _half_only("flash_attn", dtype)
 
 
-def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device) -> str | None:
+def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None) -> str | None:
     from torch.nn import attention
 
     enum = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -71,10 +82,14 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device) -> str | N
         return f"torch {torch.__version__} has no SDPBackend.{enum}"
     if cuda_only and device.type != "cuda":
         return f"a CUDA-only SDPA kernel (device is {device.type})"
+    if device.type == "cuda" and backend in ("flash", "cudnn"):
+        # decided before any time is spent: pinned to a backend with no kernel for the dtype, SDPA
+        # would raise at every length
+        return _half_only(f"SDPA's {backend} backend on CUDA", dtype)
     return None
 
 
-def _compiler(device: torch.device) -> str | None:
+def _compiler(device: torch.device, dtype=None) -> str | None:
     """torch.compile's inductor needs a C++ compiler on CPU and triton on CUDA."""
     import importlib.util
     import os
@@ -109,22 +124,23 @@ def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
 
 
 def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,
-          levels=ALL_LEVELS, compiled: bool = False) -> Method:
+          levels=ALL_LEVELS, compiled: bool = False, tier: int = EXTRA) -> Method:
     return Method(name, "wave", description,
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(footprint.wave_memory, path=path),
                   cost=partial(_cost, "wave", path),
                   check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  available=_compiler if compiled else _always, default=default, levels=levels)
+                  available=_compiler if compiled else _always, default=default, levels=levels, tier=tier)
 
 
-def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False) -> Method:
+def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False,
+             tier: int = EXTRA) -> Method:
     return Method(name, "softmax", description,
                   build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
                   memory=partial(footprint.softmax_memory, impl=impl, sdpa_backend=backend),
                   cost=partial(_cost, "softmax", None),
                   check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
-                  available=available, default=default)
+                  available=available, default=default, tier=tier)
 
 
 def _floor(name: str, path: str, description: str) -> Method:
@@ -133,11 +149,12 @@ def _floor(name: str, path: str, description: str) -> Method:
                   memory=partial(footprint.floor_memory, path=path),
                   cost=partial(_floor_cost, path),
                   check=partial(checks.check_floor, path=path),
-                  available=_always, levels=("core",), passes=("fwd",))
+                  available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer makes it"),
+    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer makes it",
+          tier=HEADLINE),
     _wave("wave-bhnd", "token", "wave with v in (B,H,N,d) like SDPA's: the core pays the transpose (core only)",
           v_layout="bhnd", default=False, levels=("core",)),
     _wave("wave-compiled", "token", "wave through torch.compile (inductor); compile time in setup_s, not in the "
@@ -145,8 +162,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
           "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
-    _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True),
-    _softmax("softmax-naive", "naive", None, "causal softmax, explicit (B,H,N,N) scores", _always, default=True),
+    _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True,
+             tier=HEADLINE),
+    _softmax("softmax-naive", "naive", None, "causal softmax, explicit (B,H,N,N) scores", _always, default=True,
+             tier=FIRST),
     _softmax("softmax-flash-attn", "flash_attn", None, "causal softmax, flash_attn package (CUDA bf16/fp16)",
              _flash_attn),
     _softmax("softmax-sdpa-flash", "sdpa", "flash", "SDPA pinned to its flash kernel (cpu-flash on CPU)",
@@ -169,7 +188,7 @@ def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     """wave, wave-field, softmax-sdpa, softmax-naive; on CUDA with bf16/fp16 also softmax-flash-attn
     when flash_attn imports (the strongest softmax baseline there)."""
     names = list(DEFAULT_METHODS)
-    if dtype in (torch.bfloat16, torch.float16) and METHODS["softmax-flash-attn"].why_unavailable(device) is None:
+    if METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None:
         names.append("softmax-flash-attn")
     return names
 

@@ -12,11 +12,13 @@ COLUMNS = KEY_COLUMNS + [
     "d_model",        # layer/model width (heads * head_dim)
     "field_stride",   # wave methods: cells per token s; empty for softmax
     "status",         # ok | oom | skipped | error
-    "reason",         # why skipped / oom / error (one line); empty when ok
+    "reason",         # why skipped / oom / error (one line); when ok, why it has fewer repetitions
     "median_ms", "p20_ms", "p80_ms",
     "reps",           # timed repetitions behind the percentiles
     "peak_mem_mb",    # peak bytes above the baseline allocated before the cell (see mem_method)
     "reserved_mem_mb",  # CUDA: max_memory_reserved; CPU: empty
+    "device_used_mb",   # CUDA: the device's used memory after the call, from NVML (every process and
+                        # the CUDA context included: what nvidia-smi shows); CPU: empty
     "mem_method",     # how peak_mem_mb was measured (cuda-max-allocated | torch-profiler | estimate)
     "flops",          # cost-model FLOPs of one call (METHOD.md cost model)
     "bytes",          # minimum bytes moved by one call (inputs read once, outputs written once)

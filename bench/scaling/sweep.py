@@ -13,6 +13,7 @@ The surviving methods of a group are timed round-robin (bench.common.timing.meas
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from bench.scaling import costs
 from bench.scaling.budget import Predictor, share_out
 from bench.scaling.config import SweepConfig
 from bench.scaling.grid import CellSpec, cell_key, groups, rank_of_group, row_key
-from bench.scaling.registry import FLOOR_METHODS, METHODS, Method
+from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
 REASON_CHARS = 300
@@ -70,6 +71,8 @@ class _Prepared:
     peak_bytes: int
     reserved_bytes: int | None
     backend: str
+    device_used_bytes: int | None = None
+    note: str = ""  # why this ok cell has fewer repetitions than asked
 
 
 @dataclass
@@ -116,7 +119,8 @@ class Sweep:
         if row["status"] == "ok" and row.get("median_ms"):
             self.predictor.record(series, n, float(row["median_ms"]) / 1e3)
         elif row["status"] == "oom" or (row["status"] == "skipped" and "time budget" in row.get("reason", "")):
-            self.predictor.block_longer(series, f"longer than N={n} ({row['status']}: {row.get('reason', '')[:80]})")
+            self.predictor.block_longer(series, f"longer than N={n} ({row['status']}: {row.get('reason', '')[:80]})",
+                                        "memory" if row["status"] == "oom" else "time")
 
     def spec_for(self, level: str, pass_: str, n: int) -> CellSpec:
         c = self.cfg
@@ -128,16 +132,24 @@ class Sweep:
                 if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
 
     def pending(self) -> list[tuple[tuple[str, str, int], list[str]]]:
-        """(group, methods still to run) for this rank, in run order."""
+        """(group, methods still to run) for this rank, in run order: first every group with the
+        first-phase methods (tier HEADLINE and FIRST: the ones that answer the published claims),
+        then every group again with the extras, so extras only ever get the time that is left."""
         out = []
         names = sweep_methods(self.cfg)
-        for grp in self.my_groups():
-            spec = self.spec_for(*grp)
-            todo = [n for n in names if self.registry[n].supports(grp[0], grp[1])
-                    and cell_key(n, spec) not in self.done]
-            if todo:
-                out.append((grp, todo))
+        for phase in (True, False):
+            for grp in self.my_groups():
+                spec = self.spec_for(*grp)
+                todo = [n for n in names if (self.registry[n].tier <= FIRST) == phase
+                        and self.registry[n].supports(grp[0], grp[1]) and cell_key(n, spec) not in self.done]
+                if todo:
+                    out.append((grp, todo))
         return out
+
+    @staticmethod
+    def protected(method: Method, spec: CellSpec) -> bool:
+        """A cell that answers a published claim: a headline method at the core level."""
+        return method.tier == HEADLINE and spec.level == "core"
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
@@ -198,15 +210,18 @@ class Sweep:
         now = time.perf_counter()
         share_left = None if self._share_end is None else self._share_end - now
         return self.predictor.decide(series, spec.seq_len, method.kind, method.memory(spec), flops_at, bytes_at,
-                                     elapsed_s=now - self._t0, share_left_s=share_left)
+                                     elapsed_s=now - self._t0, share_left_s=share_left,
+                                     protected=self.protected(method, spec))
 
     # ------------------------------------------------------------------ one cell
 
-    def _prepare(self, method: Method, spec: CellSpec) -> "_Prepared | dict":
-        """Build, warm up, measure peak memory. Returns the prepared cell or a failure row."""
+    def _prepare(self, method: Method, spec: CellSpec, reduced: bool = False) -> "_Prepared | dict":
+        """Build, warm up, measure peak memory. Returns the prepared cell or a failure row.
+        reduced: one warm-up call only (a protected cell predicted over its time budget)."""
         self._status(f"{spec.level} {spec.pass_} N={spec.seq_len} {method.name}: warm-up")
         t0 = time.perf_counter()
         built = None
+        warmup = 1 if reduced else self.cfg.warmup
         try:
             built = method.build(spec)
             if self.device.type == "cpu":
@@ -214,10 +229,10 @@ class Sweep:
                 # allocator on CPU, so the first call allocates like every later one)
                 mem = measure_peak(built.fn, self.device)
                 est = time.perf_counter() - t0
-                if self.cfg.warmup > 1:
-                    est = warm_up(built.fn, self.device, self.cfg.warmup - 1)
+                if warmup > 1:
+                    est = warm_up(built.fn, self.device, warmup - 1)
             else:
-                est = warm_up(built.fn, self.device, self.cfg.warmup)
+                est = warm_up(built.fn, self.device, warmup)
                 mem = measure_peak(built.fn, self.device)
             backend = built.backend()
         except Exception as exc:  # noqa: BLE001 - becomes this cell's row
@@ -227,14 +242,14 @@ class Sweep:
             built = None
             return self._failure(method, spec, exc)
         return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem.peak_bytes,
-                         mem.reserved_bytes, backend)
+                         mem.reserved_bytes, backend, mem.device_used_bytes)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
         status, reason = classify(exc)
         if status == "oom":
             free_memory(self.device)
             self.predictor.block_longer((method.name, spec.level, spec.pass_), f"longer than N={spec.seq_len}, "
-                                        "which ran out of memory")
+                                        "which ran out of memory", "memory")
         return self._row(method, spec, status, reason, backend=None)
 
     def _ok_row(self, p: _Prepared, res: TimingResult) -> dict:
@@ -245,6 +260,7 @@ class Sweep:
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
             "peak_mem_mb": p.peak_bytes / 2**20, "mem_method": self.mem_method,
             "reserved_mem_mb": p.reserved_bytes / 2**20 if p.reserved_bytes is not None else None,
+            "device_used_mb": p.device_used_bytes / 2**20 if p.device_used_bytes is not None else None,
             "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
             "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
@@ -252,7 +268,7 @@ class Sweep:
             "backend": p.backend, "setup_s": p.spent_s,
         }
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
-        return self._row(method, spec, "ok", "", **metrics)
+        return self._row(method, spec, "ok", p.note, **metrics)
 
     # ------------------------------------------------------------------ one group, the sweep
 
@@ -261,7 +277,7 @@ class Sweep:
         prepared: dict[str, _Prepared] = {}
         for name in names:
             method = self.registry[name]
-            why = method.why_unavailable(self.device)
+            why = method.why_unavailable(self.device, self.dtype)
             if why is not None:
                 self._emit(self._row(method, spec, "skipped", f"not available here: {why}"))
                 continue
@@ -275,10 +291,11 @@ class Sweep:
                 self._emit(self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
                                      mem_method="estimate" if est_mb is not None else None))
                 continue
-            got = self._prepare(method, spec)
+            got = self._prepare(method, spec, reduced=decision.reduced)
             if isinstance(got, dict):
                 self._emit(got)
             else:
+                got.note = decision.reason
                 prepared[name] = got
         if self.device.type == "cuda":
             # each memory measurement began with empty_cache(), which also returned the blocks of
@@ -304,9 +321,17 @@ class Sweep:
             else:
                 self._emit(self._ok_row(p, res))
 
-        measure_interleaved({k: p.fn for k, p in prepared.items()}, self.device, self.policy,
-                            est_call_s={k: p.est_call_s for k, p in prepared.items()},
-                            spent_s={k: p.spent_s for k, p in prepared.items()}, on_done=on_done)
+        # cells on reduced calls are timed on their own, one repetition of one call: interleaving
+        # them with the full-repetition cells would stretch those to the slow cell's pace
+        full = {k: p for k, p in prepared.items() if not p.note}
+        reduced = {k: p for k, p in prepared.items() if p.note}
+        few = dataclasses.replace(self.policy, min_reps=1, min_run_time=0.0, budget_min_reps=1, max_cell_s=0.0,
+                                  rep_target_s=0.0)
+        for group, policy in ((full, self.policy), (reduced, few)):
+            if group:
+                measure_interleaved({k: p.fn for k, p in group.items()}, self.device, policy,
+                                    est_call_s={k: p.est_call_s for k, p in group.items()},
+                                    spent_s={k: p.spent_s for k, p in group.items()}, on_done=on_done)
         prepared.clear()
 
     def run(self) -> SweepStats:
