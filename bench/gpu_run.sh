@@ -14,8 +14,12 @@
 #
 # Steps, in priority order, each under its own `timeout` (seconds; a step never runs past the
 # session deadline, and the report always keeps its reserve):
-#   env 15 | scaling-bf16 140 | scaling-long 45 | scaling-model 45 | quality 105 | diagnostics 45
-#   | scaling-fp32 70 (as time allows) | report 40          = 505 s, deadline 530 s after start.
+#   env 15 | scaling-headline 170 | profile 25 | scaling-long 45 | quality 100 | diagnostics 35
+#   | scaling-fp32 60 (as time allows) | report 40          = 490 s, deadline 530 s after start.
+# scaling-headline is the main job as a user runs it (python -m bench.scaling --max-len 32768 on the
+# GPU: bf16, B=8, every level and pass, 512..32K; wave, the FFT floor and SDPA first, extras after)
+# plus the GPU-only methods. scaling-long takes wave alone to 256K. quality trains the paper-char
+# pair in bf16 for as many steps as its slot allows (tokens/s lands in its curves.csv).
 # A failed or timed-out step is recorded (OUTDIR/steps.tsv, OUTDIR/logs/<step>.log) and the next one
 # runs. Sweeps write timings.csv row by row, so a timed-out sweep keeps its rows; bench.report
 # regenerates every summary from the CSVs at the end. Exit 0 when every step ended ok, else 1.
@@ -60,18 +64,20 @@ S="$OUT"  # shorthand in the command builders
 
 sweep_budget() { local b=$(( $1 - 20 )); [ "$b" -lt 10 ] && b=10; echo "$b"; }
 
-scaling() {  # MODE T DTYPE METHODS LEVELS PASSES LENGTHS... -> CMD
+scaling() {  # MODE T DTYPE METHODS LEVELS PASSES OUTNAME [LENGTH FLAGS...] -> CMD
   local mode=$1 t=$2 dtype=$3 methods=$4 levels=$5 passes=$6 outname=$7; shift 7
   if [ "$mode" = real ]; then
     CMD=("$PY" -m bench.scaling --device cuda --dtype "$dtype" --methods "$methods" --levels "$levels"
-         --passes "$passes" "$@" --warmup 2 --min-run-time 0.1 --min-reps 10 --time-budget 3
-         --total-budget "$(sweep_budget "$t")" --no-progress --out "$S/$outname")
+         --passes "$passes" "$@" --total-budget "$(sweep_budget "$t")" --no-progress --out "$S/$outname")
   else
     CMD=("$PY" -m bench.scaling --quick --device cpu --dtype "$dtype" --methods "$methods" --levels "$levels"
          --passes "$passes" --seq-lens 64,128 --warmup 1 --min-run-time 0.01 --min-reps 2 --time-budget 1
          --total-budget 20 --no-progress --out "$S/$outname")
   fi
 }
+
+# the default methods, plus the GPU-only ones (skipped with their reason where they cannot run)
+HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-field,wave-scan,softmax-flash-attn
 
 CORPUS_ARGS=()
 DIAG_TEXT=()
@@ -99,25 +105,28 @@ pick_corpus() {  # real runs: the best corpus this machine has; dry runs: the co
 build() {
   local name=$1 mode=$2 t=$3
   case "$name" in
-    scaling-bf16)   # every method incl. pinned SDPA backends (and flash-attn when it imports), 512..32K
-      if [ "$mode" = real ]; then scaling real "$t" bfloat16 all core,layer fwd,fwdbwd scaling-bf16 --min-len 512 --max-len 32768
-      else scaling dry "$t" bfloat16 all core,layer fwd,fwdbwd scaling-bf16; fi ;;
-    scaling-long)   # wave and wave-field alone beyond 32K (the predictor skips 262144 if it will not fit)
-      if [ "$mode" = real ]; then scaling real "$t" bfloat16 wave,wave-field core,layer fwd,fwdbwd scaling-long-bf16 --seq-lens 65536,131072,262144
-      else scaling dry "$t" bfloat16 wave,wave-field core,layer fwd,fwdbwd scaling-long-bf16; fi ;;
-    scaling-model)  # full LM forward, every method
-      if [ "$mode" = real ]; then scaling real "$t" bfloat16 all model fwd scaling-model-bf16 --min-len 512 --max-len 32768
-      else scaling dry "$t" bfloat16 all model fwd scaling-model-bf16; fi ;;
-    scaling-fp32)
+    scaling-headline)  # the main job on the GPU, 512..32K, core/layer/model, fwd/fwdbwd
+      if [ "$mode" = real ]; then scaling real "$t" bfloat16 "$HEADLINE_METHODS" core,layer,model fwd,fwdbwd scaling-headline-bf16 --min-len 512 --max-len 32768
+      else scaling dry "$t" bfloat16 "$HEADLINE_METHODS" core,layer,model fwd,fwdbwd scaling-headline-bf16; fi ;;
+    scaling-long)   # wave alone beyond 32K (the predictor skips a length that will not fit)
+      if [ "$mode" = real ]; then scaling real "$t" bfloat16 wave core,layer fwd,fwdbwd scaling-long-bf16 --seq-lens 65536,131072,262144 --no-floor
+      else scaling dry "$t" bfloat16 wave core,layer fwd,fwdbwd scaling-long-bf16; fi ;;
+    scaling-fp32)   # every method in float32, core and layer: the extras
       if [ "$mode" = real ]; then scaling real "$t" float32 all core,layer fwd,fwdbwd scaling-fp32 --min-len 512 --max-len 32768
       else scaling dry "$t" float32 all core,layer fwd,fwdbwd scaling-fp32; fi ;;
+    profile)        # where the time of a wave call goes (launches, GPU vs wall time)
+      if [ "$mode" = real ]; then
+        CMD=("$PY" -m bench.profile --method wave --seq-len 2048,32768 --device cuda --dtype bfloat16 --batch 8 --out "$S/profile.txt")
+      else
+        CMD=("$PY" -m bench.profile --method wave --seq-len 64 --device cpu --dtype float32 --batch 1 --out "$S/profile.txt")
+      fi ;;
     quality)        # paper-char model and loop, capped by steps (bench.quality has no wall-clock cap)
       if [ "$mode" = real ]; then
-        CMD=("$PY" -m bench.quality --preset paper-char "${CORPUS_ARGS[@]}" --pairing paper --steps 800
-             --warmup-steps 80 --eval-every 200 --eval-batches 20 --log-every 50 --device cuda --no-progress
+        CMD=("$PY" -m bench.quality --preset paper-char "${CORPUS_ARGS[@]}" --pairing paper --amp bf16 --steps 600
+             --warmup-steps 60 --eval-every 150 --eval-batches 20 --log-every 50 --device cuda --no-progress
              --out "$S/quality-paper-char")
       else
-        CMD=("$PY" -m bench.quality --preset paper-char "${CORPUS_ARGS[@]}" --pairing paper --steps 2
+        CMD=("$PY" -m bench.quality --preset paper-char "${CORPUS_ARGS[@]}" --pairing paper --amp bf16 --steps 2
              --warmup-steps 1 --eval-every 1 --eval-batches 1 --test-batches 1 --d-model 32 --n-layers 1
              --n-heads 2 --d-ff 64 --seq-len 32 --batch-size 4 --device cpu --no-progress --out "$S/quality-paper-char")
       fi ;;
@@ -133,7 +142,7 @@ build() {
       fi ;;
     report)
       local runs=() d
-      for d in scaling-bf16 scaling-fp32 scaling-long-bf16 scaling-model-bf16 quality-paper-char diagnostics; do
+      for d in scaling-headline-bf16 scaling-long-bf16 scaling-fp32 quality-paper-char diagnostics; do
         if [ -f "$S/$d/timings.csv" ] || [ -f "$S/$d/final.csv" ] || [ -f "$S/$d/diagnostics.csv" ] || [ "$PLAN" = 1 ]; then
           runs+=("$S/$d")
         fi
@@ -142,9 +151,9 @@ build() {
   esac
 }
 
-STEPS=(scaling-bf16 scaling-long scaling-model quality diagnostics scaling-fp32 report)
-declare -A BUDGET=([env]=15 [scaling-bf16]=140 [scaling-long]=45 [scaling-model]=45 [quality]=105
-                   [diagnostics]=45 [scaling-fp32]=70 [report]=40)
+STEPS=(scaling-headline profile scaling-long quality diagnostics scaling-fp32 report)
+declare -A BUDGET=([env]=15 [scaling-headline]=170 [profile]=25 [scaling-long]=45 [quality]=100
+                   [diagnostics]=35 [scaling-fp32]=60 [report]=40)
 
 if [ "$PLAN" = 1 ]; then
   S="OUTDIR"; CORPUS_ARGS=(--corpus "<wiki-vital|shakespeare|text-file --text-file python-stdlib-pydoc-topics.txt>")
