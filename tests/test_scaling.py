@@ -383,6 +383,8 @@ def test_pinned_backends_without_a_kernel_for_the_dtype_are_skipped_up_front():
         assert METHODS[name].why_unavailable(cuda, torch.bfloat16) is None or "no SDPBackend" in \
             METHODS[name].why_unavailable(cuda, torch.bfloat16)
     assert METHODS["softmax-sdpa-flash"].why_unavailable(CPU, torch.float32) is None  # cpu-flash has fp32
+    for name in ("wave-graphed", "softmax-sdpa-graphed"):
+        assert "CUDA" in METHODS[name].why_unavailable(CPU) and METHODS[name].levels == ("core",)
 
 
 def test_statuses_are_from_the_schema(tmp_path):

@@ -7,7 +7,7 @@ Adding a method = adding one record below.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
@@ -87,6 +87,10 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None
         # would raise at every length
         return _half_only(f"SDPA's {backend} backend on CUDA", dtype)
     return None
+
+
+def _cuda(device: torch.device, dtype=None) -> str | None:
+    return None if device.type == "cuda" else f"CUDA graphs need a CUDA device (device is {device.type})"
 
 
 def _compiler(device: torch.device, dtype=None) -> str | None:
@@ -176,6 +180,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
              partial(_sdpa_pinned, "efficient", True)),
     _softmax("softmax-sdpa-math", "sdpa", "math", "SDPA pinned to its math (materialising) kernel",
              partial(_sdpa_pinned, "math", False)),
+    # the same cells replayed from CUDA graphs: what the GPU executes, without per-call host overhead
+    replace(_wave("wave-graphed", "token", "wave replayed from a CUDA graph (core; no Python or launch overhead)",
+                  default=False, levels=("core",)),
+            build=partial(builders.graphed(builders.build_wave), path="token", v_layout="bhdn"), available=_cuda),
+    replace(_softmax("softmax-sdpa-graphed", "sdpa", None, "softmax-sdpa replayed from a CUDA graph (core)", _cuda),
+            build=partial(builders.graphed(builders.build_softmax), impl="sdpa", sdpa_backend=None),
+            levels=("core",)),
     _floor("fft-floor", "token", "reference: bare rfft * cached spectrum -> irfft at the wave core's shape"),
     _floor("fft-floor-field", "field", "reference: the same at the field size of wave-field"),
 ]}
