@@ -1,7 +1,7 @@
 """One checkpoint format for every harness: bench.quality writes it, bench.diagnostics reads it.
 
 A checkpoint is a torch.save'd dict:
-    {"format": "wavefield-bench/1", "kind": "wave" | "standard", "config": {constructor kwargs},
+    {"format": "wavefield-bench/1", "kind": "wave" | "standard" | "peer", "config": {constructor kwargs},
      "state_dict": model weights, "meta": {free-form: tokenizer path, step, metrics, ...},
      "train_state": optional optimizer/scheduler/batcher/RNG state for --resume}
 """
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 FORMAT = "wavefield-bench/1"
-KINDS = ("wave", "standard")
+KINDS = ("wave", "standard", "peer")
 
 
 def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
@@ -26,6 +26,10 @@ def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
         from baselines import StandardLM
 
         return StandardLM(**config)
+    if kind == "peer":
+        from baselines.peer_model import PeerLM
+
+        return PeerLM(**config)
     raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 

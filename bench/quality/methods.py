@@ -4,6 +4,11 @@
   standard          StandardLM at the same sizes: the paper's pairing (about 1M fewer parameters at
                     the published sizes, learned positions instead of sinusoidal)
   standard-matched  StandardLM whose d_ff is solved so its parameter count is within 2% of wave's
+  peer-<op>         PeerLM (baselines/peer_model.py) around a sub-quadratic peer mixer: hgrn,
+                    simple-gla, retnet, diag-ssm; same width, depth, heads and GELU FFN as wave,
+                    d_ff solved like standard-matched so the parameter count is within 2% of wave's.
+                    The mixer runs fla-core's fused kernels on CUDA where they import, and the
+                    chunked PyTorch formulation elsewhere (always on CPU; diag-ssm everywhere).
 """
 from __future__ import annotations
 
@@ -26,7 +31,18 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("wave", "wave", "WaveFieldLM (V3.5 wave field attention)"),
     Method("standard", "standard", "StandardLM, the paper's baseline (same d_ff)"),
     Method("standard-matched", "standard", "StandardLM with d_ff matched to wave's parameter count (within 2%)"),
+    Method("peer-hgrn", "peer", "PeerLM with an HGRN-style gated linear recurrence, d_ff matched to wave's "
+                                "parameters (fla-core kernel on CUDA; torch reference formulation on CPU)"),
+    Method("peer-simple-gla", "peer", "PeerLM with simple-GLA decayed linear attention (data-dependent scalar "
+                                      "decay per head), d_ff matched to wave's parameters (fla-core kernel on "
+                                      "CUDA; torch reference formulation on CPU)"),
+    Method("peer-retnet", "peer", "PeerLM with RetNet retention (fixed per-head decay), d_ff matched to wave's "
+                                  "parameters (fla-core kernel on CUDA; torch reference formulation on CPU)"),
+    Method("peer-diag-ssm", "peer", "PeerLM with a diagonal SSM, one complex pole per head (wave without ||k||, "
+                                    "head coupling and interference), d_ff matched to wave's parameters (torch "
+                                    "chunked recurrence everywhere)"),
 ]}
+PEER_OPS = {"peer-hgrn": "hgrn", "peer-simple-gla": "simple-gla", "peer-retnet": "retnet", "peer-diag-ssm": "diag-ssm"}
 
 
 def wave_config(p: Preset, vocab_size: int) -> dict:
@@ -37,6 +53,15 @@ def wave_config(p: Preset, vocab_size: int) -> dict:
 def standard_config(p: Preset, vocab_size: int, d_ff: int | None = None) -> dict:
     return dict(vocab_size=vocab_size, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads,
                 d_ff=p.d_ff if d_ff is None else d_ff, max_seq_len=p.seq_len, dropout=p.dropout, attn_impl="sdpa")
+
+
+def peer_config(p: Preset, vocab_size: int, op: str, target_params: int) -> dict:
+    """PeerLM kwargs at the preset's D, layers, heads, with d_ff matched to target_params (within 2%)."""
+    from baselines.peer_model import peer_matched_config
+
+    cfg = peer_matched_config(target_params, vocab_size, op, p.d_model, p.n_layers, p.n_heads, dropout=p.dropout,
+                              field_stride=p.field_stride, impl="auto")
+    return cfg.to_kwargs()
 
 
 def resolve_methods(names, p: Preset, vocab_size: int) -> dict[str, dict]:
@@ -62,6 +87,11 @@ def resolve_methods(names, p: Preset, vocab_size: int) -> dict[str, dict]:
             except ValueError as exc:
                 raise UsageError(f"standard-matched: {exc}") from None
             cfg = standard_config(p, vocab_size, d_ff=mcfg.d_ff)
+        elif name in PEER_OPS:
+            try:
+                cfg = peer_config(p, vocab_size, PEER_OPS[name], wave_params)
+            except ValueError as exc:
+                raise UsageError(f"{name}: {exc}") from None
         else:
             raise UsageError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
         kind = METHODS[name].kind
