@@ -77,7 +77,7 @@ scaling() {  # MODE T DTYPE METHODS LEVELS PASSES OUTNAME [LENGTH FLAGS...] -> C
 }
 
 # the default methods, plus the GPU-only ones (skipped with their reason where they cannot run)
-HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-field,wave-scan,softmax-flash-attn
+HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-field,wave-scan,softmax-flash-attn,wave-graphed,softmax-sdpa-graphed,peer-hgrn-fla,peer-simple-gla-fla,peer-retnet-fla,peer-diag-ssm
 
 CORPUS_ARGS=()
 DIAG_TEXT=()

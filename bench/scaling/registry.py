@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from bench.scaling import builders, checks, costs, footprint
+from bench.scaling import builders, checks, costs, footprint, peers
 from bench.scaling.grid import CellSpec
 
 ALL_LEVELS = ("core", "layer", "model")
@@ -187,6 +187,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     replace(_softmax("softmax-sdpa-graphed", "sdpa", None, "softmax-sdpa replayed from a CUDA graph (core)", _cuda),
             build=partial(builders.graphed(builders.build_softmax), impl="sdpa", sdpa_backend=None),
             levels=("core",)),
+    # sub-quadratic peers (torch formulations everywhere, fla-core kernels on CUDA): bench/scaling/peers.py
+    *peers.methods(Method),
     _floor("fft-floor", "token", "reference: bare rfft * cached spectrum -> irfft at the wave core's shape"),
     _floor("fft-floor-field", "field", "reference: the same at the field size of wave-field"),
 ]}
