@@ -578,3 +578,11 @@ def test_compiled_wave_method_matches_eager_and_reports_compile_time(tmp_path):
     row = df[df["method"] == "wave-compiled"].iloc[0]
     assert row["status"] == "ok" and row["setup_s"] > 0
     assert "torch.compile" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_memory_bound_ratio_uses_the_measured_copy_bandwidth():
+    bw = costs.copy_bandwidth(CPU, nbytes=1 << 22, reps=2)
+    assert 1e8 < bw < 1e13  # bytes/s of a real copy on any machine
+    cost = costs.Cost(flops=1.0, bytes=2e9)
+    assert costs.over_memory_bound(cost, 2.0, 2e9) == pytest.approx(2.0)  # twice the time the bytes need
+    assert costs.over_memory_bound(cost, 2.0, None) is None and costs.over_memory_bound(None, 1.0, 1e9) is None

@@ -191,7 +191,7 @@ class DevicePeak:
     bandwidth: float  # bytes/s
 
 
-# Datasheet numbers (dense, no sparsity). H200 per docs/METHOD.md.
+# Datasheet numbers (dense, no sparsity).
 PEAKS = (
     DevicePeak("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}, 4.8e12),
     DevicePeak("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}, 3.35e12),
@@ -215,3 +215,40 @@ def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str
         return None
     peak_flops = peak.flops["float32"] if kind in ("wave", "reference") else peak.flops.get(dtype, peak.flops["float32"])
     return max(cost.flops / peak_flops, cost.bytes / peak.bandwidth) / seconds
+
+
+def copy_bandwidth(device, nbytes: int = 1 << 29, reps: int = 5) -> float:
+    """Bytes/s a device-to-device copy moves (read + write counted), best of `reps`: the memory
+    roofline a memory-bound operator is held to, measured on this device in this run rather than
+    taken from a datasheet."""
+    import time
+
+    import torch
+
+    n = max(1, nbytes // 4)
+    src = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first copy pays page faults / lazy init
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            sec = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            sec = time.perf_counter() - t0
+        best = min(best, sec)
+    del src, dst
+    return 2 * n * 4 / best
+
+
+def over_memory_bound(cost: "Cost | None", seconds: float, bandwidth: float | None) -> float | None:
+    """Measured time / the time the cost's minimum bytes take at `bandwidth` (1.0 = at the memory
+    roofline; the target for a fused memory-bound kernel is within 2)."""
+    if cost is None or not bandwidth or not cost.bytes or seconds <= 0:
+        return None
+    return seconds / (cost.bytes / bandwidth)

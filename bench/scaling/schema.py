@@ -25,6 +25,8 @@ COLUMNS = KEY_COLUMNS + [
     "tflops",         # flops / median time
     "gbps",           # bytes / median time, GB/s
     "roofline_frac",  # max(flops/peak_flops, bytes/peak_bw) / time, where the peak is known
+    "over_mem_bound", # time / (bytes / copy bandwidth): 1.0 = at the memory roofline measured in this run
+    "copy_gbps",      # device-to-device copy bandwidth measured when the sweep started (read + write)
     "tokens_per_s",   # batch * seq_len / median time
     "backend",        # the kernel that actually ran (e.g. cpu-flash, flash, cufft, pocketfft)
     "rank",           # torch.distributed rank that measured the cell (0 when single process)

@@ -93,6 +93,7 @@ class Sweep:
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
         self.progress = progress
         self.peak = costs.device_peak(device_name) if device.type == "cuda" else None
+        self.copy_bw: float | None = None  # measured when the sweep starts (run())
         self.mem_method = memory_method(device)
         self.policy = TimingPolicy(warmup=cfg.warmup, min_run_time=cfg.min_run_time, min_reps=cfg.min_reps,
                                    max_cell_s=cfg.time_budget,
@@ -265,6 +266,8 @@ class Sweep:
             "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
             "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
+            "over_mem_bound": costs.over_memory_bound(cost, sec, self.copy_bw),
+            "copy_gbps": self.copy_bw / 1e9 if self.copy_bw else None,
             "tokens_per_s": spec.batch * spec.seq_len / sec if sec > 0 else None,
             "backend": p.backend, "setup_s": p.spent_s,
         }
@@ -341,6 +344,11 @@ class Sweep:
         todo = self.pending()
         if todo and self.device.type == "cpu":
             prepare_profiler()
+        if todo:
+            try:
+                self.copy_bw = costs.copy_bandwidth(self.device)
+            except Exception:  # noqa: BLE001 - no bound then; the cells still run
+                self.copy_bw = None
         total = sum(len(names) for _, names in todo)
         prefix = f"rank {self.rank} " if self.world > 1 else ""
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs get one line per cell)
