@@ -1,0 +1,166 @@
+"""python -m bench.profile --method NAME --seq-len N: where one benchmark cell spends its time.
+
+Builds one cell exactly as the scaling sweep does (bench.scaling's method registry and CellSpec),
+warms it up, times it, runs it again under torch.profiler, and prints: wall ms per call, the
+profiled self time per call (device time on CUDA, CPU time on CPU), kernel launches per call
+(CUDA) and the top ops by self time.
+
+Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device or dtype).
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int, run_cli
+from bench.common.device import DTYPES, resolve_device, resolve_dtype
+
+PROG = "python -m bench.profile"
+LEVELS = ("core", "layer", "model")
+PASSES = ("fwd", "fwdbwd")
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(prog=PROG, description="Profile one cell of the scaling benchmark (one method, one length): wall "
+                  "time per call, device or CPU self time per call, kernel launches per call and the top ops.")
+    a = p.add_argument
+    a("--method", required=True, help="a method of python -m bench.scaling --list-methods (e.g. wave, softmax-sdpa)")
+    a("--seq-len", type=positive_int, required=True, help="sequence length N")
+    a("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)")
+    a("--dtype", choices=list(DTYPES), help="input dtype (default: float32 on CPU, bfloat16 on CUDA)")
+    a("--batch", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
+    a("--heads", type=positive_int, default=8, help="heads H (default 8)")
+    a("--head-dim", type=positive_int, default=64, help="head width d at core/layer level (default 64)")
+    a("--field-stride", type=positive_float, default=4.0, help="wave field stride s (default 4)")
+    a("--level", choices=LEVELS, default="core", help="benchmark level (default core)")
+    a("--pass", dest="pass_", choices=PASSES, default="fwd", help="fwd or fwdbwd (default fwd)")
+    a("--warmup", type=nonneg_int, default=3, help="untimed calls first (default 3)")
+    a("--reps", type=positive_int, default=10, help="calls timed, and calls profiled (default 10)")
+    a("--top", type=positive_int, default=15, help="ops listed (default 15)")
+    return p
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def _spec(args, device: torch.device, dtype: torch.dtype):
+    from bench.scaling.grid import CellSpec
+
+    batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
+    return CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, args.seq_len, device, dtype,
+                    args.field_stride)
+
+
+def _method(args, device: torch.device, dtype: torch.dtype):
+    from bench.scaling.registry import METHODS
+
+    if args.method not in METHODS:
+        raise UsageError(f"unknown method {args.method!r}; valid choices: {', '.join(METHODS)}")
+    method = METHODS[args.method]
+    if not method.supports(args.level, args.pass_):
+        raise UsageError(f"method {args.method!r} has no {args.level}/{args.pass_} cell; it runs levels "
+                         f"{', '.join(method.levels)} and passes {', '.join(method.passes)}")
+    why = method.why_unavailable(device, dtype)
+    if why:
+        raise UsageError(f"method {args.method!r} is not available here: {why}")
+    return method
+
+
+def _self_time_us(evt, on_cuda: bool) -> float:
+    if on_cuda:
+        return float(getattr(evt, "self_device_time_total", 0.0) or 0.0)
+    return float(evt.self_cpu_time_total)
+
+
+def _on_device(evt) -> bool:
+    from torch.autograd import DeviceType
+
+    return getattr(evt, "device_type", None) == DeviceType.CUDA
+
+
+def _is_device_kernel(evt) -> bool:
+    """A kernel that ran on the GPU (memcpy / memset are device events but not launches)."""
+    name = evt.key.lower()
+    return _on_device(evt) and not (name.startswith("memcpy") or name.startswith("memset"))
+
+
+def profile_cell(fn, device: torch.device, warmup: int, reps: int):
+    """Wall seconds per call (plain loop) and the profiler's key_averages over `reps` calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    wall = (time.perf_counter() - t0) / reps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(reps):
+            fn()
+        _sync(device)
+    return wall, prof.key_averages()
+
+
+def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -> list[str]:
+    on_cuda = device.type == "cuda"
+    events = list(averages)
+    if on_cuda:  # device-side events only: an aten op's device time is its kernels' time again
+        timed = [e for e in events if _on_device(e)]
+    else:
+        timed = [e for e in events if e.self_cpu_time_total > 0]
+    total_us = sum(_self_time_us(e, on_cuda) for e in timed)
+    where = "device (CUDA) time" if on_cuda else "CPU self time (under the profiler)"
+    lines = [f"wall time per call: {wall_s * 1e3:.3f} ms", f"{where} per call: {total_us / reps / 1e3:.3f} ms"]
+    if on_cuda:
+        launches = sum(e.count for e in events if _is_device_kernel(e))
+        lines.append(f"kernel launches per call: {launches / reps:.1f}")
+    else:
+        ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        lines.append(f"kernel launches per call: n/a on cpu (aten ops per call, nested included: {ops / reps:.1f})")
+    lines.append(f"top {top} {'kernels' if on_cuda else 'ops'} by {where.split(' (under')[0]}:")
+    rows = sorted(timed, key=lambda e: _self_time_us(e, on_cuda), reverse=True)[:top]
+    width = max([len("op")] + [min(len(e.key), 70) for e in rows])
+    lines.append(f"  {'op':<{width}}  {'calls/call':>10}  {'ms/call':>9}  {'share':>6}")
+    for e in rows:
+        t = _self_time_us(e, on_cuda)
+        name = e.key if len(e.key) <= 70 else e.key[:67] + "..."
+        share = 100.0 * t / total_us if total_us > 0 else 0.0
+        lines.append(f"  {name:<{width}}  {e.count / reps:>10.1f}  {t / reps / 1e3:>9.3f}  {share:>5.1f}%")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"), device)
+    method = _method(args, device, dtype)
+    spec = _spec(args, device, dtype)
+    built = method.build(spec)
+    print(f"{args.method}: level {spec.level}, pass {spec.pass_}, device {device}, dtype {DTYPE_NAMES[dtype]}, "
+          f"B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride {spec.field_stride:g}; "
+          f"{args.warmup} warm-up calls, {args.reps} timed and {args.reps} profiled calls")
+    wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
+    try:
+        backend = built.backend()
+    except Exception as exc:  # the backend name is informative only
+        backend = f"unknown ({type(exc).__name__})"
+    print(f"backend: {backend}")
+    for line in report(averages, wall, device, args.reps, args.top):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(run_cli(main, prog=PROG))

@@ -1,0 +1,45 @@
+"""python -m bench.profile: one cell built through the scaling registry, timed and profiled (CPU, tiny)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bench.common.cli import run_cli
+from bench.profile import PROG, main
+
+TINY = ["--seq-len", "32", "--batch", "1", "--heads", "2", "--head-dim", "4", "--warmup", "1", "--reps", "2",
+        "--device", "cpu"]
+
+
+def test_profiles_the_wave_core(capsys):
+    assert main(["--method", "wave", *TINY, "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "wave: level core, pass fwd, device cpu, dtype float32, B=1 H=2 d=4 N=32" in out
+    assert "wall time per call:" in out and "CPU self time (under the profiler) per call:" in out
+    assert "kernel launches per call: n/a on cpu" in out
+    table = out.split("top 3 ops by CPU self time:")[1].strip().splitlines()
+    assert table[0].split() == ["op", "calls/call", "ms/call", "share"]
+    assert len(table) == 4 and all(row.rstrip().endswith("%") for row in table[1:])
+
+
+def test_profiles_forward_and_backward_of_the_layer(capsys):
+    assert main(["--method", "wave", *TINY, "--level", "layer", "--pass", "fwdbwd", "--top", "2"]) == 0
+    assert "level layer, pass fwdbwd" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys):
+    for argv, message in [
+        (["--method", "nope", *TINY], "unknown method 'nope'; valid choices: wave,"),
+        (["--method", "fft-floor", *TINY, "--pass", "fwdbwd"], "has no core/fwdbwd cell"),
+        (["--method", "wave", *TINY, "--dtype", "float16"], "float16 is not supported on cpu"),
+    ]:
+        assert run_cli(main, argv, prog=PROG) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+
+
+def test_module_entry_point_rejects_a_bad_length():
+    proc = subprocess.run([sys.executable, "-m", "bench.profile", "--method", "wave", "--seq-len", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--seq-len: 0 is not positive" in proc.stderr and proc.stderr.strip().count("\n") == 0
