@@ -77,7 +77,7 @@ scaling() {  # MODE T DTYPE METHODS LEVELS PASSES OUTNAME [LENGTH FLAGS...] -> C
 }
 
 # the default methods, plus the GPU-only ones (skipped with their reason where they cannot run)
-HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-field,wave-scan,softmax-flash-attn,wave-graphed,softmax-sdpa-graphed,peer-hgrn-fla,peer-simple-gla-fla,peer-retnet-fla,peer-diag-ssm
+HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-triton,wave-field,wave-scan,softmax-flash-attn,wave-graphed,softmax-sdpa-graphed,peer-hgrn-fla,peer-simple-gla-fla,peer-retnet-fla,peer-diag-ssm
 
 CORPUS_ARGS=()
 DIAG_TEXT=()
@@ -116,7 +116,7 @@ build() {
       else scaling dry "$t" float32 all core,layer fwd,fwdbwd scaling-fp32; fi ;;
     profile)        # where the time of a wave call goes (launches, GPU vs wall time)
       if [ "$mode" = real ]; then
-        CMD=("$PY" -m bench.profile --method wave --seq-len 2048,32768 --device cuda --dtype bfloat16 --batch 8 --out "$S/profile.txt")
+        CMD=("$PY" -m bench.profile --method wave,wave-triton,softmax-sdpa --seq-len 2048,32768 --device cuda --dtype bfloat16 --batch 8 --out "$S/profile.txt")
       else
         CMD=("$PY" -m bench.profile --method wave --seq-len 64 --device cpu --dtype float32 --batch 1 --out "$S/profile.txt")
       fi ;;

@@ -9,7 +9,10 @@ Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device 
 """
 from __future__ import annotations
 
+import argparse
+import os
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -17,6 +20,7 @@ import torch
 from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int, run_cli
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 
+os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
 PROG = "python -m bench.profile"
 LEVELS = ("core", "layer", "model")
 PASSES = ("fwd", "fwdbwd")
@@ -26,8 +30,9 @@ def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Profile one cell of the scaling benchmark (one method, one length): wall "
                   "time per call, device or CPU self time per call, kernel launches per call and the top ops.")
     a = p.add_argument
-    a("--method", required=True, help="a method of python -m bench.scaling --list-methods (e.g. wave, softmax-sdpa)")
-    a("--seq-len", type=positive_int, required=True, help="sequence length N")
+    a("--method", type=_names, required=True, help="a method of python -m bench.scaling --list-methods, or a comma "
+      "list (e.g. wave,softmax-sdpa): each is profiled at each length")
+    a("--seq-len", type=_lengths, required=True, help="sequence length N, or a comma list (e.g. 2048,32768)")
     a("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)")
     a("--dtype", choices=list(DTYPES), help="input dtype (default: float32 on CPU, bfloat16 on CUDA)")
     a("--batch", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
@@ -39,7 +44,19 @@ def build_parser() -> ArgParser:
     a("--warmup", type=nonneg_int, default=3, help="untimed calls first (default 3)")
     a("--reps", type=positive_int, default=10, help="calls timed, and calls profiled (default 10)")
     a("--top", type=positive_int, default=15, help="ops listed (default 15)")
+    a("--out", help="also write the report to this text file (its folder must exist)")
     return p
+
+
+def _names(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no method named")
+    return names
+
+
+def _lengths(text: str) -> list[int]:
+    return [positive_int(t.strip()) for t in text.split(",") if t.strip()] or [positive_int("")]
 
 
 def _sync(device: torch.device) -> None:
@@ -50,26 +67,25 @@ def _sync(device: torch.device) -> None:
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
-def _spec(args, device: torch.device, dtype: torch.dtype):
+def _spec(args, n: int, device: torch.device, dtype: torch.dtype):
     from bench.scaling.grid import CellSpec
 
     batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
-    return CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, args.seq_len, device, dtype,
-                    args.field_stride)
+    return CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype, args.field_stride)
 
 
-def _method(args, device: torch.device, dtype: torch.dtype):
+def _method(name: str, args, device: torch.device, dtype: torch.dtype):
     from bench.scaling.registry import METHODS
 
-    if args.method not in METHODS:
-        raise UsageError(f"unknown method {args.method!r}; valid choices: {', '.join(METHODS)}")
-    method = METHODS[args.method]
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; valid choices: {', '.join(METHODS)}")
+    method = METHODS[name]
     if not method.supports(args.level, args.pass_):
-        raise UsageError(f"method {args.method!r} has no {args.level}/{args.pass_} cell; it runs levels "
+        raise UsageError(f"method {name!r} has no {args.level}/{args.pass_} cell; it runs levels "
                          f"{', '.join(method.levels)} and passes {', '.join(method.passes)}")
     why = method.why_unavailable(device, dtype)
     if why:
-        raise UsageError(f"method {args.method!r} is not available here: {why}")
+        raise UsageError(f"method {name!r} is not available here: {why}")
     return method
 
 
@@ -143,20 +159,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"), device)
-    method = _method(args, device, dtype)
-    spec = _spec(args, device, dtype)
-    built = method.build(spec)
-    print(f"{args.method}: level {spec.level}, pass {spec.pass_}, device {device}, dtype {DTYPE_NAMES[dtype]}, "
-          f"B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride {spec.field_stride:g}; "
-          f"{args.warmup} warm-up calls, {args.reps} timed and {args.reps} profiled calls")
-    wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
-    try:
-        backend = built.backend()
-    except Exception as exc:  # the backend name is informative only
-        backend = f"unknown ({type(exc).__name__})"
-    print(f"backend: {backend}")
-    for line in report(averages, wall, device, args.reps, args.top):
-        print(line)
+    methods = [_method(name, args, device, dtype) for name in args.method]  # every name checked before any work
+    out = None
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
+    lines: list[str] = []
+    for method in methods:
+        for n in args.seq_len:
+            spec = _spec(args, n, device, dtype)
+            head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
+                    f"{DTYPE_NAMES[dtype]}, B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride "
+                    f"{spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed and {args.reps} profiled calls")
+            try:
+                built = method.build(spec)
+                wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
+            except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
+                block = [head, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
+            else:
+                try:
+                    backend = built.backend()
+                except Exception as exc:  # noqa: BLE001 - the backend name is informative only
+                    backend = f"unknown ({type(exc).__name__})"
+                block = [head, f"backend: {backend}", *report(averages, wall, device, args.reps, args.top)]
+                del built
+            print("\n".join(block + [""]), flush=True)
+            lines += block + [""]
+    if out is not None:
+        out.write_text("\n".join(lines))
     return 0
 
 

@@ -259,15 +259,17 @@ def _plan() -> list[tuple[str, int, str]]:
 def test_gpu_script_plan_fits_and_its_flags_parse():
     plan = _plan()
     steps = {name: (budget, cmd) for name, budget, cmd in plan}
-    assert list(steps)[:2] == ["env", "scaling-bf16"] and list(steps)[-2:] == ["report", "total"]
+    assert list(steps)[:2] == ["env", "scaling-headline"] and list(steps)[-2:] == ["report", "total"]
     assert steps["total"][0] == sum(b for n, (b, _) in steps.items() if n != "total") <= 9.5 * 60 - 60
     from bench.diagnostics.__main__ import build_parser as diag_parser
     from bench.quality.cli import build_parser as quality_parser
     from bench.report.__main__ import build_parser as report_parser
     from bench.scaling.cli import build_parser as scaling_parser
 
+    from bench.profile import build_parser as profile_parser
+
     parsers = {"bench.scaling": scaling_parser, "bench.quality": quality_parser,
-               "bench.diagnostics": diag_parser, "bench.report": report_parser}
+               "bench.diagnostics": diag_parser, "bench.report": report_parser, "bench.profile": profile_parser}
     seen = set()
     for name, (_, cmd) in steps.items():
         if " -m bench." not in cmd:
@@ -278,10 +280,12 @@ def test_gpu_script_plan_fits_and_its_flags_parse():
         parsers[module]().parse_args(argv[argv.index("-m") + 2:])  # exits 2 on an unknown flag or a bad value
         seen.add(module)
     assert seen == set(parsers)
-    assert "--methods all" in steps["scaling-bf16"][1] and "--max-len 32768" in steps["scaling-bf16"][1]
+    head = steps["scaling-headline"][1]
+    assert "--methods wave,fft-floor,softmax-sdpa," in head and "--max-len 32768" in head
+    assert "--levels core,layer,model --passes fwd,fwdbwd" in head and "--dtype bfloat16" in head
     assert "--seq-lens 65536,131072,262144" in steps["scaling-long"][1]
-    assert "--levels model --passes fwd" in steps["scaling-model"][1]
-    assert "--preset paper-char" in steps["quality"][1] and "--steps" in steps["quality"][1]
+    assert "--methods all" in steps["scaling-fp32"][1]
+    assert "--preset paper-char" in steps["quality"][1] and "--amp bf16" in steps["quality"][1]
 
 
 @pytest.mark.slow  # 1.5 to 3 minutes on 2 CPU cores: every harness runs once, tiny, on CPU
@@ -291,7 +295,7 @@ def test_gpu_script_dry_run(tmp_path):
                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     with (out / "steps.tsv").open() as fh:
         status = {r["step"]: r["status"] for r in csv.DictReader(fh, delimiter="\t")}
-    assert list(status) == ["env", "scaling-bf16", "scaling-long", "scaling-model", "quality", "diagnostics",
+    assert list(status) == ["env", "scaling-headline", "profile", "scaling-long", "quality", "diagnostics",
                             "scaling-fp32", "report"]
     assert all(v == "ok" for v in status.values()), (status, proc.stdout[-3000:])
     assert proc.returncode == 0

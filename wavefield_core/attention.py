@@ -5,7 +5,7 @@ What the operator is (say it plainly): for each head and channel,
 a gated, parametric (damped-cosine) long convolution over tokens followed by a softmax head mixer.
 There is no query-key content routing: q is computed (V3.5 does) but never used.
 
-Paths (SPEC.md sections 1-3):
+Paths (docs/mechanism.md):
 - "field": tokens sit at positions p_n = n * s on a 1-D field of G = ceil((N-1) s) + 2 cells
   (sized from N, never clamped), deposit bilinearly, convolve the field with the kernel over
   G cell lags, read back bilinearly. The faithful reference of the mechanism.
@@ -14,6 +14,9 @@ Paths (SPEC.md sections 1-3):
   FFT size about 2N instead of about 2sN. Exact (same operator), so it is the default where valid.
 - "scan": the same token-level operator computed as the one-pole linear recurrence it is
   (wavefield_core/recurrent.py): O(N), no FFT. Exact; opt-in, since the published method is FFT-based.
+- "triton": the same recurrence in fused Triton kernels (wavefield_core/triton_scan.py): one pass
+  over memory forward and one backward. CUDA (or triton's interpreter on CPU); opt-in until a GPU
+  run shows it faster than the FFT path at every length.
 Head coupling P = softmax(C) mixes heads after the convolution. Because the gather is linear and
 the same for every head, mixing before or after the gather is the same operator; we mix after it
 (on N tokens, not G cells), which is cheaper.
@@ -29,7 +32,7 @@ from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, fiel
 from wavefield_core.recurrent import wave_scan_conv
 from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, kernel_support, stride_is_integer, v35_init, wave_kernel
 
-MODES = ("auto", "field", "token", "scan")
+MODES = ("auto", "field", "token", "scan", "triton")
 __all__ = ["MODES", "WaveFieldAttention", "field_geometry", "mix_heads", "resolve_mode", "wave_conv", "wave_conv_bhdn",
            "wave_mix"]
 
@@ -39,7 +42,7 @@ def resolve_mode(mode: str, stride: float) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid choices: {', '.join(MODES)}")
     s = check_stride(stride)
-    if mode in ("token", "scan") and not stride_is_integer(s):
+    if mode in ("token", "scan", "triton") and not stride_is_integer(s):
         raise ValueError(f"mode={mode!r} is exact only for integer strides, got field_stride={s:g}; use mode='field' or 'auto'")
     if mode == "auto":
         return "token" if stride_is_integer(s) else "field"
@@ -72,6 +75,13 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
     n = u.shape[LAYOUTS[layout][3]]
     pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)
+    if mode == "triton":
+        from wavefield_core.triton_scan import triton_available, wave_triton_conv
+
+        why = triton_available(u.device)
+        if why is not None:
+            raise RuntimeError(f"mode='triton' cannot run here: {why}")
+        return wave_triton_conv(u, frequency, damping, phase, float(stride), norm_cells, scale=scale, layout=layout)
     if mode == "scan":
         perm = LAYOUTS[layout]
         x = u if scale is None else u * scale
@@ -224,8 +234,9 @@ class WaveFieldAttention(nn.Module):
         d_model, n_heads: width D and heads H (d = D / H).
         field_stride: cells per token s. Exactly causal strides only: integers >= 1 or any s >= 2;
             anything else raises ValueError (V3.5 ran s = 0.996 and s = 0.125, both leak).
-        mode: "auto" (token path when exact, else field), "field", "token" or "scan" (the token
-            operator as an O(N) recurrence; integer strides only).
+        mode: "auto" (token path when exact, else field), "field", "token", "scan" (the token
+            operator as an O(N) recurrence; integer strides only) or "triton" (that recurrence in
+            fused kernels: CUDA, integer strides).
         norm_cells: lag range (cells) of the kernel's L1 normalisation; independent of N.
         gate_bias_init: V3.5 wrote 2.0 but its model-wide init reset every Linear bias to 0, so the
             trained model started at sigmoid(0) = 0.5. We default to 0.0, matching what trained.

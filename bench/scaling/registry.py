@@ -93,6 +93,14 @@ def _cuda(device: torch.device, dtype=None) -> str | None:
     return None if device.type == "cuda" else f"CUDA graphs need a CUDA device (device is {device.type})"
 
 
+def _triton(device: torch.device, dtype=None) -> str | None:
+    from wavefield_core.triton_scan import triton_available
+
+    if dtype == torch.float64:
+        return "the Triton kernels take float32, bfloat16 or float16"
+    return triton_available(device)
+
+
 def _compiler(device: torch.device, dtype=None) -> str | None:
     """torch.compile's inductor needs a C++ compiler on CPU and triton on CUDA."""
     import importlib.util
@@ -165,6 +173,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
           "timings (core only, opt-in)", default=False, levels=("core",), compiled=True),
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
           "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
+    replace(_wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton "
+                  "kernels (one pass over memory; CUDA)", default=False, tier=FIRST), available=_triton),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True,
              tier=HEADLINE),
