@@ -45,7 +45,6 @@ no comparable metrics) as one line on stderr.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -54,7 +53,8 @@ from typing import Sequence
 
 from tabulate import tabulate
 
-from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli
+from bench.common.cli import ArgParser, UsageError, nonneg_float, positive_float, positive_int, run_cli
+from bench.common.files import SCHEMAS, read_table
 
 PROG = "python -m bench.regress"
 RATIO_TOL = 0.60
@@ -132,16 +132,8 @@ def load_timings_csv(path: Path) -> Times:
 
     Per rank the last row of a cell wins (a resumed run may repeat one); across ranks the slowest.
     """
-    try:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in CSV_REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UsageError(f"{path} lacks column(s) {', '.join(missing)} (expected a bench.scaling timings.csv "
-                                 f"with at least {', '.join(CSV_REQUIRED)})")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise UsageError(f"cannot read {path}: {exc}")
+    # header, field counts and numbers checked; a cut last row (an interrupted run) is refused
+    rows = read_table(path, required=CSV_REQUIRED, text=SCHEMAS["timings.csv"][1])
     per_rank: dict[tuple, float] = {}
     for row in rows:
         get = lambda field: (row.get(field) or "").strip()  # noqa: E731 - short rows give None
@@ -289,16 +281,6 @@ def _worst(checks: list[Check], metric: str) -> str:
 def fraction(text: str) -> float:
     """A tolerance as a fraction (0.35) or a percentage ('35%')."""
     return positive_float(text[:-1]) / 100 if text.endswith("%") else positive_float(text)
-
-
-def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (expected a number >= 0)")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative (expected a number >= 0)")
-    return value
 
 
 def at_least_two(text: str) -> int:

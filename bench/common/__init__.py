@@ -1,10 +1,10 @@
-"""Pieces every bench CLI shares: argument errors, env.json, result folders, devices."""
-from bench.common.cli import ArgParser, UsageError, run_cli
-from bench.common.env import collect_env, write_env, git_info, device_tag
-from bench.common.rundir import new_run_dir
-from bench.common.device import resolve_device, resolve_dtype, DTYPES
+"""Pieces every bench CLI shares. Import the modules themselves; this package imports nothing, so
+that `--help` and argument errors do not wait for torch.
 
-__all__ = [
-    "ArgParser", "UsageError", "run_cli", "collect_env", "write_env", "git_info", "device_tag",
-    "new_run_dir", "resolve_device", "resolve_dtype", "DTYPES",
-]
+    cli         one-line errors and exit 2, flag types (finite numbers only), run_cli
+    files       output folders (checked, created, locked), appended CSVs, atomic JSON/files
+    checkpoint  the checkpoint format bench.quality writes and bench.diagnostics reads
+    env         env.json contents: machine, software, git
+    memory      peak memory of a call; will a size fit (check_fits, lm_bytes)
+    device, allocator, timing
+"""

@@ -116,10 +116,6 @@ def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
-def write_env(path: str | Path, env: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(env, indent=2, default=str) + "\n")
-
-
 def device_tag(device: torch.device) -> str:
     """Short name for folder names: 'cpu' or a slug of the GPU name."""
     if device.type != "cuda":

@@ -157,3 +157,42 @@ def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
     if device.type == "cuda":
         return _cuda_peak(fn, device)
     return _cpu_peak(fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# will it fit? (asked before anything big is allocated)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a new allocation can get: free GPU memory, or the RAM psutil calls available."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
+
+
+def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
+    """UsageError (one line) when `need` bytes exceed what the device has free now."""
+    have = available_bytes(device)
+    if need > have:
+        from bench.common.cli import UsageError
+
+        raise UsageError(f"{what} needs at least {gib(need)} but {device.type} has {gib(have)} available; {hint}")
+
+
+def lm_bytes(params: int, batch: int, seq_len: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
+             field_cells: int = 0, train: bool = False, elem: int = 4) -> float:
+    """A lower bound on the peak bytes of a language model over one (batch, seq_len) input: the
+    weights (plus gradient and AdamW state when training), the activations kept per layer (the
+    wave field of `field_cells` cells per channel included) and the logits. Meant to refuse
+    sizes that cannot fit, not to predict a peak: real peaks are higher."""
+    tokens = batch * seq_len
+    per_layer = tokens * (4 * d_model + d_ff) + batch * d_model * field_cells
+    layers = n_layers if train else 1  # inference keeps one layer's activations alive at a time
+    logits = tokens * vocab * (3 if train else 1)
+    return (4 if train else 1) * params * elem + (layers * per_layer + logits) * elem

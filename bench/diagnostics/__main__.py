@@ -7,6 +7,7 @@ Exit codes: 0 every model check passed (and every leak demonstration showed its 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -22,8 +23,8 @@ def role_thresholds(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not two numbers LOCAL,LONG (e.g. 4,32; reach in tokens)")
-    if not 0 < lo < hi:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 0 < LOCAL < LONG (e.g. 4,32)")
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"{text!r}: need finite 0 < LOCAL < LONG (e.g. 4,32)")
     return lo, hi
 
 
@@ -66,44 +67,75 @@ def build_parser() -> ArgParser:
 
 
 def load_model(args, device):
-    """(model, description dict, tokenizer, tokenizer description, is checkpoint)."""
+    """(model, description dict, tokenizer, tokenizer description, is checkpoint). The model's size
+    and the probes' are checked against free memory before the model is built."""
     import torch
 
-    from bench.common.checkpoint import load_checkpoint
-    from wavefield_core import WaveFieldLM
+    from bench.common.checkpoint import build_model, load_weights, read_checkpoint
     from wavefield_core.kernel import check_stride
 
     given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
     if args.checkpoint:
         if given:
             raise UsageError(f"{', '.join(given)} cannot be combined with --checkpoint (the checkpoint fixes the model)")
-        model, ckpt = load_checkpoint(args.checkpoint, map_location=device)
-        if ckpt.get("kind") != "wave":
-            raise UsageError(f"checkpoint {args.checkpoint!r} holds a {ckpt.get('kind')!r} model; "
+        ckpt = read_checkpoint(args.checkpoint)
+        if ckpt["kind"] != "wave":
+            raise UsageError(f"checkpoint {args.checkpoint!r} holds a {ckpt['kind']!r} model; "
                              "diagnostics need a wave model (kind 'wave')")
-        from bench.diagnostics.textdata import tokenizer_from_meta
-
-        tok, tok_desc = tokenizer_from_meta(ckpt.get("meta") or {}, args.checkpoint)
-        if tok is not None and tok.vocab_size != model.config.vocab_size:
-            tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
-        meta = ckpt.get("meta") or {}
-        info = {"model": f"checkpoint {args.checkpoint}",
-                "config": ", ".join(f"{k}={v}" for k, v in ckpt["config"].items()),
-                "checkpoint meta": ", ".join(f"{k}={v}" for k, v in meta.items() if isinstance(v, (int, float, str)))[:400]}
-        return model.to(device).eval(), info, tok, tok_desc, True
-    cfg = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in RANDOM_INIT_DEFAULTS.items()}
-    if cfg["d_model"] % cfg["n_heads"]:
-        raise UsageError(f"--d-model {cfg['d_model']} is not divisible by --n-heads {cfg['n_heads']}")
+        config = ckpt["config"]
+    else:
+        cfg = {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in RANDOM_INIT_DEFAULTS.items()}
+        if cfg["d_model"] % cfg["n_heads"]:
+            raise UsageError(f"--d-model {cfg['d_model']} is not divisible by --n-heads {cfg['n_heads']}")
+        try:
+            check_stride(cfg["field_stride"])
+        except ValueError as exc:
+            raise UsageError(f"--field-stride: {exc}")
+        config = dict(cfg, d_ff=4 * cfg["d_model"])
     try:
-        check_stride(cfg["field_stride"])
-    except ValueError as exc:
-        raise UsageError(f"--field-stride: {exc}")
+        with torch.device("meta"):  # sizes only
+            sized = build_model("wave", config)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{args.checkpoint or 'the model'}: its config does not build a wave model ({exc})") from None
+    check_memory(args, sized.config_dict(), sum(t.numel() for t in sized.parameters()), device)
     torch.manual_seed(args.seed)
-    model = WaveFieldLM(cfg["vocab_size"], d_model=cfg["d_model"], n_layers=cfg["n_layers"], n_heads=cfg["n_heads"],
-                        d_ff=4 * cfg["d_model"], field_stride=cfg["field_stride"])
-    info = {"model": f"random init (seed {args.seed})",
-            "config": ", ".join(f"{k}={v}" for k, v in model.config_dict().items())}
-    return model.to(device).eval(), info, None, "", False
+    model = build_model("wave", config)
+    if not args.checkpoint:
+        info = {"model": f"random init (seed {args.seed})",
+                "config": ", ".join(f"{k}={v}" for k, v in model.config_dict().items())}
+        return model.to(device).eval(), info, None, "", False
+    load_weights(model, ckpt, args.checkpoint)
+    from bench.diagnostics.textdata import tokenizer_from_meta
+
+    tok, tok_desc = tokenizer_from_meta(ckpt.get("meta") or {}, args.checkpoint)
+    if tok is not None and tok.vocab_size != model.config.vocab_size:
+        tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
+    meta = ckpt.get("meta") or {}
+    info = {"model": f"checkpoint {args.checkpoint}",
+            "config": ", ".join(f"{k}={v}" for k, v in config.items()),
+            "checkpoint meta": ", ".join(f"{k}={v}" for k, v in meta.items() if isinstance(v, (int, float, str)))[:400]}
+    return model.to(device).eval(), info, tok, tok_desc, True
+
+
+def check_memory(args, config: dict, params: int, device) -> None:
+    """Refuse sizes that cannot fit: the model and its probe copy, plus the largest of the energy
+    batch, the full-model probe and the per-layer probe (whose autograd rows measured about twice
+    lm_bytes' training bound at D=16, N=400k)."""
+    from bench.common.memory import check_fits, lm_bytes
+    from wavefield_core.fftconv import field_cells
+
+    d, layers, vocab, s, d_ff = (config[k] for k in ("d_model", "n_layers", "vocab_size", "field_stride", "d_ff"))
+    elem = 8 if args.probe_dtype == "float64" else 4
+
+    def model(batch: int, n: int, train: bool, size: int) -> float:
+        return lm_bytes(0, batch, n, d, layers, d_ff, vocab, field_cells(n, s), train, size)
+
+    phases = [model(args.batch_size, args.seq_len, False, 4), model(1, args.model_probe_len, True, elem),
+              2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem)]
+    check_fits(params * (4 + elem) + max(phases), device,
+               f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size {args.batch_size}, "
+               f"--probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
+               "lower --d-model, --seq-len, --batch-size or the probe lengths")
 
 
 def main(argv=None) -> int:
@@ -115,13 +147,15 @@ def main(argv=None) -> int:
         raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
     if args.text_file is not None and not Path(args.text_file).is_file():
         raise UsageError(f"--text-file {args.text_file!r} does not exist")
+    from bench.common.files import check_out_dir, claim_run_dir, replacing, write_json
+
+    if args.out is not None:
+        check_out_dir(args.out, resumable=False)
     t_start = time.perf_counter()
     import torch
 
     from bench.common.device import resolve_device
-    from bench.common.env import collect_env, device_tag, write_env
-    from bench.common.rundir import new_run_dir
-    from bench.diagnostics import plots, report
+    from bench.common.env import collect_env, device_tag
     from bench.diagnostics.run import DiagConfig, run_diagnostics
     from bench.diagnostics.textdata import text_batch
 
@@ -136,14 +170,16 @@ def main(argv=None) -> int:
                      role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
                      probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
                      probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)
-    run_dir = new_run_dir(device_tag(device), args.out, kind="diagnostics")
+    run_dir = claim_run_dir(args.out, tag=device_tag(device), kind="diagnostics", resumable=False)
     env = collect_env(argv=[PROG] + list(sys.argv[1:] if argv is None else argv), seed=args.seed,
                       harness="bench.diagnostics", device=str(device), text=text_desc, real_text=real, **info)
-    write_env(run_dir / "env.json", env)
 
     torch.manual_seed(args.seed)
     res = run_diagnostics(model, idx, cfg, device)
-    df = report.write_csv(res.rows, run_dir / "diagnostics.csv")
+    from bench.diagnostics import plots, report  # pandas and matplotlib: only once there is something to write
+    write_json(run_dir / "env.json", env)  # only now: a run that fails or is stopped leaves an empty folder
+    with replacing(run_dir / "diagnostics.csv") as tmp:
+        df = report.write_csv(res.rows, tmp)
 
     git = env["git"]
     where = (f"{env['cpu_model']}, {env['cpu_cores_logical']} cores, {env['torch_threads']} torch threads"
@@ -175,4 +211,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog=PROG))
+    sys.exit(run_cli(main, prog=PROG, resumable=False))

@@ -11,7 +11,6 @@ checkpoints/<method>-seed<k>.pt (best validation) and -last.pt (resume state, de
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -28,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = qcli.parse(argv)
     if settings is None:
         return 0
+    if settings.out is not None:
+        from bench.common.files import check_out_dir
+
+        check_out_dir(settings.out)  # before torch, the data and the tokenizer, on every rank
     from bench.quality.dist import init_distributed, shutdown
 
     ctx = init_distributed(settings.device)
@@ -41,26 +44,28 @@ def _run(settings, ctx, argv: list[str]) -> int:
     import torch
 
     from bench.common.device import resolve_device
-    from bench.common.env import collect_env, device_tag, write_env
-    from bench.common.rundir import new_run_dir
+    from bench.common.env import collect_env, device_tag
+    from bench.common.files import claim_run_dir, drop_cut_tail, read_json, read_table, replacing, write_json
     from bench.quality.data import count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.report import gap_table, ratio_rows, write_report, _by_method
-    from bench.quality.schema import FINAL_COLUMNS, append_row, read_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
-    from bench.quality.train import NonFiniteStop, RunContext, StopRequested, make_plan, train_job
+    from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, final_log, make_plan,
+                                     train_job)
 
-    # ---- settings and run folder (a resumed run takes its settings from env.json)
+    # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
     resumed_env = None
     if settings.resume is not None:
         run_dir = Path(settings.resume)
-        env_path = run_dir / "env.json"
-        if not env_path.is_file():
+        if not (run_dir / "env.json").is_file():
             raise UsageError(f"--resume {run_dir}: no env.json there (not a bench.quality run folder)")
-        resumed_env = json.loads(env_path.read_text())
-        if "settings" not in resumed_env:
-            raise UsageError(f"--resume {run_dir}: env.json has no saved settings (not a bench.quality run folder)")
-        settings = qcli.settings_from_saved(resumed_env["settings"], settings)
+        run_dir = claim_run_dir(run_dir, resume=True, main=ctx.is_main, broadcast=ctx.broadcast_object)
+        resumed_env = read_json(run_dir / "env.json", f"--resume {run_dir}: env.json")
+        try:
+            settings = qcli.settings_from_saved(resumed_env["settings"], settings)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings ({type(exc).__name__}: "
+                             f"{exc}; not a bench.quality run folder?)") from None
     p = settings.preset
 
     device = _device(settings.device, ctx, resolve_device)
@@ -79,24 +84,17 @@ def _run(settings, ctx, argv: list[str]) -> int:
     if p.batch_size % ctx.world:
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
 
-    # ---- data, tokenizer and model sizes: every input error surfaces before a folder is created
+    # ---- data, tokenizer, sizes and batches: every input error surfaces before a folder is created
     corpus = load_corpus(p.corpus, data_dir=settings.data_dir, text_file=settings.text_file)
     if settings.resume is None:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
     else:
-        tok = load_tokenizer(run_dir / "tokenizer.json")
+        try:
+            tok = load_tokenizer(run_dir / "tokenizer.json")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({type(exc).__name__}: {exc})") from None
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
-    if settings.resume is None:
-        # Every rank checks --out before rank 0 creates it, so a refused folder stops all ranks alike
-        # (rather than leaving the others waiting for a broadcast that never comes).
-        if settings.out is not None and Path(settings.out).exists() and any(Path(settings.out).iterdir()):
-            raise UsageError(f"output folder {settings.out!r} already holds results; choose a new --out or use "
-                             f"--resume {settings.out}")
-        ctx.barrier()
-        run_dir = Path(ctx.broadcast_object(str(new_run_dir(device_tag(device), settings.out, kind="quality"))
-                                            if ctx.is_main else None))
-        if ctx.is_main:
-            tok.save(run_dir / "tokenizer.json")
+    _check_memory(p, methods, tok.vocab_size, device, ctx.world)
     data = encode_splits(corpus, tok, p.batching)
     tokens_per_char = {}
     for split in ("train", "valid", "test"):
@@ -107,6 +105,24 @@ def _run(settings, ctx, argv: list[str]) -> int:
     plan = make_plan(p, len(train_probe))
     eval_batches = {s: make_batches(p.batching, data[s], p.seq_len, p.batch_size, shuffle=False, drop_last=False,
                                     pad_id=tok.pad_id) for s in ("valid", "test")}
+    if settings.resume is None:
+        run_dir = claim_run_dir(settings.out, tag=device_tag(device), kind="quality", main=ctx.is_main,
+                                broadcast=ctx.broadcast_object)
+        if ctx.is_main:
+            with replacing(run_dir / "tokenizer.json") as tmp:
+                tok.save(tmp)
+    final_path = run_dir / "final.csv"
+    done = {(r["method"], int(float(r["seed"]))) for r in read_table(final_path, cut="drop")}
+    for seed in settings.seeds if settings.resume is not None else ():
+        for method, spec in methods.items():
+            if (method, seed) not in done:
+                check_job_files(run_dir, method, seed, spec, ctx.world)
+    if ctx.is_main and settings.resume is not None:
+        for name in ("final.csv", "curves.csv"):  # a row cut by a crash is dropped; its job runs again
+            note = drop_cut_tail(run_dir / name)
+            if note:
+                print(f"bench.quality: {note}", file=sys.stderr)
+    ctx.barrier()
 
     # ---- env.json
     prefix = f"torchrun --nproc-per-node {ctx.world} -m bench.quality" if ctx.enabled else "python -m bench.quality"
@@ -134,7 +150,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
             env = resumed_env
             env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
                                                   "device": str(device), "world_size": ctx.world})
-        write_env(run_dir / "env.json", env)
+        write_json(run_dir / "env.json", env)
     meta = {"tokenizer": "tokenizer.json", "tokenizer_kind": tok.kind, "corpus": corpus_info, "preset": p.name,
             "seq_len": p.seq_len, "batching": p.batching}
     rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,
@@ -146,8 +162,6 @@ def _run(settings, ctx, argv: list[str]) -> int:
               f"({plan.budget}) | params: {sizes}", file=sys.stderr)
 
     # ---- jobs: every seed trains every method; finished ones (rows in final.csv) are skipped on resume
-    final_path = run_dir / "final.csv"
-    done = {(r["method"], int(r["seed"])) for r in read_rows(final_path)}
     for seed in settings.seeds:
         for method in methods:
             if (method, seed) in done:
@@ -163,18 +177,32 @@ def _run(settings, ctx, argv: list[str]) -> int:
                     print(f"bench.quality: {exc}", file=sys.stderr)
                 return 0
             if ctx.is_main:
-                append_row(final_path, FINAL_COLUMNS, row)
+                final_log(final_path).append(row)
                 rc.ckpt_paths(method, seed)[1].unlink(missing_ok=True)
             ctx.barrier()
 
     if ctx.is_main:
         summary = write_report(run_dir)
-        finals = read_rows(final_path)
+        finals = read_table(final_path)
         print("\n".join(gap_table(_by_method(finals))))
         for r in ratio_rows(_by_method(finals)):
             print(f"wave / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
         print(f"bench.quality: wrote {summary}", file=sys.stderr)
     return 0
+
+
+def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
+    """Refuse a model or sequence that cannot fit before anything of its size is allocated."""
+    from bench.common.memory import check_fits, lm_bytes
+    from wavefield_core.fftconv import field_cells
+
+    for name, m in methods.items():
+        cfg = m["config"]
+        cells = field_cells(p.seq_len, p.field_stride) if m["kind"] == "wave" else 0
+        need = lm_bytes(m["params"], max(1, p.batch_size // world), p.seq_len, p.d_model, p.n_layers, cfg["d_ff"],
+                        vocab, cells, train=True)
+        check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
+                   f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
 
 
 def _device(flag: str, ctx, resolve_device):

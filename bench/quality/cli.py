@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_int
+from bench.common.cli import ArgParser, UsageError, finite_float, nonneg_int, positive_int
 from bench.quality.presets import (
     BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields,
 )
@@ -119,7 +119,7 @@ def build_parser() -> ArgParser:
 
     model = p.add_argument_group("preset fields (override the preset)")
     for f in preset_fields():
-        kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        kind = {"int": int, "float": finite_float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
         model.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
                            help=f"{f.metadata.get('help', '')} (preset value if not given)")
     return p

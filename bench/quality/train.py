@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.common.checkpoint import build_model, save_checkpoint
+from bench.common.checkpoint import build_model, load_weights, read_checkpoint, save_checkpoint
 from bench.common.cli import UsageError
+from bench.common.files import CsvLog, read_table
 from bench.quality.data import make_batches
 from bench.quality.dist import DistContext
 from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
 from bench.quality.memory import PeakMemory
-from bench.quality.schema import CURVE_COLUMNS, append_row, read_rows, rewrite
+from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
 
 
 class NonFiniteStop(Exception):
@@ -104,8 +105,37 @@ class RunContext:
         return self.run_dir / "curves.csv"
 
     def ckpt_paths(self, method: str, seed: int) -> tuple[Path, Path]:
-        d = self.run_dir / "checkpoints"
-        return d / f"{method}-seed{seed}.pt", d / f"{method}-seed{seed}-last.pt"
+        return ckpt_paths(self.run_dir, method, seed)
+
+
+def ckpt_paths(run_dir: Path, method: str, seed: int) -> tuple[Path, Path]:
+    """(best-validation weights, resume state) of one job."""
+    d = Path(run_dir) / "checkpoints"
+    return d / f"{method}-seed{seed}.pt", d / f"{method}-seed{seed}-last.pt"
+
+
+def check_job_files(run_dir: Path, method: str, seed: int, spec: dict, world: int) -> None:
+    """Before a resumed run writes anything: refuse (UsageError, one line) a checkpoint of this job
+    that is unreadable, is for another model, or holds no usable resume state."""
+    for path in ckpt_paths(run_dir, method, seed):
+        if not path.exists():
+            continue
+        ckpt = read_checkpoint(path)
+        if ckpt["kind"] != spec["kind"] or ckpt["config"] != spec["config"]:
+            raise UsageError(f"{path} was saved for another {method} model than this run's ({ckpt['kind']} "
+                             f"{ckpt['config']}); delete it to train {method} seed {seed} from the start")
+        with torch.device("meta"):  # shapes only
+            load_weights(build_model(spec["kind"], spec["config"]), ckpt, path)
+        if path.name.endswith("-last.pt"):
+            ts = ckpt.get("train_state")
+            need = ("optimizer", "scaler", "batcher", "job", "ranks", "world_size")
+            missing = [k for k in need if k not in ts] if isinstance(ts, dict) else list(need)
+            if missing:
+                raise UsageError(f"{path} holds no usable resume state (no {', '.join(missing)}); delete it to "
+                                 f"train {method} seed {seed} from the start")
+            if ts["world_size"] != world:
+                raise UsageError(f"{path} was saved with {ts['world_size']} process(es); resume with the same "
+                                 f"--nproc-per-node (now {world})")
 
 
 @dataclass
@@ -163,19 +193,21 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     acc = torch.zeros(3, dtype=torch.float64, device=dev)  # train loss_sum, tokens, correct since last log
 
     if last_path.exists():
-        ckpt = torch.load(last_path, map_location=dev, weights_only=False)
+        ckpt = read_checkpoint(last_path, map_location=dev)
+        load_weights(model, ckpt, last_path)
         ts = ckpt["train_state"]
-        if ts["world_size"] != ctx.world:
-            raise UsageError(f"{last_path} was saved with {ts['world_size']} process(es); resume with the same "
-                         f"--nproc-per-node (now {ctx.world})")
-        model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ts["optimizer"])
-        scaler.load_state_dict(ts["scaler"])
-        train_b.load_state_dict(ts["batcher"])
-        st = JobState(**ts["job"])
-        mine = ts["ranks"][ctx.rank]
-        _set_rng_state(mine["rng"], dev)
-        acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
+        try:
+            opt.load_state_dict(ts["optimizer"])
+            scaler.load_state_dict(ts["scaler"])
+            train_b.load_state_dict(ts["batcher"])
+            st = JobState(**ts["job"])
+            mine = ts["ranks"][ctx.rank]
+            _set_rng_state(mine["rng"], dev)
+            acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise UsageError(f"{last_path} holds no usable resume state ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:160]}); delete it to train {method} seed {seed} "
+                             "from the start") from None
     if ctx.is_main:
         _reset_curves(rc.curves_path, method, seed, st.curves)
 
@@ -196,7 +228,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
                "lr": lr, "wall_s": round(wall(), 3)}
         st.curves.append(row)
         if ctx.is_main:
-            append_row(rc.curves_path, CURVE_COLUMNS, row)
+            CsvLog(rc.curves_path, CURVE_COLUMNS).append(row)
 
     def save_state() -> None:
         ranks = ctx.gather_objects({"rng": _rng_state(dev), "acc": acc.tolist()})
@@ -293,8 +325,8 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
         save_checkpoint(best_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step})
         st.best_step, st.best_tokens = st.step, st.tokens
     ctx.barrier()
-    best = torch.load(best_path, map_location=dev, weights_only=False)
-    raw.load_state_dict(best["state_dict"])
+    best = read_checkpoint(best_path, map_location=dev)
+    load_weights(raw, best, best_path)
     res = evaluate(raw, rc.eval_batches["test"], dev, rc.tokens_per_char["test"], max_batches=p.test_batches,
                    autocast=autocast, ctx=ctx)
     log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
@@ -312,6 +344,11 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     return row
 
 
+def final_log(path: Path) -> CsvLog:
+    """final.csv: one row per finished job."""
+    return CsvLog(path, FINAL_COLUMNS)
+
+
 def _data_split(split: str) -> str:
     return {"val": "valid"}.get(split, split)
 
@@ -319,9 +356,9 @@ def _data_split(split: str) -> str:
 def _reset_curves(path: Path, method: str, seed: int, rows: list) -> None:
     """Drop this job's rows from curves.csv (a crashed attempt may have left rows past the saved state)
     and put back the rows the saved state knows about."""
-    existing = read_rows(path)
+    existing = read_table(path, cut="drop")
     mine = [r for r in existing if r["method"] == method and r["seed"] == str(seed)]
     if not mine and not rows:
         return
     others = [r for r in existing if not (r["method"] == method and r["seed"] == str(seed))]
-    rewrite(path, CURVE_COLUMNS, others + list(rows))
+    CsvLog(path, CURVE_COLUMNS).rewrite(others + list(rows))

@@ -13,6 +13,13 @@ Modules: runs.py (finding, loading and regenerating runs, provenance text), mark
 surgery on summary.md), headline.py (the claims and gap tables), build.py (page assembly),
 __main__.py (the command line).
 """
-from bench.report.build import build_report
-
 __all__ = ["build_report"]
+
+
+def __getattr__(name: str):
+    # build_report pulls in pandas; importing it lazily keeps argument errors fast
+    if name == "build_report":
+        from bench.report.build import build_report
+
+        return build_report
+    raise AttributeError(name)

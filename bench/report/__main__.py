@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("no run folders given (pass one or more folders such as results/runs/<run>)")
     if Path(args.out).suffix.lower() != ".md":
         raise UsageError(f"--out {args.out!r} should be a markdown file (for example results/README.md)")
+    from bench.common.files import check_out_file
+
+    check_out_file(args.out)
     from bench.report.build import build_report
 
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -47,4 +50,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog=PROG))
+    sys.exit(run_cli(main, prog=PROG, resumable=False))

@@ -1,12 +1,12 @@
 """Assemble results/README.md: index, headline, per-kind sections in a fixed order, plots."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from bench.common.files import write_text
 from bench.report import markdown as md
 from bench.report.headline import headline
 from bench.report.runs import (
@@ -132,9 +132,7 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
             lines += run_content(run)
     lines += plots_section(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, "\n".join(lines).rstrip() + "\n")
     return out
 
 

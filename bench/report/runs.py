@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import posixpath
 import shlex
 import sys
@@ -11,19 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common.cli import UsageError
-from bench.common.env import env_get as _get, read_env as load_env  # noqa: F401 - shared with headline/build
+from bench.common.env import env_get as _get
+from bench.common.files import in_use, read_json, read_table
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
 KINDS = tuple(KIND_CSV)
 
-# kind -> (module, function names tried in order, functions called first): a writer is used only
-# when it takes exactly one required argument, the run folder.
-WRITERS = {
-    "scaling": ("bench.scaling.summary", ("write_summary",), ("bench.scaling.plots:make_plots",)),
-    "quality": ("bench.quality.report", ("write_report", "write_summary"), ()),
-    "diagnostics": ("bench.diagnostics.report", ("write_report", "regenerate_summary", "write_summary"), ()),
-}
+# kind -> (module, function) that rewrites summary.md from the run folder alone
+WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
+           "diagnostics": None}
 
 
 @dataclass
@@ -86,8 +82,19 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
                              f"{str(base / 'runs')!r} first (or choose --out inside a folder that holds it)") from None
         if rel == ".":
             raise UsageError(f"run folder {text!r} is the README's own folder; put runs in a subfolder (runs/<run>)")
-        runs.append(Run(path=path, kind=kind, rel=rel, env=load_env(path)))
+        runs.append(Run(path=path, kind=kind, rel=rel, env=check_files(path, text)))
     return runs
+
+
+def check_files(path: Path, text: str) -> dict[str, Any]:
+    """Refuse a run still being written or a file of it that is cut or damaged (no number from a
+    cut row may reach the page); return its env.json ({} when it has none)."""
+    pid = in_use(path)
+    if pid is not None:
+        raise UsageError(f"run folder {text!r} is still being written (pid {pid}); report it once that run ends")
+    for name in (*KIND_CSV.values(), "curves.csv"):
+        read_table(path / name)
+    return read_json(path / "env.json") if (path / "env.json").exists() else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,14 +150,8 @@ def device(run: Run) -> str:
     dev = _get(run.env, "device")
     if dev:
         return str(dev)
-    if run.kind == "scaling":
-        try:
-            import pandas as pd
-
-            vals = sorted(set(pd.read_csv(run.csv, usecols=["device"])["device"].dropna().astype(str)))
-            return ", ".join(vals) or "unknown"
-        except Exception:  # unreadable CSV: the index says unknown, the scaling section reports the error
-            return "unknown"
+    if run.kind == "scaling":  # the CSV was checked by load_runs
+        return ", ".join(sorted({r["device"] for r in read_table(run.csv) if r.get("device")})) or "unknown"
     return "unknown"
 
 
@@ -173,45 +174,22 @@ def provenance(run: Run, csv_rel: str | None = None) -> str:
 # regeneration
 
 
-def _one_arg(fn) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(required) == 1
-
-
-def _resolve(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name, None)
-
-
 def regenerate(run: Run, plots: bool = True) -> None:
     """Rewrite run/summary.md (and plots/ when `plots`) from the run's CSV with its harness's writer.
 
-    A harness without a one-argument writer keeps its summary.md as written at run time (it was
-    derived from the same CSV). A writer that fails on a readable run is reported in run.notes and
-    on stderr; the existing summary.md is kept. Bad input (UsageError) propagates.
+    Diagnostics keeps its summary.md as written at run time (derived from the same CSV; its writer
+    needs the model). A writer that fails on a readable run is reported in run.notes and on
+    stderr; the existing summary.md is kept. Bad input (UsageError) propagates.
     """
-    module_name, names, before = WRITERS[run.kind]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        run.notes.append(f"summary.md not regenerated: {module_name} does not import ({exc})")
+    if WRITERS[run.kind] is None:
+        run.notes.append("summary.md as written by the harness (its writer needs more than the run folder)")
         return
-    writer = next((getattr(module, n) for n in names if callable(getattr(module, n, None)) and _one_arg(getattr(module, n))), None)
-    if writer is None:
-        run.notes.append(f"summary.md as written by the harness ({module_name} has no one-argument summary writer)")
-        return
+    module_name, name = WRITERS[run.kind]
     try:
-        if plots:
-            for spec in before:
-                fn = _resolve(spec)
-                if fn is not None:
-                    fn(run.path)
-        writer(run.path)
-        run.notes.append(f"summary.md regenerated from {KIND_CSV[run.kind]} by {module_name}.{writer.__name__}")
+        if plots and run.kind == "scaling":
+            importlib.import_module("bench.scaling.plots").make_plots(run.path)
+        getattr(importlib.import_module(module_name), name)(run.path)
+        run.notes.append(f"summary.md regenerated from {KIND_CSV[run.kind]} by {module_name}.{name}")
     except UsageError:
         raise
     except Exception as exc:  # a harness bug must not lose the other runs' sections

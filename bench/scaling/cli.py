@@ -6,7 +6,6 @@ run's env.json > the --quick preset > the device's defaults (bench.scaling.confi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,10 +16,10 @@ import torch
 
 from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
-from bench.common.env import collect_env, device_tag, write_env
+from bench.common.env import collect_env, device_tag
+from bench.common.files import check_out_dir, claim_run_dir, read_json, write_json
 from bench.common.memory import METHOD_NOTES, memory_method
 from bench.common.allocator import retain_freed_memory
-from bench.common.rundir import new_run_dir
 from bench.scaling import distributed as dist_util
 from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
                                   default_mem_budget_gb, default_threads)
@@ -198,8 +197,8 @@ def load_resume(path: str) -> tuple[Path, SweepConfig, dict]:
         raise UsageError(f"--resume {path!r}: no such folder; give a run folder written by {PROG}")
     if not env_path.is_file():
         raise UsageError(f"--resume {path!r}: no env.json there, so it is not a {PROG} run folder")
+    env = read_json(env_path, f"--resume {path!r}: env.json")
     try:
-        env = json.loads(env_path.read_text())
         return run_dir, SweepConfig.from_dict(env["sweep"]), env
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--resume {path!r}: env.json has no usable sweep configuration ({exc})")
@@ -307,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.resume and args.out:
         raise UsageError("--resume DIR continues that folder; do not give --out with it")
+    if args.out is not None:
+        check_out_dir(args.out)
 
     info = dist_util.dist_info()
     base = env0 = None
@@ -329,29 +330,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         retain_freed_memory()  # repeatable CPU timings; recorded in env.json (allocator)
     argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
 
-    load = _busy_warning(device, cfg.threads) if info.rank == 0 else None
-    if base is None:
-        made = None
-        if info.rank == 0:
-            try:
-                made = ("ok", str(new_run_dir(device_tag(device), out=args.out)))
-            except UsageError as exc:
-                made = ("error", str(exc))
-        status, text = dist_util.broadcast(made, info)  # every rank fails alike, none waits forever
-        if status == "error":
-            dist_util.finish(info)
-            raise UsageError(text)
-        run_dir = Path(text)
-        if info.rank == 0:
-            write_env(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
-    elif info.rank == 0:
-        env0.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv_list})
-        write_env(run_dir / "env.json", env0)
-
+    try:  # rank 0 creates and locks the folder until the run ends; every rank fails alike
+        run_dir = claim_run_dir(args.out if base is None else run_dir, tag=device_tag(device), resume=base is not None,
+                                main=info.rank == 0, broadcast=lambda obj: dist_util.broadcast(obj, info))
+    except UsageError:
+        dist_util.finish(info)
+        raise
     from bench.scaling.results import CSV_NAME, PARTS_DIR, finished_rows, merge_parts, part_path
     from bench.scaling.sweep import run_sweep
 
-    existing = finished_rows(run_dir) if base is not None else []
+    existing = finished_rows(run_dir) if base is not None else []  # damaged rows refused before any write
+    load = _busy_warning(device, cfg.threads) if info.rank == 0 else None
+    if info.rank == 0 and base is None:
+        write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
+    elif info.rank == 0:
+        env0 = read_json(run_dir / "env.json")  # again, under the lock
+        env0.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv_list})
+        write_json(run_dir / "env.json", env0)
+
     csv_path = run_dir / CSV_NAME if not info.active else part_path(run_dir, info.rank)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     t0 = time.perf_counter()
@@ -366,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if info.rank == 0:
         if info.active or (run_dir / PARTS_DIR).is_dir():
             merge_parts(run_dir, info.world)
-        env = json.loads((run_dir / "env.json").read_text())
+        env = read_json(run_dir / "env.json")
         total = {}
         for c in counts:
             for k, v in c.items():
@@ -374,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                            "sweep_wall_s": round(time.perf_counter() - t0, 1),
                                            "rows_written": total})
-        write_env(run_dir / "env.json", env)
+        write_json(run_dir / "env.json", env)
         for note in _derived_outputs(run_dir):
             print(f"{PROG}: {note}", file=sys.stderr)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"

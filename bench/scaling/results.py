@@ -1,12 +1,14 @@
-"""timings.csv I/O: append one row per finished cell (flushed at once), read rows back, merge the
-per-rank part files of a torchrun sweep. The header is always schema.COLUMNS."""
+"""timings.csv I/O: append one row per finished cell (whole, fsynced), read rows back, merge the
+per-rank part files of a torchrun sweep. The header is always schema.COLUMNS; reading and writing
+follow bench.common.files (a cut last row is never data)."""
 from __future__ import annotations
 
 import csv
 import math
-import os
+import sys
 from pathlib import Path
 
+from bench.common.files import CsvLog, drop_cut_tail, read_table
 from bench.scaling.grid import row_key
 from bench.scaling.schema import COLUMNS, KEY_COLUMNS
 
@@ -28,52 +30,31 @@ def _fmt(value) -> str:
     return " ".join(str(value).split())  # one line, always
 
 
-class RowWriter:
-    """Appends rows to a CSV with the schema header, flushing (and fsyncing) after each row."""
+class RowWriter(CsvLog):
+    """Appends rows to a timings CSV. Opened on a resumed file, it first drops a cut last row (that
+    cell is measured again) and brings an older header to the current schema, keeping every row."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
+        super().__init__(path, COLUMNS, _fmt)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if not new and read_header(self.path) != COLUMNS:
-            _rewrite_with_schema(self.path)  # resumed folder from an older schema: keep every row
-        self._fh = open(self.path, "a", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=COLUMNS, extrasaction="raise")
-        if new:
-            self._writer.writeheader()
-            self._flush()
+        note = drop_cut_tail(self.path)
+        if note:
+            print(f"bench.scaling: {note}", file=sys.stderr)
+        if self.path.exists() and self.path.stat().st_size and read_header(self.path) != COLUMNS:
+            self.rewrite(read_rows(self.path))
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({c: _fmt(row.get(c)) for c in COLUMNS})
-        self._flush()
+        self.append(row)
 
-    def _flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+    def close(self) -> None:  # every row is closed and synced as it is written
+        pass
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a timings CSV as dicts of strings ([] when the file does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if row.get("method")]
-
-
-def _rewrite_with_schema(path: Path) -> None:
-    rows = read_rows(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c) or "" for c in COLUMNS})
-    os.replace(tmp, path)
+def read_rows(path: Path, cut: str = "drop") -> list[dict]:
+    """Rows of a timings CSV as dicts of strings ([] when the file does not exist); a cut last row
+    is left out (cut="drop") or refused (cut="error"); any other damage is a UsageError."""
+    return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut=cut)
+            if row.get("method")]
 
 
 def read_header(path: Path) -> list[str]:
@@ -113,15 +94,7 @@ def merge_parts(run_dir: Path, world: int) -> Path:
     pass_order = {"fwd": 0, "fwdbwd": 1}
     rows.sort(key=lambda r: (level_order.get(r["level"], 9), pass_order.get(r["pass"], 9),
                              int(r["seq_len"]), r["method"]))
-    tmp = final.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: row.get(c, "") for c in COLUMNS})
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(final)
+    CsvLog(final, COLUMNS, _fmt).rewrite(rows)
     parts_dir = run_dir / PARTS_DIR
     if parts_dir.is_dir():
         for part in parts_dir.glob("timings.rank*.csv"):

@@ -1,0 +1,311 @@
+"""Every file a bench CLI writes or reads, under one discipline; a fault is one line and exit 2.
+
+Output folders: `check_out_dir` refuses an unusable --out (a file, under a file, not writable,
+already holding results) before any work, creating nothing; `claim_run_dir` then creates the
+folder and holds an fcntl.flock on <folder>/.lock until the run ends, so a second writer is
+refused. A lock file left by a killed run is harmless (the kernel dropped its lock).
+
+Appended CSVs (`CsvLog`): each row is one write, then flush and fsync, so a crash can cut at most
+the last row. `read_table` checks the header, each row's field count and the number columns. A
+last line without its newline may hold a cut number, so it is never data: refused, or left out
+and truncated away (`drop_cut_tail`) before a resume appends again and measures it again.
+
+Whole files (JSON, checkpoints, tokenizers, pages) go through `replacing`: a temp file in the
+same folder, fsynced, then os.replace, so a reader sees the old file or the new one.
+"""
+from __future__ import annotations
+
+import atexit
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bench.common.cli import UsageError
+
+LOCK = ".lock"
+# Per CSV the suite writes: (columns a reader needs, columns holding text); every other column
+# holds a number or nothing. timings.rank<k>.csv (torchrun part files) are timings.
+SCHEMAS = {
+    "timings.csv": (("method", "level", "pass", "seq_len", "status"), frozenset(
+        {"method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"})),
+    "final.csv": (("method", "seed"), frozenset({"method", "mem_method"})),
+    "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"})),
+    "diagnostics.csv": (("check", "verdict"), frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"})),
+}
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders
+
+
+def check_out_dir(out: str | Path, *, resume: bool = False, resumable: bool = True) -> None:
+    """Refuse an output folder that cannot take this run. Creates nothing (the probe folder that
+    tests writing is removed at once: os.access says yes to root on /proc, /sys, read-only mounts)."""
+    path, base = Path(out), Path(out)
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        where = "is a file, not a folder" if base == path else f"cannot be made: {str(base)!r} is a file"
+        raise UsageError(f"--out {str(out)!r} {where}; choose a folder path")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bench-probe-", dir=base))
+    except OSError as exc:
+        raise UsageError(f"--out {str(out)!r}: cannot write in {str(base)!r} ({_why(exc)})") from None
+    if not resume and base == path and any(p.name != LOCK for p in path.iterdir()):
+        hint = f"use --resume {out}" if resumable else "delete it"
+        raise UsageError(f"output folder {str(out)!r} already holds results; choose a new --out or {hint}")
+
+
+def check_out_file(out: str | Path) -> None:
+    """Refuse a file path that cannot be written (a folder, under a file, not writable)."""
+    if Path(out).is_dir():
+        raise UsageError(f"--out {str(out)!r} is a folder; give a file path")
+    check_out_dir(Path(out).parent, resume=True)
+
+
+_HELD: dict[Path, int] = {}  # lock file -> its descriptor, for every folder this process claimed
+
+
+def claim_run_dir(out: str | Path | None, *, tag: str = "cpu", kind: str = "", resume: bool = False,
+                  resumable: bool = True, main: bool = True, broadcast: Callable[[Any], Any] | None = None) -> Path:
+    """Create the run folder (default results/runs/<time>_<sha>_<tag>[_<kind>]) and lock it until
+    the process ends or release_run_dirs(). Call it once the inputs are known to be valid.
+
+    Under torchrun rank 0 (`main`) claims and `broadcast` hands its answer to every rank, so all
+    get the folder or the same one-line error, and none waits forever."""
+    made = None
+    if main:
+        try:
+            made = ("ok", str(_claim(out, tag, kind, resume, resumable)))
+        except UsageError as exc:
+            made = ("error", str(exc))
+    status, text = broadcast(made) if broadcast is not None else made
+    if status == "error":
+        raise UsageError(text)
+    return Path(text)
+
+
+def _claim(out: str | Path | None, tag: str, kind: str, resume: bool, resumable: bool) -> Path:
+    try:
+        if out is None:
+            from bench.common.env import git_info
+
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}_{git_info()['sha_short'] or 'nogit'}_{tag}" + f"_{kind}" * bool(kind)
+            for i in range(1000):  # -1, -2... for runs started in the same second; mkdir decides who gets which
+                out = Path("results") / "runs" / (f"{name}-{i}" if i else name)
+                try:
+                    out.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    continue
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {str(out)!r} ({_why(exc)})") from None
+    _lock(path / LOCK)
+    try:  # under the lock: a run that started and ended since the first check counts
+        check_out_dir(path, resume=resume, resumable=resumable)
+    except UsageError:
+        release_run_dirs()
+        raise
+    return path
+
+
+def _lock(lock: Path) -> None:
+    if lock.resolve() in _HELD:  # claimed by an earlier run in this same process (tests call main() in turn)
+        return
+    for _ in range(10):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot lock the output folder {str(lock.parent)!r} ({_why(exc)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(f"output folder {str(lock.parent)!r} is in use by another run (pid {holder}); wait "
+                             "for it to finish or choose another folder") from None
+        if lock.exists() and os.stat(lock).st_ino == os.fstat(fd).st_ino:  # not one its holder just removed
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _HELD[lock.resolve()] = fd
+            return
+        os.close(fd)
+    raise UsageError(f"could not lock {str(lock)!r}: other runs keep replacing it")
+
+
+def in_use(folder: str | Path) -> str | None:
+    """The pid of a run that holds `folder` locked right now, else None."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
+@atexit.register
+def release_run_dirs() -> None:
+    """Remove the lock files this process holds (while still holding them), then unlock."""
+    while _HELD:
+        lock, fd = _HELD.popitem()
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole files
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temp path in the same folder, moved over `path` when the block ends without error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | Path, what: str = "") -> dict:
+    """A JSON object; UsageError naming the file (or `what`) and what is wrong with it."""
+    name = what or str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {name} ({_why(exc)})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UsageError(f"{name} is cut or not JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{name} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# appended CSVs
+
+
+def cell(value: Any) -> str:
+    """One CSV field: floats round-trip (repr), None is empty, text is one line."""
+    if isinstance(value, float):
+        return repr(value) if value == value else "nan"
+    return "" if value is None else " ".join(str(value).split())
+
+
+class CsvLog:
+    """An appended CSV with a fixed header; every row is written whole and synced to disk."""
+
+    def __init__(self, path: str | Path, columns: list[str], fmt: Callable[[Any], str] = cell):
+        self.path, self.columns, self.fmt = Path(path), list(columns), fmt
+
+    def _text(self, rows: list[dict], header: bool) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows(([self.columns] if header else []) + [[self.fmt(r.get(c)) for c in self.columns] for r in rows])
+        return buf.getvalue()
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(self._text([row], header=new))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the whole file (header and `rows`) atomically."""
+        write_text(self.path, self._text(rows, header=True))
+
+
+def _cut(path: Path, data: bytes) -> tuple[int, str] | None:
+    """(where the complete lines end, a sentence naming the cut last line) or None."""
+    end = data.rfind(b"\n") + 1
+    if end == len(data):
+        return None
+    text, line = data[end:].decode("utf-8", errors="replace"), data.count(b"\n") + 1
+    return end, (f"{path}: line {line} is cut off (no newline at its end; the run stopped while writing it): "
+                 f"{text if len(text) <= 60 else text[:57] + '...'!r}")
+
+
+def drop_cut_tail(path: str | Path) -> str | None:
+    """Truncate a cut last line away before appending again; returns what was dropped, as a sentence."""
+    path = Path(path)
+    cut = _cut(path, path.read_bytes()) if path.is_file() else None
+    if cut is None:
+        return None
+    with open(path, "rb+") as fh:
+        fh.truncate(cut[0])
+        os.fsync(fh.fileno())
+    return cut[1] + "; dropped, that row is measured again"
+
+
+def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, text: frozenset[str] | None = None,
+               cut: str = "error") -> list[dict]:
+    """Rows of a CSV the suite wrote, as dicts of strings ([] when there is no file).
+
+    The header must name `required`, every row must have the header's field count and a number
+    (or nothing) in each column outside `text` (both default to SCHEMAS by file name); otherwise
+    UsageError. A cut last line raises UsageError (cut="error") or is left out (cut="drop").
+    """
+    path = Path(path)
+    req, txt = SCHEMAS.get(re.sub(r"\.rank\d+\.csv$", ".csv", path.name), ((), frozenset()))
+    required, text = req if required is None else required, txt if text is None else text
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise UsageError(f"cannot read {path} ({_why(exc)})") from None
+    tail = _cut(path, data)
+    if tail is not None and cut != "drop":
+        raise UsageError(tail[1] + "; resume the run that wrote it or delete that line")
+    try:
+        lines = list(enumerate(csv.reader(io.StringIO(data[: tail[0] if tail else None].decode("utf-8"))), 1))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path} is not a CSV written by bench ({exc})") from None
+    records = [(n, rec) for n, rec in lines if rec]  # blank lines are no rows
+    header = records[0][1] if records else list(required)
+    missing = [c for c in required if c not in header]
+    if missing or len(set(header)) != len(header):
+        what = f"lacks column(s) {', '.join(missing)}" if missing else "repeats a column name"
+        raise UsageError(f"{path}: the header {what} (is it a file written by bench?)")
+    numbers = [i for i, c in enumerate(header) if c not in text]
+    for line, rec in records[1:]:
+        if len(rec) != len(header):
+            raise UsageError(f"{path}: line {line} has {len(rec)} fields where the header has {len(header)}")
+        for i in numbers:
+            try:
+                float(rec[i] or 0)
+            except ValueError:
+                raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a number") from None
+    return [dict(zip(header, rec)) for _, rec in records[1:]]

@@ -1,0 +1,421 @@
+"""Faults in the files the five CLIs read and write, run as a user meets them (subprocesses from the
+repository root): an unusable output folder, a second writer, a cut row / JSON / checkpoint, sizes
+that cannot fit, inf and nan flags, and a stop by SIGINT or SIGKILL followed by --resume.
+
+A refused command must exit 2 with one line on stderr (no traceback), create nothing, and leave
+every row measured before it untouched.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.common.files import claim_run_dir, release_run_dirs
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+SCALING = ["--quick", "--levels", "core", "--passes", "fwd", "--methods", "wave", "--seq-lens", "64,128",
+           "--no-floor", "--no-progress"]
+QUALITY = ["--preset", "tiny", "--corpus", "fixture", "--pairing", "paper", "--d-model", "32", "--n-layers", "1",
+           "--n-heads", "2", "--d-ff", "32", "--seq-len", "16", "--batch-size", "4", "--eval-batches", "1",
+           "--test-batches", "1", "--steps", "4", "--eval-every", "2", "--threads", "1", "--no-progress"]
+DIAG = ["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "16", "--batch-size", "1",
+        "--probe-len", "32", "--model-probe-len", "16", "--leak-len", "16", "--no-leak-demos", "--device", "cpu",
+        "--threads", "1"]
+BASE_ARGS = {"scaling": SCALING, "quality": QUALITY, "diagnostics": DIAG}
+
+
+def bench(module: str, *args, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(module: str, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, one line on stderr naming the fault, no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def cut(path: Path, keep_of_last_line: int = 12) -> str:
+    """Cut the file inside its last line, as a crash mid-write would; returns the complete part."""
+    data = path.read_text()
+    body = data[: data.rstrip("\n").rfind("\n") + 1]
+    path.write_text(body + data[len(body): len(body) + keep_of_last_line])
+    return body
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A folder locked by this process, as a run in progress holds it."""
+    folder = claim_run_dir(tmp_path / "busy", resume=True)
+    yield folder
+    release_run_dirs()
+
+
+@pytest.fixture(scope="module")
+def scaling_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scaling") / "run"
+    ok(bench("scaling", *SCALING, "--out", out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def quality_run(tmp_path_factory) -> Path:
+    """Stopped mid-run: wave finished (one row in final.csv), standard holds a resume checkpoint."""
+    out = tmp_path_factory.mktemp("quality") / "run"
+    ok(bench("quality", *QUALITY, "--out", out, "--stop-after-steps", "2"))
+    ok(bench("quality", "--resume", out, "--stop-after-steps", "2"))
+    assert [r["method"] for r in rows(out / "final.csv")] == ["wave"]
+    assert (out / "checkpoints" / "standard-seed0-last.pt").is_file()
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy(src: Path, tmp_path: Path, name: str = "run") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("module,fault", [
+    (module, fault) if fault in ("is-a-file", "not-writable") or module != "scaling"
+    else pytest.param(module, fault, marks=SLOW)  # the others fail before torch is imported
+    for module in ("scaling", "quality", "diagnostics")
+    for fault in ("is-a-file", "under-a-file", "not-writable", "holds-results")])
+def test_unusable_output_folder(module, fault, tmp_path):
+    (tmp_path / "file").write_text("x\n")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "timings.csv").write_text("method\n")
+    out, needle = {"is-a-file": (tmp_path / "file", "is a file"),
+                   "under-a-file": (tmp_path / "file" / "run", "is a file"),
+                   "not-writable": (Path("/proc/bench-fault-test/run"), "cannot write"),
+                   "holds-results": (tmp_path / "full", "already holds results")}[fault]
+    err = refused(bench(module, *BASE_ARGS[module], "--out", out), needle)
+    if module == "diagnostics":
+        assert "--resume" not in err  # a flag it does not have
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full"]  # nothing created
+    assert (tmp_path / "full" / "timings.csv").read_text() == "method\n"
+
+
+def test_report_out_folder_faults(scaling_run, tmp_path):
+    runs = tmp_path / "results" / "runs"
+    shutil.copytree(scaling_run, runs / "s")
+    (tmp_path / "results" / "dir.md").mkdir()
+    refused(bench("report", runs / "s", "--out", tmp_path / "results" / "dir.md", "--no-plots"), "is a folder")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["dir.md", "runs"]  # no dir.md.tmp
+    refused(bench("report", "/proc/bench-fault-test/runs/s", "--out", "/proc/bench-fault-test/README.md"),
+            "cannot write")
+
+
+# ---------------------------------------------------------------------------------------------
+# a second writer
+
+
+@pytest.mark.parametrize("module", ["scaling", "quality", "diagnostics"])
+def test_second_writer_is_refused(module, held):
+    refused(bench(module, *BASE_ARGS[module], "--out", held), "in use by another run", f"pid {os.getpid()}")
+    assert sorted(p.name for p in held.iterdir()) == [".lock"]
+
+
+def test_resume_and_report_wait_for_a_running_run(scaling_run, quality_run, tmp_path):
+    s = tmp_path / "results" / "runs" / "s"
+    shutil.copytree(scaling_run, s)
+    q = copy(quality_run, tmp_path, "q")
+    before = [snapshot(s), snapshot(q)]
+    claim_run_dir(s, resume=True)
+    claim_run_dir(q, resume=True)
+    try:
+        refused(bench("scaling", "--resume", s), "in use by another run")
+        refused(bench("quality", "--resume", q), "in use by another run")
+        refused(bench("report", s, "--out", tmp_path / "results" / "README.md", "--no-plots"), "still being written")
+    finally:
+        release_run_dirs()
+    assert [snapshot(s), snapshot(q)] == before
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together(tmp_path):
+    out = tmp_path / "run"
+    procs = [start("scaling", *SCALING, "--out", out) for _ in range(2)]
+    codes = sorted(p.wait(timeout=180) for p in procs)
+    errs = [p.stderr.read() for p in procs]
+    assert codes == [0, 2], errs
+    assert all("Traceback" not in e for e in errs)
+    keys = [(r["method"], r["seq_len"]) for r in rows(out / "timings.csv")]
+    assert len(keys) == len(set(keys)) == 2
+    assert len(json.loads((out / "env.json").read_text())["runs"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# cut files
+
+
+def test_resume_drops_a_cut_timings_row_and_measures_it_again(scaling_run, tmp_path):
+    run = copy(scaling_run, tmp_path)
+    first = rows(run / "timings.csv")[0]
+    cut(run / "timings.csv")
+    proc = bench("scaling", "--resume", run)
+    ok(proc)
+    assert "line 3 is cut off" in proc.stderr
+    got = rows(run / "timings.csv")
+    assert got[0] == first  # measured before: untouched
+    assert [(r["method"], r["seq_len"]) for r in got] == [("wave", "64"), ("wave", "128")]
+    assert all(len(r) == len(first) and None not in r for r in got)
+
+
+def test_report_and_regress_refuse_a_cut_row(scaling_run, quality_run, tmp_path):
+    runs = tmp_path / "results" / "runs"
+    shutil.copytree(scaling_run, runs / "s")
+    shutil.copytree(quality_run, runs / "q")
+    body = cut(runs / "s" / "timings.csv")
+    refused(bench("regress", "--baseline", runs / "s" / "timings.csv", "--current", runs / "s" / "timings.csv"),
+            "line 3 is cut off")
+    refused(bench("report", runs / "s", "--out", tmp_path / "results" / "README.md", "--no-plots"), "line 3 is cut off")
+    cut(runs / "q" / "final.csv")
+    (runs / "s" / "timings.csv").write_text(body)
+    refused(bench("report", runs / "q", "--out", tmp_path / "results" / "README.md"), "final.csv: line 2 is cut off")
+    assert not (tmp_path / "results" / "README.md").exists()
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["runs"]
+
+
+def test_damaged_rows_are_refused_not_read(scaling_run, tmp_path):
+    run = copy(scaling_run, tmp_path)
+    path = run / "timings.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1].replace(",ok,", ",ok,x,", 1) + lines[2])  # one field too many
+    refused(bench("regress", "--baseline", path, "--current", path), "line 2 has")
+    path.write_text(lines[0] + lines[1].replace("wave,core,fwd,cpu,float32,1,", "wave,core,fwd,cpu,float32,one,")
+                    + lines[2])
+    before = snapshot(run)
+    refused(bench("scaling", "--resume", run), "line 2: batch = 'one' is not a number")
+    assert snapshot(run) == before  # env.json gets no resume entry either
+
+
+def test_quality_resume_drops_a_cut_final_row(quality_run, tmp_path):
+    run = copy(quality_run, tmp_path)
+    cut(run / "final.csv")
+    proc = bench("quality", "--resume", run)
+    ok(proc)
+    assert "final.csv: line 2 is cut off" in proc.stderr
+    assert sorted(r["method"] for r in rows(run / "final.csv")) == ["standard", "wave"]
+    curves = [(r["method"], r["step"], r["split"]) for r in rows(run / "curves.csv")]
+    assert len(curves) == len(set(curves))  # the re-run job's rows replace its old ones
+
+
+@pytest.mark.parametrize("fault", ["env-cut", "checkpoint-cut", pytest.param("checkpoint-other-model", marks=SLOW),
+                                   pytest.param("checkpoint-no-state", marks=SLOW)])
+def test_quality_resume_refuses_damaged_files(fault, quality_run, tmp_path):
+    import torch
+
+    run = copy(quality_run, tmp_path)
+    last = run / "checkpoints" / "standard-seed0-last.pt"
+    if fault == "env-cut":
+        (run / "env.json").write_bytes((run / "env.json").read_bytes()[:300])
+        needle = "env.json is cut or not JSON"
+    elif fault == "checkpoint-cut":
+        last.write_bytes(last.read_bytes()[:1000])
+        needle = "cannot read checkpoint"
+    else:
+        ckpt = torch.load(last, weights_only=False)
+        if fault == "checkpoint-other-model":
+            ckpt["config"]["d_model"] = 64
+            needle = "another standard model"
+        else:
+            del ckpt["train_state"]["optimizer"]
+            needle = "no usable resume state"
+        torch.save(ckpt, last)
+    before = snapshot(run)
+    refused(bench("quality", "--resume", run), needle)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("fault", ["cut", "unknown-kind", "weights-misfit"])
+def test_diagnostics_refuses_damaged_checkpoints(fault, quality_run, tmp_path):
+    import torch
+
+    path = tmp_path / "model.pt"
+    shutil.copy(quality_run / "checkpoints" / "wave-seed0.pt", path)
+    if fault == "cut":
+        path.write_bytes(path.read_bytes()[:1000])
+        needle = "cannot read checkpoint"
+    else:
+        ckpt = torch.load(path, weights_only=False)
+        if fault == "unknown-kind":
+            ckpt["kind"] = "rnn"
+            needle = "unknown model kind 'rnn'"
+        else:
+            ckpt["config"]["d_model"] = 48
+            needle = "weights do not fit its model config"
+        torch.save(ckpt, path)
+    refused(bench("diagnostics", "--checkpoint", path, "--out", tmp_path / "out"), needle)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes and numbers
+
+
+@pytest.mark.parametrize("module,flags", [
+    ("quality", ["--seq-len", "100000000000"]),
+    pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
+    ("diagnostics", ["--probe-len", "1000000000"]),
+    pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
+    pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
+], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "diag-seq-len", "diag-d-model"])
+def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
+    t0 = time.perf_counter()
+    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), "needs at least", "available")
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module,flags", [
+    ("quality", ["--lr", "inf"]),
+    ("quality", ["--dropout", "nan"]),
+    ("diagnostics", ["--conservation-tol", "nan"]),
+    ("diagnostics", ["--role-thresholds", "4,inf"]),
+    ("scaling", ["--time-budget", "inf"]),
+    ("regress", ["--exponent-tol", "inf"]),
+], ids=["quality-lr", "quality-dropout", "diag-tol", "diag-thresholds", "scaling-budget", "regress-tol"])
+def test_inf_and_nan_flags_are_refused(module, flags, tmp_path):
+    if module == "regress":
+        base = REPO / "tests" / "benchmarks" / "baseline_cpu.json"
+        args = ["--baseline", base, "--current", base, *flags]
+    else:
+        args = [*BASE_ARGS[module], *flags, "--out", tmp_path / "out"]
+    refused(bench(module, *args), "finite")
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_little_data_creates_nothing(tmp_path):
+    out = tmp_path / "out"
+    refused(bench("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
+    assert not out.exists()  # so the corrected command is not refused as "already holds results"
+
+
+# ---------------------------------------------------------------------------------------------
+# stopped runs resume
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.perf_counter()
+    while not predicate():
+        assert proc.poll() is None, f"finished before it could be stopped: {proc.stderr.read()[-2000:]}"
+        assert time.perf_counter() - t0 < timeout
+        time.sleep(0.02)
+
+
+def _data_rows(path: Path) -> int:
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+SLOW_SWEEP = ["--quick", "--levels", "core", "--passes", "fwd", "--methods", "wave,softmax-naive", "--seq-lens",
+              "64,128,256", "--no-floor", "--min-run-time", "0.15", "--no-progress"]
+
+
+def _stopped_sweep_resumes(tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "run"
+    proc = start("scaling", *SLOW_SWEEP, "--out", out)
+    _wait_for(lambda: _data_rows(out / "timings.csv") >= 2, proc)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), proc.stderr.read()[-2000:]
+    before = rows(out / "timings.csv")
+    ok(bench("scaling", "--resume", out))
+    after = rows(out / "timings.csv")
+    keys = [(r["method"], r["seq_len"]) for r in after]
+    assert len(keys) == len(set(keys)) == 6
+    assert all(r in after for r in before)
+
+
+def test_sigint_mid_sweep_then_resume(tmp_path):
+    _stopped_sweep_resumes(tmp_path, signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    _stopped_sweep_resumes(tmp_path, signal.SIGKILL)
+
+
+def _stopped_training_resumes(tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "run"
+    args = list(QUALITY)
+    args[args.index("--steps") + 1], args[args.index("--eval-every") + 1] = "300", "20"
+    proc = start("quality", *args, "--out", out)
+    _wait_for(lambda: (out / "checkpoints" / "wave-seed0-last.pt").is_file(), proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    ok(bench("quality", "--resume", out))
+    assert sorted(r["method"] for r in rows(out / "final.csv")) == ["standard", "wave"]
+    curves = [(r["method"], r["step"], r["split"]) for r in rows(out / "curves.csv")]
+    assert len(curves) == len(set(curves))
+    assert not list((out / "checkpoints").glob("*-last.pt"))
+
+
+def test_sigkill_mid_training_then_resume(tmp_path):
+    _stopped_training_resumes(tmp_path, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_sigint_mid_training_then_resume(tmp_path):
+    _stopped_training_resumes(tmp_path, signal.SIGINT)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="bench/scaling/sweep.py runs the correctness check before it consults the memory budget",
+                   strict=False)
+def test_scaling_correctness_check_respects_the_memory_budget(tmp_path):
+    """A model too wide for --mem-budget is skipped without building it (capped at 6 GB of address
+    space here, so the unfixed path fails fast instead of exhausting the machine)."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "bench.scaling", "--quick", "--levels", "model", "--model-dim", "16000",
+                           "--mem-budget", "1", "--methods", "wave", "--passes", "fwd", "--seq-lens", "256", "--no-floor",
+                           "--no-progress", "--out", str(out)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap)
+    ok(proc)
+    (row,) = rows(out / "timings.csv")
+    assert row["status"] == "skipped" and "memory budget" in row["reason"], row
