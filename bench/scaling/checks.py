@@ -41,8 +41,12 @@ def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-300)).item()
 
 
-def _small(spec: CellSpec) -> CellSpec:
+def small_spec(spec: CellSpec) -> CellSpec:
+    """The cell a correctness check runs: the same method and shape at N = CHECK_LEN, batch 1."""
     return spec.at(seq_len=CHECK_LEN, batch=1)
+
+
+_small = small_spec
 
 
 def _qkv(spec: CellSpec, grad: bool):

@@ -24,7 +24,7 @@ import torch
 
 from bench.common.memory import free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
-from bench.scaling import costs
+from bench.scaling import checks, costs
 from bench.scaling.budget import Predictor, share_out
 from bench.scaling.config import SweepConfig
 from bench.scaling.grid import CellSpec, cell_key, groups, rank_of_group, row_key
@@ -285,15 +285,23 @@ class Sweep:
             if why is not None:
                 self._emit(self._row(method, spec, "skipped", f"not available here: {why}"))
                 continue
-            ok, reason = self._check(method, spec)
-            if not ok:
-                self._emit(self._row(method, spec, "error", reason))
-                continue
+            # budgets first: a cell that will not be timed costs no correctness check either
             decision = self._decide(method, spec)
             if not decision.run:
                 est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
                 self._emit(self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
                                      mem_method="estimate" if est_mb is not None else None))
+                continue
+            # the check runs the method at a short length beside a float64 reference (about 3x the
+            # method's own memory there); at a huge width even that may not fit
+            need = 3 * method.memory(checks.small_spec(spec))
+            if need > self.cfg.mem_budget_gb * 1e9:
+                self._emit(self._row(method, spec, "skipped", f"its correctness check (N={checks.CHECK_LEN}) needs "
+                                     f"about {need / 1e9:.1f} GB > memory budget {self.cfg.mem_budget_gb:g} GB"))
+                continue
+            ok, reason = self._check(method, spec)
+            if not ok:
+                self._emit(self._row(method, spec, "error", reason))
                 continue
             got = self._prepare(method, spec, reduced=decision.reduced)
             if isinstance(got, dict):
