@@ -8,17 +8,12 @@ import json
 from pathlib import Path
 
 from bench.quality.schema import read_rows
+from bench.common.files import write_text
+from bench.common.tables import table
 from bench.quality.stats import paired_ratios, spread
+from bench.scaling.claims import PUBLISHED_QUALITY
 
-# SPEC.md section 5: the published numbers this suite audits.
-PUBLISHED = [
-    {"setup": "V3.5 char-level WikiText-2 (their 'character' tokenizer, ~1k entries), D=256, 6 layers, 30 epochs",
-     "std_ppl": 5.9, "std_acc": 51.0, "wave_ppl": 6.2, "wave_acc": 50.5},
-    {"setup": "V3.5 BPE 8K WikiText-2, seq 256, same loop (Standard 6.9M, Wave 7.8M params)",
-     "std_ppl": 91.4, "std_acc": 26.2, "wave_ppl": 170.7, "wave_acc": 18.7},
-    {"setup": "V4.3.3 S1: BPE 8K, 20M tokens, seq 512, D=384, 8 layers",
-     "std_ppl": 170.75, "std_acc": None, "wave_ppl": 238.85, "wave_acc": None},
-]
+PUBLISHED = PUBLISHED_QUALITY  # every published quality number, defined once in bench.scaling.claims
 RATIO_BASELINES = ("standard", "standard-matched")
 
 
@@ -35,7 +30,7 @@ def write_report(run_dir: str | Path) -> Path:
         plots = write_plots(run_dir, curves, finals)
     text = render(env, finals, plots, run_dir)
     path = run_dir / "summary.md"
-    path.write_text(text)
+    write_text(path, text)
     return path
 
 
@@ -63,21 +58,19 @@ def hardware_line(env: dict) -> str:
 
 
 def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
-    lines = ["| method | params | seeds | test PPL | test bpc | test acc % | paper-style batch-mean PPL | tokens/s | "
-             "wall s | peak MB | best step | non-finite steps |",
-             "|---|---:|---:|---|---|---|---|---:|---:|---:|---|---|"]
+    out = []
     for m, rows in by.items():
         def sp(key, digits=3, pct=False):
             return spread(list(_col(rows, key).values())).fmt(digits, pct)
         params = sorted({int(r["params"]) for r in rows.values()})
         mean = lambda key: sum(float(r[key]) for r in rows.values()) / len(rows)  # noqa: E731
-        lines.append(
-            f"| {m} | {', '.join(f'{p:,}' for p in params)} | {len(rows)} | {sp('test_ppl')} | {sp('test_bpc')} | "
-            f"{sp('test_acc', 2, pct=True)} | {sp('test_batch_mean_ppl')} | {mean('tokens_per_s'):,.0f} | "
-            f"{mean('wall_s'):.0f} | {mean('peak_mem_mb'):.0f} | "
-            f"{', '.join(str(r['best_step']) for _, r in sorted(rows.items()))} | "
-            f"{', '.join(str(r['nonfinite_steps']) for _, r in sorted(rows.items()))} |")
-    return lines
+        out.append([m, ", ".join(f"{p:,}" for p in params), len(rows), sp("test_ppl"), sp("test_bpc"),
+                    sp("test_acc", 2, pct=True), sp("test_batch_mean_ppl"), f"{mean('tokens_per_s'):,.0f}",
+                    f"{mean('wall_s'):.0f}", f"{mean('peak_mem_mb'):.0f}",
+                    ", ".join(str(r["best_step"]) for _, r in sorted(rows.items())),
+                    ", ".join(str(r["nonfinite_steps"]) for _, r in sorted(rows.items()))])
+    return table(["method", "params", "seeds", "test PPL", "test bpc", "test acc %", "paper-style batch-mean PPL",
+                  "tokens/s", "wall s", "peak MB", "best step", "non-finite steps"], out)
 
 
 def ratio_rows(by: dict[str, dict[int, dict]]) -> list[dict]:
@@ -144,32 +137,23 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path) -> s
               "Per-seed ratio wave(seed) / baseline(seed) (same seed = same batch order), mean with a two-sided "
               "95% Student-t interval over seeds (t with n-1 degrees of freedom, sample std); ratio > 1 means "
               "wave is worse.", "",
-              "| comparison | PPL ratio | bpc ratio | accuracy difference (wave - baseline, points) | seeds |",
-              "|---|---|---|---|---|"]
-    for r in ratios:
-        lines.append(f"| wave / {r['base']} | {r['ppl'].fmt_ci(3)} | {r['bpc'].fmt_ci(3)} | {r['acc'].fmt_ci(2)} | "
-                     f"{', '.join(map(str, r['seeds']))} |")
-    if not ratios:
-        lines.append("| (needs wave and a standard method) | | | | |")
-    lines.append("")
+              *table(["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)", "seeds"],
+                     [[f"wave / {r['base']}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3), r["acc"].fmt_ci(2),
+                       ", ".join(map(str, r["seeds"]))] for r in ratios] or [["(needs wave and a standard method)"]]),
+              ""]
 
+    acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    mean = lambda rows, k, s=1.0: sum(float(v[k]) for v in rows.values()) / len(rows) * s  # noqa: E731
+    pub_rows = [[f"published: {q['setup']}", q["std_ppl"], acc(q["std_acc"]), q["wave_ppl"], acc(q["wave_acc"]),
+                 f"{q['wave_ppl'] / q['std_ppl']:.2f}"] for q in PUBLISHED]
+    for r in ratios:
+        w, b = by["wave"], by[r["base"]]
+        pub_rows.append([f"**this run** vs {r['base']}: {tok.get('kind')} tokenizer (V={tok.get('vocab_size')}), corpus "
+                         f"{corpus.get('name')}, {plan.get('total_steps')} steps, {n_seeds} seed(s)",
+                         f"{mean(b, 'test_ppl'):.2f}", f"{mean(b, 'test_acc', 100):.1f}", f"{mean(w, 'test_ppl'):.2f}",
+                         f"{mean(w, 'test_acc', 100):.1f}", r["ppl"].fmt_ci(2)])
     lines += ["## Published numbers beside ours", "",
-              "| setup | Standard PPL | Standard acc % | Wave PPL | Wave acc % | Wave / Standard PPL |",
-              "|---|---:|---:|---:|---:|---|"]
-    for pub in PUBLISHED:
-        acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
-        lines.append(f"| published: {pub['setup']} | {pub['std_ppl']} | {acc(pub['std_acc'])} | {pub['wave_ppl']} | "
-                     f"{acc(pub['wave_acc'])} | {pub['wave_ppl'] / pub['std_ppl']:.2f} |")
-    for base in RATIO_BASELINES:
-        if "wave" in by and base in by:
-            w, b = by["wave"], by[base]
-            r = next(x for x in ratios if x["base"] == base)
-            mean = lambda rows, k, s=1.0: sum(float(v[k]) for v in rows.values()) / len(rows) * s  # noqa: E731
-            lines.append(
-                f"| **this run** vs {base}: {tok.get('kind')} tokenizer (V={tok.get('vocab_size')}), corpus "
-                f"{corpus.get('name')}, {plan.get('total_steps')} steps, {n_seeds} seed(s) | {mean(b, 'test_ppl'):.2f} | "
-                f"{mean(b, 'test_acc', 100):.1f} | {mean(w, 'test_ppl'):.2f} | {mean(w, 'test_acc', 100):.1f} | "
-                f"{r['ppl'].fmt_ci(2)} |")
+              *table(["setup", "Standard PPL", "Standard acc %", "Wave PPL", "Wave acc %", "Wave / Standard PPL"], pub_rows)]
     lines += ["", "### Differences in setup (read before comparing)", ""]
     lines += _differences(env, p, plan, tok, corpus)
     lines += ["", "## Notes", "",

@@ -1,0 +1,276 @@
+"""The derived sections of a scaling summary: exponents, crossovers, floor ratios, memory growth,
+backward/forward, torch.compile, and the measured inputs of the claims audit.
+
+Every function takes aggregated cells (bench.common.timings.aggregate) and returns markdown lines
+(or None when the run has nothing for that section). Wave methods are compared with every
+softmax and peer method; the kind of a method comes from the scaling registry.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.common.env import env_get
+from bench.common.tables import frame_table, table
+from bench.common.timings import fit_exponent, fmt, fmt_x, method_kind, ok_series, order_methods
+
+FLOOR_PAIRS = [("wave", "fft-floor", 1.3), ("wave-field", "fft-floor-field", 1.5)]
+FLOOR_RANGE = (2048, 32768)
+BWD_TARGET, MEM_SLOPE_TARGET, MEM_RANGE = 2.5, 1.1, (4096, 32768)
+
+
+def waves(methods) -> list[str]:
+    return [m for m in methods if method_kind(m) == "wave"]
+
+
+def baselines(methods) -> list[str]:
+    """What a wave method is compared with: softmax attention and the sub-quadratic peers."""
+    return [m for m in methods if method_kind(m) in ("softmax", "peer")]
+
+
+def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[float]) -> dict[str, Any]:
+    """Where wave becomes faster than a baseline, over the lengths where both were measured.
+
+    kind: 'always' (faster at every length), 'none' (at no length, or not at the longest),
+    'cross' (first_n: the first measured length from which wave stays faster; n_star: the
+    crossing interpolated in log-log between the bracketing lengths), or 'no-data'.
+    """
+    ns, w, s = (np.asarray(a, float) for a in (ns, wave_ms, soft_ms))
+    order = np.argsort(ns)
+    ns, ratio = ns[order], (s / w)[order]
+    if len(ns) == 0:
+        return {"kind": "no-data"}
+    faster = ratio > 1
+    if faster.all():
+        return {"kind": "always", "n_lo": ns[0], "n_hi": ns[-1]}
+    if not faster[-1]:
+        return {"kind": "none", "n_lo": ns[0], "n_hi": ns[-1], "wave_faster_somewhere": bool(faster.any())}
+    i = int(np.flatnonzero(~faster)[-1]) + 1  # first index of the final all-faster run
+    n0, n1, r0, r1 = ns[i - 1], ns[i], ratio[i - 1], ratio[i]
+    t = (0.0 - math.log(r0)) / (math.log(r1) - math.log(r0))  # log r0 <= 0 < log r1, so 0 <= t < 1
+    n_star = math.exp(math.log(n0) + t * (math.log(n1) - math.log(n0)))
+    return {"kind": "cross", "first_n": n1, "n_star": n_star, "n_below": n0, "non_monotone": bool(faster[:i].any())}
+
+
+def crossover_text(c: dict[str, Any]) -> str:
+    kind = c["kind"]
+    if kind == "no-data":
+        return "no length with both ok"
+    if kind == "always":
+        return f"always faster in range ({int(c['n_lo'])}-{int(c['n_hi'])})"
+    if kind == "none":
+        extra = " (faster at some shorter lengths, not at the longest)" if c["wave_faster_somewhere"] else ""
+        return f"none in range ({int(c['n_lo'])}-{int(c['n_hi'])}){extra}"
+    extra = "; also faster at some shorter lengths" if c["non_monotone"] else ""
+    return (f"~{c['n_star']:.0f} (log-log between {int(c['n_below'])} and {int(c['first_n'])}); "
+            f"faster from {int(c['first_n'])} on{extra}")
+
+
+def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
+    """Speedup of each wave method over each baseline: baseline ms / wave ms (> 1 = wave faster)."""
+    ws, bs = waves(methods), baselines(methods)
+    if not ws or not bs:
+        return None
+    ns = sorted(sub["seq_len"].unique())
+    status = {(r["method"], r["seq_len"]): r["status"] for _, r in sub.iterrows()}
+    out = pd.DataFrame(index=pd.Index(ns, name="N"))
+    for w in ws:
+        tw = ok_series(sub, w)
+        for s in bs:
+            ts = ok_series(sub, s)
+            col = []
+            for n in ns:
+                if n in tw.index and n in ts.index:
+                    col.append(fmt_x(ts[n] / tw[n]))
+                else:
+                    why = [f"{m} {status[(m, n)]}" for m in (w, s) if status.get((m, n), "ok") != "ok"]
+                    col.append(f"n/a ({', '.join(why)})" if why else "")
+            out[f"{w} vs {s}"] = col
+    return out
+
+
+def _f(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
+def _range(fit: dict) -> str:
+    lo, hi, k = int(fit["n_min"]), int(fit["n_max"]), fit["points"]
+    return (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
+
+
+def _title(level, pas, cfg) -> str:
+    return f"### {level} {pas}" + (f" ({cfg})" if cfg else "")
+
+
+def scaling_lines(level, pas, cfg, sub) -> list[str]:
+    """Section 3 for one panel: fitted exponents per method, all points and upper half."""
+    rows = []
+    for m in order_methods(sub["method"]):
+        s = ok_series(sub, m)
+        full = fit_exponent(s.index, s.values)
+        row = [m, _f(full["slope"], 2), _f(full["r2"], 3), _range(full) if full["points"] else "no ok cell"]
+        if full["points"] >= 4:
+            k = math.ceil(full["points"] / 2)
+            up = fit_exponent(s.index[-k:], s.values[-k:])
+            row += [_f(up["slope"], 2), _f(up["r2"], 3), _range(up)]
+        else:
+            row += ["", "", "< 4 points"]
+        rows.append(row)
+    ns = sorted(sub.loc[sub["status"] == "ok", "seq_len"].unique())
+    if len(ns) >= 2:
+        grid = np.geomspace(ns[0], ns[-1], 16)
+        nlogn = fit_exponent(grid, grid * np.log2(grid))["slope"]
+        ref = f"For reference over {ns[0]}-{ns[-1]}: pure N log2 N fits {nlogn:.2f}, pure N^2 fits 2.00, linear 1.00."
+    else:
+        ref = "Fewer than two ok lengths: no slope."
+    head = ["method", "exponent", "R^2", "lengths", "exponent (upper half)", "R^2 (upper)", "upper lengths"]
+    return [_title(level, pas, cfg), "", *table(head, rows), "", ref, ""]
+
+
+def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
+    """Section 4 for one panel, or None without both a wave method and a baseline."""
+    methods = order_methods(sub["method"])
+    rows = []
+    for w in waves(methods):
+        for s in baselines(methods):
+            tw, ts = ok_series(sub, w), ok_series(sub, s)
+            common = tw.index.intersection(ts.index)
+            c = crossover(common, tw[common].values, ts[common].values)
+            rows.append([w, s, crossover_text(c), fmt_x(ts[common[0]] / tw[common[0]]) if len(common) else "n/a",
+                         fmt_x(ts[common[-1]] / tw[common[-1]]) if len(common) else "n/a"])
+    if not rows:
+        return None
+    head = ["wave method", "compared with", "crossover N", "speedup at shortest", "speedup at longest"]
+    return [_title(level, pas, cfg), "", *table(head, rows), ""]
+
+
+def floor_lines(sub: pd.DataFrame) -> list[str] | None:
+    """Section 5: wave / fft-floor and wave-field / fft-floor-field at core fwd, with targets."""
+    present = [(w, f, tgt) for w, f, tgt in FLOOR_PAIRS if (sub["method"] == f).any() and (sub["method"] == w).any()]
+    if not present:
+        return None
+    ns = sorted(sub["seq_len"].unique())
+    out = pd.DataFrame(index=pd.Index(ns, name="N"))
+    for w, f, tgt in present:
+        tw, tf = ok_series(sub, w), ok_series(sub, f)
+        ratio, verdict = [], []
+        for n in ns:
+            if n in tw.index and n in tf.index:
+                r = tw[n] / tf[n]
+                ratio.append(fmt_x(r))
+                inside = FLOOR_RANGE[0] <= n <= FLOOR_RANGE[1]
+                verdict.append(("pass" if r <= tgt else "miss") if inside else "(outside target range)")
+            else:
+                ratio.append("n/a")
+                verdict.append("")
+        out[f"{w} / {f}"] = ratio
+        out[f"{w} <= {tgt}x"] = verdict
+    targets = "; ".join(f"{w} within {tgt}x of {f}" for w, f, tgt in present)
+    return [f"Target for N = {FLOOR_RANGE[0]}..{FLOOR_RANGE[1]}: {targets} (the bare rfft + multiply + irfft "
+            "at the same FFT size, measured in this run). Ratio = method median / floor median.", "",
+            frame_table(out, index=True), ""]
+
+
+def backward_lines(cells: pd.DataFrame) -> list[str] | None:
+    """Backward / forward of the wave methods at layer level: (fwdbwd - fwd) / fwd per length."""
+    lay = cells[(cells["level"] == "layer") & cells["method"].map(lambda m: method_kind(m) == "wave")]
+    rows = []
+    for (cfg, method), sub in lay.groupby(["config", "method"]):
+        fwd = ok_series(sub[sub["pass"] == "fwd"], method)
+        both = ok_series(sub[sub["pass"] == "fwdbwd"], method)
+        for n in sorted(set(fwd.index) & set(both.index)):
+            r = (both[n] - fwd[n]) / fwd[n]
+            rows.append([cfg, method, n, fmt(fwd[n]), fmt(both[n]), f"{r:.2f}", "pass" if r <= BWD_TARGET else "miss"])
+    if not rows:
+        return None
+    head = ["config", "method", "N", "fwd ms", "fwdbwd ms", "backward / forward", f"<= {BWD_TARGET}"]
+    if len({r[0] for r in rows}) == 1:
+        head, rows = head[1:], [r[1:] for r in rows]
+    return [f"Wave layer, backward = fwdbwd - fwd (one training step of the layer minus its forward); target "
+            f"backward <= {BWD_TARGET}x forward.", "", *table(head, rows), ""]
+
+
+def memory_lines(sub: pd.DataFrame) -> list[str] | None:
+    """Peak-memory growth of the wave methods at core fwd: log-log slope over MEM_RANGE."""
+    if "peak_mem_mb" not in sub.columns:
+        return None
+    rows = []
+    for method in order_methods(waves(sub["method"].unique())):
+        mem = ok_series(sub, method, "peak_mem_mb").dropna()
+        mem = mem[(mem.index >= MEM_RANGE[0]) & (mem.index <= MEM_RANGE[1]) & (mem > 0)]
+        if len(mem) < 2:
+            continue
+        slope = fit_exponent(list(mem.index), list(mem.values))["slope"]
+        rows.append([method, f"{mem.index.min()}..{mem.index.max()}", f"{fmt(mem.iloc[0])} -> {fmt(mem.iloc[-1])}",
+                     f"{slope:.2f}", "pass" if slope <= MEM_SLOPE_TARGET else "miss"])
+    if not rows:
+        return None
+    head = ["method", "lengths", "peak MB (shortest -> longest)", "log-log slope", f"<= {MEM_SLOPE_TARGET}"]
+    return [f"Peak memory of the wave core forward against N (N = {MEM_RANGE[0]}..{MEM_RANGE[1]} where measured); "
+            f"linear growth is slope 1, target <= {MEM_SLOPE_TARGET}.", "", *table(head, rows), ""]
+
+
+def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
+    """torch.compile methods (name ends in -compiled) against their eager method, with compile time."""
+    if "setup_s" not in cells.columns:
+        return None
+    rows = []
+    for (level, pas, cfg, method), sub in cells.groupby(["level", "pass", "config", "method"]):
+        if not method.endswith("-compiled"):
+            continue
+        ref = ok_series(cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["config"] == cfg)],
+                        method[: -len("-compiled")])
+        comp = ok_series(sub, method)
+        setup = sub[sub["status"] == "ok"].set_index("seq_len")["setup_s"]
+        for n in comp.index:
+            rows.append([level, pas, n, fmt(ref[n]) if n in ref.index else "n/a", fmt(comp[n]),
+                         f"{comp[n] / ref[n]:.2f}" if n in ref.index else "n/a", fmt(float(setup.get(n, math.nan)))])
+    if not rows:
+        return None
+    head = ["level", "pass", "N", "eager ms", "compiled ms", "compiled / eager", "compile + warm-up s"]
+    return ["torch.compile (inductor) against eager; the compile time (setup_s: build, compile and warm-up "
+            "before timing) is not in the timings.", "", *table(head, rows), ""]
+
+
+def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dict, int, int, int, str]:
+    """Measured wave-vs-softmax speedups at the claim lengths (core fwd) and the B, H, d to model."""
+    core = cells[(cells["level"] == "core") & (cells["pass"] == "fwd")]
+    if core["config"].nunique() > 1:  # several shapes: use the most common one
+        core = core[core["config"] == core["config"].value_counts().index[0]]
+    shape, sources = {}, []
+    for name, default in (("batch", 1), ("heads", 8), ("head_dim", 64)):
+        v, src = env_get(env, name), "env.json"
+        try:
+            v = None if v is None else int(v[0] if isinstance(v, (list, tuple)) else v)
+        except (TypeError, ValueError):
+            v = None
+        if v is None and core[name].notna().any():
+            v, src = int(core[name].dropna().mode().iloc[0]), "timings.csv"
+        if v is None:
+            v, src = default, "a default"
+        shape[name] = v
+        sources += [src] if src not in sources else []
+    measured: dict[int, dict[str, object]] = {}
+    for n in lengths:
+        at_n = core[core["seq_len"] == n]
+        measured[n] = {}
+        for s in ("softmax-naive", "softmax-sdpa"):
+            base = s
+            if s == "softmax-sdpa" and not (at_n["method"] == s).any():
+                # no plain SDPA row (e.g. only pinned backends on a GPU): use the fastest fused kernel
+                fused = at_n[(at_n["status"] == "ok") & at_n["method"].str.match(r"softmax-(sdpa-|flash-attn)")]
+                if len(fused):
+                    base = fused.sort_values("median_ms")["method"].iloc[0]
+                    measured[n]["softmax-sdpa:via"] = base
+            rows = {m: at_n[at_n["method"] == m] for m in ("wave", base)}
+            missing = [f"{m}: no row at N={n}" for m, r in rows.items() if r.empty]
+            bad = [f"{r['status'].iloc[0]}: {m}" + (f", {r['reason'].iloc[0]}" if r["reason"].iloc[0] else "")
+                   for m, r in rows.items() if not r.empty and r["status"].iloc[0] != "ok"]
+            if missing or bad:
+                measured[n][s] = f"not measured ({'; '.join(bad + missing)})"
+            else:
+                measured[n][s] = float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
+    return measured, shape["batch"], shape["heads"], shape["head_dim"], "from " + " and ".join(sources)
