@@ -5,12 +5,11 @@
 Inputs (detected by extension): the pytest-benchmark JSON of tests/benchmarks (--benchmark-json;
 each benchmark carries method, level, pass, seq_len in extra_info; stats.median is read), or a
 bench.scaling timings.csv (rows with status ok; median_ms is read; when several ranks measured a
-cell the slowest counts, as in bench.scaling.summary). Either file can be compared with the other.
+cell the slowest counts: bench.common.timings.aggregate). Either file can be compared with the other.
 
 Metrics, per level, pass (and device/dtype/B/H/d configuration when a file holds several):
-- ratio: t(wave method) / t(softmax method) at each length, for every wave* x softmax* pair
-  (names as in bench.scaling: a method is wave when its name starts with "wave", softmax when it
-  starts with "softmax"). The two times come from the same run, seconds apart, so a machine that
+- ratio: t(wave method) / t(softmax method) at each length, for every wave x softmax pair (the
+  kind of a method comes from the scaling registry; unknown names by their prefix). The two times come from the same run, seconds apart, so a machine that
   is uniformly 1.4x slower, or slower today than yesterday, leaves the ratio unchanged.
 - ratio-gmean: the geometric mean of those ratios over the lengths both files measured (at
   least --min-lengths): averaging lengths halves the noise, so a moderate slowdown at every
@@ -51,17 +50,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tabulate import tabulate
-
 from bench.common.cli import ArgParser, UsageError, nonneg_float, positive_float, positive_int, run_cli
-from bench.common.files import SCHEMAS, read_table
+from bench.common.tables import table as md_table
+from bench.common.timings import aggregate, config_label, fit_exponent, load_timings, method_kind, times
 
 PROG = "python -m bench.regress"
 RATIO_TOL = 0.60
 GMEAN_TOL = 0.25
 EXPONENT_TOL = 0.25
 MIN_LENGTHS = 3
-CONFIG_FIELDS = (("device", ""), ("dtype", ""), ("batch", "B="), ("heads", "H="), ("head_dim", "d="))
 CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
 
 # (level, pass, config label) -> method -> seq_len -> seconds
@@ -69,31 +66,15 @@ Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
 
 
 def is_wave(method: str) -> bool:
-    return method.startswith("wave")
+    return method_kind(method) == "wave"
 
 
 def is_softmax(method: str) -> bool:
-    return method.startswith("softmax")
+    return method_kind(method) == "softmax"
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
-
-
-def _config_label(get) -> str:
-    """'cpu float32 B=1 H=8 d=64' from whatever of device, dtype, batch, heads, head_dim is known."""
-    parts = []
-    for field, prefix in CONFIG_FIELDS:
-        value = get(field)
-        if value in (None, ""):
-            continue
-        if prefix:
-            try:
-                value = int(float(value))
-            except (TypeError, ValueError):
-                pass
-        parts.append(f"{prefix}{value}")
-    return " ".join(parts)
 
 
 def _put(times: Times, level, pas, config, method, seq_len, seconds) -> None:
@@ -123,35 +104,14 @@ def load_benchmark_json(path: Path) -> Times:
         except (TypeError, ValueError):
             continue
         if seconds > 0 and math.isfinite(seconds):
-            _put(times, info["level"], info["pass"], _config_label(info.get), info["method"], seq_len, seconds)
+            _put(times, info["level"], info["pass"], config_label(info.get), info["method"], seq_len, seconds)
     return times
 
 
 def load_timings_csv(path: Path) -> Times:
-    """Times (median_ms / 1000) of the status-ok rows of a bench.scaling timings.csv.
-
-    Per rank the last row of a cell wins (a resumed run may repeat one); across ranks the slowest.
-    """
-    # header, field counts and numbers checked; a cut last row (an interrupted run) is refused
-    rows = read_table(path, required=CSV_REQUIRED, text=SCHEMAS["timings.csv"][1])
-    per_rank: dict[tuple, float] = {}
-    for row in rows:
-        get = lambda field: (row.get(field) or "").strip()  # noqa: E731 - short rows give None
-        if get("status").lower() != "ok" or not (get("method") and get("level") and get("pass")):
-            continue
-        try:
-            seconds, seq_len = float(get("median_ms")) / 1e3, int(float(get("seq_len")))
-        except ValueError:
-            continue
-        if not (seconds > 0 and math.isfinite(seconds)):
-            continue
-        cell = (get("level"), get("pass"), _config_label(get), get("method"), seq_len)
-        per_rank[cell + (get("rank") or "0",)] = seconds
-    times: Times = {}
-    for (level, pas, config, method, seq_len, _rank), seconds in per_rank.items():
-        slowest = max(seconds, times.get((level, pas, config), {}).get(method, {}).get(seq_len, 0.0))
-        _put(times, level, pas, config, method, seq_len, slowest)
-    return times
+    """Times (median_ms / 1000) of the status-ok cells of a bench.scaling timings.csv; a cut last
+    row (an interrupted run) is refused."""
+    return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
 
 
 def load_times(path_text: str) -> Times:
@@ -174,15 +134,6 @@ def load_times(path_text: str) -> Times:
 
 def _gmean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def fit_exponent(lengths: Sequence[int], seconds: Sequence[float]) -> float:
-    """Least-squares slope of log t against log N (two or more distinct lengths)."""
-    xs = [math.log(n) for n in lengths]
-    ys = [math.log(t) for t in seconds]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
 @dataclass
@@ -238,8 +189,8 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
             ns = sorted(set(b[w]) & set(c[w]))
             if len(ns) < min_lengths:
                 continue
-            eb = fit_exponent(ns, [b[w][n] for n in ns])
-            ec = fit_exponent(ns, [c[w][n] for n in ns])
+            eb = fit_exponent(ns, [b[w][n] for n in ns])["slope"]
+            ec = fit_exponent(ns, [c[w][n] for n in ns])["slope"]
             # one-sided like the rest: a steeper slope only counts when the longest length did not
             # get faster against every softmax method there (short lengths speeding up raise the
             # slope too, and that is not a regression)
@@ -266,8 +217,7 @@ def table(checks: list[Check]) -> str:
     for ch in checks:
         change, tol = _change_text(ch)
         rows.append([ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", change, tol, "ok" if ch.ok else "REGRESSED"])
-    return tabulate(rows, headers=["metric", "baseline", "current", "change", "tolerance", "status"],
-                    tablefmt="github", disable_numparse=True)
+    return "\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows))
 
 
 def _worst(checks: list[Check], metric: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common.cli import UsageError
-from bench.common.files import read_table
+from bench.common.files import SCHEMAS, read_table
 
 KINDS = ("wave", "softmax", "peer", "reference")
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac", "tokens_per_s",
@@ -106,14 +106,16 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def load_timings(run: str | Path, cut: str = "drop") -> pd.DataFrame:
+def load_timings(run: str | Path, cut: str = "drop", required: tuple[str, ...] | None = None) -> pd.DataFrame:
     """A run folder's timings.csv (or the CSV itself) through the validated reader; a cut last row
     (a run stopped while writing it) is left out with cut="drop", refused with cut="error"."""
     path = Path(run)
     path = path / "timings.csv" if path.is_dir() else path
     if not path.is_file():
         raise UsageError(f"{str(run)!r} holds no timings.csv (expected a folder written by python -m bench.scaling)")
-    return frame(read_table(path, cut=cut))
+    # the timings schema whatever the file is called (regress compares any two CSV paths)
+    return frame(read_table(path, cut=cut, required=required or SCHEMAS["timings.csv"][0],
+                            text=SCHEMAS["timings.csv"][1]))
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
