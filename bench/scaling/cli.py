@@ -18,9 +18,9 @@ from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, 
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, read_json, write_json
-from bench.common.memory import METHOD_NOTES, memory_method
+from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
-from bench.scaling import distributed as dist_util
+from bench.common.dist import Dist, from_env
 from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
                                   default_mem_budget_gb, default_threads)
 from bench.scaling.grid import length_grid
@@ -64,7 +64,7 @@ def _length_list(text: str) -> list[int]:
 
 def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Latency / memory / throughput sweep of Wave Field attention against "
-                  "softmax attention over sequence length (docs/METHOD.md). Results go to "
+                  "softmax attention over sequence length (docs/method.md). Results go to "
                   "results/runs/<time>_<sha>_<device>/ (or --out): env.json, timings.csv, summary.md, plots/.")
     a = p.add_argument
     a("--device", help="auto (CUDA when available, else CPU), cpu, or cuda (default: auto)")
@@ -97,7 +97,7 @@ def build_parser() -> ArgParser:
       "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
     a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
       "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped "
-      "(default: 240); the core cells of wave, fft-floor and softmax-sdpa are never skipped for time, "
+      "(default: 240); the core fwd cells of wave, fft-floor and softmax-sdpa are never skipped for time, "
       "they run with the fewest calls instead")
     a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
     a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
@@ -174,6 +174,12 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     model_dim = pick(args.model_dim, "model_dim")
     if model_dim % heads:
         raise UsageError(f"--model-dim {model_dim} is not divisible by --n-heads {heads}")
+    if args.mem_budget is not None:
+        have = available_bytes(device) / 1e9
+        if args.mem_budget > have:
+            where = "free GPU memory" if device.type == "cuda" else "available RAM"
+            raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
+                             "give at most that, or leave it out for the default")
     mem = args.mem_budget if args.mem_budget is not None else (
         base.mem_budget_gb if base is not None else default_mem_budget_gb(device, dd["mem_fraction"]))
     total = args.total_budget if args.total_budget is not None else pick(None, "total_budget")
@@ -222,9 +228,9 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
 # the run
 
 
-def rank_device(cfg: SweepConfig, info: dist_util.DistInfo) -> torch.device:
+def rank_device(cfg: SweepConfig, info: Dist) -> torch.device:
     if cfg.device.startswith("cuda"):
-        if info.active:
+        if info.enabled:
             return torch.device("cuda", info.local_rank)
         return resolve_device(cfg.device) if ":" in cfg.device else torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -251,7 +257,7 @@ ALLOCATOR_NOTE = {
 }
 
 
-def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo, load: float | None = None) -> dict:
+def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
     mm = memory_method(device)
     return collect_env(load_avg_1m_at_start=load,
         argv=argv, seed=cfg.seed, harness="bench.scaling", sweep=cfg.to_dict(), world_size=info.world,
@@ -259,16 +265,9 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo,
         memory_method=mm, memory_method_note=METHOD_NOTES[mm],
         budgets={"time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb,
                  "total_budget_s": cfg.total_budget},
-        timing={"protocol": "docs/METHOD.md; bench/common/timing.py",
-                "clock": "CUDA events" if device.type == "cuda" else "time.perf_counter (calibrated loop)",
-                "interleaved": "round-robin repetitions across the methods of one (level, pass, seq_len)",
-                "fwd": "torch.no_grad, eval mode", "fwdbwd": "autograd.grad of a fixed random output gradient "
-                "(core/layer); model: loss.backward + AdamW step",
-                "warmup_calls": cfg.warmup, "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps,
-                "correctness_gate": "N=257 vs float64 reference, rel. RMS, tolerance by dtype"},
-        cost_model="bench/scaling/costs.py (docs/METHOD.md): softmax 4BHN^2d/2 x {fwd 1, fwdbwd 3.5}; "
-                   "FFT conv R(5M log2 M + 6(M/2+1)) + kernel FFT, wave bwd 1.5x; +2 FLOPs per matmul "
-                   "parameter per token at layer/model level (x3 fwdbwd)",
+        timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
+                "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
+        cost_model='docs/method.md, "Cost model"',
         methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS) if m in METHODS},
         rank_assignment="lengths dealt round-robin over ranks (ascending); all methods of a length on one rank",
         torch_threads=cfg.threads,
@@ -277,19 +276,16 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: dist_util.DistInfo,
 
 
 def _derived_outputs(run_dir: Path) -> list[str]:
-    """summary.md and plots/ from bench.scaling.summary / .plots (written by another module)."""
+    """Write summary.md and plots/; a failure is a note, never the loss of the measured CSV."""
+    from bench.scaling.plots import make_plots
+    from bench.scaling.summary import write_summary
+
     notes = []
-    for module, func in (("bench.scaling.summary", "write_summary"), ("bench.scaling.plots", "make_plots")):
-        try:
-            mod = __import__(module, fromlist=[func])
-            fn = getattr(mod, func)
-        except (ImportError, AttributeError):
-            notes.append(f"{module}.{func} is not available yet; skipped")
-            continue
+    for fn in (write_summary, make_plots):
         try:
             fn(run_dir)
         except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
-            notes.append(f"{module}.{func} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            notes.append(f"{fn.__name__} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     return notes
 
 
@@ -309,12 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         check_out_dir(args.out)
 
-    info = dist_util.dist_info()
+    info = from_env()
     base = env0 = None
     if args.resume:
         run_dir, base, env0 = load_resume(args.resume)
     wanted = args.device if args.device is not None else (base.device if base is not None else "auto")
-    if info.active and wanted != "cpu" and torch.cuda.is_available():
+    if info.enabled and wanted != "cpu" and torch.cuda.is_available():
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
         torch.cuda.set_device(info.local_rank)
     cfg = resolve_config(args, info.local_world, base)
@@ -324,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
                              f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
     device = rank_device(cfg, info)
-    dist_util.init(info, device.type)
+    info = info.join(device.type)
     torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
         retain_freed_memory()  # repeatable CPU timings; recorded in env.json (allocator)
@@ -332,9 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:  # rank 0 creates and locks the folder until the run ends; every rank fails alike
         run_dir = claim_run_dir(args.out if base is None else run_dir, tag=device_tag(device), resume=base is not None,
-                                main=info.rank == 0, broadcast=lambda obj: dist_util.broadcast(obj, info))
+                                main=info.rank == 0, broadcast=info.broadcast)
     except UsageError:
-        dist_util.finish(info)
+        info.finish()
         raise
     from bench.scaling.results import CSV_NAME, PARTS_DIR, finished_rows, merge_parts, part_path
     from bench.scaling.sweep import run_sweep
@@ -348,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env0.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv_list})
         write_json(run_dir / "env.json", env0)
 
-    csv_path = run_dir / CSV_NAME if not info.active else part_path(run_dir, info.rank)
+    csv_path = run_dir / CSV_NAME if not info.enabled else part_path(run_dir, info.rank)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     t0 = time.perf_counter()
     if info.rank == 0:
@@ -357,10 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"passes {','.join(cfg.passes)} -> {run_dir}", file=sys.stderr, flush=True)
     stats = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress,
                       device_name=device_name)
-    dist_util.barrier(info)
-    counts = dist_util.all_gather(stats.by_status, info)
+    info.barrier()
+    counts = info.gather(stats.by_status)
     if info.rank == 0:
-        if info.active or (run_dir / PARTS_DIR).is_dir():
+        if info.enabled or (run_dir / PARTS_DIR).is_dir():
             merge_parts(run_dir, info.world)
         env = read_json(run_dir / "env.json")
         total = {}
@@ -376,9 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"
         print(f"{PROG}: {shown} in {time.perf_counter() - t0:.0f} s; results in {run_dir}", file=sys.stderr)
         print(run_dir)
-    # every rank tears the process group down together, after rank 0 has written the folder: a
-    # rank that destroyed its gloo group while rank 0 was still writing once aborted at exit
-    # ("terminate called without an active exception") in a fresh-clone CI run
-    dist_util.barrier(info)
-    dist_util.finish(info)
+    # every rank tears the process group down together, after rank 0 has written the folder: a rank
+    # that destroys its gloo group while rank 0 still writes can abort the process at exit
+    info.barrier()
+    info.finish()
     return 0

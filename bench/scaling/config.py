@@ -5,8 +5,9 @@ Why these defaults
 - Run order (both devices): the first phase measures the methods that answer the published
   claims (wave, the FFT floor, SDPA, and naive softmax where it fits) at every level, pass and
   length; the extras (wave-field, wave-scan, pinned backends, ...) get the time left after it. At
-  the core level, wave, the floor and SDPA are never skipped for time while they fit memory: over
-  a budget they run with one warm-up call and one timed call instead.
+  the core level, forward pass (what the published claims count), wave, the floor and SDPA are
+  never skipped for time while they fit memory: over a budget they run with one warm-up call and
+  one timed call instead.
 - CPU (this project's 2-core machine; `python -m bench.scaling --max-len 32768` should finish in
   about 5 minutes): batch 1, float32, every level and pass, min_run_time 0.2 s / min_reps 5,
   one warm-up call (which is also the memory-measurement call), an 8 s budget per cell (a cell

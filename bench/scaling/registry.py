@@ -20,8 +20,8 @@ ALL_LEVELS = ("core", "layer", "model")
 ALL_PASSES = ("fwd", "fwdbwd")
 KINDS = ("wave", "softmax", "reference", "peer")
 # Run order and protection. Tier 0 answers the published claims: measured first at every level,
-# pass and length, and at the core level never skipped for time (fewer repetitions instead) while
-# it fits memory. Tier 1 runs in the same first phase but under the normal budgets. Tier 2 (the
+# pass and length, and at the core level, forward pass, never skipped for time (fewer repetitions
+# instead) while it fits memory. Tier 1 runs in the same first phase but under the normal budgets. Tier 2 (the
 # extras) gets what time is left after the first phase.
 HEADLINE, FIRST, EXTRA = 0, 1, 2
 
