@@ -23,16 +23,6 @@ PROBES = ["--seq-len", "48", "--batch-size", "2", "--probe-len", "300", "--model
 SMALL = ["--d-model", "32", "--n-layers", "3", "--n-heads", "4"] + PROBES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from 2 threads, and on a shared 2-core machine OpenMP waits can make a
-    10 ms step take a second. One thread keeps these tests fast and their timing stable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def inv_softplus(a: float) -> float:
     return math.log(math.expm1(a))
 

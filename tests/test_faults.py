@@ -298,12 +298,15 @@ def test_diagnostics_refuses_damaged_checkpoints(fault, quality_run, tmp_path):
     ("quality", ["--seq-len", "100000000000"]),
     pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
     ("diagnostics", ["--probe-len", "1000000000"]),
+    ("scaling", ["--mem-budget", "1000000000"]),
     pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
     pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
-], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "diag-seq-len", "diag-d-model"])
+], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
+        "diag-d-model"])
 def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
     t0 = time.perf_counter()
-    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), "needs at least", "available")
+    needles = ["--mem-budget", "available RAM"] if module == "scaling" else ["needs at least", "available"]
+    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), *needles)
     assert time.perf_counter() - t0 < 30
     assert not (tmp_path / "out").exists()
 

@@ -66,6 +66,11 @@ def test_choices_mirror_the_data_layer():
     assert set(CORPUS_CHOICES) == set(CORPORA)
     assert set(TOKENIZER_CHOICES) == set(TOKENIZER_KINDS)
     assert set(BATCHING_CHOICES) == set(BATCH_MODES)
+    from bench.quality.methods import METHODS
+    from bench.quality.presets import WAVE_MODES
+    from wavefield_core import MODES
+
+    assert qcli.METHOD_CHOICES == tuple(METHODS) and set(WAVE_MODES) == set(MODES)
 
 
 def test_every_preset_field_is_a_flag():
@@ -84,10 +89,17 @@ def test_presets_are_well_formed():
         assert sum(getattr(p, k) > 0 for k in ("steps", "epochs", "tokens")) == 1, p.name
         assert p.amp in AMP_CHOICES and p.corpus in CORPUS_CHOICES and p.tokenizer in TOKENIZER_CHOICES
         qcli.validate(qcli.Settings(preset=p))
-    pc, pb = PRESETS["paper-char"], PRESETS["paper-bpe"]
-    assert (pc.d_model, pc.n_layers, pc.n_heads, pc.d_ff, pc.seq_len, pc.batch_size) == (256, 6, 8, 1024, 128, 32)
-    assert (pc.lr, pc.weight_decay, pc.min_lr, pc.grad_clip, pc.warmup_epochs, pc.epochs) == (3e-4, 0.01, 1e-5, 0.5, 3, 30)
-    assert (pb.seq_len, pb.tokenizer, pb.vocab_size) == (256, "bpe", 8000)
+
+
+def test_paper_presets_build_the_published_models():
+    """The paper presets give the published parameter counts, exactly (V = 100)."""
+    from bench.quality.methods import resolve_methods
+
+    for name in ("paper-char", "paper-bpe"):
+        p = PRESETS[name]
+        m = resolve_methods(("wave", "standard"), p, vocab_size=100)
+        assert m["wave"]["params"] == 5_727_378 + 256 * 100
+        assert m["standard"]["params"] == 4_739_072 + 256 * (100 + p.seq_len)
 
 
 def test_budget_flag_replaces_the_preset_budget():
@@ -115,8 +127,6 @@ def test_param_matched_within_two_percent():
         m = resolve_methods(("wave", "standard", "standard-matched"), PRESETS[name], vocab_size=300)
         assert abs(m["standard-matched"]["params"] / m["wave"]["params"] - 1) <= 0.02
         assert m["standard"]["config"]["d_ff"] == PRESETS[name].d_ff
-    m = resolve_methods(("wave",), PRESETS["paper-char"], vocab_size=0)
-    assert m["wave"]["params"] == 5_727_378  # the published size at V = 0 (+ 256 V)
 
 
 def test_stats_interval():
@@ -140,6 +150,11 @@ def test_stats_interval():
     (["--d-model", "30", "--n-heads", "4"], "not divisible"),
     (["--field-stride", "1.5", "--corpus", "fixture", "--no-progress", "--out", "{tmp}"], "leaks"),
     (["--resume", "{tmp}", "--lr", "1"], "--resume continues a run"),
+    (["--methods", "wave,nope"], "unknown method 'nope'; valid choices: wave, standard"),
+    (["--methods", "wave", "--pairing", "paper"], "either --methods or --pairing"),
+    (["--wave-mode", "warp"], "invalid choice: 'warp'"),
+    (["--wave-mode", "triton", "--device", "cpu", "--corpus", "fixture", "--out", "{tmp}"],
+     "--wave-mode triton cannot run here"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path / "o")) for a in argv]
@@ -148,6 +163,25 @@ def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path):
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_testing_flags_work_but_stay_out_of_help(capsys):
+    assert run(["--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--methods" in shown and "--wave-mode" in shown
+    assert "--inject-nan-at-step" not in shown and "--stop-after-steps" not in shown
+    s = qcli.parse(["--inject-nan-at-step", "3-4", "--stop-after-steps", "2"])
+    assert (s.inject_nan_at_step, s.stop_after_steps) == ([3, 4], 2)
+
+
+def test_methods_flag_trains_the_chosen_methods_wave_first(tmp_path):
+    out = tmp_path / "m"
+    assert run(SMALL + ["--methods", "standard,wave", "--wave-mode", "token", "--steps", "2", "--eval-every", "2",
+                        "--out", out]) == 0
+    assert [r["method"] for r in rows(out / "final.csv")] == ["wave", "standard"]
+    env = json.loads((out / "env.json").read_text())
+    assert list(env["methods"]) == ["wave", "standard"] and env["methods"]["wave"]["config"]["mode"] == "token"
+    assert qcli.settings_from_saved(env["settings"], qcli.parse([])).methods == ("wave", "standard")
 
 
 def test_existing_results_folder_is_refused(tmp_path, capsys):

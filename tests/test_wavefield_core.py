@@ -366,9 +366,7 @@ def test_model_is_causal_and_prefix_consistent():
 def test_wave_lm_published_parameter_count(vocab):
     m = WaveFieldLM(vocab, d_model=256, n_layers=6, n_heads=8, d_ff=1024)
     n = sum(p.numel() for p in m.parameters())
-    target = 5_727_378 + 256 * vocab
-    assert abs(n - target) / target < 0.02
-    print(f"V={vocab}: {n:,} parameters (published formula {target:,})")
+    assert n == 5_727_378 + 256 * vocab  # the published count: exact, not approximately
 
 
 def test_wave_lm_initial_loss_and_overfit():

@@ -3,7 +3,7 @@
 Per head h and field lag t (in cells, t >= 0):
     k_h(t) = exp(-alpha_h t) * cos(omega_h t + phi_h) / Z_h,   alpha_h = softplus(damping_h)
 
-Normalisation (a deliberate change from V3.5, see SPEC.md section 3): V3.5 divided by the L1 norm
+Normalisation (a deliberate change from V3.5, see docs/mechanism.md, "The kernel normalisation"): V3.5 divided by the L1 norm
 over its fixed field of G = 1024 cells. Once the field grows with N, normalising over "the
 field" would make every output depend on how many tokens follow it. Here Z_h is the L1 norm over
 a fixed reference range of `norm_cells` cells (default 1024, V3.5's G) plus an upper bound on the
@@ -100,7 +100,7 @@ def reach_cells(damping: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:
 
 
 def stride_is_exact(stride: float) -> bool:
-    """True when the field path is exactly causal: integer s >= 1, or any s >= 2 (SPEC.md section 2)."""
+    """True when the field path is exactly causal: integer s >= 1, or any s >= 2 (docs/mechanism.md, "The rule the suite enforces")."""
     s = float(stride)
     return math.isfinite(s) and (s >= 2.0 or (s >= 1.0 and s == int(s)))
 

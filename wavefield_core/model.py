@@ -1,4 +1,4 @@
-"""WaveFieldLM: the V3.5 language model (SPEC.md section 4) around WaveFieldAttention."""
+"""WaveFieldLM: the V3.5 language model (docs/mechanism.md, "The language models") around WaveFieldAttention."""
 from __future__ import annotations
 
 import math

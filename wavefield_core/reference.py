@@ -1,4 +1,4 @@
-"""Slow, obvious float64 references built straight from the definition (SPEC.md section 1).
+"""Slow, obvious float64 references built straight from the definition (docs/mechanism.md, "The layer step by step").
 
 Everything here materialises the (H, N, N) token operator A_h[t, j] explicitly:
     A_h[t, j] = sum over cells a of token t, cells b of token j, a >= b:  w(t, a) w(j, b) k_h[a - b]

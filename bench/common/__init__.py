@@ -6,5 +6,6 @@ that `--help` and argument errors do not wait for torch.
     checkpoint  the checkpoint format bench.quality writes and bench.diagnostics reads
     env         env.json contents: machine, software, git
     memory      peak memory of a call; will a size fit (check_fits, lm_bytes)
+    dist        torchrun: ranks, process group, collectives (no-ops in a plain process)
     device, allocator, timing
 """

@@ -1,7 +1,7 @@
 """One checkpoint format for every harness: bench.quality writes it, bench.diagnostics reads it.
 
 A checkpoint is a torch.save'd dict:
-    {"format": "wavefield-bench/1", "kind": "wave" | "standard", "config": {constructor kwargs},
+    {"format": "wavefield-bench/1", "kind": "wave" | "standard" | "peer", "config": {constructor kwargs},
      "state_dict": model weights, "meta": {free-form: tokenizer path, step, metrics, ...},
      "train_state": optional optimizer/scheduler/batcher/RNG state for --resume}
 Written atomically (bench.common.files.replacing); anything unreadable or inconsistent is a
@@ -18,7 +18,7 @@ from bench.common.cli import UsageError
 from bench.common.files import replacing
 
 FORMAT = "wavefield-bench/1"
-KINDS = ("wave", "standard")
+KINDS = ("wave", "standard", "peer")
 
 
 def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
@@ -31,6 +31,10 @@ def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
         from baselines import StandardLM
 
         return StandardLM(**config)
+    if kind == "peer":
+        from baselines.peer_model import PeerLM
+
+        return PeerLM(**config)
     raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 

@@ -1,4 +1,4 @@
-"""Peak memory of one call (docs/METHOD.md, "Memory protocol").
+"""Peak memory of one call (docs/method.md, "Memory protocol").
 
 CUDA ("cuda-max-allocated"): gc; empty_cache; reset_peak_memory_stats; synchronize;
 baseline = memory_allocated(); run; synchronize; peak = max_memory_allocated() - baseline.

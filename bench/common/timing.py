@@ -1,4 +1,4 @@
-"""The one timing protocol every harness uses (docs/METHOD.md, "Timing protocol").
+"""The one timing protocol every harness uses (docs/method.md, "Timing protocol").
 
 - Inputs are built by the caller, outside the timed region; a closure `fn()` does the work.
 - Every closure is warmed up first (plan caches, lazy init, allocator growth).

@@ -9,7 +9,7 @@ Two probes on any callable fn: (B, N, D_in) -> (B, N, D_out):
 The leak score of a probe is earlier / response (resp. future / past gradient): scale-free, so a
 random-init model with tiny weights and a trained one read the same way. A causal operator scores
 at rounding level (about 1e-16 in float64, 1e-7 in float32); the leaking configurations of
-SPEC.md section 2 score 1e-3 .. 1.
+docs/mechanism.md, "Causality", score 1e-3 .. 1.
 
 Leak demonstrations run the float64 reference (wavefield_core.reference), which accepts any
 stride and V3.5's fixed-field clamping with no guard.
@@ -173,7 +173,7 @@ def v35_clamp_config(field_cells: int = 1024, max_len: int = 256) -> dict:
 
 
 def leak_configs(field_cells: int = 1024, max_len: int = 256) -> list[tuple[str, dict]]:
-    """The leaking configurations of SPEC.md section 2 (name, reference_wave_layer overrides)."""
+    """The leaking configurations of docs/mechanism.md, "Causality" (name, reference_wave_layer overrides)."""
     return [
         ("stride 1.29", {"field_stride": 1.29}),
         ("stride 0.996", {"field_stride": 0.996}),

@@ -1,6 +1,6 @@
 """Per-head physics: wave parameters, reach, role labels, kernels, measured impulse responses, coupling.
 
-Reach (SPEC.md section 6): the lag where the envelope exp(-alpha t) falls to 10% of its value at
+Reach (docs/claims.md, claim 6): the lag where the envelope exp(-alpha t) falls to 10% of its value at
 lag 0, i.e. ln(10) / alpha cells, divided by the stride s for tokens.
 
 Role rule (thresholds in tokens, changeable with --role-thresholds LOCAL,LONG):

@@ -169,7 +169,7 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
 
 def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: torch.Generator) -> None:
     """Probe the float64 reference (no guard) with layer 0's weights: at the layer's own stride
-    (must be clean: a model check), and at each leaking configuration of SPEC.md section 2 (must
+    (must be clean: a model check), and at each leaking configuration of docs/mechanism.md, "Causality" (must
     leak: otherwise the probe is broken). Also check that the fast layer refuses leaking strides."""
     lay = cz.as_probe_copy(layer, torch.float64).cpu()
     n = cfg.leak_len

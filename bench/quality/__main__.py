@@ -31,13 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.common.files import check_out_dir
 
         check_out_dir(settings.out)  # before torch, the data and the tokenizer, on every rank
-    from bench.quality.dist import init_distributed, shutdown
+    import torch
 
-    ctx = init_distributed(settings.device)
+    from bench.common.dist import from_env
+
+    flag = settings.device
+    ctx = from_env().join("cuda" if flag.startswith("cuda") or (flag == "auto" and torch.cuda.is_available()) else "cpu")
     try:
         return _run(settings, ctx, list(sys.argv[1:] if argv is None else argv))
     finally:
-        shutdown(ctx)
+        ctx.finish()
 
 
 def _run(settings, ctx, argv: list[str]) -> int:
@@ -59,7 +62,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
         run_dir = Path(settings.resume)
         if not (run_dir / "env.json").is_file():
             raise UsageError(f"--resume {run_dir}: no env.json there (not a bench.quality run folder)")
-        run_dir = claim_run_dir(run_dir, resume=True, main=ctx.is_main, broadcast=ctx.broadcast_object)
+        run_dir = claim_run_dir(run_dir, resume=True, main=ctx.is_main, broadcast=ctx.broadcast)
         resumed_env = read_json(run_dir / "env.json", f"--resume {run_dir}: env.json")
         try:
             settings = qcli.settings_from_saved(resumed_env["settings"], settings)
@@ -69,6 +72,12 @@ def _run(settings, ctx, argv: list[str]) -> int:
     p = settings.preset
 
     device = _device(settings.device, ctx, resolve_device)
+    if p.wave_mode == "triton" and "wave" in settings.methods:
+        from wavefield_core.triton_scan import triton_available
+
+        why = triton_available(device)
+        if why:
+            raise UsageError(f"--wave-mode triton cannot run here: {why}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
@@ -107,7 +116,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                                     pad_id=tok.pad_id) for s in ("valid", "test")}
     if settings.resume is None:
         run_dir = claim_run_dir(settings.out, tag=device_tag(device), kind="quality", main=ctx.is_main,
-                                broadcast=ctx.broadcast_object)
+                                broadcast=ctx.broadcast)
         if ctx.is_main:
             with replacing(run_dir / "tokenizer.json") as tmp:
                 tok.save(tmp)

@@ -30,7 +30,11 @@ PAIRING_METHODS = {
 }
 DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
 # Run options that define the experiment: saved in env.json and fixed for a --resume.
-SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "data_dir", "text_file", "deterministic", "inject_nan_at_step")
+SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
+                     "inject_nan_at_step")
+# the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
+METHOD_CHOICES = ("wave", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla", "peer-retnet",
+                  "peer-diag-ssm")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Settings:
     preset: Preset
     seeds: list[int] = field(default_factory=lambda: [0])
     pairing: str = "both"
+    method_names: list[str] = field(default_factory=list)  # --methods; empty: the pairing's methods
     data_dir: str | None = None
     text_file: str | None = None
     out: str | None = None
@@ -54,7 +59,7 @@ class Settings:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return PAIRING_METHODS[self.pairing]
+        return tuple(self.method_names) or PAIRING_METHODS[self.pairing]
 
     def saved(self) -> dict:
         """The part of the settings stored in env.json (and restored by --resume)."""
@@ -85,6 +90,16 @@ def _step_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step or range (expected e.g. 5 or 3-7, steps >= 1)")
 
 
+def _method_list(text: str) -> list[str]:
+    """'standard,wave' -> ['wave', 'standard']: unique, wave first (every ratio is wave / another method)."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [n for n in names if n not in METHOD_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown method {bad[0] if bad else text!r}; valid choices: "
+                                         f"{', '.join(METHOD_CHOICES)}")
+    return sorted(names, key=lambda n: n != "wave")
+
+
 def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Train WaveFieldLM and StandardLM under the same budget and report the "
                   "gap in perplexity, bits per character and accuracy.")
@@ -98,6 +113,9 @@ def build_parser() -> ArgParser:
                      help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
                           "match the wave model's parameters within 2%%; both: wave, standard, standard-matched "
                           "(default: both)")
+    run.add_argument("--methods", type=_method_list, default=None, metavar="NAME[,NAME...]",
+                     help=f"methods to train instead of a --pairing, e.g. wave,standard,peer-hgrn (choices: "
+                          f"{', '.join(METHOD_CHOICES)})")
     run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
     run.add_argument("--text-file", default=None, help="UTF-8 text file (corpus text-file)")
     run.add_argument("--out", default=None, help="results folder (must be new or empty); default "
@@ -110,10 +128,9 @@ def build_parser() -> ArgParser:
     run.add_argument("--max-nonfinite", type=positive_int, default=20,
                      help="stop (exit 3, state saved) after this many non-finite steps in a row (default: 20)")
     run.add_argument("--inject-nan-at-step", type=_step_list, nargs="+", default=None, metavar="STEP",
-                     help="testing: make the loss NaN at these 1-based steps (e.g. 5 or 3-7)")
-    run.add_argument("--stop-after-steps", type=nonneg_int, default=0,
-                     help="testing: save the training state and stop after this many steps in this invocation "
-                          "(simulates an interruption; finish with --resume)")
+                     help=argparse.SUPPRESS)  # tests: make the loss NaN at these 1-based steps (5 or 3-7)
+    # tests: save the state and stop after this many steps in this invocation, as an interruption would
+    run.add_argument("--stop-after-steps", type=nonneg_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     run.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
 
@@ -137,21 +154,22 @@ def parse(argv: Sequence[str] | None = None) -> Settings | None:
 def resolve(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
     if args.resume is not None:
-        saved_keys = [k for k in ("seeds", "pairing", "data_dir", "text_file", "deterministic", "inject_nan_at_step")
-                      if getattr(args, k) is not None]
+        saved_keys = [k for k in ("seeds", "pairing", "methods", "data_dir", "text_file", "deterministic",
+                                  "inject_nan_at_step") if getattr(args, k) is not None]
         if given or saved_keys or args.out is not None:
             names = ", ".join(_flag(k) for k in [*given, *saved_keys] + (["out"] if args.out is not None else []))
             raise UsageError(f"--resume continues a run with its saved settings; drop {names} "
-                             "(allowed with --resume: --device, --max-nonfinite, --stop-after-steps, --no-progress, "
-                             "--threads)")
+                             "(allowed with --resume: --device, --max-nonfinite, --no-progress, --threads)")
         return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, device=args.device,
                         max_nonfinite=args.max_nonfinite, stop_after_steps=args.stop_after_steps,
                         no_progress=args.no_progress, threads=args.threads)
 
+    if args.methods is not None and args.pairing is not None:
+        raise UsageError("give either --methods or --pairing, not both")
     preset = apply_overrides(PRESETS[args.preset], given)
     settings = Settings(
         preset=preset, seeds=list(args.seeds) if args.seeds is not None else [0],
-        pairing=args.pairing or "both", data_dir=args.data_dir, text_file=args.text_file, out=args.out,
+        pairing=args.pairing or "both", method_names=args.methods or [], data_dir=args.data_dir, text_file=args.text_file, out=args.out,
         device=args.device, deterministic=args.deterministic or "auto", max_nonfinite=args.max_nonfinite,
         inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
         stop_after_steps=args.stop_after_steps, no_progress=args.no_progress, threads=args.threads,
@@ -218,7 +236,8 @@ def settings_from_saved(saved: dict, cli: Settings) -> Settings:
     known = {f.name for f in dataclasses.fields(Preset)}
     preset = Preset(**{k: v for k, v in saved["preset"].items() if k in known})
     return Settings(
-        preset=preset, seeds=list(saved["seeds"]), pairing=saved["pairing"], data_dir=saved.get("data_dir"),
+        preset=preset, seeds=list(saved["seeds"]), pairing=saved["pairing"],
+        method_names=list(saved.get("method_names") or []), data_dir=saved.get("data_dir"),
         text_file=saved.get("text_file"), out=None, resume=cli.resume, device=cli.device,
         deterministic=saved.get("deterministic", "auto"), max_nonfinite=cli.max_nonfinite,
         inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), stop_after_steps=cli.stop_after_steps,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.quality.data import IGNORE_INDEX
-from bench.quality.dist import DistContext
+from bench.common.dist import Dist
 
 PAPER_PPL_CAP = 20.0  # the published loop: PPL = exp(min(loss, 20))
 
@@ -63,11 +63,11 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
-             max_batches: int = 0, autocast=None, ctx: DistContext | None = None) -> EvalResult:
+             max_batches: int = 0, autocast=None, ctx: Dist | None = None) -> EvalResult:
     """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from the first batch.
 
     max_batches = 0 scores the whole split. The batcher is rewound, so it can be reused."""
-    ctx = ctx or DistContext()
+    ctx = ctx or Dist()
     was_training = model.training
     model.eval()
     batches.load_state_dict({"epoch": 0, "position": 0})

@@ -47,7 +47,7 @@ PEER_OPS = {"peer-hgrn": "hgrn", "peer-simple-gla": "simple-gla", "peer-retnet":
 
 def wave_config(p: Preset, vocab_size: int) -> dict:
     return dict(vocab_size=vocab_size, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, d_ff=p.d_ff,
-                field_stride=p.field_stride, mode="auto", dropout=p.dropout)
+                field_stride=p.field_stride, mode=p.wave_mode, dropout=p.dropout)
 
 
 def standard_config(p: Preset, vocab_size: int, d_ff: int | None = None) -> dict:

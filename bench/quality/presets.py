@@ -20,6 +20,7 @@ CORPUS_CHOICES = ("wiki-vital", "wikitext2", "shakespeare", "text-file", "fixtur
 TOKENIZER_CHOICES = ("char", "bpe")
 BATCHING_CHOICES = ("contiguous", "lines")
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")  # auto: bf16 on CUDA (fp16 if no bf16), off on CPU
+WAVE_MODES = ("auto", "token", "field", "scan", "triton")  # wavefield_core.MODES
 BUDGET_FIELDS = ("steps", "epochs", "tokens")
 WARMUP_FIELDS = ("warmup_steps", "warmup_epochs")
 
@@ -48,6 +49,8 @@ class Preset:
     d_ff: int = _f(1024, "FFN width (wave and the paper's standard baseline)")
     dropout: float = _f(0.1, "dropout")
     field_stride: float = _f(4.0, "wave model: field cells per token (integer >= 1 or any value >= 2)")
+    wave_mode: str = _f("auto", "wave model's operator path (docs/mechanism.md); triton = the fused Triton kernels "
+                                "(CUDA, or CPU with TRITON_INTERPRET=1)", WAVE_MODES)
     # optimisation (AdamW, linear warm-up then cosine to min_lr, stepped per batch)
     lr: float = _f(3e-4, "peak learning rate")
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine")

@@ -23,28 +23,6 @@ FINAL_COLUMNS = [
     "best_val_loss", "best_val_ppl", "steps", "tokens", "train_s", "d_ff", "mem_method",
 ]
 
-SPLITS = ("train", "val", "test")
-
-
-def append_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append one row (header first if the file is new) and flush it to disk."""
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({k: _fmt(row.get(k)) for k in columns})
-
-
-def rewrite(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: _fmt(row.get(k)) for k in columns})
-    tmp.replace(path)
-
 
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
@@ -52,10 +30,3 @@ def read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
-
-def _fmt(v):
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v) if v == v else "nan"
-    return v

@@ -30,7 +30,7 @@ from bench.common.checkpoint import build_model, load_weights, read_checkpoint, 
 from bench.common.cli import UsageError
 from bench.common.files import CsvLog, read_table
 from bench.quality.data import make_batches
-from bench.quality.dist import DistContext
+from bench.common.dist import Dist
 from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
 from bench.quality.memory import PeakMemory
 from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
@@ -85,7 +85,7 @@ class RunContext:
     settings: object  # bench.quality.cli.Settings
     run_dir: Path
     device: torch.device
-    ctx: DistContext
+    ctx: Dist
     data: dict  # encode_splits output
     pad_id: int
     tokens_per_char: dict  # split -> tokens / characters
@@ -231,7 +231,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
             CsvLog(rc.curves_path, CURVE_COLUMNS).append(row)
 
     def save_state() -> None:
-        ranks = ctx.gather_objects({"rng": _rng_state(dev), "acc": acc.tolist()})
+        ranks = ctx.gather({"rng": _rng_state(dev), "acc": acc.tolist()})
         if ctx.is_main:
             st.wall_s = wall()
             save_checkpoint(last_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step},

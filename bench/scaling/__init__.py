@@ -12,7 +12,6 @@ Layout (each file holds one thing):
     grid.py         cell spec, CSV key, run order, rank assignment
     sweep.py        the engine: gates, warm-up, memory, interleaved timing, one row per cell
     results.py      timings.csv writing / reading / merging of torchrun parts
-    distributed.py  torchrun support (nccl on CUDA, gloo on CPU)
     schema.py       the timings.csv columns
     summary.py, plots.py  summary.md and plots/ derived from timings.csv (separate owners)
 The timing and memory protocols themselves live in bench/common/timing.py and memory.py.

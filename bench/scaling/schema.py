@@ -20,7 +20,7 @@ COLUMNS = KEY_COLUMNS + [
     "device_used_mb",   # CUDA: the device's used memory after the call, from NVML (every process and
                         # the CUDA context included: what nvidia-smi shows); CPU: empty
     "mem_method",     # how peak_mem_mb was measured (cuda-max-allocated | torch-profiler | estimate)
-    "flops",          # cost-model FLOPs of one call (METHOD.md cost model)
+    "flops",          # cost-model FLOPs of one call (docs/method.md, "Cost model")
     "bytes",          # minimum bytes moved by one call (inputs read once, outputs written once)
     "tflops",         # flops / median time
     "gbps",           # bytes / median time, GB/s
