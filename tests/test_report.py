@@ -1,4 +1,4 @@
-"""bench.report (results/README.md from run folders) and bench/gpu_run.sh.
+"""bench.report (results/README.md from run folders), the committed page against its CSVs, and bench/gpu_run.sh.
 
 The results tree is built in tmp_path: a copy of the synthetic scaling fixture plus small synthetic
 quality and diagnostics runs written here with the columns those harnesses write.
@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from bench.common.cli import run_cli
-from bench.report import markdown as md
+from bench.common.timings import fmt
 from bench.report.__main__ import PROG, main
+from bench.report.build import KEY_BEGIN, KEY_END
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "scaling_run"
@@ -109,79 +110,105 @@ def tree(tmp_path_factory):
     return root, readme, readme.read_text()
 
 
-def _tables(lines: list[str]) -> list[int]:
-    """Index of the last line of every markdown table outside code fences."""
-    ends, inside = [], False
-    for i, line in enumerate(lines):
+def _tables(text: str) -> list[list[str]]:
+    """Every markdown table outside code fences, as its lines."""
+    out, cur, inside = [], [], False
+    for line in text.splitlines() + [""]:
         if line.lstrip().startswith("```"):
             inside = not inside
-            continue
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if not inside and md.is_table_line(line) and not md.is_table_line(nxt):
-            ends.append(i)
-    return ends
+        if not inside and line.lstrip().startswith("|"):
+            cur.append(line)
+        elif cur:
+            out, cur = out + [cur], []
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+
+def _section(text: str, head: str) -> str:
+    return text.split("\n" + head + "\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_sections_in_fixed_order(tree):
     _, _, text = tree
-    heads = ["# Published results", "## Runs", "## What reproduces and what does not", "### Speed:", "### Quality:",
-             "## Scaling:", "## Quality:", "## Diagnostics:", "## Plots"]
-    pos = [text.find("\n" + h) if i else text.find(h) for i, h in enumerate(heads)]
+    heads = ["# Published results", "## The claims at a glance", "## Key numbers", "## Speed and memory per level",
+             "## Sub-quadratic peers", "## Quality", "## Heads and causality", "## Plots", "## Runs"]
+    pos = [text.find("\n" + h + "\n") if i else text.find(h) for i, h in enumerate(heads)]
     assert all(p >= 0 for p in pos), dict(zip(heads, pos))
     assert pos == sorted(pos)
-    # summaries are demoted by two levels: the README is the only level-1 heading
     assert [ln for ln in text.splitlines() if ln.startswith("# ")] == ["# Published results"]
-    assert "\n### Scaling run scaling\n" in text and "\n#### 2. Measurements per level and pass\n" in text
-    assert "\n### Wave Field diagnostics\n" in text
-    # inside a code fence nothing is demoted or treated as a table
-    assert "| not a table: inside a code fence\n```" in text
 
 
-def test_index_table_has_provenance(tree):
+def test_claims_table_has_every_claim_with_a_verdict(tree):
     _, _, text = tree
-    index = text.split("## Runs", 1)[1].split("## What", 1)[0]
-    for rel, kind, cmd in [("runs/scaling", "scaling (SYNTHETIC", "python -m bench.scaling --preset cpu-smoke --device cpu"),
-                           ("runs/quality", "quality", "python -m bench.quality --preset tiny --corpus fixture"),
-                           ("runs/diag", "diagnostics", "python -m bench.diagnostics --checkpoint")]:
-        row = next(ln for ln in index.splitlines() if ln.startswith(f"| [{rel}]({rel})"))
-        assert f"| {kind}" in row and cmd in row and "2 logical cores" in row
+    claims = _tables(_section(text, "## The claims at a glance"))[0]
+    rows = [_cells(ln) for ln in claims[2:]]
+    assert _cells(claims[0]) == ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict",
+                                 "evidence"]
+    names = " ".join(r[0] for r in rows)
+    for needle in ("speed 2K: 31x", "speed 8K: 107x", "speed 32K: 367x", "char PPL 6.2 vs 5.9", "char accuracy 50.5 vs 51.0",
+                   "BPE-8K PPL 170.7 vs 91.4", "V4.3.3 gap 1.40x", "about 6M parameters", "local / medium / long-range",
+                   "Mamba or Hyena", "causal"):
+        assert needle in names, needle
+    verdicts = ("reproduces", "partly", "does not", "not measured")
+    assert all(r[4].startswith(verdicts) for r in rows), [r[4] for r in rows]
+    mamba = next(r for r in rows if "Mamba" in r[0])
+    assert "test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm" in mamba[2] and "S4D" in mamba[2]
+    params = next(r for r in rows if "parameters" in r[0])
+    assert "5,983,378" in params[1] and params[4] == "reproduces"  # 5,727,378 + 256 V at V = 1000 (docs/mechanism.md)
 
 
-def test_headline_numbers_trace_to_csvs(tree):
+def test_speed_numbers_trace_to_the_csv(tree):
+    """The synthetic run's SDPA / wave ratios at core fwd appear in the claims table, with setup and commit."""
     _, _, text = tree
     with (FIXTURE / "timings.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["level"] == "core" and r["pass"] == "fwd" and r["status"] == "ok"]
     ms = {(r["method"], int(r["seq_len"])): float(r["median_ms"]) for r in rows}
-    speed = text.split("### Speed:", 1)[1].split("### Quality:", 1)[0]
+    claims = _section(text, "## The claims at a glance")
     for n in (2048, 8192):
-        row = next(ln for ln in speed.splitlines() if ln.startswith(f"| runs/scaling |") and f"| {n} |" in ln)
-        for base in ("softmax-sdpa", "softmax-naive"):
-            ratio = ms[(base, n)] / ms[("wave", n)]
-            assert f"{ratio:.2f}x" in row or f"{ratio:.1f}x" in row, (n, base, row)
-    row32 = next(ln for ln in speed.splitlines() if "| 32768 |" in ln)
-    assert "367x" in row32 and "not measured (softmax-naive skipped" in row32
-    assert "Source: [runs/scaling/timings.csv](runs/scaling/timings.csv)" in speed
-
-    quality = text.split("### Quality:", 1)[1].split("\n## ", 1)[0]
-    w, s = QUALITY_FINAL["wave"], QUALITY_FINAL["standard"]
-    expected = sum(w[k][0] / s[k][0] for k in (0, 1)) / 2
-    row = next(ln for ln in quality.splitlines() if "| wave / standard |" in ln)
-    assert f"{expected:.3f}" in row and "6.2 / 5.9 = 1.05" in row
-    assert any("| wave / standard-matched |" in ln for ln in quality.splitlines())
-    assert "Source: [runs/quality/final.csv](runs/quality/final.csv)" in quality
+        row = next(ln for ln in claims.splitlines() if ln.startswith(f"| speed {n // 1024}K"))
+        ratio = ms[("softmax-sdpa", n)] / ms[("wave", n)]
+        assert f"{fmt(ratio)}x [CPU fp32 B=1, 2 threads, " in row, row
+    row32 = next(ln for ln in claims.splitlines() if ln.startswith("| speed 32K"))
+    assert "| not measured |" in row32 or "not measured" in _cells(row32)[2]
 
 
-def test_every_table_has_a_provenance_line(tree):
+def test_tables_fit_a_screen_and_dashes_have_one_note_per_reason(tree):
     _, _, text = tree
-    lines = text.splitlines()
-    ends = _tables(lines)
-    assert len(ends) > 20
-    for i in ends:
-        after = next(ln for ln in lines[i + 1:] if ln.strip())
-        assert after.startswith("Source: "), (lines[i], after)
-        assert ".csv" in after or "env.json" in after
-        if "env.json" not in after:
-            assert "machine: " in after and "software: " in after and "command: `" in after
+    for tab in _tables(text):
+        if not tab[0].startswith("| run (summary)"):  # the index carries the exact commands
+            assert len(_cells(tab[0])) <= 8, tab[0]
+    levels = _section(text, "## Speed and memory per level")
+    body, notes = levels.split("Notes: ", 1)
+    marks = set(re.findall(r"- \(([a-z])\)", body))
+    listed = re.findall(r"\(([a-z])\) ([^(]+)", notes.split("\n", 1)[0])
+    assert marks and marks == {m for m, _ in listed}
+    assert len({t.strip() for _, t in listed}) == len(listed)  # each reason once
+    assert "predicted" not in body  # reasons live in the notes, not in the cells
+
+
+def test_quality_and_diagnostics_numbers_from_csvs(tree):
+    _, _, text = tree
+    w, s = QUALITY_FINAL["wave"], QUALITY_FINAL["standard"]
+    ratios = [w[k][0] / s[k][0] for k in (0, 1)]
+    quality = _section(text, "## Quality")
+    assert f"{sum(ratios) / 2:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, 2 seeds)" in quality
+    assert "Source: [runs/quality/final.csv](runs/quality/final.csv)" in quality
+    diag = _section(text, "## Heads and causality")
+    assert "Source: [runs/diag/diagnostics.csv](runs/diag/diagnostics.csv)" in diag
+    assert "1 leaks shown" in diag
+
+
+def test_index_table_has_provenance(tree):
+    _, _, text = tree
+    index = _section(text, "## Runs")
+    for rel, kind, cmd in [("runs/scaling", "scaling (SYNTHETIC", "python -m bench.scaling --preset cpu-smoke --device cpu"),
+                           ("runs/quality", "quality", "python -m bench.quality --preset tiny --corpus fixture"),
+                           ("runs/diag", "diagnostics", "python -m bench.diagnostics --checkpoint")]:
+        row = next(ln for ln in index.splitlines() if ln.startswith(f"| [{rel}]({rel}/summary.md)"))
+        assert f"| {kind}" in row and cmd in row and "2 logical cores" in row
 
 
 def test_links_are_relative_and_resolve(tree):
@@ -190,20 +217,8 @@ def test_links_are_relative_and_resolve(tree):
     assert targets
     for t in targets:
         assert not t.startswith(("/", "http")), t
-        assert (readme.parent / t.split("#")[0]).exists(), t
-    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "runs/scaling/plots/latency_core_fwd.png" in images
-    assert "runs/diag/plots/causality.png" in images
-    assert "[latency_core_fwd.png](runs/scaling/plots/latency_core_fwd.png)" in text
-    assert "[the CSV](runs/diag/diagnostics.csv)" in text
-
-
-def test_diagnostics_verdicts_from_csv(tree):
-    _, _, text = tree
-    diag = text.split("## Diagnostics:", 1)[1].split("## Plots", 1)[0]
-    row = next(ln for ln in diag.splitlines() if ln.startswith("| leak_demo |"))
-    assert row.rstrip().endswith("| EXPECTED-LEAK |")
-    assert "Source: [runs/diag/diagnostics.csv](runs/diag/diagnostics.csv)" in diag
+        if not t.startswith(("#", "../")):
+            assert (readme.parent / t.split("#")[0]).exists(), t
 
 
 def test_scaling_summary_regenerated_from_csv(tree):
@@ -235,14 +250,59 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     assert not (elsewhere / "summary.md").exists()  # nothing regenerated either
 
 
-def test_markdown_helpers():
-    lines = ["# A", "```", "# code", "| x |", "```", "| a |", "|---|", "| 1 |"]
-    assert md.demote(lines)[:3] == ["### A", "```", "# code"]
-    assert md.add_provenance(lines, "Source: s")[-2:] == ["", "Source: s"]
-    assert md.add_provenance(["| a |", "text"], "Source: s") == ["| a |", "", "Source: s", "", "text"]
-    assert md.rewrite_links(["![p](plots/a.png) [x](https://e.org) [y](#h) `[z](q.md)`"], "runs/r") == \
-        ["![p](runs/r/plots/a.png) [x](https://e.org) [y](#h) `[z](q.md)`"]
-    assert md.cell("a|b\nc") == "a\\|b c"
+# ------------------------------------------------------------------------------------------------
+# the committed page and the top-level README's findings
+
+PAGE = REPO / "results" / "README.md"
+
+
+def _key_block(text: str) -> list[str]:
+    return text.split(KEY_BEGIN, 1)[1].split(KEY_END, 1)[0].strip().splitlines()
+
+
+def test_committed_page_key_numbers_are_recomputed_from_the_csvs():
+    """The key numbers of results/README.md, recomputed now by the same code from the committed run
+    folders its command names, are exactly the ones on the page; a few are also checked by hand."""
+    from bench.report.build import gather, key_numbers
+    from bench.report.runs import load_runs
+
+    text = PAGE.read_text()
+    command = re.search(r"Generated by `python -m bench.report ([^`]*)`", text).group(1)
+    folders = [a for a in shlex.split(command) if not a.startswith("--")]
+    runs = load_runs([str(REPO / f) for f in folders], PAGE.parent)
+    assert _key_block(text) == [f"- {what}: {val}" for what, val in key_numbers(*gather(runs))]
+    # by hand, from the CSVs with the csv module only
+    with (REPO / "results" / "runs" / "20261130-162105_14e3e430_cpu" / "timings.csv").open() as fh:
+        ms = {(r["method"], r["pass"], int(r["seq_len"])): float(r["median_ms"]) for r in csv.DictReader(fh)
+              if r["level"] == "core" and r["status"] == "ok"}
+    ratio = ms[("softmax-sdpa", "fwd", 32768)] / ms[("wave", "fwd", 32768)]
+    assert f"speedup over SDPA, core fwd, 32K [CPU fp32 B=1, 1 thread, 14e3e43]: {fmt(ratio)}x" in text
+    diag = next(p for p in sorted((REPO / "results" / "runs").glob("*_diagnostics"))
+                if "--checkpoint" in (p / "env.json").read_text())
+    with (diag / "diagnostics.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["check"] == "heads"]
+    roles = [r["quantity"].split(":")[1] for r in rows if r["quantity"].startswith("role:")]
+    reach = max(float(r["value"]) for r in rows if r["quantity"] == "reach_tokens")
+    assert (f"{roles.count('local')} / {roles.count('medium')} / {roles.count('long-range')}, max reach {fmt(reach)} "
+            "tokens") in text
+
+
+NUMBERS_BEGIN, NUMBERS_END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
+
+
+def test_readme_findings_quote_only_generated_numbers():
+    """Every number inside README.md's marked findings block appears on the generated page (its
+    claims table or key numbers, both computed from the committed CSVs and the published values)."""
+    readme = (REPO / "README.md").read_text()
+    if NUMBERS_BEGIN not in readme:
+        pytest.skip(f"README.md has no {NUMBERS_BEGIN} ... {NUMBERS_END} block around its findings yet")
+    block = readme.split(NUMBERS_BEGIN, 1)[1].split(NUMBERS_END, 1)[0]
+    page = PAGE.read_text()
+    generated = "\n".join(_key_block(page)) + _section(page, "## The claims at a glance")
+    allowed = set(re.findall(r"\d[\d,]*(?:\.\d+)?", generated))
+    quoted = {q.rstrip(",.") for q in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", re.sub(r"`[^`]*`|\]\([^)]*\)", "", block))}
+    missing = sorted(quoted - allowed)
+    assert not missing, f"README.md's findings block quotes numbers the generated page does not have: {missing}"
 
 
 # ------------------------------------------------------------------------------------------------

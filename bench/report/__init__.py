@@ -1,17 +1,16 @@
 """results/README.md, the published results page, built from chosen run folders.
 
-    python -m bench.report results/runs/<scaling run> results/runs/<quality run> ... [--out results/README.md]
+    python -m bench.report results/runs/<run> ... results/gpu/<session>/<run> ... [--out results/README.md]
 
 Each run folder is recognised by the CSV it holds (scaling: timings.csv, quality: final.csv,
-diagnostics: diagnostics.csv). Its summary.md is first regenerated from that CSV when the harness
-has a one-argument summary writer, then included with headings demoted by two levels, links
-rewritten relative to the README, and a provenance line (source CSV, machine, software, git sha,
-exact command) under every table. The headline section "What reproduces and what does not" is
-computed here, straight from timings.csv and final.csv.
+diagnostics: diagnostics.csv); its summary.md is regenerated from that CSV first. The page opens
+with every published claim beside the cost model, the measured CPU and GPU numbers (spread over
+the committed runs of one setup) and a verdict, then key numbers, speed and memory per level,
+peers, quality, heads and causality, plots and an index of the runs.
 
-Modules: runs.py (finding, loading and regenerating runs, provenance text), markdown.py (text
-surgery on summary.md), headline.py (the claims and gap tables), build.py (page assembly),
-__main__.py (the command line).
+Modules: runs.py (finding, loading and regenerating runs, provenance text), evidence.py (the
+numbers, from the CSVs), page.py (the sections), figures.py (speedup plots), build.py (page
+assembly), __main__.py (the command line).
 """
 __all__ = ["build_report"]
 

@@ -16,11 +16,12 @@ PROG = "python -m bench.report"
 
 
 def build_parser() -> ArgParser:
-    p = ArgParser(prog=PROG, description="Build results/README.md from run folders: an index of the runs, what "
-                  "reproduces and what does not (from timings.csv and final.csv), each run's summary regenerated "
-                  "from its CSV with a provenance line under every table, and the plots.")
+    p = ArgParser(prog=PROG, description="Build results/README.md from run folders: every published claim with "
+                  "its cost-model value, the measured CPU and GPU numbers and a verdict, then speed and memory per "
+                  "level, peers, quality, heads and causality, plots and an index of the runs (each run's summary.md "
+                  "regenerated from its CSV first).")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR",
-                   help="run folders under the folder of --out (results/runs/<run>); the kind is detected from "
+                   help="run folders under the folder of --out (results/runs/<run>, results/gpu/<session>/<run>); the kind is detected from "
                         "timings.csv (scaling), final.csv (quality) or diagnostics.csv (diagnostics)")
     p.add_argument("--out", default="results/README.md",
                    help="the page to write (default results/README.md); every run must lie under its folder")

@@ -1,107 +1,78 @@
-"""Assemble results/README.md: index, headline, per-kind sections in a fixed order, plots."""
+"""Assemble results/README.md: the claims at a glance, key numbers, speed and memory per level,
+peers, quality, heads and causality, the speedup plots, and an index of the runs.
+
+Each run's own summary.md (regenerated from its CSV first) holds the full tables; the page links it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import pandas as pd
-
 from bench.common.files import write_text
-from bench.report import markdown as md
-from bench.report.headline import headline
-from bench.report.runs import (
-    KINDS, Run, code, command, device, git_sha, load_runs, machine, provenance, regenerate, software,
-)
+from bench.common.tables import table
+from bench.common.timings import fmt
+from bench.report import evidence as ev
+from bench.report import page
+from bench.report.runs import Run, code, command, load_runs, machine, regenerate
 
-SECTION_TITLES = {
-    "scaling": ("Scaling: time, memory, speedups, exponents, floor ratios, claims",
-                "Per scaling run: latency, memory, speedup and TFLOP/s tables per level (core, layer, model) and "
-                "pass (fwd, fwdbwd), then scaling exponents, crossover lengths, floor ratios and the claims audit."),
-    "quality": ("Quality: perplexity gap", "Per quality run: setup, gap table, wave / standard ratios, published "
-                "numbers beside ours."),
-    "diagnostics": ("Diagnostics: verdicts", "Per diagnostics run: verdict counts per check (from diagnostics.csv), "
-                    "the verdict lines, then the harness's tables."),
-}
+KEY_BEGIN, KEY_END = "<!-- key-numbers:begin -->", "<!-- key-numbers:end -->"
+
+
+def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
+    """(what, value) for the numbers a reader quotes; the top-level README's findings are checked
+    against these (tests/test_report.py)."""
+    out = []
+    for gpu in (False, True):
+        sub = cells[cells["gpu"] == gpu] if len(cells) else cells
+        for setup in page._setups(sub) if len(sub) else []:
+            for level, pas, n, num, den, col, what in [
+                ("core", "fwd", 2048, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 2K"),
+                ("core", "fwd", 8192, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 8K"),
+                ("core", "fwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 32K"),
+                ("core", "fwdbwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd+bwd, 32K"),
+                ("model", "fwd", 8192, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, model fwd, 8K"),
+                ("model", "fwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, model fwd, 32K"),
+                ("core", "fwd", 32768, "wave", "softmax-sdpa", "peak_mem_mb", "peak memory wave / SDPA, core fwd, 32K"),
+            ]:
+                got = ev.ratio(sub, level, pas, n, num, den, col).get(setup)
+                if got:
+                    out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
+    for run, q in quality_runs:
+        if q:
+            out.append((f"wave / standard test PPL [{run.rel}]", page._rng(q["ppl_ratio"])))
+    for run, h, c in diag:
+        if ev.trained(run):
+            out.append((f"head roles local / medium / long-range [{run.rel}]",
+                        f"{h['local']} / {h['medium']} / {h['long-range']}, max reach {fmt(h['max_reach'])} tokens"))
+    out.append(("parameters, paper-char wave / standard at V = 1000", f"{params['wave']:,} / {params['standard']:,}"))
+    return out
+
+
+def gather(runs: list[Run]):
+    cells = ev.scaling_cells(runs)
+    quality_runs = [(r, ev.quality(r)) for r in runs if r.kind == "quality"]
+    diag = [(r, ev.head_roles(r), ev.causality(r)) for r in runs if r.kind == "diagnostics"]
+    return cells, quality_runs, diag, ev.param_counts()
+
+
+def _sessions(runs: list[Run]) -> list[str]:
+    """A line per device session folder (results/gpu/<date>-<machine>_<sha>/) pointing at its README."""
+    seen = {}
+    for r in runs:
+        for parent in r.path.parents:
+            if ev.SHA_FOLDER.search(parent.name) and (parent / "README.md").is_file():
+                seen[parent] = r
+    return [f"Measured on another machine: [{r.rel.split(p.name)[0]}{p.name}/README.md]({r.rel.split(p.name)[0]}{p.name}/"
+            f"README.md) says what each folder of that session holds and which commit it measured "
+            f"({ev.commit(r)}; later fixes are not in those numbers).\n" for p, r in seen.items()]
 
 
 def index_section(runs: list[Run]) -> list[str]:
-    rows = [[f"[{r.rel}]({r.rel})", r.kind + (" (SYNTHETIC: nothing measured)" if r.env.get("synthetic") else ""), device(r), machine(r.env), git_sha(r.env),
-             str(r.env.get("created", "unknown")), code(command(r.env))] for r in runs]
-    lines = ["## Runs", ""] + md.table(["run", "kind", "device", "hardware", "git sha", "date", "exact command"], rows)
-    lines += ["", "Source: " + ", ".join(f"[{r.rel}/env.json]({r.rel}/env.json)" for r in runs)
-              + " (software: " + "; ".join(f"{r.name}: {software(r.env)}" for r in runs) + ")", ""]
-    return lines
-
-
-def run_content(run: Run) -> list[str]:
-    """The run's summary.md, demoted, relinked, with provenance under every table."""
-    summary = run.path / "summary.md"
-    lines = [f"From [{run.rel}/summary.md]({run.rel}/summary.md)"
-             + (f"; {'; '.join(run.notes)}." if run.notes else "."), ""]
-    if summary.is_file():
-        body = summary.read_text(encoding="utf-8", errors="replace").splitlines()
-        body = md.rewrite_links(md.demote(body, 2), run.rel)
-        lines += md.add_provenance(body, provenance(run))
-    else:
-        lines += [f"(no summary.md in this run folder; the numbers are in [{run.csv_rel}]({run.csv_rel}))"]
-        if run.kind == "quality":
-            lines += ["", *_final_table(run)]
-    return lines + [""]
-
-
-def _final_table(run: Run) -> list[str]:
-    try:
-        df = pd.read_csv(run.csv)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        return ["final.csv is empty or unreadable."]
-    cols = [c for c in ("method", "seed", "test_ppl", "test_bpc", "test_acc", "params", "steps") if c in df]
-    return md.table(cols, df[cols].astype(str).values.tolist()) + ["", provenance(run)]
-
-
-def diagnostics_verdicts(run: Run) -> list[str]:
-    """Verdict counts per check and the harness's verdict lines, both straight from diagnostics.csv."""
-    try:
-        df = pd.read_csv(run.csv)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        return ["diagnostics.csv is empty or unreadable.", ""]
-    if not {"check", "verdict"} <= set(df.columns):
-        return ["diagnostics.csv has no check/verdict columns.", ""]
-    counts = df.groupby(["check", "verdict"], sort=False).size().unstack(fill_value=0)
-    order = [v for v in ("PASS", "FAIL", "EXPECTED-LEAK", "INFO") if v in counts] + \
-        [v for v in counts if v not in ("PASS", "FAIL", "EXPECTED-LEAK", "INFO")]
-    rows = []
-    for check, c in counts[order].iterrows():
-        verdict = "FAIL" if c.get("FAIL", 0) else "PASS" if c.get("PASS", 0) else \
-            "EXPECTED-LEAK" if c.get("EXPECTED-LEAK", 0) else "info only"
-        rows.append([check, *[str(int(c[v])) for v in order], verdict])
-    lines = md.table(["check", *[f"{v} rows" for v in order], "verdict"], rows) + ["", provenance(run), ""]
-    try:
-        from bench.diagnostics.report import verdict_lines
-
-        verdicts = verdict_lines(df)
-    except Exception:  # the harness's own wording is a bonus; the counts above already trace to the CSV
-        verdicts = []
-    if verdicts:
-        lines += ["Verdict lines (bench.diagnostics.report.verdict_lines on the same CSV):", "", "```", *verdicts, "```", ""]
-    return lines
-
-
-def plots_section(runs: list[Run]) -> list[str]:
-    lines = ["## Plots", "", "Every plot is drawn from the CSV of its run folder (see the sections above)."]
-    found = False
-    for run in runs:
-        pngs = sorted((run.path / "plots").glob("*.png")) if (run.path / "plots").is_dir() else []
-        if not pngs:
-            continue
-        found = True
-        lines += ["", f"### {run.rel} ({run.kind})", "",
-                  f"Drawn from [{run.csv_rel}]({run.csv_rel}) · machine: {machine(run.env)}", ""]
-        for p in pngs:
-            lines += [f"![{p.stem}]({run.link('plots/' + p.name)})", ""]
-        lines.pop()
-    if not found:
-        lines += ["", "No run folder has a plots/ folder."]
-    return lines + [""]
+    rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
+             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command(r.env))] for r in runs]
+    return ["## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
+            "crossovers, floor ratios); its plots/ the per-run figures.", "",
+            *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
 
 
 def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md", regen: bool = True,
@@ -112,28 +83,37 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
     if regen:
         for run in runs:
             regenerate(run, plots=plots)
+    cells, quality_runs, diag, params = gather(runs)
     cmd = report_command or "python -m bench.report " + " ".join(r.rel for r in runs)
+    links = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
     lines = ["# Published results", "",
-             f"Generated by {code(cmd)}; do not edit by hand: regenerate it. Every table below is derived from a CSV that is committed in a run folder, "
-             "named on the line under the table together with the machine, the software and the exact command "
-             "that produced it. Compare absolute numbers only within one machine; ratios measured in one run "
-             "travel better.", ""]
+             f"Generated by {code(cmd)} from the committed CSVs of the run folders listed under [Runs](#runs); do not "
+             "edit by hand. Every measured number names its setup (device, dtype, batch B) and the commit it "
+             "measured; a range is the spread over committed runs of one setup. Verdicts: reproduces (within 10% or "
+             "better), partly, does not, not measured.", "", *_sessions(runs),
+             "## The claims at a glance", "",
+             *table(page.CLAIMS_HEAD, page.claims_rows(cells, quality_runs, diag, params, links)), "",
+             "Cost model: FLOPs of causal softmax attention over FLOPs of the causal FFT convolution "
+             "(bench/scaling/costs.py, docs/method.md); the authors' model is their operation count, "
+             "512 n^2 / (3000 n log2 n), which the published figures follow.", "",
+             "## Key numbers", "", "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.",
+             "", KEY_BEGIN]
+    lines += [f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)] + [KEY_END, ""]
+    lines += page.level_section(cells) + page.peers_section(cells)
+    lines += page.quality_section(quality_runs) + page.diagnostics_section(diag)
+    lines += ["## Plots", ""]
+    if plots:
+        from bench.report.figures import speedup_figures
+
+        speedup_figures(cells, out.parent / "plots")
+    for name in ("cpu", "gpu"):
+        if (out.parent / "plots" / f"speedup_{name}.png").is_file():
+            lines += [f"![speedup of wave over SDPA, {name.upper()}](plots/speedup_{name}.png)", ""]
+    lines += ["Per-run plots (latency, memory, speedup per level and pass) are in each run's plots/ folder.", ""]
     lines += index_section(runs)
-    lines += headline(runs)
-    for kind in KINDS:
-        of_kind = [r for r in runs if r.kind == kind]
-        if not of_kind:
-            continue
-        title, blurb = SECTION_TITLES[kind]
-        lines += [f"## {title}", "", blurb, ""]
-        for run in of_kind:
-            if kind == "diagnostics":
-                lines += [f"### Verdicts of {run.rel}", ""] + diagnostics_verdicts(run)
-            lines += run_content(run)
-    lines += plots_section(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines).rstrip() + "\n")
     return out
 
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "key_numbers"]

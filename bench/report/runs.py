@@ -118,7 +118,7 @@ def machine(env: dict[str, Any]) -> str:
     gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
     device = str(env.get("device") or "")
     cpu = (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
-           f"{env.get('torch_threads', '?')} torch threads")
+           f"{env.get('torch_threads', '?')} torch thread{'' if env.get('torch_threads') == 1 else 's'}")
     if gpus and not device.startswith("cpu"):
         names = {}
         for g in gpus:

@@ -1,0 +1,175 @@
+"""The numbers behind results/README.md, read from the committed CSVs of the chosen run folders.
+
+Scaling runs are grouped by setup (device, dtype, B, H, d and, on a CPU, the torch thread count):
+a number measured by several committed runs of one setup is given as its spread, min-max over
+those runs, never as the best of them. Every number carries the setup and the commit it measured.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.common.files import read_table
+from bench.common.timings import aggregate, fmt, load_timings
+from bench.report.runs import Run
+
+SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
+
+
+def commit(run: Run) -> str:
+    """The commit whose code a run measured. A session folder named <date>-<machine>_<sha> above the
+    run says which commit's tree a device machine measured (its env.json holds the sha of the copy
+    it made); otherwise env.json's sha."""
+    for parent in run.path.parents:
+        if parent.name in ("runs", "results"):
+            break
+        m = SHA_FOLDER.search(parent.name)
+        if m:
+            return m.group(1)[:7]
+    git = run.env.get("git") if isinstance(run.env.get("git"), dict) else {}
+    return (git.get("sha_short") or "unknown")[:7]
+
+
+def setup_label(run: Run, row: dict) -> str:
+    """'CPU fp32 B=1, 2 threads' or 'H200 bf16 B=8': where and how a cell was measured."""
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(row["dtype"], row["dtype"])
+    batch = f"B={int(row['batch'])}" if pd.notna(row["batch"]) else ""
+    if str(row["device"]).startswith("cuda"):
+        gpus = [g for g in run.env.get("gpus") or [] if isinstance(g, dict)]
+        name = str(gpus[0].get("name", "GPU")).replace("NVIDIA ", "") if gpus else "GPU"
+        return f"{name} {dtype} {batch}"
+    threads = run.env.get("torch_threads")
+    return f"CPU {dtype} {batch}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+
+
+def scaling_cells(runs: list[Run]) -> pd.DataFrame:
+    """Aggregated cells of every scaling run, with run, commit, setup and device columns."""
+    frames = []
+    for run in runs:
+        if run.kind != "scaling":
+            continue
+        cells = aggregate(load_timings(run.path, cut="error"))
+        if cells.empty:
+            continue
+        cells["run"], cells["commit"] = run.rel, commit(run)
+        cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
+        cells["gpu"] = cells["device"].str.startswith("cuda")
+        frames.append(cells)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass
+class Spread:
+    """One quantity over the runs of one setup: values per run, shown as min-max."""
+    values: list[float] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+
+    def add(self, value: float, run: str, sha: str) -> None:
+        if math.isfinite(value):
+            self.values.append(value)
+            self.runs.append(run)
+            self.commits.append(sha)
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def text(self, unit: str = "") -> str:
+        if not self.values:
+            return "-"
+        lo, hi = min(self.values), max(self.values)
+        body = fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
+        return body + unit + (f" ({len(self.values)} runs)" if len(self.values) > 1 else "")
+
+    def commits_text(self) -> str:
+        return ", ".join(dict.fromkeys(self.commits))
+
+
+def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str, col: str = "median_ms") -> dict[str, Spread]:
+    """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N)."""
+    sub = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
+    out: dict[str, Spread] = {}
+    for (setup, run), g in sub.groupby(["setup", "run"], sort=False):
+        by = g.set_index("method")
+        if num in by.index and den in by.index:
+            out.setdefault(setup, Spread()).add(float(by.loc[num, col] / by.loc[den, col]), run, by["commit"].iloc[0])
+    return out
+
+
+def value(cells: pd.DataFrame, level: str, pas: str, n: int, method: str, col: str = "median_ms") -> dict[str, Spread]:
+    sub = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["method"] == method)
+                & (cells["status"] == "ok")]
+    out: dict[str, Spread] = {}
+    for r in sub.itertuples(index=False):
+        out.setdefault(r.setup, Spread()).add(float(getattr(r, col)), r.run, r.commit)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# quality, diagnostics, model size
+
+
+def quality(run: Run) -> dict:
+    """Per-seed wave / standard test PPL ratios and accuracies of a quality run (final.csv)."""
+    df = pd.DataFrame(read_table(run.csv))
+    if df.empty:
+        return {}
+    for col in ("seed", "test_ppl", "test_acc", "params"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    by = {m: g.drop_duplicates("seed", keep="last").set_index("seed") for m, g in df.groupby("method")}
+    if "wave" not in by or "standard" not in by:
+        return {}
+    w, s = by["wave"], by["standard"]
+    seeds = sorted(set(w.index) & set(s.index))
+    return {"seeds": seeds, "ppl_ratio": [w.loc[k, "test_ppl"] / s.loc[k, "test_ppl"] for k in seeds],
+            "wave_ppl": [w.loc[k, "test_ppl"] for k in seeds], "std_ppl": [s.loc[k, "test_ppl"] for k in seeds],
+            "wave_acc": [100 * w.loc[k, "test_acc"] for k in seeds], "std_acc": [100 * s.loc[k, "test_acc"] for k in seeds],
+            "preset": run.env.get("preset") or "?", "steps": (run.env.get("plan") or {}).get("total_steps"),
+            "corpus": (run.env.get("corpus") or {}).get("name"), "tokenizer": (run.env.get("tokenizer") or {}).get("kind")}
+
+
+def trained(run: Run) -> bool:
+    """A diagnostics run of a trained checkpoint (not of a randomly initialised model)."""
+    return "--checkpoint" in [str(a) for a in run.env.get("argv") or []] or str(run.env.get("model", "")).startswith("checkpoint")
+
+
+def head_roles(run: Run) -> dict:
+    """Role counts and the largest reach (tokens) of the heads in diagnostics.csv."""
+    rows = read_table(run.csv)
+    roles = [r["quantity"].split(":", 1)[1] for r in rows if r["check"] == "heads" and r["quantity"].startswith("role:")]
+    reach = [float(r["value"]) for r in rows if r["check"] == "heads" and r["quantity"] == "reach_tokens"]
+    return {"heads": len(roles), "local": roles.count("local"), "medium": roles.count("medium"),
+            "long-range": roles.count("long-range"), "max_reach": max(reach) if reach else math.nan}
+
+
+def causality(run: Run) -> dict:
+    """Verdict counts of the causality checks and the leak demonstrations in diagnostics.csv."""
+    rows = read_table(run.csv)
+    count = lambda checks, verdict: sum(r["check"] in checks and r["verdict"] == verdict for r in rows)  # noqa: E731
+    return {"pass": count(("causality", "causality_reference", "stride_guard"), "PASS"),
+            "fail": count(("causality", "causality_reference", "stride_guard"), "FAIL"),
+            "leaks": count(("leak_demo",), "EXPECTED-LEAK")}
+
+
+def param_counts(vocab: int = 1000) -> dict[str, int]:
+    """Parameters of the paper-char wave and standard LMs at a ~1k-entry vocabulary (their
+    'character' tokenizer), counted on the models themselves (meta device: nothing allocated)."""
+    import torch
+
+    from baselines import count_params
+    from bench.common.checkpoint import build_model
+    from bench.quality.methods import standard_config, wave_config
+    from bench.quality.presets import PRESETS
+
+    p = PRESETS["paper-char"]
+    with torch.device("meta"):
+        return {"wave": count_params(build_model("wave", wave_config(p, vocab))),
+                "standard": count_params(build_model("standard", standard_config(p, vocab)))}
+
+
+def link(run: Run, readme_dir: Path) -> str:
+    return f"[{run.rel}]({run.rel})"
