@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -64,8 +65,8 @@ def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:
     fig, ax = plt.subplots(figsize=(1 + 0.6 * t.shape[1], 1 + 0.5 * t.shape[0]))
     im = ax.imshow(np.log10(t.values.astype(float) + 1e-20), cmap="viridis", aspect="auto")
     fig.colorbar(im, ax=ax, label="log10 max |measured - analytic|")
-    ax.set_xticks(range(t.shape[1]), t.columns)
-    ax.set_yticks(range(t.shape[0]), t.index)
+    ax.set_xticks(range(t.shape[1]), [str(int(float(c))) for c in t.columns])  # whole-number heads and layers
+    ax.set_yticks(range(t.shape[0]), [str(int(float(i))) for i in t.index])
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     thr = float(d["threshold"].iloc[0]) if len(d) else float("nan")
@@ -86,10 +87,14 @@ def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str)
         ax.set_title(f"layer {i}: ||P-I||_F={s.iloc[1]:.2f}, off-diag={s.iloc[2]:.2f}", fontsize=8)
         ax.set_xlabel("source head h'", fontsize=7)
         ax.set_ylabel("target head h", fontsize=7)
+        ax.set_xticks(range(p.shape[1]))  # heads are whole numbers: no 0.5 or 2.5 ticks
+        ax.set_yticks(range(p.shape[0]))
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="softmax(C)[h, h']")
+    height = fig.get_figheight()  # inches: room for the suptitle on top and the footer below
+    fig.subplots_adjust(left=0.08, right=0.86, bottom=0.45 / height, top=1 - 0.7 / height, hspace=0.5, wspace=0.35)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="coupling weight softmax(C)[h, h'] (0 to 1)")
     fig.suptitle("Head coupling P = softmax(C)", fontsize=10)
     fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
     fig.savefig(path, dpi=110)
@@ -102,6 +107,7 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     for q, desc in QUANTITIES:
         a1.plot(layers, etable[q].values, "o-", ms=3, label=q)
     a1.set_yscale("log")
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     a1.set_xlabel("layer")
     a1.set_ylabel("mean per-token RMS")
     a1.set_title("energy flow by layer", fontsize=9)
@@ -145,9 +151,10 @@ def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) ->
     ax.invert_yaxis()
     ax.axvline(tol, color="k", ls="--", lw=0.8, label=f"leak threshold {tol:g}")
     ax.set_xlabel("leak score (change before t / change at or after t); bars at 1e-20 are exactly 0")
-    ax.set_title("Causality probes: model (blue), clean reference (green), leaking configurations (red)", fontsize=9)
+    # two lines: one line is wider than the axes, which start a third of the way in to leave room for the labels
+    ax.set_title("Causality probes\nmodel (blue), clean reference (green), leaking configurations (red)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
-    fig.subplots_adjust(left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02, top=1 - 0.35 / fig.get_figheight())
+    fig.subplots_adjust(left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02, top=1 - 0.55 / fig.get_figheight())
     fig.savefig(path, dpi=110)
     plt.close(fig)

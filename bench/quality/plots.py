@@ -13,11 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"wave": "tab:blue", "standard": "tab:orange", "standard-matched": "tab:green"}
-
-
-def _color(method: str) -> str:
-    return COLORS.get(method, "tab:gray")
+from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
 
 
 def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], title: str = "") -> list[Path]:

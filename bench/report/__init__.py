@@ -8,7 +8,7 @@ with every published claim beside the cost model, the measured CPU and GPU numbe
 the committed runs of one setup) and a verdict, then key numbers, speed and memory per level,
 peers, quality, heads and causality, plots and an index of the runs.
 
-Modules: runs.py (finding, loading and regenerating runs, provenance text), evidence.py (the
+Modules: runs.py (finding, loading and regenerating runs), evidence.py (the
 numbers, from the CSVs), page.py (the sections), figures.py (speedup plots), build.py (page
 assembly), __main__.py (the command line).
 """

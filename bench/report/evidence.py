@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -170,6 +169,3 @@ def param_counts(vocab: int = 1000) -> dict[str, int]:
         return {"wave": count_params(build_model("wave", wave_config(p, vocab))),
                 "standard": count_params(build_model("standard", standard_config(p, vocab)))}
 
-
-def link(run: Run, readme_dir: Path) -> str:
-    return f"[{run.rel}]({run.rel})"

@@ -3,7 +3,6 @@ level, peers, quality, heads and causality. Every number comes from bench.report
 """
 from __future__ import annotations
 
-import math
 import re
 
 import pandas as pd

@@ -1,8 +1,7 @@
-"""Run folders for the report: kind detection, env.json, provenance text and summary regeneration."""
+"""Run folders for the report: kind detection, env.json, the machine and command of a run, and summary regeneration."""
 from __future__ import annotations
 
 import importlib
-import posixpath
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common.cli import UsageError
-from bench.common.env import env_get as _get
 from bench.common.files import in_use, read_json, read_table
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
@@ -37,14 +35,6 @@ class Run:
     @property
     def csv(self) -> Path:
         return self.path / KIND_CSV[self.kind]
-
-    @property
-    def csv_rel(self) -> str:
-        return f"{self.rel}/{KIND_CSV[self.kind]}"
-
-    def link(self, target: str) -> str:
-        """A path inside the run folder, relative to the README."""
-        return posixpath.normpath(posixpath.join(self.rel, target))
 
 
 def detect_kind(path: Path) -> str | None:
@@ -129,45 +119,12 @@ def machine(env: dict[str, Any]) -> str:
     return cpu if env else "unknown (no env.json)"
 
 
-def software(env: dict[str, Any]) -> str:
-    if not env:
-        return "unknown (no env.json)"
-    bits = [f"python {env.get('python', '?')}", f"torch {env.get('torch', '?')}"]
-    if env.get("cuda"):
-        bits.append(f"CUDA {env['cuda']}")
-    if env.get("cudnn"):
-        bits.append(f"cuDNN {env['cudnn']}")
-    return ", ".join(bits)
-
-
-def git_sha(env: dict[str, Any]) -> str:
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
-    sha = git.get("sha_short") or (git.get("sha") or "")[:8] or "unknown"
-    return sha + (" (dirty)" if git.get("dirty") else "")
-
-
-def device(run: Run) -> str:
-    dev = _get(run.env, "device")
-    if dev:
-        return str(dev)
-    if run.kind == "scaling":  # the CSV was checked by load_runs
-        return ", ".join(sorted({r["device"] for r in read_table(run.csv) if r.get("device")})) or "unknown"
-    return "unknown"
-
-
 def code(text: str) -> str:
     """Inline code that survives backticks and table pipes inside the text."""
     text = " ".join(str(text).split())
     fence = "``" if "`" in text else "`"
     pad = " " if fence == "``" else ""
     return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def provenance(run: Run, csv_rel: str | None = None) -> str:
-    """The line under a table: which CSV, machine, software, git sha and exact command."""
-    csv_rel = csv_rel or run.csv_rel
-    return (f"Source: [{csv_rel}]({csv_rel}) · machine: {machine(run.env)} · software: {software(run.env)} · "
-            f"git {git_sha(run.env)} · command: {code(command(run.env))}")
 
 
 # ---------------------------------------------------------------------------------------------
