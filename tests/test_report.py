@@ -363,5 +363,5 @@ def test_gpu_script_dry_run(tmp_path):
     assert proc.returncode == 0
     assert "GPU command:" in proc.stdout and "--device cuda" in proc.stdout
     text = (out / "README.md").read_text()
-    assert "## What reproduces and what does not" in text and "quality-paper-char/final.csv" in text
+    assert "## The claims at a glance" in text and "quality-paper-char/final.csv" in text
     assert (out / "versions.txt").read_text().startswith("python ")
