@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 
 class UsageError(Exception):
@@ -19,48 +19,40 @@ class ArgParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected a positive integer)")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not positive (expected a positive integer)")
-    return value
+def _number(kind: type, bound: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite int or float; bound "positive" (> 0) or "nonneg" (>= 0)."""
+    noun = "an integer" if kind is int else "a number"
+    want = {"positive": f"expected a positive {noun[noun.index(' ') + 1:]}", "nonneg": f"expected {noun} >= 0"}.get(bound)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}" + (f" ({want})" if want else "")) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if bound and (value < 0 or (bound == "positive" and value == 0)):
+            raise argparse.ArgumentTypeError(f"{value} is {'not positive' if bound == 'positive' else 'negative'} ({want})")
+        return value
+    parse.__name__ = f"{bound}_{kind.__name__}" if bound else f"finite_{kind.__name__}"
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 0)")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative (expected an integer >= 0)")
-    return value
+positive_int, nonneg_int, finite_float = _number(int, "positive"), _number(int, "nonneg"), _number(float)
+positive_float, nonneg_float = _number(float, "positive"), _number(float, "nonneg")
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = finite_float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not positive (expected a positive number)")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative (expected a number >= 0)")
-    return value
+def choice_list(valid: Sequence[str], what: str, item: Callable[[str], Any] | None = None) -> Callable[[str], list]:
+    """An argparse type for 'a,b,c': unique items in the order given, each one of `valid` (or, with
+    `item`, whatever `item` accepts); an empty or unknown item names the valid choices."""
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if item is None and t not in valid]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{f'unknown {what} {bad[0]!r}' if bad else f'empty {what} list'}; "
+                                             f"valid choices: {', '.join(valid)}")
+        return list(dict.fromkeys(map(item, items) if item else items))
+    return parse
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "bench",

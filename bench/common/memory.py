@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -157,6 +158,47 @@ def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
     if device.type == "cuda":
         return _cuda_peak(fn, device)
     return _cpu_peak(fn)
+
+
+class JobPeak:
+    """Peak memory of a long job (a training run), where a profiler around every step would cost too
+    much. CUDA: max_memory_allocated since reset(). CPU: the process's peak resident set (VmHWM),
+    reset by writing 5 to /proc/self/clear_refs; where that is refused, the peak since the process
+    started; where /proc is missing, the largest RSS seen at sample(). `method` says which."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.method, self._rss = device, "", 0
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "cuda-max-memory-allocated"
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.method = "cpu-peak-rss (VmHWM, reset per job)"
+        except OSError:
+            self.method = ("cpu-peak-rss (VmHWM since process start)" if Path("/proc/self/status").exists()
+                           else "cpu-rss (psutil, max of samples)")
+        self._rss = 0
+        self.sample()
+
+    def sample(self) -> None:
+        if self.device.type != "cuda":
+            import psutil
+
+            self._rss = max(self._rss, psutil.Process().memory_info().rss)
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.sample()
+        try:
+            hwm = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                       if line.startswith("VmHWM:"))  # kB
+        except (OSError, ValueError, IndexError, StopIteration):
+            hwm = 0
+        return max(hwm, self._rss) / 2**20
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Harness:
   * `methods`  -- the compared methods as data (wave, standard, standard-matched).
   * `train`    -- one (method, seed) job: schedule, non-finite skipping, resumable state, DDP.
   * `evaluate` -- token-weighted loss/ppl/bpc/accuracy and the paper's batch-mean loss.
-  * `memory`, `schema`, `stats` -- peak memory, CSV columns, seed statistics.
+  * `schema`, `stats` -- CSV columns, seed statistics.
   * `report`, `plots` -- summary.md and figures, derived from env.json, curves.csv and final.csv.
 
 Nothing heavy is imported here so that `--help` and argument errors stay fast.

@@ -150,10 +150,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                 memory_method=("cuda torch.cuda.max_memory_allocated per job" if device.type == "cuda" else
                                "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
                                "/proc/self/clear_refs; see final.csv mem_method)"),
-                metrics={"loss": "token-weighted mean cross-entropy (nats/token) over non-pad targets",
-                         "bpc": "loss / ln 2 * tokens per character of the split",
-                         "batch_mean_loss": "the published loop's mean of per-batch mean losses; ppl exp(min(., 20))",
-                         "ratio_interval": "mean of per-seed wave/baseline ratios, two-sided 95% Student-t CI"},
+                metrics="bench/quality/evaluate.py (token-weighted loss, bpc, accuracy; the paper's batch mean)",
             )
         else:
             env = resumed_env

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import ArgParser, UsageError, finite_float, nonneg_int, positive_int
+from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int
 from bench.quality.presets import (
     BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields,
 )
@@ -29,6 +29,7 @@ PAIRING_METHODS = {
     "both": ("wave", "standard", "standard-matched"),
 }
 DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
+RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 # Run options that define the experiment: saved in env.json and fixed for a --resume.
 SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
                      "inject_nan_at_step")
@@ -90,16 +91,6 @@ def _step_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step or range (expected e.g. 5 or 3-7, steps >= 1)")
 
 
-def _method_list(text: str) -> list[str]:
-    """'standard,wave' -> ['wave', 'standard']: unique, wave first (every ratio is wave / another method)."""
-    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    bad = [n for n in names if n not in METHOD_CHOICES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown method {bad[0] if bad else text!r}; valid choices: "
-                                         f"{', '.join(METHOD_CHOICES)}")
-    return sorted(names, key=lambda n: n != "wave")
-
-
 def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Train WaveFieldLM and StandardLM under the same budget and report the "
                   "gap in perplexity, bits per character and accuracy.")
@@ -113,7 +104,7 @@ def build_parser() -> ArgParser:
                      help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
                           "match the wave model's parameters within 2%%; both: wave, standard, standard-matched "
                           "(default: both)")
-    run.add_argument("--methods", type=_method_list, default=None, metavar="NAME[,NAME...]",
+    run.add_argument("--methods", type=choice_list(METHOD_CHOICES, "method"), default=None, metavar="NAME[,NAME...]",
                      help=f"methods to train instead of a --pairing, e.g. wave,standard,peer-hgrn (choices: "
                           f"{', '.join(METHOD_CHOICES)})")
     run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
@@ -153,28 +144,23 @@ def parse(argv: Sequence[str] | None = None) -> Settings | None:
 
 def resolve(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
+    run_flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
         saved_keys = [k for k in ("seeds", "pairing", "methods", "data_dir", "text_file", "deterministic",
-                                  "inject_nan_at_step") if getattr(args, k) is not None]
-        if given or saved_keys or args.out is not None:
-            names = ", ".join(_flag(k) for k in [*given, *saved_keys] + (["out"] if args.out is not None else []))
-            raise UsageError(f"--resume continues a run with its saved settings; drop {names} "
-                             "(allowed with --resume: --device, --max-nonfinite, --no-progress, --threads)")
-        return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, device=args.device,
-                        max_nonfinite=args.max_nonfinite, stop_after_steps=args.stop_after_steps,
-                        no_progress=args.no_progress, threads=args.threads)
-
+                                  "inject_nan_at_step", "out") if getattr(args, k) is not None]
+        if given or saved_keys:
+            raise UsageError(f"--resume continues a run with its saved settings; drop "
+                             f"{', '.join(_flag(k) for k in [*given, *saved_keys])} (allowed with --resume: "
+                             "--device, --max-nonfinite, --no-progress, --threads)")
+        return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, **run_flags)
     if args.methods is not None and args.pairing is not None:
         raise UsageError("give either --methods or --pairing, not both")
-    preset = apply_overrides(PRESETS[args.preset], given)
     settings = Settings(
-        preset=preset, seeds=list(args.seeds) if args.seeds is not None else [0],
-        pairing=args.pairing or "both", method_names=args.methods or [], data_dir=args.data_dir, text_file=args.text_file, out=args.out,
-        device=args.device, deterministic=args.deterministic or "auto", max_nonfinite=args.max_nonfinite,
+        preset=apply_overrides(PRESETS[args.preset], given), seeds=list(args.seeds or [0]),
+        pairing=args.pairing or "both", method_names=sorted(args.methods or [], key=lambda m: m != "wave"),
+        data_dir=args.data_dir, text_file=args.text_file, out=args.out, deterministic=args.deterministic or "auto",
         inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
-        stop_after_steps=args.stop_after_steps, no_progress=args.no_progress, threads=args.threads,
-        overrides=sorted(given),
-    )
+        overrides=sorted(given), **run_flags)
     validate(settings)
     return settings
 
@@ -202,10 +188,8 @@ def validate(s: Settings) -> None:
     for name in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count"):
         if getattr(p, name) < 1:
             raise UsageError(f"{_flag(name)} must be >= 1 (got {getattr(p, name)})")
-    for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens"):
-        if getattr(p, name) < 0:
-            raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
-    for name in ("warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
+    for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
+                 "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
         if getattr(p, name) < 0:
             raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
     if not p.lr > 0:
@@ -232,17 +216,13 @@ def validate(s: Settings) -> None:
 
 
 def settings_from_saved(saved: dict, cli: Settings) -> Settings:
-    """Rebuild the Settings of a run from env.json['settings'], keeping the operational flags of `cli`."""
+    """Rebuild the Settings of a run from env.json['settings'], keeping the run flags of `cli`."""
     known = {f.name for f in dataclasses.fields(Preset)}
-    preset = Preset(**{k: v for k, v in saved["preset"].items() if k in known})
-    return Settings(
-        preset=preset, seeds=list(saved["seeds"]), pairing=saved["pairing"],
-        method_names=list(saved.get("method_names") or []), data_dir=saved.get("data_dir"),
-        text_file=saved.get("text_file"), out=None, resume=cli.resume, device=cli.device,
-        deterministic=saved.get("deterministic", "auto"), max_nonfinite=cli.max_nonfinite,
-        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), stop_after_steps=cli.stop_after_steps,
-        no_progress=cli.no_progress, threads=cli.threads, overrides=list(saved.get("overrides", [])),
-    )
+    return dataclasses.replace(
+        cli, preset=Preset(**{k: v for k, v in saved["preset"].items() if k in known}), seeds=list(saved["seeds"]),
+        pairing=saved["pairing"], method_names=list(saved.get("method_names") or []), data_dir=saved.get("data_dir"),
+        text_file=saved.get("text_file"), out=None, deterministic=saved.get("deterministic", "auto"),
+        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), overrides=list(saved.get("overrides", [])))
 
 
 def format_presets() -> str:

@@ -106,13 +106,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         lr=3e-4, min_lr=1e-5, weight_decay=0.01, grad_clip=0.5, warmup_epochs=3.0, epochs=30.0,
         eval_every=0, eval_batches=0, test_batches=0, log_every=100,
     ),
-    Preset(
-        name="paper-bpe",
-        description="paper-char at seq 256 with byte-level BPE 8K",
-        tokenizer="bpe", vocab_size=8000,
-        d_model=256, n_layers=6, n_heads=8, d_ff=1024, seq_len=256, batch_size=32,
-        lr=3e-4, min_lr=1e-5, weight_decay=0.01, grad_clip=0.5, warmup_epochs=3.0, epochs=30.0,
-        eval_every=0, eval_batches=0, test_batches=0, log_every=100,
-    ),
 ]}
+PRESETS["paper-bpe"] = PRESETS["paper-char"].replace(name="paper-bpe", description="paper-char at seq 256 with "
+                                                     "byte-level BPE 8K", tokenizer="bpe", vocab_size=8000, seq_len=256)
 DEFAULT_PRESET = "tiny"

@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 from bench.common.checkpoint import build_model, load_weights, read_checkpoint, save_checkpoint
 from bench.common.cli import UsageError
 from bench.common.files import CsvLog, read_table
+from bench.common.memory import JobPeak
 from bench.quality.data import make_batches
 from bench.common.dist import Dist
 from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
-from bench.quality.memory import PeakMemory
 from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
 
 
@@ -179,7 +179,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     spec = rc.methods[method]
     best_path, last_path = rc.ckpt_paths(method, seed)
     autocast = rc.autocast()
-    mem = PeakMemory(dev)
+    mem = JobPeak(dev)
     mem.reset()
 
     set_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)

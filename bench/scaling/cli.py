@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int
+from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, read_json, write_json
@@ -27,39 +27,6 @@ from bench.scaling.grid import length_grid
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table
 
 PROG = "python -m bench.scaling"
-
-
-# ---------------------------------------------------------------------------------------------
-# flag types (each error is one line naming the valid values)
-
-
-def _choice_list(valid: Sequence[str], what: str, extra: Sequence[str] = ()):
-    def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"empty {what} list; valid choices: {', '.join([*valid, *extra])}")
-        for item in items:
-            if item not in valid and item not in extra:
-                raise argparse.ArgumentTypeError(f"unknown {what} {item!r}; valid choices: {', '.join([*valid, *extra])}")
-        return list(dict.fromkeys(items))  # unique, in order
-    return parse
-
-
-def _length_list(text: str) -> list[int]:
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        try:
-            n = int(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not an integer (expected positive integers, e.g. 512,2048)")
-        if n <= 0:
-            raise argparse.ArgumentTypeError(f"{n} is not positive (expected positive integers, e.g. 512,2048)")
-        out.append(n)
-    if not out:
-        raise argparse.ArgumentTypeError("no lengths given (expected positive integers, e.g. 512,2048)")
-    return sorted(set(out))
 
 
 def build_parser() -> ArgParser:
@@ -75,16 +42,16 @@ def build_parser() -> ArgParser:
     a("--head-dim", type=positive_int, help="head width d at core/layer level (default 64; layer width D = H*d)")
     a("--field-stride", type=positive_float, help="wave field stride s, cells per token (default 4; must be exactly "
       "causal: an integer >= 1 or any value >= 2)")
-    a("--methods", type=_choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS), "method",
-                                     ["all"]),
+    a("--methods", type=choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS) + ["all"],
+                                    "method"),
       help="comma list of methods, or 'all' (every method available here); see --list-methods "
            f"(default: {','.join(DEFAULT_METHODS)}, plus softmax-flash-attn on CUDA bf16/fp16 when "
            "flash_attn imports; opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")
-    a("--levels", type=_choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
-    a("--passes", type=_choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
+    a("--levels", type=choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
+    a("--passes", type=choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
     a("--min-len", type=positive_int, help="shortest sequence length; lengths double from it (default 512)")
     a("--max-len", type=positive_int, help="longest sequence length (default 32768; 65536, 131072, ... work too)")
-    a("--seq-lens", type=_length_list, help="explicit comma list of lengths instead of --min-len/--max-len")
+    a("--seq-lens", type=choice_list(["positive integers, e.g. 512,2048"], "length", positive_int), help="explicit comma list of lengths instead of --min-len/--max-len")
     a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
     a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default: 0.2 on CPU, "
       "0.2 on CUDA)")
@@ -142,7 +109,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     if args.seq_lens is not None and (args.min_len is not None or args.max_len is not None):
         raise UsageError("give either --seq-lens or --min-len/--max-len, not both")
     if args.seq_lens is not None:
-        seq_lens = args.seq_lens
+        seq_lens = sorted(args.seq_lens)
     elif args.min_len is not None or args.max_len is not None:
         lo = args.min_len if args.min_len is not None else COMMON_DEFAULTS["min_len"]
         hi = args.max_len if args.max_len is not None else COMMON_DEFAULTS["max_len"]
