@@ -8,6 +8,7 @@ scaling summary, its plots, the regression gate and the results page all share.
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -34,21 +35,20 @@ _PREFIX_KIND = (("wave", "wave"), ("softmax", "softmax"), ("peer", "peer"), ("ff
 # method kinds
 
 
-def _registry() -> list:
-    """The scaling registry's methods in registry order ([] when it cannot be imported, e.g. without torch)."""
+@functools.lru_cache(maxsize=1)
+def _registry() -> tuple:
+    """The scaling registry's methods in registry order (empty when it cannot be imported, e.g. without torch)."""
     try:
         from bench.scaling.registry import METHODS
     except Exception:  # the registry imports torch and the kernels; data-only readers must not need them
-        return []
-    return list(METHODS.values()) if isinstance(METHODS, dict) else list(METHODS)
+        return ()
+    return tuple(METHODS.values())
 
 
 def method_kind(method: str) -> str:
     """wave | softmax | peer | reference | other: the registry's kind, else the name's prefix."""
-    for m in _registry():
-        if m.name == method:
-            return m.kind
-    return next((kind for prefix, kind in _PREFIX_KIND if method.startswith(prefix)), "other")
+    kind = {m.name: m.kind for m in _registry()}.get(method)
+    return kind or next((kind for prefix, kind in _PREFIX_KIND if method.startswith(prefix)), "other")
 
 
 def registry_order() -> list[str]:

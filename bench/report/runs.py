@@ -13,7 +13,6 @@ from bench.common.files import in_use, read_json, read_table
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
-KINDS = tuple(KIND_CSV)
 
 # kind -> (module, function) that rewrites summary.md from the run folder alone
 WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
