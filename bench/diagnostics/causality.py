@@ -45,50 +45,46 @@ class ProbeResult:
     rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
     tol: float = 1e-9
 
-    @property
-    def max_score(self) -> float:
-        return max((r["score"] for r in self.rows), default=0.0)
+    def _max(self, key: str) -> float:
+        return max((r[key] for r in self.rows), default=0.0)
 
-    @property
-    def max_abs(self) -> float:
-        return max((r["leak_abs"] for r in self.rows), default=0.0)
-
-    @property
-    def max_ref(self) -> float:
-        return max((r["ref_abs"] for r in self.rows), default=0.0)
+    max_score = property(lambda self: self._max("score"))
+    max_abs = property(lambda self: self._max("leak_abs"))
+    max_ref = property(lambda self: self._max("ref_abs"))
 
     @property
     def causal(self) -> bool:
         return self.max_score <= self.tol
 
 
-def _score(leak: float, ref: float) -> float:
-    if ref > 0:
-        return leak / ref
-    return float("inf") if leak > 0 else 0.0
+def _row(pos: int, leak: float, ref: float) -> dict:
+    score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
+    return {"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score}
 
 
+def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
+    """Rows comparing changed(t) with base before t (the leak) and from t on (the response)."""
+    for t in positions:
+        change = (changed(t) - base).abs()  # (B, N, ...)
+        res.rows.append(_row(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item()))
+    return res
+
+
+@torch.no_grad()
 def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0, tol: float | None = None,
                        name: str = "") -> ProbeResult:
-    """Perturb x[:, t] for each t in `positions`; compare fn outputs at positions < t and >= t.
-
-    x: (B, N, D_in) input (float); fn returns (B, N, ...). Runs under no_grad.
-    """
-    n = x.shape[1]
-    positions = default_positions(n) if positions is None else list(positions)
+    """Replace x[:, t] (x: (B, N, D_in)) by a fresh random vector of x's scale for each t in
+    `positions`; compare fn's outputs at positions < t and >= t."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    scale = x.std().clamp_min(1e-12)
+
+    def changed(t: int) -> torch.Tensor:
+        x2 = x.clone()
+        x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
+        return fn(x2)
+
     res = ProbeResult(name=name, kind="perturbation", tol=TOLS.get(x.dtype, 1e-4) if tol is None else tol)
-    with torch.no_grad():
-        base = fn(x)
-        scale = x.std().clamp_min(1e-12)
-        for t in positions:
-            x2 = x.clone()
-            x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
-            change = (fn(x2) - base).abs()  # (B, N, ...)
-            earlier = change[:, :t].max().item() if t > 0 else 0.0
-            response = change[:, t:].max().item()
-            res.rows.append({"pos": t, "leak_abs": earlier, "ref_abs": response, "score": _score(earlier, response)})
-    return res
+    return _perturbations(res, fn(x), changed, default_positions(x.shape[1]) if positions is None else positions)
 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, tol: float | None = None,
@@ -106,9 +102,7 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
             w = torch.randn(y[:, i].shape, generator=gen, dtype=torch.float64).to(y)
             (g,) = torch.autograd.grad((y[:, i] * w).sum(), xg, retain_graph=True)
             g = g.abs()
-            future = g[:, i + 1:].max().item() if i + 1 < n else 0.0
-            past = g[:, : i + 1].max().item()
-            res.rows.append({"pos": i, "leak_abs": future, "ref_abs": past, "score": _score(future, past)})
+            res.rows.append(_row(i, g[:, i + 1:].max().item() if i + 1 < n else 0.0, g[:, : i + 1].max().item()))
     return res
 
 
@@ -141,23 +135,19 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
     return fn, e0
 
 
+@torch.no_grad()
 def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None = None, name: str = "") -> ProbeResult:
     """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
-    n = idx.shape[1]
     vocab = model.embed.num_embeddings
-    positions = default_positions(n) if positions is None else list(positions)
-    dt = model.embed.weight.dtype
-    res = ProbeResult(name=name, kind="perturbation-ids", tol=TOLS.get(dt, 1e-4) if tol is None else tol)
-    with torch.no_grad():
-        base, _ = model(idx)
-        for t in positions:
-            idx2 = idx.clone()
-            idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
-            change = (model(idx2)[0] - base).abs()
-            earlier = change[:, :t].max().item() if t > 0 else 0.0
-            response = change[:, t:].max().item()
-            res.rows.append({"pos": t, "leak_abs": earlier, "ref_abs": response, "score": _score(earlier, response)})
-    return res
+
+    def changed(t: int) -> torch.Tensor:
+        idx2 = idx.clone()
+        idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
+        return model(idx2)[0]
+
+    tol = TOLS.get(model.embed.weight.dtype, 1e-4) if tol is None else tol
+    res = ProbeResult(name=name, kind="perturbation-ids", tol=tol)
+    return _perturbations(res, model(idx)[0], changed, default_positions(idx.shape[1]) if positions is None else positions)
 
 
 def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -8,6 +8,7 @@ Row columns: check, layer, head, quantity, value, threshold, verdict.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -48,12 +49,15 @@ class Results:
         self.rows.append({"check": check, "layer": layer, "head": head, "quantity": quantity,
                           "value": value, "threshold": threshold, "verdict": verdict})
 
-    def verdicts(self) -> list[str]:
-        return [r["verdict"] for r in self.rows]
-
     @property
     def failed(self) -> bool:
-        return "FAIL" in self.verdicts()
+        return any(r["verdict"] == "FAIL" for r in self.rows)
+
+    @contextmanager
+    def timed(self, key: str):
+        t0 = time.perf_counter()
+        yield
+        self.timings[key] = time.perf_counter() - t0
 
 
 def _pf(ok: bool) -> str:
@@ -117,13 +121,15 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
             res.add("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), 1 + tol, _pf(full[h] <= 1 + tol))
 
 
-def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool) -> None:
-    """Rows for one probe. gate=True: a model check (PASS/FAIL per position); else INFO rows."""
+def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool, group: str,
+               label: str) -> None:
+    """Rows for one probe (gate: a model check, PASS/FAIL per position; else INFO) and its plot entry."""
     for r in probe.rows:
         verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
         res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
         res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
     res.add(check, layer, "", f"{probe.kind}:N", n)
+    res.arrays.setdefault("causality", []).append((group, label, probe))
 
 
 def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.device) -> None:
@@ -131,40 +137,32 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
     dt = cfg.probe_dtype
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 17)
     res.arrays["causality"] = []
-    t0 = time.perf_counter()
     n = cfg.probe_len
-    for i, layer in enumerate(model.attention_layers):
-        lay = cz.as_probe_copy(layer, dt)
-        x = torch.randn(1, n, layer.d_model, generator=gen, dtype=torch.float64).to(device=device, dtype=dt)
-        # Cost: one forward per perturbed t, about two per gradient row. Each layer gets the first and
-        # last token plus a seeded interior t (different per layer), so the run covers many positions.
-        t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
-        positions = sorted({t for t in (1, t_mid, n - 1) if 1 <= t < n})
-        out_positions = sorted({j for j in (i_mid, n - 2) if 0 <= j < n - 1})
-        for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i, name=f"layer {i}"):
-            _add_probe(res, "causality", i, probe, n, gate=True)
-            res.arrays["causality"].append(("model", f"layer {i} {probe.kind}", probe))
-    res.timings["causality_layers_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+    with res.timed("causality_layers_s"):
+        for i, layer in enumerate(model.attention_layers):
+            lay = cz.as_probe_copy(layer, dt)
+            x = torch.randn(1, n, layer.d_model, generator=gen, dtype=torch.float64).to(device=device, dtype=dt)
+            # Cost: one forward per perturbed t, about two per gradient row. Each layer gets the first and
+            # last token plus a seeded interior t (different per layer), so the run covers many positions.
+            t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
+            positions = sorted({t for t in (1, t_mid, n - 1) if 1 <= t < n})
+            out_positions = sorted({j for j in (i_mid, n - 2) if 0 <= j < n - 1})
+            for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i, name=f"layer {i}"):
+                _add_probe(res, "causality", i, probe, n, True, "model", f"layer {i} {probe.kind}")
     n = cfg.model_probe_len
-    mdl = cz.as_probe_copy(model, dt)
-    vocab = mdl.embed.num_embeddings
-    idx = torch.randint(0, vocab, (1, n), generator=gen).to(device)
-    fn, e0 = cz.embedding_operator(mdl, idx)
-    positions = sorted({t for t in (1, n // 2 + 1, n - 1) if 1 <= t < n})
-    out_positions = sorted({j for j in (n // 3, n - 2) if 0 <= j < n - 1})
-    for probe in cz.probe_causality(fn, e0, positions, out_positions, seed=cfg.seed, name="model (embeddings)"):
-        _add_probe(res, "causality", "model", probe, n, gate=True)
-        res.arrays["causality"].append(("model", f"full model {probe.kind}", probe))
-    probe = cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)], name="model (ids)")
-    _add_probe(res, "causality", "model", probe, n, gate=True)
-    res.arrays["causality"].append(("model", "full model ids", probe))
-    res.timings["causality_model_s"] = time.perf_counter() - t0
+    with res.timed("causality_model_s"):
+        mdl = cz.as_probe_copy(model, dt)
+        idx = torch.randint(0, mdl.embed.num_embeddings, (1, n), generator=gen).to(device)
+        fn, e0 = cz.embedding_operator(mdl, idx)
+        positions = sorted({t for t in (1, n // 2 + 1, n - 1) if 1 <= t < n})
+        out_positions = sorted({j for j in (n // 3, n - 2) if 0 <= j < n - 1})
+        probes = cz.probe_causality(fn, e0, positions, out_positions, seed=cfg.seed, name="model (embeddings)")
+        for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)], name="model (ids)")]:
+            label = "full model ids" if probe.kind == "perturbation-ids" else f"full model {probe.kind}"
+            _add_probe(res, "causality", "model", probe, n, True, "model", label)
     if cfg.leak_demos:
-        t0 = time.perf_counter()
-        leak_demos(model.attention_layers[0], res, cfg, gen)
-        res.timings["leak_demos_s"] = time.perf_counter() - t0
+        with res.timed("leak_demos_s"):
+            leak_demos(model.attention_layers[0], res, cfg, gen)
 
 
 def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: torch.Generator) -> None:
@@ -181,16 +179,11 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
         probes = cz.probe_causality(cz.reference_fn(lay, **ov), x, seed=cfg.seed, name=name)
         check = "leak_demo" if leaky else "causality_reference"
         for probe in probes:
-            _add_probe(res, check, name, probe, n, gate=not leaky)
-            group = "leak demo" if leaky else "reference"
-            res.arrays.setdefault("causality", []).append((group, f"{name} {probe.kind}", probe))
-        score = max(p.max_score for p in probes)
-        tol = probes[0].tol
-        if leaky:
-            verdict = "EXPECTED-LEAK" if score > tol else "FAIL"
-        else:
-            verdict = _pf(score <= tol)
-        res.add(check, name, "", "max_score", score, tol, verdict)
+            _add_probe(res, check, name, probe, n, not leaky, "leak demo" if leaky else "reference",
+                       f"{name} {probe.kind}")
+        score, tol = max(p.max_score for p in probes), probes[0].tol
+        res.add(check, name, "", "max_score", score, tol,
+                ("EXPECTED-LEAK" if score > tol else "FAIL") if leaky else _pf(score <= tol))
         res.add(check, name, "", "max_abs", max(p.max_abs for p in probes))
         if leaky and "clamp" not in name:
             try:
@@ -205,12 +198,9 @@ def run_diagnostics(model, idx: torch.Tensor, cfg: DiagConfig, device: torch.dev
     """All sections on `model` (eval mode). idx: (B, N) token batch for energy/conservation."""
     model.eval()
     res = Results()
-    t0 = time.perf_counter()
-    diagnose_heads(model, res, cfg)
-    res.timings["heads_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    diagnose_energy_and_conservation(model, idx, res, cfg)
-    res.timings["energy_conservation_s"] = time.perf_counter() - t0
+    with res.timed("heads_s"):
+        diagnose_heads(model, res, cfg)
+    with res.timed("energy_conservation_s"):
+        diagnose_energy_and_conservation(model, idx, res, cfg)
     diagnose_causality(model, res, cfg, device)
     return res
-

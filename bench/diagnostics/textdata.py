@@ -6,7 +6,6 @@ random tokens, labelled as such in every artifact.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,62 +13,25 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_TEXT = REPO_ROOT / "tests" / "fixtures" / "tiny_corpus.txt"
-_META_KEYS = ("tokenizer_path", "tokenizer_file", "tokenizer_json", "tokenizer")
-
-
-def _candidate_paths(meta: dict, ckpt_path: Path | None) -> list[Path]:
-    out = []
-    vals = [meta.get(k) for k in _META_KEYS]
-    tok = meta.get("tokenizer")
-    if isinstance(tok, dict):
-        vals += [tok.get("path"), tok.get("file")]
-    # bench.quality writes <run>/tokenizer.json and <run>/checkpoints/<method>-seed<k>.pt with a
-    # path relative to the run folder: look next to the checkpoint and up to two folders above it.
-    bases = [ckpt_path.parent, *list(ckpt_path.parent.parents)[:2]] if ckpt_path is not None else []
-    for v in vals:
-        if isinstance(v, str) and v and not v.lstrip().startswith("{"):
-            p = Path(v)
-            out += [b / p for b in bases] if not p.is_absolute() else []
-            out.append(p)
-    out += [b / "tokenizer.json" for b in bases]
-    return out
 
 
 def tokenizer_from_meta(meta: dict, ckpt_path: str | Path | None = None):
-    """Rebuild the tokenizer a checkpoint was trained with, or return (None, why).
+    """(the tokenizer a checkpoint was trained with, where it came from), or (None, why not).
 
-    Understands: a path under meta["tokenizer_path" | "tokenizer_file" | "tokenizer"(.path)], relative
-    to the checkpoint folder or absolute; a tokenizer.json next to the checkpoint; an inline char
-    vocabulary meta["tokenizer"] = {"kind": "char", "chars": ...}; an inline HF JSON string.
-    Returns (tokenizer, description).
-    """
-    try:
-        from bench.quality.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
-    except ImportError as exc:  # bench.quality not installed alongside
-        return None, f"bench.quality.tokenizers unavailable ({exc})"
-    meta = meta or {}
-    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
-    tok = meta.get("tokenizer")
-    if isinstance(tok, dict) and tok.get("kind") == "char" and isinstance(tok.get("chars"), str):
-        chars = list(tok["chars"])
-        return CharTokenizer(chars, min_count=tok.get("min_count", 1)), "char tokenizer inline in checkpoint meta"
-    for key in ("tokenizer_json", "tokenizer"):
-        v = meta.get(key)
-        if isinstance(v, str) and v.lstrip().startswith("{"):
-            data = json.loads(v)
-            if data.get("kind") == "char":
-                chars = list(data["chars"])
-                return CharTokenizer(chars, min_count=data.get("min_count", 1)), "char tokenizer inline in meta"
-            from tokenizers import Tokenizer
-            return BPETokenizer(Tokenizer.from_str(v)), "BPE tokenizer inline in meta"
-    for p in _candidate_paths(meta, ckpt_path):
-        if p.is_file() or (p.is_dir() and (p / "tokenizer.json").is_file()):
+    bench.quality stores meta["tokenizer"] = "tokenizer.json", relative to its run folder, and the
+    checkpoint sits in <run>/checkpoints/: so the path is tried next to the checkpoint and up to
+    two folders above it (an absolute path as it is), then a tokenizer.json in those folders."""
+    from bench.quality.tokenizers import load_tokenizer
+
+    bases = [Path(ckpt_path).parent, *list(Path(ckpt_path).parent.parents)[:2]] if ckpt_path is not None else []
+    named = [v for v in ((meta or {}).get(k) for k in ("tokenizer_path", "tokenizer")) if isinstance(v, str) and v]
+    for p in [b / v for v in named for b in bases] + [Path(v) for v in named] + [b / "tokenizer.json" for b in bases]:
+        if p.is_file():
             try:
-                return load_tokenizer(p), f"{p}"
+                return load_tokenizer(p), str(p)
             except Exception:  # noqa: BLE001 - a file that is not a tokenizer: try the next candidate
                 continue
-    return None, ("no tokenizer found in checkpoint meta (keys tried: " + ", ".join(_META_KEYS)
-                  + ", and tokenizer.json next to it)")
+    return None, "no tokenizer found (meta tokenizer / tokenizer_path, or tokenizer.json beside the checkpoint)"
 
 
 def text_batch(vocab_size: int, batch: int, seq_len: int, seed: int, text_file: str | Path | None = None,
