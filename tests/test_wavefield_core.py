@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wavefield_core import WaveFieldAttention, WaveFieldLM, causal_conv_direct, causal_fft_conv, fast_fft_size, wave_mix
-from wavefield_core.kernel import check_stride, kernel_norm, stride_is_exact, v35_init, wave_kernel
+from wavefield_core.kernel import check_stride, stride_is_exact, v35_init, wave_kernel
 from wavefield_core.reference import reference_kernel, reference_wave_layer, reference_wave_mix
 
 

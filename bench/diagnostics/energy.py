@@ -69,21 +69,16 @@ def energy_flow(model, idx: torch.Tensor) -> dict:
     captured: dict[str, dict[int, torch.Tensor]] = {"res_in": {}, "attn_in": {}, "attn_out": {}, "final": {}}
     handles = []
 
-    def pre_hook(store, i):
-        def hook(_mod, args):
-            store[i] = args[0].detach()
-        return hook
-
-    def out_hook(store, i):
-        def hook(_mod, _args, out):
-            store[i] = out.detach()
+    def keep(store, i, pre=True):  # a hook that stores the module's input (pre) or output
+        def hook(_mod, args, out=None):
+            store[i] = (args[0] if pre else out).detach()
         return hook
 
     for i, blk in enumerate(blocks):
-        handles.append(blk.register_forward_pre_hook(pre_hook(captured["res_in"], i)))
-        handles.append(blk.attn.register_forward_pre_hook(pre_hook(captured["attn_in"], i)))
-        handles.append(blk.attn.register_forward_hook(out_hook(captured["attn_out"], i)))
-    handles.append(model.ln_f.register_forward_pre_hook(pre_hook(captured["final"], 0)))
+        handles.append(blk.register_forward_pre_hook(keep(captured["res_in"], i)))
+        handles.append(blk.attn.register_forward_pre_hook(keep(captured["attn_in"], i)))
+        handles.append(blk.attn.register_forward_hook(keep(captured["attn_out"], i, pre=False)))
+    handles.append(model.ln_f.register_forward_pre_hook(keep(captured["final"], 0)))
     try:
         with torch.no_grad():
             model(idx)

@@ -10,17 +10,13 @@ Role rule (thresholds in tokens, changeable with --role-thresholds LOCAL,LONG):
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from wavefield_core.attention import WaveFieldAttention, field_geometry, wave_conv_bhdn
 
 REACH_FRACTION = 0.1
 DEFAULT_ROLE_THRESHOLDS = (4.0, 32.0)  # tokens: < 4 local, < 32 medium, else long-range
-ROLES = ("local", "medium", "long-range")
 
 
 def role_rule_text(thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
@@ -41,19 +37,13 @@ def role_of(reach_tokens: float, thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
 
 def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -> list[dict]:
     """One dict per head: omega, alpha, phase, damping_raw, reach_cells, reach_tokens, role."""
-    with torch.no_grad():
-        omega = layer.frequency.double().cpu().numpy()
-        raw = layer.damping.double().cpu().numpy()
-        alpha = F.softplus(layer.damping.double()).cpu().numpy()
-        phase = layer.phase.double().cpu().numpy()
+    om, ph, al = (c[:, 0] for c in _wave_params(layer))
+    raw = layer.damping.detach().double().cpu().numpy()
+    reach = np.log(1.0 / REACH_FRACTION) / al
     s = float(layer.field_stride)
-    rows = []
-    for h in range(layer.n_heads):
-        reach_c = math.log(1.0 / REACH_FRACTION) / alpha[h]
-        rows.append({"head": h, "omega": float(omega[h]), "alpha": float(alpha[h]), "phase": float(phase[h]),
-                     "damping_raw": float(raw[h]), "reach_cells": float(reach_c), "reach_tokens": float(reach_c / s),
-                     "role": role_of(reach_c / s, thresholds)})
-    return rows
+    return [{"head": h, "omega": float(om[h]), "alpha": float(al[h]), "phase": float(ph[h]), "damping_raw": float(raw[h]),
+             "reach_cells": float(reach[h]), "reach_tokens": float(reach[h] / s),
+             "role": role_of(reach[h] / s, thresholds)} for h in range(layer.n_heads)]
 
 
 def _wave_params(layer: WaveFieldAttention):
