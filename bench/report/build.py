@@ -5,6 +5,7 @@ Each run's own summary.md (regenerated from its CSV first) holds the full tables
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -84,6 +85,7 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
         for run in runs:
             regenerate(run, plots=plots)
     cells, quality_runs, diag, params = gather(runs)
+    page.DOCS = Path(os.path.relpath(Path(__file__).resolve().parents[2] / "docs", out.parent.resolve())).as_posix()
     cmd = report_command or "python -m bench.report " + " ".join(r.rel for r in runs)
     links = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
     lines = ["# Published results", "",

@@ -206,6 +206,14 @@ def _verdict(values: list[float], published: float) -> str:
     return "reproduces" if hits == len(values) else "partly" if hits else "does not"
 
 
+def _doc(page: str, anchor: str = "") -> str:
+    """A link to docs/<page> from the folder of the page being written (DOCS, set by build_report)."""
+    return f"[docs/{page}]({DOCS}/{page}{'#' + anchor if anchor else ''})"
+
+
+DOCS = "../docs"  # the repository's docs/ relative to the page's folder
+
+
 def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[str]]:
     rows = []
     for n in CLAIM_LENGTHS:
@@ -229,13 +237,13 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
     rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured", acc_verdict,
                  evidence_links["quality"]])
     rows.append([f"BPE-8K PPL {bpe['wave_ppl']} vs {bpe['std_ppl']} (ratio {bpe['wave_ppl'] / bpe['std_ppl']:.2f})", "-",
-                 "not measured", "not measured", "not measured", "[docs/claims.md](../docs/claims.md)"])
+                 "not measured", "not measured", "not measured", _doc("claims.md")])
     rows.append([f"V4.3.3 gap {v433['wave_ppl'] / v433['std_ppl']:.2f}x ({v433['wave_ppl']} vs {v433['std_ppl']})", "-",
-                 "not measured", "not measured", "not measured", "[docs/claims.md](../docs/claims.md)"])
+                 "not measured", "not measured", "not measured", _doc("claims.md")])
     rows.append([f"about {PUBLISHED_PARAMS / 1e6:.0f}M parameters", f"wave {params['wave']:,}, standard "
                  f"{params['standard']:,} (paper-char, V = 1000)", "-", "-",
                  "reproduces" if abs(params["wave"] / PUBLISHED_PARAMS - 1) < 0.1 else "does not",
-                 "[docs/mechanism.md](../docs/mechanism.md#parameter-counts)"])
+                 _doc("mechanism.md", "parameter-counts")])
     trained = next(((r, h) for r, h, _ in diag if ev.trained(r)), None)
     if trained:
         r, h = trained
@@ -251,7 +259,7 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
                  "per head and channel (a diagonal SSM with a fixed kernel, S4D-like) plus a head mixer; "
                  "`tests/test_peers.py::test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm` proves "
                  "it equals the one-pole diagonal SSM peer", "-", "partly: not Mamba (no input-dependent decay), "
-                 "but an S4D-family SSM", "[docs/mechanism.md](../docs/mechanism.md#relation-to-other-sequence-mixers)"])
+                 "but an S4D-family SSM", _doc("mechanism.md", "relation-to-other-sequence-mixers")])
     caus = {gpu: [(r, c) for r, _, c in diag if _on_gpu(r) == gpu] for gpu in (False, True)}
     if diag:
         def said(group):
