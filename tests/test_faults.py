@@ -241,51 +241,47 @@ def test_quality_resume_drops_a_cut_final_row(quality_run, tmp_path):
     assert len(curves) == len(set(curves))  # the re-run job's rows replace its old ones
 
 
-@pytest.mark.parametrize("fault", ["env-cut", "checkpoint-cut", pytest.param("checkpoint-other-model", marks=SLOW),
-                                   pytest.param("checkpoint-no-state", marks=SLOW)])
-def test_quality_resume_refuses_damaged_files(fault, quality_run, tmp_path):
+def damage(path: Path, change=None, keep: int = 1000) -> None:
+    """Cut the file to its first `keep` bytes (change None), or load the checkpoint, change it, save it."""
+    if change is None:
+        path.write_bytes(path.read_bytes()[:keep])
+        return
     import torch
 
+    ckpt = torch.load(path, weights_only=False)
+    change(ckpt)
+    torch.save(ckpt, path)
+
+
+def _drop_optimizer(ckpt):
+    del ckpt["train_state"]["optimizer"]
+
+
+@pytest.mark.parametrize("fault,file,change,needle", [
+    ("env-cut", "env.json", None, "env.json is cut or not JSON"),
+    ("checkpoint-cut", "checkpoints/standard-seed0-last.pt", None, "cannot read checkpoint"),
+    pytest.param("checkpoint-other-model", "checkpoints/standard-seed0-last.pt",
+                 lambda c: c["config"].update(d_model=64), "another standard model", marks=SLOW),
+    pytest.param("checkpoint-no-state", "checkpoints/standard-seed0-last.pt", _drop_optimizer,
+                 "no usable resume state", marks=SLOW),
+], ids=["env-cut", "checkpoint-cut", "checkpoint-other-model", "checkpoint-no-state"])
+def test_quality_resume_refuses_damaged_files(fault, file, change, needle, quality_run, tmp_path):
     run = copy(quality_run, tmp_path)
-    last = run / "checkpoints" / "standard-seed0-last.pt"
-    if fault == "env-cut":
-        (run / "env.json").write_bytes((run / "env.json").read_bytes()[:300])
-        needle = "env.json is cut or not JSON"
-    elif fault == "checkpoint-cut":
-        last.write_bytes(last.read_bytes()[:1000])
-        needle = "cannot read checkpoint"
-    else:
-        ckpt = torch.load(last, weights_only=False)
-        if fault == "checkpoint-other-model":
-            ckpt["config"]["d_model"] = 64
-            needle = "another standard model"
-        else:
-            del ckpt["train_state"]["optimizer"]
-            needle = "no usable resume state"
-        torch.save(ckpt, last)
+    damage(run / file, change, keep=300 if file == "env.json" else 1000)
     before = snapshot(run)
     refused(bench("quality", "--resume", run), needle)
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("fault", ["cut", "unknown-kind", "weights-misfit"])
-def test_diagnostics_refuses_damaged_checkpoints(fault, quality_run, tmp_path):
-    import torch
-
+@pytest.mark.parametrize("fault,change,needle", [
+    ("cut", None, "cannot read checkpoint"),
+    ("unknown-kind", lambda c: c.update(kind="rnn"), "unknown model kind 'rnn'"),
+    ("weights-misfit", lambda c: c["config"].update(d_model=48), "weights do not fit its model config"),
+], ids=["cut", "unknown-kind", "weights-misfit"])
+def test_diagnostics_refuses_damaged_checkpoints(fault, change, needle, quality_run, tmp_path):
     path = tmp_path / "model.pt"
     shutil.copy(quality_run / "checkpoints" / "wave-seed0.pt", path)
-    if fault == "cut":
-        path.write_bytes(path.read_bytes()[:1000])
-        needle = "cannot read checkpoint"
-    else:
-        ckpt = torch.load(path, weights_only=False)
-        if fault == "unknown-kind":
-            ckpt["kind"] = "rnn"
-            needle = "unknown model kind 'rnn'"
-        else:
-            ckpt["config"]["d_model"] = 48
-            needle = "weights do not fit its model config"
-        torch.save(ckpt, path)
+    damage(path, change)
     refused(bench("diagnostics", "--checkpoint", path, "--out", tmp_path / "out"), needle)
     assert not (tmp_path / "out").exists()
 

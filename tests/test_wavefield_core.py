@@ -269,15 +269,18 @@ def test_layer_gradients_match_reference(s):
     field, token = _pair(s, seed=1)
     x = torch.randn(2, n, 32)
     g = torch.randn(2, n, 32)
-    mods = [field] + ([token] if token is not None else [])
-    for mod in mods:
-        xr = x.clone().requires_grad_()
-        xd = x.double().requires_grad_()
-        names = ["frequency", "damping", "phase", "coupling"]
-        fast = torch.autograd.grad((mod(xr) * g).sum(), [xr] + [getattr(mod, p) for p in names])
-        slow = torch.autograd.grad((reference_wave_layer(mod, xd) * g.double()).sum(), [xd] + [getattr(mod, p) for p in names])
-        for name, a, b in zip(["x"] + names, fast, slow):
-            assert rel_err(a, b) < 1e-4, f"{mod.path} grad of {name}: {rel_err(a, b):.2e}"
+    for mod in [field] + ([token] if token is not None else []):
+        assert_grads_match_reference(mod, x, g)
+
+
+def assert_grads_match_reference(mod, x, g):
+    """Gradients of <mod(x), g> for x and the wave parameters: the layer against the float64 reference."""
+    names = ["frequency", "damping", "phase", "coupling"]
+    xr, xd = x.clone().requires_grad_(), x.double().requires_grad_()
+    fast = torch.autograd.grad((mod(xr) * g).sum(), [xr] + [getattr(mod, p) for p in names])
+    slow = torch.autograd.grad((reference_wave_layer(mod, xd) * g.double()).sum(), [xd] + [getattr(mod, p) for p in names])
+    for name, a, b in zip(["x"] + names, fast, slow):
+        assert rel_err(a, b) < 1e-4, f"{mod.path} grad of {name}: {rel_err(a, b):.2e}"
 
 
 def test_wave_mix_core_matches_reference_bf16():
@@ -422,14 +425,7 @@ def test_scan_path_gradients_match_reference():
     with torch.no_grad():
         layer.damping.add_(torch.randn(4) * 0.5)
     x = torch.randn(2, 100, 32)
-    g = torch.randn(2, 100, 32)
-    names = ["frequency", "damping", "phase", "coupling"]
-    xr = x.clone().requires_grad_()
-    xd = x.double().requires_grad_()
-    fast = torch.autograd.grad((layer(xr) * g).sum(), [xr] + [getattr(layer, p) for p in names])
-    slow = torch.autograd.grad((reference_wave_layer(layer, xd) * g.double()).sum(), [xd] + [getattr(layer, p) for p in names])
-    for name, a, b in zip(["x"] + names, fast, slow):
-        assert rel_err(a, b) < 1e-4, f"scan grad of {name}: {rel_err(a, b):.2e}"
+    assert_grads_match_reference(layer, x, torch.randn(2, 100, 32))
 
 
 def test_scan_path_is_causal_and_refuses_fractional_stride():

@@ -142,10 +142,10 @@ def check_job_files(run_dir: Path, method: str, seed: int, spec: dict, world: in
 class JobState:
     step: int = 0
     tokens: int = 0
-    best_val_loss: float = float("inf")
-    best_val_ppl: float = float("inf")
     best_step: int = 0
+    best_val_loss: float = float("inf")
     best_tokens: int = 0
+    best_val_ppl: float = float("inf")
     nonfinite: int = 0
     consecutive: int = 0
     wall_s: float = 0.0

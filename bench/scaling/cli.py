@@ -33,15 +33,10 @@ def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Latency / memory / throughput sweep of Wave Field attention against "
                   "softmax attention over sequence length (docs/method.md). Results go to "
                   "results/runs/<time>_<sha>_<device>/ (or --out): env.json, timings.csv, summary.md, plots/.")
-    a = p.add_argument
+    a = p.add_argument_group("what to measure").add_argument
     a("--device", help="auto (CUDA when available, else CPU), cpu, or cuda (default: auto)")
     a("--dtype", choices=list(DTYPES), help="input/activation dtype (default: float32 on CPU, bfloat16 on CUDA; "
       "the wave FFT math is float32 either way)")
-    a("--batch-size", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
-    a("--n-heads", type=positive_int, help="heads H (default 8; the model level uses it too)")
-    a("--head-dim", type=positive_int, help="head width d at core/layer level (default 64; layer width D = H*d)")
-    a("--field-stride", type=positive_float, help="wave field stride s, cells per token (default 4; must be exactly "
-      "causal: an integer >= 1 or any value >= 2)")
     a("--methods", type=choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS) + ["all"],
                                     "method"),
       help="comma list of methods, or 'all' (every method available here); see --list-methods "
@@ -49,15 +44,28 @@ def build_parser() -> ArgParser:
            "flash_attn imports; opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")
     a("--levels", type=choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
     a("--passes", type=choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
+    a("--no-floor", action="store_const", const=True, help="drop the fft-floor reference rows (core fwd)")
+    a = p.add_argument_group("sizes").add_argument
+    a("--batch-size", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
+    a("--n-heads", type=positive_int, help="heads H (default 8; the model level uses it too)")
+    a("--head-dim", type=positive_int, help="head width d at core/layer level (default 64; layer width D = H*d)")
+    a("--field-stride", type=positive_float, help="wave field stride s, cells per token (default 4; must be exactly "
+      "causal: an integer >= 1 or any value >= 2)")
+    a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
+    a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
+    a = p.add_argument_group("sequence lengths").add_argument
     a("--min-len", type=positive_int, help="shortest sequence length; lengths double from it (default 512)")
     a("--max-len", type=positive_int, help="longest sequence length (default 32768; 65536, 131072, ... work too)")
-    a("--seq-lens", type=choice_list(["positive integers, e.g. 512,2048"], "length", positive_int), help="explicit comma list of lengths instead of --min-len/--max-len")
+    a("--seq-lens", type=choice_list(["positive integers, e.g. 512,2048"], "length", positive_int),
+      help="explicit comma list of lengths instead of --min-len/--max-len")
+    a = p.add_argument_group("timing").add_argument
     a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
     a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default: 0.2 on CPU, "
       "0.2 on CUDA)")
     a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 10 on CUDA)")
     a("--seed", type=nonneg_int, help="seed of every cell's inputs (default 0)")
     a("--threads", type=positive_int, help="torch CPU threads (default: all cores; shared out under torchrun)")
+    a = p.add_argument_group("budgets").add_argument
     a("--time-budget", type=positive_float, help="seconds one cell may take (warm-up included); a cell predicted "
       "over it is skipped, and so are longer lengths of that method (default: 8 on CPU, 30 on CUDA)")
     a("--mem-budget", type=positive_float, help="GB a cell may use; a cell predicted over it is skipped (default: "
@@ -66,9 +74,7 @@ def build_parser() -> ArgParser:
       "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped "
       "(default: 240); the core fwd cells of wave, fft-floor and softmax-sdpa are never skipped for time, "
       "they run with the fewest calls instead")
-    a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
-    a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
-    a("--no-floor", action="store_const", const=True, help="drop the fft-floor reference rows (core fwd)")
+    a = p.add_argument_group("run").add_argument
     a("--out", help="result folder (must be new or empty; default results/runs/<time>_<sha>_<device>/)")
     a("--resume", metavar="DIR", help="finish an interrupted run in DIR: its cells already in timings.csv are "
       "not measured again; its configuration (env.json) is kept")
