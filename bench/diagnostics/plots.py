@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -47,6 +47,8 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
                      f"reach {p['reach_tokens']:.2f} tok ({p['role']})", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_xlabel(f"lag (cells; token = {s:g} cells)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("kernel value (output per unit deposit)", fontsize=7)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="upper right")
@@ -116,6 +118,9 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     for k, (i, per) in enumerate(energy.items()):
         a2.plot(per["residual_out"][0], color=cmap(k / max(1, len(energy) - 1)), lw=0.8, label=f"after block {i}")
     a2.set_yscale("log")
+    plain = FuncFormatter(lambda y, _: f"{y:.3g}")  # 0.71, not 7.1 x 10^-1 (which ran into the axis label)
+    a2.yaxis.set_major_formatter(plain)
+    a2.yaxis.set_minor_formatter(plain)
     a2.set_xlabel("token position (batch element 0)")
     a2.set_ylabel("per-token RMS of residual stream")
     a2.set_title("residual stream per token", fontsize=9)
@@ -131,7 +136,7 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     a3.legend(fontsize=6, markerscale=3)
     fig.suptitle(f"Energy flow on {text_desc}", fontsize=9)
     fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.25)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
