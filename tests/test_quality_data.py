@@ -15,7 +15,7 @@ from bench.quality.data import (
     load_corpus, make_batches, split_by_position, text_lines,
 )
 from bench.quality.tokenizers import (
-    BPETokenizer, CharTokenizer, bits_per_char, build_tokenizer, load_tokenizer,
+    BPETokenizer, CharTokenizer, build_tokenizer, load_tokenizer,
 )
 
 
@@ -46,12 +46,11 @@ def small_bpe(fixture_corpus):
 def test_char_round_trip(fixture_corpus):
     text = FIXTURE_PATH.read_text(encoding="utf-8")
     tok = build_tokenizer("char", fixture_corpus.train, min_count=1)
-    assert isinstance(tok, CharTokenizer) and tok.bits_per_token_is_bpc
+    assert isinstance(tok, CharTokenizer)
     ids = tok.encode(fixture_corpus.train)
     assert len(ids) == len(fixture_corpus.train)  # one token per character
     assert tok.decode(ids) == fixture_corpus.train
     assert set(tok.encode(text)) <= set(range(tok.vocab_size)) and 0 not in ids
-    assert tok.chars_per_token(text) == 1.0
 
 
 def test_char_unk_mapping():
@@ -77,7 +76,7 @@ def test_char_save_load(tmp_path, fixture_corpus):
 
 
 def test_bpe_round_trip_and_specials(small_bpe, fixture_corpus):
-    assert isinstance(small_bpe, BPETokenizer) and not small_bpe.bits_per_token_is_bpc
+    assert isinstance(small_bpe, BPETokenizer)
     assert small_bpe.vocab_size == 300
     assert small_bpe._tok.token_to_id("<pad>") == 0 and small_bpe._tok.token_to_id("<unk>") == 1
     for text in (fixture_corpus.train, fixture_corpus.test, "  Naïve café — 東京, \t tabs\n\n\nand 3.14159!\n"):
@@ -86,7 +85,8 @@ def test_bpe_round_trip_and_specials(small_bpe, fixture_corpus):
         assert 0 not in ids and 1 not in ids
     lines = text_lines(fixture_corpus.valid)
     assert small_bpe.encode_lines(lines) == [small_bpe.encode(line) for line in lines]
-    assert 1.2 < small_bpe.chars_per_token(fixture_corpus.valid) < 6  # vocab 300: barely past single bytes
+    text = fixture_corpus.valid
+    assert 1.2 < len(text) / len(small_bpe.encode(text)) < 6  # chars per token; vocab 300: barely past bytes
 
 
 def test_bpe_deterministic_and_save_load(tmp_path, small_bpe, fixture_corpus):
@@ -107,8 +107,10 @@ def test_bpe_chunked_encode_matches_single_call(small_bpe):
 
 
 def test_bits_per_char():
-    assert bits_per_char(math.log(2), 100, 100) == pytest.approx(1.0)
-    assert bits_per_char(math.log(2) * 2, 50, 200) == pytest.approx(0.5)  # 2 bits/token, 4 chars/token
+    from bench.quality.evaluate import bpc_from_loss
+
+    assert bpc_from_loss(math.log(2), 1.0) == pytest.approx(1.0)
+    assert bpc_from_loss(math.log(2) * 2, 50 / 200) == pytest.approx(0.5)  # 2 bits/token, 4 chars/token
 
 
 def test_tokenizer_bad_input(tmp_path):
@@ -127,7 +129,7 @@ def test_bpe_8000_on_wiki_vital_is_fast():
     assert tok.vocab_size == 8000
     assert tok.describe()["train_seconds"] < 30
     assert tok.decode(tok.encode(corpus.valid)) == corpus.valid
-    assert 3.0 < tok.chars_per_token(corpus.valid) < 6.0
+    assert 3.0 < len(corpus.valid) / len(tok.encode(corpus.valid)) < 6.0
 
 
 # ----------------------------------------------------------------------------------------- corpora
@@ -246,7 +248,7 @@ def _collect(it, n=None):
 def test_contiguous_shapes_and_shift():
     tokens = torch.arange(1001)
     b = ContiguousBatches(tokens, seq_len=10, batch_size=8, seed=0)
-    assert b.n_windows == 100 and len(b) == 12  # 100 // 8, incomplete batch dropped
+    assert b.n_items == 100 and len(b) == 12  # 100 // 8, incomplete batch dropped
     batches = _collect(b)
     assert len(batches) == 12
     for x, y in batches:
@@ -266,7 +268,7 @@ def test_contiguous_eval_covers_every_window_once():
     assert starts == list(range(0, 990, 10))
     targets = torch.cat([y.flatten() for _, y in batches]).tolist()
     assert targets == list(range(1, 991))  # every covered token is a target exactly once
-    assert ContiguousBatches(tokens, 10, 8, shuffle=False, drop_last=False, stride=11).n_windows == 90
+    assert ContiguousBatches(tokens, 10, 8, shuffle=False, drop_last=False, stride=11).n_items == 90
 
 
 def test_contiguous_seed_determinism():
@@ -306,7 +308,7 @@ LINES = [[5, 6, 7], [9], [], list(range(10, 35)), [3, 4], [8, 8, 8, 8, 8, 8]]
 def test_line_batches_padding_and_chunking():
     b = LineBatches(LINES, seq_len=10, batch_size=4, shuffle=False, drop_last=False)
     # pieces: [5,6,7]; 25-token line -> 3 pieces (11, 11, 5 tokens); [3,4]; [8]*6. 1-token and empty lines dropped.
-    assert b.n_samples == 6 and len(b) == 2
+    assert b.n_items == 6 and len(b) == 2
     assert b.n_targets == 2 + 24 + 1 + 5
     batches = _collect(b)
     x = torch.cat([x for x, _ in batches])

@@ -321,10 +321,6 @@ class ContiguousBatches(_ResumableBatches):
         self._span = torch.arange(self.seq_len + 1)
         super().__init__(n_windows, batch_size, seed, shuffle, drop_last, f"windows of {seq_len}+1 tokens")
 
-    @property
-    def n_windows(self) -> int:
-        return self.n_items
-
     def _make_batch(self, idx):
         w = self.tokens[idx[:, None] * self.stride + self._span[None, :]]
         return w[:, :-1], w[:, 1:]
@@ -355,10 +351,6 @@ class LineBatches(_ResumableBatches):
         self.starts = torch.tensor(starts, dtype=torch.long)
         self.lengths = torch.tensor(lengths, dtype=torch.long)
         super().__init__(len(starts), batch_size, seed, shuffle, drop_last, "line pieces")
-
-    @property
-    def n_samples(self) -> int:
-        return self.n_items
 
     @property
     def n_targets(self) -> int:

@@ -6,15 +6,14 @@ id 0 for <pad> and id 1 for <unk>, and both share one small interface:
     encode(text) -> list[int]          encode_array(text) -> np.ndarray[int64]
     encode_lines(lines) -> list[list[int]]
     decode(ids) -> str                 (drops <pad>; <unk> decodes to the literal "<unk>")
-    chars_per_token(text) -> float     describe() -> dict      save(path) / load(path)
-    vocab_size, pad_id, unk_id, kind, bits_per_token_is_bpc
+    describe() -> dict                 save(path) / load(path)
+    vocab_size, pad_id, unk_id, kind
 
-Bits per character from a token-level loss: see `bits_per_char`.
+Bits per character from a token-level loss: bench.quality.evaluate.bpc_from_loss.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -32,20 +31,11 @@ TOKENIZER_KINDS = ("char", "bpe")
 MIN_BPE_VOCAB = 258
 
 
-def bits_per_char(loss_nats_per_token: float, n_tokens: int, n_chars: int) -> float:
-    """Convert a mean cross-entropy (nats per token) over `n_tokens` tokens covering `n_chars` characters
-    into bits per character: the total information is loss*n_tokens nats, spread over n_chars chars."""
-    if n_chars <= 0:
-        raise ValueError("n_chars must be positive")
-    return loss_nats_per_token / math.log(2) * n_tokens / n_chars
-
-
 class CharTokenizer:
     """One token per Unicode character. Characters seen fewer than `min_count` times in the training
     text share the <unk> id, so a handful of stray symbols cannot inflate the softmax."""
 
     kind = "char"
-    bits_per_token_is_bpc = True  # one token == one character, so loss/ln2 is already bpc
     pad_id, unk_id = PAD_ID, UNK_ID
 
     def __init__(self, chars: Sequence[str], min_count: int = 5, stats: dict | None = None):
@@ -100,9 +90,6 @@ class CharTokenizer:
             out.append(UNK if i == UNK_ID or not 2 <= i < self.vocab_size else self.chars[i - 2])
         return "".join(out)
 
-    def chars_per_token(self, text: str) -> float:
-        return 1.0
-
     def describe(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "min_count": self.min_count, **self._stats}
 
@@ -122,7 +109,6 @@ class BPETokenizer:
     Every byte is in the initial alphabet, so any text round-trips exactly and <unk> never fires."""
 
     kind = "bpe"
-    bits_per_token_is_bpc = False  # use bits_per_char(loss, n_tokens, n_chars)
     pad_id, unk_id = PAD_ID, UNK_ID
 
     def __init__(self, tokenizer, stats: dict | None = None):
@@ -177,10 +163,6 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids if int(i) != PAD_ID], skip_special_tokens=False)
-
-    def chars_per_token(self, text: str) -> float:
-        n = len(self.encode(text))
-        return len(text) / n if n else float("nan")
 
     def describe(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, **self._stats}
