@@ -184,6 +184,20 @@ def test_methods_flag_trains_the_chosen_methods_wave_first(tmp_path):
     assert qcli.settings_from_saved(env["settings"], qcli.parse([])).methods == ("wave", "standard")
 
 
+def test_triton_wave_mode_trains_in_the_interpreter(tmp_path):
+    """--wave-mode triton reaches the wave layers: on CPU the kernels run in triton's interpreter."""
+    pytest.importorskip("triton")
+    out = tmp_path / "t"
+    argv = [a for a in SMALL if a != "--no-progress"] + ["--methods", "wave", "--wave-mode", "triton", "--device",
+                                                       "cpu", "--steps", "2", "--eval-every", "2", "--out", out]
+    proc = subprocess.run([sys.executable, "-m", "bench.quality", *map(str, argv)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = json.loads((out / "env.json").read_text())
+    assert env["methods"]["wave"]["config"]["mode"] == "triton"
+    assert [r["method"] for r in rows(out / "final.csv")] == ["wave"]
+
+
 def test_existing_results_folder_is_refused(tmp_path, capsys):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "final.csv").write_text("x\n")
