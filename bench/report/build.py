@@ -68,6 +68,17 @@ def _sessions(runs: list[Run]) -> list[str]:
             f"({ev.commit(r)}; later fixes are not in those numbers).\n" for p, r in seen.items()]
 
 
+def _gpu_peers(runs: list[Run], cells, base: Path) -> list[str]:
+    """Peer kernels a device session timed outside the scaling harness (evidence/peers.txt)."""
+    out = []
+    for session in dict.fromkeys(p for r in runs for p in r.path.parents if ev.SHA_FOLDER.search(p.name)):
+        tsv = session / "evidence" / "peers.txt"
+        if tsv.is_file():
+            rel = tsv.resolve().relative_to(base.resolve()).as_posix()
+            out += page.gpu_peer_lines(cells, rel, ev.SHA_FOLDER.search(session.name).group(1)[:7], tsv.read_text())
+    return out
+
+
 def index_section(runs: list[Run]) -> list[str]:
     rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
              machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command(r.env))] for r in runs]
@@ -101,7 +112,7 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
              "## Key numbers", "", "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.",
              "", KEY_BEGIN]
     lines += [f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)] + [KEY_END, ""]
-    lines += page.level_section(cells) + page.peers_section(cells)
+    lines += page.level_section(cells) + page.peers_section(cells, _gpu_peers(runs, cells, out.parent))
     lines += page.quality_section(quality_runs) + page.diagnostics_section(diag)
     lines += ["## Plots", ""]
     if plots:

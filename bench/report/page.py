@@ -64,7 +64,7 @@ def _cell(cells: pd.DataFrame, setup: str, level: str, pas: str, n: int, method:
                  & (cells["seq_len"] == n) & (cells["method"] == method)]
     if len(rows):
         return notes.mark(rows["status"].iloc[0], rows["reason"].iloc[0])
-    return notes.mark("not measured", "not measured: no run of this setup has this cell")
+    return notes.mark("not measured", "no run of this setup has this cell")
 
 
 def _ratio(cells, setup, level, pas, n, num, den, col="median_ms", unit="x") -> str:
@@ -119,12 +119,34 @@ def _source(rels: list[str], csv: str) -> str:
     return "Source: " + ", ".join(f"[{r}/{csv}]({r}/{csv})" for r in rels)
 
 
-def peers_section(cells: pd.DataFrame) -> list[str]:
+def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[str]:
+    """The fla-core kernels timed on a device session (evidence/peers.txt: N, pass, then ms of sdpa,
+    hgrn, simple_gla) beside the wave core of the same session's scaling runs (bf16, B=8)."""
+    ms: dict[tuple[str, str, int], float] = {}
+    lines = [ln.split("\t") for ln in tsv.strip().splitlines()]
+    for rec in lines[1:]:
+        for name, v in zip(("softmax-sdpa", "peer-hgrn-fla", "peer-simple-gla-fla"), rec[2:5]):
+            ms[(name, rec[1], int(rec[0]))] = float(v)
+    wave = cells[(cells["gpu"]) & (cells["dtype"] == "bfloat16") & (cells["level"] == "core") & (cells["method"] == "wave")
+                 & (cells["status"] == "ok") & (cells["commit"] == sha)] if len(cells) else cells
+    for (pas, n), g in (wave.groupby(["pass", "seq_len"]) if len(wave) else []):
+        ms[("wave", pas, int(n))] = float(g["median_ms"].median())
+    get = lambda m, p, n: fmt(ms[(m, p, n)]) if (m, p, n) in ms else "-"  # noqa: E731
+    rows = [[m] + [get(m, "fwd", n) for n in CLAIM_LENGTHS] + [get(m, "fwdbwd", 32768),
+            fmt(ms[(m, "fwd", 32768)] / ms[("wave", "fwd", 32768)]) + "x"
+            if (m, "fwd", 32768) in ms and ("wave", "fwd", 32768) in ms else "-"]
+            for m in ("wave", "softmax-sdpa", "peer-hgrn-fla", "peer-simple-gla-fla")]
+    return [f"Core level, H200 bf16 B=8 ({sha}): the fla-core kernels as timed in [{rel}]({rel}) (mean of 20 calls), "
+            "wave from the same session's scaling runs (median over runs):", "",
+            *table(["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K", "its ms / wave ms at 32K"], rows), ""]
+
+
+def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
     """Wave, SDPA and the sub-quadratic peers at the core level, from the run(s) that measured peers."""
     has = cells[cells["method"].str.startswith("peer-")] if len(cells) else cells
     lines = ["## Sub-quadratic peers", ""]
     if has.empty:
-        return lines + ["No committed run measured the peers.", ""]
+        return lines + (list(extra) or ["No committed run measured the peers.", ""])
     notes, blocks = Notes(), []
     for setup in _setups(has):
         sub = cells[(cells["setup"] == setup) & (cells["level"] == "core") & cells["run"].isin(set(has["run"]))]
@@ -139,7 +161,7 @@ def peers_section(cells: pd.DataFrame) -> list[str]:
                    *table(["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K", "peak MB 32K",
                            "its ms / wave ms at 32K"], rows), ""]
     lines += blocks + ["Notes: " + " ".join(notes.lines()), "", _source(sorted(set(has["run"])), "timings.csv"), "",
-                       "How the wave operator relates to each peer (docs/mechanism.md):", ""]
+                       *extra, "How the wave operator relates to each peer (docs/mechanism.md):", ""]
     lines += [f"- `{m}`: {text}." for m, text in PEER_RELATIONS.items()]
     return lines + [""]
 
