@@ -250,6 +250,20 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     assert not (elsewhere / "summary.md").exists()  # nothing regenerated either
 
 
+def test_gpu_peer_kernels_table_reads_the_session_evidence():
+    import pandas as pd
+
+    from bench.report.page import gpu_peer_lines
+
+    tsv = "N\tpass\tsdpa\thgrn\tsimple_gla\n32768\tfwd\t19.0\t1.5\t0.5\n"
+    cells = pd.DataFrame([{"gpu": True, "dtype": "bfloat16", "level": "core", "method": "wave", "status": "ok",
+                           "commit": "abcdef1", "pass": "fwd", "seq_len": 32768, "median_ms": 6.0}])
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in gpu_peer_lines(cells, "gpu/s/evidence/peers.txt", "abcdef1", tsv)
+            if ln.startswith("| ")}
+    assert rows["wave"].endswith("| 6.00 | - | 1.00x |") and rows["peer-hgrn-fla"].endswith("| 1.50 | - | 0.25x |")
+    assert rows["softmax-sdpa"].endswith("| 19.0 | - | 3.17x |")
+
+
 # ------------------------------------------------------------------------------------------------
 # the committed page and the top-level README's findings
 
