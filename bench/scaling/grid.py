@@ -5,9 +5,6 @@ from dataclasses import dataclass, replace
 
 import torch
 
-DTYPE_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2, torch.float64: 8}
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float64: "float64"}
-
 
 @dataclass(frozen=True)
 class CellSpec:
@@ -32,7 +29,7 @@ class CellSpec:
 
     @property
     def elem(self) -> int:
-        return DTYPE_BYTES[self.dtype]
+        return self.dtype.itemsize
 
     @property
     def d_model(self) -> int:
@@ -53,7 +50,7 @@ class CellSpec:
 
 def cell_key(method: str, spec: CellSpec) -> tuple[str, ...]:
     """The schema.KEY_COLUMNS values of a cell, as the strings the CSV holds."""
-    return (method, spec.level, spec.pass_, spec.device.type, DTYPE_NAMES[spec.dtype], str(spec.batch),
+    return (method, spec.level, spec.pass_, spec.device.type, str(spec.dtype).removeprefix("torch."), str(spec.batch),
             str(spec.heads), str(spec.row_head_dim), str(spec.seq_len))
 
 

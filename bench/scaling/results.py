@@ -43,8 +43,7 @@ class RowWriter(CsvLog):
         if self.path.exists() and self.path.stat().st_size and read_header(self.path) != COLUMNS:
             self.rewrite(read_rows(self.path))
 
-    def write(self, row: dict) -> None:
-        self.append(row)
+    write = CsvLog.append
 
     def close(self) -> None:  # every row is closed and synced as it is written
         pass
@@ -74,13 +73,10 @@ def finished_rows(run_dir: Path) -> list[dict]:
 
 def dedupe(rows: list[dict]) -> list[dict]:
     """One row per key; the first one written wins (a finished cell is never measured twice)."""
-    seen, out = set(), []
+    first: dict = {}
     for row in rows:
-        key = row_key(row)
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
+        first.setdefault(row_key(row), row)
+    return list(first.values())
 
 
 def merge_parts(run_dir: Path, world: int) -> Path:
@@ -104,7 +100,3 @@ def merge_parts(run_dir: Path, world: int) -> Path:
         except OSError:
             pass
     return final
-
-
-__all__ = ["CSV_NAME", "RowWriter", "read_rows", "read_header", "finished_rows", "merge_parts", "part_path",
-           "KEY_COLUMNS"]
