@@ -26,16 +26,16 @@ PAPER_PPL_CAP = 20.0  # the published loop: PPL = exp(min(loss, 20))
 @dataclass
 class EvalResult:
     loss: float
-    ppl: float
+    ppl = property(lambda self: ppl(self.loss))
     bpc: float
     acc: float
     batch_mean_loss: float
-    batch_mean_ppl: float
+    batch_mean_ppl = property(lambda self: paper_ppl(self.batch_mean_loss))
     tokens: int
     batches: int
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "ppl": self.ppl, "batch_mean_ppl": self.batch_mean_ppl}
 
 
 def ppl(loss: float) -> float:
@@ -92,5 +92,5 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_c
         raise ValueError("evaluation scored no tokens (empty split?)")
     loss = loss_sum / n
     bm = bm_sum / nb
-    return EvalResult(loss=loss, ppl=ppl(loss), bpc=bpc_from_loss(loss, tokens_per_char), acc=correct / n,
-                      batch_mean_loss=bm, batch_mean_ppl=paper_ppl(bm), tokens=int(n), batches=int(nb))
+    return EvalResult(loss=loss, bpc=bpc_from_loss(loss, tokens_per_char), acc=correct / n, batch_mean_loss=bm,
+                      tokens=int(n), batches=int(nb))
