@@ -7,6 +7,10 @@ import sys
 from typing import Any, Callable, Sequence
 
 
+# called when run_cli returns: bench.common.files adds the unlocking of the folders a run claimed
+AT_EXIT: list[Callable[[], None]] = []
+
+
 class UsageError(Exception):
     """Bad input from the user. The message is printed as one line; the process exits 2."""
 
@@ -62,8 +66,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
 
     Results already written by `main` stay on disk in either case (harnesses flush row by row).
     """
-    from bench.common.files import release_run_dirs
-
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
@@ -86,4 +88,5 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
-        release_run_dirs()
+        for release in AT_EXIT:
+            release()

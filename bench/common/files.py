@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench.common.cli import UsageError
+from bench.common.cli import AT_EXIT, UsageError
 
 LOCK = ".lock"
 # Per CSV the suite writes: (columns a reader needs, columns holding text); every other column
@@ -169,6 +169,9 @@ def release_run_dirs() -> None:
         lock, fd = _HELD.popitem()
         lock.unlink(missing_ok=True)
         os.close(fd)
+
+
+AT_EXIT.append(release_run_dirs)
 
 
 # ---------------------------------------------------------------------------------------------
