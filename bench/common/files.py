@@ -215,6 +215,21 @@ def read_json(path: str | Path, what: str = "") -> dict:
     return data
 
 
+def read_run_env(run_dir: str | Path, prog: str) -> dict:
+    """The env.json of a folder given to --resume; UsageError (one line) when it is not a run of `prog`."""
+    env = Path(run_dir) / "env.json"
+    if not env.is_file():
+        where = "no env.json there" if Path(run_dir).is_dir() else "no such folder"
+        raise UsageError(f"--resume {str(run_dir)!r}: {where}; give a run folder written by {prog}")
+    return read_json(env, f"--resume {str(run_dir)!r}: env.json")
+
+
+def note_resume(run_dir: Path, env: dict, **facts: Any) -> None:
+    """Record in env.json when and how a run was resumed."""
+    env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **facts})
+    write_json(Path(run_dir) / "env.json", env)
+
+
 # ---------------------------------------------------------------------------------------------
 # appended CSVs
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
-from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import UsageError, run_cli
@@ -48,7 +46,8 @@ def _run(settings, ctx, argv: list[str]) -> int:
 
     from bench.common.device import resolve_device
     from bench.common.env import collect_env, device_tag
-    from bench.common.files import claim_run_dir, drop_cut_tail, read_json, read_table, replacing, write_json
+    from bench.common.files import (claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table, replacing,
+                                    write_json)
     from bench.quality.data import count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.report import gap_table, ratio_rows, write_report, _by_method
@@ -59,11 +58,9 @@ def _run(settings, ctx, argv: list[str]) -> int:
     # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
     resumed_env = None
     if settings.resume is not None:
-        run_dir = Path(settings.resume)
-        if not (run_dir / "env.json").is_file():
-            raise UsageError(f"--resume {run_dir}: no env.json there (not a bench.quality run folder)")
-        run_dir = claim_run_dir(run_dir, resume=True, main=ctx.is_main, broadcast=ctx.broadcast)
-        resumed_env = read_json(run_dir / "env.json", f"--resume {run_dir}: env.json")
+        read_run_env(settings.resume, qcli.PROG)
+        run_dir = claim_run_dir(settings.resume, resume=True, main=ctx.is_main, broadcast=ctx.broadcast)
+        resumed_env = read_run_env(run_dir, qcli.PROG)  # again, under the lock
         try:
             settings = qcli.settings_from_saved(resumed_env["settings"], settings)
         except (KeyError, TypeError, ValueError) as exc:
@@ -152,11 +149,9 @@ def _run(settings, ctx, argv: list[str]) -> int:
                                "/proc/self/clear_refs; see final.csv mem_method)"),
                 metrics="bench/quality/evaluate.py (token-weighted loss, bpc, accuracy; the paper's batch mean)",
             )
+            write_json(run_dir / "env.json", env)
         else:
-            env = resumed_env
-            env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
-                                                  "device": str(device), "world_size": ctx.world})
-        write_json(run_dir / "env.json", env)
+            note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world)
     meta = {"tokenizer": "tokenizer.json", "tokenizer_kind": tok.kind, "corpus": corpus_info, "preset": p.name,
             "seq_len": p.seq_len, "batching": p.batching}
     rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,

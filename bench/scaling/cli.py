@@ -17,7 +17,7 @@ import torch
 from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
-from bench.common.files import check_out_dir, claim_run_dir, read_json, write_json
+from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
@@ -170,15 +170,9 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
 
 
 def load_resume(path: str) -> tuple[Path, SweepConfig, dict]:
-    run_dir = Path(path)
-    env_path = run_dir / "env.json"
-    if not run_dir.is_dir():
-        raise UsageError(f"--resume {path!r}: no such folder; give a run folder written by {PROG}")
-    if not env_path.is_file():
-        raise UsageError(f"--resume {path!r}: no env.json there, so it is not a {PROG} run folder")
-    env = read_json(env_path, f"--resume {path!r}: env.json")
+    env = read_run_env(path, PROG)
     try:
-        return run_dir, SweepConfig.from_dict(env["sweep"]), env
+        return Path(path), SweepConfig.from_dict(env["sweep"]), env
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--resume {path!r}: env.json has no usable sweep configuration ({exc})")
 
@@ -313,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if info.rank == 0 and base is None:
         write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
     elif info.rank == 0:
-        env0 = read_json(run_dir / "env.json")  # again, under the lock
-        env0.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv_list})
-        write_json(run_dir / "env.json", env0)
+        note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list)  # env.json again, under the lock
 
     csv_path = run_dir / CSV_NAME if not info.enabled else part_path(run_dir, info.rank)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
