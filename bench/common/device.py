@@ -25,6 +25,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def rank_device(name: str, local_rank: int | None = None) -> torch.device:
+    """resolve_device, then pinned to one GPU: cuda:LOCAL_RANK under torchrun (local_rank given), the
+    current GPU for a bare 'cuda', so DDP, RNG and memory calls all name the same device."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        index = local_rank if local_rank is not None else device.index
+        device = torch.device("cuda", torch.cuda.current_device() if index is None else index)
+        torch.cuda.set_device(device)
+    return device
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Map a dtype name to torch, refusing one the device cannot run."""
     if name not in DTYPES:

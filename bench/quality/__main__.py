@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(settings, ctx, argv: list[str]) -> int:
     import torch
 
-    from bench.common.device import resolve_device
+    from bench.common.device import rank_device
     from bench.common.env import collect_env, device_tag
     from bench.common.files import (claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table, replacing,
                                     write_json)
@@ -68,7 +68,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                              f"{exc}; not a bench.quality run folder?)") from None
     p = settings.preset
 
-    device = _device(settings.device, ctx, resolve_device)
+    device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)
     if p.wave_mode == "triton" and "wave" in settings.methods:
         from wavefield_core.triton_scan import triton_available
 
@@ -204,19 +204,6 @@ def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
                         vocab, cells, train=True)
         check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
                    f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
-
-
-def _device(flag: str, ctx, resolve_device):
-    import torch
-
-    if ctx.enabled and (flag.startswith("cuda") or (flag == "auto" and torch.cuda.is_available())):
-        return torch.device("cuda", ctx.local_rank)
-    device = resolve_device(flag)
-    if device.type == "cuda":
-        if device.index is None:  # an explicit index keeps DDP, RNG and memory calls on one device
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    return device
 
 
 def _amp_dtype(amp: str, device):

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int
-from bench.common.device import DTYPES, resolve_device, resolve_dtype
+from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
@@ -195,14 +195,6 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
 # the run
 
 
-def rank_device(cfg: SweepConfig, info: Dist) -> torch.device:
-    if cfg.device.startswith("cuda"):
-        if info.enabled:
-            return torch.device("cuda", info.local_rank)
-        return resolve_device(cfg.device) if ":" in cfg.device else torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 def _busy_warning(device: torch.device, threads: int) -> float | None:
     """1-minute load average; warn when other work competes for the CPU cores the timings use.
     (On a 2-core machine with load 8, two torch threads ran 4-6x slower than one.)"""
@@ -286,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if conflicts:
             raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
                              f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
-    device = rank_device(cfg, info)
+    device = rank_device(cfg.device, info.local_rank if info.enabled else None)
     info = info.join(device.type)
     torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
