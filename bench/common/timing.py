@@ -66,17 +66,9 @@ class TimingResult:
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(np.asarray(self.samples_s), q)) * 1e3
 
-    @property
-    def median_ms(self) -> float:
-        return self.percentile_ms(50)
-
-    @property
-    def p20_ms(self) -> float:
-        return self.percentile_ms(20)
-
-    @property
-    def p80_ms(self) -> float:
-        return self.percentile_ms(80)
+    median_ms = property(lambda self: self.percentile_ms(50))
+    p20_ms = property(lambda self: self.percentile_ms(20))
+    p80_ms = property(lambda self: self.percentile_ms(80))
 
 
 def synchronize(device: torch.device) -> None:

@@ -218,8 +218,9 @@ ALLOCATOR_NOTE = {
 
 def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
     mm = memory_method(device)
-    return collect_env(load_avg_1m_at_start=load,
-        argv=argv, seed=cfg.seed, harness="bench.scaling", sweep=cfg.to_dict(), world_size=info.world,
+    return collect_env(
+        argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=cfg.to_dict(),
+        world_size=info.world, rank_assignment='docs/method.md, "Run order"',
         device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         memory_method=mm, memory_method_note=METHOD_NOTES[mm],
         budgets={"time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb,
@@ -228,7 +229,6 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
         cost_model='docs/method.md, "Cost model"',
         methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS) if m in METHODS},
-        rank_assignment="lengths dealt round-robin over ranks (ascending); all methods of a length on one rank",
         torch_threads=cfg.threads,
         allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""),
     )
