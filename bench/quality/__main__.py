@@ -42,9 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(settings, ctx, argv: list[str]) -> int:
-    import torch
-
-    from bench.common.device import rank_device
     from bench.common.env import collect_env, device_tag
     from bench.common.files import (claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table, replacing,
                                     write_json)
@@ -68,24 +65,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                              f"{exc}; not a bench.quality run folder?)") from None
     p = settings.preset
 
-    device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)
-    if p.wave_mode == "triton" and "wave" in settings.methods:
-        from wavefield_core.triton_scan import triton_available
-
-        why = triton_available(device)
-        if why:
-            raise UsageError(f"--wave-mode triton cannot run here: {why}")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
-    if deterministic:
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    device, deterministic = _torch_settings(settings, ctx)
     amp_dtype = _amp_dtype(p.amp, device)
     if p.batch_size % ctx.world:
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
@@ -190,6 +170,34 @@ def _run(settings, ctx, argv: list[str]) -> int:
             print(f"wave / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
         print(f"bench.quality: wrote {summary}", file=sys.stderr)
     return 0
+
+
+def _torch_settings(settings, ctx):
+    """(device, deterministic): this rank's device, torch threads and determinism, and the Triton
+    check, all before any data or model work."""
+    import torch
+
+    from bench.common.device import rank_device
+
+    device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)
+    if settings.preset.wave_mode == "triton" and "wave" in settings.methods:
+        from wavefield_core.triton_scan import triton_available
+
+        why = triton_available(device)
+        if why:
+            raise UsageError(f"--wave-mode triton cannot run here: {why}")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return device, deterministic
 
 
 def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
