@@ -221,6 +221,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     wall = lambda: wall_base + time.perf_counter() - t_start  # noqa: E731
     inject = set(s.inject_nan_at_step)
     meta = {**rc.meta, "method": method, "seed": seed, "params": spec["params"]}
+    save = lambda path, **kw: save_checkpoint(path, spec["kind"], spec["config"], raw, **kw)  # noqa: E731
 
     def log(split: str, loss: float, acc_: float, lr: float, step: int, tokens: int) -> None:
         row = {"method": method, "seed": seed, "step": step, "tokens": tokens, "split": split, "loss": loss,
@@ -234,10 +235,10 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
         ranks = ctx.gather({"rng": _rng_state(dev), "acc": acc.tolist()})
         if ctx.is_main:
             st.wall_s = wall()
-            save_checkpoint(last_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step},
-                            train_state={"optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                                         "batcher": train_b.state_dict(), "job": asdict(st), "ranks": ranks,
-                                         "world_size": ctx.world, "plan": asdict(plan)})
+            save(last_path, meta={**meta, "step": st.step},
+                 train_state={"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "job": asdict(st),
+                              "batcher": train_b.state_dict(), "ranks": ranks, "world_size": ctx.world,
+                              "plan": asdict(plan)})
         ctx.barrier()
 
     bar = tqdm(total=plan.total_steps, initial=st.step, desc=f"{method} seed {seed}", unit="step",
@@ -309,8 +310,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
                     st.best_val_loss, st.best_val_ppl = res.loss, res.ppl
                     st.best_step, st.best_tokens = st.step, st.tokens
                     if ctx.is_main:
-                        save_checkpoint(best_path, spec["kind"], spec["config"], raw,
-                                        meta={**meta, "step": st.step, "val": res.as_dict()})
+                        save(best_path, meta={**meta, "step": st.step, "val": res.as_dict()})
                 save_state()
             elif s.stop_after_steps and steps_here >= s.stop_after_steps:
                 save_state()
@@ -322,7 +322,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
 
     # Test the best-validation weights (the last weights if validation never gave a finite loss).
     if ctx.is_main and not best_path.exists():
-        save_checkpoint(best_path, spec["kind"], spec["config"], raw, meta={**meta, "step": st.step})
+        save(best_path, meta={**meta, "step": st.step})
         st.best_step, st.best_tokens = st.step, st.tokens
     ctx.barrier()
     best = read_checkpoint(best_path, map_location=dev)
@@ -331,9 +331,8 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
                    autocast=autocast, ctx=ctx)
     log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
     if ctx.is_main:
-        save_checkpoint(best_path, spec["kind"], spec["config"], raw,
-                        meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
-    row = {
+        save(best_path, meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
+    return {
         "method": method, "seed": seed, "test_loss": res.loss, "test_ppl": res.ppl, "test_bpc": res.bpc,
         "test_acc": res.acc, "test_batch_mean_loss": res.batch_mean_loss, "test_batch_mean_ppl": res.batch_mean_ppl,
         "params": spec["params"], "tokens_per_s": st.tokens / max(st.train_s, 1e-9), "wall_s": round(wall(), 3),
@@ -341,7 +340,6 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
         "best_val_loss": st.best_val_loss, "best_val_ppl": st.best_val_ppl, "steps": st.step, "tokens": st.tokens,
         "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method,
     }
-    return row
 
 
 def final_log(path: Path) -> CsvLog:
