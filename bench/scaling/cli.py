@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -169,10 +170,9 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     )
 
 
-def load_resume(path: str) -> tuple[Path, SweepConfig, dict]:
-    env = read_run_env(path, PROG)
+def load_resume(path: str) -> SweepConfig:
     try:
-        return Path(path), SweepConfig.from_dict(env["sweep"]), env
+        return SweepConfig.from_dict(read_run_env(path, PROG)["sweep"])
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--resume {path!r}: env.json has no usable sweep configuration ({exc})")
 
@@ -265,9 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out_dir(args.out)
 
     info = from_env()
-    base = env0 = None
-    if args.resume:
-        run_dir, base, env0 = load_resume(args.resume)
+    base = load_resume(args.resume) if args.resume else None
     wanted = args.device if args.device is not None else (base.device if base is not None else "auto")
     if info.enabled and wanted != "cpu" and torch.cuda.is_available():
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
@@ -286,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
 
     try:  # rank 0 creates and locks the folder until the run ends; every rank fails alike
-        run_dir = claim_run_dir(args.out if base is None else run_dir, tag=device_tag(device), resume=base is not None,
+        run_dir = claim_run_dir(args.out if base is None else args.resume, tag=device_tag(device), resume=base is not None,
                                 main=info.rank == 0, broadcast=info.broadcast)
     except UsageError:
         info.finish()
@@ -316,10 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if info.enabled or (run_dir / PARTS_DIR).is_dir():
             merge_parts(run_dir, info.world)
         env = read_json(run_dir / "env.json")
-        total = {}
-        for c in counts:
-            for k, v in c.items():
-                total[k] = total.get(k, 0) + v
+        total = dict(sum((Counter(c) for c in counts), Counter()))
         env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                            "sweep_wall_s": round(time.perf_counter() - t0, 1),
                                            "rows_written": total})
