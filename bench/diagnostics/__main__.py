@@ -100,20 +100,18 @@ def load_model(args, device):
     check_memory(args, sized.config_dict(), sum(t.numel() for t in sized.parameters()), device)
     torch.manual_seed(args.seed)
     model = build_model("wave", config)
+    listed = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))  # noqa: E731
     if not args.checkpoint:
-        info = {"model": f"random init (seed {args.seed})",
-                "config": ", ".join(f"{k}={v}" for k, v in model.config_dict().items())}
+        info = {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
         return model.to(device).eval(), info, None, "", False
     load_weights(model, ckpt, args.checkpoint)
     from bench.diagnostics.textdata import tokenizer_from_meta
 
-    tok, tok_desc = tokenizer_from_meta(ckpt.get("meta") or {}, args.checkpoint)
+    meta = ckpt.get("meta") or {}
+    tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
     if tok is not None and tok.vocab_size != model.config.vocab_size:
         tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
-    meta = ckpt.get("meta") or {}
-    info = {"model": f"checkpoint {args.checkpoint}",
-            "config": ", ".join(f"{k}={v}" for k, v in config.items()),
-            "checkpoint meta": ", ".join(f"{k}={v}" for k, v in meta.items() if isinstance(v, (int, float, str)))[:400]}
+    info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config), "checkpoint meta": listed(meta)[:400]}
     return model.to(device).eval(), info, tok, tok_desc, True
 
 
