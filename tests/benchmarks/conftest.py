@@ -39,7 +39,7 @@ import torch
 
 from bench.common.allocator import retain_freed_memory
 
-from bench.scaling.grid import DTYPE_NAMES, CellSpec
+from bench.scaling.grid import CellSpec
 from bench.scaling.registry import METHODS
 
 BATCH, HEADS, HEAD_DIM, STRIDE = 1, 8, 64, 4.0
@@ -129,7 +129,7 @@ def run_cell(benchmark, level: str, pas: str, n: int, method_name: str) -> None:
         "method": method_name, "level": level, "pass": pas, "seq_len": n,
         "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "d_model": spec.d_model,
         "field_stride": STRIDE if method.kind == "wave" else None,
-        "dtype": DTYPE_NAMES[DTYPE], "device": DEVICE.type, "threads": torch.get_num_threads(),
+        "dtype": str(DTYPE).removeprefix("torch."), "device": DEVICE.type, "threads": torch.get_num_threads(),
         "timer": TIMER.__name__, "torch": torch.__version__, "backend": built.backend(),
         "flops": cost.flops, "bytes": cost.bytes, "rounds": rounds,
     })
