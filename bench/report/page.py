@@ -289,7 +289,7 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
                 return "not measured"
             passed, failed = sum(c["pass"] for _, c in group), sum(c["fail"] for _, c in group)
             leaks = max(c["leaks"] for _, c in group)
-            return (f"suite's exact strides: {passed} PASS, {failed} FAIL ({len(group)} runs, {ev.commit(group[0][0])}); "
+            return (f"suite's exact strides: {passed} PASS, {failed} FAIL ({len(group)} run{'s' if len(group) != 1 else ''}, {ev.commit(group[0][0])}); "
                     f"V3.5's published configurations: {leaks} of {leaks} leak")
         every = caus[False] + caus[True]
         failed, leaks = sum(c["fail"] for _, c in every), max(c["leaks"] for _, c in every)
