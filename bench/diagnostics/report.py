@@ -212,10 +212,10 @@ def write_summary(df: pd.DataFrame, path: str | Path, header: dict, thresholds, 
            "or after t (perturbation), or largest |d out_i / d in_j| for j > i / largest for j <= i "
            "(gradient). Model probes run a float64 copy on random inputs (per layer) and on random token ids "
            "(full model, perturbing embeddings or ids). Leak demonstrations run the float64 reference "
-           "(no stride guard) with layer 0's weights on the leaking configurations of SPEC.md section 2; "
+           "(no stride guard) with layer 0's weights on the leaking configurations of docs/mechanism.md (causality); "
            "they are expected to leak and do not fail the run, unless they show no leak (then the probe "
            "is broken).", "", _md(causality_table(df)), "",
-           "Leak score per perturbed token t (leak demonstrations). For comparison SPEC.md section 2 quotes "
+           "Leak score per perturbed token t (leak demonstrations). For comparison docs/mechanism.md quotes "
            "0.27 (s = 1.29), 1.8e-2 (s = 0.996) and 0.92 (s = 0.125) from a replica with an unstated metric "
            "and position. The s = 0.996 leak grows with t: token t sits (1 - s) t cells short of cell t, so "
            "an ever larger share of its deposit lands in the cell token t-1 reads. The clamping leak appears "

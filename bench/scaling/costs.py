@@ -1,4 +1,4 @@
-"""Cost model: FLOPs and minimum bytes of one call, and the roofline (docs/METHOD.md, "Cost model").
+"""Cost model: FLOPs and minimum bytes of one call, and the roofline (docs/method.md, "Cost model").
 
 Conventions (all counts are for ONE call of the timed closure):
 - Softmax attention (FlashAttention convention): fwd = 4 B H N^2 d, halved when causal (always

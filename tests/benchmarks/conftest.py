@@ -1,7 +1,7 @@
 """Shared pieces of the pytest-benchmark regression timings (see docs/regression.md).
 
 The cells are the bench.scaling sweep's own: each (level, pass, N, method) is built by the method
-registry (bench.scaling.registry: inputs plus a ready closure, and the METHOD.md cost model), so
+registry (bench.scaling.registry: inputs plus a ready closure, and the docs/method.md cost model), so
 the gate times exactly what the sweep times. Grid: B=1, H=8, d=64 (layer D=512), fp32, CPU,
 N = 256, 512, 1024, 2048, methods wave (token path), wave-field, softmax-sdpa, softmax-naive,
 passes fwd and fwdbwd. CELLS runs every method of one length back to back, so machine drift
