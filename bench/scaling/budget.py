@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from bench.common.timings import fit_exponent
+
 # FLOP/s assumed before anything is measured (deliberately low: first lengths are short anyway)
 ASSUMED_RATE = {
     ("cpu", "wave"): 5e9, ("cpu", "reference"): 5e9, ("cpu", "softmax"): 3e10,
@@ -71,11 +73,9 @@ class Predictor:
             ratio = t_last * flops_at(n) / max(flops_at(m_last), 1.0)
             if len(pts) >= 2:
                 use = pts[-FIT_POINTS:]
-                x = np.log([m for m, _ in use])
-                y = np.log([t for _, t in use])
-                slope, icpt = np.polyfit(x, y, 1)
-                fit = float(np.exp(icpt + slope * math.log(n)))
-                return max(fit, ratio), f"fit of {len(use)} lengths (slope {slope:.2f})"
+                line = fit_exponent([m for m, _ in use], [t for _, t in use])
+                fit = float(np.exp(line["intercept"] + line["slope"] * math.log(n)))
+                return max(fit, ratio), f"fit of {len(use)} lengths (slope {line['slope']:.2f})"
             return ratio, f"N={m_last} scaled by the cost model"
         rate = ASSUMED_RATE.get((self.device_type, kind), 1e10)
         bw = ASSUMED_BANDWIDTH.get(self.device_type, 5e9)
