@@ -235,18 +235,19 @@ _COMPILE_SCRIPT = textwrap.dedent("""
     import triton, triton.language as tl
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
-    from wavefield_core import triton_scan as ts
-    ts._import_triton()
-    fwd, bwd = ts._define_kernels()
+    import torch
+    from wavefield_core import triton_kernels as tk, triton_scan as ts
+    tk._import_triton()
+    fwd, bwd = tk._define_kernels()
     target = GPUTarget("cuda", 90, 32)
 
     def sig(fn, ptrs, consts):
         return {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
 
-    for torch_dtype, name in ((ts.torch.bfloat16, "bf16"), (ts.torch.float16, "fp16"), (ts.torch.float32, "fp32")):
-        dts = ts._dot_dtypes(torch_dtype)
+    for torch_dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "fp16"), (torch.float32, "fp32")):
+        dts = tk._dot_dtypes(torch_dtype)
         for backward in (False, True):
-            bt, bd, warps = ts._config(torch_dtype, 64, 1024, ts.torch.device("cpu"), backward)
+            bt, bd, warps = ts._config(torch_dtype, 64, 1024, torch.device("cpu"), backward)
             if backward:
                 consts = dict(HAS_SCALE=True, NEED_DV=True, NEED_DS=True, NEED_PARAMS=True, LOAD_V=True, BT=bt, BD=bd,
                               PRECISION="ieee", **dts)
