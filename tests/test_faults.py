@@ -1,13 +1,12 @@
 """Faults in the files the five CLIs read and write, run as a user meets them (subprocesses from the
-repository root): an unusable output folder, a second writer, a cut row / JSON / checkpoint, sizes
-that cannot fit, inf and nan flags, and a stop by SIGINT or SIGKILL followed by --resume.
+repository root): an unusable output folder, a second writer, a cut row / JSON / checkpoint, and a
+stop by SIGINT or SIGKILL followed by --resume (sizes and inf/nan flags: test_faults_limits.py).
 
 A refused command must exit 2 with one line on stderr (no traceback), create nothing, and leave
 every row measured before it untouched.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -20,57 +19,8 @@ from pathlib import Path
 import pytest
 
 from bench.common.files import claim_run_dir, release_run_dirs
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-SCALING = ["--quick", "--levels", "core", "--passes", "fwd", "--methods", "wave", "--seq-lens", "64,128",
-           "--no-floor", "--no-progress"]
-QUALITY = ["--preset", "tiny", "--corpus", "fixture", "--pairing", "paper", "--d-model", "32", "--n-layers", "1",
-           "--n-heads", "2", "--d-ff", "32", "--seq-len", "16", "--batch-size", "4", "--eval-batches", "1",
-           "--test-batches", "1", "--steps", "4", "--eval-every", "2", "--threads", "1", "--no-progress"]
-DIAG = ["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--seq-len", "16", "--batch-size", "1",
-        "--probe-len", "32", "--model-probe-len", "16", "--leak-len", "16", "--no-leak-demos", "--device", "cpu",
-        "--threads", "1"]
-BASE_ARGS = {"scaling": SCALING, "quality": QUALITY, "diagnostics": DIAG}
-
-
-def bench(module: str, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def start(module: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, one line on stderr naming the fault, no traceback."""
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
-
-
-def ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-
-
-def rows(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def cut(path: Path, keep_of_last_line: int = 12) -> str:
-    """Cut the file inside its last line, as a crash mid-write would; returns the complete part."""
-    data = path.read_text()
-    body = data[: data.rstrip("\n").rfind("\n") + 1]
-    path.write_text(body + data[len(body): len(body) + keep_of_last_line])
-    return body
+from faultkit import (BASE_ARGS, ENV, QUALITY, REPO, SCALING, SLOW, bench, copy, cut, ok, refused, rows, snapshot,
+                      start)
 
 
 @pytest.fixture
@@ -99,21 +49,10 @@ def quality_run(tmp_path_factory) -> Path:
     return out
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def copy(src: Path, tmp_path: Path, name: str = "run") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(src, dst)
-    return dst
-
-
 # ---------------------------------------------------------------------------------------------
 # output folders
 
 
-SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize("module,fault", [
@@ -284,51 +223,6 @@ def test_diagnostics_refuses_damaged_checkpoints(fault, change, needle, quality_
     damage(path, change)
     refused(bench("diagnostics", "--checkpoint", path, "--out", tmp_path / "out"), needle)
     assert not (tmp_path / "out").exists()
-
-
-# ---------------------------------------------------------------------------------------------
-# sizes and numbers
-
-
-@pytest.mark.parametrize("module,flags", [
-    ("quality", ["--seq-len", "100000000000"]),
-    pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
-    ("diagnostics", ["--probe-len", "1000000000"]),
-    ("scaling", ["--mem-budget", "1000000000"]),
-    pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
-    pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
-], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
-        "diag-d-model"])
-def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
-    t0 = time.perf_counter()
-    needles = ["--mem-budget", "available RAM"] if module == "scaling" else ["needs at least", "available"]
-    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), *needles)
-    assert time.perf_counter() - t0 < 30
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("module,flags", [
-    ("quality", ["--lr", "inf"]),
-    ("quality", ["--dropout", "nan"]),
-    ("diagnostics", ["--conservation-tol", "nan"]),
-    ("diagnostics", ["--role-thresholds", "4,inf"]),
-    ("scaling", ["--time-budget", "inf"]),
-    ("regress", ["--exponent-tol", "inf"]),
-], ids=["quality-lr", "quality-dropout", "diag-tol", "diag-thresholds", "scaling-budget", "regress-tol"])
-def test_inf_and_nan_flags_are_refused(module, flags, tmp_path):
-    if module == "regress":
-        base = REPO / "tests" / "benchmarks" / "baseline_cpu.json"
-        args = ["--baseline", base, "--current", base, *flags]
-    else:
-        args = [*BASE_ARGS[module], *flags, "--out", tmp_path / "out"]
-    refused(bench(module, *args), "finite")
-    assert not (tmp_path / "out").exists()
-
-
-def test_too_little_data_creates_nothing(tmp_path):
-    out = tmp_path / "out"
-    refused(bench("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
-    assert not out.exists()  # so the corrected command is not refused as "already holds results"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""Faults of size and number: sizes that cannot fit and inf/nan flags are refused in one line before
+any work, and a corpus too small for the run creates nothing."""
+import time
+
+import pytest
+
+from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench, refused
+
+
+
+
+@pytest.mark.parametrize("module,flags", [
+    ("quality", ["--seq-len", "100000000000"]),
+    pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
+    ("diagnostics", ["--probe-len", "1000000000"]),
+    ("scaling", ["--mem-budget", "1000000000"]),
+    pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
+    pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
+], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
+        "diag-d-model"])
+def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
+    t0 = time.perf_counter()
+    needles = ["--mem-budget", "available RAM"] if module == "scaling" else ["needs at least", "available"]
+    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), *needles)
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("module,flags", [
+    ("quality", ["--lr", "inf"]),
+    ("quality", ["--dropout", "nan"]),
+    ("diagnostics", ["--conservation-tol", "nan"]),
+    ("diagnostics", ["--role-thresholds", "4,inf"]),
+    ("scaling", ["--time-budget", "inf"]),
+    ("regress", ["--exponent-tol", "inf"]),
+], ids=["quality-lr", "quality-dropout", "diag-tol", "diag-thresholds", "scaling-budget", "regress-tol"])
+def test_inf_and_nan_flags_are_refused(module, flags, tmp_path):
+    if module == "regress":
+        base = REPO / "tests" / "benchmarks" / "baseline_cpu.json"
+        args = ["--baseline", base, "--current", base, *flags]
+    else:
+        args = [*BASE_ARGS[module], *flags, "--out", tmp_path / "out"]
+    refused(bench(module, *args), "finite")
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_little_data_creates_nothing(tmp_path):
+    out = tmp_path / "out"
+    refused(bench("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
+    assert not out.exists()  # so the corrected command is not refused as "already holds results"
