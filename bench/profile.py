@@ -19,6 +19,7 @@ import torch
 
 from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int, run_cli
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
+from bench.common.timing import synchronize
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
 PROG = "python -m bench.profile"
@@ -57,11 +58,6 @@ def _names(text: str) -> list[str]:
 
 def _lengths(text: str) -> list[int]:
     return [positive_int(t.strip()) for t in text.split(",") if t.strip()] or [positive_int("")]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -113,17 +109,17 @@ def profile_cell(fn, device: torch.device, warmup: int, reps: int):
 
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         fn()
-    _sync(device)
+    synchronize(device)
     wall = (time.perf_counter() - t0) / reps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(reps):
             fn()
-        _sync(device)
+        synchronize(device)
     return wall, prof.key_averages()
 
 

@@ -46,8 +46,6 @@ def small_spec(spec: CellSpec) -> CellSpec:
     return spec.at(seq_len=CHECK_LEN, batch=1)
 
 
-_small = small_spec
-
 
 def _qkv(spec: CellSpec, grad: bool):
     g = torch.Generator().manual_seed(spec.seed + 7)
@@ -77,7 +75,7 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     from wavefield_core import WaveFieldAttention, wave_mix
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
-    spec = _small(spec)
+    spec = small_spec(spec)
     tol = TOLERANCE[spec.dtype]
     grad = spec.pass_ == "fwdbwd"
     if spec.level == "core":
@@ -107,7 +105,7 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
     from baselines import SoftmaxAttention, softmax_naive
 
-    spec = _small(spec)
+    spec = small_spec(spec)
     tol = TOLERANCE[spec.dtype]
     grad = spec.pass_ == "fwdbwd"
     if spec.level == "core":
@@ -149,7 +147,7 @@ def _check_model(spec: CellSpec, model: torch.nn.Module, tol: float) -> CheckRes
 def check_floor(spec: CellSpec, path: str) -> CheckResult:
     from wavefield_core import causal_conv_direct, fast_fft_size, fft_floor, floor_spectrum, wave_kernel
 
-    spec = _small(spec)
+    spec = small_spec(spec)
     length = spec.seq_len if path == "token" else field_cells(spec.seq_len, spec.field_stride)
     m = fast_fft_size(2 * length - 1)
     g = torch.Generator().manual_seed(spec.seed + 13)

@@ -221,28 +221,16 @@ def copy_bandwidth(device, nbytes: int = 1 << 29, reps: int = 5) -> float:
     """Bytes/s a device-to-device copy moves (read + write counted), best of `reps`: the memory
     roofline a memory-bound operator is held to, measured on this device in this run rather than
     taken from a datasheet."""
-    import time
-
     import torch
+
+    from bench.common.timing import time_calls, warm_up
 
     n = max(1, nbytes // 4)
     src = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(reps + 1):  # the first copy pays page faults / lazy init
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dst.copy_(src)
-            end.record()
-            end.synchronize()
-            sec = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            dst.copy_(src)
-            sec = time.perf_counter() - t0
-        best = min(best, sec)
-    del src, dst
+    copy = lambda: dst.copy_(src)  # noqa: E731
+    warm_up(copy, device)  # the first copy pays page faults / lazy init
+    best = min(time_calls(copy, device) for _ in range(reps))
     return 2 * n * 4 / best
 
 

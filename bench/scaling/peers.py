@@ -159,7 +159,7 @@ def check_peer(spec: CellSpec, op: str, impl: str) -> checks.CheckResult:
     """The method at N = 257, B = 1 on the cell's device and dtype against the token loop or
     explicit (N, N) form in float64 on CPU: outputs, and input gradients at fwdbwd (core: every
     input that gets a gradient, parameters included; layer: x)."""
-    spec = checks._small(spec)
+    spec = checks.small_spec(spec)
     tol = checks.TOLERANCE[spec.dtype]
     grad = spec.pass_ == "fwdbwd"
     if spec.level == "core":
@@ -325,5 +325,6 @@ def methods(method_cls=None) -> list:
                 cost=partial(peer_cost, op),
                 check=partial(check_peer, op=op, impl=impl),
                 available=partial(available, impl),
+                uses_stride=op == "diag-ssm",
             ))
     return out

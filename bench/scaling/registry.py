@@ -40,6 +40,7 @@ class Method:
     passes: tuple[str, ...] = ALL_PASSES
     default: bool = False  # in the default set
     tier: int = EXTRA
+    uses_stride: bool = False  # its operator reads the field stride (recorded in the row)
 
     def supports(self, level: str, pass_: str) -> bool:
         return level in self.levels and pass_ in self.passes
@@ -142,7 +143,8 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
                   memory=partial(footprint.wave_memory, path=path),
                   cost=partial(_cost, "wave", path),
                   check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  available=_compiler if compiled else _always, default=default, levels=levels, tier=tier)
+                  available=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
+                  uses_stride=True)
 
 
 def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False,
@@ -161,7 +163,7 @@ def _floor(name: str, path: str, description: str) -> Method:
                   memory=partial(footprint.floor_memory, path=path),
                   cost=partial(_floor_cost, path),
                   check=partial(checks.check_floor, path=path),
-                  available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE)
+                  available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [

@@ -159,8 +159,7 @@ class Sweep:
             "method": method.name, "level": spec.level, "pass": spec.pass_, "device": spec.device.type,
             "dtype": self.cfg.dtype, "batch": spec.batch, "heads": spec.heads, "head_dim": spec.row_head_dim,
             "seq_len": spec.seq_len, "d_model": spec.d_model,
-            "field_stride": spec.field_stride if method.kind in ("wave", "reference") or method.name.startswith(
-                "peer-diag-ssm") else None,
+            "field_stride": spec.field_stride if method.uses_stride else None,
             "status": status, "reason": reason, "rank": self.rank,
             "flops": cost.flops if cost else None, "bytes": cost.bytes if cost else None,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
