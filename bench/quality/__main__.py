@@ -47,8 +47,10 @@ def _run(settings, ctx, argv: list[str]) -> int:
                                     write_json)
     from bench.quality.data import count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
-    from bench.quality.report import gap_table, ratio_rows, write_report, _by_method
+    from bench.quality.report import gap_table, ratio_rows, write_report
+    from bench.quality.sweep import tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
+    from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs
     from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, final_log, make_plan,
                                      train_job)
 
@@ -98,11 +100,11 @@ def _run(settings, ctx, argv: list[str]) -> int:
             with replacing(run_dir / "tokenizer.json") as tmp:
                 tok.save(tmp)
     final_path = run_dir / "final.csv"
-    done = {(r["method"], int(float(r["seed"]))) for r in read_table(final_path, cut="drop")}
-    for seed in settings.seeds if settings.resume is not None else ():
-        for method, spec in methods.items():
-            if (method, seed) not in done:
-                check_job_files(run_dir, method, seed, spec, ctx.world)
+    finished = read_table(final_path, cut="drop")
+    if settings.resume is not None:
+        for method, seed, lr in planned_jobs(settings, methods, finished):
+            if not is_done(finished, method, seed, lr):
+                check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
     if ctx.is_main and settings.resume is not None:
         for name in ("final.csv", "curves.csv"):  # a row cut by a crash is dropped; its job runs again
             note = drop_cut_tail(run_dir / name)
@@ -142,31 +144,36 @@ def _run(settings, ctx, argv: list[str]) -> int:
         print(f"bench.quality: {run_dir} | {corpus.name} {tok.kind} V={tok.vocab_size} | {plan.total_steps} steps "
               f"({plan.budget}) | params: {sizes}", file=sys.stderr)
 
-    # ---- jobs: every seed trains every method; finished ones (rows in final.csv) are skipped on resume
-    for seed in settings.seeds:
-        for method in methods:
-            if (method, seed) in done:
-                continue
+    # ---- jobs (see bench.quality.sweep); finished ones (rows in final.csv) are skipped on resume
+    sweep = len(settings.lrs) > 1
+    try:
+        for method, seed, lr in jobs(settings, methods, final_path):
             try:
-                row = train_job(rc, method, seed)
+                row = train_job(rc, method, seed, lr)
             except NonFiniteStop as exc:
                 if ctx.is_main:
-                    print(f"bench.quality: error: {exc}", file=sys.stderr)
-                return EXIT_NONFINITE
+                    print(f"bench.quality: {'' if sweep else 'error: '}{exc}", file=sys.stderr)
+                if not sweep:
+                    return EXIT_NONFINITE
+                row = exc.row  # in a sweep a diverging LR is a result: its row has NaN test metrics
             except StopRequested as exc:
                 if ctx.is_main:
                     print(f"bench.quality: {exc}", file=sys.stderr)
                 return 0
             if ctx.is_main:
                 final_log(final_path).append(row)
-                rc.ckpt_paths(method, seed)[1].unlink(missing_ok=True)
+                rc.ckpt_paths(method, seed, lr)[1].unlink(missing_ok=True)
             ctx.barrier()
+    except NoStableLR as exc:
+        if ctx.is_main:
+            print(f"bench.quality: error: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
 
     if ctx.is_main:
         summary = write_report(run_dir)
-        finals = read_table(final_path)
-        print("\n".join(gap_table(_by_method(finals))))
-        for r in ratio_rows(_by_method(finals)):
+        tuned = tuned_rows(read_table(final_path), settings.seeds[0])
+        print("\n".join(gap_table(tuned)))
+        for r in ratio_rows(tuned):
             print(f"wave / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
         print(f"bench.quality: wrote {summary}", file=sys.stderr)
     return 0

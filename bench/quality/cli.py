@@ -32,7 +32,7 @@ DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 # Run options that define the experiment: saved in env.json and fixed for a --resume.
 SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
-                     "inject_nan_at_step")
+                     "inject_nan_at_step", "lr_sweep")
 # the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
 METHOD_CHOICES = ("wave", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla", "peer-retnet",
                   "peer-diag-ssm")
@@ -57,10 +57,16 @@ class Settings:
     no_progress: bool = False
     threads: int = 0
     overrides: list[str] = field(default_factory=list)  # preset fields set on the command line
+    lr_sweep: list[float] = field(default_factory=list)  # --lr-sweep: peak LRs tried at the first seed
 
     @property
     def methods(self) -> tuple[str, ...]:
         return tuple(self.method_names) or PAIRING_METHODS[self.pairing]
+
+    @property
+    def lrs(self) -> list[float]:
+        """The peak learning rates a run trains at: the preset's --lr (the reference) and the sweep's."""
+        return sorted({self.preset.lr, *self.lr_sweep})
 
     def saved(self) -> dict:
         """The part of the settings stored in env.json (and restored by --resume)."""
@@ -107,6 +113,10 @@ def build_parser() -> ArgParser:
     run.add_argument("--methods", type=choice_list(METHOD_CHOICES, "method"), default=None, metavar="NAME[,NAME...]",
                      help=f"methods to train instead of a --pairing, e.g. wave,standard,peer-hgrn (choices: "
                           f"{', '.join(METHOD_CHOICES)})")
+    run.add_argument("--lr-sweep", type=finite_float, nargs="+", default=None, metavar="LR",
+                     help="peak learning rates to try besides --lr: every method trains at each of them (and at "
+                          "--lr) with the first seed, keeps the one with the lowest validation loss, and trains the "
+                          "other seeds at that LR; the report shows the tuned result beside the --lr one")
     run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
     run.add_argument("--text-file", default=None, help="UTF-8 text file (corpus text-file)")
     run.add_argument("--out", default=None, help="results folder (must be new or empty); default "
@@ -147,7 +157,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     run_flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
         saved_keys = [k for k in ("seeds", "pairing", "methods", "data_dir", "text_file", "deterministic",
-                                  "inject_nan_at_step", "out") if getattr(args, k) is not None]
+                                  "inject_nan_at_step", "out", "lr_sweep") if getattr(args, k) is not None]
         if given or saved_keys:
             raise UsageError(f"--resume continues a run with its saved settings; drop "
                              f"{', '.join(_flag(k) for k in [*given, *saved_keys])} (allowed with --resume: "
@@ -160,7 +170,7 @@ def resolve(args: argparse.Namespace) -> Settings:
         pairing=args.pairing or "both", method_names=sorted(args.methods or [], key=lambda m: m != "wave"),
         data_dir=args.data_dir, text_file=args.text_file, out=args.out, deterministic=args.deterministic or "auto",
         inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
-        overrides=sorted(given), **run_flags)
+        overrides=sorted(given), lr_sweep=sorted(set(args.lr_sweep or [])), **run_flags)
     validate(settings)
     return settings
 
@@ -196,6 +206,9 @@ def validate(s: Settings) -> None:
         raise UsageError(f"--lr must be positive (got {p.lr})")
     if p.min_lr > p.lr:
         raise UsageError(f"--min-lr {p.min_lr} exceeds --lr {p.lr}")
+    for lr in s.lr_sweep:
+        if not (lr > 0 and lr >= p.min_lr):
+            raise UsageError(f"--lr-sweep value {lr} must be positive and at least --min-lr {p.min_lr}")
     if not 0 <= p.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout})")
     if not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1):
@@ -222,7 +235,8 @@ def settings_from_saved(saved: dict, cli: Settings) -> Settings:
         cli, preset=Preset(**{k: v for k, v in saved["preset"].items() if k in known}), seeds=list(saved["seeds"]),
         pairing=saved["pairing"], method_names=list(saved.get("method_names") or []), data_dir=saved.get("data_dir"),
         text_file=saved.get("text_file"), out=None, deterministic=saved.get("deterministic", "auto"),
-        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), overrides=list(saved.get("overrides", [])))
+        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), overrides=list(saved.get("overrides", [])),
+        lr_sweep=list(saved.get("lr_sweep") or []))
 
 
 def format_presets() -> str:

@@ -1,64 +1,115 @@
-"""Figures of a quality run, derived from curves.csv and final.csv only.
+"""Figures of a quality run, derived from env.json, curves.csv and final.csv only.
 
-plots/val_loss_vs_tokens.png   validation loss vs training tokens, one line per seed, colour per method
+plots/val_loss_vs_tokens.png   validation loss vs training tokens: mean over seeds, band = min..max over seeds
 plots/val_loss_vs_wall.png     the same against job wall time (evaluation included)
+plots/ratio_vs_tokens.png      wave / baseline validation PPL vs tokens (band over seeds), published ratio as a line
+plots/lr_sweep.png             best validation loss against peak LR per method (runs with --lr-sweep)
 plots/final_metrics.png        test PPL, bpc and accuracy per method: seeds as dots, mean with std error bars
+Curves and test metrics are those of each method's kept LR (bench.quality.sweep).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.quality.analysis import job_curve, ratio_by_tokens  # noqa: E402
+from bench.quality.sweep import lr_of, tuned_rows  # noqa: E402
+from bench.scaling.claims import PUBLISHED_QUALITY  # noqa: E402
 from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
 
 
-def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], title: str = "") -> list[Path]:
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _band(ax, x, ys, colour: str, label: str) -> None:
+    """Mean line and a min..max band over seeds (ys: one list per x)."""
+    mean = [sum(v) / len(v) for v in ys]
+    ax.plot(x, mean, color=colour, marker=".", label=f"{label} ({max(len(v) for v in ys)} seed(s))")
+    if max(len(v) for v in ys) > 1:
+        ax.fill_between(x, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.2, linewidth=0)
+
+
+def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict | None = None) -> list[Path]:
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
+    env = env or {}
+    seeds = (env.get("settings") or {}).get("seeds") or [None]
+    by = tuned_rows(finals, seeds[0])
     paths = []
-    val = [r for r in curves if r["split"] == "val"]
-    methods = list(dict.fromkeys(r["method"] for r in curves + finals))
     for xkey, xlabel, name in (("tokens", "training tokens", "val_loss_vs_tokens.png"),
                                ("wall_s", "job wall time (s, evaluation included)", "val_loss_vs_wall.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for m in methods:
-            seeds = sorted({r["seed"] for r in val if r["method"] == m}, key=int)
-            for i, seed in enumerate(seeds):
-                rows = [r for r in val if r["method"] == m and r["seed"] == seed]
-                ax.plot([float(r[xkey]) for r in rows], [float(r["loss"]) for r in rows], color=_color(m),
-                        alpha=0.85, marker=".", label=m if i == 0 else None)
+        for m, rows in by.items():
+            runs = [job_curve(curves, m, s, lr_of(r)) for s, r in rows.items()]
+            n = min((len(c) for c in runs), default=0)
+            if n == 0:
+                continue
+            x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
+            _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation loss (nats/token, token-weighted)")
-        ax.set_title(title or "validation loss (one line per seed)")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.set_title("validation loss: mean over seeds, band = min..max")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        paths.append(out / name)
+        paths.append(_save(fig, out / name))
+
+    if "wave" in by and len(by) > 1:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for base, rows in by.items():
+            if base == "wave":
+                continue
+            pts = ratio_by_tokens(curves, by["wave"], rows)
+            if pts:
+                _band(ax, [t for t, _ in pts], [v for _, v in pts], _color(base), f"wave / {base}")
+        kind = (env.get("tokenizer") or {}).get("kind", "char")
+        pub = next(q for q in PUBLISHED_QUALITY if q["key"] == ("bpe" if kind == "bpe" else "char"))
+        ax.axhline(pub["wave_ppl"] / pub["std_ppl"], color="black", linestyle="--",
+                   label=f"published V3.5 {pub['key']}: {pub['wave_ppl'] / pub['std_ppl']:.2f}")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("validation PPL ratio (> 1: wave worse)")
+        ax.set_title("wave / baseline validation perplexity")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        paths.append(_save(fig, out / "ratio_vs_tokens.png"))
+
+    lrs = {lr_of(r) for r in finals if not math.isnan(lr_of(r))}
+    if len(lrs) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in by:
+            pts = sorted((lr_of(r), float(r["best_val_loss"] or "nan")) for r in finals
+                         if r["method"] == m and (seeds[0] is None or int(float(r["seed"])) == int(seeds[0])))
+            ax.plot([a for a, _ in pts], [b for _, b in pts], color=_color(m), marker="o", label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("peak learning rate")
+        ax.set_ylabel("best validation loss (nats/token)")
+        ax.set_title(f"learning-rate sweep (seed {seeds[0]}, same budget)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        paths.append(_save(fig, out / "lr_sweep.png"))
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for ax, (key, label, scale) in zip(axes, (("test_ppl", "test perplexity", 1.0), ("test_bpc", "test bits/char", 1.0),
                                                ("test_acc", "test top-1 accuracy (%)", 100.0))):
-        for i, m in enumerate(methods):
-            vals = [float(r[key]) * scale for r in finals if r["method"] == m]
-            if not vals:
-                continue
-            mean = sum(vals) / len(vals)
-            std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-            ax.errorbar([i], [mean], yerr=[std], fmt="o", color=_color(m), capsize=6, markersize=8)
+        for i, (m, rows) in enumerate(by.items()):
+            vals = [float(r[key]) * scale for r in rows.values()]
+            std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            ax.errorbar([i], [float(np.mean(vals))], yerr=[std], fmt="o", color=_color(m), capsize=6, markersize=8)
             ax.scatter([i + 0.12] * len(vals), vals, color=_color(m), s=12, alpha=0.6)
-        ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels(methods, rotation=15)
+        ax.set_xticks(range(len(by)))
+        ax.set_xticklabels(list(by), rotation=15)
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("test metrics (best-validation weights): mean ± std over seeds, dots = seeds")
-    fig.tight_layout()
-    fig.savefig(out / "final_metrics.png", dpi=120)
-    plt.close(fig)
-    paths.append(out / "final_metrics.png")
+    paths.append(_save(fig, out / "final_metrics.png"))
     return paths

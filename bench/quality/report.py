@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from bench.quality.schema import read_rows
 from bench.common.files import write_text
 from bench.common.tables import table
+from bench.quality.analysis import convergence, equal_wall
 from bench.quality.stats import paired_ratios, spread
+from bench.quality.sweep import lr_of, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 PUBLISHED = PUBLISHED_QUALITY  # every published quality number, defined once in bench.scaling.claims
@@ -27,18 +30,11 @@ def write_report(run_dir: str | Path) -> Path:
     if curves or finals:
         from bench.quality.plots import write_plots
 
-        plots = write_plots(run_dir, curves, finals)
-    text = render(env, finals, plots, run_dir)
+        plots = write_plots(run_dir, curves, finals, env)
+    text = render(env, finals, plots, run_dir, curves)
     path = run_dir / "summary.md"
     write_text(path, text)
     return path
-
-
-def _by_method(finals: list[dict]) -> dict[str, dict[int, dict]]:
-    out: dict[str, dict[int, dict]] = {}
-    for r in finals:
-        out.setdefault(r["method"], {})[int(r["seed"])] = r
-    return out
 
 
 def _col(rows: dict[int, dict], key: str) -> dict[int, float]:
@@ -89,14 +85,22 @@ def ratio_rows(by: dict[str, dict[int, dict]]) -> list[dict]:
     return out
 
 
-def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path) -> str:
+def first_seed(env: dict) -> int | None:
+    seeds = (env.get("settings") or {}).get("seeds") or []
+    return int(seeds[0]) if seeds else None
+
+
+def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curves: list[dict] | None = None) -> str:
     st = env.get("settings", {})
     p = st.get("preset", {})
     plan = env.get("plan", {})
     tok = env.get("tokenizer", {})
     corpus = env.get("corpus", {})
-    by = _by_method(finals)
+    curves = curves or []
+    by = tuned_rows(finals, first_seed(env))
     ratios = ratio_rows(by)
+    lrs = sorted({lr_of(r, p.get("lr", math.nan)) for r in finals})
+    swept = len(lrs) > 1
     lines = ["# Quality: Wave Field attention vs standard attention", "",
              f"Hardware: {hardware_line(env)}", "",
              f"Command: `{env.get('command', ' '.join(env.get('argv', [])))}`", "",
@@ -115,14 +119,20 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path) -> s
               f"epochs); warm-up {plan.get('warmup_steps')} steps then cosine from {p.get('lr')} to {p.get('min_lr')}; "
               f"AdamW wd {p.get('weight_decay')}, clip {p.get('grad_clip')}, dropout {p.get('dropout')}.",
               f"- Models: D={p.get('d_model')}, {p.get('n_layers')} layers, {p.get('n_heads')} heads; "
-              + "; ".join(f"{m}: {v['params']:,} params, d_ff {v['config']['d_ff']}" for m, v in env.get("methods", {}).items())
-              + ".",
+              + "; ".join(f"{m}: {v['params']:,} params, d_ff {v['config']['d_ff']}, "
+                          f"{_tokens(plan, p) / v['params']:.1f} training tokens per parameter"
+                          for m, v in env.get("methods", {}).items()) + ".",
+              *([f"- Learning rate: swept over {', '.join(f'{lr:g}' for lr in lrs)} at seed {first_seed(env)} "
+                 f"(same budget and schedule shape for every model); each method keeps the LR with the lowest best "
+                 f"validation loss and trains the other seeds at it. --lr {p.get('lr')} is the untuned reference."]
+                if swept else []),
               f"- Validation every {plan.get('eval_every')} steps on "
               f"{p.get('eval_batches') or 'all'} batches; test on {p.get('test_batches') or 'all'} batches of the test "
               "split with the best-validation weights.", ""]
 
     n_seeds = max((len(v) for v in by.values()), default=0)
-    lines += [f"## Gap table (test split; mean ± std [min, max] over {n_seeds} seed(s))", ""]
+    kept = " at each method's kept learning rate" if swept else ""
+    lines += [f"## Gap table (test split{kept}; mean ± std [min, max] over {n_seeds} seed(s))", ""]
     if by:
         lines += gap_table(by)
         lines += ["", f"Measured on: {hardware_line(env)}.", "", "PPL = exp(token-weighted loss); bpc = loss / ln 2 x tokens per character of the split; "
@@ -133,14 +143,20 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path) -> s
     else:
         lines += ["No method has finished yet (final.csv is empty).", ""]
 
+    if swept:
+        lines += sweep_section(finals, first_seed(env), by)
+    ref = ratio_rows(rows_at(finals, p.get("lr", math.nan))) if swept else []
     lines += ["## Wave / standard ratio", "",
               "Per-seed ratio wave(seed) / baseline(seed) (same seed = same batch order), mean with a two-sided "
               "95% Student-t interval over seeds (t with n-1 degrees of freedom, sample std); ratio > 1 means "
               "wave is worse.", "",
               *table(["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)", "seeds"],
-                     [[f"wave / {r['base']}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3), r["acc"].fmt_ci(2),
-                       ", ".join(map(str, r["seeds"]))] for r in ratios] or [["(needs wave and a standard method)"]]),
-              ""]
+                     [[f"wave / {r['base']}{' (tuned LRs)' if swept else ''}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
+                       r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ratios]
+                     + [[f"wave / {r['base']} at --lr {p.get('lr')} (untuned)", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
+                         r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ref]
+                     or [["(needs wave and a standard method)"]]), ""]
+    lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], p)
 
     acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     mean = lambda rows, k, s=1.0: sum(float(v[k]) for v in rows.values()) / len(rows) * s  # noqa: E731
@@ -168,8 +184,69 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path) -> s
     return "\n".join(lines)
 
 
+def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str]:
+    rows = []
+    for m in dict.fromkeys(r["method"] for r in finals):
+        start = [r for r in finals if r["method"] == m and (seed is None or int(float(r["seed"])) == seed)]
+        kept = lr_of(next(iter(tuned[m].values()))) if tuned.get(m) else math.nan
+        for r in sorted(start, key=lr_of):
+            diverged = not math.isfinite(float(r["best_val_loss"] or "nan")) or int(float(r["nonfinite_steps"])) > 0
+            rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
+                         f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
+                         "kept" if lr_of(r) == kept else ""])
+    return [f"## Learning-rate sweep (seed {seed})", "",
+            "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.", "",
+            *table(["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
+                    "choice"], rows), ""]
+
+
+def wall_section(curves: list[dict], by: dict) -> list[str]:
+    rows = []
+    for base in RATIO_BASELINES:
+        if "wave" in by and base in by:
+            r, t = equal_wall(curves, by["wave"], by[base])
+            if r.n:
+                tw = sum(float(v["train_s"]) for v in by["wave"].values()) / len(by["wave"])
+                tb = sum(float(v["train_s"]) for v in by[base].values()) / len(by[base])
+                rows.append([f"wave / {base}", f"{t:,.0f}", r.fmt_ci(3), f"{tw:,.0f} / {tb:,.0f}"])
+    if not rows:
+        return []
+    return ["## Equal wall-clock", "",
+            "Validation PPL ratio wave / baseline when both have run for the same time: the shorter job's length, "
+            "per seed (job wall time, evaluations included). Times are only comparable within one machine and "
+            "load; see the hardware line.", "",
+            *table(["comparison", "time (s, mean over seeds)", "val PPL ratio at equal time",
+                    "training seconds wave / baseline"], rows), ""]
+
+
+def convergence_section(curves: list[dict], by: dict, finals: list[dict], p: dict) -> list[str]:
+    jobs = [r for rows in by.values() for r in rows.values()]
+    jobs += [r for r in finals if not any(r is j for j in jobs)]  # the sweep's other LRs
+    rows = []
+    for r in jobs:
+        c = convergence(curves, r["method"], int(float(r["seed"])), lr_of(r, p.get("lr", math.nan)), r)
+        rows.append([r["method"], r["seed"], f"{lr_of(r, p.get('lr', math.nan)):g}", f"{c.best_step} / {c.steps}",
+                     "-" if math.isnan(c.val_fall) else f"{100 * c.val_fall:.2f}%",
+                     "-" if math.isnan(c.train_change) else f"{c.train_change:+.4f}", c.verdict])
+    if not rows:
+        return []
+    return ["## Convergence", "",
+            "Where each job stands at its last step: the step with the best validation loss, how much the validation "
+            "loss still fell over the last 10% of training tokens, and the least-squares change of the training "
+            "loss over the last 10% of steps (nats). Still improving: the validation loss fell by 1% or more over "
+            "that stretch; flattening: 0.2% to 1%; flat: less. Under a cosine schedule the learning rate is "
+            "small at the end, so 'flat' means this budget and schedule are used up, not that the model "
+            "cannot improve with more tokens.", "",
+            *table(["method", "seed", "peak LR", "best step / steps", "val fall, last 10%", "train change, last 10%",
+                    "verdict"], rows), ""]
+
+
+def _tokens(plan: dict, p: dict) -> int:
+    return plan.get("total_steps", 0) * p.get("batch_size", 0) * p.get("seq_len", 0)
+
+
 def _differences(env, p, plan, tok, corpus) -> list[str]:
-    tokens_total = plan.get("total_steps", 0) * p.get("batch_size", 0) * p.get("seq_len", 0)
+    tokens_total = _tokens(plan, p)
     out = [
         f"- Tokenizer: their 'character' tokenizer lowercased the text, dropped whitespace and mixed characters with "
         f"frequent words and n-grams (about 1k entries), so their char-level PPL 5.9 / 6.2 is per token of that "

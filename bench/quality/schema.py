@@ -12,6 +12,7 @@ CURVE_COLUMNS = [
     "split",                             # train (mean over the last log interval) | val | test (best-val weights)
     "loss", "ppl", "bpc", "acc",         # token-weighted; bpc via the split's tokens per character
     "lr", "wall_s",                      # wall_s: job time so far, evaluation included
+    "peak_lr",                           # the job's peak learning rate (a job = method, seed, peak_lr)
 ]
 
 FINAL_COLUMNS = [
@@ -21,6 +22,7 @@ FINAL_COLUMNS = [
     "params", "tokens_per_s", "wall_s", "peak_mem_mb", "best_step", "nonfinite_steps",
     # extras
     "best_val_loss", "best_val_ppl", "steps", "tokens", "train_s", "d_ff", "mem_method",
+    "peak_lr",                                            # the job's peak learning rate (--lr or an --lr-sweep value)
 ]
 
 

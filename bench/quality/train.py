@@ -37,7 +37,12 @@ from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
 
 
 class NonFiniteStop(Exception):
-    """Too many non-finite steps in a row; the message is one line for the user (exit 3)."""
+    """Too many non-finite steps in a row; the message is one line for the user (exit 3).
+    `row` is the job's final.csv row with NaN test metrics (a diverged point of an LR sweep)."""
+
+    def __init__(self, message: str, row: dict | None = None):
+        super().__init__(message)
+        self.row = row
 
 
 class StopRequested(Exception):
@@ -104,20 +109,28 @@ class RunContext:
     def curves_path(self) -> Path:
         return self.run_dir / "curves.csv"
 
-    def ckpt_paths(self, method: str, seed: int) -> tuple[Path, Path]:
-        return ckpt_paths(self.run_dir, method, seed)
+    def ckpt_paths(self, method: str, seed: int, lr: float) -> tuple[Path, Path]:
+        return ckpt_paths(self.run_dir, method, seed, lr, self.settings.preset.lr)
 
 
-def ckpt_paths(run_dir: Path, method: str, seed: int) -> tuple[Path, Path]:
-    """(best-validation weights, resume state) of one job."""
+def ckpt_paths(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float) -> tuple[Path, Path]:
+    """(best-validation weights, resume state) of one job; the name carries the LR when it is not --lr."""
     d = Path(run_dir) / "checkpoints"
-    return d / f"{method}-seed{seed}.pt", d / f"{method}-seed{seed}-last.pt"
+    tag = f"{method}-seed{seed}" if lr == ref_lr else f"{method}-lr{lr:g}-seed{seed}"
+    return d / f"{tag}.pt", d / f"{tag}-last.pt"
 
 
-def check_job_files(run_dir: Path, method: str, seed: int, spec: dict, world: int) -> None:
+def same_lr(a, b) -> bool:
+    """Two peak LRs as written in a CSV and as given on the command line are the same (NaN: unknown,
+    as in rows written before the column existed, matches NaN)."""
+    a, b = float(a), float(b)
+    return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+
+
+def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float, spec: dict, world: int) -> None:
     """Before a resumed run writes anything: refuse (UsageError, one line) a checkpoint of this job
     that is unreadable, is for another model, or holds no usable resume state."""
-    for path in ckpt_paths(run_dir, method, seed):
+    for path in ckpt_paths(run_dir, method, seed, lr, ref_lr):
         if not path.exists():
             continue
         ckpt = read_checkpoint(path)
@@ -172,12 +185,13 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def train_job(rc: RunContext, method: str, seed: int) -> dict:
-    """Train (or finish training) one method at one seed, test the best-validation weights and return
-    the final.csv row. Curve rows are appended to curves.csv as they are measured."""
-    s, p, ctx, dev, plan = rc.settings, rc.settings.preset, rc.ctx, rc.device, rc.plan
+def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
+    """Train (or finish training) one method at one seed and peak LR, test the best-validation weights
+    and return the final.csv row. Curve rows are appended to curves.csv as they are measured."""
+    s, ctx, dev, plan = rc.settings, rc.ctx, rc.device, rc.plan
+    p = s.preset.replace(lr=peak_lr)
     spec = rc.methods[method]
-    best_path, last_path = rc.ckpt_paths(method, seed)
+    best_path, last_path = rc.ckpt_paths(method, seed, peak_lr)
     autocast = rc.autocast()
     mem = JobPeak(dev)
     mem.reset()
@@ -209,7 +223,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
                              f"{' '.join(str(exc).split())[:160]}); delete it to train {method} seed {seed} "
                              "from the start") from None
     if ctx.is_main:
-        _reset_curves(rc.curves_path, method, seed, st.curves)
+        _reset_curves(rc.curves_path, method, seed, peak_lr, st.curves)
 
     raw = model
     if ctx.enabled:
@@ -226,7 +240,7 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     def log(split: str, loss: float, acc_: float, lr: float, step: int, tokens: int) -> None:
         row = {"method": method, "seed": seed, "step": step, "tokens": tokens, "split": split, "loss": loss,
                "ppl": ppl(loss), "bpc": bpc_from_loss(loss, rc.tokens_per_char[_data_split(split)]), "acc": acc_,
-               "lr": lr, "wall_s": round(wall(), 3)}
+               "lr": lr, "wall_s": round(wall(), 3), "peak_lr": peak_lr}
         st.curves.append(row)
         if ctx.is_main:
             CsvLog(rc.curves_path, CURVE_COLUMNS).append(row)
@@ -287,9 +301,9 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
                 if st.consecutive >= s.max_nonfinite:
                     save_state()
                     raise NonFiniteStop(
-                        f"{method} seed {seed}: {st.consecutive} non-finite steps in a row (step {st.step}, "
-                        f"limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the limit "
-                        f"and --resume {rc.run_dir}")
+                        f"{method} seed {seed} lr {peak_lr:g}: {st.consecutive} non-finite steps in a row (step "
+                        f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the "
+                        f"limit and --resume {rc.run_dir}", row=_row(method, seed, peak_lr, spec, st, mem, wall()))
             else:
                 st.consecutive = 0
             bar.update(1)
@@ -332,13 +346,20 @@ def train_job(rc: RunContext, method: str, seed: int) -> dict:
     log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
     if ctx.is_main:
         save(best_path, meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
+    return _row(method, seed, peak_lr, spec, st, mem, wall(), res)
+
+
+def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: JobPeak, wall_s: float,
+         res=None) -> dict:
+    """The final.csv row of a job; without a test result (a diverged job) the test metrics are NaN."""
+    nan = float("nan")
+    test = {k: getattr(res, k, nan) for k in ("loss", "ppl", "bpc", "acc", "batch_mean_loss", "batch_mean_ppl")}
     return {
-        "method": method, "seed": seed, "test_loss": res.loss, "test_ppl": res.ppl, "test_bpc": res.bpc,
-        "test_acc": res.acc, "test_batch_mean_loss": res.batch_mean_loss, "test_batch_mean_ppl": res.batch_mean_ppl,
-        "params": spec["params"], "tokens_per_s": st.tokens / max(st.train_s, 1e-9), "wall_s": round(wall(), 3),
+        "method": method, "seed": seed, **{f"test_{k}": v for k, v in test.items()},
+        "params": spec["params"], "tokens_per_s": st.tokens / max(st.train_s, 1e-9), "wall_s": round(wall_s, 3),
         "peak_mem_mb": round(mem.peak_mb(), 1), "best_step": st.best_step, "nonfinite_steps": st.nonfinite,
         "best_val_loss": st.best_val_loss, "best_val_ppl": st.best_val_ppl, "steps": st.step, "tokens": st.tokens,
-        "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method,
+        "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method, "peak_lr": peak_lr,
     }
 
 
@@ -351,12 +372,14 @@ def _data_split(split: str) -> str:
     return {"val": "valid"}.get(split, split)
 
 
-def _reset_curves(path: Path, method: str, seed: int, rows: list) -> None:
+def _reset_curves(path: Path, method: str, seed: int, peak_lr: float, rows: list) -> None:
     """Drop this job's rows from curves.csv (a crashed attempt may have left rows past the saved state)
     and put back the rows the saved state knows about."""
     existing = read_table(path, cut="drop")
-    mine = [r for r in existing if r["method"] == method and r["seed"] == str(seed)]
+    ours = lambda r: (r["method"] == method and r["seed"] == str(seed)  # noqa: E731
+                      and same_lr(r.get("peak_lr") or peak_lr, peak_lr))
+    mine = [r for r in existing if ours(r)]
     if not mine and not rows:
         return
-    others = [r for r in existing if not (r["method"] == method and r["seed"] == str(seed))]
+    others = [r for r in existing if not ours(r)]
     CsvLog(path, CURVE_COLUMNS).rewrite(others + list(rows))

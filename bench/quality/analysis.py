@@ -1,0 +1,98 @@
+"""What the curves of a quality run say beyond the final test numbers (curves.csv rows in, numbers out).
+
+- convergence: where a job stands at its last step (best step, how much validation loss still fell
+  over the last 10% of training tokens, the fitted train-loss change over that stretch);
+- equal wall-clock: both models' validation loss at the same job time (the shorter job's length);
+- ratio against tokens: wave / baseline validation perplexity at every evaluation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.quality.stats import Spread, spread
+from bench.quality.sweep import lr_of
+from bench.quality.train import same_lr
+
+TAIL = 0.10  # the last 10% of training tokens
+IMPROVING, FLATTENING = 0.01, 0.002  # relative validation-loss fall over the tail that reads as still improving
+
+
+def job_curve(curves: list[dict], method: str, seed: int, lr: float, split: str = "val") -> list[dict]:
+    """The rows of one job and split, in step order (rows without peak_lr count as `lr`)."""
+    rows = [r for r in curves if r["method"] == method and int(float(r["seed"])) == seed and r["split"] == split
+            and same_lr(lr_of(r, lr), lr)]
+    return sorted(rows, key=lambda r: int(float(r["step"])))
+
+
+def interp(rows: list[dict], xkey: str, x: float) -> float:
+    """Validation loss at x (tokens or wall_s) by linear interpolation; NaN outside the measured span."""
+    xs = np.array([float(r[xkey]) for r in rows])
+    ys = np.array([float(r["loss"]) for r in rows])
+    if len(xs) == 0 or x < xs[0] - 1e-9 or x > xs[-1] + 1e-9:
+        return math.nan
+    return float(np.interp(x, xs, ys))
+
+
+@dataclass
+class Convergence:
+    steps: int
+    best_step: int
+    tokens: int
+    val_fall: float      # (L(0.9 T) - L(T)) / L(0.9 T) on validation, T = the job's tokens; NaN if not measured
+    train_change: float  # least-squares train-loss change over the last 10% of steps (nats; < 0: still falling)
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.val_fall):
+            return "not measured (too few evaluations)"
+        if self.val_fall >= IMPROVING:
+            return "still improving"
+        return "flattening" if self.val_fall >= FLATTENING else "flat"
+
+
+def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict) -> Convergence:
+    val = job_curve(curves, method, seed, lr)
+    steps, tokens = int(float(row["steps"])), int(float(row["tokens"]))
+    fall = math.nan
+    if val and tokens:
+        start, end = interp(val, "tokens", (1 - TAIL) * tokens), float(val[-1]["loss"])
+        fall = (start - end) / start if start and math.isfinite(start) else math.nan
+    train = [r for r in job_curve(curves, method, seed, lr, "train") if int(float(r["step"])) >= (1 - TAIL) * steps]
+    change = math.nan
+    if len(train) >= 3:
+        x = np.array([float(r["step"]) for r in train])
+        y = np.array([float(r["loss"]) for r in train])
+        change = float(np.polyfit(x, y, 1)[0] * TAIL * steps)
+    return Convergence(steps, int(float(row["best_step"])), tokens, fall, change)
+
+
+def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[Spread, float]:
+    """Validation PPL ratio wave / base at the same job time, per seed: the time is the shorter job's
+    last evaluation. Returns (the ratios over seeds, the mean time in seconds)."""
+    ratios, times = [], []
+    for seed in sorted(set(wave) & set(base)):
+        w = job_curve(curves, "wave", seed, lr_of(wave[seed], math.nan))
+        b = job_curve(curves, base[seed]["method"], seed, lr_of(base[seed], math.nan))
+        if not w or not b:
+            continue
+        t = min(float(w[-1]["wall_s"]), float(b[-1]["wall_s"]))
+        lw, lb = interp(w, "wall_s", t), interp(b, "wall_s", t)
+        if math.isfinite(lw) and math.isfinite(lb):
+            ratios.append(math.exp(lw - lb))
+            times.append(t)
+    return spread(ratios), (sum(times) / len(times) if times else math.nan)
+
+
+def ratio_by_tokens(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> list[tuple[int, list[float]]]:
+    """[(tokens, [wave / base validation PPL per seed])] at the evaluations both jobs of a seed share."""
+    out: dict[int, list[float]] = {}
+    for seed in sorted(set(wave) & set(base)):
+        w = {int(float(r["tokens"])): float(r["loss"]) for r in job_curve(curves, "wave", seed, lr_of(wave[seed]))}
+        b = {int(float(r["tokens"])): float(r["loss"])
+             for r in job_curve(curves, base[seed]["method"], seed, lr_of(base[seed]))}
+        for tok in sorted(set(w) & set(b)):
+            out.setdefault(tok, []).append(math.exp(w[tok] - b[tok]))
+    return sorted(out.items())

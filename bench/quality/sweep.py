@@ -1,0 +1,106 @@
+"""Which jobs a quality run trains, and which peak learning rate each method keeps.
+
+A job is (method, seed, peak LR). Without --lr-sweep every seed trains every method at --lr.
+With --lr-sweep LR...:
+  stage 1  every method trains at every LR (the sweep's and --lr) with the first seed;
+  choice   each method keeps the LR with the lowest best validation loss (validation only, never
+           test; a diverged job, whose loss is NaN, never wins; a tie keeps the smaller LR);
+  stage 2  the other seeds train every method at its kept LR.
+Both stages use the same budget, schedule shape and batches, so the choice is fair to every model.
+The rows at --lr are the untuned reference the report shows beside the tuned result.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+from bench.common.files import read_table
+from bench.quality.train import same_lr
+
+
+class NoStableLR(Exception):
+    """Every LR of the sweep diverged for a method (exit 3)."""
+
+
+def lr_of(row: dict, default: float = math.nan) -> float:
+    """A final/curve row's peak LR (rows written before the column existed: `default`)."""
+    return float(row.get("peak_lr") or default)
+
+
+def _val(row: dict) -> float:
+    v = float(row.get("best_val_loss") or "nan")
+    return v if math.isfinite(v) else math.inf
+
+
+def is_done(finished: list[dict], method: str, seed: int, lr: float) -> bool:
+    return any(r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)
+               for r in finished)
+
+
+def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> float | None:
+    """The kept LR of `method` from its stage-1 rows at `seed`; None while one of them is missing."""
+    got = {lr: r for lr in lrs for r in finished
+           if r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)}
+    if len(got) < len(lrs):
+        return None
+    best = min(lrs, key=lambda lr: (_val(got[lr]), lr))
+    if _val(got[best]) == math.inf:
+        raise NoStableLR(f"{method}: every learning rate of the sweep ({', '.join(f'{lr:g}' for lr in lrs)}) "
+                         "diverged or never validated; try smaller values")
+    return best
+
+
+def planned_jobs(settings, methods: dict, finished: list[dict]) -> list[tuple[str, int, float]]:
+    """The jobs known now: stage 1, and stage 2 for the methods whose LR is already chosen."""
+    first, lrs = settings.seeds[0], settings.lrs
+    out = [(m, first, lr) for lr in lrs for m in methods]
+    for seed in settings.seeds[1:]:
+        for m in methods:
+            try:
+                lr = choose(finished, m, first, lrs) if len(lrs) > 1 else lrs[0]
+            except NoStableLR:
+                lr = None
+            if lr is not None:
+                out.append((m, seed, lr))
+    return out
+
+
+def jobs(settings, methods: dict, final_path: Path) -> Iterator[tuple[str, int, float]]:
+    """The jobs still to train, in order; stage 2 is decided from final.csv once stage 1 is in it."""
+    first, lrs = settings.seeds[0], settings.lrs
+    for lr in lrs:
+        for m in methods:
+            if not is_done(read_table(final_path, cut="drop"), m, first, lr):
+                yield m, first, lr
+    finished = read_table(final_path, cut="drop")
+    kept = {m: choose(finished, m, first, lrs) for m in methods}
+    for seed in settings.seeds[1:]:
+        for m in methods:
+            if not is_done(read_table(final_path, cut="drop"), m, seed, kept[m]):
+                yield m, seed, kept[m]
+
+
+def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, dict[int, dict]]:
+    """{method: {seed: row}} at each method's kept LR (all rows when a method has one LR)."""
+    out: dict[str, dict[int, dict]] = {}
+    for m in dict.fromkeys(r["method"] for r in finals):
+        rows = [r for r in finals if r["method"] == m]
+        lrs = sorted({lr_of(r) for r in rows if not math.isnan(lr_of(r))})
+        if len(lrs) > 1:
+            seed = first_seed if first_seed is not None else min(int(float(r["seed"])) for r in rows)
+            start = [r for r in rows if int(float(r["seed"])) == seed]
+            kept = min(lrs, key=lambda lr: (min((_val(r) for r in start if same_lr(lr_of(r), lr)), default=math.inf),
+                                            lr))
+            rows = [r for r in rows if same_lr(lr_of(r), kept)]
+        out[m] = {int(float(r["seed"])): r for r in rows}
+    return out
+
+
+def rows_at(finals: list[dict], lr: float) -> dict[str, dict[int, dict]]:
+    """{method: {seed: row}} of the jobs at one peak LR (rows without the column count as `lr`)."""
+    out: dict[str, dict[int, dict]] = {}
+    for r in finals:
+        if same_lr(lr_of(r, lr), lr):
+            out.setdefault(r["method"], {})[int(float(r["seed"]))] = r
+    return out
