@@ -20,11 +20,10 @@ import torch
 from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int, run_cli
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.timing import synchronize
+from bench.scaling.schema import LEVELS, PASSES
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
 PROG = "python -m bench.profile"
-LEVELS = ("core", "layer", "model")
-PASSES = ("fwd", "fwdbwd")
 
 
 def build_parser() -> ArgParser:

@@ -18,15 +18,14 @@ import pandas as pd
 
 from bench.common.cli import UsageError
 from bench.common.files import SCHEMAS, read_table
+from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 
 KINDS = ("wave", "softmax", "peer", "reference")
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac", "tokens_per_s",
            "rank", "batch", "heads", "head_dim", "setup_s", "reps", "device_used_mb", "over_mem_bound"]
-TEXT = ["method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"]
+TEXT = sorted(SCHEMAS["timings.csv"][1])
 CONFIG_FIELDS = (("device", ""), ("dtype", ""), ("batch", "B="), ("heads", "H="), ("head_dim", "d="))
 CELL = ["level", "pass", "config", "method", "seq_len"]
-LEVELS = ("core", "layer", "model")
-PASSES = ("fwd", "fwdbwd")
 # Name prefixes for methods the registry does not list (older runs, hand-made files).
 _PREFIX_KIND = (("wave", "wave"), ("softmax", "softmax"), ("peer", "peer"), ("fft-floor", "reference"))
 
@@ -88,8 +87,6 @@ def config_label(get) -> str:
 def frame(rows: list[dict]) -> pd.DataFrame:
     """Rows of a timings.csv (strings) as a frame: every column present, numbers parsed, statuses
     normalised; an ok row without a positive median becomes status no-time."""
-    from bench.scaling.schema import COLUMNS
-
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(COLUMNS + [c for r in rows[:1] for c in r])))
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -140,10 +137,6 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     best = best.merge(n_ranks.reset_index(), on=CELL).merge(peak.reset_index(), on=CELL, how="left")
     best["peak_mem_mb"] = best["_peak"].where(best["status"] == "ok")
     return best.drop(columns=["_order", "_prio", "_slow", "_peak"]).reset_index(drop=True)
-
-
-def load_cells(run: str | Path) -> pd.DataFrame:
-    return aggregate(load_timings(run))
 
 
 def panels(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:

@@ -25,8 +25,6 @@ import torch
 from bench.scaling.costs import field_cells
 from bench.scaling.grid import CellSpec
 
-VOCAB = 256
-
 
 @dataclass
 class Built:

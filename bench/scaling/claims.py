@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-
 from bench.common.tables import table as md_table
 from bench.common.timings import fmt as _num, fmt_x as _x
 from bench.scaling import costs
@@ -28,10 +27,7 @@ PUBLISHED_QUALITY = [
     {"key": "v433", "setup": "V4.3.3 S1: BPE 8K, 20M tokens, seq 512, D=384, 8 layers",
      "std_ppl": 170.75, "std_acc": None, "wave_ppl": 238.85, "wave_acc": None},
 ]
-# tokenizer kind -> (wave PPL, standard PPL, setup) of the V3.5 runs a quality run is compared with
-PUBLISHED_PPL = {q["key"]: (q["wave_ppl"], q["std_ppl"], q["setup"]) for q in PUBLISHED_QUALITY if q["key"] != "v433"}
 PUBLISHED_PARAMS = 6e6  # "about 6M parameters", the char-level model
-PUBLISHED_HEAD_ROLES = ("local", "medium", "long-range")
 
 # The authors' operation model: standard = 512 n^2, wave ~ 3000 n log2 n.
 AUTHORS_STANDARD_COEF = 512.0

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, fields
 import psutil
 import torch
 
-LEVELS = ("core", "layer", "model")
-PASSES = ("fwd", "fwdbwd")
+from bench.scaling.schema import LEVELS, PASSES
+
 
 
 @dataclass

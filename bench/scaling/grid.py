@@ -5,6 +5,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from bench.scaling.schema import KEY_COLUMNS, LEVELS, PASSES
+
 
 @dataclass(frozen=True)
 class CellSpec:
@@ -55,8 +57,6 @@ def cell_key(method: str, spec: CellSpec) -> tuple[str, ...]:
 
 
 def row_key(row: dict) -> tuple[str, ...]:
-    from bench.scaling.schema import KEY_COLUMNS
-
     return tuple(str(row[c]) for c in KEY_COLUMNS)
 
 
@@ -74,9 +74,7 @@ def length_grid(min_len: int, max_len: int) -> list[int]:
 def groups(levels: list[str], passes: list[str], seq_lens: list[int]) -> list[tuple[str, str, int]]:
     """(level, pass, seq_len) in run order: core fwd first (what matters most), lengths ascending
     within a (level, pass), so fits and skips can use the shorter lengths already measured."""
-    order_l = [lv for lv in ("core", "layer", "model") if lv in levels]
-    order_p = [p for p in ("fwd", "fwdbwd") if p in passes]
-    return [(lv, p, n) for lv in order_l for p in order_p for n in sorted(seq_lens)]
+    return [(lv, p, n) for lv in LEVELS if lv in levels for p in PASSES if p in passes for n in sorted(seq_lens)]
 
 
 def rank_of_group(seq_len: int, seq_lens: list[int], world: int) -> int:

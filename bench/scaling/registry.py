@@ -15,9 +15,8 @@ import torch
 
 from bench.scaling import builders, checks, costs, footprint, peers
 from bench.scaling.grid import CellSpec
+from bench.scaling.schema import LEVELS, PASSES
 
-ALL_LEVELS = ("core", "layer", "model")
-ALL_PASSES = ("fwd", "fwdbwd")
 KINDS = ("wave", "softmax", "reference", "peer")
 # Run order and protection. Tier 0 answers the published claims: measured first at every level,
 # pass and length, and at the core level, forward pass, never skipped for time (fewer repetitions
@@ -36,8 +35,8 @@ class Method:
     cost: Callable[[CellSpec], costs.Cost]
     check: Callable[[CellSpec], checks.CheckResult]
     available: Callable[[torch.device], "str | None"]
-    levels: tuple[str, ...] = ALL_LEVELS
-    passes: tuple[str, ...] = ALL_PASSES
+    levels: tuple[str, ...] = LEVELS
+    passes: tuple[str, ...] = PASSES
     default: bool = False  # in the default set
     tier: int = EXTRA
     uses_stride: bool = False  # its operator reads the field stride (recorded in the row)
@@ -137,7 +136,7 @@ def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
 
 
 def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,
-          levels=ALL_LEVELS, compiled: bool = False, tier: int = EXTRA) -> Method:
+          levels=LEVELS, compiled: bool = False, tier: int = EXTRA) -> Method:
     return Method(name, "wave", description,
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(footprint.wave_memory, path=path),

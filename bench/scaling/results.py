@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.common.files import CsvLog, drop_cut_tail, read_table
 from bench.scaling.grid import row_key
-from bench.scaling.schema import COLUMNS, KEY_COLUMNS
+from bench.scaling.schema import COLUMNS, KEY_COLUMNS, LEVELS, PASSES
 
 CSV_NAME = "timings.csv"
 PARTS_DIR = "parts"
@@ -86,10 +86,8 @@ def merge_parts(run_dir: Path, world: int) -> Path:
     run_dir = Path(run_dir)
     final = run_dir / CSV_NAME
     rows = finished_rows(run_dir)
-    level_order = {"core": 0, "layer": 1, "model": 2}
-    pass_order = {"fwd": 0, "fwdbwd": 1}
-    rows.sort(key=lambda r: (level_order.get(r["level"], 9), pass_order.get(r["pass"], 9),
-                             int(r["seq_len"]), r["method"]))
+    rank = lambda names, x: names.index(x) if x in names else 9  # noqa: E731
+    rows.sort(key=lambda r: (rank(LEVELS, r["level"]), rank(PASSES, r["pass"]), int(r["seq_len"]), r["method"]))
     CsvLog(final, COLUMNS, _fmt).rewrite(rows)
     parts_dir = run_dir / PARTS_DIR
     if parts_dir.is_dir():

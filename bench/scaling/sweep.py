@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from bench.common.device import DTYPES
 from bench.common.memory import free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import checks, costs
@@ -90,7 +91,7 @@ class Sweep:
         self.cfg, self.writer, self.device = cfg, writer, device
         self.rank, self.world = rank, world
         self.registry = registry if registry is not None else METHODS
-        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+        self.dtype = DTYPES[cfg.dtype]
         self.progress = progress
         self.peak = costs.device_peak(device_name) if device.type == "cuda" else None
         self.copy_bw: float | None = None  # measured when the sweep starts (run())
