@@ -156,12 +156,15 @@ def layer_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem
                stride: float = 4.0) -> Cost:
     """Attention module on x (B, N, D): the core plus its projections."""
     core = mixing_cost(kind, path, b, h, n, d, elem, pass_, stride)
-    d_model = h * d
-    params = layer_matmul_params(kind, d_model)
-    flops = core.flops + 2.0 * params * b * n * MATMUL_PASS_MULT[pass_]
+    return with_projections(core.flops, layer_matmul_params(kind, h * d), b, n, h * d, elem, pass_)
+
+
+def with_projections(core_flops: float, params: int, b: int, n: int, d_model: int, elem: int, pass_: str) -> Cost:
+    """A layer on x (B, N, D): its mixing operator's FLOPs plus matmuls over `params` weights; bytes:
+    x read and y written (fwdbwd: also dy read and dx written), the weights read (and their grads written)."""
     io = b * n * d_model * elem
     nbytes = (2 * io + params * elem) if pass_ == "fwd" else (4 * io + 2 * params * elem)
-    return Cost(flops, nbytes)
+    return Cost(core_flops + 2.0 * params * b * n * MATMUL_PASS_MULT[pass_], nbytes)
 
 
 def model_cost(kind: str, path: str | None, b: int, h: int, n: int, d_model: int, n_layers: int, d_ff: int,
@@ -170,14 +173,18 @@ def model_cost(kind: str, path: str | None, b: int, h: int, n: int, d_model: int
 
     total_params: all parameters (for weight/optimizer traffic); default = matmul weights.
     """
-    d = d_model // h
-    core = mixing_cost(kind, path, b, h, n, d, elem, pass_, stride)
+    core = mixing_cost(kind, path, b, h, n, d_model // h, elem, pass_, stride)
     mm = model_matmul_params(kind, d_model, n_layers, d_ff, vocab)
-    flops = n_layers * core.flops + 2.0 * mm * b * n * MATMUL_PASS_MULT[pass_]
+    return lm_cost(core.flops, mm, n_layers, b, n, vocab, elem, pass_, total_params)
+
+
+def lm_cost(core_flops: float, mm: int, n_layers: int, b: int, n: int, vocab: int, elem: int, pass_: str,
+            total_params: int | None = None) -> Cost:
+    """One LM step from one layer's mixing FLOPs and the matmul weights `mm` touched per token."""
     p = total_params if total_params is not None else mm
     fwd_bytes = 2 * 8 * b * n + 4 * p + b * n * vocab * elem
-    nbytes = fwd_bytes if pass_ == "fwd" else fwd_bytes + 4 * p + 7 * 4 * p
-    return Cost(flops, nbytes)
+    return Cost(n_layers * core_flops + 2.0 * mm * b * n * MATMUL_PASS_MULT[pass_],
+                fwd_bytes if pass_ == "fwd" else fwd_bytes + 4 * p + 7 * 4 * p)
 
 
 # ---------------------------------------------------------------------------------------------

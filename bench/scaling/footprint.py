@@ -7,6 +7,9 @@ tensor in float32 (the FFT math dtype). Constants were checked against measured 
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 from bench.scaling.costs import field_cells
 from bench.scaling.grid import CellSpec
 from wavefield_core.fftconv import fast_fft_size
@@ -65,27 +68,19 @@ def _level_bytes(spec: CellSpec, core: float, core_fwdbwd: float) -> float:
     return layers * (core_fwdbwd + 16 * act + 3 * ffn) + 4 * logits + 4 * params
 
 
-def _heads_dims(spec: CellSpec) -> tuple[int, int]:
-    return spec.heads, (spec.model_dim // spec.heads if spec.level == "model" else spec.head_dim)
+def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
+    """The cell's estimate from its mixing operator's core_bytes(b, h, n, d, elem, pass_)."""
+    at = partial(core_bytes, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem)
+    return at(spec.pass_) if spec.level == "core" else _level_bytes(spec, at(spec.pass_), at("fwdbwd"))
 
 
 def wave_memory(spec: CellSpec, path: str) -> float:
-    h, d = _heads_dims(spec)
-    args = (spec.batch, h, spec.seq_len, d, spec.elem)
-    core = wave_core_bytes(*args, spec.pass_, path, spec.field_stride)
-    if spec.level == "core":
-        return core
-    return _level_bytes(spec, core, wave_core_bytes(*args, "fwdbwd", path, spec.field_stride))
+    return level_memory(spec, lambda *cell: wave_core_bytes(*cell, path, spec.field_stride))
 
 
 def softmax_memory(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> float:
     materializes = impl == "naive" or sdpa_backend == "math"
-    h, d = _heads_dims(spec)
-    args = (spec.batch, h, spec.seq_len, d, spec.elem)
-    core = softmax_core_bytes(*args, spec.pass_, materializes)
-    if spec.level == "core":
-        return core
-    return _level_bytes(spec, core, softmax_core_bytes(*args, "fwdbwd", materializes))
+    return level_memory(spec, lambda *cell: softmax_core_bytes(*cell, materializes))
 
 
 def floor_memory(spec: CellSpec, path: str) -> float:

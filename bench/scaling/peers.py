@@ -52,6 +52,7 @@ from bench.scaling.grid import CellSpec
 KIND = "peer"
 OPS = ("hgrn", "simple-gla", "retnet", "diag-ssm")
 FLA_OPS = ("hgrn", "simple-gla", "retnet")
+INPUTS = {"hgrn": 2, "simple-gla": 3, "retnet": 3, "diag-ssm": 1}  # (B, H, N, d) tensors the core reads
 GATE_NORMALIZER = 16.0
 
 TORCH_NOTE = ("torch reference formulation (chunked PyTorch, float32 math; fla-core has no CPU kernels, so on CPU "
@@ -226,8 +227,7 @@ def core_flops(op: str, b: int, h: int, n: int, d: int, pass_: str) -> float:
 def core_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
     """Inputs read once, output written once; fwdbwd adds dy read and the input gradients written."""
     unit = b * h * n * d * elem
-    n_in = {"hgrn": 2, "simple-gla": 3, "retnet": 3, "diag-ssm": 1}[op]
-    io = (n_in + 1) * unit + (b * h * n * elem if op == "simple-gla" else 0)
+    io = (INPUTS[op] + 1) * unit + (b * h * n * elem if op == "simple-gla" else 0)
     return io if pass_ == "fwd" else 2 * io
 
 
@@ -238,23 +238,14 @@ def mixer_matmul_params(op: str, d_model: int, n_heads: int) -> int:
 
 
 def peer_cost(op: str, spec: CellSpec) -> costs.Cost:
-    b, h, n, p = spec.batch, spec.heads, spec.seq_len, spec.pass_
-    mult = costs.MATMUL_PASS_MULT[p]
+    b, h, n, d, p, d_model = spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.pass_, spec.d_model
+    flops = core_flops(op, b, h, n, d, p)
     if spec.level == "core":
-        d = spec.head_dim
-        return costs.Cost(core_flops(op, b, h, n, d, p), core_bytes(op, b, h, n, d, spec.elem, p))
+        return costs.Cost(flops, core_bytes(op, b, h, n, d, spec.elem, p))
     if spec.level == "layer":
-        d_model = spec.d_model
-        params = mixer_matmul_params(op, d_model, h)
-        flops = core_flops(op, b, h, n, spec.head_dim, p) + 2.0 * params * b * n * mult
-        io = b * n * d_model * spec.elem
-        nbytes = (2 * io + params * spec.elem) if p == "fwd" else (4 * io + 2 * params * spec.elem)
-        return costs.Cost(flops, nbytes)
-    d_model, layers = spec.model_dim, spec.model_layers
-    mm = layers * (mixer_matmul_params(op, d_model, h) + 2 * d_model * spec.d_ff) + spec.vocab * d_model
-    flops = layers * core_flops(op, b, h, n, d_model // h, p) + 2.0 * mm * b * n * mult
-    fwd_bytes = 2 * 8 * b * n + 4 * mm + b * n * spec.vocab * spec.elem
-    return costs.Cost(flops, fwd_bytes if p == "fwd" else fwd_bytes + 4 * mm + 7 * 4 * mm)
+        return costs.with_projections(flops, mixer_matmul_params(op, d_model, h), b, n, d_model, spec.elem, p)
+    mm = spec.model_layers * (mixer_matmul_params(op, d_model, h) + 2 * d_model * spec.d_ff) + spec.vocab * d_model
+    return costs.lm_cost(flops, mm, spec.model_layers, b, n, spec.vocab, spec.elem, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +268,7 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 
     unit = b * h * n * d * elem
     f32 = b * h * n * d * 4
-    inputs = {"hgrn": 2, "simple-gla": 3, "retnet": 3, "diag-ssm": 1}[op] * unit
+    inputs = INPUTS[op] * unit
     fwd_units, bwd_units = CORE_UNITS[op]
     extra = 0.0
     if op in ("simple-gla", "retnet"):  # (C, C) score blocks and (d, d) chunk states, float32
@@ -291,12 +282,7 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 
 
 def peer_memory(op: str, spec: CellSpec) -> float:
-    h, d = footprint._heads_dims(spec)
-    args = (op, spec.batch, h, spec.seq_len, d, spec.elem)
-    core = core_memory_bytes(*args, spec.pass_)
-    if spec.level == "core":
-        return core
-    return footprint._level_bytes(spec, core, core_memory_bytes(*args, "fwdbwd"))
+    return footprint.level_memory(spec, partial(core_memory_bytes, op))
 
 
 # ---------------------------------------------------------------------------------------------
