@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
-from bench.scaling.builders import softmax_function, standard_model, wave_model, wave_params
+from bench.scaling.builders import _autocast, compiled_wave_mix, softmax_function, standard_model, wave_model, wave_params
 from bench.scaling.costs import field_cells
 from bench.scaling.grid import CellSpec
 
@@ -46,15 +47,11 @@ def small_spec(spec: CellSpec) -> CellSpec:
     return spec.at(seq_len=CHECK_LEN, batch=1)
 
 
-
-def _qkv(spec: CellSpec, grad: bool):
+def qkv(spec: CellSpec) -> list[torch.Tensor]:
+    """The check's own q, k, v draw (seed + 7), in the cell's device and dtype."""
     g = torch.Generator().manual_seed(spec.seed + 7)
     shape = (spec.batch, spec.heads, spec.seq_len, spec.head_dim)
-    return [torch.randn(*shape, generator=g).to(spec.device, spec.dtype).requires_grad_(grad) for _ in range(3)]
-
-
-def _compare(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
-    return max(rel_rms(a, b) for a, b in zip(outs, refs))
+    return [torch.randn(*shape, generator=g).to(spec.device, spec.dtype) for _ in range(3)]
 
 
 def _with_grads(y, ref_y, inputs, ref_inputs, spec: CellSpec) -> float:
@@ -64,11 +61,47 @@ def _with_grads(y, ref_y, inputs, ref_inputs, spec: CellSpec) -> float:
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(spec.seed + 11))
     grads = torch.autograd.grad(y, inputs, gy.to(y.device, y.dtype))
     ref_grads = torch.autograd.grad(ref_y, ref_inputs, gy.double())
-    return _compare([y, *grads], [ref_y, *ref_grads])
+    return max(rel_rms(a, b) for a, b in zip([y, *grads], [ref_y, *ref_grads]))
 
 
-def _cpu64(tensors, grad: bool):
-    return [t.detach().cpu().double().requires_grad_(grad) for t in tensors]
+def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) -> CheckResult:
+    """fn(*wrt, *extra) on the cell's device against ref_fn on float64 CPU copies; at fwdbwd the
+    gradients with respect to `wrt` are compared too."""
+    grad = spec.pass_ == "fwdbwd"
+    wrt = [t.detach().requires_grad_(grad) for t in wrt]
+    ref_wrt = [t.detach().cpu().double().requires_grad_(grad) for t in wrt]
+    ref = ref_fn(*ref_wrt, *[t.detach().cpu().double() for t in extra])
+    return CheckResult(_with_grads(fn(*wrt, *extra), ref, wrt, ref_wrt, spec), TOLERANCE[spec.dtype])
+
+
+def compare_layer(spec: CellSpec, make, reference) -> CheckResult:
+    """The layer make() builds (after the cell's seed) on x (1, N, D) against reference(layer), a
+    float64 CPU forward of the same weights; input gradients too at fwdbwd."""
+    torch.manual_seed(spec.seed)
+    layer = make().to(spec.device, spec.dtype).eval()
+    ref = reference(layer)
+    x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype)
+    return compare_core(spec, layer, ref, [x])
+
+
+def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every softmax attention switched to the naive kernel (the reference's)."""
+    for mod in model.modules():
+        if hasattr(mod, "impl") and hasattr(mod, "sdpa_backend"):
+            mod.impl, mod.sdpa_backend = "naive", None
+    return model
+
+
+def compare_model(spec: CellSpec, model: torch.nn.Module, reference=naive_attention) -> CheckResult:
+    """Logits of the model (float32 weights, autocast for low precision) vs reference(its float64 CPU copy)."""
+    model = model.to(spec.device).eval()
+    ref = reference(copy.deepcopy(model).cpu().double().eval())
+    idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
+    with torch.no_grad():
+        with _autocast(spec):
+            logits = model(idx.to(spec.device))[0]
+        ref_logits = ref(idx)[0]
+    return CheckResult(rel_rms(logits, ref_logits), TOLERANCE[spec.dtype])
 
 
 def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
@@ -76,72 +109,35 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
     spec = small_spec(spec)
-    tol = TOLERANCE[spec.dtype]
-    grad = spec.pass_ == "fwdbwd"
+    s = spec.field_stride
     if spec.level == "core":
-        _q, k, v = _qkv(spec, grad)
-        params = wave_params(spec.heads, spec.device, spec.seed)
-        vin = v.transpose(-1, -2) if v_layout == "bhdn" else v  # the layout the benchmark feeds
-        if compiled:
-            from bench.scaling.builders import compiled_wave_mix
+        _q, k, v = qkv(spec)
+        mix = compiled_wave_mix() if compiled else wave_mix  # the compiled graph is what gets checked
 
-            wave_mix = compiled_wave_mix()  # noqa: F811 - the compiled graph is what gets checked
-        y = wave_mix(k, vin, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
-        k64, v64 = _cpu64([k, v], grad)
-        ref = reference_wave_mix(k64, v64, *[p.cpu().double() for p in params], field_stride=spec.field_stride)
-        return CheckResult(_with_grads(y, ref, [k, v], [k64, v64], spec), tol)
-    torch.manual_seed(spec.seed)
+        def fn(k, v, *params):  # v handed over in the layout the benchmark feeds
+            return mix(k, v.transpose(-1, -2) if v_layout == "bhdn" else v, *params, field_stride=s, mode=path,
+                       v_layout=v_layout)
+        return compare_core(spec, fn, partial(reference_wave_mix, field_stride=s), [k, v],
+                            wave_params(spec.heads, spec.device, spec.seed))
     if spec.level == "layer":
-        layer = WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path)
-        layer = layer.to(spec.device, spec.dtype).eval()
-        x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype).requires_grad_(grad)
-        y = layer(x)
-        x64 = _cpu64([x], grad)[0]
-        ref = reference_wave_layer(copy.deepcopy(layer).cpu(), x64)
-        return CheckResult(_with_grads(y, ref, [x], [x64], spec), tol)
-    return _check_model(spec, wave_model(spec, path), tol)
+        return compare_layer(spec, lambda: WaveFieldAttention(spec.d_model, spec.heads, field_stride=s, mode=path),
+                             lambda layer: partial(reference_wave_layer, copy.deepcopy(layer).cpu()))
+    torch.manual_seed(spec.seed)
+    return compare_model(spec, wave_model(spec, path))
 
 
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
     from baselines import SoftmaxAttention, softmax_naive
 
     spec = small_spec(spec)
-    tol = TOLERANCE[spec.dtype]
-    grad = spec.pass_ == "fwdbwd"
     if spec.level == "core":
-        q, k, v = _qkv(spec, grad)
-        y = softmax_function(impl, sdpa_backend)(q, k, v)
-        q64, k64, v64 = _cpu64([q, k, v], grad)
-        ref = softmax_naive(q64, k64, v64)
-        return CheckResult(_with_grads(y, ref, [q, k, v], [q64, k64, v64], spec), tol)
-    torch.manual_seed(spec.seed)
+        return compare_core(spec, softmax_function(impl, sdpa_backend), softmax_naive, qkv(spec))
     if spec.level == "layer":
-        mod = SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
-        mod = mod.to(spec.device, spec.dtype).eval()
-        ref_mod = copy.deepcopy(mod).cpu().double()
-        ref_mod.impl, ref_mod.sdpa_backend = "naive", None
-        x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype).requires_grad_(grad)
-        x64 = _cpu64([x], grad)[0]
-        return CheckResult(_with_grads(mod(x), ref_mod(x64), [x], [x64], spec), tol)
-    return _check_model(spec, standard_model(spec, impl, sdpa_backend), tol)
-
-
-def _check_model(spec: CellSpec, model: torch.nn.Module, tol: float) -> CheckResult:
-    """Logits of the model (float32 weights, autocast for low precision) vs a float64 CPU copy."""
-    model = model.to(spec.device).eval()
-    ref = copy.deepcopy(model).cpu().double().eval()
-    for mod in ref.modules():  # the standard model's reference runs the naive attention
-        if hasattr(mod, "impl") and hasattr(mod, "sdpa_backend"):
-            mod.impl, mod.sdpa_backend = "naive", None
-    idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
-    with torch.no_grad():
-        if spec.dtype == torch.float32:
-            logits = model(idx.to(spec.device))[0]
-        else:
-            with torch.autocast(device_type=spec.device.type, dtype=spec.dtype):
-                logits = model(idx.to(spec.device))[0]
-        ref_logits = ref(idx)[0]
-    return CheckResult(rel_rms(logits, ref_logits), tol)
+        return compare_layer(spec, lambda: SoftmaxAttention(spec.d_model, spec.heads, impl=impl,
+                                                            sdpa_backend=sdpa_backend),
+                             lambda layer: naive_attention(copy.deepcopy(layer).cpu().double()))
+    torch.manual_seed(spec.seed)
+    return compare_model(spec, standard_model(spec, impl, sdpa_backend))
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:

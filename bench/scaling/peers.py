@@ -161,33 +161,18 @@ def check_peer(spec: CellSpec, op: str, impl: str) -> checks.CheckResult:
     explicit (N, N) form in float64 on CPU: outputs, and input gradients at fwdbwd (core: every
     input that gets a gradient, parameters included; layer: x)."""
     spec = checks.small_spec(spec)
-    tol = checks.TOLERANCE[spec.dtype]
-    grad = spec.pass_ == "fwdbwd"
+    s = spec.field_stride
     if spec.level == "core":
-        q, k, v = checks._qkv(spec, False)
-        wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed + 7)
-        wrt = [t.detach().requires_grad_(grad) for t in wrt]
-        y = core_function(op, impl, spec.field_stride)(*wrt, *extra)
-        ref_wrt = checks._cpu64(wrt, grad)
-        ref_extra = [t.detach().cpu().double() for t in extra]
-        ref = core_function(op, "reference", spec.field_stride)(*ref_wrt, *ref_extra)
-        return checks.CheckResult(checks._with_grads(y, ref, wrt, ref_wrt, spec), tol)
-    torch.manual_seed(spec.seed)
+        wrt, extra = _core_inputs(op, *checks.qkv(spec), spec, spec.seed + 7)
+        return checks.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
     if spec.level == "layer":
-        layer = peer_layer(spec, op, impl).to(spec.device, spec.dtype).eval()
-        ref_layer = copy.deepcopy(layer).cpu().double()
-        ref_layer.impl = "reference"
-        x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype).requires_grad_(grad)
-        x64 = checks._cpu64([x], grad)[0]
-        return checks.CheckResult(checks._with_grads(layer(x), ref_layer(x64), [x], [x64], spec), tol)
-    model = peer_model(spec, op, impl).to(spec.device).eval()
-    ref = copy.deepcopy(model).cpu().double().eval().set_impl("reference")
-    idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
-    with torch.no_grad(), builders._autocast(spec):
-        logits = model(idx.to(spec.device))[0]
-    with torch.no_grad():
-        ref_logits = ref(idx)[0]
-    return checks.CheckResult(checks.rel_rms(logits, ref_logits), tol)
+        def reference(layer):
+            ref = copy.deepcopy(layer).cpu().double()
+            ref.impl = "reference"
+            return ref
+        return checks.compare_layer(spec, lambda: peer_layer(spec, op, impl), reference)
+    torch.manual_seed(spec.seed)
+    return checks.compare_model(spec, peer_model(spec, op, impl), lambda ref: ref.set_impl("reference"))
 
 
 # ---------------------------------------------------------------------------------------------
