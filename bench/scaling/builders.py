@@ -57,18 +57,22 @@ def wave_params(heads: int, device: torch.device, seed: int = 0) -> list[torch.T
     return [t.to(device) for t in (init["frequency"], init["damping"], init["phase"], coupling)]
 
 
-def _grad_closure(forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], grad_out: torch.Tensor):
-    def fn():
-        y = forward()
-        return torch.autograd.grad(y, wrt, grad_out)
-    return fn
-
-
 def _no_grad(forward: Callable[[], object]):
     def fn():
         with torch.no_grad():
             return forward()
     return fn
+
+
+def _pass_fn(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], out_shape):
+    """fwd: forward() under no_grad; fwdbwd: forward() and the gradients w.r.t. `wrt` of a fixed random
+    output gradient of `out_shape` (drawn here, after the inputs)."""
+    if spec.pass_ == "fwd":
+        return _no_grad(forward)
+    for t in wrt:
+        t.requires_grad_(True)
+    grad_out = _randn(spec, *out_shape)
+    return lambda: torch.autograd.grad(forward(), wrt, grad_out)
 
 
 def _autocast(spec: CellSpec):
@@ -95,8 +99,7 @@ def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     core pay the transpose itself (method wave-bhnd)."""
     from wavefield_core import wave_mix
 
-    if compiled:
-        wave_mix = compiled_wave_mix()  # noqa: F811 - compiled on the first (warm-up) call, outside the timings
+    mix = compiled_wave_mix() if compiled else wave_mix  # compiled on the first (warm-up) call, outside the timings
     _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
     if v_layout == "bhdn":
         v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
@@ -104,15 +107,8 @@ def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     s = spec.field_stride
 
     def forward():
-        return wave_mix(k, v, *params, field_stride=s, mode=path, v_layout=v_layout)  # (B, H, N, d)
-
-    if spec.pass_ == "fwd":
-        fn = _no_grad(forward)
-    else:
-        for t in (k, v, *params):
-            t.requires_grad_(True)
-        fn = _grad_closure(forward, [k, v, *params], _randn(spec, *k.shape))
-    return Built(fn, lambda: fft_backend(spec.device))
+        return mix(k, v, *params, field_stride=s, mode=path, v_layout=v_layout)  # (B, H, N, d)
+    return Built(_pass_fn(spec, forward, [k, v, *params], k.shape), lambda: fft_backend(spec.device))
 
 
 def softmax_function(impl: str, sdpa_backend: str | None):
@@ -131,12 +127,7 @@ def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
 
     q, k, v = _qkv(spec)
     attn = softmax_function(impl, sdpa_backend)
-    if spec.pass_ == "fwd":
-        fn = _no_grad(lambda: attn(q, k, v))
-    else:
-        for t in (q, k, v):
-            t.requires_grad_(True)
-        fn = _grad_closure(lambda: attn(q, k, v), [q, k, v], _randn(spec, *q.shape))
+    fn = _pass_fn(spec, lambda: attn(q, k, v), [q, k, v], q.shape)
 
     def backend() -> str:
         if impl != "sdpa":
@@ -168,13 +159,8 @@ def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) 
     module = module.to(device=spec.device, dtype=spec.dtype)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
-    if spec.pass_ == "fwd":
-        module.eval()
-        return Built(_no_grad(lambda: module(x)), backend)
-    module.train()
-    x.requires_grad_(True)
-    wrt = [x, *module.parameters()]
-    return Built(_grad_closure(lambda: module(x), wrt, _randn(spec, *x.shape)), backend)
+    module.train(spec.pass_ != "fwd")
+    return Built(_pass_fn(spec, lambda: module(x), [x, *module.parameters()], x.shape), backend)
 
 
 def _model(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -> Built:

@@ -16,7 +16,8 @@ from functools import partial
 
 import torch
 
-from bench.scaling.builders import _autocast, compiled_wave_mix, softmax_function, standard_model, wave_model, wave_params
+from bench.scaling.builders import (_autocast, compiled_wave_mix, softmax_function, standard_model, wave_model,
+                                    wave_params)
 from bench.scaling.costs import field_cells
 from bench.scaling.grid import CellSpec
 

@@ -116,16 +116,7 @@ def _peer_core(spec: CellSpec, op: str, impl: str) -> Built:
     q, k, v = builders._qkv(spec)  # the draw every method of this length shares
     wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
     fn = core_function(op, impl, spec.field_stride)
-
-    def forward():
-        return fn(*wrt, *extra)
-
-    if spec.pass_ == "fwd":
-        return Built(builders._no_grad(forward), lambda: _backend_name(op, impl))
-    for t in wrt:
-        t.requires_grad_(True)
-    grad_out = builders._randn(spec, *v.shape)
-    return Built(builders._grad_closure(forward, wrt, grad_out), lambda: _backend_name(op, impl))
+    return Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), lambda: _backend_name(op, impl))
 
 
 def peer_layer(spec: CellSpec, op: str, impl: str):
