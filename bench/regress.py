@@ -34,13 +34,13 @@ no comparable metrics) as one line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import ArgParser, UsageError, nonneg_float, positive_float, positive_int, run_cli
+from bench.common.files import read_json, write_json
 from bench.common.tables import table as md_table
 from bench.common.timings import aggregate, config_label, fit_exponent, load_timings, method_kind, times
 
@@ -55,31 +55,14 @@ CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
 Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
 
 
-def is_wave(method: str) -> bool:
-    return method_kind(method) == "wave"
-
-
-def is_softmax(method: str) -> bool:
-    return method_kind(method) == "softmax"
-
-
 # ---------------------------------------------------------------------------------------------
 # loading
 
 
-def _put(times: Times, level, pas, config, method, seq_len, seconds) -> None:
-    times.setdefault((str(level), str(pas), config), {}).setdefault(str(method), {})[int(seq_len)] = float(seconds)
-
-
 def load_benchmark_json(path: Path) -> Times:
     """Median times of a pytest-benchmark JSON whose benchmarks carry method/level/pass/seq_len."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}")
-    except ValueError as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc})")
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+    data = read_json(path)
+    if not isinstance(data.get("benchmarks"), list):
         raise UsageError(f"{path} has no 'benchmarks' list (expected the --benchmark-json output of tests/benchmarks)")
     times: Times = {}
     for bench in data["benchmarks"]:
@@ -94,18 +77,14 @@ def load_benchmark_json(path: Path) -> Times:
         except (TypeError, ValueError):
             continue
         if seconds > 0 and math.isfinite(seconds):
-            _put(times, info["level"], info["pass"], config_label(info.get), info["method"], seq_len, seconds)
+            key = (str(info["level"]), str(info["pass"]), config_label(info.get))
+            times.setdefault(key, {}).setdefault(str(info["method"]), {})[seq_len] = seconds
     return times
 
 
-def load_timings_csv(path: Path) -> Times:
-    """Times (median_ms / 1000) of the status-ok cells of a bench.scaling timings.csv; a cut last
-    row (an interrupted run) is refused."""
-    return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
-
-
 def load_times(path_text: str) -> Times:
-    """Times of a .json (pytest-benchmark) or .csv (bench.scaling timings.csv) file."""
+    """Times of a .json (pytest-benchmark) or .csv (bench.scaling timings.csv: median_ms / 1000 of
+    the status-ok cells; a cut last row, an interrupted run, is refused) file."""
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(f"{path_text!r} does not exist or is not a file")
@@ -113,7 +92,7 @@ def load_times(path_text: str) -> Times:
     if suffix == ".json":
         return load_benchmark_json(path)
     if suffix == ".csv":
-        return load_timings_csv(path)
+        return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
     raise UsageError(f"{path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
                      "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
 
@@ -159,8 +138,8 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
         group = f"{level}/{pas}" + (f" [{config}]" if len(configs_per_panel[(level, pas)]) > 1 else "")
         b, c = base[key], cur[key]
         methods = sorted(set(b) & set(c))
-        waves = [m for m in methods if is_wave(m)]
-        softs = [m for m in methods if is_softmax(m)]
+        waves = [m for m in methods if method_kind(m) == "wave"]
+        softs = [m for m in methods if method_kind(m) == "softmax"]
         for w in waves:
             for s in softs:
                 ns = sorted(set(b[w]) & set(b[s]) & set(c[w]) & set(c[s]))
@@ -253,8 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     base, cur = load_times(args.baseline), load_times(args.current)
-    for path, times in ((args.baseline, base), (args.current, cur)):
-        if not times:
+    for path, got in ((args.baseline, base), (args.current, cur)):
+        if not got:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, seq_len)")
     if args.min_seq_len:
         base, cur = (drop_short(t, args.min_seq_len) for t in (base, cur))
@@ -262,14 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not checks:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a wave* "
                          f"and a softmax* method at a common length, nor a wave* method at >= {args.min_lengths} lengths")
-    if args.json_out:
-        out = {"baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol,
-               "gmean_tol": args.gmean_tol, "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,
-               "checks": [asdict(c) | {"label": c.label()} for c in checks]}
-        try:
-            Path(args.json_out).write_text(json.dumps(out, indent=1) + "\n")
-        except OSError as exc:
-            raise UsageError(f"cannot write --json-out {args.json_out}: {exc}")
+    if args.json_out:  # a folder that cannot take it is one line and exit 2 (run_cli)
+        write_json(args.json_out, {
+            "baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol, "gmean_tol": args.gmean_tol,
+            "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,
+            "checks": [asdict(c) | {"label": c.label()} for c in checks]})
 
     bad = [c for c in checks if not c.ok]
     counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in ("ratio", "ratio-gmean", "exponent"))
