@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, nonneg_int, positive_float, positive_int, run_cli
+from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int, run_cli
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.timing import synchronize
 from bench.scaling.schema import LEVELS, PASSES
@@ -32,7 +32,8 @@ def build_parser() -> ArgParser:
     a = p.add_argument
     a("--method", type=_names, required=True, help="a method of python -m bench.scaling --list-methods, or a comma "
       "list (e.g. wave,softmax-sdpa): each is profiled at each length")
-    a("--seq-len", type=_lengths, required=True, help="sequence length N, or a comma list (e.g. 2048,32768)")
+    a("--seq-len", type=choice_list(["positive integers, e.g. 2048,32768"], "length", positive_int), required=True,
+      help="sequence length N, or a comma list (e.g. 2048,32768)")
     a("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)")
     a("--dtype", choices=list(DTYPES), help="input dtype (default: float32 on CPU, bfloat16 on CUDA)")
     a("--batch", type=positive_int, help="batch B (default: 1 on CPU, 8 on CUDA)")
@@ -53,13 +54,6 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("no method named")
     return names
-
-
-def _lengths(text: str) -> list[int]:
-    return [positive_int(t.strip()) for t in text.split(",") if t.strip()] or [positive_int("")]
-
-
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
 def _spec(args, n: int, device: torch.device, dtype: torch.dtype):
@@ -165,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in args.seq_len:
             spec = _spec(args, n, device, dtype)
             head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
-                    f"{DTYPE_NAMES[dtype]}, B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride "
+                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride "
                     f"{spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed and {args.reps} profiled calls")
             try:
                 built = method.build(spec)
