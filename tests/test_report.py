@@ -65,7 +65,8 @@ def make_quality_run(path: Path) -> None:
         for seed, (ppl, bm) in seeds.items():
             finals.append({"method": m, "seed": seed, "test_ppl": ppl, "test_batch_mean_ppl": bm, "test_loss": 1.8,
                            "test_bpc": 2.6, "test_acc": 0.5, "params": 1000, "tokens_per_s": 100.0, "wall_s": 3.0,
-                           "peak_mem_mb": 50.0, "best_step": 20, "nonfinite_steps": 0, "steps": 20})
+                           "peak_mem_mb": 50.0, "best_step": 20, "nonfinite_steps": 0, "steps": 20,
+                           "tokens": 20 * 2048})
             curves += [{"method": m, "seed": seed, "step": s, "tokens": s * 2048, "split": "val", "loss": 2.0 - s / 40,
                         "ppl": 7.0, "bpc": 2.8, "acc": 0.4, "lr": 1e-3, "wall_s": s / 10} for s in (10, 20)]
     _write_csv(path / "final.csv", FINAL_COLUMNS, finals)
@@ -193,8 +194,9 @@ def test_quality_and_diagnostics_numbers_from_csvs(tree):
     _, _, text = tree
     w, s = QUALITY_FINAL["wave"], QUALITY_FINAL["standard"]
     ratios = [w[k][0] / s[k][0] for k in (0, 1)]
+    mean, half = sum(ratios) / 2, 12.706 * abs(ratios[0] - ratios[1]) / 2  # t(0.975, 1) * std / sqrt(2)
     quality = _section(text, "## Quality")
-    assert f"{sum(ratios) / 2:.2f} ({min(ratios):.2f}-{max(ratios):.2f}, 2 seeds)" in quality
+    assert f"{mean:.2f} (95% CI {mean - half:.2f}-{mean + half:.2f}, 2 seeds)" in quality
     assert "Source: [runs/quality/final.csv](runs/quality/final.csv)" in quality
     diag = _section(text, "## Heads and causality")
     assert "Source: [runs/diag/diagnostics.csv](runs/diag/diagnostics.csv)" in diag

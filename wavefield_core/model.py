@@ -24,6 +24,7 @@ class WaveFieldLMConfig:
     dropout: float = 0.1
     interference_every: int = 3
     norm_cells: int = DEFAULT_NORM_CELLS
+    pos_scale: float = 1.0  # V3.5 adds unit-amplitude sinusoids to an N(0, 0.02) embedding; 0.02 is the ablation
 
 
 def sinusoidal_positions(n: int, d_model: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -98,10 +99,10 @@ class WaveFieldLM(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 6, n_heads: int = 8, d_ff: int = 1024,
                  field_stride: float = 4.0, mode: str = "auto", dropout: float = 0.1, interference_every: int = 3,
-                 norm_cells: int = DEFAULT_NORM_CELLS):
+                 norm_cells: int = DEFAULT_NORM_CELLS, pos_scale: float = 1.0):
         super().__init__()
         self.config = WaveFieldLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, field_stride, mode, dropout,
-                                        interference_every, norm_cells)
+                                        interference_every, norm_cells, pos_scale)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(WaveBlock(self.config) for _ in range(n_layers))
@@ -128,7 +129,8 @@ class WaveFieldLM(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         B, N = idx.shape
-        x = self.embed(idx) + sinusoidal_positions(N, self.config.d_model, idx.device, self.embed.weight.dtype)  # (B, N, D)
+        pos = sinusoidal_positions(N, self.config.d_model, idx.device, self.embed.weight.dtype)
+        x = self.embed(idx) + (pos if self.config.pos_scale == 1.0 else pos * self.config.pos_scale)  # (B, N, D)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x)

@@ -174,7 +174,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
         tuned = tuned_rows(read_table(final_path), settings.seeds[0])
         print("\n".join(gap_table(tuned)))
         for r in ratio_rows(tuned):
-            print(f"wave / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
+            print(f"{r['num']} / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
         print(f"bench.quality: wrote {summary}", file=sys.stderr)
     return 0
 
@@ -185,9 +185,10 @@ def _torch_settings(settings, ctx):
     import torch
 
     from bench.common.device import rank_device
+    from bench.quality.analysis import WAVE_METHODS
 
     device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)
-    if settings.preset.wave_mode == "triton" and "wave" in settings.methods:
+    if settings.preset.wave_mode == "triton" and any(m in WAVE_METHODS for m in settings.methods):
         from wavefield_core.triton_scan import triton_available
 
         why = triton_available(device)

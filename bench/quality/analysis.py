@@ -16,6 +16,8 @@ from bench.quality.stats import Spread, spread
 from bench.quality.sweep import lr_of
 from bench.quality.train import same_lr
 
+RATIO_BASELINES = ("standard", "standard-matched")  # the denominators of every wave / baseline ratio
+WAVE_METHODS = ("wave", "wave-scaled-pos")  # the numerators: wave and its ablation (bench.quality.methods)
 TAIL = 0.10  # the last 10% of training tokens
 IMPROVING, FLATTENING = 0.01, 0.002  # relative validation-loss fall over the tail that reads as still improving
 
@@ -55,7 +57,7 @@ class Convergence:
 
 def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict) -> Convergence:
     val = job_curve(curves, method, seed, lr)
-    steps, tokens = int(float(row["steps"])), int(float(row["tokens"]))
+    steps, tokens = (int(float(row.get(k) or 0)) for k in ("steps", "tokens"))
     fall = math.nan
     if val and tokens:
         start, end = interp(val, "tokens", (1 - TAIL) * tokens), float(val[-1]["loss"])
@@ -66,7 +68,7 @@ def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict
         x = np.array([float(r["step"]) for r in train])
         y = np.array([float(r["loss"]) for r in train])
         change = float(np.polyfit(x, y, 1)[0] * TAIL * steps)
-    return Convergence(steps, int(float(row["best_step"])), tokens, fall, change)
+    return Convergence(steps, int(float(row.get("best_step") or 0)), tokens, fall, change)
 
 
 def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[Spread, float]:

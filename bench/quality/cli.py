@@ -34,7 +34,7 @@ RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "thre
 SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
                      "inject_nan_at_step", "lr_sweep")
 # the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
-METHOD_CHOICES = ("wave", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla", "peer-retnet",
+METHOD_CHOICES = ("wave", "wave-scaled-pos", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla", "peer-retnet",
                   "peer-diag-ssm")
 
 

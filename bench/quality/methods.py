@@ -1,6 +1,9 @@
 """The compared methods as data: name -> how to build its model from a preset.
 
   wave              WaveFieldLM (V3.5) at the preset's D, layers, heads, d_ff
+  wave-scaled-pos   WaveFieldLM with its sinusoidal positions scaled by 0.02, the scale of its token
+                    embedding (V3.5 adds unit-amplitude positions to an N(0, 0.02) embedding, so at
+                    initialisation the input is 50x more position than token): an initialisation ablation
   standard          StandardLM at the same sizes: the paper's pairing (about 1M fewer parameters at
                     the published sizes, learned positions instead of sinusoidal)
   standard-matched  StandardLM whose d_ff is solved so its parameter count is within 2% of wave's
@@ -29,6 +32,8 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("wave", "wave", "WaveFieldLM (V3.5 wave field attention)"),
+    Method("wave-scaled-pos", "wave", "WaveFieldLM with sinusoidal positions x 0.02, the token embedding's init "
+                                      "scale (initialisation ablation)"),
     Method("standard", "standard", "StandardLM, the paper's baseline (same d_ff)"),
     Method("standard-matched", "standard", "StandardLM with d_ff matched to wave's parameter count (within 2%)"),
     Method("peer-hgrn", "peer", "PeerLM with an HGRN-style gated linear recurrence, d_ff matched to wave's "
@@ -45,9 +50,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 PEER_OPS = {"peer-hgrn": "hgrn", "peer-simple-gla": "simple-gla", "peer-retnet": "retnet", "peer-diag-ssm": "diag-ssm"}
 
 
-def wave_config(p: Preset, vocab_size: int) -> dict:
-    return dict(vocab_size=vocab_size, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, d_ff=p.d_ff,
-                field_stride=p.field_stride, mode=p.wave_mode, dropout=p.dropout)
+SCALED_POS = 0.02  # wave-scaled-pos: the std of the token embedding's N(0, 0.02) init
+
+
+def wave_config(p: Preset, vocab_size: int, pos_scale: float = 1.0) -> dict:
+    cfg = dict(vocab_size=vocab_size, d_model=p.d_model, n_layers=p.n_layers, n_heads=p.n_heads, d_ff=p.d_ff,
+               field_stride=p.field_stride, mode=p.wave_mode, dropout=p.dropout)
+    return cfg if pos_scale == 1.0 else {**cfg, "pos_scale": pos_scale}
 
 
 def standard_config(p: Preset, vocab_size: int, d_ff: int | None = None) -> dict:
@@ -78,6 +87,8 @@ def resolve_methods(names, p: Preset, vocab_size: int) -> dict[str, dict]:
     for name in names:
         if name == "wave":
             cfg = wave_config(p, vocab_size)
+        elif name == "wave-scaled-pos":
+            cfg = wave_config(p, vocab_size, SCALED_POS)
         elif name == "standard":
             cfg = standard_config(p, vocab_size)
         elif name == "standard-matched":

@@ -18,7 +18,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.quality.analysis import job_curve, ratio_by_tokens  # noqa: E402
+from bench.quality.analysis import RATIO_BASELINES, job_curve, ratio_by_tokens  # noqa: E402
 from bench.quality.sweep import lr_of, tuned_rows  # noqa: E402
 from bench.scaling.claims import PUBLISHED_QUALITY  # noqa: E402
 from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
@@ -66,7 +66,7 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for base, rows in by.items():
-            if base == "wave":
+            if base not in RATIO_BASELINES:
                 continue
             pts = ratio_by_tokens(curves, by["wave"], rows)
             if pts:

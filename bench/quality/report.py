@@ -11,13 +11,12 @@ from pathlib import Path
 from bench.quality.schema import read_rows
 from bench.common.files import write_text
 from bench.common.tables import table
-from bench.quality.analysis import convergence, equal_wall
+from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
 from bench.quality.stats import paired_ratios, spread
 from bench.quality.sweep import lr_of, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 PUBLISHED = PUBLISHED_QUALITY  # every published quality number, defined once in bench.scaling.claims
-RATIO_BASELINES = ("standard", "standard-matched")
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -70,18 +69,16 @@ def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
 
 
 def ratio_rows(by: dict[str, dict[int, dict]]) -> list[dict]:
+    """Per-seed test ratios of every wave model (wave and its ablations) over every standard baseline."""
     out = []
-    if "wave" not in by:
-        return out
-    for base in RATIO_BASELINES:
-        if base not in by:
-            continue
-        w, b = by["wave"], by[base]
-        ppl_r = spread(paired_ratios(_col(w, "test_ppl"), _col(b, "test_ppl")))
-        bpc_r = spread(paired_ratios(_col(w, "test_bpc"), _col(b, "test_bpc")))
-        seeds = sorted(set(w) & set(b))
-        acc_d = spread([100 * (float(w[k]["test_acc"]) - float(b[k]["test_acc"])) for k in seeds])
-        out.append({"base": base, "ppl": ppl_r, "bpc": bpc_r, "acc": acc_d, "seeds": seeds})
+    for num in (m for m in by if m in WAVE_METHODS):
+        for base in (b for b in RATIO_BASELINES if b in by):
+            w, b = by[num], by[base]
+            ppl_r = spread(paired_ratios(_col(w, "test_ppl"), _col(b, "test_ppl")))
+            bpc_r = spread(paired_ratios(_col(w, "test_bpc"), _col(b, "test_bpc")))
+            seeds = sorted(set(w) & set(b))
+            acc_d = spread([100 * (float(w[k]["test_acc"]) - float(b[k]["test_acc"])) for k in seeds])
+            out.append({"num": num, "base": base, "ppl": ppl_r, "bpc": bpc_r, "acc": acc_d, "seeds": seeds})
     return out
 
 
@@ -151,9 +148,9 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curv
               "95% Student-t interval over seeds (t with n-1 degrees of freedom, sample std); ratio > 1 means "
               "wave is worse.", "",
               *table(["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)", "seeds"],
-                     [[f"wave / {r['base']}{' (tuned LRs)' if swept else ''}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
+                     [[f"{r['num']} / {r['base']}{' (tuned LRs)' if swept else ''}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
                        r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ratios]
-                     + [[f"wave / {r['base']} at --lr {p.get('lr')} (untuned)", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
+                     + [[f"{r['num']} / {r['base']} at --lr {p.get('lr')} (untuned)", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
                          r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ref]
                      or [["(needs wave and a standard method)"]]), ""]
     lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], p)
@@ -163,8 +160,8 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curv
     pub_rows = [[f"published: {q['setup']}", q["std_ppl"], acc(q["std_acc"]), q["wave_ppl"], acc(q["wave_acc"]),
                  f"{q['wave_ppl'] / q['std_ppl']:.2f}"] for q in PUBLISHED]
     for r in ratios:
-        w, b = by["wave"], by[r["base"]]
-        pub_rows.append([f"**this run** vs {r['base']}: {tok.get('kind')} tokenizer (V={tok.get('vocab_size')}), corpus "
+        w, b = by[r["num"]], by[r["base"]]
+        pub_rows.append([f"**this run** {r['num']} vs {r['base']}: {tok.get('kind')} tokenizer (V={tok.get('vocab_size')}), corpus "
                          f"{corpus.get('name')}, {plan.get('total_steps')} steps, {n_seeds} seed(s)",
                          f"{mean(b, 'test_ppl'):.2f}", f"{mean(b, 'test_acc', 100):.1f}", f"{mean(w, 'test_ppl'):.2f}",
                          f"{mean(w, 'test_acc', 100):.1f}", r["ppl"].fmt_ci(2)])
@@ -206,8 +203,8 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
         if "wave" in by and base in by:
             r, t = equal_wall(curves, by["wave"], by[base])
             if r.n:
-                tw = sum(float(v["train_s"]) for v in by["wave"].values()) / len(by["wave"])
-                tb = sum(float(v["train_s"]) for v in by[base].values()) / len(by[base])
+                tw, tb = (sum(float(v.get("train_s") or "nan") for v in by[m].values()) / len(by[m])
+                          for m in ("wave", base))
                 rows.append([f"wave / {base}", f"{t:,.0f}", r.fmt_ci(3), f"{tw:,.0f} / {tb:,.0f}"])
     if not rows:
         return []

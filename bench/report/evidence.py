@@ -113,22 +113,43 @@ def value(cells: pd.DataFrame, level: str, pas: str, n: int, method: str, col: s
 
 
 def quality(run: Run) -> dict:
-    """Per-seed wave / standard test PPL ratios and accuracies of a quality run (final.csv)."""
-    df = pd.DataFrame(read_table(run.csv))
-    if df.empty:
-        return {}
-    for col in ("seed", "test_ppl", "test_acc", "params"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    by = {m: g.drop_duplicates("seed", keep="last").set_index("seed") for m, g in df.groupby("method")}
+    """What a quality run says about the wave / standard gap (final.csv, curves.csv, env.json): per-seed
+    test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
+    validation ratio at equal wall-clock, convergence verdicts and the setting."""
+    from bench.quality.analysis import convergence, equal_wall
+    from bench.quality.sweep import lr_of, rows_at, tuned_rows
+
+    finals = read_table(run.csv)
+    env = run.env
+    seeds0 = (env.get("settings") or {}).get("seeds") or [None]
+    by = tuned_rows(finals, seeds0[0])
     if "wave" not in by or "standard" not in by:
         return {}
     w, s = by["wave"], by["standard"]
-    seeds = sorted(set(w.index) & set(s.index))
-    return {"seeds": seeds, "ppl_ratio": [w.loc[k, "test_ppl"] / s.loc[k, "test_ppl"] for k in seeds],
-            "wave_ppl": [w.loc[k, "test_ppl"] for k in seeds], "std_ppl": [s.loc[k, "test_ppl"] for k in seeds],
-            "wave_acc": [100 * w.loc[k, "test_acc"] for k in seeds], "std_acc": [100 * s.loc[k, "test_acc"] for k in seeds],
-            "preset": run.env.get("preset") or "?", "steps": (run.env.get("plan") or {}).get("total_steps"),
-            "corpus": (run.env.get("corpus") or {}).get("name"), "tokenizer": (run.env.get("tokenizer") or {}).get("kind")}
+    seeds = sorted(set(w) & set(s))
+    p, plan = (env.get("settings") or {}).get("preset") or {}, env.get("plan") or {}
+    ratio = lambda a, b: [float(a[k]["test_ppl"]) / float(b[k]["test_ppl"]) for k in sorted(set(a) & set(b))]  # noqa
+    ref = rows_at(finals, p.get("lr", math.nan))
+    swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
+    curves = read_table(run.path / "curves.csv", cut="drop")
+    wall, wall_s = equal_wall(curves, w, s)
+    verdicts = [convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
+                for rows in (w, s) for k, r in rows.items()]
+    tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
+    return {"seeds": seeds, "ppl_ratio": ratio(w, s),
+            "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
+            "lr": {m: lr_of(next(iter(by[m].values())), p.get("lr", math.nan)) for m in ("wave", "standard")},
+            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
+            "verdicts": {v: verdicts.count(v) for v in dict.fromkeys(verdicts)},
+            "wave_ppl": [float(w[k]["test_ppl"]) for k in seeds], "std_ppl": [float(s[k]["test_ppl"]) for k in seeds],
+            "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
+            "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
+            "preset": env.get("preset") or "?", "steps": plan.get("total_steps"), "tokens": tokens,
+            "tokens_per_param": tokens / float(next(iter(w.values()))["params"]),
+            "seq_len": p.get("seq_len"), "d_model": p.get("d_model"), "n_layers": p.get("n_layers"),
+            "corpus": (env.get("corpus") or {}).get("name"), "tokenizer": (env.get("tokenizer") or {}).get("kind"),
+            "vocab": (env.get("tokenizer") or {}).get("vocab_size"),
+            "device": "GPU" if str(env.get("device", "")).startswith("cuda") else "CPU"}
 
 
 def trained(run: Run) -> bool:

@@ -177,20 +177,47 @@ def _rng(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f}, {len(values)} seeds)" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
+def _ci(values: list[float], digits: int = 2) -> str:
+    """'1.44 (95% CI 1.09-1.79, 3 seeds)': the mean with its two-sided Student-t interval over seeds."""
+    from bench.quality.stats import spread
+
+    if not values:
+        return "-"
+    sp = spread(values)
+    if sp.n < 2:
+        return f"{sp.mean:.{digits}f} (1 seed)"
+    return f"{sp.mean:.{digits}f} (95% CI {sp.ci_low:.{digits}f}-{sp.ci_high:.{digits}f}, {sp.n} seeds)"
+
+
+def quality_setting(q: dict) -> str:
+    """'char, seq 128, D=192 L=4 (cpu-small), 3.1M tokens, CPU'."""
+    tok = q["tokenizer"] + (f" {q['vocab'] // 1000}K" if q["tokenizer"] == "bpe" and q.get("vocab") else "")
+    return (f"{tok}, seq {q['seq_len']}, D={q['d_model']} L={q['n_layers']} ({q['preset']}), "
+            f"{q['tokens'] / 1e6:.1f}M tokens, {q['device']}")
+
+
 def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
-    lines = ["## Quality", "", "Test perplexity and top-1 accuracy of the wave and standard LMs trained on the same "
-             "batches for the same steps; ratio = wave PPL / standard PPL per seed (> 1: wave is worse). The published "
-             "runs trained 30 epochs on WikiText-2; the committed runs are far smaller (preset and steps in the "
-             "table), so they test the direction of the gap, not its published size.", ""]
-    rows = [[f"published V3.5 {q['key']}", "-", q["wave_ppl"], q["std_ppl"], f"{q['wave_ppl'] / q['std_ppl']:.2f}",
-             q["wave_acc"] if q["wave_acc"] is not None else "-", q["std_acc"] if q["std_acc"] is not None else "-"]
-            for q in PUBLISHED_QUALITY]
+    lines = ["## Quality", "", "Wave and standard LMs trained on the same batches for the same steps; ratio = wave "
+             "test PPL / standard test PPL per seed (> 1: wave is worse), mean with a 95% Student-t interval over "
+             "seeds. Runs with an LR sweep train every model at three peak LRs with the first seed, keep each "
+             "model's best on validation loss and train the other seeds at it ('tuned'); 'at --lr' is the same "
+             "comparison at one fixed LR for both (first seed only). Equal wall-clock: the validation PPL ratio "
+             "when both have trained for the same time. Published: "
+             + "; ".join(f"V3.5 {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
+                         for q in PUBLISHED_QUALITY) + ". Perplexity is per token: compare ratios, not PPL across "
+             "tokenizers.", ""]
+    rows = []
     for run, q in quality_runs:
-        if q:
-            rows.append([f"{run.rel}: preset {q['preset']}, {q['tokenizer']}, {q['corpus']}, {q['steps']} steps, CPU "
-                         f"({ev.commit(run)})", ", ".join(str(int(s)) for s in q["seeds"]), _rng(q["wave_ppl"]),
-                         _rng(q["std_ppl"]), _rng(q["ppl_ratio"]), _rng(q["wave_acc"], 1), _rng(q["std_acc"], 1)])
-    head = ["setup", "seeds", "wave PPL", "standard PPL", "PPL ratio", "wave acc %", "standard acc %"]
+        if not q:
+            continue
+        untuned = "-" if q["untuned"] is None else f"{_ci(q['untuned'])} at {q['ref_lr']:g}"
+        lr = f"wave {q['lr']['wave']:g}, standard {q['lr']['standard']:g}"
+        conv = ", ".join(f"{n} {v}" for v, n in q["verdicts"].items())
+        rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; LR {lr}",
+                     untuned, f"{q['wall'].fmt_ci(2)} at {q['wall_s']:,.0f} s" if q["wall"].n else "-", conv,
+                     f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
+    head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
+            "wall-clock", "convergence (jobs)", "run"]
     return lines + table(head, rows) + ["", _source([r.rel for r, _ in quality_runs], "final.csv"), ""]
 
 
@@ -228,6 +255,19 @@ def _verdict(values: list[float], published: float) -> str:
     return "reproduces" if hits == len(values) else "partly" if hits else "does not"
 
 
+def _quality_verdict(means: list[float], published: float) -> str:
+    """Measured wave / standard ratios against a published one: within 10% reproduces."""
+    if not means:
+        return "not measured"
+    near = [abs(m / published - 1) <= 0.1 for m in means]
+    if all(near):
+        return "reproduces"
+    if any(near):
+        return "partly"
+    return "does not: gap " + ("larger" if min(means) > published else "smaller" if max(means) < published
+                               else "larger and smaller") + " than published"
+
+
 def _doc(page: str, anchor: str = "") -> str:
     """A link to docs/<page> from the folder of the page being written (DOCS, set by build_report)."""
     return f"[docs/{page}]({DOCS}/{page}{'#' + anchor if anchor else ''})"
@@ -245,21 +285,25 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
         rows.append([f"speed {n // 1024}K: {pub:.0f}x over standard attention", f"{fmt(cost_model_ratio(n))}x "
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu, _verdict(cv + gv, pub),
                      evidence_links["speed"]])
-    q = next((q for _, q in quality_runs if q), None)
     char, bpe, v433 = PUBLISHED_QUALITY
-    if q:
-        measured = f"{_rng(q['ppl_ratio'])} (preset {q['preset']}, {q['steps']} steps, CPU)"
-        verdict = "does not" if min(q["ppl_ratio"]) > char["wave_ppl"] / char["std_ppl"] * 1.1 else "reproduces"
-        acc = f"wave {_rng(q['wave_acc'], 1)} vs {_rng(q['std_acc'], 1)} %"
-        acc_verdict = "does not" if max(a - b for a, b in zip(q["wave_acc"], q["std_acc"])) < -1.5 else "reproduces"
-    else:
-        measured, verdict, acc, acc_verdict = "not measured", "not measured", "not measured", "not measured"
-    rows.append([f"char PPL {char['wave_ppl']} vs {char['std_ppl']} (ratio {char['wave_ppl'] / char['std_ppl']:.2f})",
-                 "-", measured, "not measured", verdict, evidence_links["quality"]])
-    rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured", acc_verdict,
-                 evidence_links["quality"]])
-    rows.append([f"BPE-8K PPL {bpe['wave_ppl']} vs {bpe['std_ppl']} (ratio {bpe['wave_ppl'] / bpe['std_ppl']:.2f})", "-",
-                 "not measured", "not measured", "not measured", _doc("claims.md")])
+    for pub in (char, bpe):
+        published = pub["wave_ppl"] / pub["std_ppl"]
+        cols, means = [], []
+        for gpu in (False, True):
+            got = [q for _, q in quality_runs if q and q["tokenizer"] == pub["key"] and (q["device"] == "GPU") == gpu]
+            cols.append("; ".join(f"{_ci(q['ppl_ratio'])} [{quality_setting(q)}]" for q in got) or "not measured")
+            means += [sum(q["ppl_ratio"]) / len(q["ppl_ratio"]) for q in got]
+        name = "char" if pub["key"] == "char" else "BPE-8K"
+        rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-", *cols,
+                     _quality_verdict(means, published), evidence_links["quality"]])
+        if pub["key"] == "char":
+            got = [q for _, q in quality_runs if q and q["tokenizer"] == "char"]
+            diffs = [a - b for q in got for a, b in zip(q["wave_acc"], q["std_acc"])]
+            acc = "; ".join(f"wave {_rng(q['wave_acc'], 1)} vs {_rng(q['std_acc'], 1)} % [{quality_setting(q)}]"
+                            for q in got) or "not measured"
+            rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured",
+                         "not measured" if not diffs else "does not" if max(diffs) < -1.5 else "reproduces",
+                         evidence_links["quality"]])
     rows.append([f"V4.3.3 gap {v433['wave_ppl'] / v433['std_ppl']:.2f}x ({v433['wave_ppl']} vs {v433['std_ppl']})", "-",
                  "not measured", "not measured", "not measured", _doc("claims.md")])
     rows.append([f"about {PUBLISHED_PARAMS / 1e6:.0f}M parameters", f"wave {params['wave']:,}, standard "
