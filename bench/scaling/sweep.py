@@ -49,9 +49,7 @@ def is_oom(exc: BaseException) -> bool:
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) of a failed cell."""
-    if is_oom(exc):
-        return "oom", f"{type(exc).__name__}: {one_line(exc)}"
-    return "error", f"{type(exc).__name__}: {one_line(exc)}"
+    return "oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def sweep_methods(cfg: SweepConfig) -> list[str]:
@@ -200,19 +198,13 @@ class Sweep:
         return self.checks[key]
 
     def _decide(self, method: Method, spec: CellSpec):
-        series = (method.name, spec.level, spec.pass_)
-
-        def flops_at(n):
-            cost = _safe_cost(method, spec.at(seq_len=n))
-            return cost.flops if cost else 0.0
-
-        def bytes_at(n):
-            cost = _safe_cost(method, spec.at(seq_len=n))
-            return cost.bytes if cost else 0.0
+        def cost_at(n: int) -> costs.Cost:
+            return _safe_cost(method, spec.at(seq_len=n)) or costs.Cost(0.0, 0.0)
 
         now = time.perf_counter()
         share_left = None if self._share_end is None else self._share_end - now
-        return self.predictor.decide(series, spec.seq_len, method.kind, method.memory(spec), flops_at, bytes_at,
+        return self.predictor.decide((method.name, spec.level, spec.pass_), spec.seq_len, method.kind,
+                                     method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
                                      elapsed_s=now - self._t0, share_left_s=share_left,
                                      protected=self.protected(method, spec))
 
@@ -223,7 +215,6 @@ class Sweep:
         reduced: one warm-up call only (a protected cell predicted over its time budget)."""
         self._status(f"{spec.level} {spec.pass_} N={spec.seq_len} {method.name}: warm-up")
         t0 = time.perf_counter()
-        built = None
         warmup = 1 if reduced else self.cfg.warmup
         try:
             built = method.build(spec)
@@ -351,9 +342,9 @@ class Sweep:
         from tqdm import tqdm
 
         todo = self.pending()
-        if todo and self.device.type == "cpu":
-            prepare_profiler()
         if todo:
+            if self.device.type == "cpu":
+                prepare_profiler()
             try:
                 self.copy_bw = costs.copy_bandwidth(self.device)
             except Exception:  # noqa: BLE001 - no bound then; the cells still run
