@@ -31,6 +31,17 @@ def baselines(methods) -> list[str]:
     return [m for m in methods if method_kind(m) in ("softmax", "peer")]
 
 
+def pairs(sub: pd.DataFrame, methods) -> list[tuple[str, str, pd.Series, pd.Series]]:
+    """(wave method, baseline, wave ms, baseline ms) of every pair, over the lengths both have ok."""
+    out = []
+    for w in waves(methods):
+        for s in baselines(methods):
+            tw, ts = ok_series(sub, w), ok_series(sub, s)
+            common = tw.index.intersection(ts.index)
+            out.append((w, s, tw[common], ts[common]))
+    return out
+
+
 def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[float]) -> dict[str, Any]:
     """Where wave becomes faster than a baseline, over the lengths where both were measured.
 
@@ -72,25 +83,21 @@ def crossover_text(c: dict[str, Any]) -> str:
 def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
     """Speedup of each wave method over each baseline: baseline ms / wave ms (> 1 = wave faster).
     A method with no ok cell in the panel gets no column (the latency table says why it did not run)."""
-    ran = [m for m in methods if len(ok_series(sub, m))]
-    ws, bs = waves(ran), baselines(ran)
-    if not ws or not bs:
+    found = pairs(sub, [m for m in methods if len(ok_series(sub, m))])
+    if not found:
         return None
     ns = sorted(sub["seq_len"].unique())
     status = {(r["method"], r["seq_len"]): r["status"] for _, r in sub.iterrows()}
     out = pd.DataFrame(index=pd.Index(ns, name="N"))
-    for w in ws:
-        tw = ok_series(sub, w)
-        for s in bs:
-            ts = ok_series(sub, s)
-            col = []
-            for n in ns:
-                if n in tw.index and n in ts.index:
-                    col.append(fmt_x(ts[n] / tw[n]))
-                else:
-                    why = [f"{m} {status[(m, n)]}" for m in (w, s) if status.get((m, n), "ok") != "ok"]
-                    col.append(f"n/a ({', '.join(why)})" if why else "")
-            out[f"{w} vs {s}"] = col
+    for w, s, tw, ts in found:
+        col = []
+        for n in ns:
+            if n in tw.index:
+                col.append(fmt_x(ts[n] / tw[n]))
+            else:
+                why = [f"{m} {status[(m, n)]}" for m in (w, s) if status.get((m, n), "ok") != "ok"]
+                col.append(f"n/a ({', '.join(why)})" if why else "")
+        out[f"{w} vs {s}"] = col
     return out
 
 
@@ -134,15 +141,10 @@ def scaling_lines(level, pas, cfg, sub) -> list[str]:
 
 def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
     """Section 4 for one panel, or None without both a wave method and a baseline."""
-    methods = order_methods(sub["method"])
     rows = []
-    for w in waves(methods):
-        for s in baselines(methods):
-            tw, ts = ok_series(sub, w), ok_series(sub, s)
-            common = tw.index.intersection(ts.index)
-            c = crossover(common, tw[common].values, ts[common].values)
-            rows.append([w, s, crossover_text(c), fmt_x(ts[common[0]] / tw[common[0]]) if len(common) else "n/a",
-                         fmt_x(ts[common[-1]] / tw[common[-1]]) if len(common) else "n/a"])
+    for w, s, tw, ts in pairs(sub, order_methods(sub["method"])):
+        ends = [fmt_x(ts.iloc[i] / tw.iloc[i]) if len(tw) else "n/a" for i in (0, -1)]
+        rows.append([w, s, crossover_text(crossover(tw.index, tw.values, ts.values)), *ends])
     if not rows:
         return None
     head = ["wave method", "compared with", "crossover N", "speedup at shortest", "speedup at longest"]

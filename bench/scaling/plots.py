@@ -21,6 +21,7 @@ from bench.common.env import read_env  # noqa: E402
 from bench.common.timings import (  # noqa: E402
     aggregate, load_timings, method_kind, ok_series, order_methods, panel_slug, panels,
 )
+from bench.scaling.analysis import pairs, waves  # noqa: E402
 
 FIGSIZE = (7.5, 4.8)
 DPI = 100
@@ -113,19 +114,12 @@ def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
 
 def _speedup_plot(sub, methods, title, path) -> Path | None:
     """baseline ms / wave ms vs N for each (wave, softmax or peer) pair; None without a pair with ok data."""
-    waves = [m for m in methods if method_kind(m) == "wave"]
-    pairs = []
-    for w in waves:
-        for s in (m for m in methods if method_kind(m) in ("softmax", "peer")):
-            tw, ts = ok_series(sub, w), ok_series(sub, s)
-            common = tw.index.intersection(ts.index)
-            if len(common):
-                pairs.append((w, s, common, ts[common].values / tw[common].values))
-    if not pairs:
+    drawn = [(w, s, tw.index, ts.values / tw.values) for w, s, tw, ts in pairs(sub, methods) if len(tw)]
+    if not drawn:
         return None
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    styles = dict(zip(waves, ["-", "--", ":", "-."] * 3))
-    for w, s, ns, ratio in pairs:
+    styles = dict(zip(waves(methods), ["-", "--", ":", "-."] * 3))
+    for w, s, ns, ratio in drawn:
         ax.plot(ns, ratio, styles[w], marker="o", ms=3.5, color=color(s), label=f"{w} over {s}")
     ax.axhline(1.0, color="0.2", lw=1, label="1x (equal time)")
     length_axis(ax)
