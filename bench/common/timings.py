@@ -50,13 +50,9 @@ def method_kind(method: str) -> str:
     return kind or next((kind for prefix, kind in _PREFIX_KIND if method.startswith(prefix)), "other")
 
 
-def registry_order() -> list[str]:
-    return [m.name for m in _registry()]
-
-
 def order_methods(methods: Iterable[str]) -> list[str]:
     """Wave, softmax, peers, references, others; registry order inside each kind, then by name."""
-    known = registry_order()
+    known = [m.name for m in _registry()]
 
     def key(m: str):
         kind = method_kind(m)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from bench.scaling.costs import field_cells
+from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 
 
@@ -138,10 +138,9 @@ def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
 
 def _floor_core(spec: CellSpec, path: str) -> Built:
     """The bare FFT floor at the wave core's shape: x (B, H, d, L) float32 contiguous, cached spectrum."""
-    from wavefield_core import fast_fft_size, fft_floor, floor_spectrum, wave_kernel
+    from wavefield_core import fft_floor, floor_spectrum, wave_kernel
 
-    length = spec.seq_len if path == "token" else field_cells(spec.seq_len, spec.field_stride)
-    m = fast_fft_size(2 * length - 1)
+    length, m = conv_length(spec.seq_len, spec.field_stride, path)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
     freq, damp, phase, _c = wave_params(spec.heads, spec.device, spec.seed)

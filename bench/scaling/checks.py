@@ -18,7 +18,7 @@ import torch
 
 from bench.scaling.builders import (_autocast, compiled_wave_mix, softmax_function, standard_model, wave_model,
                                     wave_params)
-from bench.scaling.costs import field_cells
+from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 
 CHECK_LEN = 257
@@ -142,11 +142,10 @@ def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:
-    from wavefield_core import causal_conv_direct, fast_fft_size, fft_floor, floor_spectrum, wave_kernel
+    from wavefield_core import causal_conv_direct, fft_floor, floor_spectrum, wave_kernel
 
     spec = small_spec(spec)
-    length = spec.seq_len if path == "token" else field_cells(spec.seq_len, spec.field_stride)
-    m = fast_fft_size(2 * length - 1)
+    length, m = conv_length(spec.seq_len, spec.field_stride, path)
     g = torch.Generator().manual_seed(spec.seed + 13)
     x = torch.randn(1, spec.heads, spec.head_dim, length, generator=g)  # (B, H, d, L)
     freq, damp, phase, _c = wave_params(spec.heads, torch.device("cpu"), spec.seed)

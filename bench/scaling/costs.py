@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wavefield_core.fftconv import fast_fft_size
+from wavefield_core.fftconv import fast_fft_size, field_cells
 
 SOFTMAX_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.5}
 MATMUL_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.0}
@@ -62,18 +62,16 @@ def fft_conv_flops(rows: int, m: int) -> float:
     return rows * ((5.0 * m * math.log2(m) if m > 1 else 0.0) + 6.0 * (m // 2 + 1))
 
 
-def field_cells(n: int, stride: float) -> int:
-    """Field size of the wave field path: G = ceil((N - 1) s) + 2 (wavefield_core's own rule)."""
-    from wavefield_core.fftconv import field_cells as cells
-
-    return cells(n, stride)
+def conv_length(n: int, stride: float, path: str) -> tuple[int, int]:
+    """(L, M): what the wave core (or its fft floor) convolves, N tokens on the token path or
+    G = field_cells(N, s) = ceil((N - 1) s) + 2 cells on the field path, and the FFT length M it pads to
+    (the scan path uses no FFT; its memory estimate borrows the token path's size)."""
+    length = field_cells(n, stride) if path == "field" else n
+    return length, fast_fft_size(2 * length - 1)
 
 
 def wave_fft_size(n: int, stride: float, path: str) -> int:
-    """FFT length the wave core uses: token path on N tokens, field path on G cells
-    (the scan path uses no FFT; its memory estimate borrows the token path's size)."""
-    length = field_cells(n, stride) if path == "field" else n
-    return fast_fft_size(2 * length - 1)
+    return conv_length(n, stride, path)[1]
 
 
 def softmax_flops(b: int, h: int, n: int, d: int, pass_: str, causal: bool = True) -> float:
@@ -146,8 +144,7 @@ def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> f
 
 def floor_cost(b: int, h: int, n: int, d: int, stride: float, path: str) -> Cost:
     """fft-floor / fft-floor-field: float32 input (B, H, d, L) read, output written, spectrum read."""
-    length = n if path == "token" else field_cells(n, stride)
-    m = fast_fft_size(2 * length - 1)
+    length, m = conv_length(n, stride, path)
     rows = b * h * d
     return Cost(fft_conv_flops(rows, m), 2.0 * rows * length * 4 + h * (m // 2 + 1) * 8)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from bench.scaling.costs import field_cells
+from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
-from wavefield_core.fftconv import fast_fft_size
 
 
 def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, materializes: bool) -> float:
@@ -31,8 +30,7 @@ def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, ma
 def wave_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, path: str, stride: float) -> float:
     """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex)
     and the irfft output (M reals), L = N (token) or G (field)."""
-    length = field_cells(n, stride) if path == "field" else n  # scan: bounded by the token path's
-    m = fast_fft_size(2 * length - 1)
+    length, m = conv_length(n, stride, path)  # scan: bounded by the token path's
     rows = b * h * d
     unit = b * h * n * d * elem
     f32 = b * h * n * d * 4
@@ -43,11 +41,11 @@ def wave_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, path:
     return 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
 
 
-def floor_bytes(b: int, h: int, n: int, d: int, path: str, stride: float) -> float:
-    length = n if path == "token" else field_cells(n, stride)
-    m = fast_fft_size(2 * length - 1)
-    rows = b * h * d
-    return rows * (2 * length * 4 + (m // 2 + 1) * 8 + m * 4) + h * (m // 2 + 1) * 8
+def floor_memory(spec: CellSpec, path: str) -> float:
+    """fft-floor: input and output, spectrum and irfft output per row, the cached kernel spectrum."""
+    length, m = conv_length(spec.seq_len, spec.field_stride, path)
+    rows = spec.batch * spec.heads * spec.head_dim
+    return rows * (2 * length * 4 + (m // 2 + 1) * 8 + m * 4) + spec.heads * (m // 2 + 1) * 8
 
 
 def _level_bytes(spec: CellSpec, core: float, core_fwdbwd: float) -> float:
@@ -81,7 +79,3 @@ def wave_memory(spec: CellSpec, path: str) -> float:
 def softmax_memory(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> float:
     materializes = impl == "naive" or sdpa_backend == "math"
     return level_memory(spec, lambda *cell: softmax_core_bytes(*cell, materializes))
-
-
-def floor_memory(spec: CellSpec, path: str) -> float:
-    return floor_bytes(spec.batch, spec.heads, spec.seq_len, spec.head_dim, path, spec.field_stride)

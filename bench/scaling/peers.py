@@ -257,10 +257,6 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
     return (1 if pass_ == "fwd" else 2) * inputs + units * f32 + extra
 
 
-def peer_memory(op: str, spec: CellSpec) -> float:
-    return footprint.level_memory(spec, partial(core_memory_bytes, op))
-
-
 # ---------------------------------------------------------------------------------------------
 # records
 
@@ -283,7 +279,7 @@ def methods(method_cls=None) -> list:
             out.append(method_cls(
                 method_name(op, impl), KIND, desc,
                 build=partial(build_peer, op=op, impl=impl),
-                memory=partial(peer_memory, op),
+                memory=partial(footprint.level_memory, core_bytes=partial(core_memory_bytes, op)),
                 cost=partial(peer_cost, op),
                 check=partial(check_peer, op=op, impl=impl),
                 available=partial(available, impl),

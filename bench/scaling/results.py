@@ -68,12 +68,7 @@ def finished_rows(run_dir: Path) -> list[dict]:
     parts = sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv")) if (run_dir / PARTS_DIR).is_dir() else []
     for part in parts:
         rows.extend(read_rows(part))
-    return dedupe(rows)
-
-
-def dedupe(rows: list[dict]) -> list[dict]:
-    """One row per key; the first one written wins (a finished cell is never measured twice)."""
-    first: dict = {}
+    first: dict = {}  # one row per key; the first one written wins (a finished cell is never measured twice)
     for row in rows:
         first.setdefault(row_key(row), row)
     return list(first.values())
