@@ -12,7 +12,9 @@ import pytest
 from bench.scaling import claims
 from bench.scaling.plots import make_plots
 from bench.scaling.schema import COLUMNS
-from bench.scaling.summary import crossover, fit_exponent, main, write_summary
+from bench.common.timings import fit_exponent
+from bench.scaling.analysis import backward_lines, compiled_lines, crossover, memory_lines
+from bench.scaling.summary import main, write_summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "scaling_run"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -238,8 +240,6 @@ def _cells(rows):
 
 
 def test_backward_ratio_and_memory_slope_sections_judge_their_targets():
-    from bench.scaling.summary import backward_lines, memory_lines
-
     layer = [{"level": "layer", "pass": p, "method": "wave", "seq_len": n, "median_ms": ms}
              for n, f, fb in ((512, 10.0, 30.0), (1024, 20.0, 80.0)) for p, ms in (("fwd", f), ("fwdbwd", fb))]
     text = "\n".join(backward_lines(_cells(layer)))
@@ -256,8 +256,6 @@ def test_backward_ratio_and_memory_slope_sections_judge_their_targets():
 
 
 def test_compiled_section_sets_compiled_against_eager_with_compile_time():
-    from bench.scaling.summary import compiled_lines
-
     rows = [{"level": "core", "pass": "fwd", "method": m, "seq_len": 2048, "median_ms": ms, "setup_s": st}
             for m, ms, st in (("wave", 8.0, 0.05), ("wave-compiled", 10.0, 30.0))]
     text = "\n".join(compiled_lines(_cells(rows)))

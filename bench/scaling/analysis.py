@@ -110,7 +110,7 @@ def _range(fit: dict) -> str:
     return (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
 
 
-def _title(level, pas, cfg) -> str:
+def panel_heading(level, pas, cfg) -> str:
     return f"### {level} {pas}" + (f" ({cfg})" if cfg else "")
 
 
@@ -136,7 +136,7 @@ def scaling_lines(level, pas, cfg, sub) -> list[str]:
     else:
         ref = "Fewer than two ok lengths: no slope."
     head = ["method", "exponent", "R^2", "lengths", "exponent (upper half)", "R^2 (upper)", "upper lengths"]
-    return [_title(level, pas, cfg), "", *table(head, rows), "", ref, ""]
+    return [panel_heading(level, pas, cfg), "", *table(head, rows), "", ref, ""]
 
 
 def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
@@ -148,7 +148,7 @@ def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
     if not rows:
         return None
     head = ["wave method", "compared with", "crossover N", "speedup at shortest", "speedup at longest"]
-    return [_title(level, pas, cfg), "", *table(head, rows), ""]
+    return [panel_heading(level, pas, cfg), "", *table(head, rows), ""]
 
 
 def floor_lines(sub: pd.DataFrame) -> list[str] | None:

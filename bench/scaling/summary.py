@@ -20,11 +20,9 @@ from bench.common.cli import ArgParser, UsageError, run_cli
 from bench.common.env import env_get, read_env
 from bench.common.files import write_text
 from bench.common.tables import frame_table, table
-from bench.common.timings import (  # noqa: F401 - fit_exponent, load_timings are part of this module's API
-    aggregate, fit_exponent, fmt, load_timings, order_methods, panel_slug, panels,
-)
-from bench.scaling.analysis import (  # noqa: F401 - crossover is part of this module's API
-    backward_lines, claim_inputs, compiled_lines, crossover, crossover_lines, floor_lines, memory_lines,
+from bench.common.timings import aggregate, fmt, load_timings, order_methods, panel_slug, panels
+from bench.scaling.analysis import (
+    backward_lines, claim_inputs, compiled_lines, crossover_lines, floor_lines, memory_lines, panel_heading,
     scaling_lines, speedup_table,
 )
 from bench.scaling.claims import CLAIM_LENGTHS, claims_section
@@ -115,7 +113,7 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
     """Section 2 for one panel: latency, memory, speedup, TFLOP/s, tokens/s."""
     methods = order_methods(sub["method"])
     slug = panel_slug(level, pas, cfg)
-    lines = [f"### {level} {pas}" + (f" ({cfg})" if cfg else ""), "", _hardware_line(env, cfg or sub["config"].iloc[0]), ""]
+    lines = [panel_heading(level, pas, cfg), "", _hardware_line(env, cfg or sub["config"].iloc[0]), ""]
     lines += ["Latency, median ms [p20-p80]; a status word where the cell did not run:", "",
               frame_table(_grid(sub, methods, _latency_cell), index=True), ""]
     notes = sub[(sub["status"] != "ok") & (sub["reason"] != "")]
@@ -235,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {str(run_dir)!r} does not exist")
-    if not (run_dir / "timings.csv").is_file():
-        raise UsageError(f"{str(run_dir)!r} holds no timings.csv (expected a folder written by python -m bench.scaling)")
-    written = []
+    written = []  # a folder without timings.csv is refused by load_timings, with the same sentence
     if not args.no_plots:
         from bench.scaling.plots import make_plots  # plots first, so summary.md can link them
         written += make_plots(run_dir)
