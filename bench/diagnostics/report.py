@@ -47,18 +47,20 @@ def _is_layer(v) -> bool:
     return isinstance(v, (int,)) or (isinstance(v, str) and v.isdigit())
 
 
+def _verdict(d: pd.DataFrame) -> str:
+    return "FAIL" if (d["verdict"] == "FAIL").any() else "PASS"
+
+
 def verdict_lines(df: pd.DataFrame) -> list[str]:
     """One line per check: VERDICT, what, the number, the threshold."""
     lines = []
 
-    def line(d: pd.DataFrame, what: str, how: str = "max", extra: str = ""):
+    def line(d: pd.DataFrame, what: str, extra: str = ""):
         if d.empty:
             return
-        verdict = "FAIL" if (d["verdict"] == "FAIL").any() else "PASS"
-        val = d["value"].astype(float).max() if how == "max" else d["value"].astype(float).min()
         thr = d["threshold"].dropna()
         t = f" (threshold {fmt(float(thr.iloc[0]))})" if len(thr) else ""
-        lines.append(f"{verdict} {what}: {how} {fmt(val)}{t}{extra}")
+        lines.append(f"{_verdict(d)} {what}: max {fmt(d['value'].astype(float).max())}{t}{extra}")
 
     line(_sel(df, "impulse"), "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|",
          extra=f", {len(_sel(df, 'impulse'))} heads")
@@ -69,21 +71,18 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
     layer_rows = c[c["layer"].map(_is_layer)]
     model_rows = c[c["layer"] == "model"]
     for kind, label in (("perturbation", "perturb token t"), ("gradient", "d out_i / d in_j, j > i")):
-        d = layer_rows[layer_rows["quantity"].str.startswith(f"{kind}:score")]
-        n = _sel(layer_rows, "causality", f"{kind}:N")["value"]
-        line(d, f"causality per layer ({label}), leak score", extra=f" at N={fmt(n.max())}" if len(n) else "")
-        d = model_rows[model_rows["quantity"].str.startswith(f"{kind}:score")]
-        n = model_rows[model_rows["quantity"] == f"{kind}:N"]["value"]
-        line(d, f"causality full model ({label}), leak score", extra=f" at N={fmt(n.max())}" if len(n) else "")
-    d = model_rows[model_rows["quantity"].str.startswith("perturbation-ids:score")]
-    line(d, "causality full model (change input id t), leak score")
+        for rows, where in ((layer_rows, "per layer"), (model_rows, "full model")):
+            n = rows[rows["quantity"] == f"{kind}:N"]["value"]
+            line(rows[rows["quantity"].str.startswith(f"{kind}:score")], f"causality {where} ({label}), leak score",
+                 extra=f" at N={fmt(n.max())}" if len(n) else "")
+    line(model_rows[model_rows["quantity"].str.startswith("perturbation-ids:score")],
+         "causality full model (change input id t), leak score")
     for _, r in _sel(df, "causality_reference", "max_score").iterrows():
         lines.append(f"{r['verdict']} float64 reference at the model's {r['layer']}: leak score {fmt(r['value'])} "
                      f"(threshold {fmt(r['threshold'])})")
     g = _sel(df, "stride_guard")
     if len(g):
-        verdict = "FAIL" if (g["verdict"] == "FAIL").any() else "PASS"
-        lines.append(f"{verdict} WaveFieldAttention refuses the leaking strides: "
+        lines.append(f"{_verdict(g)} WaveFieldAttention refuses the leaking strides: "
                      f"{int(g['value'].astype(float).sum())}/{len(g)} refused")
     for _, r in _sel(df, "leak_demo", "max_score").iterrows():
         if r["verdict"] == "EXPECTED-LEAK":
@@ -152,7 +151,7 @@ def causality_table(df: pd.DataFrame) -> pd.DataFrame:
             if check == "leak_demo":
                 verdict = "EXPECTED-LEAK" if (s["value"].astype(float) > s["threshold"].astype(float)).any() else "no leak"
             else:
-                verdict = "FAIL" if (s["verdict"] == "FAIL").any() else "PASS"
+                verdict = _verdict(s)
             what = {"causality": "model", "causality_reference": "reference (clean)", "leak_demo": "leak demo"}[check]
             rows.append({"group": what, "operator": f"layer {layer}" if _is_layer(layer) else layer, "probe": kind,
                          "N": int(float(n.iloc[0])) if len(n) else "", "positions": pos,
