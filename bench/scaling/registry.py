@@ -76,8 +76,9 @@ def _flash_attn(device: torch.device, dtype=None) -> str | None:
 def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None) -> str | None:
     from torch.nn import attention
 
-    enum = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
-            "math": "MATH"}[backend]
+    from baselines.attention import SDPA_BACKENDS
+
+    enum = SDPA_BACKENDS[backend]
     if not hasattr(attention.SDPBackend, enum):
         return f"torch {torch.__version__} has no SDPBackend.{enum}"
     if cuda_only and device.type != "cuda":
