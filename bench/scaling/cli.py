@@ -134,14 +134,9 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     except ValueError as exc:
         raise UsageError(f"--field-stride: {exc}")
 
-    if args.methods is not None:
-        methods = list(args.methods)
-        if "all" in methods:
-            methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
-    elif base is not None:
-        methods = list(base.methods)
-    else:
-        methods = default_methods(device, dtype)
+    methods = list(pick(args.methods, "methods") or default_methods(device, dtype))
+    if "all" in methods:
+        methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
     floor = False if args.no_floor else (base.floor if base is not None else True)
 
     heads = pick(args.n_heads, "heads")
@@ -154,20 +149,18 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
             where = "free GPU memory" if device.type == "cuda" else "available RAM"
             raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
                              "give at most that, or leave it out for the default")
-    mem = args.mem_budget if args.mem_budget is not None else (
-        base.mem_budget_gb if base is not None else default_mem_budget_gb(device, dd["mem_fraction"]))
-    total = args.total_budget if args.total_budget is not None else pick(None, "total_budget")
+    mem = pick(args.mem_budget, "mem_budget_gb") or default_mem_budget_gb(device, dd["mem_fraction"])
     return SweepConfig(
-        device=device_str if device_str.startswith("cuda:") else device.type,
-        dtype=dtype_name, batch=pick(args.batch_size, "batch"), heads=heads, head_dim=pick(args.head_dim, "head_dim"),
+        device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name,
+        batch=pick(args.batch_size, "batch"), heads=heads, head_dim=pick(args.head_dim, "head_dim"),
         field_stride=float(stride), methods=methods, levels=list(pick(args.levels, "levels")),
-        passes=list(pick(args.passes, "passes")), seq_lens=list(seq_lens), floor=floor, warmup=pick(args.warmup, "warmup"),
-        min_run_time=pick(args.min_run_time, "min_run_time"), min_reps=pick(args.min_reps, "min_reps"),
-        seed=pick(args.seed, "seed"), threads=pick(args.threads, "threads") or default_threads(local_world),
-        time_budget=pick(args.time_budget, "time_budget"), mem_budget_gb=float(mem), total_budget=total,
-        model_dim=model_dim, model_layers=pick(args.model_layers, "model_layers"), vocab=COMMON_DEFAULTS["vocab"],
-        quick=quick,
-    )
+        passes=list(pick(args.passes, "passes")), seq_lens=list(seq_lens), floor=floor,
+        warmup=pick(args.warmup, "warmup"), min_run_time=pick(args.min_run_time, "min_run_time"),
+        min_reps=pick(args.min_reps, "min_reps"), seed=pick(args.seed, "seed"),
+        threads=pick(args.threads, "threads") or default_threads(local_world),
+        time_budget=pick(args.time_budget, "time_budget"), mem_budget_gb=float(mem),
+        total_budget=pick(args.total_budget, "total_budget"), model_dim=model_dim,
+        model_layers=pick(args.model_layers, "model_layers"), vocab=COMMON_DEFAULTS["vocab"], quick=quick)
 
 
 def load_resume(path: str) -> SweepConfig:
