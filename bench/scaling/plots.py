@@ -29,10 +29,10 @@ DPI = 100
 # references grey. A method not listed gets a colour from its name's checksum (stable across runs).
 COLORS = {
     "wave": "#d62728", "wave-bhnd": "#ff7f0e", "wave-compiled": "#e377c2", "wave-scan": "#bcbd22",
-    "wave-field": "#8c1c13", "wave-triton": "#f4a261", "wave-graph": "#ffbb78",
+    "wave-field": "#8c1c13", "wave-triton": "#f4a261", "wave-graphed": "#ffbb78",
     "softmax-sdpa": "#1f77b4", "softmax-sdpa-flash": "#17becf", "softmax-sdpa-cudnn": "#2ca02c",
     "softmax-sdpa-efficient": "#98df8a", "softmax-sdpa-math": "#aec7e8", "softmax-flash-attn": "#0b3d91",
-    "softmax-naive": "#393b79", "softmax-sdpa-graph": "#6baed6",
+    "softmax-naive": "#393b79", "softmax-sdpa-graphed": "#6baed6",
     "peer-hgrn": "#9467bd", "peer-simple-gla": "#8c564b", "peer-retnet": "#c5b0d5", "peer-diag-ssm": "#c49c94",
     "peer-hgrn-fla": "#7b4173", "peer-simple-gla-fla": "#5a3a29",
     "fft-floor": "#7f7f7f", "fft-floor-field": "#b0b0b0",
