@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +18,7 @@ import torch
 
 from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int, run_cli
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
-from bench.common.timing import synchronize
+from bench.common.timing import synchronize, time_calls
 from bench.scaling.schema import LEVELS, PASSES
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
@@ -97,17 +96,13 @@ def _is_device_kernel(evt) -> bool:
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
-    """Wall seconds per call (plain loop) and the profiler's key_averages over `reps` calls."""
+    """Seconds per call of `reps` back-to-back calls (the suite's clock: CUDA events on a GPU) and the
+    profiler's key_averages over `reps` more."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    synchronize(device)
-    wall = (time.perf_counter() - t0) / reps
+    wall = time_calls(fn, device, reps)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(reps):
