@@ -316,14 +316,9 @@ class Sweep:
             return
         self._status(f"{level} {pass_} N={n}: timing {', '.join(prepared)}")
 
-        def on_done(name: str, res) -> None:
+        def on_done(name: str, res) -> None:  # res: a TimingResult, or the Exception the closure raised
             p = prepared[name]
-            if isinstance(res, BaseException):
-                if isinstance(res, KeyboardInterrupt):
-                    raise res
-                self._emit(self._failure(p.method, p.spec, res))
-            else:
-                self._emit(self._ok_row(p, res))
+            self._emit(self._failure(p.method, p.spec, res) if isinstance(res, Exception) else self._ok_row(p, res))
 
         # cells on reduced calls are timed on their own, one repetition of one call: interleaving
         # them with the full-repetition cells would stretch those to the slow cell's pace
