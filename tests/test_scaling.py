@@ -174,18 +174,8 @@ def _check_run_folder(run: Path, world: int) -> list[dict]:
     assert len(keys) == len(set(keys)), "a cell appears twice"
     assert {r["status"] for r in rows} <= set(STATUSES)
     assert not (run / "parts").exists()
-    try:
-        import bench.scaling.summary  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        assert (run / "summary.md").stat().st_size > 0
-    try:
-        import bench.scaling.plots  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        assert any((run / "plots").glob("*.png"))
+    assert (run / "summary.md").stat().st_size > 0  # pandas and matplotlib are requirements, not options
+    assert any((run / "plots").glob("*.png"))
     return rows
 
 
@@ -241,7 +231,7 @@ def test_row_writer_migrates_an_older_header_keeping_every_row(tmp_path):
     path.write_text(",".join(old) + "\n" + ",".join("wave" if c == "method" else "7" if c == "seq_len" else ""
                                                       for c in old) + "\n")
     writer = RowWriter(path)
-    writer.write({"method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})
+    writer.append({"method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})
     assert read_header(path) == COLUMNS
     rows = read_rows(path)
     assert [(r["method"], r["seq_len"], r["setup_s"]) for r in rows] == [("wave", "7", ""), ("softmax-sdpa", "8", "0.5")]

@@ -43,11 +43,6 @@ class RowWriter(CsvLog):
         if self.path.exists() and self.path.stat().st_size and read_header(self.path) != COLUMNS:
             self.rewrite(read_rows(self.path))
 
-    write = CsvLog.append
-
-    def close(self) -> None:  # every row is closed and synced as it is written
-        pass
-
 
 def read_rows(path: Path, cut: str = "drop") -> list[dict]:
     """Rows of a timings CSV as dicts of strings ([] when the file does not exist); a cut last row

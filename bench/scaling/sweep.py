@@ -167,7 +167,7 @@ class Sweep:
         return row
 
     def _emit(self, row: dict) -> None:
-        self.writer.write(row)
+        self.writer.append(row)
         self.done.add(row_key(row))
         self.stats.written += 1
         self.stats.by_status[row["status"]] = self.stats.by_status.get(row["status"], 0) + 1
@@ -372,12 +372,7 @@ def _safe_cost(method: Method, spec: CellSpec):
 def run_sweep(cfg: SweepConfig, csv_path: Path, device: torch.device, existing_rows: list[dict] | None = None,
               rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
               device_name: str | None = None) -> SweepStats:
-    """Run this rank's share of the sweep, appending rows to csv_path."""
+    """Run this rank's share of the sweep, appending rows to csv_path (each one whole and synced)."""
     from bench.scaling.results import RowWriter
 
-    writer = RowWriter(csv_path)
-    try:
-        sweep = Sweep(cfg, writer, device, existing_rows, rank, world, progress, registry, device_name)
-        return sweep.run()
-    finally:
-        writer.close()
+    return Sweep(cfg, RowWriter(csv_path), device, existing_rows, rank, world, progress, registry, device_name).run()
