@@ -110,6 +110,11 @@ def _range(fit: dict) -> str:
     return (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
 
 
+def _section(intro: str, head: list[str], rows: list) -> list[str] | None:
+    """intro, then the table of rows; None without rows (the summary then leaves the part out)."""
+    return [intro, "", *table(head, rows), ""] if rows else None
+
+
 def panel_heading(level, pas, cfg) -> str:
     return f"### {level} {pas}" + (f" ({cfg})" if cfg else "")
 
@@ -145,10 +150,8 @@ def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
     for w, s, tw, ts in pairs(sub, order_methods(sub["method"])):
         ends = [fmt_x(ts.iloc[i] / tw.iloc[i]) if len(tw) else "n/a" for i in (0, -1)]
         rows.append([w, s, crossover_text(crossover(tw.index, tw.values, ts.values)), *ends])
-    if not rows:
-        return None
     head = ["wave method", "compared with", "crossover N", "speedup at shortest", "speedup at longest"]
-    return [panel_heading(level, pas, cfg), "", *table(head, rows), ""]
+    return _section(panel_heading(level, pas, cfg), head, rows)
 
 
 def floor_lines(sub: pd.DataFrame) -> list[str] | None:
@@ -188,13 +191,11 @@ def backward_lines(cells: pd.DataFrame) -> list[str] | None:
         for n in sorted(set(fwd.index) & set(both.index)):
             r = (both[n] - fwd[n]) / fwd[n]
             rows.append([cfg, method, n, fmt(fwd[n]), fmt(both[n]), f"{r:.2f}", "pass" if r <= BWD_TARGET else "miss"])
-    if not rows:
-        return None
     head = ["config", "method", "N", "fwd ms", "fwdbwd ms", "backward / forward", f"<= {BWD_TARGET}"]
     if len({r[0] for r in rows}) == 1:
         head, rows = head[1:], [r[1:] for r in rows]
-    return [f"Wave layer, backward = fwdbwd - fwd (one training step of the layer minus its forward); target "
-            f"backward <= {BWD_TARGET}x forward.", "", *table(head, rows), ""]
+    return _section(f"Wave layer, backward = fwdbwd - fwd (one training step of the layer minus its forward); "
+                    f"target backward <= {BWD_TARGET}x forward.", head, rows)
 
 
 def memory_lines(sub: pd.DataFrame) -> list[str] | None:
@@ -210,11 +211,9 @@ def memory_lines(sub: pd.DataFrame) -> list[str] | None:
         slope = fit_exponent(list(mem.index), list(mem.values))["slope"]
         rows.append([method, f"{mem.index.min()}..{mem.index.max()}", f"{fmt(mem.iloc[0])} -> {fmt(mem.iloc[-1])}",
                      f"{slope:.2f}", "pass" if slope <= MEM_SLOPE_TARGET else "miss"])
-    if not rows:
-        return None
     head = ["method", "lengths", "peak MB (shortest -> longest)", "log-log slope", f"<= {MEM_SLOPE_TARGET}"]
-    return [f"Peak memory of the wave core forward against N (N = {MEM_RANGE[0]}..{MEM_RANGE[1]} where measured); "
-            f"linear growth is slope 1, target <= {MEM_SLOPE_TARGET}.", "", *table(head, rows), ""]
+    return _section(f"Peak memory of the wave core forward against N (N = {MEM_RANGE[0]}..{MEM_RANGE[1]} where "
+                    f"measured); linear growth is slope 1, target <= {MEM_SLOPE_TARGET}.", head, rows)
 
 
 def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
@@ -232,11 +231,9 @@ def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
         for n in comp.index:
             rows.append([level, pas, n, fmt(ref[n]) if n in ref.index else "n/a", fmt(comp[n]),
                          f"{comp[n] / ref[n]:.2f}" if n in ref.index else "n/a", fmt(float(setup.get(n, math.nan)))])
-    if not rows:
-        return None
     head = ["level", "pass", "N", "eager ms", "compiled ms", "compiled / eager", "compile + warm-up s"]
-    return ["torch.compile (inductor) against eager; the compile time (setup_s: build, compile and warm-up "
-            "before timing) is not in the timings.", "", *table(head, rows), ""]
+    return _section("torch.compile (inductor) against eager; the compile time (setup_s: build, compile and warm-up "
+                    "before timing) is not in the timings.", head, rows)
 
 
 def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dict, int, int, int, str]:
