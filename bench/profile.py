@@ -154,8 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in args.seq_len:
             spec = _spec(args, n, device, dtype)
             head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
-                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.head_dim} N={spec.seq_len}, stride "
-                    f"{spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed and {args.reps} profiled calls")
+                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.head_dim} "
+                    f"N={spec.seq_len}, stride {spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed "
+                    f"and {args.reps} profiled calls")
             try:
                 built = method.build(spec)
                 wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)

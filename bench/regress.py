@@ -9,8 +9,9 @@ cell the slowest counts: bench.common.timings.aggregate). Either file can be com
 
 Metrics, per level, pass (and device/dtype/B/H/d configuration when a file holds several):
 - ratio: t(wave method) / t(softmax method) at each length, for every wave x softmax pair (the
-  kind of a method comes from the scaling registry; unknown names by their prefix). The two times come from the same run, seconds apart, so a machine that
-  is uniformly 1.4x slower, or slower today than yesterday, leaves the ratio unchanged.
+  kind of a method comes from the scaling registry; unknown names by their prefix). The two times
+  come from the same run, seconds apart, so a machine that is uniformly 1.4x slower, or slower
+  today than yesterday, leaves the ratio unchanged.
 - ratio-gmean: the geometric mean of those ratios over the lengths both files measured (at
   least --min-lengths): averaging lengths halves the noise, so a moderate slowdown at every
   length is caught although each per-length ratio stays inside its wider tolerance.
@@ -185,7 +186,8 @@ def table(checks: list[Check]) -> str:
     rows = []
     for ch in checks:
         change, tol = _change_text(ch)
-        rows.append([ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", change, tol, "ok" if ch.ok else "REGRESSED"])
+        rows.append([ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", change, tol,
+                     "ok" if ch.ok else "REGRESSED"])
     return "\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows))
 
 
@@ -216,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--baseline", required=True, help="committed reference (.json or .csv)")
     ap.add_argument("--current", required=True, help="the run to check (.json or .csv)")
     ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL,
-                    help=f"largest allowed relative growth of a wave/softmax ratio at one length, as 0.6 or 60%% (default {RATIO_TOL})")
+                    help="largest allowed relative growth of a wave/softmax ratio at one length, as 0.6 or 60%% "
+                         f"(default {RATIO_TOL})")
     ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL,
                     help=f"largest allowed relative growth of the geometric mean over lengths of a wave/softmax "
                          f"ratio (default {GMEAN_TOL})")
@@ -234,17 +237,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     base, cur = load_times(args.baseline), load_times(args.current)
     for path, got in ((args.baseline, base), (args.current, cur)):
         if not got:
-            raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, seq_len)")
+            raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, "
+                             "seq_len)")
     if args.min_seq_len:
         base, cur = (drop_short(t, args.min_seq_len) for t in (base, cur))
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
     if not checks:
-        raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a wave* "
-                         f"and a softmax* method at a common length, nor a wave* method at >= {args.min_lengths} lengths")
+        raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a "
+                         f"wave* and a softmax* method at a common length, nor a wave* method at >= "
+                         f"{args.min_lengths} lengths")
     if args.json_out:  # a folder that cannot take it is one line and exit 2 (run_cli)
         write_json(args.json_out, {
-            "baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol, "gmean_tol": args.gmean_tol,
-            "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,
+            "baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol,
+            "gmean_tol": args.gmean_tol, "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,
             "checks": [asdict(c) | {"label": c.label()} for c in checks]})
 
     bad = [c for c in checks if not c.ok]

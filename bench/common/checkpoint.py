@@ -80,7 +80,8 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path)
         model.load_state_dict(ckpt["state_dict"])
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Return (model with weights loaded, the whole checkpoint dict). Raises UsageError on a bad file."""
     ckpt = read_checkpoint(path, map_location)
     try:

@@ -26,7 +26,7 @@ class ArgParser(argparse.ArgumentParser):
 def _number(kind: type, bound: str = "") -> Callable[[str], float]:
     """An argparse type: a finite int or float; bound "positive" (> 0) or "nonneg" (>= 0)."""
     noun = "an integer" if kind is int else "a number"
-    want = {"positive": f"expected a positive {noun[noun.index(' ') + 1:]}", "nonneg": f"expected {noun} >= 0"}.get(bound)
+    want = {"positive": f"expected a positive {noun.split()[1]}", "nonneg": f"expected {noun} >= 0"}.get(bound)
 
     def parse(text: str):
         try:
@@ -36,7 +36,8 @@ def _number(kind: type, bound: str = "") -> Callable[[str], float]:
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if bound and (value < 0 or (bound == "positive" and value == 0)):
-            raise argparse.ArgumentTypeError(f"{value} is {'not positive' if bound == 'positive' else 'negative'} ({want})")
+            what = "not positive" if bound == "positive" else "negative"
+            raise argparse.ArgumentTypeError(f"{value} is {what} ({want})")
         return value
     parse.__name__ = f"{bound}_{kind.__name__}" if bound else f"finite_{kind.__name__}"
     return parse
@@ -74,14 +75,16 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         return 2
     except OSError as exc:  # disk full, read-only, permissions: the machine's answer, not a bug
         where = f" {exc.filename!r}" if exc.filename else ""
-        print(f"{prog}: error: cannot write or read{where}: {' '.join(str(exc.strerror or exc).split())}", file=sys.stderr)
+        why = " ".join(str(exc.strerror or exc).split())
+        print(f"{prog}: error: cannot write or read{where}: {why}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
         # the size checks are lower bounds: a run at the edge of memory still ends in one line
         if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc) \
                 and type(exc).__name__ != "OutOfMemoryError":
             raise
-        print(f"{prog}: error: out of memory ({' '.join(str(exc).split())[:160]}); choose smaller sizes", file=sys.stderr)
+        why = " ".join(str(exc).split())[:160]
+        print(f"{prog}: error: out of memory ({why}); choose smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""

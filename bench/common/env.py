@@ -83,7 +83,8 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
         "torch_threads": torch.get_num_threads(),
         "ram_total_gb": round(vm.total / 2**30, 2),
         "hostname": platform.node(),
-        "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+                     if k in os.environ},
     }
     env.update(extra)
     return env

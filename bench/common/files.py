@@ -38,7 +38,8 @@ SCHEMAS = {
         {"method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"})),
     "final.csv": (("method", "seed"), frozenset({"method", "mem_method"})),
     "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"})),
-    "diagnostics.csv": (("check", "verdict"), frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"})),
+    "diagnostics.csv": (("check", "verdict"),
+                        frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"})),
 }
 
 
@@ -102,7 +103,8 @@ def _claim(out: str | Path | None, tag: str, kind: str, resume: bool, resumable:
         if out is None:
             from bench.common.env import git_info
 
-            name = f"{time.strftime('%Y%m%d-%H%M%S')}_{git_info()['sha_short'] or 'nogit'}_{tag}" + f"_{kind}" * bool(kind)
+            sha = git_info()["sha_short"] or "nogit"
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}_{sha}_{tag}" + f"_{kind}" * bool(kind)
             for i in range(1000):  # -1, -2... for runs started in the same second; mkdir decides who gets which
                 out = Path("results") / "runs" / (f"{name}-{i}" if i else name)
                 try:

@@ -69,7 +69,7 @@ def config_label(get) -> str:
     parts = []
     for field, prefix in CONFIG_FIELDS:
         value = get(field)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)) or str(value).strip() in ("", "nan"):
+        if value is None or str(value).strip().lower() in ("", "nan", "inf", "-inf"):
             continue
         if prefix:
             try:
@@ -167,8 +167,10 @@ def ok_series(sub: pd.DataFrame, method: str, col: str = "median_ms") -> pd.Seri
 def times(cells: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, dict[int, float]]]:
     """{(level, pass, config): {method: {N: seconds}}} of the ok cells."""
     out: dict = {}
-    for (level, pas, config, method), g in cells[cells["status"] == "ok"].groupby(["level", "pass", "config", "method"]):
-        out.setdefault((level, pas, config), {})[method] = {int(n): float(ms) / 1e3 for n, ms in zip(g["seq_len"], g["median_ms"])}
+    ok = cells[cells["status"] == "ok"]
+    for (level, pas, config, method), g in ok.groupby(["level", "pass", "config", "method"]):
+        seconds = {int(n): float(ms) / 1e3 for n, ms in zip(g["seq_len"], g["median_ms"])}
+        out.setdefault((level, pas, config), {})[method] = seconds
     return out
 
 

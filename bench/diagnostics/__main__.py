@@ -41,11 +41,13 @@ def build_parser() -> ArgParser:
                    "exactly causal strides only: integers >= 1 or any value >= 2)")
     m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
     d = p.add_argument_group("data and probes")
-    d.add_argument("--seq-len", type=positive_int, default=256, help="tokens per sequence of the text batch (default 256)")
+    d.add_argument("--seq-len", type=positive_int, default=256,
+                   help="tokens per sequence of the text batch (default 256)")
     d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")
     d.add_argument("--text-file", metavar="PATH",
                    help="UTF-8 text for the energy batch (default: tests/fixtures/tiny_corpus.txt)")
-    d.add_argument("--probe-len", type=positive_int, default=2048, help="N of the per-layer causality probes (default 2048)")
+    d.add_argument("--probe-len", type=positive_int, default=2048,
+                   help="N of the per-layer causality probes (default 2048)")
     d.add_argument("--model-probe-len", type=positive_int, default=1024,
                    help="N of the full-model causality probes (default 1024)")
     d.add_argument("--leak-len", type=positive_int, default=128, help="N of the leak demonstrations on the float64 "
@@ -62,7 +64,8 @@ def build_parser() -> ArgParser:
     r.add_argument("--seed", type=int, default=0, help="seed for init, text windows and probes (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    r.add_argument("--out", metavar="DIR", help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
+    r.add_argument("--out", metavar="DIR",
+                   help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
     return p
 
 
@@ -77,7 +80,8 @@ def load_model(args, device):
     given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
     if args.checkpoint:
         if given:
-            raise UsageError(f"{', '.join(given)} cannot be combined with --checkpoint (the checkpoint fixes the model)")
+            raise UsageError(f"{', '.join(given)} cannot be combined with --checkpoint (the checkpoint fixes the "
+                             "model)")
         ckpt = read_checkpoint(args.checkpoint)
         if ckpt["kind"] != "wave":
             raise UsageError(f"checkpoint {args.checkpoint!r} holds a {ckpt['kind']!r} model; "
@@ -131,8 +135,8 @@ def check_memory(args, config: dict, params: int, device) -> None:
     phases = [model(args.batch_size, args.seq_len, False, 4), model(1, args.model_probe_len, True, elem),
               2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem)]
     check_fits(params * (4 + elem) + max(phases), device,
-               f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size {args.batch_size}, "
-               f"--probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
+               f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size "
+               f"{args.batch_size}, --probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
                "lower --d-model, --seq-len, --batch-size or the probe lengths")
 
 

@@ -147,7 +147,8 @@ def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None =
 
     tol = TOLS.get(model.embed.weight.dtype, 1e-4) if tol is None else tol
     res = ProbeResult(name=name, kind="perturbation-ids", tol=tol)
-    return _perturbations(res, model(idx)[0], changed, default_positions(idx.shape[1]) if positions is None else positions)
+    positions = default_positions(idx.shape[1]) if positions is None else positions
+    return _perturbations(res, model(idx)[0], changed, positions)
 
 
 def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -41,7 +41,8 @@ def attention_intermediates(layer: WaveFieldAttention, x: torch.Tensor) -> dict[
     k = k.view(B, N, H, d)
     v = v.view(B, N, H, d)
     u = (v * torch.linalg.vector_norm(k, dim=-1, keepdim=True)).permute(0, 2, 3, 1).contiguous()  # (B, H, d, N)
-    conv = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path, layer.norm_cells)
+    conv = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path,
+                          layer.norm_cells)
     mix = torch.softmax(layer.coupling.float(), dim=-1).to(conv.dtype)  # (H, H)
     mixed = torch.einsum("hg,bgdn->bnhd", mix, conv).reshape(B, N, D)  # (B, N, D)
     gate = torch.sigmoid(layer.gate(x))  # (B, N, D)

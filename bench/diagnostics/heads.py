@@ -41,8 +41,8 @@ def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -
     raw = layer.damping.detach().double().cpu().numpy()
     reach = np.log(1.0 / REACH_FRACTION) / al
     s = float(layer.field_stride)
-    return [{"head": h, "omega": float(om[h]), "alpha": float(al[h]), "phase": float(ph[h]), "damping_raw": float(raw[h]),
-             "reach_cells": float(reach[h]), "reach_tokens": float(reach[h] / s),
+    return [{"head": h, "omega": float(om[h]), "alpha": float(al[h]), "phase": float(ph[h]),
+             "damping_raw": float(raw[h]), "reach_cells": float(reach[h]), "reach_tokens": float(reach[h] / s),
              "role": role_of(reach[h] / s, thresholds)} for h in range(layer.n_heads)]
 
 
@@ -100,7 +100,8 @@ def measured_impulse(layer: WaveFieldAttention, n: int) -> np.ndarray:
     u = torch.zeros(1, layer.n_heads, 1, n, device=p.device, dtype=torch.float32)  # (B, H, d=1, N)
     u[..., 0] = 1.0
     with torch.no_grad():
-        y = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path, layer.norm_cells)
+        y = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path,
+                           layer.norm_cells)
     return y[0, :, 0, :].double().cpu().numpy()  # (H, N)
 
 

@@ -65,7 +65,8 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
     line(_sel(df, "impulse"), "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|",
          extra=f", {len(_sel(df, 'impulse'))} heads")
     line(_sel(df, "instrumentation"), "instrumented attention forward == layer.forward, relative diff")
-    line(_sel(df, "conservation", prefix="ratio_p"), "conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf")
+    line(_sel(df, "conservation", prefix="ratio_p"),
+         "conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf")
     line(_sel(df, "conservation", prefix="sum_abs_k"), "kernel L1 norm sum|k| (used lags and all lags)")
     c = _sel(df, "causality")
     layer_rows = c[c["layer"].map(_is_layer)]
@@ -149,7 +150,8 @@ def causality_table(df: pd.DataFrame) -> pd.DataFrame:
             n = d[d["quantity"] == f"{kind}:N"]["value"]
             pos = ",".join(q.split("@")[1] for q in s["quantity"])
             if check == "leak_demo":
-                verdict = "EXPECTED-LEAK" if (s["value"].astype(float) > s["threshold"].astype(float)).any() else "no leak"
+                leaks = (s["value"].astype(float) > s["threshold"].astype(float)).any()
+                verdict = "EXPECTED-LEAK" if leaks else "no leak"
             else:
                 verdict = _verdict(s)
             what = {"causality": "model", "causality_reference": "reference (clean)", "leak_demo": "leak demo"}[check]

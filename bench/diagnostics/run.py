@@ -97,7 +97,8 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
     """Energy flow through the model on idx, then Young's bound per head on the real deposits."""
     flow = energy_flow(model, idx)
     worst = flow["instrumentation_max_rel_diff"]
-    res.add("instrumentation", "model", "", "max_rel_diff_vs_forward", worst, INSTRUMENT_TOL, _pf(worst <= INSTRUMENT_TOL))
+    res.add("instrumentation", "model", "", "max_rel_diff_vs_forward", worst, INSTRUMENT_TOL,
+            _pf(worst <= INSTRUMENT_TOL))
     res.arrays["energy"] = {}
     for i, per in flow["per_token"].items():
         res.arrays["energy"][i] = {q: v.cpu().numpy() for q, v in per.items()}

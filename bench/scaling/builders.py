@@ -243,7 +243,8 @@ def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     if spec.level == "layer":
         from wavefield_core import WaveFieldAttention
 
-        return _layer(spec, WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path), fft)
+        layer = WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path)
+        return _layer(spec, layer, fft)
     return _model(spec, wave_model(spec, path), fft)
 
 

@@ -101,8 +101,8 @@ def claims_section(measured: dict[int, dict[str, object]], batch: int, heads: in
     """
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
-        soft, fft, got = softmax_attention_flops(n, batch, heads, head_dim), fft_conv_flops(n, batch, heads, head_dim), \
-            measured.get(n, {})
+        soft, fft = softmax_attention_flops(n, batch, heads, head_dim), fft_conv_flops(n, batch, heads, head_dim)
+        got = measured.get(n, {})
         rows.append([n, _x(pub), _x(authors_advantage(n)), _x(plain_ratio(n)),
                      f"{_x(soft / fft)} ({_num(soft / 1e9)} / {_num(fft / 1e9)} GFLOP, M={fast_fft_size(2 * n - 1)})",
                      _cell(got.get("softmax-naive")), _cell(got.get("softmax-sdpa"), got.get("softmax-sdpa:via"))])

@@ -277,8 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
 
     try:  # rank 0 creates and locks the folder until the run ends; every rank fails alike
-        run_dir = claim_run_dir(args.out if base is None else args.resume, tag=device_tag(device), resume=base is not None,
-                                main=info.rank == 0, broadcast=info.broadcast)
+        run_dir = claim_run_dir(args.out if base is None else args.resume, tag=device_tag(device),
+                                resume=base is not None, main=info.rank == 0, broadcast=info.broadcast)
     except UsageError:
         info.finish()
         raise

@@ -217,7 +217,8 @@ def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str
     """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown."""
     if peak is None or not seconds or seconds <= 0:
         return None
-    peak_flops = peak.flops["float32"] if kind in ("wave", "reference") else peak.flops.get(dtype, peak.flops["float32"])
+    fp32 = peak.flops["float32"]
+    peak_flops = fp32 if kind in ("wave", "reference") else peak.flops.get(dtype, fp32)
     return max(cost.flops / peak_flops, cost.bytes / peak.bandwidth) / seconds
 
 

@@ -109,9 +109,11 @@ def _compiler(device: torch.device, dtype=None) -> str | None:
     import shutil
 
     if device.type == "cuda":
-        return None if importlib.util.find_spec("triton") else "torch.compile on CUDA needs triton, which is not installed"
+        return None if importlib.util.find_spec("triton") else \
+            "torch.compile on CUDA needs triton, which is not installed"
     cxx = os.environ.get("CXX", "g++")
-    return None if shutil.which(cxx) or shutil.which("c++") else f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
+    return None if shutil.which(cxx) or shutil.which("c++") else \
+        f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +169,8 @@ def _floor(name: str, path: str, description: str) -> Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer makes it",
-          tier=HEADLINE),
+    _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer "
+          "makes it", tier=HEADLINE),
     _wave("wave-bhnd", "token", "wave with v in (B,H,N,d) like SDPA's: the core pays the transpose (core only)",
           v_layout="bhnd", default=False, levels=("core",)),
     _wave("wave-compiled", "token", "wave through torch.compile (inductor); compile time in setup_s, not in the "

@@ -92,7 +92,7 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
         ("software", f"python {env_get(env, 'python', default='?')}, torch {env_get(env, 'torch', default='?')}, "
                      f"CUDA {env_get(env, 'cuda', default='none')}, cuDNN {env_get(env, 'cudnn', default='none')}"),
         ("dtype", env_get(env, "dtype") or uniq("dtype") or "unknown"),
-        ("batch / heads / head_dim", f"{shape('batch', 'batch')} / {shape('heads', 'heads')} / {shape('head_dim', 'head_dim')}"),
+        ("batch / heads / head_dim", " / ".join(shape(k, k) for k in ("batch", "heads", "head_dim"))),
         ("memory method", env_get(env, "mem_method", "memory_method") or uniq("mem_method") or "unknown"),
         ("seed", env_get(env, "seed", default="unknown")),
         ("rows", f"{len(df)} in timings.csv; statuses: "
@@ -186,9 +186,9 @@ def write_summary(run_dir: Path) -> Path:
         lines += scaling_lines(level, pas, cfg, sub)
 
     lines += ["## 4. Crossover lengths", "",
-              "The length from which each wave method stays faster than each softmax and peer method: the first measured "
-              "length of the final all-faster run, and the crossing interpolated in log-log (log speedup linear "
-              "in log N) between the two bracketing lengths.", ""]
+              "The length from which each wave method stays faster than each softmax and peer method: the first "
+              "measured length of the final all-faster run, and the crossing interpolated in log-log (log speedup "
+              "linear in log N) between the two bracketing lengths.", ""]
     cross = [c for g in groups if (c := crossover_lines(*g))]
     lines += [ln for c in cross for ln in c] or ["No level/pass has both a wave and a softmax or peer method.", ""]
 
@@ -211,7 +211,8 @@ def write_summary(run_dir: Path) -> Path:
         lines += ["### torch.compile", ""] + comp
 
     lines += ["## 6. Claims audit (the published advantage vs sequence length)", ""]
-    measured, b, h, d, src = claim_inputs(cells, env, CLAIM_LENGTHS) if len(cells) else ({}, 1, 8, 64, "defaults: no rows")
+    no_rows = ({}, 1, 8, 64, "defaults: no rows")
+    measured, b, h, d, src = claim_inputs(cells, env, CLAIM_LENGTHS) if len(cells) else no_rows
     lines += claims_section(measured, b, h, d, src) + [""]
 
     lines += ["## 7. How to read this", ""] + HOW_TO_READ + [""]

@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
 import pytest
 import torch
 
 from bench.common.allocator import retain_freed_memory
-
 from bench.scaling.grid import CellSpec
 from bench.scaling.registry import METHODS
 
