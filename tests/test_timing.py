@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from bench.common.memory import CPU_METHOD, high_water, measure_peak
-from bench.common.timing import (TimingPolicy, calibrate_inner, measure, measure_interleaved, time_calls,
-                                 warm_up)
+from bench.common.timing import TimingPolicy, calibrate_inner, measure_interleaved, time_calls, warm_up
 
 CPU = torch.device("cpu")
 
@@ -25,8 +24,10 @@ def test_calibrate_inner():
 
 
 def test_measure_reports_percentiles_of_many_reps():
-    res = measure(lambda: time.sleep(0.002), CPU, TimingPolicy(warmup=1, min_run_time=0.03, min_reps=5,
-                                                                rep_target_s=1e-3))
+    nap = lambda: time.sleep(0.002)  # noqa: E731
+    est = warm_up(nap, CPU)
+    res = measure_interleaved({"nap": nap}, CPU, TimingPolicy(min_run_time=0.03, min_reps=5, rep_target_s=1e-3),
+                              est_call_s={"nap": est})["nap"]
     assert res.reps >= 5
     assert res.stopped_by == "target"
     assert res.p20_ms <= res.median_ms <= res.p80_ms

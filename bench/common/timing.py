@@ -192,13 +192,3 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
         active = still
     return results
 
-
-def measure(fn: Fn, device: torch.device, policy: TimingPolicy) -> TimingResult:
-    """Warm up and time one closure alone (helpers and tests; sweeps use measure_interleaved)."""
-    wall0 = time.perf_counter()
-    est = warm_up(fn, device, policy.warmup)
-    spent = time.perf_counter() - wall0
-    res = measure_interleaved({"fn": fn}, device, policy, {"fn": est}, {"fn": spent})["fn"]
-    if isinstance(res, BaseException):
-        raise res
-    return res
