@@ -83,6 +83,24 @@ def test_sweep_run_end_to_end(tmp_path):
     for name in ("lr_sweep.png", "ratio_vs_tokens.png", "val_loss_vs_tokens.png"):
         assert (out / "plots" / name).stat().st_size > 0
 
+    # the results page reads the same choice: tuned ratios over both seeds, the untuned one at --lr
+    import json
+
+    from bench.report import evidence, page
+    from bench.report.runs import Run
+
+    q = evidence.quality(Run(path=out, kind="quality", rel="runs/sweep", env=json.loads((out / "env.json").read_text())))
+    ppl = {(r["method"], int(r["seed"]), float(r["peak_lr"])): float(r["test_ppl"]) for r in finals}
+    assert q["seeds"] == [0, 1] and q["lr"] == kept
+    assert q["ppl_ratio"] == pytest.approx([ppl[("wave", k, kept["wave"])] / ppl[("standard", k, kept["standard"])]
+                                            for k in (0, 1)])
+    both = [k for k in (0, 1) if ("wave", k, 3e-3) in ppl and ("standard", k, 3e-3) in ppl]  # seed 0, and 1 if kept
+    assert both[0] == 0 and q["untuned"] == pytest.approx([ppl[("wave", k, 3e-3)] / ppl[("standard", k, 3e-3)]
+                                                           for k in both])
+    assert set(q["edge"]) == {"wave", "standard"}  # two LRs: whichever is kept is an edge
+    text = "\n".join(page.quality_section([(Run(path=out, kind="quality", rel="runs/sweep"), q)]))
+    assert ("1 seed) at 0.003" if len(both) == 1 else "2 seeds) at 0.003") in text and "(sweep edge)" in text and "[runs/sweep](runs/sweep/summary.md)" in text
+
 
 def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
     out = tmp_path / "div"

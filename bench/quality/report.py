@@ -190,11 +190,17 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
             diverged = not math.isfinite(float(r["best_val_loss"] or "nan")) or int(float(r["nonfinite_steps"])) > 0
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
                          f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
-                         "kept" if lr_of(r) == kept else ""])
+                         _kept(lr_of(r), kept, [lr_of(x) for x in start])])
     return [f"## Learning-rate sweep (seed {seed})", "",
             "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.", "",
             *table(["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
                     "choice"], rows), ""]
+
+
+def _kept(lr: float, kept: float, swept: list[float]) -> str:
+    if lr != kept:
+        return ""
+    return "kept (edge of the sweep: the best LR may lie beyond it)" if lr in (min(swept), max(swept)) else "kept"
 
 
 def wall_section(curves: list[dict], by: dict) -> list[str]:

@@ -131,6 +131,7 @@ def quality(run: Run) -> dict:
     ratio = lambda a, b: [float(a[k]["test_ppl"]) / float(b[k]["test_ppl"]) for k in sorted(set(a) & set(b))]  # noqa
     ref = rows_at(finals, p.get("lr", math.nan))
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
+    lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
     verdicts = [convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
@@ -139,6 +140,8 @@ def quality(run: Run) -> dict:
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
             "lr": {m: lr_of(next(iter(by[m].values())), p.get("lr", math.nan)) for m in ("wave", "standard")},
+            "edge": [m for m in ("wave", "standard") if swept and lr_of(next(iter(by[m].values())))
+                     in (min(lrs[m]), max(lrs[m]))],
             "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
             "verdicts": {v: verdicts.count(v) for v in dict.fromkeys(verdicts)},
             "wave_ppl": [float(w[k]["test_ppl"]) for k in seeds], "std_ppl": [float(s[k]["test_ppl"]) for k in seeds],

@@ -211,7 +211,7 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
         if not q:
             continue
         untuned = "-" if q["untuned"] is None else f"{_ci(q['untuned'])} at {q['ref_lr']:g}"
-        lr = f"wave {q['lr']['wave']:g}, standard {q['lr']['standard']:g}"
+        lr = ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}" for m in ("wave", "standard"))
         conv = ", ".join(f"{n} {v}" for v, n in q["verdicts"].items())
         rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; LR {lr}",
                      untuned, f"{q['wall'].fmt_ci(2)} at {q['wall_s']:,.0f} s" if q["wall"].n else "-", conv,
