@@ -96,27 +96,28 @@ class Predictor:
                                    f"{self.mem_budget / 1e9:.1f} GB", bytes=est_bytes)
         call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
         cell_s = call_s * self.calls
+        over = self._over_budget(cell_s, call_s, basis, elapsed_s, share_left_s)
         if protected:
-            over = (cell_s > self.time_budget
-                    or (self.total_budget is not None and elapsed_s + cell_s > self.total_budget)
-                    or (share_left_s is not None and cell_s > share_left_s))
-            reason = (f"fewest calls: predicted {cell_s:.1f} s at full repetitions is over a time budget "
-                      f"({basis})") if over else ""
-            return Decision(True, reason, call_s, est_bytes, basis, reduced=over)
+            reason = f"fewest calls: predicted {cell_s:.1f} s at full repetitions is over a time budget ({basis})"
+            return Decision(True, reason if over else "", call_s, est_bytes, basis, reduced=bool(over))
         if cell_s > self.time_budget:
-            reason = (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
-                      f"({self.calls} calls of {_fmt_s(call_s)}; {basis})")
             self.block_longer(series, f"longer than N={n}, which was predicted over the time budget")
-            return Decision(False, reason, call_s, est_bytes, basis)
+        return Decision(not over, over, call_s, est_bytes, basis)
+
+    def _over_budget(self, cell_s: float, call_s: float, basis: str, elapsed_s: float,
+                     share_left_s: float | None) -> str:
+        """Why a cell predicted at cell_s seconds is over the per-cell budget, the total budget or its
+        level/pass's share of the total; '' when it is within all three."""
+        if cell_s > self.time_budget:
+            return (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
+                    f"({self.calls} calls of {_fmt_s(call_s)}; {basis})")
         if self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
             left = max(0.0, self.total_budget - elapsed_s)
-            return Decision(False, f"predicted {cell_s:.1f} s > {left:.0f} s left of the total budget "
-                                   f"{self.total_budget:g} s", call_s, est_bytes, basis)
+            return f"predicted {cell_s:.1f} s > {left:.0f} s left of the total budget {self.total_budget:g} s"
         if share_left_s is not None and cell_s > share_left_s:
-            return Decision(False, f"predicted {cell_s:.1f} s > {max(0.0, share_left_s):.0f} s left of this "
-                                   f"level/pass's share of the total budget {self.total_budget:g} s",
-                            call_s, est_bytes, basis)
-        return Decision(True, "", call_s, est_bytes, basis)
+            return (f"predicted {cell_s:.1f} s > {max(0.0, share_left_s):.0f} s left of this level/pass's share "
+                    f"of the total budget {self.total_budget:g} s")
+        return ""
 
 
 # weights of the (level, pass) shares of a total budget: core fwd, the headline, gets the most
