@@ -81,7 +81,8 @@ def _log_decay(spec: CellSpec, device, dtype, generator_seed: int) -> torch.Tens
 
 
 def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
-    """(inputs that get gradients, extra fixed arguments) of the core for op."""
+    """(inputs that get gradients, extra fixed arguments) of the core for op; decays and wave parameters
+    in float32 (a check's float64 reference gets float64 copies)."""
     from baselines import peers
 
     if op == "hgrn":
@@ -89,12 +90,8 @@ def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
     if op == "simple-gla":
         return [q, k, v, _log_decay(spec, q.device, q.dtype, seed + 1)], []
     if op == "retnet":
-        return [q, k, v], [peers.retnet_log_decay(spec.heads, q.device,
-                                                   torch.float64 if q.dtype == torch.float64 else torch.float32)]
-    freq, damp, phase, _c = builders.wave_params(spec.heads, q.device, seed)
-    if q.dtype == torch.float64:
-        freq, damp, phase = freq.double(), damp.double(), phase.double()
-    return [v, freq, damp, phase], []
+        return [q, k, v], [peers.retnet_log_decay(spec.heads, q.device)]
+    return [v, *builders.wave_params(spec.heads, q.device, seed)[:3]], []
 
 
 def core_function(op: str, impl: str, stride: float):
@@ -110,13 +107,6 @@ def _backend_name(op: str, impl: str) -> str:
     if impl == "fla":
         return "fla-chunk_hgrn" if op == "hgrn" else "fla-chunk_simple_gla"
     return "torch-chunked"
-
-
-def _peer_core(spec: CellSpec, op: str, impl: str) -> Built:
-    q, k, v = builders._qkv(spec)  # the draw every method of this length shares
-    wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
-    fn = core_function(op, impl, spec.field_stride)
-    return Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), lambda: _backend_name(op, impl))
 
 
 def peer_layer(spec: CellSpec, op: str, impl: str):
@@ -135,9 +125,12 @@ def peer_model(spec: CellSpec, op: str, impl: str):
 def build_peer(spec: CellSpec, op: str, impl: str) -> Built:
     """peer-* methods at any level; impl 'torch' (chunked PyTorch) or 'fla' (fla-core kernels)."""
     torch.manual_seed(spec.seed)
-    if spec.level == "core":
-        return _peer_core(spec, op, impl)
     backend = lambda: _backend_name(op, impl)  # noqa: E731
+    if spec.level == "core":
+        q, k, v = builders._qkv(spec)  # the draw every method of this length shares
+        wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
+        fn = core_function(op, impl, spec.field_stride)
+        return Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), backend)
     if spec.level == "layer":
         return builders._layer(spec, peer_layer(spec, op, impl), backend)
     return builders._model(spec, peer_model(spec, op, impl), backend)
