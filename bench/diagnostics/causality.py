@@ -62,9 +62,13 @@ def _row(pos: int, leak: float, ref: float) -> dict:
     return {"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score}
 
 
+def _result(name: str, kind: str, dtype: torch.dtype, tol: float | None) -> ProbeResult:
+    return ProbeResult(name=name, kind=kind, tol=TOLS.get(dtype, 1e-4) if tol is None else tol)
+
+
 def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
-    """Rows comparing changed(t) with base before t (the leak) and from t on (the response)."""
-    for t in positions:
+    """Rows comparing changed(t) with base (B, N, ...) before t (the leak) and from t on (the response)."""
+    for t in default_positions(base.shape[1]) if positions is None else positions:
         change = (changed(t) - base).abs()  # (B, N, ...)
         res.rows.append(_row(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item()))
     return res
@@ -83,8 +87,7 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
         x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
         return fn(x2)
 
-    res = ProbeResult(name=name, kind="perturbation", tol=TOLS.get(x.dtype, 1e-4) if tol is None else tol)
-    return _perturbations(res, fn(x), changed, default_positions(x.shape[1]) if positions is None else positions)
+    return _perturbations(_result(name, "perturbation", x.dtype, tol), fn(x), changed, positions)
 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, tol: float | None = None,
@@ -94,7 +97,7 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
     n = x.shape[1]
     out_positions = default_out_positions(n) if out_positions is None else list(out_positions)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-    res = ProbeResult(name=name, kind="gradient", tol=TOLS.get(x.dtype, 1e-4) if tol is None else tol)
+    res = _result(name, "gradient", x.dtype, tol)
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         y = fn(xg)  # (B, N, ...)
@@ -145,9 +148,7 @@ def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None =
         idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
         return model(idx2)[0]
 
-    tol = TOLS.get(model.embed.weight.dtype, 1e-4) if tol is None else tol
-    res = ProbeResult(name=name, kind="perturbation-ids", tol=tol)
-    positions = default_positions(idx.shape[1]) if positions is None else positions
+    res = _result(name, "perturbation-ids", model.embed.weight.dtype, tol)
     return _perturbations(res, model(idx)[0], changed, positions)
 
 
