@@ -1,7 +1,6 @@
 """env.json: everything needed to say which machine and software produced a result."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -12,6 +11,9 @@ from typing import Any
 
 import psutil
 import torch
+
+from bench.common.cli import UsageError
+from bench.common.files import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,9 +95,8 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
 def read_env(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's env.json as a dict; {} when missing or unreadable (callers say 'unknown')."""
     try:
-        env = json.loads((Path(run_dir) / "env.json").read_text())
-        return env if isinstance(env, dict) else {}
-    except (OSError, ValueError):
+        return read_json(Path(run_dir) / "env.json")
+    except UsageError:
         return {}
 
 
