@@ -137,7 +137,7 @@ def test_equal_wall_clock_and_ratio_against_tokens():
     std = _curve("standard", 0, [(10, 1.8, 5.0), (20, 1.4, 10.0), (40, 1.1, 20.0)])
     fin = lambda m: {0: {"method": m, "peak_lr": "0.001"}}  # noqa: E731
     r, t = equal_wall(wave + std, fin("wave"), fin("standard"))
-    assert t == pytest.approx(10.0) and r.mean == pytest.approx(math.exp(1.2 - 1.4))
+    assert t == pytest.approx(10.0) and r == [pytest.approx(math.exp(1.2 - 1.4))]
     pts = ratio_by_tokens(wave + std, fin("wave"), fin("standard"))
     assert [p[0] for p in pts] == [1000, 2000, 4000]
     assert pts[-1][1] == [pytest.approx(math.exp(1.2 - 1.1))]

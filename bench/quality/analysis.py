@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.quality.stats import Spread, spread
 from bench.quality.sweep import lr_of
 from bench.quality.train import same_lr
 
@@ -71,9 +70,9 @@ def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict
     return Convergence(steps, int(float(row.get("best_step") or 0)), tokens, fall, change)
 
 
-def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[Spread, float]:
+def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[list[float], float]:
     """Validation PPL ratio wave / base at the same job time, per seed: the time is the shorter job's
-    last evaluation. Returns (the ratios over seeds, the mean time in seconds)."""
+    last evaluation. Returns (the ratio of each seed, the mean time in seconds)."""
     ratios, times = [], []
     for seed in sorted(set(wave) & set(base)):
         w = job_curve(curves, "wave", seed, lr_of(wave[seed], math.nan))
@@ -85,7 +84,7 @@ def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict])
         if math.isfinite(lw) and math.isfinite(lb):
             ratios.append(math.exp(lw - lb))
             times.append(t)
-    return spread(ratios), (sum(times) / len(times) if times else math.nan)
+    return ratios, (sum(times) / len(times) if times else math.nan)
 
 
 def ratio_by_tokens(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> list[tuple[int, list[float]]]:

@@ -207,7 +207,8 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
     rows = []
     for base in RATIO_BASELINES:
         if "wave" in by and base in by:
-            r, t = equal_wall(curves, by["wave"], by[base])
+            ratios, t = equal_wall(curves, by["wave"], by[base])
+            r = spread(ratios)
             if r.n:
                 tw, tb = (sum(float(v.get("train_s") or "nan") for v in by[m].values()) / len(by[m])
                           for m in ("wave", base))

@@ -201,7 +201,7 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
              "test PPL / standard test PPL per seed (> 1: wave is worse), mean with a 95% Student-t interval over "
              "seeds. Runs with an LR sweep train every model at three peak LRs with the first seed, keep each "
              "model's best on validation loss and train the other seeds at it ('tuned'); 'at --lr' is the same "
-             "comparison at one fixed LR for both (first seed only). Equal wall-clock: the validation PPL ratio "
+             "comparison at one fixed LR for both (the first seed, and later seeds where both kept it). Equal wall-clock: the validation PPL ratio "
              "when both have trained for the same time. Published: "
              + "; ".join(f"V3.5 {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
                          for q in PUBLISHED_QUALITY) + ". Perplexity is per token: compare ratios, not PPL across "
@@ -211,10 +211,12 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
         if not q:
             continue
         untuned = "-" if q["untuned"] is None else f"{_ci(q['untuned'])} at {q['ref_lr']:g}"
-        lr = ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}" for m in ("wave", "standard"))
+        lr = ("LR " + ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}"
+                                for m in ("wave", "standard"))
+              if q["untuned"] is not None else f"one LR {q['ref_lr']:g} for both, no sweep")
         conv = ", ".join(f"{n} {v}" for v, n in q["verdicts"].items())
-        rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; LR {lr}",
-                     untuned, f"{q['wall'].fmt_ci(2)} at {q['wall_s']:,.0f} s" if q["wall"].n else "-", conv,
+        rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
+                     untuned, f"{_ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-", conv,
                      f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
     head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
             "wall-clock", "convergence (jobs)", "run"]
@@ -264,8 +266,15 @@ def _quality_verdict(means: list[float], published: float) -> str:
         return "reproduces"
     if any(near):
         return "partly"
-    return "does not: gap " + ("larger" if min(means) > published else "smaller" if max(means) < published
-                               else "larger and smaller") + " than published"
+    return "does not: " + _direction(means, published, "gap larger than published", "gap smaller than published")
+
+
+def _direction(values: list[float], mark: float, above: str, below: str) -> str:
+    if min(values) > mark:
+        return above
+    if max(values) < mark:
+        return below
+    return f"depends on the setting ({above} in some, {below} in others)"
 
 
 def _doc(page: str, anchor: str = "") -> str:
@@ -301,8 +310,11 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
             diffs = [a - b for q in got for a, b in zip(q["wave_acc"], q["std_acc"])]
             acc = "; ".join(f"wave {_rng(q['wave_acc'], 1)} vs {_rng(q['std_acc'], 1)} % [{quality_setting(q)}]"
                             for q in got) or "not measured"
+            near = [abs(sum(a - b for a, b in zip(q["wave_acc"], q["std_acc"])) / len(q["wave_acc"])) <= 1.5
+                    for q in got]  # within 1.5 points, as published (0.5)
             rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured",
-                         "not measured" if not diffs else "does not" if max(diffs) < -1.5 else "reproduces",
+                         "not measured" if not diffs else "reproduces" if all(near) else "partly" if any(near)
+                         else "does not: " + _direction(diffs, 0.0, "wave more accurate", "wave less accurate"),
                          evidence_links["quality"]])
     rows.append([f"V4.3.3 gap {v433['wave_ppl'] / v433['std_ppl']:.2f}x ({v433['wave_ppl']} vs {v433['std_ppl']})", "-",
                  "not measured", "not measured", "not measured", _doc("claims.md")])
@@ -310,14 +322,13 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
                  f"{params['standard']:,} (paper-char, V = 1000)", "-", "-",
                  "reproduces" if abs(params["wave"] / PUBLISHED_PARAMS - 1) < 0.1 else "does not",
                  _doc("mechanism.md", "parameter-counts")])
-    trained = next(((r, h) for r, h, _ in diag if ev.trained(r)), None)
+    trained = [(r, h) for r, h, _ in diag if ev.trained(r)]
     if trained:
-        r, h = trained
-        roles = (f"{h['local']} local, {h['medium']} medium, {h['long-range']} long-range of {h['heads']} heads; "
-                 f"max reach {fmt(h['max_reach'])} tokens (trained tiny model, CPU)")
-        verdict = "reproduces" if min(h["local"], h["medium"], h["long-range"]) > 0 else "partly"
+        roles = "; ".join(f"{h['local']} local, {h['medium']} medium, {h['long-range']} long-range of {h['heads']} "
+                          f"heads, max reach {fmt(h['max_reach'])} tokens ({_trained_on(r)})" for r, h in trained)
+        verdict = "reproduces" if any(min(h["local"], h["medium"], h["long-range"]) > 0 for _, h in trained) else "partly"
         rows.append(["heads organise into local / medium / long-range roles", "-", roles, "not measured", verdict,
-                     f"[{r.rel}]({r.rel}/summary.md)"])
+                     ", ".join(f"[{r.rel}]({r.rel}/summary.md)" for r, _ in trained)])
     else:
         rows.append(["heads organise into local / medium / long-range roles", "-", "not measured", "not measured",
                      "not measured", "-"])
@@ -341,6 +352,24 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
                      "does not" if failed else "partly: V3.5's published settings leak" if leaks else "reproduces",
                      f"[{every[0][0].rel}]({every[0][0].rel}/summary.md)"])
     return rows
+
+
+def _trained_on(run: Run) -> str:
+    """'tiny model trained at seq 1024, CPU': what the checkpoint of a diagnostics run learned, read from
+    the env.json of the quality run that wrote it when that run sits beside it."""
+    from pathlib import Path
+
+    ckpt = Path(str(run.env.get("model", "")).removeprefix("checkpoint "))
+    src = run.path.parent / (ckpt.parts[-3] if len(ckpt.parts) >= 3 else "?") / "env.json"
+    try:
+        import json
+
+        q = json.loads(src.read_text())
+        preset = (q.get("settings") or {}).get("preset") or {}
+        what = f"{q.get('preset', '?')} model trained at seq {preset.get('seq_len', '?')}"
+    except (OSError, ValueError):
+        what = "trained model"
+    return what + (", GPU" if _on_gpu(run) else ", CPU")
 
 
 def _on_gpu(run: Run) -> bool:
