@@ -72,7 +72,6 @@ def _scan(u, frequency, damping, phase, stride, norm_cells, chunk):
         s_re = torch.einsum("hj,bhmjd->bhmd", w.real, x)
         s_im = torch.einsum("hj,bhmjd->bhmd", w.imag, x)
         s = torch.complex(s_re, s_im)  # (B, H, M, d) state each chunk adds at its end
-        a = pw[:, C]  # (H,) r**C, the decay across one chunk
         shift = 1
         while shift < M:  # doubling scan: h_m = sum_{m' <= m} a**(m - m') s_m'
             a_sh = torch.exp(z * (C * shift))[None, :, None, None]  # r**(C * shift)
