@@ -220,7 +220,10 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
                      f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
     head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
             "wall-clock", "convergence (jobs)", "run"]
-    return lines + table(head, rows) + ["", _source([r.rel for r, _ in quality_runs], "final.csv"), ""]
+    plots = [f"![wave / standard validation PPL against tokens, {quality_setting(q)}]({run.rel}/plots/ratio_vs_tokens.png)"
+             for run, q in quality_runs if q and (run.path / "plots" / "ratio_vs_tokens.png").is_file()]
+    return lines + table(head, rows) + ["", _source([r.rel for r, _ in quality_runs], "final.csv"), "",
+                                        *[ln for p in plots for ln in (p, "")]]
 
 
 def diagnostics_section(diag: list[tuple[Run, dict, dict]]) -> list[str]:
