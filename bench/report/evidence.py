@@ -137,7 +137,10 @@ def quality(run: Run) -> dict:
     verdicts = [convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
                 for rows in (w, s) for k, r in rows.items()]
     tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
+    abl = by.get("wave-scaled-pos")
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
+            "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
+                         "lr": lr_of(next(iter(abl.values())))} if abl else None,
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
             "lr": {m: lr_of(next(iter(by[m].values())), p.get("lr", math.nan)) for m in ("wave", "standard")},
             "edge": [m for m in ("wave", "standard") if swept and lr_of(next(iter(by[m].values())))

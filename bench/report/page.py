@@ -218,12 +218,21 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
         rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
                      untuned, f"{_ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-", conv,
                      f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
+    if not any(q and q["device"] == "GPU" for _, q in quality_runs):
+        rows.append(["char, seq 128, D=256 L=6 (paper-char), 20M+ tokens, GPU", "-", "not measured: needs a device "
+                     "session (`python -m bench.quality --preset paper-char --methods wave,standard --tokens 20000000 "
+                     "--lr-sweep 1e-3 1e-4 --seeds 0 1 2`)", "-", "-", "-", "-"])
     head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
             "wall-clock", "convergence (jobs)", "run"]
+    ablations = [f"Initialisation ablation ({quality_setting(q)}, [{run.rel}]({run.rel}/summary.md)): "
+                 f"`wave-scaled-pos` (sinusoidal positions at the token embedding's 0.02 scale, kept LR "
+                 f"{q['ablation']['lr']:g}) / standard test PPL {_ci(q['ablation']['vs_standard'])}; "
+                 f"wave-scaled-pos / wave {_ci(q['ablation']['vs_wave'])} (the scaled positions against V3.5's "
+                 "unit-amplitude ones)." for run, q in quality_runs if q and q.get("ablation")]
     plots = [f"![wave / standard validation PPL against tokens, {quality_setting(q)}]({run.rel}/plots/ratio_vs_tokens.png)"
              for run, q in quality_runs if q and (run.path / "plots" / "ratio_vs_tokens.png").is_file()]
-    return lines + table(head, rows) + ["", _source([r.rel for r, _ in quality_runs], "final.csv"), "",
-                                        *[ln for p in plots for ln in (p, "")]]
+    source = _source([r.rel for r, _ in quality_runs], "final.csv")
+    return lines + table(head, rows) + ["", *[ln for text in ablations + [source] + plots for ln in (text, "")]]
 
 
 def diagnostics_section(diag: list[tuple[Run, dict, dict]]) -> list[str]:
