@@ -172,3 +172,17 @@ def test_scaled_position_ablation_changes_only_the_position_scale(tmp_path):
     model, ckpt = load_checkpoint(out / "checkpoints" / "wave-scaled-pos-seed0.pt")
     assert model.config.pos_scale == 0.02
     assert "wave-scaled-pos / standard |" in (out / "summary.md").read_text()
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path):
+    args = SMALL + ["--pairing", "paper", "--steps", "6", "--eval-every", "3", "--lr-sweep", "1e-3", "--seeds", "0", "1"]
+    assert run(args + ["--out", tmp_path / "full"]) == 0
+    cut = tmp_path / "cut"
+    assert run(args + ["--out", cut, "--stop-after-steps", "4"]) == 0  # inside the first job
+    assert not (cut / "final.csv").exists()
+    for done in range(1, 7):  # each resume finishes the job it stopped in and stops inside the next one
+        assert run(["--resume", cut, "--stop-after-steps", "4", "--no-progress"]) == 0
+        assert len(rows(cut / "final.csv")) == done
+    keep = ("method", "seed", "peak_lr", "test_loss", "best_val_loss", "best_step", "steps", "tokens")
+    strip = lambda path: [{k: r[k] for k in keep} for r in rows(path / "final.csv")]  # noqa: E731
+    assert strip(cut) == strip(tmp_path / "full")
