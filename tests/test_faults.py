@@ -241,8 +241,9 @@ def _data_rows(path: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
 
 
+# Ten cells of at least 0.3 s each: after the second row the signal has seconds to land, even on a loaded machine.
 SLOW_SWEEP = ["--quick", "--levels", "core", "--passes", "fwd", "--methods", "wave,softmax-naive", "--seq-lens",
-              "64,128,256", "--no-floor", "--min-run-time", "0.15", "--no-progress"]
+              "64,128,256,512,1024", "--no-floor", "--min-run-time", "0.3", "--no-progress"]
 
 
 def _stopped_sweep_resumes(tmp_path: Path, sig: int) -> None:
@@ -256,7 +257,7 @@ def _stopped_sweep_resumes(tmp_path: Path, sig: int) -> None:
     ok(bench("scaling", "--resume", out))
     after = rows(out / "timings.csv")
     keys = [(r["method"], r["seq_len"]) for r in after]
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys)) == 10
     assert all(r in after for r in before)
 
 
