@@ -378,7 +378,9 @@ def _trained_on(run: Run) -> str:
 
         q = json.loads(src.read_text())
         preset = (q.get("settings") or {}).get("preset") or {}
-        what = f"{q.get('preset', '?')} model trained at seq {preset.get('seq_len', '?')}"
+        method = re.split(r"-lr|-seed", ckpt.stem)[0]
+        what = (f"{q.get('preset', '?')} {'' if method == 'wave' else method + ' '}model trained at seq "
+                f"{preset.get('seq_len', '?')}")
     except (OSError, ValueError):
         what = "trained model"
     return what + (", GPU" if _on_gpu(run) else ", CPU")
