@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,15 @@ def bench(module: str, *args, timeout: float = 180) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    # A test run started in the background (`cmd &`, nohup) has SIGINT ignored, and a child would
+    # inherit that and never see the Ctrl-C the tests send: give it the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(module: str, *args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
