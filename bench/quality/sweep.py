@@ -38,13 +38,23 @@ def is_done(finished: list[dict], method: str, seed: int, lr: float) -> bool:
                for r in finished)
 
 
+def _seed_rows(finished: list[dict], method: str, seed: int, lrs: list[float]) -> dict[float, dict]:
+    """{lr: row} of `method` at `seed` for the LRs of `lrs` that have a row."""
+    return {lr: r for lr in lrs for r in finished
+            if r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)}
+
+
+def _best(got: dict[float, dict]) -> float:
+    """The LR whose row has the lowest best validation loss (NaN never wins; a tie keeps the smaller LR)."""
+    return min(got, key=lambda lr: (_val(got[lr]), lr))
+
+
 def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> float | None:
     """The kept LR of `method` from its stage-1 rows at `seed`; None while one of them is missing."""
-    got = {lr: r for lr in lrs for r in finished
-           if r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)}
+    got = _seed_rows(finished, method, seed, lrs)
     if len(got) < len(lrs):
         return None
-    best = min(lrs, key=lambda lr: (_val(got[lr]), lr))
+    best = _best(got)
     if _val(got[best]) == math.inf:
         raise NoStableLR(f"{method}: every learning rate of the sweep ({', '.join(f'{lr:g}' for lr in lrs)}) "
                          "diverged or never validated; try smaller values")
@@ -89,9 +99,7 @@ def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, d
         lrs = sorted({lr_of(r) for r in rows if not math.isnan(lr_of(r))})
         if len(lrs) > 1:
             seed = first_seed if first_seed is not None else min(int(float(r["seed"])) for r in rows)
-            start = [r for r in rows if int(float(r["seed"])) == seed]
-            kept = min(lrs, key=lambda lr: (min((_val(r) for r in start if same_lr(lr_of(r), lr)), default=math.inf),
-                                            lr))
+            kept = _best(_seed_rows(rows, m, seed, lrs) or {lr: {} for lr in lrs})
             rows = [r for r in rows if same_lr(lr_of(r), kept)]
         out[m] = {int(float(r["seed"])): r for r in rows}
     return out

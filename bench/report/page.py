@@ -3,7 +3,9 @@ level, peers, quality, heads and causality. Every number comes from bench.report
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -369,13 +371,9 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
 def _trained_on(run: Run) -> str:
     """'tiny model trained at seq 1024, CPU': what the checkpoint of a diagnostics run learned, read from
     the env.json of the quality run that wrote it when that run sits beside it."""
-    from pathlib import Path
-
     ckpt = Path(str(run.env.get("model", "")).removeprefix("checkpoint "))
     src = run.path.parent / (ckpt.parts[-3] if len(ckpt.parts) >= 3 else "?") / "env.json"
     try:
-        import json
-
         q = json.loads(src.read_text())
         preset = (q.get("settings") or {}).get("preset") or {}
         method = re.split(r"-lr|-seed", ckpt.stem)[0]
