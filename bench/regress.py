@@ -2,35 +2,12 @@
 
     python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current out.json
 
-Inputs (detected by extension): the pytest-benchmark JSON of tests/benchmarks (--benchmark-json;
-each benchmark carries method, level, pass, seq_len in extra_info; stats.median is read), or a
-bench.scaling timings.csv (rows with status ok; median_ms is read; when several ranks measured a
-cell the slowest counts: bench.common.timings.aggregate). Either file can be compared with the other.
-
-Metrics, per level, pass (and device/dtype/B/H/d configuration when a file holds several):
-- ratio: t(wave method) / t(softmax method) at each length, for every wave x softmax pair (the
-  kind of a method comes from the scaling registry; unknown names by their prefix). The two times
-  come from the same run, seconds apart, so a machine that is uniformly 1.4x slower, or slower
-  today than yesterday, leaves the ratio unchanged.
-- ratio-gmean: the geometric mean of those ratios over the lengths both files measured (at
-  least --min-lengths): averaging lengths halves the noise, so a moderate slowdown at every
-  length is caught although each per-length ratio stays inside its wider tolerance.
-- exponent: slope of log t against log N of each wave method (least squares) over the lengths
-  both files measured; needs at least --min-lengths lengths.
-The gate is one-sided (getting faster never fails):
-    ratio_current    <= ratio_baseline * (1 + ratio_tol)      (each length)
-    gmean_current    <= gmean_baseline * (1 + gmean_tol)      (mean over lengths)
-    exponent_current <= exponent_baseline + exponent_tol
-                        (or, if not, the wave method got faster against every softmax method at
-                        the longest length: the slope then rose because short lengths sped up)
-
-Tolerances (how they were measured, and what each still catches, is in docs/regression.md):
-ratio_tol = 0.60 (a 2x slowdown at any length fails), gmean_tol = 0.25 (a 1.3x slowdown at every
-length fails), exponent_tol = 0.25 (N log N turned N^2, or 2x slower at the longest length, fails).
-
-Exit codes: 0 every metric within tolerance; 1 something regressed (a table on stdout: metric,
-baseline, current, change, tolerance); 2 bad input (missing or unreadable file, unknown format,
-no comparable metrics) as one line on stderr.
+Inputs, by extension: a pytest-benchmark .json of tests/benchmarks or a bench.scaling timings.csv.
+Per level, pass and configuration it checks, one-sided (getting faster never fails), t(wave) /
+t(softmax) at each length, the geometric mean of those ratios over the lengths, and each wave
+method's scaling exponent. docs/regression.md has the metrics, the tolerances and the measurements
+behind them. Exit codes: 0 within tolerance; 1 regressed (a table on stdout); 2 bad input (one
+line on stderr).
 """
 from __future__ import annotations
 
@@ -50,14 +27,12 @@ RATIO_TOL = 0.60
 GMEAN_TOL = 0.25
 EXPONENT_TOL = 0.25
 MIN_LENGTHS = 3
+METRICS = ("ratio", "ratio-gmean", "exponent")
 CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
+INFO_KEYS = ("method", "level", "pass", "seq_len")
 
 # (level, pass, config label) -> method -> seq_len -> seconds
 Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
 
 
 def load_benchmark_json(path: Path) -> Times:
@@ -67,15 +42,12 @@ def load_benchmark_json(path: Path) -> Times:
         raise UsageError(f"{path} has no 'benchmarks' list (expected the --benchmark-json output of tests/benchmarks)")
     times: Times = {}
     for bench in data["benchmarks"]:
-        if not isinstance(bench, dict):
-            continue
-        info, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
-        median = stats.get("median") if isinstance(stats, dict) else None
-        if not isinstance(info, dict) or any(info.get(k) in (None, "") for k in ("method", "level", "pass", "seq_len")):
-            continue
         try:
+            info, median = bench.get("extra_info") or {}, bench["stats"]["median"]
+            if any(info.get(k) in (None, "") for k in INFO_KEYS):
+                continue
             seconds, seq_len = float(median), int(info["seq_len"])
-        except (TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):  # a malformed entry is skipped, not fatal
             continue
         if seconds > 0 and math.isfinite(seconds):
             key = (str(info["level"]), str(info["pass"]), config_label(info.get))
@@ -98,14 +70,6 @@ def load_times(path_text: str) -> Times:
                      "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
 
 
-# ---------------------------------------------------------------------------------------------
-# metrics
-
-
-def _gmean(values: Sequence[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 @dataclass
 class Check:
     metric: str      # "ratio" | "ratio-gmean" | "exponent"
@@ -120,23 +84,32 @@ class Check:
     def label(self) -> str:
         return f"{self.group} {self.metric} {self.name}"
 
+    def change_text(self) -> tuple[str, str]:
+        """The change and the tolerance as the table shows them."""
+        if self.metric == "exponent":
+            return f"{self.change:+.3f}", f"+{self.tolerance:.2f}"
+        return f"{self.change:+.1%}", f"+{self.tolerance:.0%}"
 
-def drop_short(times: Times, min_seq_len: int) -> Times:
-    """The same times without lengths below min_seq_len."""
-    return {key: {m: {n: t for n, t in per.items() if n >= min_seq_len} for m, per in methods.items()}
-            for key, methods in times.items()}
+
+def _gmean(values: Sequence[float]) -> float:
+    # not statistics.geometric_mean: its fsum moves the last bits, and with them which of two equal
+    # changes the summary names as the worst
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def _growth(metric: str, group: str, name: str, baseline: float, current: float, tol: float) -> Check:
+    change = current / baseline - 1.0
+    return Check(metric, group, name, baseline, current, change, tol, change <= tol)
 
 
 def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol: float = EXPONENT_TOL,
             min_lengths: int = MIN_LENGTHS, gmean_tol: float = GMEAN_TOL) -> list[Check]:
     """Every ratio and exponent both files allow, checked against the tolerances."""
     checks: list[Check] = []
-    configs_per_panel: dict[tuple[str, str], set[str]] = {}
-    for level, pas, config in list(base) + list(cur):
-        configs_per_panel.setdefault((level, pas), set()).add(config)
+    panels = [(level, pas) for level, pas, _ in set(base) | set(cur)]  # one entry per configuration
     for key in sorted(set(base) & set(cur)):
         level, pas, config = key
-        group = f"{level}/{pas}" + (f" [{config}]" if len(configs_per_panel[(level, pas)]) > 1 else "")
+        group = f"{level}/{pas}" + (f" [{config}]" if panels.count((level, pas)) > 1 else "")
         b, c = base[key], cur[key]
         methods = sorted(set(b) & set(c))
         waves = [m for m in methods if method_kind(m) == "wave"]
@@ -144,26 +117,18 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
         for w in waves:
             for s in softs:
                 ns = sorted(set(b[w]) & set(b[s]) & set(c[w]) & set(c[s]))
-                for n in ns:
-                    rb, rc = b[w][n] / b[s][n], c[w][n] / c[s][n]
-                    change = rc / rb - 1.0
-                    checks.append(Check("ratio", group, f"{w}/{s} N={n}", rb, rc, change, ratio_tol,
-                                        change <= ratio_tol))
+                rb, rc = ([t[w][n] / t[s][n] for n in ns] for t in (b, c))
+                checks += [_growth("ratio", group, f"{w}/{s} N={n}", x, y, ratio_tol) for n, x, y in zip(ns, rb, rc)]
                 if len(ns) >= min_lengths:
-                    gb = _gmean([b[w][n] / b[s][n] for n in ns])
-                    gc = _gmean([c[w][n] / c[s][n] for n in ns])
-                    change = gc / gb - 1.0
-                    checks.append(Check("ratio-gmean", group, f"{w}/{s} N={ns[0]}..{ns[-1]}", gb, gc, change,
-                                        gmean_tol, change <= gmean_tol))
+                    checks.append(_growth("ratio-gmean", group, f"{w}/{s} N={ns[0]}..{ns[-1]}",
+                                          _gmean(rb), _gmean(rc), gmean_tol))
         for w in waves:
             ns = sorted(set(b[w]) & set(c[w]))
             if len(ns) < min_lengths:
                 continue
-            eb = fit_exponent(ns, [b[w][n] for n in ns])["slope"]
-            ec = fit_exponent(ns, [c[w][n] for n in ns])["slope"]
-            # one-sided like the rest: a steeper slope only counts when the longest length did not
-            # get faster against every softmax method there (short lengths speeding up raise the
-            # slope too, and that is not a regression)
+            eb, ec = (fit_exponent(ns, [t[w][n] for n in ns])["slope"] for t in (b, c))
+            # a steeper slope only counts when the longest length did not also get faster against
+            # every softmax method there: short lengths speeding up raise the slope too
             top = ns[-1]
             refs = [s for s in softs if top in b[s] and top in c[s]]
             faster_at_top = bool(refs) and all(c[w][top] / c[s][top] < b[w][top] / b[s][top] for s in refs)
@@ -172,22 +137,9 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
     return checks
 
 
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-def _change_text(check: Check) -> tuple[str, str]:
-    if check.metric != "exponent":
-        return f"{check.change:+.1%}", f"+{check.tolerance:.0%}"
-    return f"{check.change:+.3f}", f"+{check.tolerance:.2f}"
-
-
 def table(checks: list[Check]) -> str:
-    rows = []
-    for ch in checks:
-        change, tol = _change_text(ch)
-        rows.append([ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", change, tol,
-                     "ok" if ch.ok else "REGRESSED"])
+    rows = [[ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", *ch.change_text(), "ok" if ch.ok else "REGRESSED"]
+            for ch in checks]
     return "\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows))
 
 
@@ -196,7 +148,7 @@ def _worst(checks: list[Check], metric: str) -> str:
     if not of_kind:
         return f"no {metric}s"
     worst = max(of_kind, key=lambda c: c.change)
-    return f"worst {metric} change {_change_text(worst)[0]} ({worst.label()})"
+    return f"worst {metric} change {worst.change_text()[0]} ({worst.label()})"
 
 
 def fraction(text: str) -> float:
@@ -209,6 +161,12 @@ def at_least_two(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"{value} is below 2 (a slope needs two lengths)")
     return value
+
+
+def drop_short(times: Times, min_seq_len: int) -> Times:
+    """The same times without lengths below min_seq_len."""
+    return {key: {m: {n: t for n, t in per.items() if n >= min_seq_len} for m, per in methods.items()}
+            for key, methods in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,14 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "checks": [asdict(c) | {"label": c.label()} for c in checks]})
 
     bad = [c for c in checks if not c.ok]
-    counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in ("ratio", "ratio-gmean", "exponent"))
-    summary = (f"{len(checks)} metrics ({counts}); "
-               + "; ".join(_worst(checks, m) for m in ("ratio", "ratio-gmean", "exponent")))
-    if args.show_all:
-        print(table(checks))
+    counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in METRICS)
+    summary = f"{len(checks)} metrics ({counts}); " + "; ".join(_worst(checks, m) for m in METRICS)
+    if args.show_all or bad:
+        print(table(checks if args.show_all else bad))
     if bad:
-        if not args.show_all:
-            print(table(bad))
         print(f"bench.regress: REGRESSED: {len(bad)} of {summary}")
         return 1
     print(f"bench.regress: ok: {summary}")
