@@ -317,9 +317,9 @@ def test_a_peer_lm_trains_on_the_fixture(tmp_path, monkeypatch):
 
 
 def _scaling_methods():
-    from bench.scaling import peers as scaling_peers
+    from bench.scaling.registry import METHODS
 
-    return {m.name: m for m in scaling_peers.methods()}
+    return {name: m for name, m in METHODS.items() if m.kind == "peer"}
 
 
 def test_scaling_records():

@@ -5,7 +5,8 @@ import torch
 
 from bench.scaling import costs
 from bench.scaling.budget import Predictor, share_out
-from bench.scaling.grid import length_grid, rank_of_group
+from bench.scaling.grid import CellSpec, length_grid, rank_of_group
+from bench.scaling.registry import METHODS
 
 
 CPU = torch.device("cpu")
@@ -32,13 +33,13 @@ def test_softmax_flops():
 
 def test_wave_core_cost_token_and_field():
     # token path, N=512: M = fast_fft_size(1023) = 1024; R = 512 rows, kernel H = 8 rows
-    assert costs.wave_fft_size(512, 4.0, "token") == 1024
+    assert costs.conv_length(512, 4.0, "token") == (512, 1024)
     c = costs.mixing_cost("wave", "token", 1, 8, 512, 64, 4, "fwd")
     assert c.flops == 512 * (5 * 1024 * 10 + 6 * 513) + 8 * 2.5 * 1024 * 10  # 27,995,136
     assert c.bytes == 3 * 8 * 512 * 64 * 4  # k, v read, y written: 3 x B H N d x 4 bytes = 3,145,728
     # field path, s=4: G = ceil(511 * 4) + 2 = 2046 cells, M = fast_fft_size(4091) = 4096
     assert costs.field_cells(512, 4.0) == 2046
-    assert costs.wave_fft_size(512, 4.0, "field") == 4096
+    assert costs.conv_length(512, 4.0, "field") == (2046, 4096)
     f = costs.mixing_cost("wave", "field", 1, 8, 512, 64, 4, "fwd")
     assert f.flops == 512 * (5 * 4096 * 12 + 6 * 2049) + 8 * 2.5 * 4096 * 12
 
@@ -48,9 +49,10 @@ def test_softmax_core_bytes_and_layer_flops():
     assert c.bytes == 4 * 8 * 1024 * 64 * 4  # q, k, v read + y written = 8,388,608
     assert costs.mixing_cost("softmax", None, 1, 8, 1024, 64, 4, "fwdbwd").bytes == 2 * c.bytes
     # layer: + 2 FLOPs per matmul weight per token; softmax layer has 4 D^2 weights (D = 512)
-    lay = costs.layer_cost("softmax", None, 1, 8, 1024, 64, 4, "fwd")
+    spec = CellSpec("layer", "fwd", 1, 8, 64, 1024, CPU, torch.float32)
+    lay = METHODS["softmax-sdpa"].cost(spec)
     assert lay.flops == 1_073_741_824 + 2 * 4 * 512 * 512 * 1024  # 3,221,225,472
-    lay_bwd = costs.layer_cost("softmax", None, 1, 8, 1024, 64, 4, "fwdbwd")
+    lay_bwd = METHODS["softmax-sdpa"].cost(spec.at(pass_="fwdbwd"))
     assert lay_bwd.flops == 3.5 * 1_073_741_824 + 3 * 2 * 4 * 512 * 512 * 1024
 
 
@@ -62,10 +64,10 @@ def test_model_matmul_params_match_the_models():
         return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
     std = StandardLM(256, 256, 6, 8, 1024, max_seq_len=64)
-    assert costs.model_matmul_params("softmax", 256, 6, 1024, 256) == linear_weights(std) == 4_784_128
+    assert costs.model_matmul_params(4 * 256 * 256, 256, 6, 1024, 256) == linear_weights(std) == 4_784_128
     wave = WaveFieldLM(256, d_model=256, n_layers=6, n_heads=8, d_ff=1024)
     # the wave head is x @ embed.weight.T (not an nn.Linear): add V x D by hand
-    assert costs.model_matmul_params("wave", 256, 6, 1024, 256) == linear_weights(wave) + 256 * 256
+    assert costs.model_matmul_params(5 * 256 * 256, 256, 6, 1024, 256, interference=True) == linear_weights(wave) + 256 * 256
 
 
 def test_roofline():
@@ -144,8 +146,6 @@ def test_length_grid_and_ranks():
     assert length_grid(512, 3000) == [512, 1024, 2048, 3000]
     lens = [256, 512, 1024]
     assert [rank_of_group(n, lens, 2) for n in lens] == [0, 1, 0]
-
-
 
 
 def test_memory_bound_ratio_uses_the_measured_copy_bandwidth():

@@ -1,33 +1,7 @@
-"""Cost model: FLOPs and minimum bytes of one call, and the roofline (docs/method.md, "Cost model").
+"""Cost model: FLOPs and minimum bytes of one call of a cell's timed closure, and the roofline.
 
-Conventions (all counts are for ONE call of the timed closure):
-- Softmax attention (FlashAttention convention): fwd = 4 B H N^2 d, halved when causal (always
-  here); fwdbwd = 3.5 x fwd (bwd = 2.5 x fwd). Every softmax method gets the same count (useful
-  work), whatever it actually executes (naive computes the masked half too).
-- Causal FFT convolution of R rows (R = B H d) padded to M: a real FFT costs 2.5 M log2 M each
-  way and the spectrum product 6 (M/2 + 1), so R (5 M log2 M + 6 (M/2 + 1)) per forward.
-  The wave core also transforms its kernel every call (H rows, one rfft: + H 2.5 M log2 M).
-  Backward of the wave convolution: 1.5 x the forward's long-FFT work (it runs three long
-  transforms, rfft of the gradient, rfft of x again, irfft of grad_x, against the forward's two),
-  and transforms the kernel again: fwdbwd = 2.5 x conv + 2 x kernel FFT.
-  M is what the code uses: fast_fft_size(2N - 1) (token path), fast_fft_size(2G - 1) with
-  G = ceil((N - 1) s) + 2 field cells (field path).
-  Not counted: the deposit (v * ||k||), head coupling, gather (elementwise or tiny matmuls, a few
-  % of the FFT work).
-- fft-floor rows: the convolution only (the kernel spectrum is cached): R (5 M log2 M + 6 (M/2 + 1)).
-- Layer and model levels add 2 FLOPs per matmul parameter per token (projections, gate, FFN,
-  interference module, tied output head), x3 for fwdbwd (forward + two backward matmuls), on
-  top of the mixing operator counted as above once per layer. Optimizer FLOPs are not counted.
-- Minimum bytes: every input read once, every output written once. fwd: core reads its inputs
-  (q, k, v or k, v) and writes y; fwdbwd also reads dy and writes the input gradients. Layers
-  also read the weights (and write their gradients in fwdbwd); the model reads tokens and targets
-  (int64) and weights and writes logits; its fwdbwd also writes weight gradients and runs AdamW
-  (reads param, grad, exp_avg, exp_avg_sq; writes param, exp_avg, exp_avg_sq: 7 fp32 words per
-  parameter).
-- Roofline fraction = max(FLOPs / peak_flops, bytes / peak_bandwidth) / measured seconds, where the
-  device's peak is known (PEAKS); empty on CPU, where the fft-floor rows are the measured ceiling.
-  Wave and reference rows use the fp32 peak (their FFT math is float32 on CUDA cores whatever the
-  dtype); softmax rows use the peak of the run's dtype.
+The conventions (what is counted, the pass multipliers, the FFT length M) are in docs/method.md,
+"Cost model".
 """
 from __future__ import annotations
 
@@ -38,6 +12,8 @@ from wavefield_core.fftconv import fast_fft_size, field_cells
 
 SOFTMAX_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.5}
 MATMUL_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.0}
+# the wave backward runs three long transforms (rfft of the gradient, rfft of x again, irfft of
+# grad_x) against the forward's two
 WAVE_BWD_FACTOR = 1.5
 INTERFERENCE_EVERY = 3  # WaveFieldLM default: a field-interference module after every 3rd block
 
@@ -46,10 +22,6 @@ INTERFERENCE_EVERY = 3  # WaveFieldLM default: a field-interference module after
 class Cost:
     flops: float
     bytes: float
-
-
-# ---------------------------------------------------------------------------------------------
-# building blocks
 
 
 def rfft_flops(rows: int, m: int) -> float:
@@ -70,66 +42,18 @@ def conv_length(n: int, stride: float, path: str) -> tuple[int, int]:
     return length, fast_fft_size(2 * length - 1)
 
 
-def wave_fft_size(n: int, stride: float, path: str) -> int:
-    return conv_length(n, stride, path)[1]
-
-
 def softmax_flops(b: int, h: int, n: int, d: int, pass_: str, causal: bool = True) -> float:
     fwd = 4.0 * b * h * n * n * d * (0.5 if causal else 1.0)
     return fwd * SOFTMAX_PASS_MULT[pass_]
 
 
 def wave_flops(b: int, h: int, n: int, d: int, m: int, pass_: str) -> float:
+    """The long convolution of B H d rows plus the kernel's own FFT (H rows), both again in the backward."""
     conv = fft_conv_flops(b * h * d, m)
     kern = rfft_flops(h, m)
     if pass_ == "fwd":
         return conv + kern
     return conv * (1.0 + WAVE_BWD_FACTOR) + 2.0 * kern
-
-
-# ---------------------------------------------------------------------------------------------
-# matmul parameters of the layer and model levels
-
-
-def layer_matmul_params(kind: str, d_model: int) -> int:
-    """Weights of the matmuls in one attention layer: wave qkv 3D^2 + gate D^2 + out D^2; softmax qkv + out."""
-    return (5 if kind == "wave" else 4) * d_model * d_model
-
-
-def model_matmul_params(kind: str, d_model: int, n_layers: int, d_ff: int, vocab: int) -> int:
-    """Matmul weights touched per token by the LM: layers (attention + FFN), wave interference
-    modules (D->D/4, D/4->D, two DxD projections, 2D->D gate = 4.5 D^2 each), tied head V x D."""
-    per_layer = layer_matmul_params(kind, d_model) + 2 * d_model * d_ff
-    total = n_layers * per_layer + vocab * d_model
-    if kind == "wave":
-        n_int = n_layers // INTERFERENCE_EVERY
-        r = d_model // 4
-        total += n_int * (d_model * r + r * d_model + 2 * d_model * d_model + 2 * d_model * d_model)
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# per level
-
-
-def core_bytes(kind: str, b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
-    """Inputs read once, outputs written once. Softmax: q, k, v -> y; wave: k, v -> y."""
-    n_in = 3 if kind == "softmax" else 2
-    unit = b * h * n * d * elem
-    if pass_ == "fwd":
-        return (n_in + 1) * unit
-    return 2 * (n_in + 1) * unit  # + dy read, input grads written
-
-
-def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
-                stride: float = 4.0) -> Cost:
-    """The core level: the sequence-mixing operator on ready (B, H, N, d) inputs."""
-    if kind == "softmax":
-        return Cost(softmax_flops(b, h, n, d, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
-    if path == "scan":
-        return Cost(scan_flops(b, h, n, d, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
-    m = wave_fft_size(n, stride, path or "token")
-    return Cost(wave_flops(b, h, n, d, m, pass_), core_bytes(kind, b, h, n, d, elem, pass_))
 
 
 def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> float:
@@ -142,46 +66,68 @@ def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> f
     return fwd if pass_ == "fwd" else fwd * (1.0 + WAVE_BWD_FACTOR)
 
 
-def floor_cost(b: int, h: int, n: int, d: int, stride: float, path: str) -> Cost:
+def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
+                stride: float = 4.0) -> Cost:
+    """The core level: the sequence-mixing operator on ready (B, H, N, d) inputs. Bytes: the inputs
+    (softmax: q, k, v; wave: k, v) read and y written; fwdbwd also reads dy and writes the input grads."""
+    n_in = 3 if kind == "softmax" else 2
+    nbytes = (n_in + 1) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)
+    if kind == "softmax":
+        return Cost(softmax_flops(b, h, n, d, pass_), nbytes)
+    if path == "scan":
+        return Cost(scan_flops(b, h, n, d, pass_), nbytes)
+    m = conv_length(n, stride, path or "token")[1]
+    return Cost(wave_flops(b, h, n, d, m, pass_), nbytes)
+
+
+def layer_matmul_params(kind: str, d_model: int) -> int:
+    """Weights of the matmuls in one attention layer: wave qkv 3D^2 + gate D^2 + out D^2; softmax qkv + out."""
+    return (5 if kind == "wave" else 4) * d_model * d_model
+
+
+def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
+                        interference: bool = False) -> int:
+    """Matmul weights touched per token by an LM whose mixer has `layer_params` matmul weights: layers
+    (mixer + FFN), the tied head V x D and, for the wave LM (interference), its interference modules
+    (D->D/4, D/4->D, two DxD projections, 2D->D gate = 4.5 D^2 each)."""
+    total = n_layers * (layer_params + 2 * d_model * d_ff) + vocab * d_model
+    if interference:
+        r = d_model // 4
+        total += n_layers // INTERFERENCE_EVERY * (2 * d_model * r + 4 * d_model * d_model)
+    return total
+
+
+def level_cost(spec, core: Cost, layer_params: int, interference: bool = False) -> Cost:
+    """The cost of a cell (a CellSpec) from its mixing operator's cost at the cell's head_dim and the
+    matmul weights of one layer: 2 FLOPs per matmul weight per token (x3 for fwdbwd) on top of the
+    mixer (once per layer in the model). Layer bytes: x read, y written and the weights read (fwdbwd:
+    dy, dx and the weight grads too); model bytes: tokens and targets (int64), weights and logits
+    (fwdbwd: weight grads and AdamW's 7 float32 words per parameter)."""
+    if spec.level == "core":
+        return core
+    b, n, d_model, elem, fwd = spec.batch, spec.seq_len, spec.d_model, spec.elem, spec.pass_ == "fwd"
+    per_token = 2.0 * b * n * MATMUL_PASS_MULT[spec.pass_]
+    if spec.level == "layer":
+        io = b * n * d_model * elem
+        nbytes = (2 * io + layer_params * elem) if fwd else (4 * io + 2 * layer_params * elem)
+        return Cost(core.flops + layer_params * per_token, nbytes)
+    mm = model_matmul_params(layer_params, d_model, spec.model_layers, spec.d_ff, spec.vocab, interference)
+    fwd_bytes = 2 * 8 * b * n + 4 * mm + b * n * spec.vocab * elem
+    return Cost(spec.model_layers * core.flops + mm * per_token, fwd_bytes if fwd else fwd_bytes + 4 * mm + 7 * 4 * mm)
+
+
+def method_cost(kind: str, path: str | None, spec) -> Cost:
+    """A wave or softmax method's cost at the cell `spec` (a CellSpec) at any level."""
+    core = mixing_cost(kind, path, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem,
+                       spec.pass_, spec.field_stride)
+    return level_cost(spec, core, layer_matmul_params(kind, spec.d_model), interference=kind == "wave")
+
+
+def floor_cost(spec, path: str) -> Cost:
     """fft-floor / fft-floor-field: float32 input (B, H, d, L) read, output written, spectrum read."""
-    length, m = conv_length(n, stride, path)
-    rows = b * h * d
-    return Cost(fft_conv_flops(rows, m), 2.0 * rows * length * 4 + h * (m // 2 + 1) * 8)
-
-
-def layer_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
-               stride: float = 4.0) -> Cost:
-    """Attention module on x (B, N, D): the core plus its projections."""
-    core = mixing_cost(kind, path, b, h, n, d, elem, pass_, stride)
-    return with_projections(core.flops, layer_matmul_params(kind, h * d), b, n, h * d, elem, pass_)
-
-
-def with_projections(core_flops: float, params: int, b: int, n: int, d_model: int, elem: int, pass_: str) -> Cost:
-    """A layer on x (B, N, D): its mixing operator's FLOPs plus matmuls over `params` weights; bytes:
-    x read and y written (fwdbwd: also dy read and dx written), the weights read (and their grads written)."""
-    io = b * n * d_model * elem
-    nbytes = (2 * io + params * elem) if pass_ == "fwd" else (4 * io + 2 * params * elem)
-    return Cost(core_flops + 2.0 * params * b * n * MATMUL_PASS_MULT[pass_], nbytes)
-
-
-def model_cost(kind: str, path: str | None, b: int, h: int, n: int, d_model: int, n_layers: int, d_ff: int,
-               vocab: int, elem: int, pass_: str, stride: float = 4.0, total_params: int | None = None) -> Cost:
-    """One LM step: n_layers mixing operators + matmuls; bytes per the module docstring.
-
-    total_params: all parameters (for weight/optimizer traffic); default = matmul weights.
-    """
-    core = mixing_cost(kind, path, b, h, n, d_model // h, elem, pass_, stride)
-    mm = model_matmul_params(kind, d_model, n_layers, d_ff, vocab)
-    return lm_cost(core.flops, mm, n_layers, b, n, vocab, elem, pass_, total_params)
-
-
-def lm_cost(core_flops: float, mm: int, n_layers: int, b: int, n: int, vocab: int, elem: int, pass_: str,
-            total_params: int | None = None) -> Cost:
-    """One LM step from one layer's mixing FLOPs and the matmul weights `mm` touched per token."""
-    p = total_params if total_params is not None else mm
-    fwd_bytes = 2 * 8 * b * n + 4 * p + b * n * vocab * elem
-    return Cost(n_layers * core_flops + 2.0 * mm * b * n * MATMUL_PASS_MULT[pass_],
-                fwd_bytes if pass_ == "fwd" else fwd_bytes + 4 * p + 7 * 4 * p)
+    length, m = conv_length(spec.seq_len, spec.field_stride, path)
+    rows = spec.batch * spec.heads * spec.head_dim
+    return Cost(fft_conv_flops(rows, m), 2.0 * rows * length * 4 + spec.heads * (m // 2 + 1) * 8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,17 +150,13 @@ PEAKS = (
 
 def device_peak(device_name: str | None) -> DevicePeak | None:
     """The known peak of a GPU by name ('NVIDIA H200' -> H200), None for CPUs and unknown GPUs."""
-    if not device_name:
-        return None
-    upper = device_name.upper()
-    for peak in PEAKS:
-        if peak.name in upper:
-            return peak
-    return None
+    upper = (device_name or "").upper()
+    return next((peak for peak in PEAKS if upper and peak.name in upper), None)
 
 
 def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str, dtype: str) -> float | None:
-    """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown."""
+    """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown. Wave and
+    reference rows use the fp32 peak: their FFT math is float32 whatever the dtype."""
     if peak is None or not seconds or seconds <= 0:
         return None
     fp32 = peak.flops["float32"]

@@ -117,24 +117,6 @@ def _compiler(device: torch.device, dtype=None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# cost adapters (cell -> Cost)
-
-
-def _cost(kind: str, path: str | None, spec: CellSpec) -> costs.Cost:
-    b, h, n = spec.batch, spec.heads, spec.seq_len
-    if spec.level == "core":
-        return costs.mixing_cost(kind, path, b, h, n, spec.head_dim, spec.elem, spec.pass_, spec.field_stride)
-    if spec.level == "layer":
-        return costs.layer_cost(kind, path, b, h, n, spec.head_dim, spec.elem, spec.pass_, spec.field_stride)
-    return costs.model_cost(kind, path, b, h, n, spec.model_dim, spec.model_layers, spec.d_ff, spec.vocab,
-                            spec.elem, spec.pass_, spec.field_stride)
-
-
-def _floor_cost(path: str, spec: CellSpec) -> costs.Cost:
-    return costs.floor_cost(spec.batch, spec.heads, spec.seq_len, spec.head_dim, spec.field_stride, path)
-
-
-# ---------------------------------------------------------------------------------------------
 # records
 
 
@@ -143,7 +125,7 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
     return Method(name, "wave", description,
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(footprint.wave_memory, path=path),
-                  cost=partial(_cost, "wave", path),
+                  cost=partial(costs.method_cost, "wave", path),
                   check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
                   available=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
                   uses_stride=True)
@@ -154,7 +136,7 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
     return Method(name, "softmax", description,
                   build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
                   memory=partial(footprint.softmax_memory, impl=impl, sdpa_backend=backend),
-                  cost=partial(_cost, "softmax", None),
+                  cost=partial(costs.method_cost, "softmax", None),
                   check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
                   available=available, default=default, tier=tier)
 
@@ -163,7 +145,7 @@ def _floor(name: str, path: str, description: str) -> Method:
     return Method(name, "reference", description,
                   build=partial(builders.build_floor, path=path),
                   memory=partial(footprint.floor_memory, path=path),
-                  cost=partial(_floor_cost, path),
+                  cost=partial(costs.floor_cost, path=path),
                   check=partial(checks.check_floor, path=path),
                   available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
