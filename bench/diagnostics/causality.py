@@ -9,15 +9,14 @@ Two probes on any callable fn: (B, N, D_in) -> (B, N, D_out):
 The leak score of a probe is earlier / response (resp. future / past gradient): scale-free, so a
 random-init model with tiny weights and a trained one read the same way. A causal operator scores
 at rounding level (about 1e-16 in float64, 1e-7 in float32); the leaking configurations of
-docs/mechanism.md, "Causality", score 1e-3 .. 1.
-
-Leak demonstrations run the float64 reference (wavefield_core.reference), which accepts any
-stride and V3.5's fixed-field clamping with no guard.
+docs/mechanism.md, "Causality", score 1e-3 .. 1. Leak demonstrations run the float64 reference
+(wavefield_core.reference), which accepts any stride and V3.5's fixed-field clamping with no guard.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -27,23 +26,18 @@ from wavefield_core.reference import reference_wave_layer
 TOLS = {torch.float64: 1e-9, torch.float32: 1e-4}  # leak score above this = not causal
 
 
-def default_positions(n: int) -> list[int]:
-    """Perturbed tokens t: near the start, odd interior points, the last token."""
-    return sorted({t for t in (1, n // 7, n // 3, n // 2 + 1, n - 1) if 1 <= t < n})
-
-
-def default_out_positions(n: int) -> list[int]:
-    """Output positions i whose input gradients are inspected (i < N-1 so a future exists)."""
-    return sorted({i for i in (0, n // 5, n // 2, n - 2) if 0 <= i < n - 1})
+def inside(ts, lo: int, hi: int) -> list[int]:
+    """The distinct positions of ts with lo <= t < hi, sorted."""
+    return sorted({t for t in ts if lo <= t < hi})
 
 
 @dataclass
 class ProbeResult:
     """Per-position numbers of one probe and the verdict."""
     name: str
-    kind: str  # "perturbation" | "gradient"
+    kind: str  # "perturbation" | "gradient" | "perturbation-ids"
+    tol: float
     rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
-    tol: float = 1e-9
 
     def _max(self, key: str) -> float:
         return max((r[key] for r in self.rows), default=0.0)
@@ -51,15 +45,11 @@ class ProbeResult:
     max_score = property(lambda self: self._max("score"))
     max_abs = property(lambda self: self._max("leak_abs"))
     max_ref = property(lambda self: self._max("ref_abs"))
+    causal = property(lambda self: self.max_score <= self.tol)
 
-    @property
-    def causal(self) -> bool:
-        return self.max_score <= self.tol
-
-
-def _row(pos: int, leak: float, ref: float) -> dict:
-    score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
-    return {"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score}
+    def add(self, pos: int, leak: float, ref: float) -> None:
+        score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
+        self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
 def _result(name: str, kind: str, dtype: torch.dtype, tol: float | None) -> ProbeResult:
@@ -67,10 +57,12 @@ def _result(name: str, kind: str, dtype: torch.dtype, tol: float | None) -> Prob
 
 
 def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
-    """Rows comparing changed(t) with base (B, N, ...) before t (the leak) and from t on (the response)."""
-    for t in default_positions(base.shape[1]) if positions is None else positions:
+    """Compare changed(t) with base (B, N, ...) before t (the leak) and from t on (the response).
+    Default positions: near the start, odd interior points, the last token."""
+    n = base.shape[1]
+    for t in inside((1, n // 7, n // 3, n // 2 + 1, n - 1), 1, n) if positions is None else positions:
         change = (changed(t) - base).abs()  # (B, N, ...)
-        res.rows.append(_row(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item()))
+        res.add(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item())
     return res
 
 
@@ -92,10 +84,12 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, tol: float | None = None,
                    name: str = "") -> ProbeResult:
-    """For each output position i: d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at
-    input positions > i (must be zero) with the gradient at positions <= i."""
+    """For each output position i (default: a spread with i < N-1, so a future exists):
+    d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at input positions > i (must be
+    zero) with the gradient at positions <= i."""
     n = x.shape[1]
-    out_positions = default_out_positions(n) if out_positions is None else list(out_positions)
+    if out_positions is None:
+        out_positions = inside((0, n // 5, n // 2, n - 2), 0, n - 1)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     res = _result(name, "gradient", x.dtype, tol)
     xg = x.detach().clone().requires_grad_(True)
@@ -105,20 +99,16 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
             w = torch.randn(y[:, i].shape, generator=gen, dtype=torch.float64).to(y)
             (g,) = torch.autograd.grad((y[:, i] * w).sum(), xg, retain_graph=True)
             g = g.abs()
-            res.rows.append(_row(i, g[:, i + 1:].max().item() if i + 1 < n else 0.0, g[:, : i + 1].max().item()))
+            res.add(i, g[:, i + 1:].max().item() if i + 1 < n else 0.0, g[:, : i + 1].max().item())
     return res
 
 
 def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None, seed: int = 0,
-                    tol: float | None = None, name: str = "", gradients: bool = True) -> list[ProbeResult]:
+                    tol: float | None = None, name: str = "") -> list[ProbeResult]:
     """Both probes on fn: (B, N, D) -> (B, N, D). Returns [perturbation, gradient] results."""
-    out = [perturbation_probe(fn, x, positions, seed, tol, name)]
-    if gradients:
-        out.append(gradient_probe(fn, x, out_positions, seed, tol, name))
-    return out
+    return [perturbation_probe(fn, x, positions, seed, tol, name),
+            gradient_probe(fn, x, out_positions, seed, tol, name)]
 
-
-# ---------------------------------------------------------------- the full model as an operator
 
 def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor]:
     """WaveFieldLM as a function of its token embeddings: returns (fn, e0) where
@@ -130,10 +120,9 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
     def fn(e: torch.Tensor) -> torch.Tensor:
         handle = model.embed.register_forward_hook(lambda _m, _a, _o: e)
         try:
-            logits, _ = model(idx)
+            return model(idx)[0]
         finally:
             handle.remove()
-        return logits
 
     return fn, e0
 
@@ -157,8 +146,6 @@ def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modul
     return copy.deepcopy(module).to(dtype).eval()
 
 
-# ---------------------------------------------------------------- leak demonstrations
-
 def v35_clamp_config(field_cells: int = 1024, max_len: int = 256) -> dict:
     """V3.5's fixed field: G cells sized for `max_len` tokens, s = (G - 1) / (L - 1), clamp to G - 2."""
     return {"field_stride": (field_cells - 1) / (max_len - 1), "field_size": field_cells, "clamp": True}
@@ -166,15 +153,11 @@ def v35_clamp_config(field_cells: int = 1024, max_len: int = 256) -> dict:
 
 def leak_configs(field_cells: int = 1024, max_len: int = 256) -> list[tuple[str, dict]]:
     """The leaking configurations of docs/mechanism.md, "Causality" (name, reference_wave_layer overrides)."""
-    return [
-        ("stride 1.29", {"field_stride": 1.29}),
-        ("stride 0.996", {"field_stride": 0.996}),
-        ("stride 0.125", {"field_stride": 0.125}),
-        (f"clamp G={field_cells} L={max_len} s={(field_cells - 1) / (max_len - 1):.4g}",
-         v35_clamp_config(field_cells, max_len)),
-    ]
+    clamp = v35_clamp_config(field_cells, max_len)
+    return [(f"stride {s}", {"field_stride": s}) for s in (1.29, 0.996, 0.125)] + [
+        (f"clamp G={field_cells} L={max_len} s={clamp['field_stride']:.4g}", clamp)]
 
 
 def reference_fn(layer, **overrides) -> Callable:
     """The float64 reference forward of `layer` with overrides (field_stride, field_size, clamp)."""
-    return lambda x: reference_wave_layer(layer, x, **overrides)
+    return partial(reference_wave_layer, layer, **overrides)

@@ -1,22 +1,19 @@
 """Per-head physics: wave parameters, reach, role labels, kernels, measured impulse responses, coupling.
 
-Reach (docs/claims.md, claim 6): the lag where the envelope exp(-alpha t) falls to 10% of its value at
-lag 0, i.e. ln(10) / alpha cells, divided by the stride s for tokens.
-
-Role rule (thresholds in tokens, changeable with --role-thresholds LOCAL,LONG):
-    reach_tokens <  LOCAL            -> local
-    LOCAL <= reach_tokens < LONG     -> medium
-    reach_tokens >= LONG             -> long-range
+Reach (docs/claims.md, claim 6) and the role rule: see role_rule_text.
 """
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 import torch
 
-from wavefield_core.attention import WaveFieldAttention, field_geometry, wave_conv_bhdn
+from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
 
 REACH_FRACTION = 0.1
 DEFAULT_ROLE_THRESHOLDS = (4.0, 32.0)  # tokens: < 4 local, < 32 medium, else long-range
+ROLES = ("local", "medium", "long-range")
 
 
 def role_rule_text(thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
@@ -27,12 +24,7 @@ def role_rule_text(thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
 
 
 def role_of(reach_tokens: float, thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
-    lo, hi = thresholds
-    if reach_tokens < lo:
-        return "local"
-    if reach_tokens < hi:
-        return "medium"
-    return "long-range"
+    return ROLES[bisect.bisect_right(thresholds, reach_tokens)]
 
 
 def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -> list[dict]:
@@ -84,8 +76,7 @@ def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
     integer s (token path), and the bilinear read (1-f) k(lo) + f k(lo+1) of the cell kernel for
     non-integer s (field path).
     """
-    s = float(layer.field_stride)
-    pos = np.arange(n, dtype=np.float64) * s
+    pos = np.arange(n, dtype=np.float64) * float(layer.field_stride)
     lo = np.floor(pos)
     frac = pos - lo
     if np.all(frac == 0):
@@ -93,37 +84,25 @@ def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
     return analytic_kernel(layer, lo) * (1 - frac) + analytic_kernel(layer, lo + 1) * frac
 
 
-def measured_impulse(layer: WaveFieldAttention, n: int) -> np.ndarray:
-    """Feed a unit deposit u = one-hot at token 0 (every head, one channel) through the layer's own
-    wave convolution (wave_conv_bhdn, the path forward() runs) and read the output: (H, N) float64."""
-    p = layer.frequency
-    u = torch.zeros(1, layer.n_heads, 1, n, device=p.device, dtype=torch.float32)  # (B, H, d=1, N)
+def impulse_check(layer: WaveFieldAttention, n: int) -> dict:
+    """Feed a unit deposit at token 0 (every head, one channel) through the layer's own wave
+    convolution (wave_conv_bhdn, the path forward() runs): the measured (H, N) response, the
+    analytic one and their per-head max |diff|."""
+    u = torch.zeros(1, layer.n_heads, 1, n, device=layer.frequency.device, dtype=torch.float32)  # (B, H, d=1, N)
     u[..., 0] = 1.0
     with torch.no_grad():
         y = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path,
                            layer.norm_cells)
-    return y[0, :, 0, :].double().cpu().numpy()  # (H, N)
-
-
-def impulse_check(layer: WaveFieldAttention, n: int) -> dict:
-    """Measured vs analytic impulse response: per-head max |diff| and both curves."""
-    meas = measured_impulse(layer, n)
+    meas = y[0, :, 0, :].double().cpu().numpy()
     ana = analytic_token_response(layer, n)
-    diff = np.abs(meas - ana).max(-1)  # (H,)
-    return {"measured": meas, "analytic": ana, "max_abs_diff": diff}
-
-
-def field_cells(layer: WaveFieldAttention, n: int) -> int:
-    """Field size G the layer uses for N tokens."""
-    return field_geometry(n, layer.field_stride)[2]
+    return {"measured": meas, "analytic": ana, "max_abs_diff": np.abs(meas - ana).max(-1)}
 
 
 def coupling_stats(layer: WaveFieldAttention) -> dict:
     """softmax(C) (H, H), its Frobenius distance from the identity and mean off-diagonal mass per row."""
     with torch.no_grad():
         p = torch.softmax(layer.coupling.double(), dim=-1).cpu().numpy()
-    h = p.shape[0]
-    frob = float(np.linalg.norm(p - np.eye(h)))
-    offdiag = float((1.0 - np.diag(p)).mean())  # rows sum to 1, so off-diagonal mass = 1 - P[h, h]
-    return {"matrix": p, "frobenius_from_identity": frob, "mean_offdiag_mass": offdiag,
-            "min_diag": float(np.diag(p).min()), "max_diag": float(np.diag(p).max())}
+    diag = np.diag(p)
+    return {"matrix": p, "frobenius_from_identity": float(np.linalg.norm(p - np.eye(len(p)))),
+            "mean_offdiag_mass": float((1.0 - diag).mean()),  # rows sum to 1: off-diagonal mass = 1 - P[h, h]
+            "min_diag": float(diag.min()), "max_diag": float(diag.max())}

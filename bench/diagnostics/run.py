@@ -11,12 +11,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from bench.diagnostics import causality as cz
 from bench.diagnostics.conservation import check_conservation, full_grid_l1, layer_conv_operands, p_label
-from bench.diagnostics.energy import QUANTITIES, energy_flow, field_energy_ratio
-from bench.diagnostics.heads import coupling_stats, field_cells, head_params, impulse_check
+from bench.diagnostics.energy import QUANTITIES, energy_flow
+from bench.diagnostics.heads import coupling_stats, head_params, impulse_check
 from wavefield_core.attention import WaveFieldAttention
 
 COLUMNS = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
@@ -42,12 +43,15 @@ class DiagConfig:
 @dataclass
 class Results:
     rows: list = field(default_factory=list)
-    arrays: dict = field(default_factory=dict)  # plot data: kernels, impulses, couplings, energy curves
+    arrays: dict = field(default_factory=dict)  # plot data: kernels, couplings, energy curves, causality probes
     timings: dict = field(default_factory=dict)
 
     def add(self, check, layer, head, quantity, value, threshold=None, verdict="INFO"):
-        self.rows.append({"check": check, "layer": layer, "head": head, "quantity": quantity,
-                          "value": value, "threshold": threshold, "verdict": verdict})
+        self.rows.append(dict(zip(COLUMNS, (check, layer, head, quantity, value, threshold, verdict))))
+
+    def gate(self, check, layer, head, quantity, value, threshold):
+        """A model check: PASS when value <= threshold, else FAIL."""
+        self.add(check, layer, head, quantity, value, threshold, _pf(value <= threshold))
 
     @property
     def failed(self) -> bool:
@@ -64,8 +68,6 @@ def _pf(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-# ---------------------------------------------------------------- sections
-
 def diagnose_heads(model, res: Results, cfg: DiagConfig) -> None:
     """Per-head parameters, reach, role; impulse response vs analytic kernel; coupling matrices."""
     n = max(cfg.seq_len, 64)
@@ -78,48 +80,40 @@ def diagnose_heads(model, res: Results, cfg: DiagConfig) -> None:
             h = p["head"]
             for q in ("omega", "alpha", "phase", "damping_raw", "reach_cells", "reach_tokens"):
                 res.add("heads", i, h, q, p[q])
-            res.add("heads", i, h, f"role:{p['role']}", p["reach_tokens"], thr, "INFO")
-            d = float(imp["max_abs_diff"][h])
-            res.add("impulse", i, h, "max_abs_diff", d, IMPULSE_TOL, _pf(d <= IMPULSE_TOL))
+            res.add("heads", i, h, f"role:{p['role']}", p["reach_tokens"], thr)
+            res.gate("impulse", i, h, "max_abs_diff", float(imp["max_abs_diff"][h]), IMPULSE_TOL)
         res.arrays["kernels"][i] = {"params": params, "measured": imp["measured"], "analytic": imp["analytic"],
-                                    "stride": float(layer.field_stride), "layer": layer,
-                                    "cells": field_cells(layer, n)}
+                                    "stride": float(layer.field_stride), "layer": layer}
         cs = coupling_stats(layer)
         res.arrays["couplings"][i] = cs["matrix"]
         for q in ("frobenius_from_identity", "mean_offdiag_mass", "min_diag", "max_diag"):
             res.add("coupling", i, "", q, cs[q])
-        for h in range(cs["matrix"].shape[0]):
-            for g in range(cs["matrix"].shape[1]):
-                res.add("coupling", i, h, f"P[{h},{g}]", float(cs["matrix"][h, g]))
+        for (h, g), v in np.ndenumerate(cs["matrix"]):
+            res.add("coupling", i, h, f"P[{h},{g}]", float(v))
 
 
 def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg: DiagConfig) -> None:
     """Energy flow through the model on idx, then Young's bound per head on the real deposits."""
     flow = energy_flow(model, idx)
-    worst = flow["instrumentation_max_rel_diff"]
-    res.add("instrumentation", "model", "", "max_rel_diff_vs_forward", worst, INSTRUMENT_TOL,
-            _pf(worst <= INSTRUMENT_TOL))
+    res.gate("instrumentation", "model", "", "max_rel_diff_vs_forward", flow["instrumentation_max_rel_diff"],
+             INSTRUMENT_TOL)
     res.arrays["energy"] = {}
     for i, per in flow["per_token"].items():
         res.arrays["energy"][i] = {q: v.cpu().numpy() for q, v in per.items()}
         for q, _desc in QUANTITIES:
-            v = per[q]
-            res.add("energy", i, "", f"{q}:mean_rms", v.mean().item())
-            res.add("energy", i, "", f"{q}:max_rms", v.max().item())
-        u, conv = flow["fields"][i]
-        res.add("energy", i, "", "field_conv/field_u:l2_ratio", field_energy_ratio(u, conv))
-    tol = cfg.conservation_tol
+            res.add("energy", i, "", f"{q}:mean_rms", per[q].mean().item())
+            res.add("energy", i, "", f"{q}:max_rms", per[q].max().item())
+        u, conv = (t.double() for t in flow["fields"][i])
+        res.add("energy", i, "", "field_conv/field_u:l2_ratio", (conv.norm() / u.norm().clamp_min(1e-30)).item())
+    bound = 1 + cfg.conservation_tol
     for i, layer in enumerate(model.attention_layers):
-        u, _ = flow["fields"][i]
-        x, kernel = layer_conv_operands(layer, u)
-        cr = check_conservation(x, kernel, tol=tol)
+        cr = check_conservation(*layer_conv_operands(layer, flow["fields"][i][0]), tol=cfg.conservation_tol)
         full = full_grid_l1(layer)
         for h in range(cr.ratios.shape[0]):
             for j, p in enumerate(cr.ps):
-                r = float(cr.ratios[h, j])
-                res.add("conservation", i, h, f"ratio_p{p_label(p)}", r, 1 + tol, _pf(r <= 1 + tol))
-            res.add("conservation", i, h, "sum_abs_k_used", float(cr.l1[h]), 1 + tol, _pf(cr.l1[h] <= 1 + tol))
-            res.add("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), 1 + tol, _pf(full[h] <= 1 + tol))
+                res.gate("conservation", i, h, f"ratio_p{p_label(p)}", float(cr.ratios[h, j]), bound)
+            res.gate("conservation", i, h, "sum_abs_k_used", float(cr.l1[h]), bound)
+            res.gate("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), bound)
 
 
 def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool, group: str,
@@ -146,8 +140,7 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
             # Cost: one forward per perturbed t, about two per gradient row. Each layer gets the first and
             # last token plus a seeded interior t (different per layer), so the run covers many positions.
             t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
-            positions = sorted({t for t in (1, t_mid, n - 1) if 1 <= t < n})
-            out_positions = sorted({j for j in (i_mid, n - 2) if 0 <= j < n - 1})
+            positions, out_positions = cz.inside((1, t_mid, n - 1), 1, n), cz.inside((i_mid, n - 2), 0, n - 1)
             for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i, name=f"layer {i}"):
                 _add_probe(res, "causality", i, probe, n, True, "model", f"layer {i} {probe.kind}")
     n = cfg.model_probe_len
@@ -155,9 +148,9 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
         mdl = cz.as_probe_copy(model, dt)
         idx = torch.randint(0, mdl.embed.num_embeddings, (1, n), generator=gen).to(device)
         fn, e0 = cz.embedding_operator(mdl, idx)
-        positions = sorted({t for t in (1, n // 2 + 1, n - 1) if 1 <= t < n})
-        out_positions = sorted({j for j in (n // 3, n - 2) if 0 <= j < n - 1})
-        probes = cz.probe_causality(fn, e0, positions, out_positions, seed=cfg.seed, name="model (embeddings)")
+        positions = cz.inside((1, n // 2 + 1, n - 1), 1, n)
+        probes = cz.probe_causality(fn, e0, positions, cz.inside((n // 3, n - 2), 0, n - 1), seed=cfg.seed,
+                                    name="model (embeddings)")
         for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)], name="model (ids)")]:
             label = "full model ids" if probe.kind == "perturbation-ids" else f"full model {probe.kind}"
             _add_probe(res, "causality", "model", probe, n, True, "model", label)
