@@ -1,9 +1,6 @@
-"""The derived sections of a scaling summary: exponents, crossovers, floor ratios, memory growth,
-backward/forward, torch.compile, and the measured inputs of the claims audit.
-
-Every function takes aggregated cells (bench.common.timings.aggregate) and returns markdown lines
-(or None when the run has nothing for that section). Wave methods are compared with every
-softmax and peer method; the kind of a method comes from the scaling registry.
+"""The derived sections of a scaling summary (exponents, crossovers, floor ratios, memory growth,
+backward/forward, torch.compile, the claims audit's measured inputs), each from aggregated cells
+(bench.common.timings.aggregate) to markdown lines, or None when the run has nothing for it.
 """
 from __future__ import annotations
 

@@ -1,20 +1,5 @@
-"""Budget predictor: decide, before running a cell, whether it fits the time and memory budgets.
-
-Time per call of (method, level, pass) at length N:
-- >= 2 shorter lengths measured: least-squares line through log t vs log N of the (up to 3)
-  longest measured lengths, extrapolated to N; and the last measurement scaled by the cost model's
-  FLOP ratio; the larger of the two (the fit alone underestimates when short lengths are
-  overhead-bound).
-- 1 measured: that time scaled by the FLOP ratio.
-- none: the cost model alone, FLOPs / a conservative rate for the device and method kind.
-A cell needs `calls` calls (warm-up + the minimum timed repetitions); predicted calls x time above
-the per-cell budget -> skipped, and every longer length of that series is skipped too. An OOM
-makes longer lengths of its series skip as well. Bytes above the memory budget -> skipped.
-With a total budget, each (level, pass) gets a weighted share of what is left (share_out) and a
-cell predicted past its share, or past the total, is skipped.
-A protected cell (one that answers a published claim) is never skipped for time: predicted over a
-time budget, it runs with the fewest calls instead (Decision.reduced). Memory and an OOM at a
-shorter length still skip it: a cell that cannot fit is not attempted.
+"""Budget predictor: decide, before running a cell, whether it fits the time and memory budgets
+(the rules: docs/method.md, "The budget predictor" and "Run order", protected cells).
 """
 from __future__ import annotations
 

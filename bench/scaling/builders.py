@@ -1,18 +1,9 @@
 """Builders: for one cell, make the inputs and return a ready-to-call closure (nothing timed here).
 
-Every builder returns Built(fn, backend): fn() runs one call of the cell's pass; backend() names
-the kernel that ran (call it after a warm-up call). Inputs are drawn after torch.manual_seed(seed)
-in the same order (q, k, v, then the output gradient) for every method, so all methods of one
-length see the same numbers.
-
-Passes:
-- fwd: forward under torch.no_grad() (inference; modules in eval mode).
-- fwdbwd at core/layer level: forward with autograd, then torch.autograd.grad of a fixed random
-  output gradient w.r.t. the inputs and the operator's parameters (grads returned, not
-  accumulated, so repeated calls do not grow state).
-- model level: fwd = forward with loss (eval, no_grad); fwdbwd = forward with loss (train mode,
-  dropout on) + backward + AdamW step + zero_grad(set_to_none=True): one training step.
-  Weights stay float32; dtype bfloat16/float16 runs under torch.autocast (the training recipe).
+Built(fn, backend): fn() runs one call of the cell's pass (docs/method.md, "Levels and passes");
+backend() names the kernel that ran (call it after a warm-up call). Inputs are drawn after
+torch.manual_seed(seed) in the same order (q, k, v, then the output gradient) for every method, so
+all methods of one length see the same numbers.
 """
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Correctness gates speed: before a method is timed, its output at a small odd shape (N = 257,
-B = 1) is compared with a float64 reference on CPU; a method that fails is not timed.
-
-References: wave core -> wavefield_core.reference.reference_wave_mix (explicit (H, N, N) operator
-from the definition); wave layer -> reference_wave_layer; softmax -> softmax_naive in float64;
-fft floors -> causal_conv_direct (Toeplitz matmul) in float64; model level -> the same model
-deep-copied to float64 on CPU (naive attention for the standard model), logits compared.
-At core fwdbwd the input gradients are compared too (autograd through the float64 reference).
-Error = relative RMS, ||a - b|| / ||b||, with tolerances keyed by dtype.
+"""Correctness gates speed: before a method is timed, its output (and at fwdbwd its input gradients)
+at N = 257, B = 1 is compared with a float64 reference on CPU, as a relative RMS error against a
+tolerance keyed by dtype; a method that fails is not timed.
 """
 from __future__ import annotations
 

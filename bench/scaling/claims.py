@@ -1,11 +1,6 @@
-"""Every published number the suite audits, defined once, and the "advantage vs sequence length"
-claim beside three operation models and a run's measurements.
-
-The published 31x / 107x / 367x at N = 2K / 8K / 32K are not timings: they come from a table in
-which standard attention costs 512 n^2 operations and wave attention about 3000 n log2 n. This
-module recomputes that model, the plain n^2 / (n log2 n) ratio, and this suite's own cost model
-(docs/method.md), and renders them next to the measured core-level forward speedups.
-The claims and their sources are listed in docs/claims.md.
+"""Every published number the suite audits, defined once (sources: docs/claims.md), and the
+"advantage vs sequence length" claim beside three operation models and a run's measurements
+(docs/method.md, "The published 31x / 107x / 367x").
 """
 from __future__ import annotations
 

@@ -299,10 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, "
               f"lengths {cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, "
               f"passes {','.join(cfg.passes)} -> {run_dir}", file=sys.stderr, flush=True)
-    stats = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress,
-                      device_name=device_name)
+    by_status = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress,
+                          device_name=device_name)
     info.barrier()
-    counts = info.gather(stats.by_status)
+    counts = info.gather(dict(by_status))
     if info.rank == 0:
         if info.enabled or (run_dir / PARTS_DIR).is_dir():
             merge_parts(run_dir, info.world)

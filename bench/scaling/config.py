@@ -1,26 +1,9 @@
 """The sweep configuration: one dataclass (stored in env.json as "sweep", reused by --resume), the
-per-device defaults, and the --quick preset.
+per-device defaults (the reasons for them: docs/method.md), and the --quick preset.
 
-Why these defaults
-- Run order (both devices): the first phase measures the methods that answer the published
-  claims (wave, the FFT floor, SDPA, and naive softmax where it fits) at every level, pass and
-  length; the extras (wave-field, wave-scan, pinned backends, ...) get the time left after it. At
-  the core level, forward pass (what the published claims count), wave, the floor and SDPA are
-  never skipped for time while they fit memory: over a budget they run with one warm-up call and
-  one timed call instead.
-- CPU (this project's 2-core machine; `python -m bench.scaling --max-len 32768` should finish in
-  about 5 minutes): batch 1, float32, every level and pass, min_run_time 0.2 s / min_reps 5,
-  one warm-up call (which is also the memory-measurement call), an 8 s budget per cell (a cell
-  predicted over it is skipped at that length and above, unless it is protected as above), a
-  small LM (D=256, 2 layers, the published width at a third of its depth) and a 240 s
-  whole-sweep budget: each (level, pass) gets a share of what is left (core fwd 3/8 of it, the
-  others 1/8 each, unused time rolling over), so every level keeps its shorter lengths and only
-  long cells are cut. Summary and plots take 10-20 s more.
-- CUDA (H200-class): batch 8 (enough work per launch for short lengths), bfloat16 (the dtype
-  FlashAttention-class kernels are measured in; wave FFT math stays float32), 3 warm-up calls,
-  min_run_time 0.2 s / min_reps 10, 30 s per cell, the published LM size (D=256, 6 layers), and
-  the same 240 s whole-sweep budget, so the default run ends within about 5 minutes.
-- Memory budget: 60% of available RAM on CPU, 85% of free GPU memory on CUDA.
+The CPU defaults aim at about 5 minutes for `python -m bench.scaling --max-len 32768` on this
+project's 2-core machine; on CUDA (H200-class) batch 8 gives short lengths enough work per launch,
+and bfloat16 is the dtype FlashAttention-class kernels are measured in.
 """
 from __future__ import annotations
 

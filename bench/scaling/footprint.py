@@ -2,8 +2,7 @@
 
 Deliberately generous: a cell predicted just under the budget that then needs more would meet the
 kernel's OOM killer on CPU. Units: `unit` = one (B, H, N, d) tensor of the dtype, `f32` = one such
-tensor in float32 (the FFT math dtype). Constants were checked against measured peaks
-(torch-profiler on CPU): wave token fwd measures about 5 f32 units above its inputs.
+tensor in float32 (the FFT math dtype); constants checked against torch-profiler peaks on CPU.
 """
 from __future__ import annotations
 

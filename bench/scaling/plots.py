@@ -1,9 +1,6 @@
-"""plots/*.png for a scaling run, derived from timings.csv: per level and pass, latency vs N and
-peak memory vs N (log-log, p20-p80 band) and the speedup of each wave method over each softmax
-and peer method vs N.
-
-Only measured (ok) cells are drawn. Cells that did not run are listed in a note under the axes,
-never drawn at a height. Each method has one colour in every plot of every run (`color`).
+"""plots/*.png for a scaling run, from timings.csv: per level and pass, latency and peak memory vs N
+(log-log, p20-p80 band) and the speedup of each wave method over each softmax and peer method.
+Only ok cells are drawn; the others are listed in a note under the axes.
 """
 from __future__ import annotations
 

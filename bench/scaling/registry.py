@@ -1,9 +1,5 @@
-"""The method registry: every benchmarked method is one Method record (data, not code).
-
-A method names its family's functions, bound to its options with functools.partial:
-builder (cell -> ready closure), memory estimator (cell -> bytes), cost (cell -> FLOPs, bytes),
-correctness check (cell -> CheckResult) and availability (device -> None or why not).
-Adding a method = adding one record below.
+"""The method registry: every benchmarked method is one Method record (data, not code), naming its
+builder, memory estimate, cost, correctness check and availability, bound with functools.partial.
 """
 from __future__ import annotations
 

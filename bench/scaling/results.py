@@ -1,6 +1,6 @@
 """timings.csv I/O: append one row per finished cell (whole, fsynced), read rows back, merge the
-per-rank part files of a torchrun sweep. The header is always schema.COLUMNS; reading and writing
-follow bench.common.files (a cut last row is never data)."""
+per-rank part files of a torchrun sweep (reading and writing follow bench.common.files).
+"""
 from __future__ import annotations
 
 import csv

@@ -1,11 +1,7 @@
-"""summary.md for a scaling run: tables, scaling exponents, crossovers, floor ratios and the claims
-audit, all derived from the run's long-format timings.csv (the single source) and env.json.
+"""summary.md for a scaling run, derived from its timings.csv and env.json (sections 3-6 are computed
+in bench.scaling.analysis).
 
     python -m bench.scaling.summary RUN_DIR     # regenerates RUN_DIR/summary.md and RUN_DIR/plots/
-
-Copes with any mix of statuses, missing methods, a single length, NaNs and rows from several
-ranks (bench.common.timings.aggregate: the slowest rank's time, the largest peak memory).
-Sections 3-6 are computed in bench.scaling.analysis.
 """
 from __future__ import annotations
 

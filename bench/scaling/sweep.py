@@ -1,22 +1,14 @@
-"""The sweep engine: walk the grid, gate each method by correctness and the budget predictor, build,
-warm up, measure memory, time the methods of one length interleaved, write one row per cell.
-
-Per (level, pass, seq_len) group, for each method not already in the CSV:
-  unavailable here            -> skipped ("not available here: ...")
-  correctness check fails     -> error ("failed correctness check ...")   [checked once per series]
-  predicted over a budget     -> skipped (reason names prediction and budget)
-  build / warm-up / timing:   torch.cuda.OutOfMemoryError (or a CPU allocation failure) -> oom,
-                              memory freed, longer lengths of that series skipped;
-                              any other exception -> error with a one-line reason
-  otherwise                   -> ok, with median/p20/p80, peak memory, cost-model metrics
-The surviving methods of a group are timed round-robin (bench.common.timing.measure_interleaved).
+"""The sweep engine: walk the grid, gate each method by the budget predictor and its correctness
+check, build, warm up, measure memory, time the methods of one length interleaved, and write one
+row per cell with its status (docs/method.md, "Run order" and "Statuses").
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -40,16 +32,11 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
-def is_oom(exc: BaseException) -> bool:
-    """CUDA OOM by type; on CPU torch raises a RuntimeError from its allocator."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-
-
 def classify(exc: BaseException) -> tuple[str, str]:
-    """(status, reason) of a failed cell."""
-    return "oom" if is_oom(exc) else "error", f"{type(exc).__name__}: {one_line(exc)}"
+    """(status, reason) of a failed cell: oom for a CUDA OOM, or the RuntimeError of torch's CPU allocator."""
+    oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    return "oom" if oom else "error", f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def sweep_methods(cfg: SweepConfig) -> list[str]:
@@ -74,12 +61,6 @@ class _Prepared:
     note: str = ""  # why this ok cell has fewer repetitions than asked
 
 
-@dataclass
-class SweepStats:
-    written: int = 0
-    by_status: dict = field(default_factory=dict)
-
-
 class Sweep:
     """One process's share of a sweep. `registry` is injectable (tests add failing methods)."""
 
@@ -102,7 +83,7 @@ class Sweep:
         self.predictor = Predictor(device.type, cfg.time_budget, cfg.mem_budget_gb * 1e9, calls, cfg.total_budget)
         self.done: set[tuple] = set()
         self.checks: dict[tuple, tuple[bool, str]] = {}
-        self.stats = SweepStats()
+        self.by_status: Counter = Counter()  # rows written, by status
         self._t0 = time.perf_counter()
         self._share_end: float | None = None  # deadline of the current (level, pass) share
         self._bar = None
@@ -127,30 +108,22 @@ class Sweep:
         return CellSpec(level, pass_, c.batch, c.heads, c.head_dim, n, self.device, self.dtype, c.field_stride,
                         c.model_dim, c.model_layers, c.vocab, c.seed)
 
-    def my_groups(self) -> list[tuple[str, str, int]]:
-        return [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
-                if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
-
     def pending(self) -> list[tuple[tuple[str, str, int], list[str]]]:
         """(group, methods still to run) for this rank, in run order: first every group with the
         first-phase methods (tier HEADLINE and FIRST: the ones that answer the published claims),
         then every group again with the extras, so extras only ever get the time that is left."""
         out = []
         names = sweep_methods(self.cfg)
+        mine = [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
+                if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
         for phase in (True, False):
-            for grp in self.my_groups():
+            for grp in mine:
                 spec = self.spec_for(*grp)
                 todo = [n for n in names if (self.registry[n].tier <= FIRST) == phase
                         and self.registry[n].supports(grp[0], grp[1]) and cell_key(n, spec) not in self.done]
                 if todo:
                     out.append((grp, todo))
         return out
-
-    @staticmethod
-    def protected(method: Method, spec: CellSpec) -> bool:
-        """A cell that answers a published claim (the claims are forward operation counts): a headline
-        method at the core level, forward pass. Its backward on CPU would cost minutes at 32K."""
-        return method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd"
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
@@ -169,8 +142,7 @@ class Sweep:
     def _emit(self, row: dict) -> None:
         self.writer.append(row)
         self.done.add(row_key(row))
-        self.stats.written += 1
-        self.stats.by_status[row["status"]] = self.stats.by_status.get(row["status"], 0) + 1
+        self.by_status[row["status"]] += 1
         if self._bar is not None:
             self._bar.update(1)
             if self._bar.disable:
@@ -203,10 +175,12 @@ class Sweep:
 
         now = time.perf_counter()
         share_left = None if self._share_end is None else self._share_end - now
+        # protected: a cell that answers a published claim (the claims are forward operation counts);
+        # its backward on CPU would cost minutes at 32K
+        protected = method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd"
         return self.predictor.decide((method.name, spec.level, spec.pass_), spec.seq_len, method.kind,
                                      method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
-                                     elapsed_s=now - self._t0, share_left_s=share_left,
-                                     protected=self.protected(method, spec))
+                                     elapsed_s=now - self._t0, share_left_s=share_left, protected=protected)
 
     # ------------------------------------------------------------------ one cell
 
@@ -333,7 +307,7 @@ class Sweep:
                                     spent_s={k: p.spent_s for k, p in group.items()}, on_done=on_done)
         prepared.clear()
 
-    def run(self) -> SweepStats:
+    def run(self) -> Counter:
         from tqdm import tqdm
 
         todo = self.pending()
@@ -359,7 +333,7 @@ class Sweep:
                 self.run_group(level, pass_, n, names)
         finally:
             self._bar.close()
-        return self.stats
+        return self.by_status
 
 
 def _safe_cost(method: Method, spec: CellSpec):
@@ -371,8 +345,9 @@ def _safe_cost(method: Method, spec: CellSpec):
 
 def run_sweep(cfg: SweepConfig, csv_path: Path, device: torch.device, existing_rows: list[dict] | None = None,
               rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
-              device_name: str | None = None) -> SweepStats:
-    """Run this rank's share of the sweep, appending rows to csv_path (each one whole and synced)."""
+              device_name: str | None = None) -> Counter:
+    """Run this rank's share of the sweep, appending rows to csv_path (each one whole and synced);
+    returns the rows written by status."""
     from bench.scaling.results import RowWriter
 
     return Sweep(cfg, RowWriter(csv_path), device, existing_rows, rank, world, progress, registry, device_name).run()
