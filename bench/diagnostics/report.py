@@ -1,6 +1,7 @@
 """diagnostics.csv (the single source) and summary.md derived from it."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,13 +18,10 @@ def write_csv(rows: list[dict], path: str | Path) -> pd.DataFrame:
 
 
 def fmt(x) -> str:
-    if isinstance(x, str):
+    if isinstance(x, str):  # a threshold read back from the CSV, where thresholds are text
         return x
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if x != x:
+    x = float(x)
+    if math.isnan(x):
         return "nan"
     if x == 0:
         return "0"
@@ -44,11 +42,17 @@ def _sel(df: pd.DataFrame, check: str, quantity: str | None = None, prefix: str 
 
 
 def _is_layer(v) -> bool:
-    return isinstance(v, (int,)) or (isinstance(v, str) and v.isdigit())
+    return isinstance(v, int) or (isinstance(v, str) and v.isdigit())
 
 
-def _verdict(d: pd.DataFrame) -> str:
-    return "FAIL" if (d["verdict"] == "FAIL").any() else "PASS"
+def _verdict(verdicts: pd.Series) -> str:
+    return "FAIL" if (verdicts == "FAIL").any() else "PASS"
+
+
+def _wide(df: pd.DataFrame, check: str, index, names: dict) -> pd.DataFrame:
+    """The rows of `check` as a table by `index`: the quantities named in `names`, renamed to its values."""
+    t = _sel(df, check).pivot_table(index=index, columns="quantity", values="value", aggfunc="first")
+    return t[list(names)].rename(columns=names)
 
 
 def verdict_lines(df: pd.DataFrame) -> list[str]:
@@ -60,7 +64,7 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
             return
         thr = d["threshold"].dropna()
         t = f" (threshold {fmt(float(thr.iloc[0]))})" if len(thr) else ""
-        lines.append(f"{_verdict(d)} {what}: max {fmt(d['value'].astype(float).max())}{t}{extra}")
+        lines.append(f"{_verdict(d['verdict'])} {what}: max {fmt(d['value'].astype(float).max())}{t}{extra}")
 
     line(_sel(df, "impulse"), "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|",
          extra=f", {len(_sel(df, 'impulse'))} heads")
@@ -83,7 +87,7 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
                      f"(threshold {fmt(r['threshold'])})")
     g = _sel(df, "stride_guard")
     if len(g):
-        lines.append(f"{_verdict(g)} WaveFieldAttention refuses the leaking strides: "
+        lines.append(f"{_verdict(g['verdict'])} WaveFieldAttention refuses the leaking strides: "
                      f"{int(g['value'].astype(float).sum())}/{len(g)} refused")
     for _, r in _sel(df, "leak_demo", "max_score").iterrows():
         if r["verdict"] == "EXPECTED-LEAK":
@@ -95,69 +99,53 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
 
 
 def heads_table(df: pd.DataFrame) -> pd.DataFrame:
-    h = _sel(df, "heads")
-    num = h[~h["quantity"].str.startswith("role:")].pivot_table(index=["layer", "head"], columns="quantity",
-                                                                 values="value", aggfunc="first")
-    roles = h[h["quantity"].str.startswith("role:")].set_index(["layer", "head"])["quantity"].str[5:]
-    imp = _sel(df, "impulse").set_index(["layer", "head"])["value"]
-    out = pd.DataFrame({
-        "layer": [i for i, _ in num.index], "head": [j for _, j in num.index],
-        "omega": num["omega"].values, "alpha": num["alpha"].values, "phase": num["phase"].values,
-        "reach (cells)": num["reach_cells"].values, "reach (tokens)": num["reach_tokens"].values,
-        "role": roles.reindex(num.index).values, "impulse |diff|": imp.reindex(num.index).values,
-    })
-    return out
+    t = _wide(df, "heads", ["layer", "head"], {"omega": "omega", "alpha": "alpha", "phase": "phase",
+                                               "reach_cells": "reach (cells)", "reach_tokens": "reach (tokens)"})
+    roles = _sel(df, "heads", prefix="role:").set_index(["layer", "head"])["quantity"].str[5:]
+    t["role"] = roles.reindex(t.index).values
+    t["impulse |diff|"] = _sel(df, "impulse").set_index(["layer", "head"])["value"].reindex(t.index).values
+    return t.reset_index()
 
 
 def coupling_table(df: pd.DataFrame) -> pd.DataFrame:
-    c = _sel(df, "coupling")
-    c = c[~c["quantity"].str.startswith("P[")]
-    t = c.pivot_table(index="layer", columns="quantity", values="value", aggfunc="first").reset_index()
-    return t[["layer", "frobenius_from_identity", "mean_offdiag_mass", "min_diag", "max_diag"]].rename(columns={
+    return _wide(df, "coupling", "layer", {
         "frobenius_from_identity": "||softmax(C) - I||_F", "mean_offdiag_mass": "mean off-diagonal mass",
-        "min_diag": "min P[h,h]", "max_diag": "max P[h,h]"})
+        "min_diag": "min P[h,h]", "max_diag": "max P[h,h]"}).reset_index()
 
 
 def energy_table(df: pd.DataFrame) -> pd.DataFrame:
-    e = _sel(df, "energy")
-    t = e.pivot_table(index="layer", columns="quantity", values="value", aggfunc="first")
-    cols = {f"{q}:mean_rms": q for q, _ in QUANTITIES}
-    out = t[list(cols)].rename(columns=cols)
-    out["conv/u (l2)"] = t["field_conv/field_u:l2_ratio"]
-    return out.reset_index()
+    names = {f"{q}:mean_rms": q for q, _ in QUANTITIES} | {"field_conv/field_u:l2_ratio": "conv/u (l2)"}
+    return _wide(df, "energy", "layer", names).reset_index()
 
 
 def conservation_table(df: pd.DataFrame) -> pd.DataFrame:
-    c = _sel(df, "conservation")
-    t = c.pivot_table(index=["layer", "head"], columns="quantity", values="value", aggfunc="first")
-    bad = c[c["verdict"] == "FAIL"].groupby(["layer", "head"]).size()
-    t["verdict"] = ["FAIL" if bad.get(ix, 0) else "PASS" for ix in t.index]
-    cols = [q for q in ("ratio_p1", "ratio_p2", "ratio_pinf", "sum_abs_k_used", "sum_abs_k_all_lags") if q in t]
-    t = t[cols + ["verdict"]].reset_index()
-    return t.rename(columns={"ratio_p1": "max ratio p=1", "ratio_p2": "max ratio p=2", "ratio_pinf": "max ratio p=inf",
-                             "sum_abs_k_used": "sum|k| (lags used)", "sum_abs_k_all_lags": "sum|k| (all lags)"})
+    t = _wide(df, "conservation", ["layer", "head"], {
+        "ratio_p1": "max ratio p=1", "ratio_p2": "max ratio p=2", "ratio_pinf": "max ratio p=inf",
+        "sum_abs_k_used": "sum|k| (lags used)", "sum_abs_k_all_lags": "sum|k| (all lags)"})
+    t["verdict"] = _sel(df, "conservation").groupby(["layer", "head"])["verdict"].agg(_verdict)
+    return t.reset_index()
 
 
 def causality_table(df: pd.DataFrame) -> pd.DataFrame:
+    groups = {"causality": "model", "causality_reference": "reference (clean)", "leak_demo": "leak demo"}
     rows = []
-    c = df[df["check"].isin(["causality", "causality_reference", "leak_demo"])]
-    for (check, layer), d in c.groupby(["check", "layer"], sort=False):
+    for (check, layer), d in df[df["check"].isin(list(groups))].groupby(["check", "layer"], sort=False):
         for kind in ("perturbation", "gradient", "perturbation-ids"):
             s = d[d["quantity"].str.startswith(f"{kind}:score@")]
             if s.empty:
                 continue
-            a = d[d["quantity"].str.startswith(f"{kind}:abs@")]["value"].astype(float)
             n = d[d["quantity"] == f"{kind}:N"]["value"]
-            pos = ",".join(q.split("@")[1] for q in s["quantity"])
+            change = d[d["quantity"].str.startswith(f"{kind}:abs@")]["value"].astype(float)
             if check == "leak_demo":
                 leaks = (s["value"].astype(float) > s["threshold"].astype(float)).any()
                 verdict = "EXPECTED-LEAK" if leaks else "no leak"
             else:
-                verdict = _verdict(s)
-            what = {"causality": "model", "causality_reference": "reference (clean)", "leak_demo": "leak demo"}[check]
-            rows.append({"group": what, "operator": f"layer {layer}" if _is_layer(layer) else layer, "probe": kind,
-                         "N": int(float(n.iloc[0])) if len(n) else "", "positions": pos,
-                         "max leak score": s["value"].astype(float).max(), "max |change| before t": a.max(),
+                verdict = _verdict(s["verdict"])
+            rows.append({"group": groups[check], "operator": f"layer {layer}" if _is_layer(layer) else layer,
+                         "probe": kind, "N": int(float(n.iloc[0])) if len(n) else "",
+                         "positions": ",".join(q.split("@")[1] for q in s["quantity"]),
+                         "max leak score": s["value"].astype(float).max(),
+                         "max |change| before t": change.max(),
                          "verdict": verdict})
     return pd.DataFrame(rows)
 
