@@ -43,16 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings, ctx, argv: list[str]) -> int:
     from bench.common.env import collect_env, device_tag
-    from bench.common.files import (claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table, replacing,
-                                    write_json)
+    from bench.common.files import (CsvLog, claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table,
+                                    replacing, write_json)
     from bench.quality.data import count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.report import gap_table, ratio_rows, write_report
-    from bench.quality.sweep import tuned_rows
+    from bench.quality.schema import FINAL_COLUMNS
+    from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
-    from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs
-    from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, final_log, make_plan,
-                                     train_job)
+    from bench.quality.train import NonFiniteStop, RunContext, StopRequested, check_job_files, make_plan, train_job
 
     # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
     resumed_env = None
@@ -161,7 +160,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                     print(f"bench.quality: {exc}", file=sys.stderr)
                 return 0
             if ctx.is_main:
-                final_log(final_path).append(row)
+                CsvLog(final_path, FINAL_COLUMNS).append(row)
                 rc.ckpt_paths(method, seed, lr)[1].unlink(missing_ok=True)
             ctx.barrier()
     except NoStableLR as exc:

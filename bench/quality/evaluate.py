@@ -1,12 +1,5 @@
-"""Metrics of a language model on one split.
-
-Token-weighted (ours, primary):  loss = sum of per-token cross-entropy / number of scored tokens,
-                                 ppl = exp(loss), acc = top-1 over non-pad targets,
-                                 bpc = loss / ln 2 * tokens_per_char of the split (1 for char level).
-Paper-style (labelled as such):  batch_mean_loss = mean over batches of each batch's mean loss
-                                 (short last batches weigh as much as full ones),
-                                 batch_mean_ppl = exp(min(batch_mean_loss, 20)).
-Under DDP the batches are dealt round-robin to the ranks and the sums are all-reduced.
+"""Metrics of a language model on one split: token-weighted loss, ppl, bpc and top-1 accuracy (primary),
+and the paper's mean of per-batch mean losses (short last batches weigh as much as full ones).
 """
 from __future__ import annotations
 
@@ -63,10 +56,9 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
-             max_batches: int = 0, autocast=None, ctx: Dist | None = None) -> EvalResult:
-    """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from the first batch.
-
-    max_batches = 0 scores the whole split. The batcher is rewound, so it can be reused."""
+             max_batches: int = 0, autocast=nullcontext, ctx: Dist | None = None) -> EvalResult:
+    """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from its first batch (rewound);
+    max_batches = 0 scores the whole split. Under DDP the ranks take the batches round-robin."""
     ctx = ctx or Dist()
     was_training = model.training
     model.eval()
@@ -79,7 +71,7 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_c
         if i % ctx.world != ctx.rank:
             continue
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast() if autocast is not None else nullcontext():
+        with autocast():
             logits, _ = model(x)  # (B, T, V)
         loss_sum, n, correct = token_stats(logits, y)
         if n == 0:

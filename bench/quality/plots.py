@@ -19,12 +19,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.quality.analysis import RATIO_BASELINES, job_curve, ratio_by_tokens  # noqa: E402
-from bench.quality.sweep import lr_of, tuned_rows  # noqa: E402
+from bench.quality.sweep import first_seed, lr_of, tuned_rows  # noqa: E402
 from bench.scaling.claims import PUBLISHED_QUALITY  # noqa: E402
 from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
+    """Label `ax` (with a grid and a legend) when given, and write the figure."""
+    if ax is not None:
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -43,8 +48,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     env = env or {}
-    seeds = (env.get("settings") or {}).get("seeds") or [None]
-    by = tuned_rows(finals, seeds[0])
+    seed0 = first_seed(env)
+    by = tuned_rows(finals, seed0)
     paths = []
     for xkey, xlabel, name in (("tokens", "training tokens", "val_loss_vs_tokens.png"),
                                ("wall_s", "job wall time (s, evaluation included)", "val_loss_vs_wall.png")):
@@ -56,12 +61,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
                 continue
             x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
             _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation loss (nats/token)")
-        ax.set_title("validation loss: mean over seeds, band = min..max")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        paths.append(_save(fig, out / name))
+        paths.append(_save(fig, out / name, ax, xlabel, "validation loss (nats/token)",
+                           "validation loss: mean over seeds, band = min..max"))
 
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -76,27 +77,19 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.axhline(pub["wave_ppl"] / pub["std_ppl"], color="black", linestyle="--",
                    label=f"published V3.5 {pub['key']}: {pub['wave_ppl'] / pub['std_ppl']:.2f}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_xlabel("training tokens")
-        ax.set_ylabel("validation PPL ratio (> 1: wave worse)")
-        ax.set_title("wave / baseline validation perplexity")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        paths.append(_save(fig, out / "ratio_vs_tokens.png"))
+        paths.append(_save(fig, out / "ratio_vs_tokens.png", ax, "training tokens",
+                           "validation PPL ratio (> 1: wave worse)", "wave / baseline validation perplexity"))
 
     lrs = {lr_of(r) for r in finals if not math.isnan(lr_of(r))}
     if len(lrs) > 1:
         fig, ax = plt.subplots(figsize=(6, 4))
         for m in by:
             pts = sorted((lr_of(r), float(r["best_val_loss"] or "nan")) for r in finals
-                         if r["method"] == m and (seeds[0] is None or int(float(r["seed"])) == int(seeds[0])))
+                         if r["method"] == m and (seed0 is None or int(float(r["seed"])) == seed0))
             ax.plot([a for a, _ in pts], [b for _, b in pts], color=_color(m), marker="o", label=m)
         ax.set_xscale("log")
-        ax.set_xlabel("peak learning rate")
-        ax.set_ylabel("best validation loss (nats/token)")
-        ax.set_title(f"learning-rate sweep (seed {seeds[0]}, same budget)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        paths.append(_save(fig, out / "lr_sweep.png"))
+        paths.append(_save(fig, out / "lr_sweep.png", ax, "peak learning rate", "best validation loss (nats/token)",
+                           f"learning-rate sweep (seed {seed0}, same budget)"))
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for ax, (key, label, scale) in zip(axes, (("test_ppl", "test perplexity", 1.0), ("test_bpc", "test bits/char", 1.0),

@@ -1,43 +1,41 @@
-"""summary.md (and the plots) of a quality run, derived from env.json, final.csv and curves.csv.
-
-    python -c "from bench.quality.report import write_report; write_report('results/runs/<run>')"
-"""
+"""summary.md (and the plots) of a quality run, derived from env.json, final.csv and curves.csv."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
-from bench.quality.schema import read_rows
-from bench.common.files import write_text
+from bench.common.files import read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
 from bench.quality.stats import paired_ratios, spread
-from bench.quality.sweep import lr_of, rows_at, tuned_rows
+from bench.quality.sweep import first_seed, lr_of, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
-
-PUBLISHED = PUBLISHED_QUALITY  # every published quality number, defined once in bench.scaling.claims
 
 
 def write_report(run_dir: str | Path) -> Path:
     """(Re)write <run>/summary.md and <run>/plots/*.png from the files in the run folder."""
     run_dir = Path(run_dir)
     env = json.loads((run_dir / "env.json").read_text())
-    finals = read_rows(run_dir / "final.csv")
-    curves = read_rows(run_dir / "curves.csv")
+    finals = read_table(run_dir / "final.csv", cut="drop")
+    curves = read_table(run_dir / "curves.csv", cut="drop")
     plots = []
     if curves or finals:
         from bench.quality.plots import write_plots
 
         plots = write_plots(run_dir, curves, finals, env)
-    text = render(env, finals, plots, run_dir, curves)
     path = run_dir / "summary.md"
-    write_text(path, text)
+    write_text(path, render(env, finals, plots, run_dir, curves))
     return path
 
 
 def _col(rows: dict[int, dict], key: str) -> dict[int, float]:
     return {seed: float(r[key]) for seed, r in rows.items()}
+
+
+def _mean(rows: dict[int, dict], key: str, scale: float = 1.0) -> float:
+    """Mean of a final.csv column over seeds (NaN where a row lacks it)."""
+    return sum(float(r.get(key) or "nan") for r in rows.values()) / len(rows) * scale
 
 
 def hardware_line(env: dict) -> str:
@@ -46,10 +44,12 @@ def hardware_line(env: dict) -> str:
         g = env["gpus"][0]
         hw = f"{g['name']} ({g.get('memory_total_mb', '?')} MB)"
     else:
-        hw = f"{env.get('cpu_model', '?')}, {env.get('cpu_cores_logical', '?')} logical cores, {env.get('torch_threads', '?')} torch threads"
+        hw = (f"{env.get('cpu_model', '?')}, {env.get('cpu_cores_logical', '?')} logical cores, "
+              f"{env.get('torch_threads', '?')} torch threads")
+    git = env.get("git", {})
     return (f"{hw}; device {dev}, world size {env.get('world_size', 1)}, autocast {env.get('amp', 'off')}; "
-            f"torch {env.get('torch')}, python {env.get('python')}, git {env.get('git', {}).get('sha_short')}"
-            f"{' (dirty)' if env.get('git', {}).get('dirty') else ''}")
+            f"torch {env.get('torch')}, python {env.get('python')}, git {git.get('sha_short')}"
+            f"{' (dirty)' if git.get('dirty') else ''}")
 
 
 def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
@@ -58,12 +58,12 @@ def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
         def sp(key, digits=3, pct=False):
             return spread(list(_col(rows, key).values())).fmt(digits, pct)
         params = sorted({int(r["params"]) for r in rows.values()})
-        mean = lambda key: sum(float(r[key]) for r in rows.values()) / len(rows)  # noqa: E731
+        in_order = [r for _, r in sorted(rows.items())]
         out.append([m, ", ".join(f"{p:,}" for p in params), len(rows), sp("test_ppl"), sp("test_bpc"),
-                    sp("test_acc", 2, pct=True), sp("test_batch_mean_ppl"), f"{mean('tokens_per_s'):,.0f}",
-                    f"{mean('wall_s'):.0f}", f"{mean('peak_mem_mb'):.0f}",
-                    ", ".join(str(r["best_step"]) for _, r in sorted(rows.items())),
-                    ", ".join(str(r["nonfinite_steps"]) for _, r in sorted(rows.items()))])
+                    sp("test_acc", 2, pct=True), sp("test_batch_mean_ppl"), f"{_mean(rows, 'tokens_per_s'):,.0f}",
+                    f"{_mean(rows, 'wall_s'):.0f}", f"{_mean(rows, 'peak_mem_mb'):.0f}",
+                    ", ".join(str(r["best_step"]) for r in in_order),
+                    ", ".join(str(r["nonfinite_steps"]) for r in in_order)])
     return table(["method", "params", "seeds", "test PPL", "test bpc", "test acc %", "paper-style batch-mean PPL",
                   "tokens/s", "wall s", "peak MB", "best step", "non-finite steps"], out)
 
@@ -74,17 +74,17 @@ def ratio_rows(by: dict[str, dict[int, dict]]) -> list[dict]:
     for num in (m for m in by if m in WAVE_METHODS):
         for base in (b for b in RATIO_BASELINES if b in by):
             w, b = by[num], by[base]
-            ppl_r = spread(paired_ratios(_col(w, "test_ppl"), _col(b, "test_ppl")))
-            bpc_r = spread(paired_ratios(_col(w, "test_bpc"), _col(b, "test_bpc")))
             seeds = sorted(set(w) & set(b))
-            acc_d = spread([100 * (float(w[k]["test_acc"]) - float(b[k]["test_acc"])) for k in seeds])
-            out.append({"num": num, "base": base, "ppl": ppl_r, "bpc": bpc_r, "acc": acc_d, "seeds": seeds})
+            out.append({"num": num, "base": base, "seeds": seeds,
+                        "ppl": spread(paired_ratios(_col(w, "test_ppl"), _col(b, "test_ppl"))),
+                        "bpc": spread(paired_ratios(_col(w, "test_bpc"), _col(b, "test_bpc"))),
+                        "acc": spread([100 * (float(w[k]["test_acc"]) - float(b[k]["test_acc"])) for k in seeds])})
     return out
 
 
-def first_seed(env: dict) -> int | None:
-    seeds = (env.get("settings") or {}).get("seeds") or []
-    return int(seeds[0]) if seeds else None
+def _ratio_line(r: dict, label: str) -> list[str]:
+    return [f"{r['num']} / {r['base']}{label}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3), r["acc"].fmt_ci(2),
+            ", ".join(map(str, r["seeds"]))]
 
 
 def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curves: list[dict] | None = None) -> str:
@@ -94,9 +94,10 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curv
     tok = env.get("tokenizer", {})
     corpus = env.get("corpus", {})
     curves = curves or []
+    ref_lr = p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
     ratios = ratio_rows(by)
-    lrs = sorted({lr_of(r, p.get("lr", math.nan)) for r in finals})
+    lrs = sorted({lr_of(r, ref_lr) for r in finals})
     swept = len(lrs) > 1
     lines = ["# Quality: Wave Field attention vs standard attention", "",
              f"Hardware: {hardware_line(env)}", "",
@@ -131,8 +132,8 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curv
     kept = " at each method's kept learning rate" if swept else ""
     lines += [f"## Gap table (test split{kept}; mean ± std [min, max] over {n_seeds} seed(s))", ""]
     if by:
-        lines += gap_table(by)
-        lines += ["", f"Measured on: {hardware_line(env)}.", "", "PPL = exp(token-weighted loss); bpc = loss / ln 2 x tokens per character of the split; "
+        lines += [*gap_table(by), "", f"Measured on: {hardware_line(env)}.", "",
+                  "PPL = exp(token-weighted loss); bpc = loss / ln 2 x tokens per character of the split; "
                   "accuracy = top-1 over non-pad targets. 'paper-style batch-mean PPL' is the published loop's "
                   "metric: exp(min(mean of per-batch mean losses, 20)). tokens/s counts training target tokens "
                   "over training time only (evaluation excluded); wall s is the whole job. Peak memory: "
@@ -142,34 +143,31 @@ def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curv
 
     if swept:
         lines += sweep_section(finals, first_seed(env), by)
-    ref = ratio_rows(rows_at(finals, p.get("lr", math.nan))) if swept else []
+    ref = ratio_rows(rows_at(finals, ref_lr)) if swept else []
     lines += ["## Wave / standard ratio", "",
               "Per-seed ratio wave(seed) / baseline(seed) (same seed = same batch order), mean with a two-sided "
               "95% Student-t interval over seeds (t with n-1 degrees of freedom, sample std); ratio > 1 means "
               "wave is worse.", "",
               *table(["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)", "seeds"],
-                     [[f"{r['num']} / {r['base']}{' (tuned LRs)' if swept else ''}", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
-                       r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ratios]
-                     + [[f"{r['num']} / {r['base']} at --lr {p.get('lr')} (untuned)", r["ppl"].fmt_ci(3), r["bpc"].fmt_ci(3),
-                         r["acc"].fmt_ci(2), ", ".join(map(str, r["seeds"]))] for r in ref]
+                     [_ratio_line(r, " (tuned LRs)" if swept else "") for r in ratios]
+                     + [_ratio_line(r, f" at --lr {p.get('lr')} (untuned)") for r in ref]
                      or [["(needs wave and a standard method)"]]), ""]
-    lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], p)
+    lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], ref_lr)
 
     acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
-    mean = lambda rows, k, s=1.0: sum(float(v[k]) for v in rows.values()) / len(rows) * s  # noqa: E731
     pub_rows = [[f"published: {q['setup']}", q["std_ppl"], acc(q["std_acc"]), q["wave_ppl"], acc(q["wave_acc"]),
-                 f"{q['wave_ppl'] / q['std_ppl']:.2f}"] for q in PUBLISHED]
+                 f"{q['wave_ppl'] / q['std_ppl']:.2f}"] for q in PUBLISHED_QUALITY]
     for r in ratios:
         w, b = by[r["num"]], by[r["base"]]
-        pub_rows.append([f"**this run** {r['num']} vs {r['base']}: {tok.get('kind')} tokenizer (V={tok.get('vocab_size')}), corpus "
-                         f"{corpus.get('name')}, {plan.get('total_steps')} steps, {n_seeds} seed(s)",
-                         f"{mean(b, 'test_ppl'):.2f}", f"{mean(b, 'test_acc', 100):.1f}", f"{mean(w, 'test_ppl'):.2f}",
-                         f"{mean(w, 'test_acc', 100):.1f}", r["ppl"].fmt_ci(2)])
+        pub_rows.append([f"**this run** {r['num']} vs {r['base']}: {tok.get('kind')} tokenizer "
+                         f"(V={tok.get('vocab_size')}), corpus {corpus.get('name')}, {plan.get('total_steps')} steps, "
+                         f"{n_seeds} seed(s)", f"{_mean(b, 'test_ppl'):.2f}", f"{_mean(b, 'test_acc', 100):.1f}",
+                         f"{_mean(w, 'test_ppl'):.2f}", f"{_mean(w, 'test_acc', 100):.1f}", r["ppl"].fmt_ci(2)])
     lines += ["## Published numbers beside ours", "",
-              *table(["setup", "Standard PPL", "Standard acc %", "Wave PPL", "Wave acc %", "Wave / Standard PPL"], pub_rows)]
-    lines += ["", "### Differences in setup (read before comparing)", ""]
-    lines += _differences(env, p, plan, tok, corpus)
-    lines += ["", "## Notes", "",
+              *table(["setup", "Standard PPL", "Standard acc %", "Wave PPL", "Wave acc %", "Wave / Standard PPL"],
+                     pub_rows),
+              "", "### Differences in setup (read before comparing)", "", *_differences(env, p, plan, tok, corpus),
+              "", "## Notes", "",
               "- Perplexity is per token, so PPL across tokenizers (char vs BPE, or vs their ~1k-entry "
               "'character' vocabulary) is not comparable; bits per character is. Compare ratios, or bpc.",
               "- Wave and standard see the same batches in the same order at each seed and the same number of "
@@ -210,8 +208,7 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
             ratios, t = equal_wall(curves, by["wave"], by[base])
             r = spread(ratios)
             if r.n:
-                tw, tb = (sum(float(v.get("train_s") or "nan") for v in by[m].values()) / len(by[m])
-                          for m in ("wave", base))
+                tw, tb = (_mean(by[m], "train_s") for m in ("wave", base))
                 rows.append([f"wave / {base}", f"{t:,.0f}", r.fmt_ci(3), f"{tw:,.0f} / {tb:,.0f}"])
     if not rows:
         return []
@@ -223,13 +220,13 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
                     "training seconds wave / baseline"], rows), ""]
 
 
-def convergence_section(curves: list[dict], by: dict, finals: list[dict], p: dict) -> list[str]:
+def convergence_section(curves: list[dict], by: dict, finals: list[dict], ref_lr: float) -> list[str]:
     jobs = [r for rows in by.values() for r in rows.values()]
     jobs += [r for r in finals if not any(r is j for j in jobs)]  # the sweep's other LRs
     rows = []
     for r in jobs:
-        c = convergence(curves, r["method"], int(float(r["seed"])), lr_of(r, p.get("lr", math.nan)), r)
-        rows.append([r["method"], r["seed"], f"{lr_of(r, p.get('lr', math.nan)):g}", f"{c.best_step} / {c.steps}",
+        c = convergence(curves, r["method"], int(float(r["seed"])), lr_of(r, ref_lr), r)
+        rows.append([r["method"], r["seed"], f"{lr_of(r, ref_lr):g}", f"{c.best_step} / {c.steps}",
                      "-" if math.isnan(c.val_fall) else f"{100 * c.val_fall:.2f}%",
                      "-" if math.isnan(c.train_change) else f"{c.train_change:+.4f}", c.verdict])
     if not rows:
@@ -250,8 +247,7 @@ def _tokens(plan: dict, p: dict) -> int:
 
 
 def _differences(env, p, plan, tok, corpus) -> list[str]:
-    tokens_total = _tokens(plan, p)
-    out = [
+    return [
         f"- Tokenizer: their 'character' tokenizer lowercased the text, dropped whitespace and mixed characters with "
         f"frequent words and n-grams (about 1k entries), so their char-level PPL 5.9 / 6.2 is per token of that "
         f"vocabulary, not per character. Ours: `{tok.get('kind')}`"
@@ -260,7 +256,7 @@ def _differences(env, p, plan, tok, corpus) -> list[str]:
         f"- Corpus: theirs WikiText-2; ours `{corpus.get('name')}` ({corpus.get('source')})."
         + ("" if corpus.get("name") == "wikitext2" else " Different text, so absolute PPL/bpc are not theirs."),
         f"- Budget: theirs 30 epochs over WikiText-2 train (V4.3.3: 20M tokens). Ours: {plan.get('total_steps')} steps "
-        f"x {p.get('batch_size')} x {p.get('seq_len')} = {tokens_total:,} token positions "
+        f"x {p.get('batch_size')} x {p.get('seq_len')} = {_tokens(plan, p):,} token positions "
         f"({env.get('epochs_covered', float('nan')):.2f} epochs of our train split).",
         f"- Samples: theirs one text line per sample, chunked to 128 (+1) and right-padded. Ours: `{p.get('batching')}`"
         + (" (windows over the token stream; every position scored)." if p.get("batching") == "contiguous"
@@ -271,7 +267,6 @@ def _differences(env, p, plan, tok, corpus) -> list[str]:
         "- Baseline size: their standard model has about 1M fewer parameters than the wave model at the same d_ff "
         "(and learned positions vs sinusoidal); 'standard-matched' removes the size difference.",
     ]
-    return out
 
 
 def _per_split(d, spec: str) -> str:

@@ -1,11 +1,9 @@
-"""curves.csv and final.csv: the long-format sources every table and plot of a quality run comes from.
-
-Both are appended and flushed row by row, so an interrupted run keeps what it measured.
+"""curves.csv and final.csv: the long-format sources every table and plot of a quality run comes from,
+and how a row names its job (method, seed, peak LR).
 """
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import math
 
 CURVE_COLUMNS = [
     "method", "seed", "step", "tokens",  # tokens: training target tokens seen so far (all ranks)
@@ -26,9 +24,19 @@ FINAL_COLUMNS = [
 ]
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+def lr_of(row: dict, default: float = math.nan) -> float:
+    """A final/curve row's peak LR (rows written before the column existed: `default`)."""
+    return float(row.get("peak_lr") or default)
+
+
+def same_lr(a, b) -> bool:
+    """Two peak LRs as written in a CSV and as given on the command line are the same (NaN: unknown,
+    as in rows written before the column existed, matches NaN)."""
+    a, b = float(a), float(b)
+    return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+
+
+def is_job(row: dict, method: str, seed: int, lr: float) -> bool:
+    """The row is of job (method, seed, lr); a row without peak_lr counts as `lr`."""
+    return row["method"] == method and int(float(row["seed"])) == seed and same_lr(lr_of(row, lr), lr)
 

@@ -16,16 +16,11 @@ from pathlib import Path
 from typing import Iterator
 
 from bench.common.files import read_table
-from bench.quality.train import same_lr
+from bench.quality.schema import is_job, lr_of, same_lr
 
 
 class NoStableLR(Exception):
     """Every LR of the sweep diverged for a method (exit 3)."""
-
-
-def lr_of(row: dict, default: float = math.nan) -> float:
-    """A final/curve row's peak LR (rows written before the column existed: `default`)."""
-    return float(row.get("peak_lr") or default)
 
 
 def _val(row: dict) -> float:
@@ -34,14 +29,12 @@ def _val(row: dict) -> float:
 
 
 def is_done(finished: list[dict], method: str, seed: int, lr: float) -> bool:
-    return any(r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)
-               for r in finished)
+    return any(is_job(r, method, seed, lr) for r in finished)
 
 
 def _seed_rows(finished: list[dict], method: str, seed: int, lrs: list[float]) -> dict[float, dict]:
     """{lr: row} of `method` at `seed` for the LRs of `lrs` that have a row."""
-    return {lr: r for lr in lrs for r in finished
-            if r["method"] == method and int(float(r["seed"])) == seed and same_lr(lr_of(r, lr), lr)}
+    return {lr: r for lr in lrs for r in finished if is_job(r, method, seed, lr)}
 
 
 def _best(got: dict[float, dict]) -> float:
@@ -79,16 +72,16 @@ def planned_jobs(settings, methods: dict, finished: list[dict]) -> list[tuple[st
 def jobs(settings, methods: dict, final_path: Path) -> Iterator[tuple[str, int, float]]:
     """The jobs still to train, in order; stage 2 is decided from final.csv once stage 1 is in it."""
     first, lrs = settings.seeds[0], settings.lrs
-    for lr in lrs:
-        for m in methods:
-            if not is_done(read_table(final_path, cut="drop"), m, first, lr):
-                yield m, first, lr
+    yield from _undone(final_path, [(m, first, lr) for lr in lrs for m in methods])
     finished = read_table(final_path, cut="drop")
     kept = {m: choose(finished, m, first, lrs) for m in methods}
-    for seed in settings.seeds[1:]:
-        for m in methods:
-            if not is_done(read_table(final_path, cut="drop"), m, seed, kept[m]):
-                yield m, seed, kept[m]
+    yield from _undone(final_path, [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods])
+
+
+def _undone(final_path: Path, planned: list[tuple[str, int, float]]) -> Iterator[tuple[str, int, float]]:
+    for job in planned:  # final.csv is read again before each job: the previous one has just been added
+        if not is_done(read_table(final_path, cut="drop"), *job):
+            yield job
 
 
 def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, dict[int, dict]]:
@@ -112,3 +105,9 @@ def rows_at(finals: list[dict], lr: float) -> dict[str, dict[int, dict]]:
         if same_lr(lr_of(r, lr), lr):
             out.setdefault(r["method"], {})[int(float(r["seed"]))] = r
     return out
+
+
+def first_seed(env: dict) -> int | None:
+    """The seed a run sweeps its LRs at (the first of --seeds), from its env.json."""
+    seeds = (env.get("settings") or {}).get("seeds") or []
+    return int(seeds[0]) if seeds else None

@@ -1,16 +1,10 @@
-"""One training job (one method, one seed) with resumable state.
+"""One training job (one method, one seed, one peak LR) with resumable state.
 
-Loop per step: lr from the schedule (linear warm-up, cosine to min_lr, set per batch) -> forward
-under autocast -> token-weighted loss in float32 -> if the loss is non-finite on any rank the step
-is skipped on every rank (no backward, no optimizer update) and counted -> backward (GradScaler
-for fp16) -> clip -> AdamW step. Too many non-finite steps in a row raise NonFiniteStop after the
-state is saved (exit code 3).
-
-State saved at every evaluation, on a non-finite stop and on --stop-after-steps (bench.common
-checkpoint format, <run>/checkpoints/<method>-seed<k>-last.pt): weights, optimizer, GradScaler,
-batcher position, RNG states of every rank, step/tokens counters, timers, curve rows so far and the
-partial train-loss accumulator. Resuming from it replays exactly the steps the uninterrupted run
-would take. The best-validation weights go to <method>-seed<k>.pt.
+A step whose loss is non-finite on any rank is skipped on every rank (no backward, no update) and
+counted; too many in a row raise NonFiniteStop once the state is saved (exit 3). The resume state
+(<method>-seed<k>-last.pt, saved at every evaluation and on a stop) holds everything the remaining
+steps depend on, RNG states of every rank and the partial train-loss sums included, so a resumed job
+replays exactly the steps of an uninterrupted one. The best-validation weights go to <method>-seed<k>.pt.
 """
 from __future__ import annotations
 
@@ -18,7 +12,6 @@ import math
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,10 +23,10 @@ from bench.common.checkpoint import build_model, load_weights, read_checkpoint, 
 from bench.common.cli import UsageError
 from bench.common.files import CsvLog, read_table
 from bench.common.memory import JobPeak
-from bench.quality.data import make_batches
 from bench.common.dist import Dist
+from bench.quality.data import make_batches
 from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
-from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
+from bench.quality.schema import CURVE_COLUMNS, is_job
 
 
 class NonFiniteStop(Exception):
@@ -101,9 +94,8 @@ class RunContext:
     meta: dict  # checkpoint meta shared by all jobs (tokenizer path, corpus, preset)
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return None
-        return lambda: torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        """Autocast at the run's AMP dtype; a no-op with AMP off."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     @property
     def curves_path(self) -> Path:
@@ -118,13 +110,6 @@ def ckpt_paths(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float) 
     d = Path(run_dir) / "checkpoints"
     tag = f"{method}-seed{seed}" if lr == ref_lr else f"{method}-lr{lr:g}-seed{seed}"
     return d / f"{tag}.pt", d / f"{tag}-last.pt"
-
-
-def same_lr(a, b) -> bool:
-    """Two peak LRs as written in a CSV and as given on the command line are the same (NaN: unknown,
-    as in rows written before the column existed, matches NaN)."""
-    a, b = float(a), float(b)
-    return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
 
 
 def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float, spec: dict, world: int) -> None:
@@ -192,7 +177,6 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     p = s.preset.replace(lr=peak_lr)
     spec = rc.methods[method]
     best_path, last_path = rc.ckpt_paths(method, seed, peak_lr)
-    autocast = rc.autocast()
     mem = JobPeak(dev)
     mem.reset()
 
@@ -239,7 +223,8 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
 
     def log(split: str, loss: float, acc_: float, lr: float, step: int, tokens: int) -> None:
         row = {"method": method, "seed": seed, "step": step, "tokens": tokens, "split": split, "loss": loss,
-               "ppl": ppl(loss), "bpc": bpc_from_loss(loss, rc.tokens_per_char[_data_split(split)]), "acc": acc_,
+               "ppl": ppl(loss), "bpc": bpc_from_loss(loss, rc.tokens_per_char[{"val": "valid"}.get(split, split)]),
+               "acc": acc_,
                "lr": lr, "wall_s": round(wall(), 3), "peak_lr": peak_lr}
         st.curves.append(row)
         if ctx.is_main:
@@ -268,7 +253,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             lr = lr_at(st.step, p, plan)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with autocast() if autocast is not None else nullcontext():
+            with rc.autocast():
                 logits, _ = model(x)  # (B/world, T, V)
             loss_sum, n, correct = token_stats(logits, y)
             loss = loss_sum / n.clamp(min=1)
@@ -318,7 +303,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
                 mem.sample()
             if st.step % plan.eval_every == 0 or st.step == plan.total_steps:
                 res = evaluate(raw, rc.eval_batches["valid"], dev, rc.tokens_per_char["valid"],
-                               max_batches=p.eval_batches, autocast=autocast, ctx=ctx)
+                               max_batches=p.eval_batches, autocast=rc.autocast, ctx=ctx)
                 log("val", res.loss, res.acc, lr, st.step, st.tokens)
                 if res.loss < st.best_val_loss:
                     st.best_val_loss, st.best_val_ppl = res.loss, res.ppl
@@ -342,7 +327,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     best = read_checkpoint(best_path, map_location=dev)
     load_weights(raw, best, best_path)
     res = evaluate(raw, rc.eval_batches["test"], dev, rc.tokens_per_char["test"], max_batches=p.test_batches,
-                   autocast=autocast, ctx=ctx)
+                   autocast=rc.autocast, ctx=ctx)
     log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
     if ctx.is_main:
         save(best_path, meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
@@ -363,23 +348,10 @@ def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: 
     }
 
 
-def final_log(path: Path) -> CsvLog:
-    """final.csv: one row per finished job."""
-    return CsvLog(path, FINAL_COLUMNS)
-
-
-def _data_split(split: str) -> str:
-    return {"val": "valid"}.get(split, split)
-
-
 def _reset_curves(path: Path, method: str, seed: int, peak_lr: float, rows: list) -> None:
     """Drop this job's rows from curves.csv (a crashed attempt may have left rows past the saved state)
     and put back the rows the saved state knows about."""
     existing = read_table(path, cut="drop")
-    ours = lambda r: (r["method"] == method and r["seed"] == str(seed)  # noqa: E731
-                      and same_lr(r.get("peak_lr") or peak_lr, peak_lr))
-    mine = [r for r in existing if ours(r)]
-    if not mine and not rows:
-        return
-    others = [r for r in existing if not ours(r)]
-    CsvLog(path, CURVE_COLUMNS).rewrite(others + list(rows))
+    others = [r for r in existing if not is_job(r, method, seed, peak_lr)]
+    if len(others) < len(existing) or rows:
+        CsvLog(path, CURVE_COLUMNS).rewrite(others + list(rows))
