@@ -1,17 +1,12 @@
-"""Every file a bench CLI writes or reads, under one discipline; a fault is one line and exit 2.
+"""Every file a bench CLI writes or reads; a fault is one line and exit 2.
 
-Output folders: `check_out_dir` refuses an unusable --out (a file, under a file, not writable,
-already holding results) before any work, creating nothing; `claim_run_dir` then creates the
-folder and holds an fcntl.flock on <folder>/.lock until the run ends, so a second writer is
-refused. A lock file left by a killed run is harmless (the kernel dropped its lock).
-
-Appended CSVs (`CsvLog`): each row is one write, then flush and fsync, so a crash can cut at most
-the last row. `read_table` checks the header, each row's field count and the number columns. A
-last line without its newline may hold a cut number, so it is never data: refused, or left out
-and truncated away (`drop_cut_tail`) before a resume appends again and measures it again.
-
-Whole files (JSON, checkpoints, tokenizers, pages) go through `replacing`: a temp file in the
-same folder, fsynced, then os.replace, so a reader sees the old file or the new one.
+Output folders: check_out_dir refuses an unusable --out before any work, creating nothing;
+claim_run_dir then creates the folder and holds an fcntl.flock on <folder>/.lock until the run
+ends (a lock file left by a killed run is harmless: the kernel dropped its lock).
+Appended CSVs (CsvLog) write each row whole, then fsync, so a crash cuts at most the last row, and
+a last line without its newline is never data (read_table refuses or leaves it, drop_cut_tail
+truncates it before a resume appends again). Whole files go through `replacing` (temp file, fsync,
+os.replace), so a reader sees the old file or the new one.
 """
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,14 +36,11 @@ SCHEMAS = {
     "diagnostics.csv": (("check", "verdict"),
                         frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"})),
 }
+_HELD: dict[Path, int] = {}  # lock file -> its descriptor, for every folder this process claimed
 
 
 def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------------------
-# output folders
 
 
 def check_out_dir(out: str | Path, *, resume: bool = False, resumable: bool = True) -> None:
@@ -74,9 +66,6 @@ def check_out_file(out: str | Path) -> None:
     if Path(out).is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a file path")
     check_out_dir(Path(out).parent, resume=True)
-
-
-_HELD: dict[Path, int] = {}  # lock file -> its descriptor, for every folder this process claimed
 
 
 def claim_run_dir(out: str | Path | None, *, tag: str = "cpu", kind: str = "", resume: bool = False,
@@ -107,11 +96,9 @@ def _claim(out: str | Path | None, tag: str, kind: str, resume: bool, resumable:
             name = f"{time.strftime('%Y%m%d-%H%M%S')}_{sha}_{tag}" + f"_{kind}" * bool(kind)
             for i in range(1000):  # -1, -2... for runs started in the same second; mkdir decides who gets which
                 out = Path("results") / "runs" / (f"{name}-{i}" if i else name)
-                try:
+                with suppress(FileExistsError):
                     out.mkdir(parents=True)
                     break
-                except FileExistsError:
-                    continue
         path = Path(out)
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -125,6 +112,11 @@ def _claim(out: str | Path | None, tag: str, kind: str, resume: bool, resumable:
     return path
 
 
+def _holder(fd: int) -> str:
+    """The pid a lock file names (its holder writes it there)."""
+    return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+
+
 def _lock(lock: Path) -> None:
     if lock.resolve() in _HELD:  # claimed by an earlier run in this same process (tests call main() in turn)
         return
@@ -136,7 +128,7 @@ def _lock(lock: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             raise UsageError(f"output folder {str(lock.parent)!r} is in use by another run (pid {holder}); wait "
                              "for it to finish or choose another folder") from None
@@ -159,7 +151,7 @@ def in_use(folder: str | Path) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:
-        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        return _holder(fd)
     finally:
         os.close(fd)
 
@@ -174,10 +166,6 @@ def release_run_dirs() -> None:
 
 
 AT_EXIT.append(release_run_dirs)
-
-
-# ---------------------------------------------------------------------------------------------
-# whole files
 
 
 @contextmanager
@@ -230,10 +218,6 @@ def note_resume(run_dir: Path, env: dict, **facts: Any) -> None:
     """Record in env.json when and how a run was resumed."""
     env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **facts})
     write_json(Path(run_dir) / "env.json", env)
-
-
-# ---------------------------------------------------------------------------------------------
-# appended CSVs
 
 
 def cell(value: Any) -> str:
@@ -310,10 +294,10 @@ def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, tex
     if tail is not None and cut != "drop":
         raise UsageError(tail[1] + "; resume the run that wrote it or delete that line")
     try:
-        lines = list(enumerate(csv.reader(io.StringIO(data[: tail[0] if tail else None].decode("utf-8"))), 1))
+        lines = enumerate(csv.reader(io.StringIO(data[: tail[0] if tail else None].decode("utf-8"))), 1)
+        records = [(n, rec) for n, rec in lines if rec]  # blank lines are no rows
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path} is not a CSV written by bench ({exc})") from None
-    records = [(n, rec) for n, rec in lines if rec]  # blank lines are no rows
     header = records[0][1] if records else list(required)
     missing = [c for c in required if c not in header]
     if missing or len(set(header)) != len(header):

@@ -1,28 +1,19 @@
-"""Peak memory of one call (docs/method.md, "Memory protocol").
-
-CUDA ("cuda-max-allocated"): gc; empty_cache; reset_peak_memory_stats; synchronize;
-baseline = memory_allocated(); run; synchronize; peak = max_memory_allocated() - baseline.
-max_memory_reserved() (the caching allocator's footprint) is kept next to it, and so is the
-device's used memory as NVML reports it right after the call (nvidia-ml-py; what nvidia-smi shows:
-the CUDA context, the caching allocator's reserve, other processes), so a reader sees both what
-torch allocated and what the device had to hold.
-
-CPU ("torch-profiler"): torch's CPU allocations bypass tracemalloc, so the call runs under the
-torch profiler with profile_memory=True; its allocation (+bytes) and free (-bytes) events are
-walked in time order and the high-water mark of the running sum is the peak above what was alive
-before the call. It sees every tensor torch allocates (outputs, intermediates, autograd saves),
-not scratch that a library mallocs on its own (pocketfft's internal work buffers, oneDNN scratch):
-a real lower bound of the process's growth, exact for tensors.
-"""
+"""Peak memory of one call (the protocol: docs/method.md, "Memory protocol"), of a long job
+(JobPeak), and whether a size can fit at all (check_fits, lm_bytes)."""
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import psutil
 import torch
+
+from bench.common.cli import UsageError
 
 # kineto prints "profiler_start/stop" lines on stderr at every profile() unless told not to;
 # they would tear the progress bar. Only a default: a value the user set is kept.
@@ -48,35 +39,25 @@ class PeakMemory:
     device_used_bytes: int | None = None  # CUDA: NVML's used memory after the call; None elsewhere
 
 
-_NVML: dict = {}
+_NVML: dict = {}  # device index -> NVML handle
 
 
 def nvml_used_bytes(device: torch.device) -> int | None:
-    """The device's used memory according to NVML, or None where NVML is not available.
-
-    NVML numbers devices physically; CUDA_VISIBLE_DEVICES may renumber them, so the handle is
-    looked up by the device's UUID when torch exposes it."""
+    """The device's used memory according to NVML (what nvidia-smi shows), or None without NVML."""
     try:
         import pynvml
-    except ImportError:
-        return None
-    try:
-        if not _NVML.get("init"):
-            pynvml.nvmlInit()
-            _NVML["init"] = True
+
         index = device.index if device.index is not None else torch.cuda.current_device()
-        handle = _NVML.get(index)
-        if handle is None:
+        if index not in _NVML:
+            pynvml.nvmlInit()
+            # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: look up by UUID
             uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
             try:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}") if uuid is not None else None
+                _NVML[index] = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
             except pynvml.NVMLError:
-                handle = None
-            if handle is None:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            _NVML[index] = handle
-        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
-    except Exception:  # noqa: BLE001 - pynvml.NVMLError and lookups that differ between drivers
+                _NVML[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
+        return int(pynvml.nvmlDeviceGetMemoryInfo(_NVML[index]).used)
+    except Exception:  # noqa: BLE001 - no pynvml, pynvml.NVMLError, lookups that differ between drivers
         return None
 
 
@@ -100,35 +81,25 @@ def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
     out = fn()
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device) - base
-    reserved = torch.cuda.max_memory_reserved(device)
     used = nvml_used_bytes(device)
     del out
-    return PeakMemory(max(0, int(peak)), int(reserved), CUDA_METHOD, used)
+    return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
 
 
 def _memory_events(prof) -> list[tuple[int, int]]:
     """(time_ns, signed bytes) of every CPU allocation/free event the profiler saw, in time order."""
-    events = []
     try:
-        for e in prof.profiler.kineto_results.events():
-            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU:
-                events.append((int(e.start_ns()), int(e.nbytes())))
-    except (AttributeError, RuntimeError):  # older/newer torch without kineto event access
-        events = []
-        for e in prof.events():
-            if e.name == "[memory]":
-                events.append((int(e.time_range.start * 1e3), int(e.cpu_memory_usage)))
-    events.sort(key=lambda t: t[0])
-    return events
+        events = [(int(e.start_ns()), int(e.nbytes())) for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    except (AttributeError, RuntimeError):  # a torch without kineto event access
+        events = [(int(e.time_range.start * 1e3), int(e.cpu_memory_usage)) for e in prof.events()
+                  if e.name == "[memory]"]
+    return sorted(events, key=lambda t: t[0])
 
 
 def high_water(deltas: list[int]) -> int:
     """Largest running sum of signed byte deltas, starting from 0 (never below 0)."""
-    run = peak = 0
-    for d in deltas:
-        run += d
-        peak = max(peak, run)
-    return peak
+    return int(np.cumsum(deltas, dtype=np.int64).max(initial=0))
 
 
 def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
@@ -142,22 +113,15 @@ def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
     return PeakMemory(high_water([b for _, b in _memory_events(prof)]), None, CPU_METHOD)
 
 
-_PROFILER_READY = False
-
-
+@functools.cache
 def prepare_profiler() -> None:
     """Pay the profiler's one-time start-up (about 2 s on a small CPU) outside any measured cell."""
-    global _PROFILER_READY
-    if not _PROFILER_READY:
-        _cpu_peak(lambda: None)
-        _PROFILER_READY = True
+    _cpu_peak(lambda: None)
 
 
 def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
     """Peak bytes that one call of fn allocates above what was alive before it."""
-    if device.type == "cuda":
-        return _cuda_peak(fn, device)
-    return _cpu_peak(fn)
+    return _cuda_peak(fn, device) if device.type == "cuda" else _cpu_peak(fn)
 
 
 class JobPeak:
@@ -185,8 +149,6 @@ class JobPeak:
 
     def sample(self) -> None:
         if self.device.type != "cuda":
-            import psutil
-
             self._rss = max(self._rss, psutil.Process().memory_info().rss)
 
     def peak_mb(self) -> float:
@@ -201,16 +163,10 @@ class JobPeak:
         return max(hwm, self._rss) / 2**20
 
 
-# ---------------------------------------------------------------------------------------------
-# will it fit? (asked before anything big is allocated)
-
-
 def available_bytes(device: torch.device) -> int:
     """Memory a new allocation can get: free GPU memory, or the RAM psutil calls available."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
     return int(psutil.virtual_memory().available)
 
 
@@ -222,8 +178,6 @@ def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
     """UsageError (one line) when `need` bytes exceed what the device has free now."""
     have = available_bytes(device)
     if need > have:
-        from bench.common.cli import UsageError
-
         raise UsageError(f"{what} needs at least {gib(need)} but {device.type} has {gib(have)} available; {hint}")
 
 

@@ -1,11 +1,6 @@
-"""timings.csv as data: the one loader, rank aggregation, exponent fit and method kinds that the
-scaling summary, its plots, the regression gate and the results page all share.
-
-    cells = aggregate(load_timings(run_dir))     # one row per (level, pass, config, method, N)
-    ok_series(panel, "wave")                     # median ms over N of the ok cells
-    fit_exponent(ns, ts)["slope"]                # log-log least squares
-    method_kind("peer-hgrn")                     # "peer", from the scaling registry
-"""
+"""timings.csv as data, shared by the scaling summary, its plots, the regression gate and the results
+page: cells = aggregate(load_timings(run_dir)), one row per (level, pass, config, method, N); then
+panels(), ok_series(), fit_exponent() and the method kinds of the scaling registry."""
 from __future__ import annotations
 
 import functools
@@ -23,15 +18,10 @@ from bench.scaling.schema import COLUMNS, LEVELS, PASSES
 KINDS = ("wave", "softmax", "peer", "reference")
 NUMERIC = ["seq_len", "median_ms", "p20_ms", "p80_ms", "peak_mem_mb", "tflops", "roofline_frac", "tokens_per_s",
            "rank", "batch", "heads", "head_dim", "setup_s", "reps", "device_used_mb", "over_mem_bound"]
-TEXT = sorted(SCHEMAS["timings.csv"][1])
 CONFIG_FIELDS = (("device", ""), ("dtype", ""), ("batch", "B="), ("heads", "H="), ("head_dim", "d="))
 CELL = ["level", "pass", "config", "method", "seq_len"]
 # Name prefixes for methods the registry does not list (older runs, hand-made files).
 _PREFIX_KIND = (("wave", "wave"), ("softmax", "softmax"), ("peer", "peer"), ("fft-floor", "reference"))
-
-
-# ---------------------------------------------------------------------------------------------
-# method kinds
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,15 +50,11 @@ def order_methods(methods: Iterable[str]) -> list[str]:
     return sorted(set(methods), key=key)
 
 
-# ---------------------------------------------------------------------------------------------
-# loading and aggregation
-
-
 def config_label(get) -> str:
     """'cpu float32 B=1 H=8 d=64' from whatever of device, dtype, batch, heads, head_dim `get` knows."""
     parts = []
-    for field, prefix in CONFIG_FIELDS:
-        value = get(field)
+    for name, prefix in CONFIG_FIELDS:
+        value = get(name)
         if value is None or str(value).strip().lower() in ("", "nan", "inf", "-inf"):
             continue
         if prefix:
@@ -84,9 +70,8 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     """Rows of a timings.csv (strings) as a frame: every column present, numbers parsed, statuses
     normalised; an ok row without a positive median becomes status no-time."""
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(COLUMNS + [c for r in rows[:1] for c in r])))
-    for col in NUMERIC:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    for col in TEXT:
+    df[NUMERIC] = df[NUMERIC].apply(pd.to_numeric, errors="coerce")
+    for col in sorted(SCHEMAS["timings.csv"][1]):
         df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str).str.strip()
     df["status"] = df["status"].str.lower().replace("", "error")
     df["rank"] = df["rank"].fillna(0)
@@ -107,21 +92,20 @@ def load_timings(run: str | Path, cut: str = "drop", required: tuple[str, ...] |
     if not path.is_file():
         raise UsageError(f"{str(run)!r} holds no timings.csv (expected a folder written by python -m bench.scaling)")
     # the timings schema whatever the file is called (regress compares any two CSV paths)
-    return frame(read_table(path, cut=cut, required=required or SCHEMAS["timings.csv"][0],
-                            text=SCHEMAS["timings.csv"][1]))
+    required_cols, text_cols = SCHEMAS["timings.csv"]
+    return frame(read_table(path, cut=cut, required=required or required_cols, text=text_cols))
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (level, pass, config, method, seq_len) cell.
+    """One row per (level, pass, config, method, seq_len) cell, with n_ranks.
 
     Per rank the last row written wins (a resumed run may repeat a key). Across ranks the slowest
     ok rank is kept (a synchronous step waits for it) and the peak memory is the largest; without
-    an ok rank the status is the first of oom, error, other, skipped. Adds n_ranks.
+    an ok rank the status is the first of oom, error, other, skipped.
     """
     if df.empty:
         return df.assign(n_ranks=0)
-    df = df.copy()
-    df["_order"] = np.arange(len(df))
+    df = df.assign(_order=np.arange(len(df)))
     if (df["finished_at"] != "").any():
         df = df.sort_values(["finished_at", "_order"], kind="stable")
     df = df.drop_duplicates(CELL + ["rank"], keep="last")
@@ -135,15 +119,19 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return best.drop(columns=["_order", "_prio", "_slow", "_peak"]).reset_index(drop=True)
 
 
+def _in_order(values: pd.Series, known: Sequence[str]) -> list[str]:
+    """The distinct values, those of `known` first in its order, then the rest sorted."""
+    present = set(values)
+    return [v for v in known if v in present] + sorted(present - set(known))
+
+
 def panels(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
     """(level, pass, config, cells) in level/pass order; config is '' when the level/pass has one."""
     if cells.empty:
         return []
     out = []
-    levels = [lv for lv in LEVELS if lv in set(cells["level"])] + sorted(set(cells["level"]) - set(LEVELS))
-    passes = [p for p in PASSES if p in set(cells["pass"])] + sorted(set(cells["pass"]) - set(PASSES))
-    for level in levels:
-        for pas in passes:
+    for level in _in_order(cells["level"], LEVELS):
+        for pas in _in_order(cells["pass"], PASSES):
             sub = cells[(cells["level"] == level) & (cells["pass"] == pas)]
             configs = sorted(sub["config"].unique())
             out += [(level, pas, cfg if len(configs) > 1 else "", sub[sub["config"] == cfg]) for cfg in configs]
@@ -174,10 +162,6 @@ def times(cells: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, dict[int,
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-
 def fit_exponent(ns: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
     """Least-squares slope of log(t) against log(N), with R^2 and the length range used.
 
@@ -203,13 +187,7 @@ def fmt(x: float | None) -> str:
     if x is None or not isinstance(x, (int, float, np.number)) or not math.isfinite(x):
         return "n/a"
     a = abs(x)
-    if a >= 100:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
+    return format(x, ",.0f" if a >= 100 else ".1f" if a >= 10 else ".2f" if a >= 1 else ".3g")
 
 
 def fmt_x(x: float | None) -> str:
