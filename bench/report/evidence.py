@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -65,51 +66,44 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
 class Spread:
     """One quantity over the runs of one setup: values per run, shown as min-max."""
     values: list[float] = field(default_factory=list)
-    runs: list[str] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
 
-    def add(self, value: float, run: str, sha: str) -> None:
+    def add(self, value: float, sha: str) -> None:
         if math.isfinite(value):
             self.values.append(value)
-            self.runs.append(run)
             self.commits.append(sha)
 
     def __bool__(self) -> bool:
         return bool(self.values)
 
     def text(self, unit: str = "") -> str:
-        if not self.values:
-            return "-"
-        lo, hi = min(self.values), max(self.values)
-        body = fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}-{fmt(hi)}"
-        return body + unit + (f" ({len(self.values)} runs)" if len(self.values) > 1 else "")
+        lo, hi = fmt(min(self.values)), fmt(max(self.values))
+        return (lo if lo == hi else f"{lo}-{hi}") + unit + (f" ({len(self.values)} runs)" if len(self.values) > 1 else "")
 
     def commits_text(self) -> str:
         return ", ".join(dict.fromkeys(self.commits))
 
 
+def _ok_at(cells: pd.DataFrame, level: str, pas: str, n: int) -> pd.DataFrame:
+    return cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
+
+
 def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str, col: str = "median_ms") -> dict[str, Spread]:
     """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N)."""
-    sub = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
     out: dict[str, Spread] = {}
-    for (setup, run), g in sub.groupby(["setup", "run"], sort=False):
+    for (setup, _), g in _ok_at(cells, level, pas, n).groupby(["setup", "run"], sort=False):
         by = g.set_index("method")
         if num in by.index and den in by.index:
-            out.setdefault(setup, Spread()).add(float(by.loc[num, col] / by.loc[den, col]), run, by["commit"].iloc[0])
+            out.setdefault(setup, Spread()).add(float(by.loc[num, col] / by.loc[den, col]), by["commit"].iloc[0])
     return out
 
 
 def value(cells: pd.DataFrame, level: str, pas: str, n: int, method: str, col: str = "median_ms") -> dict[str, Spread]:
-    sub = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["method"] == method)
-                & (cells["status"] == "ok")]
-    out: dict[str, Spread] = {}
-    for r in sub.itertuples(index=False):
-        out.setdefault(r.setup, Spread()).add(float(getattr(r, col)), r.run, r.commit)
+    """setup -> spread over runs of `col` of one method at one (level, pass, N)."""
+    sub, out = _ok_at(cells, level, pas, n), {}
+    for r in sub[sub["method"] == method].itertuples(index=False):
+        out.setdefault(r.setup, Spread()).add(float(getattr(r, col)), r.commit)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# quality, diagnostics, model size
 
 
 def quality(run: Run) -> dict:
@@ -119,42 +113,40 @@ def quality(run: Run) -> dict:
     from bench.quality.analysis import convergence, equal_wall
     from bench.quality.sweep import lr_of, rows_at, tuned_rows
 
-    finals = read_table(run.csv)
-    env = run.env
-    seeds0 = (env.get("settings") or {}).get("seeds") or [None]
-    by = tuned_rows(finals, seeds0[0])
+    finals, env = read_table(run.csv), run.env
+    settings, plan, tok = env.get("settings") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
+    p = settings.get("preset") or {}
+    by = tuned_rows(finals, (settings.get("seeds") or [None])[0])
     if "wave" not in by or "standard" not in by:
         return {}
-    w, s = by["wave"], by["standard"]
+    w, s, abl = by["wave"], by["standard"], by.get("wave-scaled-pos")
     seeds = sorted(set(w) & set(s))
-    p, plan = (env.get("settings") or {}).get("preset") or {}, env.get("plan") or {}
-    ratio = lambda a, b: [float(a[k]["test_ppl"]) / float(b[k]["test_ppl"]) for k in sorted(set(a) & set(b))]  # noqa
+    first = {m: next(iter(rows.values())) for m, rows in by.items()}
+
+    def ratio(a: dict, b: dict) -> list[float]:
+        return [float(a[k]["test_ppl"]) / float(b[k]["test_ppl"]) for k in sorted(set(a) & set(b))]
+
     ref = rows_at(finals, p.get("lr", math.nan))
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
-    verdicts = [convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
-                for rows in (w, s) for k, r in rows.items()]
+    verdicts = Counter(convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
+                       for rows in (w, s) for k, r in rows.items())
     tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
-    abl = by.get("wave-scaled-pos")
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
             "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
-                         "lr": lr_of(next(iter(abl.values())))} if abl else None,
+                         "lr": lr_of(first["wave-scaled-pos"])} if abl else None,
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
-            "lr": {m: lr_of(next(iter(by[m].values())), p.get("lr", math.nan)) for m in ("wave", "standard")},
-            "edge": [m for m in ("wave", "standard") if swept and lr_of(next(iter(by[m].values())))
-                     in (min(lrs[m]), max(lrs[m]))],
-            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
-            "verdicts": {v: verdicts.count(v) for v in dict.fromkeys(verdicts)},
-            "wave_ppl": [float(w[k]["test_ppl"]) for k in seeds], "std_ppl": [float(s[k]["test_ppl"]) for k in seeds],
+            "lr": {m: lr_of(first[m], p.get("lr", math.nan)) for m in ("wave", "standard")},
+            "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
+            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s, "verdicts": verdicts,
             "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
             "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
-            "preset": env.get("preset") or "?", "steps": plan.get("total_steps"), "tokens": tokens,
-            "tokens_per_param": tokens / float(next(iter(w.values()))["params"]),
+            "preset": env.get("preset") or "?", "tokens": tokens,
+            "tokens_per_param": tokens / float(first["wave"]["params"]),
             "seq_len": p.get("seq_len"), "d_model": p.get("d_model"), "n_layers": p.get("n_layers"),
-            "corpus": (env.get("corpus") or {}).get("name"), "tokenizer": (env.get("tokenizer") or {}).get("kind"),
-            "vocab": (env.get("tokenizer") or {}).get("vocab_size"),
+            "tokenizer": tok.get("kind"), "vocab": tok.get("vocab_size"),
             "device": "GPU" if str(env.get("device", "")).startswith("cuda") else "CPU"}
 
 
@@ -175,10 +167,9 @@ def head_roles(run: Run) -> dict:
 def causality(run: Run) -> dict:
     """Verdict counts of the causality checks and the leak demonstrations in diagnostics.csv."""
     rows = read_table(run.csv)
-    count = lambda checks, verdict: sum(r["check"] in checks and r["verdict"] == verdict for r in rows)  # noqa: E731
-    return {"pass": count(("causality", "causality_reference", "stride_guard"), "PASS"),
-            "fail": count(("causality", "causality_reference", "stride_guard"), "FAIL"),
-            "leaks": count(("leak_demo",), "EXPECTED-LEAK")}
+    probes = Counter(r["verdict"] for r in rows if r["check"] in ("causality", "causality_reference", "stride_guard"))
+    return {"pass": probes["PASS"], "fail": probes["FAIL"],
+            "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows)}
 
 
 def param_counts(vocab: int = 1000) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import shlex
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,9 @@ from bench.common.files import in_use, read_json, read_table
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
 
-# kind -> (module, function) that rewrites summary.md from the run folder alone
-WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
-           "diagnostics": None}
+# kind -> (module, function) that rewrites summary.md from the run folder alone; diagnostics keeps the
+# summary.md written at run time (derived from the same CSV, but its writer needs the model)
+WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report")}
 
 
 @dataclass
@@ -25,28 +26,14 @@ class Run:
     kind: str  # scaling | quality | diagnostics
     rel: str  # the folder relative to the README's folder, posix style ("runs/<run>")
     env: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what happened while regenerating
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def csv(self) -> Path:
         return self.path / KIND_CSV[self.kind]
 
 
-def detect_kind(path: Path) -> str | None:
-    for kind, csv in KIND_CSV.items():
-        if (path / csv).is_file():
-            return kind
-    return None
-
-
 def load_runs(paths: list[str], base: Path) -> list[Run]:
     """Check every folder before anything is written; raise UsageError naming the first bad one."""
-    if not paths:
-        raise UsageError("no run folders given (pass one or more results/runs/<run> folders)")
     base = base.resolve()
     runs, seen = [], set()
     for text in paths:
@@ -59,7 +46,7 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
         if path in seen:
             continue
         seen.add(path)
-        kind = detect_kind(path)
+        kind = next((kind for kind, csv in KIND_CSV.items() if (path / csv).is_file()), None)
         if kind is None:
             raise UsageError(f"{text!r} is not a run folder of a known kind: it holds none of "
                              + ", ".join(f"{csv} ({kind})" for kind, csv in KIND_CSV.items()))
@@ -86,69 +73,54 @@ def check_files(path: Path, text: str) -> dict[str, Any]:
     return read_json(path / "env.json") if (path / "env.json").exists() else {}
 
 
-# ---------------------------------------------------------------------------------------------
-# provenance
-
-
 def command(env: dict[str, Any]) -> str:
     """The exact command line: env['command'] when the harness stored one, else argv joined."""
     if isinstance(env.get("command"), str) and env["command"].strip():
         return env["command"].strip()
     argv = env.get("argv")
     if isinstance(argv, list) and argv:
-        head, rest = str(argv[0]), [str(a) for a in argv[1:]]
+        head = str(argv[0])
         # a harness that stores its program name ("python -m bench.x") as argv[0] keeps it unquoted
-        head = head if head.startswith("python") else shlex.quote(head)
-        return " ".join([head] + [shlex.quote(a) for a in rest])
+        return " ".join([head if head.startswith("python") else shlex.quote(head)]
+                        + [shlex.quote(str(a)) for a in argv[1:]])
     return str(argv) if argv else "unknown"
 
 
 def machine(env: dict[str, Any]) -> str:
     gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
-    device = str(env.get("device") or "")
-    cpu = (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
-           f"{env.get('torch_threads', '?')} torch thread{'' if env.get('torch_threads') == 1 else 's'}")
-    if gpus and not device.startswith("cpu"):
-        names = {}
-        for g in gpus:
-            mem = f", {float(g['memory_total_mb']) / 1024:.0f} GiB" if g.get("memory_total_mb") else ""
-            label = f"{g.get('name', '?')} (driver {g.get('driver', '?')}{mem})"
-            names[label] = names.get(label, 0) + 1
-        return "; ".join(f"{n} x {label}" if n > 1 else label for label, n in names.items())
-    return cpu if env else "unknown (no env.json)"
+    if gpus and not str(env.get("device") or "").startswith("cpu"):
+        labels = Counter(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"
+                         + (f", {float(g['memory_total_mb']) / 1024:.0f} GiB" if g.get("memory_total_mb") else "") + ")"
+                         for g in gpus)
+        return "; ".join(f"{n} x {label}" if n > 1 else label for label, n in labels.items())
+    if not env:
+        return "unknown (no env.json)"
+    threads = env.get("torch_threads", "?")
+    return (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
+            f"{threads} torch thread{'' if threads == 1 else 's'}")
 
 
 def code(text: str) -> str:
     """Inline code that survives backticks and table pipes inside the text."""
     text = " ".join(str(text).split())
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-# ---------------------------------------------------------------------------------------------
-# regeneration
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def regenerate(run: Run, plots: bool = True) -> None:
     """Rewrite run/summary.md (and plots/ when `plots`) from the run's CSV with its harness's writer.
 
-    Diagnostics keeps its summary.md as written at run time (derived from the same CSV; its writer
-    needs the model). A writer that fails on a readable run is reported in run.notes and on
-    stderr; the existing summary.md is kept. Bad input (UsageError) propagates.
+    A writer that fails on a readable run is a warning on stderr and the existing summary.md is
+    kept; bad input (UsageError) propagates.
     """
-    if WRITERS[run.kind] is None:
-        run.notes.append("summary.md as written by the harness (its writer needs more than the run folder)")
+    if run.kind not in WRITERS:
         return
     module_name, name = WRITERS[run.kind]
     try:
         if plots and run.kind == "scaling":
             importlib.import_module("bench.scaling.plots").make_plots(run.path)
         getattr(importlib.import_module(module_name), name)(run.path)
-        run.notes.append(f"summary.md regenerated from {KIND_CSV[run.kind]} by {module_name}.{name}")
     except UsageError:
         raise
     except Exception as exc:  # a harness bug must not lose the other runs' sections
         msg = f"summary.md could not be regenerated ({type(exc).__name__}: {' '.join(str(exc).split())})"
         print(f"bench.report: warning: {run.rel}: {msg}", file=sys.stderr)
-        run.notes.append(msg + "; the existing summary.md is shown")
