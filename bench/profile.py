@@ -1,9 +1,7 @@
 """python -m bench.profile --method NAME --seq-len N: where one benchmark cell spends its time.
 
 Builds one cell exactly as the scaling sweep does (bench.scaling's method registry and CellSpec),
-warms it up, times it, runs it again under torch.profiler, and prints: wall ms per call, the
-profiled self time per call (device time on CUDA, CPU time on CPU), kernel launches per call
-(CUDA) and the top ops by self time.
+warms it up, times it, then runs it again under torch.profiler.
 
 Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device or dtype).
 """
@@ -55,13 +53,6 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _spec(args, n: int, device: torch.device, dtype: torch.dtype):
-    from bench.scaling.grid import CellSpec
-
-    batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
-    return CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype, args.field_stride)
-
-
 def _method(name: str, args, device: torch.device, dtype: torch.dtype):
     from bench.scaling.registry import METHODS
 
@@ -78,21 +69,13 @@ def _method(name: str, args, device: torch.device, dtype: torch.dtype):
 
 
 def _self_time_us(evt, on_cuda: bool) -> float:
-    if on_cuda:
-        return float(getattr(evt, "self_device_time_total", 0.0) or 0.0)
-    return float(evt.self_cpu_time_total)
+    return float(getattr(evt, "self_device_time_total", 0.0) or 0.0) if on_cuda else float(evt.self_cpu_time_total)
 
 
 def _on_device(evt) -> bool:
     from torch.autograd import DeviceType
 
     return getattr(evt, "device_type", None) == DeviceType.CUDA
-
-
-def _is_device_kernel(evt) -> bool:
-    """A kernel that ran on the GPU (memcpy / memset are device events but not launches)."""
-    name = evt.key.lower()
-    return _on_device(evt) and not (name.startswith("memcpy") or name.startswith("memset"))
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
@@ -121,8 +104,8 @@ def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -
     total_us = sum(_self_time_us(e, on_cuda) for e in timed)
     where = "device (CUDA) time" if on_cuda else "CPU self time (under the profiler)"
     lines = [f"wall time per call: {wall_s * 1e3:.3f} ms", f"{where} per call: {total_us / reps / 1e3:.3f} ms"]
-    if on_cuda:
-        launches = sum(e.count for e in events if _is_device_kernel(e))
+    if on_cuda:  # memcpy / memset are device events but not kernel launches
+        launches = sum(e.count for e in timed if not e.key.lower().startswith(("memcpy", "memset")))
         lines.append(f"kernel launches per call: {launches / reps:.1f}")
     else:
         ops = sum(e.count for e in events if e.key.startswith("aten::"))
@@ -144,15 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"), device)
     methods = [_method(name, args, device, dtype) for name in args.method]  # every name checked before any work
-    out = None
-    if args.out:
-        out = Path(args.out)
-        if out.is_dir() or not out.parent.is_dir():
-            raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
+        raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
+    from bench.scaling.grid import CellSpec
+
+    batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
     lines: list[str] = []
     for method in methods:
         for n in args.seq_len:
-            spec = _spec(args, n, device, dtype)
+            spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
+                            args.field_stride)
             head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
                     f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.head_dim} "
                     f"N={spec.seq_len}, stride {spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed "
@@ -171,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 del built
             print("\n".join(block + [""]), flush=True)
             lines += block + [""]
-    if out is not None:
-        out.write_text("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines))
     return 0
 
 

@@ -76,8 +76,7 @@ def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:
     fig.colorbar(im, ax=ax, label="log10 max |measured - analytic|")
     ax.set_xticks(range(t.shape[1]), [str(int(float(c))) for c in t.columns])  # whole-number heads and layers
     ax.set_yticks(range(t.shape[0]), [str(int(float(i))) for i in t.index])
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
+    ax.set(xlabel="head", ylabel="layer")
     thr = float(d["threshold"].iloc[0]) if len(d) else float("nan")
     ax.set_title(f"impulse response vs analytic kernel (threshold {thr:g})", fontsize=9)
     _save(fig, path, footer, left=0.12, right=0.95, bottom=0.15, top=0.9)
@@ -110,30 +109,24 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     layers = etable["layer"].values
     for q, desc in QUANTITIES:
         a1.plot(layers, etable[q].values, "o-", ms=3, label=q)
-    a1.set_yscale("log")
+    a1.set(yscale="log", xlabel="layer", ylabel="mean per-token RMS")
     a1.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
-    a1.set_xlabel("layer")
-    a1.set_ylabel("mean per-token RMS")
     a1.set_title("energy flow by layer", fontsize=9)
     a1.legend(fontsize=6)
-    cmap = plt.get_cmap("viridis")
-    for k, (i, per) in enumerate(energy.items()):
-        a2.plot(per["residual_out"][0], color=cmap(k / max(1, len(energy) - 1)), lw=0.8, label=f"after block {i}")
-    a2.set_yscale("log")
+    colors = plt.get_cmap("viridis")(np.linspace(0, 1, len(energy)))
+    for color, (i, per) in zip(colors, energy.items()):
+        a2.plot(per["residual_out"][0], color=color, lw=0.8, label=f"after block {i}")
+    a2.set(yscale="log", xlabel="token position (batch element 0)", ylabel="per-token RMS of residual stream")
     plain = FuncFormatter(lambda y, _: f"{y:.3g}")  # 0.71, not 7.1 x 10^-1 (which ran into the axis label)
     a2.yaxis.set_major_formatter(plain)
     a2.yaxis.set_minor_formatter(plain)
-    a2.set_xlabel("token position (batch element 0)")
-    a2.set_ylabel("per-token RMS of residual stream")
     a2.set_title("residual stream per token", fontsize=9)
     a2.legend(fontsize=6)
-    for k, (i, per) in enumerate(energy.items()):
-        u, c = per["field_u"].ravel(), per["field_conv"].ravel()
-        a3.scatter(u, c, s=2, color=cmap(k / max(1, len(energy) - 1)), label=f"layer {i}")
+    for color, (i, per) in zip(colors, energy.items()):
+        a3.scatter(per["field_u"].ravel(), per["field_conv"].ravel(), s=2, color=color, label=f"layer {i}")
     lim = max(float(np.max([per["field_u"].max() for per in energy.values()])), 1e-12)
     a3.plot([0, lim], [0, lim], "k--", lw=0.8, label="y = x")
-    a3.set_xlabel("per-token RMS of deposits u")
-    a3.set_ylabel("per-token RMS after wave conv")
+    a3.set(xlabel="per-token RMS of deposits u", ylabel="per-token RMS after wave conv")
     a3.set_title("field before vs after the convolution", fontsize=9)
     a3.legend(fontsize=6, markerscale=3)
     fig.suptitle(f"Energy flow on {text_desc}", fontsize=9)

@@ -1,9 +1,6 @@
-"""The batch of text the energy-flow and conservation checks run on.
-
-Priority: the checkpoint's own tokenizer (reconstructed from its meta) on the text file; else, for
-a random-init model with vocab >= 256, the UTF-8 bytes of the text (a byte-level model); else
-random tokens, labelled as such in every artifact.
-"""
+"""The batch of text the energy-flow and conservation checks run on: the checkpoint's own tokenizer
+on the text file; else, for a random-init model with vocab >= 256, the UTF-8 bytes of the text;
+else random tokens, labelled as such in every artifact."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,7 +40,7 @@ def text_batch(vocab_size: int, batch: int, seq_len: int, seed: int, text_file: 
     as ids (random-init runs with vocab >= 256). Otherwise random tokens, labelled as such."""
     rng = np.random.default_rng(seed)
     path = Path(text_file) if text_file is not None else FIXTURE_TEXT
-    ids, desc = None, ""
+    ids, why = None, f"{path} not found" if not path.is_file() else f"text does not fit vocab {vocab_size}"
     if path.is_file():
         text = path.read_text(encoding="utf-8", errors="replace")
         if tokenizer is not None:
@@ -52,15 +49,9 @@ def text_batch(vocab_size: int, batch: int, seq_len: int, seed: int, text_file: 
         elif allow_bytes and vocab_size >= 256:
             ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
             desc = f"UTF-8 bytes of {path.name} (random-init model, vocab {vocab_size} >= 256)"
-        if ids is not None and (ids.size < 2 or ids.max() >= vocab_size):
-            ids, desc = None, ""
-    if ids is None:
-        if not path.is_file():
-            why = f"{path} not found"
-        elif tokenizer is None and not allow_bytes:
+        elif not allow_bytes:
             why = tokenizer_desc or "no tokenizer"
-        else:
-            why = f"text does not fit vocab {vocab_size}"
+    if ids is None or ids.size < 2 or ids.max() >= vocab_size:
         x = torch.from_numpy(rng.integers(0, vocab_size, size=(batch, seq_len))).long()
         return x.to(device), f"RANDOM TOKENS (no real text: {why})", False
     if ids.size < seq_len + 1:  # short text: repeat it
