@@ -1,13 +1,8 @@
-"""`python -m bench.quality`: train WaveFieldLM and StandardLM under one budget, report the gap.
-
-    python -m bench.quality --preset tiny --seeds 0 1 2 --out /tmp/quality_tiny
-    torchrun --nproc-per-node 2 -m bench.quality --preset tiny --corpus fixture --steps 20
-    python -m bench.quality --resume DIR        # finish an interrupted run (same settings)
+"""`python -m bench.quality` (also under torchrun): train WaveFieldLM and StandardLM under one budget and
+report the gap; `--resume DIR` finishes an interrupted run with its saved settings.
 
 Exit codes: 0 ok (also after --stop-after-steps), 2 bad input (one line on stderr),
 3 too many non-finite steps in a row (state saved), 130 interrupted.
-Files (rank 0): env.json, tokenizer.json, curves.csv, final.csv, summary.md, plots/,
-checkpoints/<method>-seed<k>.pt (best validation) and -last.pt (resume state, deleted when the job ends).
 """
 from __future__ import annotations
 
@@ -45,7 +40,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
     from bench.common.env import collect_env, device_tag
     from bench.common.files import (CsvLog, claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table,
                                     replacing, write_json)
-    from bench.quality.data import count_chars, encode_splits, load_corpus, make_batches
+    from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.report import gap_table, ratio_rows, write_report
     from bench.quality.schema import FINAL_COLUMNS
@@ -83,10 +78,8 @@ def _run(settings, ctx, argv: list[str]) -> int:
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
     _check_memory(p, methods, tok.vocab_size, device, ctx.world)
     data = encode_splits(corpus, tok, p.batching)
-    tokens_per_char = {}
-    for split in ("train", "valid", "test"):
-        n_tok = len(data[split]) if p.batching == "contiguous" else sum(len(x) for x in data[split])
-        tokens_per_char[split] = n_tok / max(1, count_chars(corpus.split(split), p.batching))
+    n_tokens = len if p.batching == "contiguous" else lambda lines: sum(map(len, lines))
+    tokens_per_char = {s: n_tokens(data[s]) / max(1, count_chars(corpus.split(s), p.batching)) for s in SPLITS}
 
     train_probe = make_batches(p.batching, data["train"], p.seq_len, p.batch_size, seed=0, pad_id=tok.pad_id)
     plan = make_plan(p, len(train_probe))
@@ -104,11 +97,11 @@ def _run(settings, ctx, argv: list[str]) -> int:
         for method, seed, lr in planned_jobs(settings, methods, finished):
             if not is_done(finished, method, seed, lr):
                 check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
-    if ctx.is_main and settings.resume is not None:
-        for name in ("final.csv", "curves.csv"):  # a row cut by a crash is dropped; its job runs again
-            note = drop_cut_tail(run_dir / name)
-            if note:
-                print(f"bench.quality: {note}", file=sys.stderr)
+        if ctx.is_main:
+            for name in ("final.csv", "curves.csv"):  # a row cut by a crash is dropped; its job runs again
+                note = drop_cut_tail(run_dir / name)
+                if note:
+                    print(f"bench.quality: {note}", file=sys.stderr)
     ctx.barrier()
 
     # ---- env.json

@@ -1,13 +1,5 @@
-"""Command line of `python -m bench.quality`: run flags plus one flag per Preset field.
-
-    python -m bench.quality --preset tiny --seeds 0 1 2
-    python -m bench.quality --preset paper-char --corpus wikitext2 --data-dir DIR --epochs 5
-    python -m bench.quality --resume results/runs/<run>          # finish an interrupted run
-
-Preset flags default to None so we know which ones the user set; `resolve()` applies them to the
-chosen preset. Budget flags (--steps/--epochs/--tokens) replace the preset's budget (give one);
-likewise --warmup-steps/--warmup-epochs replace the preset's warm-up. No torch import here.
-"""
+"""Command line of `python -m bench.quality`: run flags plus one flag per Preset field, which defaults to
+None so that `resolve()` knows which ones the user set. No torch import here."""
 from __future__ import annotations
 
 import argparse
@@ -71,9 +63,7 @@ class Settings:
     def saved(self) -> dict:
         """The part of the settings stored in env.json (and restored by --resume)."""
         out = {k: getattr(self, k) for k in SAVED_RUN_OPTIONS if k != "preset"}
-        out["preset"] = dataclasses.asdict(self.preset)
-        out["overrides"] = list(self.overrides)
-        return out
+        return {**out, "preset": dataclasses.asdict(self.preset), "overrides": list(self.overrides)}
 
 
 def _flag(name: str) -> str:
@@ -82,19 +72,14 @@ def _flag(name: str) -> str:
 
 def _step_list(text: str) -> list[int]:
     """'5' -> [5]; '3-7' -> [3, 4, 5, 6, 7] (1-based optimizer steps)."""
+    lo, sep, hi = text.partition("-")
     try:
-        if "-" in text.strip("-"):
-            a, b = text.split("-", 1)
-            lo, hi = int(a), int(b)
-            if lo < 1 or hi < lo:
-                raise ValueError
-            return list(range(lo, hi + 1))
-        value = int(text)
-        if value < 1:
-            raise ValueError
-        return [value]
+        steps = list(range(int(lo), int(hi if sep else lo) + 1))
     except ValueError:
+        steps = []
+    if not steps or steps[0] < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step or range (expected e.g. 5 or 3-7, steps >= 1)")
+    return steps
 
 
 def build_parser() -> ArgParser:
@@ -183,7 +168,7 @@ def apply_overrides(preset: Preset, given: dict) -> Preset:
             raise UsageError(f"give only one of {', '.join(_flag(k) for k in group)} (got {', '.join(_flag(k) for k in set_here)})")
         if set_here:
             given = {**{k: type(getattr(preset, k))(0) for k in group}, **given}
-    return preset.replace(**given)
+    return dataclasses.replace(preset, **given)
 
 
 def validate(s: Settings) -> None:
@@ -233,10 +218,9 @@ def settings_from_saved(saved: dict, cli: Settings) -> Settings:
     known = {f.name for f in dataclasses.fields(Preset)}
     return dataclasses.replace(
         cli, preset=Preset(**{k: v for k, v in saved["preset"].items() if k in known}), seeds=list(saved["seeds"]),
-        pairing=saved["pairing"], method_names=list(saved.get("method_names") or []), data_dir=saved.get("data_dir"),
-        text_file=saved.get("text_file"), out=None, deterministic=saved.get("deterministic", "auto"),
-        inject_nan_at_step=list(saved.get("inject_nan_at_step") or []), overrides=list(saved.get("overrides", [])),
-        lr_sweep=list(saved.get("lr_sweep") or []))
+        pairing=saved["pairing"], data_dir=saved.get("data_dir"), text_file=saved.get("text_file"), out=None,
+        deterministic=saved.get("deterministic", "auto"),
+        **{k: list(saved.get(k) or []) for k in ("method_names", "inject_nan_at_step", "overrides", "lr_sweep")})
 
 
 def format_presets() -> str:

@@ -1,54 +1,18 @@
-"""The compared methods as data: name -> how to build its model from a preset.
+"""The compared methods as data: name -> how its model is built from a preset (docs/quality.md).
 
-  wave              WaveFieldLM (V3.5) at the preset's D, layers, heads, d_ff
-  wave-scaled-pos   WaveFieldLM with its sinusoidal positions scaled by 0.02, the scale of its token
-                    embedding (V3.5 adds unit-amplitude positions to an N(0, 0.02) embedding, so at
-                    initialisation the input is 50x more position than token): an initialisation ablation
-  standard          StandardLM at the same sizes: the paper's pairing (about 1M fewer parameters at
-                    the published sizes, learned positions instead of sinusoidal)
+  wave              WaveFieldLM (V3.5) at the preset's D, layers, heads and d_ff
+  wave-scaled-pos   the same with its sinusoidal positions x 0.02, the token embedding's init scale (an ablation)
+  standard          StandardLM at the same sizes: the paper's pairing (learned positions)
   standard-matched  StandardLM whose d_ff is solved so its parameter count is within 2% of wave's
-  peer-<op>         PeerLM (baselines/peer_model.py) around a sub-quadratic peer mixer: hgrn,
-                    simple-gla, retnet, diag-ssm; same width, depth, heads and GELU FFN as wave,
-                    d_ff solved like standard-matched so the parameter count is within 2% of wave's.
-                    The mixer runs fla-core's fused kernels on CUDA where they import, and the
-                    chunked PyTorch formulation elsewhere (always on CPU; diag-ssm everywhere).
+  peer-<op>         PeerLM (baselines/peer_model.py) around a sub-quadratic mixer, d_ff matched the same way
+                    (fla-core kernels on CUDA where they import, the PyTorch formulation elsewhere)
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from bench.common.cli import UsageError
 from bench.quality.presets import Preset
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    kind: str  # bench.common.checkpoint kind
-    description: str
-
-
-METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("wave", "wave", "WaveFieldLM (V3.5 wave field attention)"),
-    Method("wave-scaled-pos", "wave", "WaveFieldLM with sinusoidal positions x 0.02, the token embedding's init "
-                                      "scale (initialisation ablation)"),
-    Method("standard", "standard", "StandardLM, the paper's baseline (same d_ff)"),
-    Method("standard-matched", "standard", "StandardLM with d_ff matched to wave's parameter count (within 2%)"),
-    Method("peer-hgrn", "peer", "PeerLM with an HGRN-style gated linear recurrence, d_ff matched to wave's "
-                                "parameters (fla-core kernel on CUDA; torch reference formulation on CPU)"),
-    Method("peer-simple-gla", "peer", "PeerLM with simple-GLA decayed linear attention (data-dependent scalar "
-                                      "decay per head), d_ff matched to wave's parameters (fla-core kernel on "
-                                      "CUDA; torch reference formulation on CPU)"),
-    Method("peer-retnet", "peer", "PeerLM with RetNet retention (fixed per-head decay), d_ff matched to wave's "
-                                  "parameters (fla-core kernel on CUDA; torch reference formulation on CPU)"),
-    Method("peer-diag-ssm", "peer", "PeerLM with a diagonal SSM, one complex pole per head (wave without ||k||, "
-                                    "head coupling and interference), d_ff matched to wave's parameters (torch "
-                                    "chunked recurrence everywhere)"),
-]}
-PEER_OPS = {"peer-hgrn": "hgrn", "peer-simple-gla": "simple-gla", "peer-retnet": "retnet", "peer-diag-ssm": "diag-ssm"}
-
 
 SCALED_POS = 0.02  # wave-scaled-pos: the std of the token embedding's N(0, 0.02) init
 
@@ -64,49 +28,55 @@ def standard_config(p: Preset, vocab_size: int, d_ff: int | None = None) -> dict
                 d_ff=p.d_ff if d_ff is None else d_ff, max_seq_len=p.seq_len, dropout=p.dropout, attn_impl="sdpa")
 
 
-def peer_config(p: Preset, vocab_size: int, op: str, target_params: int) -> dict:
-    """PeerLM kwargs at the preset's D, layers, heads, with d_ff matched to target_params (within 2%)."""
-    from baselines.peer_model import peer_matched_config
+def _matched_standard(p: Preset, vocab_size: int, wave_params: int) -> dict:
+    from baselines import param_matched_config
 
-    cfg = peer_matched_config(target_params, vocab_size, op, p.d_model, p.n_layers, p.n_heads, dropout=p.dropout,
-                              field_stride=p.field_stride, impl="auto")
-    return cfg.to_kwargs()
+    matched = param_matched_config(wave_params, vocab_size, p.d_model, p.n_layers, p.n_heads, p.seq_len,
+                                   dropout=p.dropout, attn_impl="sdpa")
+    return standard_config(p, vocab_size, d_ff=matched.d_ff)
+
+
+def _peer(op: str):
+    def config(p: Preset, vocab_size: int, wave_params: int) -> dict:
+        from baselines.peer_model import peer_matched_config
+
+        return peer_matched_config(wave_params, vocab_size, op, p.d_model, p.n_layers, p.n_heads, dropout=p.dropout,
+                                   field_stride=p.field_stride, impl="auto").to_kwargs()
+    return config
+
+
+# name -> (bench.common.checkpoint kind, config(preset, vocab_size, wave's parameter count))
+METHODS = {
+    "wave": ("wave", lambda p, vocab, _: wave_config(p, vocab)),
+    "wave-scaled-pos": ("wave", lambda p, vocab, _: wave_config(p, vocab, SCALED_POS)),
+    "standard": ("standard", lambda p, vocab, _: standard_config(p, vocab)),
+    "standard-matched": ("standard", _matched_standard),
+    **{f"peer-{op}": ("peer", _peer(op)) for op in ("hgrn", "simple-gla", "retnet", "diag-ssm")},
+}
+PEER_OPS = {name: name.removeprefix("peer-") for name in METHODS if name.startswith("peer-")}
 
 
 def resolve_methods(names, p: Preset, vocab_size: int) -> dict[str, dict]:
-    """{method: {"kind", "config", "params"}} for the methods of a pairing (wave always first)."""
-    from baselines import count_params, param_matched_config
+    """{method: {"kind", "config", "params"}} for `names`, in their order."""
+    from baselines import count_params
     from bench.common.checkpoint import build_model
 
+    def params(kind: str, cfg: dict) -> int:
+        with torch.device("meta"):  # sizes only: no memory, no RNG use
+            return count_params(build_model(kind, cfg))
+
+    try:
+        wave_params = params("wave", wave_config(p, vocab_size))
+    except ValueError as exc:  # e.g. a leaking field stride
+        raise UsageError(f"wave model: {exc}") from None
     out: dict[str, dict] = {}
-    with torch.device("meta"):  # sizes only: no memory, no RNG use
-        try:
-            wave_params = count_params(build_model("wave", wave_config(p, vocab_size)))
-        except ValueError as exc:  # e.g. a leaking field stride
-            raise UsageError(f"wave model: {exc}") from None
     for name in names:
-        if name == "wave":
-            cfg = wave_config(p, vocab_size)
-        elif name == "wave-scaled-pos":
-            cfg = wave_config(p, vocab_size, SCALED_POS)
-        elif name == "standard":
-            cfg = standard_config(p, vocab_size)
-        elif name == "standard-matched":
-            try:
-                mcfg = param_matched_config(wave_params, vocab_size, p.d_model, p.n_layers, p.n_heads, p.seq_len,
-                                            dropout=p.dropout, attn_impl="sdpa")
-            except ValueError as exc:
-                raise UsageError(f"standard-matched: {exc}") from None
-            cfg = standard_config(p, vocab_size, d_ff=mcfg.d_ff)
-        elif name in PEER_OPS:
-            try:
-                cfg = peer_config(p, vocab_size, PEER_OPS[name], wave_params)
-            except ValueError as exc:
-                raise UsageError(f"{name}: {exc}") from None
-        else:
+        if name not in METHODS:
             raise UsageError(f"unknown method {name!r} (choose from: {', '.join(METHODS)})")
-        kind = METHODS[name].kind
-        with torch.device("meta"):
-            params = count_params(build_model(kind, cfg))
-        out[name] = {"kind": kind, "config": cfg, "params": params}
+        kind, config = METHODS[name]
+        try:
+            cfg = config(p, vocab_size, wave_params)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+        out[name] = {"kind": kind, "config": cfg, "params": params(kind, cfg)}
     return out

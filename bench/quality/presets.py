@@ -1,14 +1,5 @@
-"""Named training presets for `python -m bench.quality` (data, not code).
-
-Every field of `Preset` (except name/description) becomes a command-line flag (`--d-model`, `--lr`,
-`--steps`, ...; see bench.quality.cli), so a preset is only a set of defaults.
-
-Budget: exactly one of `steps`, `epochs`, `tokens` is non-zero; it is turned into a number of
-optimizer steps once the training batches are known, and both models get that same number.
-Warm-up: `warmup_epochs` (if > 0) or `warmup_steps`. `eval_every` = 0 means once per epoch.
-
-This module imports nothing heavy (no torch), so `--help` and argument errors stay fast.
-"""
+"""Named training presets for `python -m bench.quality`: every field of `Preset` but name and description
+is also a command-line flag, so a preset is only a set of defaults. No torch here (fast --help)."""
 from __future__ import annotations
 
 import dataclasses
@@ -72,38 +63,36 @@ class Preset:
     amp: str = _f("auto", "autocast: auto = bf16 on CUDA (fp16 + GradScaler without bf16), off on CPU",
                   AMP_CHOICES)
 
-    def replace(self, **changes) -> "Preset":
-        return dataclasses.replace(self, **changes)
-
 
 def preset_fields() -> list[dataclasses.Field]:
     """The overridable fields (everything but name and description)."""
     return [f for f in dataclasses.fields(Preset) if f.name not in ("name", "description")]
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset(
-        name="tiny",
-        description="smoke-scale: wave + standard in about 2 minutes on a quiet 2-core CPU (3 seeds x 3 methods "
-                    "about 9 minutes); loss clearly falls",
-        d_model=128, n_layers=3, n_heads=4, d_ff=512, seq_len=128, batch_size=16,
-        lr=2e-3, min_lr=1e-4, warmup_steps=30, steps=300,
-        eval_every=50, eval_batches=16, test_batches=0, log_every=10,
-    ),
-    Preset(
-        name="paper-char",
-        description="the published char-level loop: D=256, 6 layers, 8 heads, FFN 1024, seq 128, batch 32, "
-                    "AdamW 3e-4 wd 0.01, 3 warm-up epochs then cosine to 1e-5, clip 0.5, 30 epochs",
-        d_model=256, n_layers=6, n_heads=8, d_ff=1024, seq_len=128, batch_size=32,
-        lr=3e-4, min_lr=1e-5, weight_decay=0.01, grad_clip=0.5, warmup_epochs=3.0, epochs=30.0,
-        eval_every=0, eval_batches=0, test_batches=0, log_every=100,
-    ),
+_TINY = Preset(
+    name="tiny",
+    description="smoke-scale: wave + standard in about 2 minutes on a quiet 2-core CPU (3 seeds x 3 methods "
+                "about 9 minutes); loss clearly falls",
+    d_model=128, n_layers=3, n_heads=4, d_ff=512, seq_len=128, batch_size=16,
+    lr=2e-3, min_lr=1e-4, warmup_steps=30, steps=300,
+    eval_every=50, eval_batches=16, test_batches=0, log_every=10,
+)
+_PAPER_CHAR = Preset(
+    name="paper-char",
+    description="the published char-level loop: D=256, 6 layers, 8 heads, FFN 1024, seq 128, batch 32, "
+                "AdamW 3e-4 wd 0.01, 3 warm-up epochs then cosine to 1e-5, clip 0.5, 30 epochs",
+    d_model=256, n_layers=6, n_heads=8, d_ff=1024, seq_len=128, batch_size=32,
+    lr=3e-4, min_lr=1e-5, weight_decay=0.01, grad_clip=0.5, warmup_epochs=3.0, epochs=30.0,
+    eval_every=0, eval_batches=0, test_batches=0, log_every=100,
+)
+PRESETS: dict[str, Preset] = {p.name: p for p in [  # smallest first in --list-presets
+    _TINY,
+    dataclasses.replace(
+        _TINY, name="cpu-small", description="about 30 minutes on a quiet 2-core CPU for the three default methods "
+        "at one seed (3.1M tokens per model at about 5k tokens/s)", d_model=192, n_layers=4, n_heads=6, d_ff=768,
+        lr=1e-3, min_lr=5e-5, warmup_steps=100, steps=1500, eval_every=150, eval_batches=32, log_every=25),
+    _PAPER_CHAR,
+    dataclasses.replace(_PAPER_CHAR, name="paper-bpe", description="paper-char at seq 256 with byte-level BPE 8K",
+                        tokenizer="bpe", vocab_size=8000, seq_len=256),
 ]}
-PRESETS["cpu-small"] = PRESETS["tiny"].replace(
-    name="cpu-small", description="about 30 minutes on a quiet 2-core CPU for the three default methods at one seed "
-    "(3.1M tokens per model at about 5k tokens/s)", d_model=192, n_layers=4, n_heads=6, d_ff=768, lr=1e-3,
-    min_lr=5e-5, warmup_steps=100, steps=1500, eval_every=150, eval_batches=32, log_every=25)
-PRESETS["paper-bpe"] = PRESETS["paper-char"].replace(name="paper-bpe", description="paper-char at seq 256 with "
-                                                     "byte-level BPE 8K", tokenizer="bpe", vocab_size=8000, seq_len=256)
-PRESETS = {k: PRESETS[k] for k in ("tiny", "cpu-small", "paper-char", "paper-bpe")}  # smallest first in --list-presets
 DEFAULT_PRESET = "tiny"

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +174,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     """Train (or finish training) one method at one seed and peak LR, test the best-validation weights
     and return the final.csv row. Curve rows are appended to curves.csv as they are measured."""
     s, ctx, dev, plan = rc.settings, rc.ctx, rc.device, rc.plan
-    p = s.preset.replace(lr=peak_lr)
+    p = replace(s.preset, lr=peak_lr)
     spec = rc.methods[method]
     best_path, last_path = rc.ckpt_paths(method, seed, peak_lr)
     mem = JobPeak(dev)
