@@ -73,8 +73,8 @@ def build_parser() -> ArgParser:
 
 
 def load_model(args, device):
-    """(model, description dict, tokenizer, tokenizer description, is checkpoint). The model's size
-    and the probes' are checked against free memory before the model is built."""
+    """(model, description dict, tokenizer, tokenizer description). The model's size and the probes'
+    are checked against free memory before the model is built."""
     import torch
 
     from bench.common.checkpoint import build_model, load_weights, read_checkpoint
@@ -110,7 +110,7 @@ def load_model(args, device):
     listed = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))  # noqa: E731
     if not args.checkpoint:
         info = {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
-        return model.to(device).eval(), info, None, "", False
+        return model.to(device).eval(), info, None, ""
     load_weights(model, ckpt, args.checkpoint)
     from bench.diagnostics.textdata import tokenizer_from_meta
 
@@ -119,7 +119,7 @@ def load_model(args, device):
     if tok is not None and tok.vocab_size != model.config.vocab_size:
         tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
     info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config), "checkpoint meta": listed(meta)[:400]}
-    return model.to(device).eval(), info, tok, tok_desc, True
+    return model.to(device).eval(), info, tok, tok_desc
 
 
 def check_memory(args, config: dict, params: int, device) -> None:
@@ -167,10 +167,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model, info, tok, tok_desc, from_ckpt = load_model(args, device)
-    vocab = model.embed.num_embeddings
-    idx, text_desc, real = text_batch(vocab, args.batch_size, args.seq_len, args.seed, args.text_file,
-                                      tokenizer=tok, tokenizer_desc=tok_desc, allow_bytes=not from_ckpt, device=device)
+    model, info, tok, tok_desc = load_model(args, device)
+    idx, text_desc, real = text_batch(model.embed.num_embeddings, args.batch_size, args.seq_len, args.seed,
+                                      args.text_file, tokenizer=tok, tokenizer_desc=tok_desc,
+                                      allow_bytes=args.checkpoint is None, device=device)
     cfg = DiagConfig(seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
                      role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
                      probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
@@ -191,11 +191,10 @@ def main(argv=None) -> int:
              if device.type == "cpu" else ", ".join(g["name"] for g in env["gpus"]))
     sha = f"{git['sha_short'] or 'none'}{' (dirty)' if git['dirty'] else ''}"
     prov = f"{where}; torch {env['torch']}; git {sha}; {env['created']}"
-    header = dict(info)
-    header.update({"device": str(device), "text": text_desc, "probe dtype": args.probe_dtype,
-                   "probe lengths": f"per layer N={cfg.probe_len}, full model N={cfg.model_probe_len}, "
-                                    f"leak demos N={cfg.leak_len}",
-                   "provenance": prov})
+    header = {**info, "device": str(device), "text": text_desc, "probe dtype": args.probe_dtype,
+              "probe lengths": f"per layer N={cfg.probe_len}, full model N={cfg.model_probe_len}, "
+                               f"leak demos N={cfg.leak_len}",
+              "provenance": prov}
     lines = report.write_summary(df, run_dir / "summary.md", header, cfg.role_thresholds, res.failed)
 
     pdir = run_dir / "plots"

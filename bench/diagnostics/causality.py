@@ -52,8 +52,8 @@ class ProbeResult:
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
-def _result(name: str, kind: str, dtype: torch.dtype, tol: float | None) -> ProbeResult:
-    return ProbeResult(name=name, kind=kind, tol=TOLS.get(dtype, 1e-4) if tol is None else tol)
+def _result(name: str, kind: str, dtype: torch.dtype) -> ProbeResult:
+    return ProbeResult(name=name, kind=kind, tol=TOLS.get(dtype, 1e-4))
 
 
 def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
@@ -67,8 +67,7 @@ def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, posi
 
 
 @torch.no_grad()
-def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0, tol: float | None = None,
-                       name: str = "") -> ProbeResult:
+def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0, name: str = "") -> ProbeResult:
     """Replace x[:, t] (x: (B, N, D_in)) by a fresh random vector of x's scale for each t in
     `positions`; compare fn's outputs at positions < t and >= t."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -79,11 +78,10 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
         x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
         return fn(x2)
 
-    return _perturbations(_result(name, "perturbation", x.dtype, tol), fn(x), changed, positions)
+    return _perturbations(_result(name, "perturbation", x.dtype), fn(x), changed, positions)
 
 
-def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, tol: float | None = None,
-                   name: str = "") -> ProbeResult:
+def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, name: str = "") -> ProbeResult:
     """For each output position i (default: a spread with i < N-1, so a future exists):
     d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at input positions > i (must be
     zero) with the gradient at positions <= i."""
@@ -91,7 +89,7 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
     if out_positions is None:
         out_positions = inside((0, n // 5, n // 2, n - 2), 0, n - 1)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-    res = _result(name, "gradient", x.dtype, tol)
+    res = _result(name, "gradient", x.dtype)
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         y = fn(xg)  # (B, N, ...)
@@ -104,10 +102,9 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
 
 
 def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None, seed: int = 0,
-                    tol: float | None = None, name: str = "") -> list[ProbeResult]:
+                    name: str = "") -> list[ProbeResult]:
     """Both probes on fn: (B, N, D) -> (B, N, D). Returns [perturbation, gradient] results."""
-    return [perturbation_probe(fn, x, positions, seed, tol, name),
-            gradient_probe(fn, x, out_positions, seed, tol, name)]
+    return [perturbation_probe(fn, x, positions, seed, name), gradient_probe(fn, x, out_positions, seed, name)]
 
 
 def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor]:
@@ -128,7 +125,7 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
 
 
 @torch.no_grad()
-def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None = None, name: str = "") -> ProbeResult:
+def token_id_probe(model, idx: torch.Tensor, positions=None, name: str = "") -> ProbeResult:
     """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
     vocab = model.embed.num_embeddings
 
@@ -137,7 +134,7 @@ def token_id_probe(model, idx: torch.Tensor, positions=None, tol: float | None =
         idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
         return model(idx2)[0]
 
-    res = _result(name, "perturbation-ids", model.embed.weight.dtype, tol)
+    res = _result(name, "perturbation-ids", model.embed.weight.dtype)
     return _perturbations(res, model(idx)[0], changed, positions)
 
 
