@@ -127,17 +127,24 @@ def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
     return Built(fn, backend)
 
 
+def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
+    """The wave kernel (H, L) an fft floor convolves with: L tokens (token path) or field cells."""
+    from wavefield_core import wave_kernel
+
+    length = conv_length(spec.seq_len, spec.field_stride, path)[0]
+    freq, damp, phase, _c = wave_params(spec.heads, device, spec.seed)
+    step = spec.field_stride if path == "token" else 1.0
+    return wave_kernel(freq, damp, phase, torch.arange(length, device=device, dtype=torch.float32) * step)
+
+
 def _floor_core(spec: CellSpec, path: str) -> Built:
     """The bare FFT floor at the wave core's shape: x (B, H, d, L) float32 contiguous, cached spectrum."""
-    from wavefield_core import fft_floor, floor_spectrum, wave_kernel
+    from wavefield_core import fft_floor, floor_spectrum
 
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
-    freq, damp, phase, _c = wave_params(spec.heads, spec.device, spec.seed)
-    step = spec.field_stride if path == "token" else 1.0
-    lags = torch.arange(length, device=spec.device, dtype=torch.float32) * step
-    k_spec = floor_spectrum(wave_kernel(freq, damp, phase, lags), m)  # (H, 1, M/2+1) complex64
+    k_spec = floor_spectrum(floor_kernel(spec, path, spec.device), m)  # (H, 1, M/2+1) complex64
     return Built(_no_grad(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
 
 

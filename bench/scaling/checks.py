@@ -10,8 +10,8 @@ from functools import partial
 
 import torch
 
-from bench.scaling.builders import (_autocast, compiled_wave_mix, softmax_function, standard_model, wave_model,
-                                    wave_params)
+from bench.scaling.builders import (_autocast, compiled_wave_mix, floor_kernel, softmax_function, standard_model,
+                                    wave_model, wave_params)
 from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 
@@ -136,15 +136,13 @@ def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:
-    from wavefield_core import causal_conv_direct, fft_floor, floor_spectrum, wave_kernel
+    from wavefield_core import causal_conv_direct, fft_floor, floor_spectrum
 
     spec = small_spec(spec)
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     g = torch.Generator().manual_seed(spec.seed + 13)
     x = torch.randn(1, spec.heads, spec.head_dim, length, generator=g)  # (B, H, d, L)
-    freq, damp, phase, _c = wave_params(spec.heads, torch.device("cpu"), spec.seed)
-    step = spec.field_stride if path == "token" else 1.0
-    kernel = wave_kernel(freq, damp, phase, torch.arange(length, dtype=torch.float32) * step)  # (H, L)
+    kernel = floor_kernel(spec, path, torch.device("cpu"))  # (H, L)
     y = fft_floor(x.to(spec.device), floor_spectrum(kernel.to(spec.device), m), m)
     ref = causal_conv_direct(x.double().transpose(-1, -2), kernel.double()).transpose(-1, -2)
     return CheckResult(rel_rms(y, ref), TOLERANCE[torch.float32])

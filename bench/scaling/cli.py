@@ -90,25 +90,20 @@ def build_parser() -> ArgParser:
 # configuration
 
 
-def _pick(explicit, base: SweepConfig | None, name: str, quick: bool, device_default):
-    if explicit is not None:
-        return explicit
-    if base is not None:
-        return getattr(base, name)
-    if quick and name in QUICK:
-        return QUICK[name]
-    return device_default
-
-
 def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
     """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
     device_str = args.device if args.device is not None else (base.device if base else "auto")
     device = resolve_device(device_str)
     dd = DEVICE_DEFAULTS[device.type]
-    quick = bool(_pick(args.quick, base, "quick", False, False))
+    quick = bool(args.quick if args.quick is not None else base is not None and base.quick)
 
-    def pick(value, name):
-        return _pick(value, base, name, quick, dd.get(name, COMMON_DEFAULTS.get(name)))
+    def pick(explicit, name):
+        """explicit flag > the resumed run's value > the --quick preset > the device's default"""
+        if explicit is not None:
+            return explicit
+        if base is not None:
+            return getattr(base, name)
+        return QUICK[name] if quick and name in QUICK else dd.get(name, COMMON_DEFAULTS.get(name))
 
     dtype_name = pick(args.dtype, "dtype")
     dtype = resolve_dtype(dtype_name, device)
@@ -161,13 +156,6 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         time_budget=pick(args.time_budget, "time_budget"), mem_budget_gb=float(mem),
         total_budget=pick(args.total_budget, "total_budget"), model_dim=model_dim,
         model_layers=pick(args.model_layers, "model_layers"), vocab=COMMON_DEFAULTS["vocab"], quick=quick)
-
-
-def load_resume(path: str) -> SweepConfig:
-    try:
-        return SweepConfig.from_dict(read_run_env(path, PROG)["sweep"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"--resume {path!r}: env.json has no usable sweep configuration ({exc})")
 
 
 FIELD_FLAGS = {"seq_lens": "--seq-lens/--min-len/--max-len", "batch": "--batch-size", "heads": "--n-heads",
@@ -258,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out_dir(args.out)
 
     info = from_env()
-    base = load_resume(args.resume) if args.resume else None
+    base = None
+    if args.resume:
+        try:
+            base = SweepConfig.from_dict(read_run_env(args.resume, PROG)["sweep"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--resume {args.resume!r}: env.json has no usable sweep configuration ({exc})")
     wanted = args.device if args.device is not None else (base.device if base is not None else "auto")
     if info.enabled and wanted != "cpu" and torch.cuda.is_available():
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU

@@ -75,6 +75,16 @@ def _not_run_note(sub, methods) -> str:
     return ("not run (no point drawn): " + "; ".join(parts)) if parts else ""
 
 
+def _axes(ylabel: str, title: str):
+    """A figure with a log2 length axis and a log value axis."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    length_axis(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    return fig, ax
+
+
 def _finish(fig, ax, note: str, path: Path) -> Path:
     ax.legend(fontsize=7, loc="best", framealpha=0.85)
     if note:
@@ -91,7 +101,7 @@ def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
     series = {m: s[s > 0] for m, s in series.items() if len(s[s > 0])}
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _axes(ylabel, title)
     for m, s in series.items():
         ax.plot(s.index, s.values, "--" if method_kind(m) == "reference" else "-", marker="o", ms=3.5, color=color(m),
                 label=m)
@@ -101,10 +111,6 @@ def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
             fine = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
             if fine.any():
                 ax.fill_between(s.index[fine], lo[fine], hi[fine], color=color(m), alpha=0.2, lw=0)
-    length_axis(ax)
-    ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
     _value_axis(ax)
     return _finish(fig, ax, _not_run_note(sub, methods), path)
 
@@ -114,18 +120,14 @@ def _speedup_plot(sub, methods, title, path) -> Path | None:
     drawn = [(w, s, tw.index, ts.values / tw.values) for w, s, tw, ts in pairs(sub, methods) if len(tw)]
     if not drawn:
         return None
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = _axes("speedup of wave = other ms / wave ms (x)", title)
     styles = dict(zip(waves(methods), ["-", "--", ":", "-."] * 3))
     for w, s, ns, ratio in drawn:
         ax.plot(ns, ratio, styles[w], marker="o", ms=3.5, color=color(s), label=f"{w} over {s}")
     ax.axhline(1.0, color="0.2", lw=1, label="1x (equal time)")
-    length_axis(ax)
-    ax.set_yscale("log")
     ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
     ax.yaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.set_ylabel("speedup of wave = other ms / wave ms (x)")
-    ax.set_title(title, fontsize=9)
     return _finish(fig, ax, _not_run_note(sub, methods), path)
 
 
