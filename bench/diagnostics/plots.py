@@ -16,9 +16,14 @@ from bench.diagnostics.energy import QUANTITIES  # noqa: E402
 from bench.diagnostics.heads import analytic_kernel, kernel_z  # noqa: E402
 
 
-def _grid(n: int, max_cols: int = 4):
+def _panels(n: int, max_cols: int, width: float, height: float, extra_height: float = 0.0):
+    """A figure with a grid of n panels, at most max_cols a row; the unused panels are blank."""
     cols = min(n, max_cols)
-    return int(math.ceil(n / cols)), cols
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, extra_height + height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes
 
 
 def _save(fig, path: Path, footer: str, **margins) -> None:
@@ -34,8 +39,7 @@ def _save(fig, path: Path, footer: str, **margins) -> None:
 def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     """One panel per head: cell-lag kernel, token-lag samples, measured impulse, envelope, reach."""
     params, meas, ana, s, layer = kern["params"], kern["measured"], kern["analytic"], kern["stride"], kern["layer"]
-    rows, cols = _grid(len(params))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 0.6 + 2.8 * rows), squeeze=False)
+    fig, axes = _panels(len(params), 4, 3.6, 2.8, extra_height=0.6)
     n_tok = meas.shape[1]
     z = kernel_z(layer)
     for p, ax in zip(params, axes.flat):
@@ -59,8 +63,6 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
         ax.set_xlabel(f"lag (cells; token = {s:g} cells)", fontsize=7)
     for ax in axes[:, 0]:
         ax.set_ylabel("kernel value (output per unit deposit)", fontsize=7)
-    for ax in list(axes.flat)[len(params):]:
-        ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="upper right")
     fig.suptitle(f"Layer {layer_idx}: wave kernels (impulse response measured through wave_conv_bhdn)", fontsize=10)
     height = fig.get_figheight()  # inches: room for the suptitle + two-line titles on top, labels + footer below
@@ -83,9 +85,7 @@ def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:
 
 
 def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str) -> None:
-    n = len(couplings)
-    rows, cols = _grid(n, 3)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    fig, axes = _panels(len(couplings), 3, 3.4, 3.1)
     for (i, p), ax in zip(couplings.items(), axes.flat):
         im = ax.imshow(p, vmin=0, vmax=1, cmap="magma")
         s = stats[stats["layer"] == i].iloc[0]
@@ -95,8 +95,6 @@ def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str)
         ax.set_xticks(range(p.shape[1]))  # heads are whole numbers: no 0.5 or 2.5 ticks
         ax.set_yticks(range(p.shape[0]))
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     height = fig.get_figheight()  # inches: room for the suptitle on top and the footer below
     fig.subplots_adjust(left=0.08, right=0.86, bottom=0.45 / height, top=1 - 0.7 / height, hspace=0.5, wspace=0.35)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="coupling weight softmax(C)[h, h'] (0 to 1)")
