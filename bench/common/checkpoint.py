@@ -1,14 +1,13 @@
 """One checkpoint format for every harness: bench.quality writes it, bench.diagnostics reads it.
 
-A checkpoint is a torch.save'd dict:
-    {"format": "wavefield-bench/1", "kind": "wave" | "standard" | "peer", "config": {constructor kwargs},
-     "state_dict": model weights, "meta": {free-form: tokenizer path, step, metrics, ...},
-     "train_state": optional optimizer/scheduler/batcher/RNG state for --resume}
-Written atomically (bench.common.files.replacing); anything unreadable or inconsistent is a
+A torch.save'd dict {"format": FORMAT, "kind": one of KINDS, "config": constructor kwargs, "state_dict":
+weights, "meta": free-form (tokenizer path, step, metrics), "train_state": optional optimizer, scheduler,
+batcher and RNG state for --resume}, written atomically; anything unreadable or inconsistent is a
 UsageError naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,18 @@ from bench.common.cli import UsageError
 from bench.common.files import replacing
 
 FORMAT = "wavefield-bench/1"
-KINDS = ("wave", "standard", "peer")
+# kind -> (module, class) of its model; imported on demand, so that reading a checkpoint needs only its own kind
+MODELS = {"wave": ("wavefield_core", "WaveFieldLM"), "standard": ("baselines", "StandardLM"),
+          "peer": ("baselines.peer_model", "PeerLM")}
+KINDS = tuple(MODELS)
 
 
 def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
     """Construct a model of `kind` from its constructor kwargs."""
-    if kind == "wave":
-        from wavefield_core import WaveFieldLM
-
-        return WaveFieldLM(**config)
-    if kind == "standard":
-        from baselines import StandardLM
-
-        return StandardLM(**config)
-    if kind == "peer":
-        from baselines.peer_model import PeerLM
-
-        return PeerLM(**config)
-    raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
+    module, name = MODELS[kind]
+    return getattr(importlib.import_module(module), name)(**config)
 
 
 def save_checkpoint(path: str | Path, kind: str, config: dict[str, Any], model: torch.nn.Module,

@@ -6,7 +6,6 @@ import math
 import sys
 from typing import Any, Callable, Sequence
 
-
 # called when run_cli returns: bench.common.files adds the unlocking of the folders a run claimed
 AT_EXIT: list[Callable[[], None]] = []
 
@@ -62,30 +61,21 @@ def choice_list(valid: Sequence[str], what: str, item: Callable[[str], Any] | No
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "bench",
             resumable: bool = True) -> int:
-    """Run `main(argv)`; turn UsageError (and a file system refusal) into one line + exit 2, Ctrl-C
-    into exit 130. Output folders the run claimed are unlocked on the way out.
-
-    Results already written by `main` stay on disk in either case (harnesses flush row by row).
-    """
+    """Run `main(argv)`; turn UsageError (and a file system refusal, or running out of memory) into one
+    line + exit 2, Ctrl-C into exit 130. Rows already written stay; claimed output folders are unlocked."""
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
         msg = " ".join(str(exc).split())
-        print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 2
     except OSError as exc:  # disk full, read-only, permissions: the machine's answer, not a bug
         where = f" {exc.filename!r}" if exc.filename else ""
-        why = " ".join(str(exc.strerror or exc).split())
-        print(f"{prog}: error: cannot write or read{where}: {why}", file=sys.stderr)
-        return 2
+        msg = f"cannot write or read{where}: {' '.join(str(exc.strerror or exc).split())}"
     except (MemoryError, RuntimeError) as exc:
         # the size checks are lower bounds: a run at the edge of memory still ends in one line
         if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc) \
                 and type(exc).__name__ != "OutOfMemoryError":
             raise
-        why = " ".join(str(exc).split())[:160]
-        print(f"{prog}: error: out of memory ({why}); choose smaller sizes", file=sys.stderr)
-        return 2
+        msg = f"out of memory ({' '.join(str(exc).split())[:160]}); choose smaller sizes"
     except KeyboardInterrupt:
         hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
@@ -93,3 +83,5 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     finally:
         for release in AT_EXIT:
             release()
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    return 2

@@ -15,14 +15,14 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"unknown device {name!r}; valid choices: {', '.join(DEVICES)} (or cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"device {name!r} requested but no CUDA GPU is available here; valid choices: cpu, auto")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
-        return dev
-    return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but no CUDA GPU is available here; valid choices: cpu, auto")
+    dev = torch.device(name)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    return dev
 
 
 def rank_device(name: str, local_rank: int | None = None) -> torch.device:

@@ -1,8 +1,7 @@
 """torchrun support for every harness: `torchrun --nproc-per-node K -m bench.<harness> ...`.
 
-torchrun sets WORLD_SIZE, RANK, LOCAL_RANK and LOCAL_WORLD_SIZE. Each rank joins one process
-group (nccl on cuda:LOCAL_RANK, gloo on the CPU); rank 0 writes the files. A plain process is
-world 1, rank 0, and every helper is then a no-op, so callers never branch on it.
+Each rank joins one process group (nccl on cuda:LOCAL_RANK, gloo on the CPU); rank 0 writes the
+files. A plain process is world 1, rank 0, and every helper is then a no-op, so callers never branch on it.
 """
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import os
 from dataclasses import dataclass, replace
 
 import torch
+import torch.distributed as dist
 
 # ranks finish their shares at different times; the final barrier may wait for hours
 BARRIER_TIMEOUT = datetime.timedelta(hours=12)
@@ -36,16 +36,13 @@ class Dist:
         """Join the process group: nccl on CUDA (after selecting cuda:LOCAL_RANK), gloo on CPU."""
         if not self.enabled:
             return self
-        import torch.distributed as dist
-
-        backend = "nccl" if device_type == "cuda" else "gloo"
         if not dist.is_initialized():
-            if backend == "nccl":
+            if device_type == "cuda":
                 torch.cuda.set_device(self.local_rank)
-                dist.init_process_group(backend, timeout=BARRIER_TIMEOUT,
+                dist.init_process_group("nccl", timeout=BARRIER_TIMEOUT,
                                         device_id=torch.device("cuda", self.local_rank))
             else:
-                dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
+                dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
         return replace(self, backend=dist.get_backend())
 
     def shard(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,48 +52,36 @@ class Dist:
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.enabled:
-            import torch.distributed as dist
-
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank."""
-        if not self.enabled:
-            return obj
-        import torch.distributed as dist
-
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        if self.enabled:
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather(self, obj) -> list:
         """[obj of rank 0, obj of rank 1, ...] on every rank."""
         if not self.enabled:
             return [obj]
-        import torch.distributed as dist
-
         out = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:
         if self.enabled:
-            import torch.distributed as dist
-
             dist.barrier(device_ids=[self.local_rank]) if dist.get_backend() == "nccl" else dist.barrier()
 
     def finish(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def from_env() -> Dist:
     """The rank layout torchrun set in the environment; a plain process is world 1, rank 0."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = int(os.environ.get("WORLD_SIZE") or 1)
     if world <= 1:
         return Dist()
     env = os.environ.get
