@@ -1,10 +1,5 @@
-"""What the curves of a quality run say beyond the final test numbers (curves.csv rows in, numbers out).
-
-- convergence: where a job stands at its last step (best step, how much validation loss still fell
-  over the last 10% of training tokens, the fitted train-loss change over that stretch);
-- equal wall-clock: both models' validation loss at the same job time (the shorter job's length);
-- ratio against tokens: wave / baseline validation perplexity at every evaluation.
-"""
+"""What the curves of a quality run say beyond the final test numbers: convergence, equal wall-clock and
+the ratio against tokens (docs/quality.md). curves.csv rows in, numbers out."""
 from __future__ import annotations
 
 import math

@@ -1,11 +1,5 @@
-"""Corpora, encoding and resumable batch iterators for the quality benchmark.
-
-    corpus = load_corpus("wiki-vital")                      # or wikitext2 / shakespeare / text-file / fixture
-    tok = build_tokenizer("char", corpus.train)             # bench.quality.tokenizers
-    data = encode_splits(corpus, tok, mode="contiguous")    # {"train": LongTensor[N], ...}
-    batches = make_batches("contiguous", data["train"], seq_len=256, batch_size=32, seed=0)
-    for x, y in batches: ...                                # LongTensor[B, T] each; y ignores -100
-"""
+"""Corpora (load_corpus), encoding (encode_splits) and resumable batch iterators (make_batches) for the
+quality benchmark; README.md, "Data and licences", describes the corpora."""
 from __future__ import annotations
 
 import hashlib

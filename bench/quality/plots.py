@@ -1,12 +1,5 @@
-"""Figures of a quality run, derived from env.json, curves.csv and final.csv only.
-
-plots/val_loss_vs_tokens.png   validation loss vs training tokens: mean over seeds, band = min..max over seeds
-plots/val_loss_vs_wall.png     the same against job wall time (evaluation included)
-plots/ratio_vs_tokens.png      wave / baseline validation PPL vs tokens (band over seeds), published ratio as a line
-plots/lr_sweep.png             best validation loss against peak LR per method (runs with --lr-sweep)
-plots/final_metrics.png        test PPL, bpc and accuracy per method: seeds as dots, mean with std error bars
-Curves and test metrics are those of each method's kept LR (bench.quality.sweep).
-"""
+"""Figures of a quality run (plots/val_loss_vs_tokens, val_loss_vs_wall, ratio_vs_tokens, lr_sweep and
+final_metrics .png), from env.json, curves.csv and final.csv at each method's kept LR."""
 from __future__ import annotations
 
 import math

@@ -1,9 +1,5 @@
-"""Across-seed statistics: mean, spread and a t-based 95% confidence interval.
-
-The wave/standard gap is the per-seed ratio ppl_wave(seed) / ppl_standard(seed) (same seed = same
-batch order), summarised by its mean and a two-sided 95% Student-t interval over seeds:
-mean +- t_{0.975, n-1} * std / sqrt(n), std with ddof = 1. One seed gives no interval.
-"""
+"""Across-seed statistics: mean, spread and a two-sided 95% Student-t interval of the mean,
+mean +- t_{0.975, n-1} * std / sqrt(n) with std at ddof = 1 (one seed gives no interval)."""
 from __future__ import annotations
 
 import math

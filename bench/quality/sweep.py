@@ -1,13 +1,6 @@
-"""Which jobs a quality run trains, and which peak learning rate each method keeps.
-
-A job is (method, seed, peak LR). Without --lr-sweep every seed trains every method at --lr.
-With --lr-sweep LR...:
-  stage 1  every method trains at every LR (the sweep's and --lr) with the first seed;
-  choice   each method keeps the LR with the lowest best validation loss (validation only, never
-           test; a diverged job, whose loss is NaN, never wins; a tie keeps the smaller LR);
-  stage 2  the other seeds train every method at its kept LR.
-Both stages use the same budget, schedule shape and batches, so the choice is fair to every model.
-The rows at --lr are the untuned reference the report shows beside the tuned result.
+"""Which jobs (method, seed, peak LR) a quality run trains, and which LR each method keeps: with
+--lr-sweep, every LR at the first seed (stage 1), then the other seeds at the kept LR (stage 2);
+docs/quality.md, "Learning rates: tuned and untuned".
 """
 from __future__ import annotations
 

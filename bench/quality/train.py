@@ -97,10 +97,6 @@ class RunContext:
         """Autocast at the run's AMP dtype; a no-op with AMP off."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    @property
-    def curves_path(self) -> Path:
-        return self.run_dir / "curves.csv"
-
     def ckpt_paths(self, method: str, seed: int, lr: float) -> tuple[Path, Path]:
         return ckpt_paths(self.run_dir, method, seed, lr, self.settings.preset.lr)
 
@@ -151,12 +147,6 @@ class JobState:
     curves: list = field(default_factory=list)
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
 def _rng_state(device: torch.device) -> dict:
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -180,7 +170,10 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     mem = JobPeak(dev)
     mem.reset()
 
-    set_seed(seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    # identical initial weights on every rank (DDP also broadcasts rank 0's); torch's seed covers every CUDA device
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     model = build_model(spec["kind"], spec["config"]).to(dev)
     torch.manual_seed(seed * 1_000_003 + ctx.rank)  # per-rank dropout stream
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), weight_decay=p.weight_decay)
@@ -207,7 +200,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
                              f"{' '.join(str(exc).split())[:160]}); delete it to train {method} seed {seed} "
                              "from the start") from None
     if ctx.is_main:
-        _reset_curves(rc.curves_path, method, seed, peak_lr, st.curves)
+        _reset_curves(rc.run_dir / "curves.csv", method, seed, peak_lr, st.curves)
 
     raw = model
     if ctx.enabled:
@@ -224,11 +217,10 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     def log(split: str, loss: float, acc_: float, lr: float, step: int, tokens: int) -> None:
         row = {"method": method, "seed": seed, "step": step, "tokens": tokens, "split": split, "loss": loss,
                "ppl": ppl(loss), "bpc": bpc_from_loss(loss, rc.tokens_per_char[{"val": "valid"}.get(split, split)]),
-               "acc": acc_,
-               "lr": lr, "wall_s": round(wall(), 3), "peak_lr": peak_lr}
+               "acc": acc_, "lr": lr, "wall_s": round(wall(), 3), "peak_lr": peak_lr}
         st.curves.append(row)
         if ctx.is_main:
-            CsvLog(rc.curves_path, CURVE_COLUMNS).append(row)
+            CsvLog(rc.run_dir / "curves.csv", CURVE_COLUMNS).append(row)
 
     def save_state() -> None:
         ranks = ctx.gather({"rng": _rng_state(dev), "acc": acc.tolist()})
