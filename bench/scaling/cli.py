@@ -108,18 +108,17 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     dtype_name = pick(args.dtype, "dtype")
     dtype = resolve_dtype(dtype_name, device)
 
-    if args.seq_lens is not None and (args.min_len is not None or args.max_len is not None):
+    ranged = args.min_len is not None or args.max_len is not None
+    if args.seq_lens is not None and ranged:
         raise UsageError("give either --seq-lens or --min-len/--max-len, not both")
     if args.seq_lens is not None:
         seq_lens = sorted(args.seq_lens)
-    elif args.min_len is not None or args.max_len is not None:
+    elif ranged or not (seq_lens := pick(None, "seq_lens")):  # a range, or no resumed/quick lengths
         lo = args.min_len if args.min_len is not None else COMMON_DEFAULTS["min_len"]
         hi = args.max_len if args.max_len is not None else COMMON_DEFAULTS["max_len"]
         if lo > hi:
             raise UsageError(f"--min-len {lo} is greater than --max-len {hi}; valid: 1 <= min-len <= max-len")
         seq_lens = length_grid(lo, hi)
-    else:
-        seq_lens = pick(None, "seq_lens") or length_grid(COMMON_DEFAULTS["min_len"], COMMON_DEFAULTS["max_len"])
 
     stride = pick(args.field_stride, "field_stride")
     from wavefield_core import check_stride

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from bench.common.device import DTYPES
-from bench.common.memory import free_memory, measure_peak, memory_method, prepare_profiler
+from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import checks, costs
 from bench.scaling.budget import Predictor, share_out
@@ -54,10 +54,8 @@ class _Prepared:
     fn: Callable[[], object]
     est_call_s: float
     spent_s: float
-    peak_bytes: int
-    reserved_bytes: int | None
+    mem: PeakMemory
     backend: str
-    device_used_bytes: int | None = None
     note: str = ""  # why this ok cell has fewer repetitions than asked
 
 
@@ -209,8 +207,7 @@ class Sweep:
             exc = exc.with_traceback(None)
             built = None
             return self._failure(method, spec, exc)
-        return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem.peak_bytes,
-                         mem.reserved_bytes, backend, mem.device_used_bytes)
+        return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
         status, reason = classify(exc)
@@ -226,9 +223,9 @@ class Sweep:
         cost = _safe_cost(method, spec)
         metrics = {
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
-            "peak_mem_mb": p.peak_bytes / 2**20, "mem_method": self.mem_method,
-            "reserved_mem_mb": p.reserved_bytes / 2**20 if p.reserved_bytes is not None else None,
-            "device_used_mb": p.device_used_bytes / 2**20 if p.device_used_bytes is not None else None,
+            "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method,
+            "reserved_mem_mb": p.mem.reserved_bytes / 2**20 if p.mem.reserved_bytes is not None else None,
+            "device_used_mb": p.mem.device_used_bytes / 2**20 if p.mem.device_used_bytes is not None else None,
             "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
             "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
