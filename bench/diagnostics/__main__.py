@@ -161,6 +161,7 @@ def main(argv=None) -> int:
 
     from bench.common.device import resolve_device
     from bench.common.env import collect_env, device_tag
+    from bench.diagnostics.causality import leak_tol
     from bench.diagnostics.run import DiagConfig, run_diagnostics
     from bench.diagnostics.textdata import text_batch
 
@@ -204,8 +205,7 @@ def main(argv=None) -> int:
     plots.plot_impulse_error(df, pdir / "impulse_error.png", prov)
     plots.plot_coupling(res.arrays["couplings"], report.coupling_table(df), pdir / "coupling.png", prov)
     plots.plot_energy(res.arrays["energy"], report.energy_table(df), pdir / "energy_flow.png", text_desc, prov)
-    plots.plot_causality(report.causality_table(df), pdir / "causality.png", prov,
-                         tol=1e-9 if args.probe_dtype == "float64" else 1e-4)
+    plots.plot_causality(report.causality_table(df), pdir / "causality.png", prov, tol=leak_tol(cfg.probe_dtype))
 
     for line in lines:
         print(line)

@@ -23,7 +23,10 @@ import torch
 
 from wavefield_core.reference import reference_wave_layer
 
-TOLS = {torch.float64: 1e-9, torch.float32: 1e-4}  # leak score above this = not causal
+
+def leak_tol(dtype: torch.dtype) -> float:
+    """The leak score above which an operator computed in `dtype` is not causal."""
+    return 1e-9 if dtype == torch.float64 else 1e-4
 
 
 def inside(ts, lo: int, hi: int) -> list[int]:
@@ -34,7 +37,6 @@ def inside(ts, lo: int, hi: int) -> list[int]:
 @dataclass
 class ProbeResult:
     """Per-position numbers of one probe and the verdict."""
-    name: str
     kind: str  # "perturbation" | "gradient" | "perturbation-ids"
     tol: float
     rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
@@ -52,10 +54,6 @@ class ProbeResult:
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
-def _result(name: str, kind: str, dtype: torch.dtype) -> ProbeResult:
-    return ProbeResult(name=name, kind=kind, tol=TOLS.get(dtype, 1e-4))
-
-
 def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
     """Compare changed(t) with base (B, N, ...) before t (the leak) and from t on (the response).
     Default positions: near the start, odd interior points, the last token."""
@@ -67,7 +65,7 @@ def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, posi
 
 
 @torch.no_grad()
-def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0, name: str = "") -> ProbeResult:
+def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0) -> ProbeResult:
     """Replace x[:, t] (x: (B, N, D_in)) by a fresh random vector of x's scale for each t in
     `positions`; compare fn's outputs at positions < t and >= t."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -78,10 +76,10 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
         x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
         return fn(x2)
 
-    return _perturbations(_result(name, "perturbation", x.dtype), fn(x), changed, positions)
+    return _perturbations(ProbeResult("perturbation", leak_tol(x.dtype)), fn(x), changed, positions)
 
 
-def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0, name: str = "") -> ProbeResult:
+def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0) -> ProbeResult:
     """For each output position i (default: a spread with i < N-1, so a future exists):
     d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at input positions > i (must be
     zero) with the gradient at positions <= i."""
@@ -89,7 +87,7 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
     if out_positions is None:
         out_positions = inside((0, n // 5, n // 2, n - 2), 0, n - 1)
     gen = torch.Generator(device="cpu").manual_seed(seed + 1)
-    res = _result(name, "gradient", x.dtype)
+    res = ProbeResult("gradient", leak_tol(x.dtype))
     xg = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         y = fn(xg)  # (B, N, ...)
@@ -101,10 +99,10 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
     return res
 
 
-def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None, seed: int = 0,
-                    name: str = "") -> list[ProbeResult]:
+def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None,
+                    seed: int = 0) -> list[ProbeResult]:
     """Both probes on fn: (B, N, D) -> (B, N, D). Returns [perturbation, gradient] results."""
-    return [perturbation_probe(fn, x, positions, seed, name), gradient_probe(fn, x, out_positions, seed, name)]
+    return [perturbation_probe(fn, x, positions, seed), gradient_probe(fn, x, out_positions, seed)]
 
 
 def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor]:
@@ -125,7 +123,7 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
 
 
 @torch.no_grad()
-def token_id_probe(model, idx: torch.Tensor, positions=None, name: str = "") -> ProbeResult:
+def token_id_probe(model, idx: torch.Tensor, positions=None) -> ProbeResult:
     """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
     vocab = model.embed.num_embeddings
 
@@ -134,7 +132,7 @@ def token_id_probe(model, idx: torch.Tensor, positions=None, name: str = "") -> 
         idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
         return model(idx2)[0]
 
-    res = _result(name, "perturbation-ids", model.embed.weight.dtype)
+    res = ProbeResult("perturbation-ids", leak_tol(model.embed.weight.dtype))
     return _perturbations(res, model(idx)[0], changed, positions)
 
 

@@ -43,7 +43,7 @@ class DiagConfig:
 @dataclass
 class Results:
     rows: list = field(default_factory=list)
-    arrays: dict = field(default_factory=dict)  # plot data: kernels, couplings, energy curves, causality probes
+    arrays: dict = field(default_factory=dict)  # plot data: kernels, couplings, energy curves
     timings: dict = field(default_factory=dict)
 
     def add(self, check, layer, head, quantity, value, threshold=None, verdict="INFO"):
@@ -116,22 +116,19 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
             res.gate("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), bound)
 
 
-def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool, group: str,
-               label: str) -> None:
-    """Rows for one probe (gate: a model check, PASS/FAIL per position; else INFO) and its plot entry."""
+def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool) -> None:
+    """Rows for one probe (gate: a model check, PASS/FAIL per position; else INFO)."""
     for r in probe.rows:
         verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
         res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
         res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
     res.add(check, layer, "", f"{probe.kind}:N", n)
-    res.arrays.setdefault("causality", []).append((group, label, probe))
 
 
 def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.device) -> None:
     """Per-layer and full-model probes at long N; the reference on clean and leaking configurations."""
     dt = cfg.probe_dtype
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 17)
-    res.arrays["causality"] = []
     n = cfg.probe_len
     with res.timed("causality_layers_s"):
         for i, layer in enumerate(model.attention_layers):
@@ -141,19 +138,17 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
             # last token plus a seeded interior t (different per layer), so the run covers many positions.
             t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
             positions, out_positions = cz.inside((1, t_mid, n - 1), 1, n), cz.inside((i_mid, n - 2), 0, n - 1)
-            for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i, name=f"layer {i}"):
-                _add_probe(res, "causality", i, probe, n, True, "model", f"layer {i} {probe.kind}")
+            for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i):
+                _add_probe(res, "causality", i, probe, n, True)
     n = cfg.model_probe_len
     with res.timed("causality_model_s"):
         mdl = cz.as_probe_copy(model, dt)
         idx = torch.randint(0, mdl.embed.num_embeddings, (1, n), generator=gen).to(device)
         fn, e0 = cz.embedding_operator(mdl, idx)
         positions = cz.inside((1, n // 2 + 1, n - 1), 1, n)
-        probes = cz.probe_causality(fn, e0, positions, cz.inside((n // 3, n - 2), 0, n - 1), seed=cfg.seed,
-                                    name="model (embeddings)")
-        for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)], name="model (ids)")]:
-            label = "full model ids" if probe.kind == "perturbation-ids" else f"full model {probe.kind}"
-            _add_probe(res, "causality", "model", probe, n, True, "model", label)
+        probes = cz.probe_causality(fn, e0, positions, cz.inside((n // 3, n - 2), 0, n - 1), seed=cfg.seed)
+        for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)])]:
+            _add_probe(res, "causality", "model", probe, n, True)
     if cfg.leak_demos:
         with res.timed("leak_demos_s"):
             leak_demos(model.attention_layers[0], res, cfg, gen)
@@ -170,11 +165,10 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
     configs += [(name, ov, True) for name, ov in cz.leak_configs(cfg.clamp_field_cells, clamp_len)]
     for name, ov, leaky in configs:
         x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
-        probes = cz.probe_causality(cz.reference_fn(lay, **ov), x, seed=cfg.seed, name=name)
+        probes = cz.probe_causality(cz.reference_fn(lay, **ov), x, seed=cfg.seed)
         check = "leak_demo" if leaky else "causality_reference"
         for probe in probes:
-            _add_probe(res, check, name, probe, n, not leaky, "leak demo" if leaky else "reference",
-                       f"{name} {probe.kind}")
+            _add_probe(res, check, name, probe, n, not leaky)
         score, tol = max(p.max_score for p in probes), probes[0].tol
         res.add(check, name, "", "max_score", score, tol,
                 ("EXPECTED-LEAK" if score > tol else "FAIL") if leaky else _pf(score <= tol))
