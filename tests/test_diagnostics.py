@@ -3,6 +3,7 @@ bound, causality probes (clean and deliberately leaking operators), and the CLI 
 import math
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from bench.diagnostics.conservation import check_conservation, full_grid_l1, lay
 from bench.diagnostics.heads import (analytic_token_response, coupling_stats, head_params, impulse_check,
                                      role_of)
 from wavefield_core import WaveFieldAttention, WaveFieldLM
+from wavefield_core.reference import reference_wave_layer
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny_corpus.txt"
@@ -151,9 +153,9 @@ def test_leak_demo_stride_0125_and_clamp_show_leaks():
     torch.manual_seed(0)
     layer = cz.as_probe_copy(WaveFieldAttention(32, 4, field_stride=4.0), torch.float64)
     x = torch.randn(1, 64, 32, dtype=torch.float64)
-    leak = cz.perturbation_probe(cz.reference_fn(layer, field_stride=0.125), x)
-    clean = cz.perturbation_probe(cz.reference_fn(layer, field_stride=4.0), x)
-    clamp = cz.perturbation_probe(cz.reference_fn(layer, **cz.v35_clamp_config(1024, 48)), x)
+    leak = cz.perturbation_probe(partial(reference_wave_layer, layer, field_stride=0.125), x)
+    clean = cz.perturbation_probe(partial(reference_wave_layer, layer, field_stride=4.0), x)
+    clamp = cz.perturbation_probe(partial(reference_wave_layer, layer, **cz.v35_clamp_config(1024, 48)), x)
     print("s=0.125:", leak.max_score, "clean:", clean.max_score, "clamp:", clamp.max_score)
     assert leak.max_score > 0.1 and not leak.causal
     assert clean.causal

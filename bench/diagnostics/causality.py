@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Callable
 
 import torch
-
-from wavefield_core.reference import reference_wave_layer
 
 
 def leak_tol(dtype: torch.dtype) -> float:
@@ -151,8 +148,3 @@ def leak_configs(field_cells: int = 1024, max_len: int = 256) -> list[tuple[str,
     clamp = v35_clamp_config(field_cells, max_len)
     return [(f"stride {s}", {"field_stride": s}) for s in (1.29, 0.996, 0.125)] + [
         (f"clamp G={field_cells} L={max_len} s={clamp['field_stride']:.4g}", clamp)]
-
-
-def reference_fn(layer, **overrides) -> Callable:
-    """The float64 reference forward of `layer` with overrides (field_stride, field_size, clamp)."""
-    return partial(reference_wave_layer, layer, **overrides)

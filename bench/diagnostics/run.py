@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from bench.diagnostics.conservation import check_conservation, full_grid_l1, lay
 from bench.diagnostics.energy import QUANTITIES, energy_flow
 from bench.diagnostics.heads import coupling_stats, head_params, impulse_check
 from wavefield_core.attention import WaveFieldAttention
+from wavefield_core.reference import reference_wave_layer
 
 COLUMNS = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
 IMPULSE_TOL = 1e-5  # fp32 fast path vs float64 closed form
@@ -165,7 +167,7 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
     configs += [(name, ov, True) for name, ov in cz.leak_configs(cfg.clamp_field_cells, clamp_len)]
     for name, ov, leaky in configs:
         x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
-        probes = cz.probe_causality(cz.reference_fn(lay, **ov), x, seed=cfg.seed)
+        probes = cz.probe_causality(partial(reference_wave_layer, lay, **ov), x, seed=cfg.seed)
         check = "leak_demo" if leaky else "causality_reference"
         for probe in probes:
             _add_probe(res, check, name, probe, n, not leaky)
