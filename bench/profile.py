@@ -72,12 +72,6 @@ def _self_time_us(evt, on_cuda: bool) -> float:
     return float(getattr(evt, "self_device_time_total", 0.0) or 0.0) if on_cuda else float(evt.self_cpu_time_total)
 
 
-def _on_device(evt) -> bool:
-    from torch.autograd import DeviceType
-
-    return getattr(evt, "device_type", None) == DeviceType.CUDA
-
-
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
     """Seconds per call of `reps` back-to-back calls (the suite's clock: CUDA events on a GPU) and the
     profiler's key_averages over `reps` more."""
@@ -98,7 +92,9 @@ def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -
     on_cuda = device.type == "cuda"
     events = list(averages)
     if on_cuda:  # device-side events only: an aten op's device time is its kernels' time again
-        timed = [e for e in events if _on_device(e)]
+        from torch.autograd import DeviceType
+
+        timed = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
     else:
         timed = [e for e in events if e.self_cpu_time_total > 0]
     total_us = sum(_self_time_us(e, on_cuda) for e in timed)
