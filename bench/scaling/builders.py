@@ -72,10 +72,6 @@ def _autocast(spec: CellSpec):
     return torch.autocast(device_type=spec.device.type, dtype=spec.dtype)
 
 
-# ---------------------------------------------------------------------------------------------
-# the core level
-
-
 def compiled_wave_mix():
     """wave_mix through torch.compile (inductor, static shapes): one compiled graph per shape."""
     from wavefield_core import wave_mix
@@ -146,10 +142,6 @@ def _floor_core(spec: CellSpec, path: str) -> Built:
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
     k_spec = floor_spectrum(floor_kernel(spec, path, spec.device), m)  # (H, 1, M/2+1) complex64
     return Built(_no_grad(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
-
-
-# ---------------------------------------------------------------------------------------------
-# layer and model levels
 
 
 def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) -> Built:
@@ -225,10 +217,6 @@ def graphed(build: Callable[..., Built]) -> Callable[..., Built]:
     def build_graphed(spec: CellSpec, **kw) -> Built:
         return cuda_graphed(build(spec, **kw), spec.device)
     return build_graphed
-
-
-# ---------------------------------------------------------------------------------------------
-# entry points named in the registry
 
 
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:

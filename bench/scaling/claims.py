@@ -37,10 +37,6 @@ LEAK_NOTE = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# operation models
-
-
 def authors_advantage(n: int) -> float:
     """The authors' operation counts, standard 512 n^2 over wave about 3000 n log2 n (31.8x at 2K, 107.5x at 8K)."""
     return AUTHORS_STANDARD_COEF * n * n / (AUTHORS_WAVE_COEF * n * math.log2(n))
@@ -67,10 +63,6 @@ def fft_conv_flops(n: int, batch: int = 1, heads: int = 8, head_dim: int = 64) -
 def cost_model_ratio(n: int, batch: int = 1, heads: int = 8, head_dim: int = 64) -> float:
     """Softmax FLOPs / FFT-conv FLOPs at length n (independent of B, H and d: both scale with B H d)."""
     return softmax_attention_flops(n, batch, heads, head_dim) / fft_conv_flops(n, batch, heads, head_dim)
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering
 
 
 def _verdict(n: int, published: float, measured: dict[str, object]) -> str:

@@ -86,10 +86,6 @@ def build_parser() -> ArgParser:
     return p
 
 
-# ---------------------------------------------------------------------------------------------
-# configuration
-
-
 def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
     """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
     device_str = args.device if args.device is not None else (base.device if base else "auto")
@@ -169,10 +165,6 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
             flag = FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
             out.append(f"{flag} {new} (the run has {old})")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the run
 
 
 def _busy_warning(device: torch.device, threads: int) -> float | None:

@@ -15,7 +15,6 @@ import torch
 from bench.scaling.schema import LEVELS, PASSES
 
 
-
 @dataclass
 class SweepConfig:
     device: str

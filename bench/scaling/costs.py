@@ -130,10 +130,6 @@ def floor_cost(spec, path: str) -> Cost:
     return Cost(fft_conv_flops(rows, m), 2.0 * rows * length * 4 + spec.heads * (m // 2 + 1) * 8)
 
 
-# ---------------------------------------------------------------------------------------------
-# roofline
-
-
 @dataclass(frozen=True)
 class DevicePeak:
     name: str

@@ -45,10 +45,6 @@ def _fla_kernel(op: str) -> str:
     return "hgrn.chunk_hgrn" if op == "hgrn" else "simple_gla.chunk_simple_gla"
 
 
-# ---------------------------------------------------------------------------------------------
-# inputs, the core function, the modules
-
-
 def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
     """(inputs that get gradients, extra fixed arguments) of the core for op; decays and wave parameters
     in float32 (a check's float64 reference gets float64 copies)."""
@@ -128,7 +124,6 @@ def available(impl: str, device: torch.device, dtype: torch.dtype | None = None)
     return None if impl == "torch" else fla_available(device)
 
 
-# ---------------------------------------------------------------------------------------------
 # cost model: elementwise operations count one FLOP each (exp and sigmoid too), matmuls 2 per
 # multiply-add, fwdbwd = 3 x fwd; the same count for a torch and an fla method. With R = B H d
 # rows, C the chunk, M = ceil(N / C), N' = M C:

@@ -45,10 +45,6 @@ class Method:
         return self.available(device, dtype)
 
 
-# ---------------------------------------------------------------------------------------------
-# availability
-
-
 def _always(device: torch.device, dtype=None) -> None:
     return None
 
@@ -110,10 +106,6 @@ def _compiler(device: torch.device, dtype=None) -> str | None:
     cxx = os.environ.get("CXX", "g++")
     return None if shutil.which(cxx) or shutil.which("c++") else \
         f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
-
-
-# ---------------------------------------------------------------------------------------------
-# records
 
 
 def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,

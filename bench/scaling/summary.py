@@ -101,10 +101,6 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
             *table(["item", "value"], items), ""]
 
 
-# ---------------------------------------------------------------------------------------------
-# sections
-
-
 def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
     """Section 2 for one panel: latency, memory, speedup, TFLOP/s, tokens/s."""
     methods = order_methods(sub["method"])
@@ -215,10 +211,6 @@ def write_summary(run_dir: Path) -> Path:
     out = run_dir / "summary.md"
     write_text(out, "\n".join(lines))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,8 +88,6 @@ class Sweep:
         for row in existing_rows or []:
             self._absorb(row)
 
-    # ------------------------------------------------------------------ bookkeeping
-
     def _absorb(self, row: dict) -> None:
         """An already-written row: never re-measured; it also feeds the predictor (resume)."""
         self.done.add(row_key(row))
@@ -152,8 +150,6 @@ class Sweep:
         if self._bar is not None and not self._bar.disable:
             self._bar.set_description_str(text, refresh=True)
 
-    # ------------------------------------------------------------------ gates
-
     def _check(self, method: Method, spec: CellSpec) -> tuple[bool, str]:
         # the model-level check compares forward logits only, so one result serves both passes
         key = (method.name, spec.level, "any" if spec.level == "model" else spec.pass_)
@@ -179,8 +175,6 @@ class Sweep:
         return self.predictor.decide((method.name, spec.level, spec.pass_), spec.seq_len, method.kind,
                                      method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
                                      elapsed_s=now - self._t0, share_left_s=share_left, protected=protected)
-
-    # ------------------------------------------------------------------ one cell
 
     def _prepare(self, method: Method, spec: CellSpec, reduced: bool = False) -> "_Prepared | dict":
         """Build, warm up, measure peak memory. Returns the prepared cell or a failure row.
@@ -236,8 +230,6 @@ class Sweep:
         }
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
         return self._row(method, spec, "ok", p.note, **metrics)
-
-    # ------------------------------------------------------------------ one group, the sweep
 
     def run_group(self, level: str, pass_: str, n: int, names: list[str]) -> None:
         spec = self.spec_for(level, pass_, n)
