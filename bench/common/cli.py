@@ -18,8 +18,7 @@ class ArgParser(argparse.ArgumentParser):
     """argparse, but an error is a single line naming what is wrong (and the valid choices)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        message = " ".join(str(message).split())
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
 
 
 def _number(kind: type, bound: str = "") -> Callable[[str], float]:

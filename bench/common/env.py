@@ -55,16 +55,14 @@ def gpu_info() -> list[dict[str, Any]]:
         finally:
             pynvml.nvmlShutdown()
     except Exception:  # pynvml.NVMLError or missing library: no NVIDIA driver here
-        props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())] \
-            if torch.cuda.is_available() else []
+        props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
         return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
                 for i, p in enumerate(props)]
 
 
 def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     """A dict for env.json. `extra` adds harness-specific facts (memory method, budgets, ...)."""
-    vm = psutil.virtual_memory()
-    env: dict[str, Any] = {
+    return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": list(sys.argv if argv is None else argv),
         "seed": seed,
@@ -80,13 +78,12 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
         "cpu_cores_logical": psutil.cpu_count(logical=True),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "torch_threads": torch.get_num_threads(),
-        "ram_total_gb": round(vm.total / 2**30, 2),
+        "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
         "hostname": platform.node(),
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
                      if k in os.environ},
+        **extra,
     }
-    env.update(extra)
-    return env
 
 
 def read_env(run_dir: str | Path) -> dict[str, Any]:

@@ -1,12 +1,9 @@
 """Every file a bench CLI writes or reads; a fault is one line and exit 2.
 
-Output folders: check_out_dir refuses an unusable --out before any work, creating nothing;
-claim_run_dir then creates the folder and holds an fcntl.flock on <folder>/.lock until the run
-ends (a lock file left by a killed run is harmless: the kernel dropped its lock).
-Appended CSVs (CsvLog) write each row whole, then fsync, so a crash cuts at most the last row, and
-a last line without its newline is never data (read_table refuses or leaves it, drop_cut_tail
-truncates it before a resume appends again). Whole files go through `replacing` (temp file, fsync,
-os.replace), so a reader sees the old file or the new one.
+Output folders are checked before any work (check_out_dir), then created and held under an
+fcntl.flock on <folder>/.lock for the run (claim_run_dir; the kernel drops the lock of a killed
+run). CSV rows are appended whole and fsynced, so a crash cuts at most the last line, which is
+never data. Whole files are replaced atomically, so a reader sees the old file or the new one.
 """
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The one timing protocol every harness uses; docs/method.md, "Timing protocol", gives it step by step.
-
-Closures are warmed up by the caller, then timed in calibrated repetitions (`inner` calls each) and,
-by measure_interleaved(), round-robin, so machine drift hits every method of a comparison alike. A
-closure that raises is dropped from the rotation and its exception returned in its place;
-KeyboardInterrupt is never swallowed.
-"""
+"""The one timing protocol every harness uses, step by step in docs/method.md ("Timing protocol").
+A closure that raises is dropped from the rotation and its exception returned in its place;
+KeyboardInterrupt is never swallowed."""
 from __future__ import annotations
 
 import math

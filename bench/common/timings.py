@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -58,10 +59,8 @@ def config_label(get) -> str:
         if value is None or str(value).strip().lower() in ("", "nan", "inf", "-inf"):
             continue
         if prefix:
-            try:
+            with suppress(TypeError, ValueError):
                 value = int(float(value))
-            except (TypeError, ValueError):
-                pass
         parts.append(f"{prefix}{value}")
     return " ".join(parts)
 
