@@ -15,14 +15,7 @@ from bench.common.cli import ArgParser, UsageError, positive_float, positive_int
 
 PROG = "python -m bench.diagnostics"
 PROBE_DTYPES = ("float64", "float32")
-RANDOM_INIT = {  # the random-init model: flag -> (default, type, help)
-    "d_model": (256, positive_int, "random init: width D (default 256)"),
-    "n_layers": (6, positive_int, "random init: blocks (default 6)"),
-    "n_heads": (8, positive_int, "random init: heads H (default 8)"),
-    "field_stride": (4.0, positive_float, "random init: cells per token s (default 4; exactly causal strides only: "
-                     "integers >= 1 or any value >= 2)"),
-    "vocab_size": (256, positive_int, "random init: vocabulary (default 256 = bytes)"),
-}
+RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
 
 
 def role_thresholds(text: str) -> tuple[float, float]:
@@ -41,8 +34,12 @@ def build_parser() -> ArgParser:
                   "probes with leak demonstrations. Writes env.json, diagnostics.csv, summary.md, plots/.")
     m = p.add_argument_group("model (a checkpoint, or a random-init WaveFieldLM)")
     m.add_argument("--checkpoint", metavar="PATH", help="a bench.common.checkpoint file written by bench.quality")
-    for name, (_default, kind, text) in RANDOM_INIT.items():
-        m.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+    m.add_argument("--d-model", type=positive_int, help="random init: width D (default 256)")
+    m.add_argument("--n-layers", type=positive_int, help="random init: blocks (default 6)")
+    m.add_argument("--n-heads", type=positive_int, help="random init: heads H (default 8)")
+    m.add_argument("--field-stride", type=positive_float, help="random init: cells per token s (default 4; "
+                   "exactly causal strides only: integers >= 1 or any value >= 2)")
+    m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
     d = p.add_argument_group("data and probes")
     d.add_argument("--seq-len", type=positive_int, default=256,
                    help="tokens per sequence of the text batch (default 256)")
@@ -80,7 +77,7 @@ def load_model(args, device):
     from bench.common.checkpoint import build_model, load_weights, read_checkpoint
     from wavefield_core.kernel import check_stride
 
-    given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT if getattr(args, k) is not None]
+    given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
     if args.checkpoint:
         if given:
             raise UsageError(f"{', '.join(given)} cannot be combined with --checkpoint (the checkpoint fixes the "
@@ -91,7 +88,7 @@ def load_model(args, device):
                              "diagnostics need a wave model (kind 'wave')")
         config = ckpt["config"]
     else:
-        cfg = {k: v[0] if getattr(args, k) is None else getattr(args, k) for k, v in RANDOM_INIT.items()}
+        cfg = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in RANDOM_INIT_DEFAULTS.items()}
         if cfg["d_model"] % cfg["n_heads"]:
             raise UsageError(f"--d-model {cfg['d_model']} is not divisible by --n-heads {cfg['n_heads']}")
         try:
@@ -207,8 +204,7 @@ def main(argv=None) -> int:
     plots.plot_energy(res.arrays["energy"], report.energy_table(df), pdir / "energy_flow.png", text_desc, prov)
     plots.plot_causality(report.causality_table(df), pdir / "causality.png", prov, tol=leak_tol(cfg.probe_dtype))
 
-    for line in lines:
-        print(line)
+    print("\n".join(lines))
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items())
     print(f"wrote {run_dir} ({time.perf_counter() - t_start:.1f}s: {timing})")
     return 1 if res.failed else 0
