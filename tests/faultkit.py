@@ -79,4 +79,5 @@ def copy(src: Path, tmp_path: Path, name: str = "run") -> Path:
     shutil.copytree(src, dst)
     return dst
 
+
 SLOW = pytest.mark.slow

@@ -53,8 +53,6 @@ def quality_run(tmp_path_factory) -> Path:
 # output folders
 
 
-
-
 @pytest.mark.parametrize("module,fault", [
     (module, fault) if fault in ("is-a-file", "not-writable") or module != "scaling"
     else pytest.param(module, fault, marks=SLOW)  # the others fail before torch is imported

@@ -7,8 +7,6 @@ import pytest
 from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench, refused
 
 
-
-
 @pytest.mark.parametrize("module,flags", [
     ("quality", ["--seq-len", "100000000000"]),
     pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),

@@ -1,31 +1,12 @@
-"""Shared pieces of the pytest-benchmark regression timings (see docs/regression.md).
+"""Shared pieces of the pytest-benchmark regression timings; the grid, the timing and the three choices
+that make the numbers hold on a shared 2-core machine are in docs/regression.md.
 
-The cells are the bench.scaling sweep's own: each (level, pass, N, method) is built by the method
-registry (bench.scaling.registry: inputs plus a ready closure, and the docs/method.md cost model), so
-the gate times exactly what the sweep times. Grid: B=1, H=8, d=64 (layer D=512), fp32, CPU,
-N = 256, 512, 1024, 2048, methods wave (token path), wave-field, softmax-sdpa, softmax-naive,
-passes fwd and fwdbwd. CELLS runs every method of one length back to back, so machine drift
-between the cells that the gate divides stays small (the gate compares wave against softmax at
-the same length within one run, never absolute times across runs).
-
-Timing: inputs and modules are built outside the timed closure; each cell makes WARMUP_CALLS
-untimed calls (lazy init, FFT plans, allocator; the last one sizes the cell); then
-benchmark.pedantic runs rounds = clamp(ceil(CELL_S / estimate), MIN_ROUNDS, MAX_ROUNDS) timed
-rounds of one call. pytest-benchmark reports the median and quartiles; the gate reads the median.
-
-Three choices make the numbers hold on a shared 2-core machine (measurements in docs/regression.md):
-- one torch thread (WAVEBENCH_THREADS, default 1): a second OpenMP thread that gets descheduled
-  stalls every parallel region at its barrier; that turned 1 ms cells into 100+ ms ones;
-- with one thread, the timer is the process's CPU time (time.process_time), so time spent
-  descheduled while other jobs run is not counted. With several threads CPU time would add up
-  the threads and their spin-waits, so the wall clock (perf_counter) is used instead;
-- glibc malloc keeps what torch frees (no mmap for big blocks, no trimming: the CPU analogue of
-  CUDA's caching allocator). Otherwise every call page-faults its big buffers in afresh, which
-  in this VM was half of the wave-field and naive time at N = 2048 and varied by 2x run to run.
-Knobs (environment): WAVEBENCH_CELL_S (default 0.5), the timed seconds per cell, and
-WAVEBENCH_MIN_ROUNDS (default 7), the fewest rounds of a slow cell: 64 cells, about 73 s of CPU.
-The committed baseline is measured longer (CELL_S 2, MIN_ROUNDS 15; docs/regression.md), so its
-own noise adds little to the current run's. WAVEBENCH_THREADS (default 1) as above.
+The cells are the bench.scaling sweep's own (built by its method registry), so the gate times exactly
+what the sweep times. CELLS runs every method of one length back to back: the gate divides cells
+measured seconds apart, never absolute times across runs. With one torch thread the timer is the
+process's CPU time (time spent descheduled is not counted); with several, CPU time would add up the
+threads and their spin-waits, so the wall clock is used.
+Knobs (environment): WAVEBENCH_CELL_S, WAVEBENCH_MIN_ROUNDS, WAVEBENCH_THREADS.
 """
 from __future__ import annotations
 

@@ -1,17 +1,13 @@
-"""Issue 7 targets measured as ratios within one process: the wave core against the bare FFT floor,
-and the wave layer backward against its forward.
+"""Targets measured as ratios within one process: the wave core against the bare FFT floor, and the wave
+layer backward against its forward (docs/regression.md).
 
 The floor (method fft-floor) is one rfft of x already in the FFT's favourite layout, one multiply by
-a cached kernel spectrum and one irfft, at the wave core's shape and FFT size. The wave core does
-what the operator needs on top: the deposit norm ||k||, the kernel rebuilt from its three
-parameters and transformed, and the head-coupling pass. The committed CPU runs put it at 1.1-1.4x
-of the floor for N = 2048-32768 (results/README.md); the implementation before the channel-major
-rewrite sat at 1.6-1.8x.
-
-The two are timed interleaved, call by call, so machine drift hits both alike, and the ratio of
-medians is asserted. The bound (RATIO_MAX, default 1.5; environment WAVEBENCH_FLOOR_RATIO_MAX)
-leaves room for a noisy shared machine and still fails the old implementation and anything that
-adds a full memory pass at these sizes.
+a cached kernel spectrum and one irfft, at the wave core's shape and FFT size; the wave core adds the
+deposit norm ||k||, the kernel rebuilt from its three parameters and transformed, and the
+head-coupling pass. The two are timed interleaved, call by call, so machine drift hits both alike.
+The bound (RATIO_MAX, default 1.5; environment WAVEBENCH_FLOOR_RATIO_MAX) leaves room for a noisy
+shared machine and still fails an implementation at 1.6-1.8x of the floor (the one before the
+channel-major layout) or one that adds a full memory pass at these sizes.
 
 Opt-in with the other timings: python -m pytest tests/benchmarks -m benchmark (the CI gate runs it).
 """
@@ -63,10 +59,9 @@ BWD_RATIO_MAX = float(os.environ.get("WAVEBENCH_BWD_RATIO_MAX", "2.8"))
 
 @pytest.mark.parametrize("n", [1024, 4096], ids=lambda n: f"N{n}")
 def test_wave_layer_backward_within_ratio_of_forward(n, allocator, build_cell, cell_timer, capsys):
-    """Issue 7's target: the wave layer's backward (fwdbwd - fwd) at most 2.5x its forward. The sweep
-    measures the two passes minutes apart, so its ratio scatters by +-0.5 on this machine; here
-    they are interleaved call by call. Bound 2.8 (WAVEBENCH_BWD_RATIO_MAX): a guard against
-    regressions with room for noise; the interleaved measurement gave 2.1-2.3."""
+    """The wave layer's backward (fwdbwd - fwd) at most 2.5x its forward. The sweep measures the two
+    passes minutes apart, so its ratio scatters by +-0.5; here they are interleaved call by call.
+    Bound 2.8 (WAVEBENCH_BWD_RATIO_MAX): room for noise above the 2.1-2.3 measured this way."""
     fns = {"fwd": build_cell("layer", "fwd", n, "wave"), "fwdbwd": build_cell("layer", "fwdbwd", n, "wave")}
     med = interleaved_medians(fns, ROUNDS if n <= 1024 else 9, cell_timer)
     ratio = (med["fwdbwd"] - med["fwd"]) / med["fwd"]
