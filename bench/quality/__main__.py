@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.common.dist import from_env
 
     flag = settings.device
-    ctx = from_env().join("cuda" if flag.startswith("cuda") or (flag == "auto" and torch.cuda.is_available()) else "cpu")
+    cuda = flag.startswith("cuda") or (flag == "auto" and torch.cuda.is_available())
+    ctx = from_env().join("cuda" if cuda else "cpu")
     try:
         return _run(settings, ctx, list(sys.argv[1:] if argv is None else argv))
     finally:
@@ -50,7 +51,8 @@ def _run(settings, ctx, argv: list[str]) -> int:
 
     # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
     resumed_env = None
-    if settings.resume is not None:
+    resume = settings.resume is not None
+    if resume:
         read_run_env(settings.resume, qcli.PROG)
         run_dir = claim_run_dir(settings.resume, resume=True, main=ctx.is_main, broadcast=ctx.broadcast)
         resumed_env = read_run_env(run_dir, qcli.PROG)  # again, under the lock
@@ -68,13 +70,13 @@ def _run(settings, ctx, argv: list[str]) -> int:
 
     # ---- data, tokenizer, sizes and batches: every input error surfaces before a folder is created
     corpus = load_corpus(p.corpus, data_dir=settings.data_dir, text_file=settings.text_file)
-    if settings.resume is None:
-        tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
-    else:
+    if resume:
         try:
             tok = load_tokenizer(run_dir / "tokenizer.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({type(exc).__name__}: {exc})") from None
+    else:
+        tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
     _check_memory(p, methods, tok.vocab_size, device, ctx.world)
     data = encode_splits(corpus, tok, p.batching)
@@ -85,7 +87,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
     plan = make_plan(p, len(train_probe))
     eval_batches = {s: make_batches(p.batching, data[s], p.seq_len, p.batch_size, shuffle=False, drop_last=False,
                                     pad_id=tok.pad_id) for s in ("valid", "test")}
-    if settings.resume is None:
+    if not resume:
         run_dir = claim_run_dir(settings.out, tag=device_tag(device), kind="quality", main=ctx.is_main,
                                 broadcast=ctx.broadcast)
         if ctx.is_main:
@@ -93,7 +95,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                 tok.save(tmp)
     final_path = run_dir / "final.csv"
     finished = read_table(final_path, cut="drop")
-    if settings.resume is not None:
+    if resume:
         for method, seed, lr in planned_jobs(settings, methods, finished):
             if not is_done(finished, method, seed, lr):
                 check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
@@ -109,23 +111,23 @@ def _run(settings, ctx, argv: list[str]) -> int:
     command = f"{prefix} {shlex.join(argv)}".strip()
     corpus_info = {"name": corpus.name, "source": corpus.source, "license": corpus.license,
                    "split_rule": corpus.split_rule, "chars": corpus.sizes()}
-    if ctx.is_main:
-        if resumed_env is None:
-            env = collect_env(
-                argv, seed=settings.seeds, command=command, kind="quality", world_size=ctx.world,
-                distributed_backend=ctx.backend, device=str(device), amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                deterministic=deterministic, settings=settings.saved(), preset=p.name, plan=vars(plan),
-                epochs_covered=plan.total_steps / plan.batches_per_epoch,
-                tokenizer={**tok.describe(), "path": "tokenizer.json"}, corpus=corpus_info,
-                tokens_per_char=tokens_per_char, methods=methods, max_nonfinite=settings.max_nonfinite,
-                memory_method=("cuda torch.cuda.max_memory_allocated per job" if device.type == "cuda" else
-                               "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
-                               "/proc/self/clear_refs; see final.csv mem_method)"),
-                metrics="bench/quality/evaluate.py (token-weighted loss, bpc, accuracy; the paper's batch mean)",
-            )
-            write_json(run_dir / "env.json", env)
-        else:
-            note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world)
+    if ctx.is_main and resume:
+        note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world)
+    elif ctx.is_main:
+        env = collect_env(
+            argv, seed=settings.seeds, command=command, kind="quality", world_size=ctx.world,
+            distributed_backend=ctx.backend, device=str(device),
+            amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "off", deterministic=deterministic,
+            settings=settings.saved(), preset=p.name, plan=vars(plan),
+            epochs_covered=plan.total_steps / plan.batches_per_epoch,
+            tokenizer={**tok.describe(), "path": "tokenizer.json"}, corpus=corpus_info,
+            tokens_per_char=tokens_per_char, methods=methods, max_nonfinite=settings.max_nonfinite,
+            memory_method=("cuda torch.cuda.max_memory_allocated per job" if device.type == "cuda" else
+                           "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
+                           "/proc/self/clear_refs; see final.csv mem_method)"),
+            metrics="bench/quality/evaluate.py (token-weighted loss, bpc, accuracy; the paper's batch mean)",
+        )
+        write_json(run_dir / "env.json", env)
     meta = {"tokenizer": "tokenizer.json", "tokenizer_kind": tok.kind, "corpus": corpus_info, "preset": p.name,
             "seq_len": p.seq_len, "batching": p.batching}
     rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,

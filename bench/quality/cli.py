@@ -26,8 +26,8 @@ RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "thre
 SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
                      "inject_nan_at_step", "lr_sweep")
 # the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
-METHOD_CHOICES = ("wave", "wave-scaled-pos", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla", "peer-retnet",
-                  "peer-diag-ssm")
+METHOD_CHOICES = ("wave", "wave-scaled-pos", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla",
+                  "peer-retnet", "peer-diag-ssm")
 
 
 @dataclass
@@ -165,7 +165,7 @@ def apply_overrides(preset: Preset, given: dict) -> Preset:
     for group in (BUDGET_FIELDS, WARMUP_FIELDS):
         set_here = [k for k in group if k in given]
         if len(set_here) > 1:
-            raise UsageError(f"give only one of {', '.join(_flag(k) for k in group)} (got {', '.join(_flag(k) for k in set_here)})")
+            raise UsageError(f"give only one of {', '.join(map(_flag, group))} (got {', '.join(map(_flag, set_here))})")
         if set_here:
             given = {**{k: type(getattr(preset, k))(0) for k in group}, **given}
     return dataclasses.replace(preset, **given)

@@ -251,7 +251,8 @@ def _differences(env, p, plan, tok, corpus) -> list[str]:
         f"- Tokenizer: their 'character' tokenizer lowercased the text, dropped whitespace and mixed characters with "
         f"frequent words and n-grams (about 1k entries), so their char-level PPL 5.9 / 6.2 is per token of that "
         f"vocabulary, not per character. Ours: `{tok.get('kind')}`"
-        + (" (one token per Unicode character, rare characters -> <unk>; PPL is per character)." if tok.get("kind") == "char"
+        + (" (one token per Unicode character, rare characters -> <unk>; PPL is per character)."
+           if tok.get("kind") == "char"
            else f" (byte-level BPE, {tok.get('vocab_size')} entries, trained on our train split)."),
         f"- Corpus: theirs WikiText-2; ours `{corpus.get('name')}` ({corpus.get('source')})."
         + ("" if corpus.get("name") == "wikitext2" else " Different text, so absolute PPL/bpc are not theirs."),

@@ -32,7 +32,7 @@ class CharTokenizer:
 
     def __init__(self, chars: Sequence[str], min_count: int = 5, stats: dict | None = None):
         self.min_count = int(min_count)
-        self.chars = sorted(set(chars))  # id = 2 + position, ordered by code point (deterministic, and lets encode bisect)
+        self.chars = sorted(set(chars))  # id = 2 + position in code point order (lets encode bisect)
         self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
         self._stats = dict(stats or {})
 
