@@ -48,15 +48,13 @@ def plain_ratio(n: int) -> float:
 
 
 def softmax_attention_flops(n: int, batch: int = 1, heads: int = 8, head_dim: int = 64) -> float:
-    """Causal softmax attention forward FLOPs, 2 B H N^2 d (FlashAttention convention: 4 B H N^2 d,
-    halved when causal). Reuses the sweep engine's cost model, bench/scaling/costs.py."""
+    """Causal softmax attention forward FLOPs, 2 B H N^2 d (the sweep's cost model)."""
     return costs.softmax_flops(batch, heads, n, head_dim, "fwd", causal=True)
 
 
 def fft_conv_flops(n: int, batch: int = 1, heads: int = 8, head_dim: int = 64) -> float:
-    """Causal FFT convolution forward FLOPs for R = B H d rows padded to M = fast_fft_size(2N - 1)
-    (5-smooth, >= 2N - 1): R (5 M log2 M + 6 (M/2 + 1)). A real FFT costs 2.5 M log2 M each way,
-    the spectrum product 6 (M/2 + 1). The kernel's own FFT (H rows) is left out, as for fft-floor."""
+    """Causal FFT convolution forward FLOPs of B H d rows padded to fast_fft_size(2N - 1), the kernel's
+    own FFT left out, as for fft-floor (the sweep's cost model)."""
     return costs.fft_conv_flops(batch * heads * head_dim, fast_fft_size(2 * n - 1))
 
 

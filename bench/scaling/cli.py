@@ -38,8 +38,7 @@ def build_parser() -> ArgParser:
     a("--device", help="auto (CUDA when available, else CPU), cpu, or cuda (default: auto)")
     a("--dtype", choices=list(DTYPES), help="input/activation dtype (default: float32 on CPU, bfloat16 on CUDA; "
       "the wave FFT math is float32 either way)")
-    a("--methods", type=choice_list([m for m in METHODS if m not in FLOOR_METHODS] + list(FLOOR_METHODS) + ["all"],
-                                    "method"),
+    a("--methods", type=choice_list([*METHODS, "all"], "method"),  # the floors are the registry's last records
       help="comma list of methods, or 'all' (every method available here); see --list-methods "
            f"(default: {','.join(DEFAULT_METHODS)}, plus softmax-flash-attn on CUDA bf16/fp16 when "
            "flash_attn imports; opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")

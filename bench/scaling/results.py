@@ -60,8 +60,7 @@ def finished_rows(run_dir: Path) -> list[dict]:
     """Every row already written in a run folder: timings.csv plus any unmerged part files."""
     run_dir = Path(run_dir)
     rows = read_rows(run_dir / CSV_NAME)
-    parts = sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv")) if (run_dir / PARTS_DIR).is_dir() else []
-    for part in parts:
+    for part in sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv")):  # none when there is no parts/
         rows.extend(read_rows(part))
     first: dict = {}  # one row per key; the first one written wins (a finished cell is never measured twice)
     for row in rows:
