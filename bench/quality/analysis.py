@@ -67,9 +67,7 @@ def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict])
     """Validation PPL ratio wave / base at the same job time, per seed: the time is the shorter job's
     last evaluation. Returns (the ratio of each seed, the mean time in seconds)."""
     ratios, times = [], []
-    for seed in sorted(set(wave) & set(base)):
-        w = job_curve(curves, "wave", seed, lr_of(wave[seed], math.nan))
-        b = job_curve(curves, base[seed]["method"], seed, lr_of(base[seed], math.nan))
+    for w, b in _curve_pairs(curves, wave, base):
         if not w or not b:
             continue
         t = min(float(w[-1]["wall_s"]), float(b[-1]["wall_s"]))
@@ -83,10 +81,14 @@ def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict])
 def ratio_by_tokens(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> list[tuple[int, list[float]]]:
     """[(tokens, [wave / base validation PPL per seed])] at the evaluations both jobs of a seed share."""
     out: dict[int, list[float]] = {}
-    for seed in sorted(set(wave) & set(base)):
-        w = {int(float(r["tokens"])): float(r["loss"]) for r in job_curve(curves, "wave", seed, lr_of(wave[seed]))}
-        b = {int(float(r["tokens"])): float(r["loss"])
-             for r in job_curve(curves, base[seed]["method"], seed, lr_of(base[seed]))}
+    for pair in _curve_pairs(curves, wave, base):
+        w, b = ({int(float(r["tokens"])): float(r["loss"]) for r in c} for c in pair)
         for tok in sorted(set(w) & set(b)):
             out.setdefault(tok, []).append(math.exp(w[tok] - b[tok]))
     return sorted(out.items())
+
+
+def _curve_pairs(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]):
+    """(wave's validation curve, the baseline's) of every seed both have (final.csv rows name the jobs)."""
+    for seed in sorted(set(wave) & set(base)):
+        yield tuple(job_curve(curves, rows[seed]["method"], seed, lr_of(rows[seed])) for rows in (wave, base))
