@@ -1,7 +1,5 @@
 """Assemble results/README.md: the claims at a glance, key numbers, speed and memory per level,
 peers, quality, heads and causality, the speedup plots, and an index of the runs.
-
-Each run's own summary.md (regenerated from its CSV first) holds the full tables; the page links it.
 """
 from __future__ import annotations
 
@@ -17,25 +15,23 @@ from bench.report import page
 from bench.report.runs import Run, code, command, load_runs, machine, regenerate
 
 KEY_BEGIN, KEY_END = "<!-- key-numbers:begin -->", "<!-- key-numbers:end -->"
+# (level, pass, N) of the speedups over SDPA quoted as key numbers
+KEY_SPEEDUPS = [("core", "fwd", 2048), ("core", "fwd", 8192), ("core", "fwd", 32768), ("core", "fwdbwd", 32768),
+                ("model", "fwd", 8192), ("model", "fwd", 32768)]
 
 
 def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
     """(what, value) for the numbers a reader quotes; the top-level README's findings are checked
     against these (tests/test_report.py)."""
+    keys = [(f"speedup over SDPA, {level} {'fwd' if pas == 'fwd' else 'fwd+bwd'}, {n // 1024}K",
+             (level, pas, n, page.SDPA, "wave", "median_ms")) for level, pas, n in KEY_SPEEDUPS]
+    keys.append(("peak memory wave / SDPA, core fwd, 32K", ("core", "fwd", 32768, "wave", page.SDPA, "peak_mem_mb")))
     out = []
     for gpu in (False, True):
-        sub = cells[cells["gpu"] == gpu] if len(cells) else cells
-        for setup in page._setups(sub) if len(sub) else []:
-            for level, pas, n, num, den, col, what in [
-                ("core", "fwd", 2048, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 2K"),
-                ("core", "fwd", 8192, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 8K"),
-                ("core", "fwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd, 32K"),
-                ("core", "fwdbwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, core fwd+bwd, 32K"),
-                ("model", "fwd", 8192, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, model fwd, 8K"),
-                ("model", "fwd", 32768, "softmax-sdpa", "wave", "median_ms", "speedup over SDPA, model fwd, 32K"),
-                ("core", "fwd", 32768, "wave", "softmax-sdpa", "peak_mem_mb", "peak memory wave / SDPA, core fwd, 32K"),
-            ]:
-                got = ev.ratio(sub, level, pas, n, num, den, col).get(setup)
+        sub = cells[cells["gpu"] == gpu]
+        for setup in page.setups(sub):
+            for what, args in keys:
+                got = ev.ratio(sub, *args).get(setup)
                 if got:
                     out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
     for run, q in quality_runs:
@@ -61,27 +57,22 @@ def gather(runs: list[Run]):
     return cells, quality_runs, diag, ev.param_counts()
 
 
-def _sessions(runs: list[Run]) -> list[str]:
-    """A line per device session folder (results/gpu/<date>-<machine>_<sha>/) pointing at its README."""
-    seen = {}
-    for r in runs:
-        for parent in r.path.parents:
-            if ev.SHA_FOLDER.search(parent.name) and (parent / "README.md").is_file():
-                seen[parent] = r
-    return [f"Measured on another machine: [{r.rel.split(p.name)[0]}{p.name}/README.md]({r.rel.split(p.name)[0]}{p.name}/"
-            f"README.md) says what each folder of that session holds and which commit it measured "
-            f"({ev.commit(r)}; later fixes are not in those numbers).\n" for p, r in seen.items()]
-
-
-def _gpu_peers(runs: list[Run], cells, base: Path) -> list[str]:
-    """Peer kernels a device session timed outside the scaling harness (evidence/peers.txt)."""
-    out = []
-    for session in dict.fromkeys(p for r in runs for p in r.path.parents if ev.SHA_FOLDER.search(p.name)):
-        tsv = session / "evidence" / "peers.txt"
+def _session_lines(runs: list[Run], cells, base: Path) -> tuple[list[str], list[str]]:
+    """For each device session folder (results/gpu/<date>-<machine>_<sha>/) above a run: a line pointing
+    at its README, and the peer kernels it timed outside the scaling harness (evidence/peers.txt)."""
+    sessions = {p: r for r in runs for p in r.path.parents if ev.SHA_FOLDER.search(p.name)}
+    readmes, peers = [], []
+    for p, r in sessions.items():
+        if (p / "README.md").is_file():
+            rel = r.rel.split(p.name)[0] + p.name
+            readmes.append(f"Measured on another machine: [{rel}/README.md]({rel}/README.md) says what each folder "
+                           f"of that session holds and which commit it measured ({ev.commit(r)}; later fixes are not "
+                           "in those numbers).\n")
+        tsv = p / "evidence" / "peers.txt"
         if tsv.is_file():
             rel = tsv.resolve().relative_to(base.resolve()).as_posix()
-            out += page.gpu_peer_lines(cells, rel, ev.SHA_FOLDER.search(session.name).group(1)[:7], tsv.read_text())
-    return out
+            peers += page.gpu_peer_lines(cells, rel, ev.SHA_FOLDER.search(p.name).group(1)[:7], tsv.read_text())
+    return readmes, peers
 
 
 def index_section(runs: list[Run]) -> list[str]:
@@ -104,22 +95,21 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
     page.DOCS = Path(os.path.relpath(Path(__file__).resolve().parents[2] / "docs", out.parent.resolve())).as_posix()
     cmd = report_command or "python -m bench.report " + " ".join(r.rel for r in runs)
     links = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
+    sessions, gpu_peers = _session_lines(runs, cells, out.parent)
     lines = ["# Published results", "",
              f"Generated by {code(cmd)} from the committed CSVs of the run folders listed under [Runs](#runs); do not "
              "edit by hand. Every measured number names its setup (device, dtype, batch B) and the commit it "
              "measured; a range is the spread over committed runs of one setup. Verdicts: reproduces (within 10% or "
-             "better), partly, does not, not measured.", "", *_sessions(runs),
+             "better), partly, does not, not measured.", "", *sessions,
              "## The claims at a glance", "",
              *table(page.CLAIMS_HEAD, page.claims_rows(cells, quality_runs, diag, params, links)), "",
              "Cost model: FLOPs of causal softmax attention over FLOPs of the causal FFT convolution "
              "(bench/scaling/costs.py, docs/method.md); the authors' model is their operation count, "
              "512 n^2 / (3000 n log2 n), which the published figures follow.", "",
              "## Key numbers", "", "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.",
-             "", KEY_BEGIN]
-    lines += [f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)] + [KEY_END, ""]
-    lines += page.level_section(cells) + page.peers_section(cells, _gpu_peers(runs, cells, out.parent))
-    lines += page.quality_section(quality_runs) + page.diagnostics_section(diag)
-    lines += ["## Plots", ""]
+             "", KEY_BEGIN, *(f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)),
+             KEY_END, "", *page.level_section(cells), *page.peers_section(cells, gpu_peers),
+             *page.quality_section(quality_runs), *page.diagnostics_section(diag), "## Plots", ""]
     if plots:
         from bench.report.figures import speedup_figures
 
@@ -127,8 +117,8 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
     for name in ("cpu", "gpu"):
         if (out.parent / "plots" / f"speedup_{name}.png").is_file():
             lines += [f"![speedup of wave over SDPA, {name.upper()}](plots/speedup_{name}.png)", ""]
-    lines += ["Per-run plots (latency, memory, speedup per level and pass) are in each run's plots/ folder.", ""]
-    lines += index_section(runs)
+    lines += ["Per-run plots (latency, memory, speedup per level and pass) are in each run's plots/ folder.", "",
+              *index_section(runs)]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines).rstrip() + "\n")
     return out

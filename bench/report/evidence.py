@@ -18,6 +18,8 @@ from bench.common.timings import aggregate, fmt, load_timings
 from bench.report.runs import Run
 
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
+EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level", "pass", "method", "seq_len", "status",
+                      "reason", "median_ms", "peak_mem_mb"]
 
 
 def commit(run: Run) -> str:
@@ -59,7 +61,8 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
         cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
         cells["gpu"] = cells["device"].str.startswith("cuda")
         frames.append(cells)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    # without scaling runs: no rows, but the columns the sections select on
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMPTY_CELL_COLUMNS)
 
 
 @dataclass
@@ -147,7 +150,11 @@ def quality(run: Run) -> dict:
             "tokens_per_param": tokens / float(first["wave"]["params"]),
             "seq_len": p.get("seq_len"), "d_model": p.get("d_model"), "n_layers": p.get("n_layers"),
             "tokenizer": tok.get("kind"), "vocab": tok.get("vocab_size"),
-            "device": "GPU" if str(env.get("device", "")).startswith("cuda") else "CPU"}
+            "device": "GPU" if on_gpu(run) else "CPU"}
+
+
+def on_gpu(run: Run) -> bool:
+    return str(run.env.get("device") or "").startswith("cuda")
 
 
 def trained(run: Run) -> bool:
