@@ -237,9 +237,8 @@ class CsvLog:
         return buf.getvalue()
 
     def append(self, row: dict) -> None:
-        new = not self.path.exists() or self.path.stat().st_size == 0
         with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(self._text([row], header=new))
+            fh.write(self._text([row], header=fh.tell() == 0))  # append mode starts at the end: 0 means empty
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -132,13 +132,13 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
 
     for name, fn in fns.items():
         est, spent = est_call_s.get(name), spent_s.get(name, 0.0)
-        try:
-            if est is None:
+        if est is None:
+            try:
                 est = time_calls(fn, device)
-                spent += est
-        except Exception as exc:  # noqa: BLE001 - reported as this closure's result
-            finish(name, exc.with_traceback(None))
-            continue
+            except Exception as exc:  # noqa: BLE001 - reported as this closure's result
+                finish(name, exc.with_traceback(None))
+                continue
+            spent += est
         inner = calibrate_inner(est, policy.rep_target_s)
         slots[name] = _Slot(fn, inner, est * inner, spent)
 
