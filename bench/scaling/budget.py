@@ -25,9 +25,7 @@ FIT_POINTS = 3
 class Decision:
     run: bool
     reason: str = ""
-    call_s: float = float("nan")
-    bytes: float = float("nan")
-    basis: str = ""
+    bytes: float = float("nan")  # the memory estimate (nan: the skip came before one was made)
     reduced: bool = False  # protected cell over a time budget: run with the fewest calls
 
 
@@ -84,10 +82,10 @@ class Predictor:
         over = self._over_budget(cell_s, call_s, basis, elapsed_s, share_left_s)
         if protected:
             reason = f"fewest calls: predicted {cell_s:.1f} s at full repetitions is over a time budget ({basis})"
-            return Decision(True, reason if over else "", call_s, est_bytes, basis, reduced=bool(over))
+            return Decision(True, reason if over else "", est_bytes, reduced=bool(over))
         if cell_s > self.time_budget:
             self.block_longer(series, f"longer than N={n}, which was predicted over the time budget")
-        return Decision(not over, over, call_s, est_bytes, basis)
+        return Decision(not over, over, est_bytes)
 
     def _over_budget(self, cell_s: float, call_s: float, basis: str, elapsed_s: float,
                      share_left_s: float | None) -> str:
