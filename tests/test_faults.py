@@ -301,10 +301,10 @@ def test_scaling_correctness_check_respects_the_memory_budget(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "bench.scaling", "--quick", "--levels", "model", "--model-dim", "16000",
-                           "--mem-budget", "1", "--methods", "wave", "--passes", "fwd", "--seq-lens", "256", "--no-floor",
-                           "--no-progress", "--out", str(out)], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=300, preexec_fn=cap)
+    args = ["--quick", "--levels", "model", "--model-dim", "16000", "--mem-budget", "1", "--methods", "wave",
+            "--passes", "fwd", "--seq-lens", "256", "--no-floor", "--no-progress", "--out", str(out)]
+    proc = subprocess.run([sys.executable, "-m", "bench.scaling", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=300, preexec_fn=cap)
     ok(proc)
     (row,) = rows(out / "timings.csv")
     assert row["status"] == "skipped" and "memory budget" in row["reason"], row
