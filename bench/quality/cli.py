@@ -14,11 +14,10 @@ from bench.quality.presets import (
 )
 
 PROG = "python -m bench.quality"
-PAIRINGS = ("both", "paper", "matched")
 PAIRING_METHODS = {
+    "both": ("wave", "standard", "standard-matched"),
     "paper": ("wave", "standard"),
     "matched": ("wave", "standard-matched"),
-    "both": ("wave", "standard", "standard-matched"),
 }
 DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
@@ -91,7 +90,7 @@ def build_parser() -> ArgParser:
     run.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     run.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                      help="seeds; each seed trains every method (default: 0)")
-    run.add_argument("--pairing", choices=PAIRINGS, default=None,
+    run.add_argument("--pairing", choices=tuple(PAIRING_METHODS), default=None,
                      help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
                           "match the wave model's parameters within 2%%; both: wave, standard, standard-matched "
                           "(default: both)")
