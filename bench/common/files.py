@@ -2,8 +2,9 @@
 
 Output folders are checked before any work (check_out_dir), then created and held under an
 fcntl.flock on <folder>/.lock for the run (claim_run_dir; the kernel drops the lock of a killed
-run). CSV rows are appended whole and fsynced, so a crash cuts at most the last line, which is
-never data. Whole files are replaced atomically, so a reader sees the old file or the new one.
+run). CSV rows are appended whole and fsynced, so a crash cuts at most the last line; as it may
+hold a cut number it is never data (read_table refuses or leaves it out, drop_cut_tail truncates it
+before a resume appends again). Whole files are replaced atomically: a reader sees the old or the new.
 """
 from __future__ import annotations
 
