@@ -64,21 +64,21 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
         if g.get("memory_total_mb") else f"{g.get('name', '?')} (driver {g.get('driver', '?')})" for g in gpus
     ) or "none"
 
-    def uniq(col):
+    def known(*names) -> str:
+        """env.json's value of the first of names, else the distinct values of that column in timings.csv."""
+        v = env_get(env, *names)
+        if v is not None:
+            return str(v)
         vals = sorted({str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-                       for v in df[col].dropna() if str(v) not in ("", "nan")})
-        return ", ".join(vals) if vals else None
-
-    def shape(name, col):
-        v = env_get(env, name)
-        return str(v) if v is not None else (uniq(col) or "unknown")
+                       for v in df[names[0]].dropna() if str(v) not in ("", "nan")})
+        return ", ".join(vals) or "unknown"
 
     items = [
         ("run", run_dir.resolve().name),
         ("git", f"{sha} ({dirty_txt})"),
         ("created", env_get(env, "created", default="unknown")),
         ("command", f"`{command}`"),
-        ("device", env_get(env, "device") or uniq("device") or "unknown"),
+        ("device", known("device")),
         ("GPU", gpu_txt),
         ("CPU", f"{env_get(env, 'cpu_model', default='unknown')}, "
                 f"{env_get(env, 'cpu_cores_physical', default='?')} physical / "
@@ -87,9 +87,9 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
         ("torch threads", env_get(env, "torch_threads", "threads", default="unknown")),
         ("software", f"python {env_get(env, 'python', default='?')}, torch {env_get(env, 'torch', default='?')}, "
                      f"CUDA {env_get(env, 'cuda', default='none')}, cuDNN {env_get(env, 'cudnn', default='none')}"),
-        ("dtype", env_get(env, "dtype") or uniq("dtype") or "unknown"),
-        ("batch / heads / head_dim", " / ".join(shape(k, k) for k in ("batch", "heads", "head_dim"))),
-        ("memory method", env_get(env, "mem_method", "memory_method") or uniq("mem_method") or "unknown"),
+        ("dtype", known("dtype")),
+        ("batch / heads / head_dim", " / ".join(known(k) for k in ("batch", "heads", "head_dim"))),
+        ("memory method", known("mem_method", "memory_method")),
         ("seed", env_get(env, "seed", default="unknown")),
         ("rows", f"{len(df)} in timings.csv; statuses: "
                  + (", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none")),
