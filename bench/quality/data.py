@@ -217,6 +217,8 @@ class _ResumableBatches:
     Iterating yields the rest of the current epoch; `stream()` runs forever across epochs. The position
     advances when a batch is handed out, so state_dict() taken after training on a batch skips it."""
 
+    _FIXED = ("seed", "n_items", "batch_size", "shuffle", "drop_last")  # must match for a resume
+
     def __init__(self, n_items: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, what: str):
         self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
@@ -256,11 +258,10 @@ class _ResumableBatches:
             yield from self
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n_items": self.n_items,
-                "batch_size": self.batch_size, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        return {"epoch": self.epoch, "position": self.position, **{k: getattr(self, k) for k in self._FIXED}}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "n_items", "batch_size", "shuffle", "drop_last"):
+        for key in self._FIXED:
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(f"cannot resume: {key} was {state[key]!r}, now {getattr(self, key)!r}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
