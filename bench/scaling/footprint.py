@@ -47,9 +47,14 @@ def floor_memory(spec: CellSpec, path: str) -> float:
     return rows * (2 * length * 4 + (m // 2 + 1) * 8 + m * 4) + spec.heads * (m // 2 + 1) * 8
 
 
-def _level_bytes(spec: CellSpec, core: float, core_fwdbwd: float) -> float:
-    """Layer/model levels on top of their mixing operator."""
+def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
+    """The cell's estimate from its mixing operator's core_bytes(b, h, n, d, elem, pass_), plus what the
+    layer and model levels keep on top of it."""
+    at = partial(core_bytes, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem)
+    core = at(spec.pass_)
     b, n, d_model = spec.batch, spec.seq_len, spec.d_model
+    if spec.level == "core":
+        return core
     if spec.level == "layer":
         act = b * n * d_model * spec.elem
         params = 6 * d_model * d_model * spec.elem
@@ -62,13 +67,7 @@ def _level_bytes(spec: CellSpec, core: float, core_fwdbwd: float) -> float:
     params = (layers * (6 * d_model * d_model + 2 * d_model * spec.d_ff) + spec.vocab * d_model) * 4
     if spec.pass_ == "fwd":
         return core + 10 * act + 2 * ffn + 3 * logits + params
-    return layers * (core_fwdbwd + 16 * act + 3 * ffn) + 4 * logits + 4 * params
-
-
-def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
-    """The cell's estimate from its mixing operator's core_bytes(b, h, n, d, elem, pass_)."""
-    at = partial(core_bytes, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem)
-    return at(spec.pass_) if spec.level == "core" else _level_bytes(spec, at(spec.pass_), at("fwdbwd"))
+    return layers * (at("fwdbwd") + 16 * act + 3 * ffn) + 4 * logits + 4 * params
 
 
 def wave_memory(spec: CellSpec, path: str) -> float:
