@@ -22,8 +22,7 @@ from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_j
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
-from bench.scaling.config import (COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig,
-                                  default_mem_budget_gb, default_threads)
+from bench.scaling.config import COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig, default_threads
 from bench.scaling.grid import length_grid
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table
 
@@ -138,7 +137,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
             where = "free GPU memory" if device.type == "cuda" else "available RAM"
             raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
                              "give at most that, or leave it out for the default")
-    mem = pick(args.mem_budget, "mem_budget_gb") or default_mem_budget_gb(device, dd["mem_fraction"])
+    mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name,
         batch=pick(args.batch_size, "batch"), heads=heads, head_dim=pick(args.head_dim, "head_dim"),

@@ -67,13 +67,6 @@ QUICK = dict(seq_lens=[256, 512], heads=2, head_dim=16, batch=1, warmup=1, min_r
 COMMON_DEFAULTS = dict(heads=8, head_dim=64, field_stride=4.0, min_len=512, max_len=32768, seed=0, vocab=256)
 
 
-def default_mem_budget_gb(device: torch.device, fraction: float) -> float:
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return round(fraction * free / 1e9, 2)
-    return round(fraction * psutil.virtual_memory().available / 1e9, 2)
-
-
 def default_threads(local_world: int = 1) -> int:
     """All cores for one process; shared out when several ranks run on one CPU."""
     cores = psutil.cpu_count(logical=True) or torch.get_num_threads()

@@ -24,9 +24,7 @@ def _fmt(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return ""
-        return f"{value:.6g}"
+        return f"{value:.6g}" if math.isfinite(value) else ""
     return " ".join(str(value).split())  # one line, always
 
 

@@ -4,6 +4,7 @@ row per cell with its status (docs/method.md, "Run order" and "Statuses").
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -303,10 +304,8 @@ class Sweep:
         if todo:
             if self.device.type == "cpu":
                 prepare_profiler()
-            try:
+            with contextlib.suppress(Exception):  # no bound then (copy_bw None); the cells still run
                 self.copy_bw = costs.copy_bandwidth(self.device)
-            except Exception:  # noqa: BLE001 - no bound then; the cells still run
-                self.copy_bw = None
         total = sum(len(names) for _, names in todo)
         prefix = f"rank {self.rank} " if self.world > 1 else ""
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs get one line per cell)
