@@ -323,7 +323,7 @@ def _scaling_methods():
 
 
 def test_scaling_records():
-    from bench.scaling.registry import KINDS
+    from bench.common.timings import KINDS
 
     ms = _scaling_methods()
     assert set(ms) == {"peer-hgrn", "peer-simple-gla", "peer-retnet", "peer-diag-ssm",

@@ -13,18 +13,14 @@ from bench.scaling import builders, checks, costs, footprint, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
 
-KINDS = ("wave", "softmax", "reference", "peer")
-# Run order and protection. Tier 0 answers the published claims: measured first at every level,
-# pass and length, and at the core level, forward pass, never skipped for time (fewer repetitions
-# instead) while it fits memory. Tier 1 runs in the same first phase but under the normal budgets. Tier 2 (the
-# extras) gets what time is left after the first phase.
+# tiers: run order and protection (docs/method.md, "Run order")
 HEADLINE, FIRST, EXTRA = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    kind: str  # wave | softmax | reference
+    kind: str  # one of bench.common.timings.KINDS
     description: str
     build: Callable[[CellSpec], builders.Built]
     memory: Callable[[CellSpec], float]

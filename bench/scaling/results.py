@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from bench.common.files import CsvLog, drop_cut_tail, read_table
+from bench.common.files import CsvLog, cell, drop_cut_tail, read_table
 from bench.scaling.grid import row_key
 from bench.scaling.schema import COLUMNS, KEY_COLUMNS, LEVELS, PASSES
 
@@ -21,11 +21,9 @@ def part_path(run_dir: Path, rank: int) -> Path:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return ""
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else ""
-    return " ".join(str(value).split())  # one line, always
+    return cell(value)  # None empty, text on one line
 
 
 class RowWriter(CsvLog):
