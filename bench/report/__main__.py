@@ -21,8 +21,9 @@ def build_parser() -> ArgParser:
                   "level, peers, quality, heads and causality, plots and an index of the runs (each run's summary.md "
                   "regenerated from its CSV first).")
     p.add_argument("runs", nargs="*", metavar="RUN_DIR",
-                   help="run folders under the folder of --out (results/runs/<run>, results/gpu/<session>/<run>); the kind is detected from "
-                        "timings.csv (scaling), final.csv (quality) or diagnostics.csv (diagnostics)")
+                   help="run folders under the folder of --out (results/runs/<run>, results/gpu/<session>/<run>); "
+                        "the kind is detected from timings.csv (scaling), final.csv (quality) or diagnostics.csv "
+                        "(diagnostics)")
     p.add_argument("--out", default="results/README.md",
                    help="the page to write (default results/README.md); every run must lie under its folder")
     p.add_argument("--no-regenerate", action="store_true",

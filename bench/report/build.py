@@ -77,7 +77,8 @@ def _session_lines(runs: list[Run], cells, base: Path) -> tuple[list[str], list[
 
 def index_section(runs: list[Run]) -> list[str]:
     rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
-             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command(r.env))] for r in runs]
+             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command(r.env))]
+            for r in runs]
     return ["## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
             "crossovers, floor ratios); its plots/ the per-run figures.", "",
             *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
@@ -106,10 +107,11 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
              "Cost model: FLOPs of causal softmax attention over FLOPs of the causal FFT convolution "
              "(bench/scaling/costs.py, docs/method.md); the authors' model is their operation count, "
              "512 n^2 / (3000 n log2 n), which the published figures follow.", "",
-             "## Key numbers", "", "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.",
-             "", KEY_BEGIN, *(f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)),
-             KEY_END, "", *page.level_section(cells), *page.peers_section(cells, gpu_peers),
-             *page.quality_section(quality_runs), *page.diagnostics_section(diag), "## Plots", ""]
+             "## Key numbers", "",
+             "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.", "", KEY_BEGIN,
+             *(f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)), KEY_END, "",
+             *page.level_section(cells), *page.peers_section(cells, gpu_peers), *page.quality_section(quality_runs),
+             *page.diagnostics_section(diag), "## Plots", ""]
     if plots:
         from bench.report.figures import speedup_figures
 
@@ -122,6 +124,3 @@ def build_report(run_paths: Sequence[str], out: str | Path = "results/README.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines).rstrip() + "\n")
     return out
-
-
-__all__ = ["build_report", "key_numbers"]

@@ -18,8 +18,8 @@ from bench.common.timings import aggregate, fmt, load_timings
 from bench.report.runs import Run
 
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
-EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level", "pass", "method", "seq_len", "status",
-                      "reason", "median_ms", "peak_mem_mb"]
+EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level", "pass", "method", "seq_len",
+                      "status", "reason", "median_ms", "peak_mem_mb"]
 
 
 def commit(run: Run) -> str:
@@ -81,17 +81,20 @@ class Spread:
 
     def text(self, unit: str = "") -> str:
         lo, hi = fmt(min(self.values)), fmt(max(self.values))
-        return (lo if lo == hi else f"{lo}-{hi}") + unit + (f" ({len(self.values)} runs)" if len(self.values) > 1 else "")
+        runs = f" ({len(self.values)} runs)" if len(self.values) > 1 else ""
+        return (lo if lo == hi else f"{lo}-{hi}") + unit + runs
 
     def commits_text(self) -> str:
         return ", ".join(dict.fromkeys(self.commits))
 
 
 def _ok_at(cells: pd.DataFrame, level: str, pas: str, n: int) -> pd.DataFrame:
-    return cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
+    return cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
+                 & (cells["status"] == "ok")]
 
 
-def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str, col: str = "median_ms") -> dict[str, Spread]:
+def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str,
+          col: str = "median_ms") -> dict[str, Spread]:
     """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N)."""
     out: dict[str, Spread] = {}
     for (setup, _), g in _ok_at(cells, level, pas, n).groupby(["setup", "run"], sort=False):
@@ -159,14 +162,15 @@ def on_gpu(run: Run) -> bool:
 
 def trained(run: Run) -> bool:
     """A diagnostics run of a trained checkpoint (not of a randomly initialised model)."""
-    return "--checkpoint" in [str(a) for a in run.env.get("argv") or []] or str(run.env.get("model", "")).startswith("checkpoint")
+    return ("--checkpoint" in [str(a) for a in run.env.get("argv") or []]
+            or str(run.env.get("model", "")).startswith("checkpoint"))
 
 
 def head_roles(run: Run) -> dict:
     """Role counts and the largest reach (tokens) of the heads in diagnostics.csv."""
-    rows = read_table(run.csv)
-    roles = [r["quantity"].split(":", 1)[1] for r in rows if r["check"] == "heads" and r["quantity"].startswith("role:")]
-    reach = [float(r["value"]) for r in rows if r["check"] == "heads" and r["quantity"] == "reach_tokens"]
+    heads = [r for r in read_table(run.csv) if r["check"] == "heads"]
+    roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
+    reach = [float(r["value"]) for r in heads if r["quantity"] == "reach_tokens"]
     return {"heads": len(roles), "local": roles.count("local"), "medium": roles.count("medium"),
             "long-range": roles.count("long-range"), "max_reach": max(reach) if reach else math.nan}
 

@@ -44,14 +44,13 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
                 label="suite cost model: softmax FLOPs / FFT-conv FLOPs")
         for i, setup in enumerate(dict.fromkeys(sub["setup"])):
             for level in ("core", "model"):
-                pts = []
-                for n in sorted(set(sub["seq_len"])):
-                    got = ev.ratio(sub, level, "fwd", n, "softmax-sdpa", "wave").get(setup)
-                    if got:
-                        pts.append((n, float(np.median(got.values)), min(got.values), max(got.values)))
-                if not pts:
+                spreads = {n: ev.ratio(sub, level, "fwd", n, "softmax-sdpa", "wave").get(setup)
+                           for n in sorted(set(sub["seq_len"]))}
+                got = {n: s.values for n, s in spreads.items() if s}
+                if not got:
                     continue
-                n_, med, lo, hi = map(np.array, zip(*pts))
+                n_ = np.array(list(got))
+                med, lo, hi = (np.array([stat(v) for v in got.values()]) for stat in (np.median, min, max))
                 c = SERIES_COLORS[level]
                 ax.plot(n_, med, STYLES[i % 4], marker="o", ms=4, color=c, label=f"measured {level} fwd, {setup}")
                 if (hi > lo).any():

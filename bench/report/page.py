@@ -18,12 +18,15 @@ from bench.scaling.claims import (
 )
 
 SDPA = "softmax-sdpa"
+RATIO_PLOT = "ratio_vs_tokens.png"  # drawn by bench.quality.report into a quality run's plots/
 DOCS = "../docs"  # the repository's docs/ relative to the page's folder; build_report sets it
 CLAIMS_HEAD = ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict", "evidence"]
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
-PEER_RELATIONS = {  # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
+# how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
+PEER_RELATIONS = {
     "peer-diag-ssm": "the same operator family: with identity head coupling and unit key norms the wave core equals "
-                     "this one-pole diagonal SSM (`test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm`)",
+                     "this one-pole diagonal SSM "
+                     "(`test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm`)",
     "peer-retnet": "shares a fixed per-head decay; RetNet has a q.k product and a real decay, wave has no q.k term "
                    "and a complex (oscillating) decay",
     "peer-hgrn": "a constant-gate, complex-valued HGRN would be the wave recurrence; HGRN's forget gates depend on "
@@ -112,13 +115,15 @@ def level_section(cells: pd.DataFrame) -> list[str]:
                     continue
                 for n in CLAIM_LENGTHS:
                     rows.append([f"{setup} ({_commits(sub, setup)})", n,
-                                 _cell(sub, setup, level, pas, n, "wave", notes), _cell(sub, setup, level, pas, n, SDPA, notes),
+                                 _cell(sub, setup, level, pas, n, "wave", notes),
+                                 _cell(sub, setup, level, pas, n, SDPA, notes),
                                  _ratio(sub, setup, level, pas, n, SDPA, "wave"),
                                  _cell(sub, setup, level, pas, n, "wave", notes, "peak_mem_mb"),
                                  _cell(sub, setup, level, pas, n, SDPA, notes, "peak_mem_mb"),
                                  _ratio(sub, setup, level, pas, n, "wave", SDPA, "peak_mem_mb")])
             if rows:
-                lines += [f"### {level}, {'forward' if pas == 'fwd' else 'forward + backward'}", "", *table(head, rows), ""]
+                title = f"### {level}, {'forward' if pas == 'fwd' else 'forward + backward'}"
+                lines += [title, "", *table(head, rows), ""]
     return lines + [notes.line(), "", _source(sorted(set(cells["run"])), "timings.csv"), ""]
 
 
@@ -129,8 +134,8 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
     for rec in [ln.split("\t") for ln in tsv.strip().splitlines()][1:]:
         for name, v in zip((SDPA, "peer-hgrn-fla", "peer-simple-gla-fla"), rec[2:5]):
             ms[(name, rec[1], int(rec[0]))] = float(v)
-    wave = cells[cells["gpu"] & (cells["dtype"] == "bfloat16") & (cells["level"] == "core") & (cells["method"] == "wave")
-                 & (cells["status"] == "ok") & (cells["commit"] == sha)]
+    wave = cells[cells["gpu"] & (cells["dtype"] == "bfloat16") & (cells["level"] == "core")
+                 & (cells["method"] == "wave") & (cells["status"] == "ok") & (cells["commit"] == sha)]
     for (pas, n), g in wave.groupby(["pass", "seq_len"]):
         ms[("wave", pas, int(n))] = float(g["median_ms"].median())
 
@@ -195,8 +200,8 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
              "test PPL / standard test PPL per seed (> 1: wave is worse), mean with a 95% Student-t interval over "
              "seeds. Runs with an LR sweep train every model at three peak LRs with the first seed, keep each "
              "model's best on validation loss and train the other seeds at it ('tuned'); 'at --lr' is the same "
-             "comparison at one fixed LR for both (the first seed, and later seeds where both kept it). Equal wall-clock: the validation PPL ratio "
-             "when both have trained for the same time. Published: "
+             "comparison at one fixed LR for both (the first seed, and later seeds where both kept it). Equal "
+             "wall-clock: the validation PPL ratio when both have trained for the same time. Published: "
              + "; ".join(f"V3.5 {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
                          for q in PUBLISHED_QUALITY) + ". Perplexity is per token: compare ratios, not PPL across "
              "tokenizers.", ""]
@@ -204,8 +209,10 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
     rows = []
     for run, q in measured:
         swept = q["untuned"] is not None
-        lr = ("LR " + ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}"
-                                for m in ("wave", "standard")) if swept else f"one LR {q['ref_lr']:g} for both, no sweep")
+        lr = f"one LR {q['ref_lr']:g} for both, no sweep"
+        if swept:
+            lr = "LR " + ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}"
+                                   for m in ("wave", "standard"))
         rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
                      f"{_ci(q['untuned'])} at {q['ref_lr']:g}" if swept else "-",
                      f"{_ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-",
@@ -222,8 +229,8 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
                  f"{q['ablation']['lr']:g}) / standard test PPL {_ci(q['ablation']['vs_standard'])}; "
                  f"wave-scaled-pos / wave {_ci(q['ablation']['vs_wave'])} (the scaled positions against V3.5's "
                  "unit-amplitude ones)." for run, q in measured if q.get("ablation")]
-    plots = [f"![wave / standard validation PPL against tokens, {quality_setting(q)}]({run.rel}/plots/ratio_vs_tokens.png)"
-             for run, q in measured if (run.path / "plots" / "ratio_vs_tokens.png").is_file()]
+    plots = [f"![wave / standard validation PPL against tokens, {quality_setting(q)}]({run.rel}/plots/{RATIO_PLOT})"
+             for run, q in measured if (run.path / "plots" / RATIO_PLOT).is_file()]
     source = _source([r.rel for r, _ in quality_runs], "final.csv")
     return lines + table(head, rows) + ["", *[ln for text in ablations + [source] + plots for ln in (text, "")]]
 
@@ -324,8 +331,8 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
     rows.append(["heads organise into local / medium / long-range roles", "-", roles or "not measured",
                  "not measured", verdict if trained else "not measured",
                  ", ".join(f"[{r.rel}]({r.rel}/summary.md)" for r, _ in trained) or "-"])
-    rows.append(["not a variant of Mamba or Hyena", "-", "mechanism: a linear time-invariant one-pole complex recurrence "
-                 "per head and channel (a diagonal SSM with a fixed kernel, S4D-like) plus a head mixer; "
+    rows.append(["not a variant of Mamba or Hyena", "-", "mechanism: a linear time-invariant one-pole complex "
+                 "recurrence per head and channel (a diagonal SSM with a fixed kernel, S4D-like) plus a head mixer; "
                  "`tests/test_peers.py::test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm` proves "
                  "it equals the one-pole diagonal SSM peer", "-", "partly: not Mamba (no input-dependent decay), "
                  "but an S4D-family SSM", _doc("mechanism.md", "relation-to-other-sequence-mixers")])
