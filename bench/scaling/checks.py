@@ -87,9 +87,11 @@ def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def compare_model(spec: CellSpec, model: torch.nn.Module, reference=naive_attention) -> CheckResult:
-    """Logits of the model (float32 weights, autocast for low precision) vs reference(its float64 CPU copy)."""
-    model = model.to(spec.device).eval()
+def compare_model(spec: CellSpec, make, reference=naive_attention) -> CheckResult:
+    """Logits of the model make() builds after the cell's seed (float32 weights, autocast for low
+    precision) vs reference(its float64 CPU copy)."""
+    torch.manual_seed(spec.seed)
+    model = make().to(spec.device).eval()
     ref = reference(copy.deepcopy(model).cpu().double().eval())
     idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
     with torch.no_grad():
@@ -117,8 +119,7 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     if spec.level == "layer":
         return compare_layer(spec, lambda: WaveFieldAttention(spec.d_model, spec.heads, field_stride=s, mode=path),
                              lambda layer: partial(reference_wave_layer, copy.deepcopy(layer).cpu()))
-    torch.manual_seed(spec.seed)
-    return compare_model(spec, wave_model(spec, path))
+    return compare_model(spec, lambda: wave_model(spec, path))
 
 
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
@@ -131,8 +132,7 @@ def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
         return compare_layer(spec, lambda: SoftmaxAttention(spec.d_model, spec.heads, impl=impl,
                                                             sdpa_backend=sdpa_backend),
                              lambda layer: naive_attention(copy.deepcopy(layer).cpu().double()))
-    torch.manual_seed(spec.seed)
-    return compare_model(spec, standard_model(spec, impl, sdpa_backend))
+    return compare_model(spec, lambda: standard_model(spec, impl, sdpa_backend))
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:
