@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.quality.analysis import RATIO_BASELINES, job_curve, ratio_by_tokens  # noqa: E402
-from bench.quality.sweep import first_seed, lr_of, tuned_rows  # noqa: E402
+from bench.quality.schema import lr_of  # noqa: E402
+from bench.quality.sweep import first_seed, tuned_rows  # noqa: E402
 from bench.scaling.claims import PUBLISHED_QUALITY  # noqa: E402
 from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from bench.common.files import read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
+from bench.quality.schema import lr_of
 from bench.quality.stats import paired_ratios, spread
-from bench.quality.sweep import first_seed, lr_of, rows_at, tuned_rows
+from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 

@@ -117,7 +117,8 @@ def quality(run: Run) -> dict:
     test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
     validation ratio at equal wall-clock, convergence verdicts and the setting."""
     from bench.quality.analysis import convergence, equal_wall
-    from bench.quality.sweep import lr_of, rows_at, tuned_rows
+    from bench.quality.schema import lr_of
+    from bench.quality.sweep import rows_at, tuned_rows
 
     finals, env = read_table(run.csv), run.env
     settings, plan, tok = env.get("settings") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
