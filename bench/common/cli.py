@@ -21,6 +21,14 @@ class ArgParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
 
 
+def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
+    """An exception as one line of at most `limit` characters ("Type: message" when `named`; the type
+    alone when the message is empty)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = f"{type(exc).__name__}: {text}" if named and text != type(exc).__name__ else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _number(kind: type, bound: str = "") -> Callable[[str], float]:
     """An argparse type: a finite int or float; bound "positive" (> 0) or "nonneg" (>= 0)."""
     noun = "an integer" if kind is int else "a number"

@@ -6,6 +6,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,19 @@ def device_tag(device: torch.device) -> str:
         return "cpu"
     name = torch.cuda.get_device_name(device)
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def machine(env: dict[str, Any]) -> str:
+    """The hardware of a run's env.json in one phrase: its GPUs (name, driver, memory) when it ran on
+    one, else the CPU model, logical cores and torch threads."""
+    gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
+    if gpus and not str(env.get("device") or "").startswith("cpu"):
+        labels = Counter(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"
+                         + (f", {float(g['memory_total_mb']) / 1024:.0f} GiB" if g.get("memory_total_mb") else "") + ")"
+                         for g in gpus)
+        return "; ".join(f"{n} x {label}" if n > 1 else label for label, n in labels.items())
+    if not env:
+        return "unknown (no env.json)"
+    threads = env.get("torch_threads", "?")
+    return (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
+            f"{threads} torch thread{'' if threads == 1 else 's'}")

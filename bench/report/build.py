@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from bench.common.env import machine
 from bench.common.files import write_text
 from bench.common.tables import table
 from bench.common.timings import fmt
 from bench.report import evidence as ev
 from bench.report import page
-from bench.report.runs import Run, code, command, load_runs, machine, regenerate
+from bench.report.runs import Run, code, command, load_runs, regenerate
 
 KEY_BEGIN, KEY_END = "<!-- key-numbers:begin -->", "<!-- key-numbers:end -->"
 # (level, pass, N) of the speedups over SDPA quoted as key numbers

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import shlex
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,20 +83,6 @@ def command(env: dict[str, Any]) -> str:
         return " ".join([head if head.startswith("python") else shlex.quote(head)]
                         + [shlex.quote(str(a)) for a in argv[1:]])
     return str(argv) if argv else "unknown"
-
-
-def machine(env: dict[str, Any]) -> str:
-    gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
-    if gpus and not str(env.get("device") or "").startswith("cpu"):
-        labels = Counter(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"
-                         + (f", {float(g['memory_total_mb']) / 1024:.0f} GiB" if g.get("memory_total_mb") else "") + ")"
-                         for g in gpus)
-        return "; ".join(f"{n} x {label}" if n > 1 else label for label, n in labels.items())
-    if not env:
-        return "unknown (no env.json)"
-    threads = env.get("torch_threads", "?")
-    return (f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_cores_logical', '?')} logical cores, "
-            f"{threads} torch thread{'' if threads == 1 else 's'}")
 
 
 def code(text: str) -> str:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from bench.common.cli import one_line
 from bench.common.device import DTYPES
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
@@ -25,19 +26,13 @@ from bench.scaling.grid import CellSpec, cell_key, groups, rank_of_group, row_ke
 from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
-REASON_CHARS = 300
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) of a failed cell: oom for a CUDA OOM, or the RuntimeError of torch's CPU allocator."""
     oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-    return "oom" if oom else "error", f"{type(exc).__name__}: {one_line(exc)}"
+    return "oom" if oom else "error", one_line(exc, named=True)
 
 
 def sweep_methods(cfg: SweepConfig) -> list[str]:
@@ -161,7 +156,7 @@ class Sweep:
                 self.checks[key] = (res.ok, "" if res.ok else res.reason())
             except Exception as exc:  # noqa: BLE001 - a method that cannot run its check is not timed
                 free_memory(self.device)
-                self.checks[key] = (False, f"correctness check raised {type(exc).__name__}: {one_line(exc)}")
+                self.checks[key] = (False, f"correctness check raised {one_line(exc, named=True)}")
         return self.checks[key]
 
     def _decide(self, method: Method, spec: CellSpec):
