@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.attention import SoftmaxAttention
+from wavefield_core.model import LMShape
 
 
 def count_params(module: nn.Module) -> int:
@@ -34,15 +35,9 @@ def count_params(module: nn.Module) -> int:
 
 
 @dataclass
-class StandardLMConfig:
+class StandardLMConfig(LMShape):
     """Hyper-parameters of StandardLM; defaults are the published baseline sizes."""
-    vocab_size: int
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 8
-    d_ff: int = 1024
     max_seq_len: int = 512
-    dropout: float = 0.1
     attn_impl: str = "sdpa"
     sdpa_backend: str | None = None
 
@@ -51,9 +46,6 @@ class StandardLMConfig:
         D, F_, L = self.d_model, self.d_ff, self.n_layers
         per_layer = (4 * D * D + 4 * D) + (2 * D * F_ + F_ + D) + 4 * D
         return D * (self.vocab_size + self.max_seq_len) + L * per_layer + 2 * D
-
-    def to_kwargs(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def param_matched_config(target_params: int, vocab_size: int, d_model: int, n_layers: int, n_heads: int,
@@ -105,8 +97,8 @@ class StandardLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_seq_len: int,
                  dropout: float = 0.1, attn_impl: str = "sdpa", sdpa_backend: str | None = None):
         super().__init__()
-        self.config = StandardLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, max_seq_len,
-                                       dropout, attn_impl, sdpa_backend)
+        self.config = StandardLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, dropout, max_seq_len=max_seq_len,
+                                       attn_impl=attn_impl, sdpa_backend=sdpa_backend)
         self.max_seq_len = max_seq_len
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(max_seq_len, d_model)  # learned absolute positions

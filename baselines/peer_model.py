@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from baselines import peers
 from baselines.model import count_params
+from wavefield_core.model import LMShape
 
 PEER_OPS = ("hgrn", "simple-gla", "retnet", "diag-ssm")
 PEER_IMPLS = ("auto", "torch", "fla", "reference")
@@ -136,19 +137,10 @@ class PeerMixer(nn.Module):
 
 
 @dataclass
-class PeerLMConfig:
-    vocab_size: int
+class PeerLMConfig(LMShape):
     op: str = "hgrn"
-    d_model: int = 256
-    n_layers: int = 6
-    n_heads: int = 8
-    d_ff: int = 1024
-    dropout: float = 0.1
     field_stride: float = 4.0
     impl: str = "auto"
-
-    def to_kwargs(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class PeerBlock(nn.Module):
@@ -175,7 +167,8 @@ class PeerLM(nn.Module):
     def __init__(self, vocab_size: int, op: str = "hgrn", d_model: int = 256, n_layers: int = 6, n_heads: int = 8,
                  d_ff: int = 1024, dropout: float = 0.1, field_stride: float = 4.0, impl: str = "auto"):
         super().__init__()
-        self.config = PeerLMConfig(vocab_size, op, d_model, n_layers, n_heads, d_ff, dropout, field_stride, impl)
+        self.config = PeerLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, dropout, op=op,
+                                   field_stride=field_stride, impl=impl)
         _check(op, impl)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.drop = nn.Dropout(dropout)

@@ -13,15 +13,24 @@ from wavefield_core.kernel import DEFAULT_NORM_CELLS
 
 
 @dataclass
-class WaveFieldLMConfig:
+class LMShape:
+    """The sizes every language model of the suite shares; each model's config adds its own fields."""
     vocab_size: int
     d_model: int = 256
     n_layers: int = 6
     n_heads: int = 8
     d_ff: int = 1024
+    dropout: float = 0.1
+
+    def to_kwargs(self) -> dict:
+        """The constructor keywords of the model this config describes."""
+        return asdict(self)
+
+
+@dataclass
+class WaveFieldLMConfig(LMShape):
     field_stride: float = 4.0
     mode: str = "auto"
-    dropout: float = 0.1
     interference_every: int = 3
     norm_cells: int = DEFAULT_NORM_CELLS
     pos_scale: float = 1.0  # V3.5 adds unit-amplitude sinusoids to an N(0, 0.02) embedding; 0.02 is the ablation
@@ -101,8 +110,9 @@ class WaveFieldLM(nn.Module):
                  field_stride: float = 4.0, mode: str = "auto", dropout: float = 0.1, interference_every: int = 3,
                  norm_cells: int = DEFAULT_NORM_CELLS, pos_scale: float = 1.0):
         super().__init__()
-        self.config = WaveFieldLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, field_stride, mode, dropout,
-                                        interference_every, norm_cells, pos_scale)
+        self.config = WaveFieldLMConfig(vocab_size, d_model, n_layers, n_heads, d_ff, dropout, field_stride=field_stride,
+                                        mode=mode, interference_every=interference_every, norm_cells=norm_cells,
+                                        pos_scale=pos_scale)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(WaveBlock(self.config) for _ in range(n_layers))
