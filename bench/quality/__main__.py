@@ -10,7 +10,7 @@ import shlex
 import sys
 from typing import Sequence
 
-from bench.common.cli import UsageError, run_cli
+from bench.common.cli import UsageError, one_line, run_cli
 from bench.quality import cli as qcli
 
 EXIT_NONFINITE = 3
@@ -59,8 +59,8 @@ def _run(settings, ctx, argv: list[str]) -> int:
         try:
             settings = qcli.settings_from_saved(resumed_env["settings"], settings)
         except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings ({type(exc).__name__}: "
-                             f"{exc}; not a bench.quality run folder?)") from None
+            raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings "
+                             f"({one_line(exc, named=True)}; not a bench.quality run folder?)") from None
     p = settings.preset
 
     device, deterministic = _torch_settings(settings, ctx)
@@ -74,7 +74,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
         try:
             tok = load_tokenizer(run_dir / "tokenizer.json")
         except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({type(exc).__name__}: {exc})") from None
+            raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({one_line(exc, named=True)})") from None
     else:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
     methods = resolve_methods(settings.methods, p, tok.vocab_size)

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+from bench.common.env import machine
 from bench.common.files import read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
@@ -40,16 +41,9 @@ def _mean(rows: dict[int, dict], key: str, scale: float = 1.0) -> float:
 
 
 def hardware_line(env: dict) -> str:
-    dev = env.get("device", "?")
-    if env.get("gpus") and str(dev).startswith("cuda"):
-        g = env["gpus"][0]
-        hw = f"{g['name']} ({g.get('memory_total_mb', '?')} MB)"
-    else:
-        hw = (f"{env.get('cpu_model', '?')}, {env.get('cpu_cores_logical', '?')} logical cores, "
-              f"{env.get('torch_threads', '?')} torch threads")
     git = env.get("git", {})
-    return (f"{hw}; device {dev}, world size {env.get('world_size', 1)}, autocast {env.get('amp', 'off')}; "
-            f"torch {env.get('torch')}, python {env.get('python')}, git {git.get('sha_short')}"
+    return (f"{machine(env)}; device {env.get('device', '?')}, world size {env.get('world_size', 1)}, autocast "
+            f"{env.get('amp', 'off')}; torch {env.get('torch')}, python {env.get('python')}, git {git.get('sha_short')}"
             f"{' (dirty)' if git.get('dirty') else ''}")
 
 

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common.checkpoint import build_model, load_weights, read_checkpoint, save_checkpoint
-from bench.common.cli import UsageError
+from bench.common.cli import UsageError, one_line
 from bench.common.files import CsvLog, read_table
 from bench.common.memory import JobPeak
 from bench.common.dist import Dist
@@ -196,9 +196,8 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             _set_rng_state(mine["rng"], dev)
             acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            raise UsageError(f"{last_path} holds no usable resume state ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:160]}); delete it to train {method} seed {seed} "
-                             "from the start") from None
+            raise UsageError(f"{last_path} holds no usable resume state ({one_line(exc, 200, named=True)}); "
+                             f"delete it to train {method} seed {seed} from the start") from None
     if ctx.is_main:
         _reset_curves(rc.run_dir / "curves.csv", method, seed, peak_lr, st.curves)
 
