@@ -7,14 +7,14 @@ Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device 
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int, run_cli
+from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int,
+                              run_cli)
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.timing import synchronize, time_calls
 from bench.scaling.schema import LEVELS, PASSES
@@ -27,8 +27,9 @@ def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Profile one cell of the scaling benchmark (one method, one length): wall "
                   "time per call, device or CPU self time per call, kernel launches per call and the top ops.")
     a = p.add_argument
-    a("--method", type=_names, required=True, help="a method of python -m bench.scaling --list-methods, or a comma "
-      "list (e.g. wave,softmax-sdpa): each is profiled at each length")
+    a("--method", type=choice_list(["names of python -m bench.scaling --list-methods"], "method", str), required=True,
+      help="a method of python -m bench.scaling --list-methods, or a comma list (e.g. wave,softmax-sdpa): each is "
+      "profiled at each length")
     a("--seq-len", type=choice_list(["positive integers, e.g. 2048,32768"], "length", positive_int), required=True,
       help="sequence length N, or a comma list (e.g. 2048,32768)")
     a("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)")
@@ -46,13 +47,6 @@ def build_parser() -> ArgParser:
     return p
 
 
-def _names(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("no method named")
-    return names
-
-
 def _method(name: str, args, device: torch.device, dtype: torch.dtype):
     from bench.scaling.registry import METHODS
 
@@ -66,10 +60,6 @@ def _method(name: str, args, device: torch.device, dtype: torch.dtype):
     if why:
         raise UsageError(f"method {name!r} is not available here: {why}")
     return method
-
-
-def _self_time_us(evt, on_cuda: bool) -> float:
-    return float(getattr(evt, "self_device_time_total", 0.0) or 0.0) if on_cuda else float(evt.self_cpu_time_total)
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
@@ -90,28 +80,27 @@ def profile_cell(fn, device: torch.device, warmup: int, reps: int):
 
 def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -> list[str]:
     on_cuda = device.type == "cuda"
-    events = list(averages)
     if on_cuda:  # device-side events only: an aten op's device time is its kernels' time again
         from torch.autograd import DeviceType
 
-        timed = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+        timed = [(e, float(getattr(e, "self_device_time_total", 0.0) or 0.0)) for e in averages
+                 if getattr(e, "device_type", None) == DeviceType.CUDA]
     else:
-        timed = [e for e in events if e.self_cpu_time_total > 0]
-    total_us = sum(_self_time_us(e, on_cuda) for e in timed)
+        timed = [(e, float(e.self_cpu_time_total)) for e in averages if e.self_cpu_time_total > 0]
+    total_us = sum(t for _, t in timed)
     where = "device (CUDA) time" if on_cuda else "CPU self time (under the profiler)"
     lines = [f"wall time per call: {wall_s * 1e3:.3f} ms", f"{where} per call: {total_us / reps / 1e3:.3f} ms"]
     if on_cuda:  # memcpy / memset are device events but not kernel launches
-        launches = sum(e.count for e in timed if not e.key.lower().startswith(("memcpy", "memset")))
+        launches = sum(e.count for e, _ in timed if not e.key.lower().startswith(("memcpy", "memset")))
         lines.append(f"kernel launches per call: {launches / reps:.1f}")
     else:
-        ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        ops = sum(e.count for e in averages if e.key.startswith("aten::"))
         lines.append(f"kernel launches per call: n/a on cpu (aten ops per call, nested included: {ops / reps:.1f})")
     lines.append(f"top {top} {'kernels' if on_cuda else 'ops'} by {where.split(' (under')[0]}:")
-    rows = sorted(timed, key=lambda e: _self_time_us(e, on_cuda), reverse=True)[:top]
-    width = max([len("op")] + [min(len(e.key), 70) for e in rows])
+    rows = sorted(timed, key=lambda et: et[1], reverse=True)[:top]
+    width = max([len("op")] + [min(len(e.key), 70) for e, _ in rows])
     lines.append(f"  {'op':<{width}}  {'calls/call':>10}  {'ms/call':>9}  {'share':>6}")
-    for e in rows:
-        t = _self_time_us(e, on_cuda)
+    for e, t in rows:
         name = e.key if len(e.key) <= 70 else e.key[:67] + "..."
         share = 100.0 * t / total_us if total_us > 0 else 0.0
         lines.append(f"  {name:<{width}}  {e.count / reps:>10.1f}  {t / reps / 1e3:>9.3f}  {share:>5.1f}%")
@@ -141,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 built = method.build(spec)
                 wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
             except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
-                block = [head, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"]
+                block = [head, f"failed: {one_line(exc, named=True)}"]
             else:
                 try:
                     backend = built.backend()
