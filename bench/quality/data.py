@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -189,8 +190,7 @@ def text_lines(text: str) -> list[str]:
 
 def _lines_keepends(text: str) -> list[str]:
     # Only "\n" counts as a line break (str.splitlines would also break at \x1c, \u2028, ...), matching text_lines.
-    parts = text.split("\n")
-    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    return re.findall(r".*\n|.+", text)
 
 
 def count_chars(text: str, mode: str = "contiguous") -> int:

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bench.common.cli import UsageError
+from bench.common.files import read_json
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -167,12 +168,7 @@ def load_tokenizer(path: str | os.PathLike):
         p = p / "tokenizer.json"
     if not p.is_file():
         raise UsageError(f"tokenizer file not found: {p} (expected a tokenizer.json written by save())")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        data = None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p} is not a tokenizer JSON file")
+    data = read_json(p)
     if data.get("kind") == "char":
         return CharTokenizer.load(p)
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
