@@ -1,7 +1,7 @@
 """`python -m bench.scaling`: flags, configuration (defaults, --quick, --resume), and the run.
 
 Every flag defaults to None so that what the user typed is known: explicit flag > the resumed
-run's env.json > the --quick preset > the device's defaults (bench.scaling.config).
+run's env.json > the --quick preset > the device's defaults (bench.scaling.grid).
 """
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, positive_float, positive_int
+from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int
 from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
-from bench.scaling.config import COMMON_DEFAULTS, DEVICE_DEFAULTS, LEVELS, PASSES, QUICK, SweepConfig, default_threads
-from bench.scaling.grid import length_grid
+from bench.scaling.grid import COMMON_DEFAULTS, DEVICE_DEFAULTS, QUICK, SweepConfig, default_threads, length_grid
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table
+from bench.scaling.schema import LEVELS, PASSES
 
 PROG = "python -m bench.scaling"
 
@@ -127,10 +127,9 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
     floor = False if args.no_floor else (base.floor if base is not None else True)
 
-    heads = pick(args.n_heads, "heads")
-    model_dim = pick(args.model_dim, "model_dim")
-    if model_dim % heads:
-        raise UsageError(f"--model-dim {model_dim} is not divisible by --n-heads {heads}")
+    taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
+    if taken["model_dim"] % taken["heads"]:
+        raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
     if args.mem_budget is not None:
         have = available_bytes(device) / 1e9
         if args.mem_budget > have:
@@ -140,29 +139,27 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name,
-        batch=pick(args.batch_size, "batch"), heads=heads, head_dim=pick(args.head_dim, "head_dim"),
-        field_stride=float(stride), methods=methods, levels=list(pick(args.levels, "levels")),
-        passes=list(pick(args.passes, "passes")), seq_lens=list(seq_lens), floor=floor,
-        warmup=pick(args.warmup, "warmup"), min_run_time=pick(args.min_run_time, "min_run_time"),
-        min_reps=pick(args.min_reps, "min_reps"), seed=pick(args.seed, "seed"),
-        threads=pick(args.threads, "threads") or default_threads(local_world),
-        time_budget=pick(args.time_budget, "time_budget"), mem_budget_gb=float(mem),
-        total_budget=pick(args.total_budget, "total_budget"), model_dim=model_dim,
-        model_layers=pick(args.model_layers, "model_layers"), vocab=COMMON_DEFAULTS["vocab"], quick=quick)
+        field_stride=float(stride), methods=methods, seq_lens=list(seq_lens), floor=floor,
+        threads=pick(args.threads, "threads") or default_threads(local_world), mem_budget_gb=float(mem),
+        vocab=COMMON_DEFAULTS["vocab"], quick=quick, **taken)
 
 
-FIELD_FLAGS = {"seq_lens": "--seq-lens/--min-len/--max-len", "batch": "--batch-size", "heads": "--n-heads",
-               "floor": "--no-floor", "mem_budget_gb": "--mem-budget"}
+# SweepConfig fields set straight from a flag, and the flag's argparse name where it differs
+PLAIN_FIELDS = ("batch", "heads", "head_dim", "levels", "passes", "warmup", "min_run_time", "min_reps", "seed",
+                "time_budget", "total_budget", "model_dim", "model_layers")
+FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_budget"}
 
 
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
+    special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
     out = []
     for name, old in base.to_dict().items():
         new = getattr(cfg, name)
         if new != old:
-            flag = FIELD_FLAGS.get(name, "--" + name.replace("_", "-"))
+            flag = special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")
             out.append(f"{flag} {new} (the run has {old})")
     return out
+
 
 
 def _busy_warning(device: torch.device, threads: int) -> float | None:
@@ -214,7 +211,7 @@ def _derived_outputs(run_dir: Path) -> list[str]:
         try:
             fn(run_dir)
         except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
-            notes.append(f"{fn.__name__} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            notes.append(f"{fn.__name__} failed: {one_line(exc, limit=200, named=True)}")
     return notes
 
 
@@ -287,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = info.gather(dict(by_status))
     if info.rank == 0:
         if info.enabled or (run_dir / PARTS_DIR).is_dir():
-            merge_parts(run_dir, info.world)
+            merge_parts(run_dir)
         env = read_json(run_dir / "env.json")
         total = dict(sum((Counter(c) for c in counts), Counter()))
         env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

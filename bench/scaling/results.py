@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from bench.common.files import CsvLog, cell, drop_cut_tail, read_table
@@ -64,22 +65,17 @@ def finished_rows(run_dir: Path) -> list[dict]:
     return list(first.values())
 
 
-def merge_parts(run_dir: Path, world: int) -> Path:
+def merge_parts(run_dir: Path) -> Path:
     """Rank 0 after the barrier: fold parts/timings.rank*.csv into timings.csv (rows already in
     timings.csv, from an earlier interrupted run, are kept), ordered by level, pass, length,
     method; then delete the merged part files."""
     run_dir = Path(run_dir)
     final = run_dir / CSV_NAME
     rows = finished_rows(run_dir)
-    rank = lambda names, x: names.index(x) if x in names else 9  # noqa: E731
-    rows.sort(key=lambda r: (rank(LEVELS, r["level"]), rank(PASSES, r["pass"]), int(r["seq_len"]), r["method"]))
+    rows.sort(key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]), int(r["seq_len"]), r["method"]))
     CsvLog(final, COLUMNS, _fmt).rewrite(rows)
-    parts_dir = run_dir / PARTS_DIR
-    if parts_dir.is_dir():
-        for part in parts_dir.glob("timings.rank*.csv"):
-            part.unlink()
-        try:
-            parts_dir.rmdir()
-        except OSError:
-            pass
+    for part in (run_dir / PARTS_DIR).glob("timings.rank*.csv"):  # none when there is no parts/
+        part.unlink()
+    with suppress(OSError):  # not there, or holding something else
+        (run_dir / PARTS_DIR).rmdir()
     return final
