@@ -6,8 +6,7 @@ import torch
 from bench.scaling import costs
 from bench.scaling.builders import Built
 from bench.scaling.checks import CheckResult
-from bench.scaling.config import SweepConfig
-from bench.scaling.grid import row_key
+from bench.scaling.grid import SweepConfig, row_key
 from bench.scaling.registry import EXTRA, FIRST, HEADLINE, METHODS, Method
 from bench.scaling.results import read_header, read_rows
 from bench.scaling.schema import COLUMNS, STATUSES

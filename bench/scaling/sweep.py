@@ -21,8 +21,7 @@ from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_me
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import checks, costs
 from bench.scaling.budget import Predictor, share_out
-from bench.scaling.config import SweepConfig
-from bench.scaling.grid import CellSpec, cell_key, groups, rank_of_group, row_key
+from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
 from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
