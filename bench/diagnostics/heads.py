@@ -11,27 +11,24 @@ import torch
 
 from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
 
-REACH_FRACTION = 0.1
-DEFAULT_ROLE_THRESHOLDS = (4.0, 32.0)  # tokens: < 4 local, < 32 medium, else long-range
 ROLES = ("local", "medium", "long-range")
 
 
-def role_rule_text(thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
+def role_rule_text(thresholds) -> str:
     lo, hi = thresholds
     return (f"reach = ln(10)/alpha cells (envelope exp(-alpha t) down to 10%), /s for tokens; "
             f"role = local if reach_tokens < {lo:g}, medium if {lo:g} <= reach_tokens < {hi:g}, "
             f"long-range if reach_tokens >= {hi:g}")
 
 
-def role_of(reach_tokens: float, thresholds=DEFAULT_ROLE_THRESHOLDS) -> str:
+def role_of(reach_tokens: float, thresholds) -> str:
     return ROLES[bisect.bisect_right(thresholds, reach_tokens)]
 
 
-def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -> list[dict]:
+def head_params(layer: WaveFieldAttention, thresholds) -> list[dict]:
     """One dict per head: omega, alpha, phase, damping_raw, reach_cells, reach_tokens, role."""
-    om, ph, al = (c[:, 0] for c in _wave_params(layer))
-    raw = layer.damping.detach().double().cpu().numpy()
-    reach = np.log(1.0 / REACH_FRACTION) / al
+    om, ph, al, raw = (c[:, 0] for c in _wave_params(layer))
+    reach = np.log(10.0) / al
     s = float(layer.field_stride)
     return [{"head": h, "omega": float(om[h]), "alpha": float(al[h]), "phase": float(ph[h]),
              "damping_raw": float(raw[h]), "reach_cells": float(reach[h]), "reach_tokens": float(reach[h] / s),
@@ -39,17 +36,14 @@ def head_params(layer: WaveFieldAttention, thresholds=DEFAULT_ROLE_THRESHOLDS) -
 
 
 def _wave_params(layer: WaveFieldAttention):
-    """(omega, phi, alpha) as float64 numpy columns (H, 1)."""
-    with torch.no_grad():
-        om = layer.frequency.double().cpu().numpy()[:, None]
-        ph = layer.phase.double().cpu().numpy()[:, None]
-        al = np.logaddexp(0.0, layer.damping.double().cpu().numpy())[:, None]  # softplus
-    return om, ph, al
+    """(omega, phi, alpha = softplus(damping), damping) as float64 numpy columns (H, 1)."""
+    om, ph, raw = (t.detach().double().cpu().numpy()[:, None] for t in (layer.frequency, layer.phase, layer.damping))
+    return om, ph, np.logaddexp(0.0, raw), raw
 
 
 def kernel_z(layer: WaveFieldAttention) -> np.ndarray:
     """Normaliser Z per head, float64 (H,): L1 over R = norm_cells lags plus the geometric tail bound."""
-    om, ph, al = _wave_params(layer)
+    om, ph, al, _ = _wave_params(layer)
     r = int(layer.norm_cells)
     tr = np.arange(r, dtype=np.float64)[None, :]
     z = np.abs(np.exp(-al * tr) * np.cos(om * tr + ph)).sum(-1) + (np.exp(-al * r) / (1 - np.exp(-al)))[:, 0]
@@ -64,7 +58,7 @@ def analytic_kernel(layer: WaveFieldAttention, lags) -> np.ndarray:
         k(t) = exp(-alpha t) cos(omega t + phi) / Z,
         Z = sum_{t < R} |exp(-alpha t) cos(omega t + phi)| + exp(-alpha R) / (1 - exp(-alpha)).
     """
-    om, ph, al = _wave_params(layer)
+    om, ph, al, _ = _wave_params(layer)
     t = np.asarray(lags, dtype=np.float64)[None, :]
     return np.exp(-al * t) * np.cos(om * t + ph) / kernel_z(layer)[:, None]
 
@@ -72,15 +66,12 @@ def analytic_kernel(layer: WaveFieldAttention, lags) -> np.ndarray:
 def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
     """What a unit deposit at token 0 must produce at tokens 0..N-1, per head: (H, N) float64.
 
-    Token 0 sits exactly on cell 0, so output n reads the kernel at position n*s: exactly k(n s) for
-    integer s (token path), and the bilinear read (1-f) k(lo) + f k(lo+1) of the cell kernel for
-    non-integer s (field path).
+    Token 0 sits exactly on cell 0, so output n reads the kernel at position n*s: the bilinear read
+    (1-f) k(lo) + f k(lo+1) of the cell kernel, which is exactly k(n s) for integer s (f = 0).
     """
     pos = np.arange(n, dtype=np.float64) * float(layer.field_stride)
     lo = np.floor(pos)
     frac = pos - lo
-    if np.all(frac == 0):
-        return analytic_kernel(layer, pos)
     return analytic_kernel(layer, lo) * (1 - frac) + analytic_kernel(layer, lo + 1) * frac
 
 
