@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bench.common.env import env_get
 from bench.common.files import read_table
 from bench.common.timings import aggregate, fmt, load_timings
+from bench.quality.analysis import convergence, equal_wall
+from bench.quality.schema import lr_of
+from bench.quality.stats import paired_ratios
+from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.report.runs import Run
 
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
@@ -29,11 +34,9 @@ def commit(run: Run) -> str:
     for parent in run.path.parents:
         if parent.name in ("runs", "results"):
             break
-        m = SHA_FOLDER.search(parent.name)
-        if m:
-            return m.group(1)[:7]
-    git = run.env.get("git") if isinstance(run.env.get("git"), dict) else {}
-    return (git.get("sha_short") or "unknown")[:7]
+        if SHA_FOLDER.search(parent.name):
+            return SHA_FOLDER.search(parent.name).group(1)[:7]
+    return str(env_get(run.env, "sha_short", default="unknown"))[:7]
 
 
 def setup_label(run: Run, row: dict) -> str:
@@ -51,16 +54,13 @@ def setup_label(run: Run, row: dict) -> str:
 def scaling_cells(runs: list[Run]) -> pd.DataFrame:
     """Aggregated cells of every scaling run, with run, commit, setup and device columns."""
     frames = []
-    for run in runs:
-        if run.kind != "scaling":
-            continue
+    for run in (r for r in runs if r.kind == "scaling"):
         cells = aggregate(load_timings(run.path, cut="error"))
-        if cells.empty:
-            continue
-        cells["run"], cells["commit"] = run.rel, commit(run)
-        cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
-        cells["gpu"] = cells["device"].str.startswith("cuda")
-        frames.append(cells)
+        if not cells.empty:
+            cells["run"], cells["commit"] = run.rel, commit(run)
+            cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
+            cells["gpu"] = cells["device"].str.startswith("cuda")
+            frames.append(cells)
     # without scaling runs: no rows, but the columns the sections select on
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMPTY_CELL_COLUMNS)
 
@@ -88,27 +88,17 @@ class Spread:
         return ", ".join(dict.fromkeys(self.commits))
 
 
-def _ok_at(cells: pd.DataFrame, level: str, pas: str, n: int) -> pd.DataFrame:
-    return cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
-                 & (cells["status"] == "ok")]
-
-
-def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str,
+def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str | None = None,
           col: str = "median_ms") -> dict[str, Spread]:
-    """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N)."""
+    """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N); without
+    `den`, of cells[num] itself."""
+    ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
+               & (cells["status"] == "ok")]
     out: dict[str, Spread] = {}
-    for (setup, _), g in _ok_at(cells, level, pas, n).groupby(["setup", "run"], sort=False):
-        by = g.set_index("method")
-        if num in by.index and den in by.index:
-            out.setdefault(setup, Spread()).add(float(by.loc[num, col] / by.loc[den, col]), by["commit"].iloc[0])
-    return out
-
-
-def value(cells: pd.DataFrame, level: str, pas: str, n: int, method: str, col: str = "median_ms") -> dict[str, Spread]:
-    """setup -> spread over runs of `col` of one method at one (level, pass, N)."""
-    sub, out = _ok_at(cells, level, pas, n), {}
-    for r in sub[sub["method"] == method].itertuples(index=False):
-        out.setdefault(r.setup, Spread()).add(float(getattr(r, col)), r.commit)
+    for (setup, _), g in ok.groupby(["setup", "run"], sort=False):
+        by = g.set_index("method")[col]
+        if num in by.index and (den is None or den in by.index):
+            out.setdefault(setup, Spread()).add(float(by[num] / (by[den] if den else 1)), g["commit"].iloc[0])
     return out
 
 
@@ -116,14 +106,9 @@ def quality(run: Run) -> dict:
     """What a quality run says about the wave / standard gap (final.csv, curves.csv, env.json): per-seed
     test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
     validation ratio at equal wall-clock, convergence verdicts and the setting."""
-    from bench.quality.analysis import convergence, equal_wall
-    from bench.quality.schema import lr_of
-    from bench.quality.sweep import rows_at, tuned_rows
-
     finals, env = read_table(run.csv), run.env
-    settings, plan, tok = env.get("settings") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
-    p = settings.get("preset") or {}
-    by = tuned_rows(finals, (settings.get("seeds") or [None])[0])
+    p, plan, tok = (env.get("settings") or {}).get("preset") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
+    by = tuned_rows(finals, first_seed(env))
     if "wave" not in by or "standard" not in by:
         return {}
     w, s, abl = by["wave"], by["standard"], by.get("wave-scaled-pos")
@@ -131,15 +116,13 @@ def quality(run: Run) -> dict:
     first = {m: next(iter(rows.values())) for m, rows in by.items()}
 
     def ratio(a: dict, b: dict) -> list[float]:
-        return [float(a[k]["test_ppl"]) / float(b[k]["test_ppl"]) for k in sorted(set(a) & set(b))]
+        return paired_ratios(*({k: float(r["test_ppl"]) for k, r in rows.items()} for rows in (a, b)))
 
     ref = rows_at(finals, p.get("lr", math.nan))
-    swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
+    swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
-    verdicts = Counter(convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
-                       for rows in (w, s) for k, r in rows.items())
     tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
             "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
@@ -147,14 +130,15 @@ def quality(run: Run) -> dict:
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
             "lr": {m: lr_of(first[m], p.get("lr", math.nan)) for m in ("wave", "standard")},
             "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
-            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s, "verdicts": verdicts,
+            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
+            "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
+                                for rows in (w, s) for k, r in rows.items()),
             "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
             "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
             "preset": env.get("preset") or "?", "tokens": tokens,
             "tokens_per_param": tokens / float(first["wave"]["params"]),
-            "seq_len": p.get("seq_len"), "d_model": p.get("d_model"), "n_layers": p.get("n_layers"),
-            "tokenizer": tok.get("kind"), "vocab": tok.get("vocab_size"),
-            "device": "GPU" if on_gpu(run) else "CPU"}
+            **{k: p.get(k) for k in ("seq_len", "d_model", "n_layers")},
+            "tokenizer": tok.get("kind"), "vocab": tok.get("vocab_size"), "device": "GPU" if on_gpu(run) else "CPU"}
 
 
 def on_gpu(run: Run) -> bool:
@@ -167,35 +151,24 @@ def trained(run: Run) -> bool:
             or str(run.env.get("model", "")).startswith("checkpoint"))
 
 
-def head_roles(run: Run) -> dict:
-    """Role counts and the largest reach (tokens) of the heads in diagnostics.csv."""
-    heads = [r for r in read_table(run.csv) if r["check"] == "heads"]
+def diagnostics(run: Run) -> tuple[dict, dict]:
+    """From diagnostics.csv: the heads' role counts and largest reach (tokens), and the verdict counts
+    of the causality checks and the leak demonstrations."""
+    rows = read_table(run.csv)
+    heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
     reach = [float(r["value"]) for r in heads if r["quantity"] == "reach_tokens"]
-    return {"heads": len(roles), "local": roles.count("local"), "medium": roles.count("medium"),
-            "long-range": roles.count("long-range"), "max_reach": max(reach) if reach else math.nan}
-
-
-def causality(run: Run) -> dict:
-    """Verdict counts of the causality checks and the leak demonstrations in diagnostics.csv."""
-    rows = read_table(run.csv)
     probes = Counter(r["verdict"] for r in rows if r["check"] in ("causality", "causality_reference", "stride_guard"))
-    return {"pass": probes["PASS"], "fail": probes["FAIL"],
-            "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows)}
+    return ({"heads": len(roles), **{role: roles.count(role) for role in ("local", "medium", "long-range")},
+             "max_reach": max(reach) if reach else math.nan},
+            {"pass": probes["PASS"], "fail": probes["FAIL"],
+             "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows)})
 
 
 def param_counts(vocab: int = 1000) -> dict[str, int]:
     """Parameters of the paper-char wave and standard LMs at a ~1k-entry vocabulary (their
     'character' tokenizer), counted on the models themselves (meta device: nothing allocated)."""
-    import torch
-
-    from baselines import count_params
-    from bench.common.checkpoint import build_model
-    from bench.quality.methods import standard_config, wave_config
+    from bench.quality.methods import resolve_methods
     from bench.quality.presets import PRESETS
 
-    p = PRESETS["paper-char"]
-    with torch.device("meta"):
-        return {"wave": count_params(build_model("wave", wave_config(p, vocab))),
-                "standard": count_params(build_model("standard", standard_config(p, vocab)))}
-
+    return {m: v["params"] for m, v in resolve_methods(["wave", "standard"], PRESETS["paper-char"], vocab).items()}

@@ -3,14 +3,15 @@ causality, and the claims at a glance. Every number comes from bench.report.evid
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from bench.common.env import read_env
 from bench.common.tables import table
-from bench.common.timings import fmt
+from bench.common.timings import fmt, fmt_x
+from bench.quality.stats import spread
 from bench.report import evidence as ev
 from bench.report.runs import Run
 from bench.scaling.claims import (
@@ -19,7 +20,7 @@ from bench.scaling.claims import (
 
 SDPA = "softmax-sdpa"
 RATIO_PLOT = "ratio_vs_tokens.png"  # drawn by bench.quality.report into a quality run's plots/
-DOCS = "../docs"  # the repository's docs/ relative to the page's folder; build_report sets it
+LINKS = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
 CLAIMS_HEAD = ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict", "evidence"]
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
 # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
@@ -48,24 +49,21 @@ class Notes:
     ]
 
     def __init__(self):
-        self.reasons: list[str] = []
+        self.letters: dict[str, str] = {}  # reason -> its letter, in order of first use
 
     def mark(self, status: str, reason: str) -> str:
-        text = next((t for p, t in self.PATTERNS if re.search(p, reason or "")), None)
-        if text is None:
-            text = f"{status}: " + re.sub(r"\s+", " ", (reason or "no reason recorded"))[:110]
-        if text not in self.reasons:
-            self.reasons.append(text)
-        return f"- ({chr(ord('a') + self.reasons.index(text))})"
+        text = next((t for p, t in self.PATTERNS if re.search(p, reason or "")),
+                    f"{status}: " + " ".join((reason or "no reason recorded").split())[:110])
+        return f"- ({self.letters.setdefault(text, chr(ord('a') + len(self.letters)))})"
 
     def line(self) -> str:
-        return "Notes: " + "   ".join(f"({chr(ord('a') + i)}) {r}" for i, r in enumerate(self.reasons))
+        return "Notes: " + "   ".join(f"({letter}) {text}" for text, letter in self.letters.items())
 
 
 def _cell(cells: pd.DataFrame, setup: str, level: str, pas: str, n: int, method: str, notes: Notes,
           col: str = "median_ms") -> str:
     """One measured number (its spread over runs), else a dash with the note saying why."""
-    got = ev.value(cells, level, pas, n, method, col).get(setup)
+    got = ev.ratio(cells, level, pas, n, method, col=col).get(setup)
     if got:
         return got.text()
     rows = cells[(cells["setup"] == setup) & (cells["level"] == level) & (cells["pass"] == pas)
@@ -108,19 +106,16 @@ def level_section(cells: pd.DataFrame) -> list[str]:
     for level in ("core", "layer", "model"):
         for pas in ("fwd", "fwdbwd"):
             sub = cells[(cells["level"] == level) & (cells["pass"] == pas)]
+            # a setup without a measured wave or SDPA cell (e.g. a sweep cut short) would be a row of dashes
             measured = set(sub.loc[sub["method"].isin(["wave", SDPA]) & (sub["status"] == "ok"), "setup"])
-            rows = []
-            for setup in setups(sub):
-                if setup not in measured:  # e.g. a sweep cut short: its row would hold only dashes
-                    continue
-                for n in CLAIM_LENGTHS:
-                    rows.append([f"{setup} ({_commits(sub, setup)})", n,
-                                 _cell(sub, setup, level, pas, n, "wave", notes),
-                                 _cell(sub, setup, level, pas, n, SDPA, notes),
-                                 _ratio(sub, setup, level, pas, n, SDPA, "wave"),
-                                 _cell(sub, setup, level, pas, n, "wave", notes, "peak_mem_mb"),
-                                 _cell(sub, setup, level, pas, n, SDPA, notes, "peak_mem_mb"),
-                                 _ratio(sub, setup, level, pas, n, "wave", SDPA, "peak_mem_mb")])
+            rows = [[f"{setup} ({_commits(sub, setup)})", n,
+                     _cell(sub, setup, level, pas, n, "wave", notes),
+                     _cell(sub, setup, level, pas, n, SDPA, notes),
+                     _ratio(sub, setup, level, pas, n, SDPA, "wave"),
+                     _cell(sub, setup, level, pas, n, "wave", notes, "peak_mem_mb"),
+                     _cell(sub, setup, level, pas, n, SDPA, notes, "peak_mem_mb"),
+                     _ratio(sub, setup, level, pas, n, "wave", SDPA, "peak_mem_mb")]
+                    for setup in setups(sub) if setup in measured for n in CLAIM_LENGTHS]
             if rows:
                 title = f"### {level}, {'forward' if pas == 'fwd' else 'forward + backward'}"
                 lines += [title, "", *table(head, rows), ""]
@@ -144,7 +139,7 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
 
     top = ("wave", "fwd", 32768)
     rows = [[m, *(text(m, "fwd", n) for n in CLAIM_LENGTHS), text(m, "fwdbwd", 32768),
-             f"{fmt(ms[(m, 'fwd', 32768)] / ms[top])}x" if (m, "fwd", 32768) in ms and top in ms else "-"]
+             fmt_x(ms[(m, "fwd", 32768)] / ms[top]) if (m, "fwd", 32768) in ms and top in ms else "-"]
             for m in ("wave", SDPA, "peer-hgrn-fla", "peer-simple-gla-fla")]
     return [f"Core level, H200 bf16 B=8 ({sha}): the fla-core kernels as timed in [{rel}]({rel}) (mean of 20 calls), "
             "wave from the same session's scaling runs (median over runs):", "",
@@ -177,8 +172,6 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
 def _ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
     """'1.44 (95% CI 1.09-1.79, 3 seeds)': the mean with its two-sided Student-t interval over seeds;
     without `interval`, '50.5 (50.1-50.9, 3 seeds)', the mean with the min-max."""
-    from bench.quality.stats import spread
-
     if not values:
         return "-"
     sp = spread(values)
@@ -274,9 +267,9 @@ def _verdict(near: list[bool], values: list[float] = (), mark: float = 0.0, abov
     return f"does not: depends on the setting ({above} in some, {below} in others)"
 
 
-def _doc(page: str, anchor: str = "") -> str:
-    """A link to docs/<page> from the folder of the page being written."""
-    return f"[docs/{page}]({DOCS}/{page}{'#' + anchor if anchor else ''})"
+def _doc(docs: str, page: str, anchor: str = "") -> str:
+    """A link to docs/<page>; `docs`: the repository's docs/ relative to the folder of the page written."""
+    return f"[docs/{page}]({docs}/{page}{'#' + anchor if anchor else ''})"
 
 
 def _causality_text(group: list[tuple[Run, dict]]) -> str:
@@ -288,15 +281,16 @@ def _causality_text(group: list[tuple[Run, dict]]) -> str:
             f"{ev.commit(group[0][0])}); V3.5's published configurations: {leaks} of {leaks} leak")
 
 
-def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[str]]:
-    """One row per published claim: cost model or count, measured on CPU and GPU, verdict, evidence."""
+def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]:
+    """One row per published claim: cost model or count, measured on CPU and GPU, verdict, evidence
+    (`docs`: the repository's docs/ relative to the page's folder)."""
     rows = []
     for n in CLAIM_LENGTHS:
         pub = PUBLISHED_ADVANTAGE[n]
         (cpu, cv), (gpu, gv) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
         rows.append([f"speed {n // 1024}K: {pub:.0f}x over standard attention", f"{fmt(cost_model_ratio(n))}x "
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu,
-                     _verdict([v >= pub * 0.9 for v in cv + gv]), evidence_links["speed"]])
+                     _verdict([v >= pub * 0.9 for v in cv + gv]), LINKS["speed"]])
     char, bpe, v433 = PUBLISHED_QUALITY
     for pub in (char, bpe):
         published = pub["wave_ppl"] / pub["std_ppl"]
@@ -308,7 +302,7 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
         name = "char" if pub["key"] == "char" else "BPE-8K"
         rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-", *cols,
                      _verdict([abs(m / published - 1) <= 0.1 for m in means], means, published,
-                              "gap larger than published", "gap smaller than published"), evidence_links["quality"]])
+                              "gap larger than published", "gap smaller than published"), LINKS["quality"]])
         if pub["key"] == "char":
             got = [q for _, q in quality_runs if q and q["tokenizer"] == "char"]
             diffs = [[a - b for a, b in zip(q["wave_acc"], q["std_acc"])] for q in got]
@@ -317,13 +311,13 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
             rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured",
                          _verdict([abs(sum(d) / len(d)) <= 1.5 for d in diffs],  # within 1.5 points, as published (0.5)
                                   [x for d in diffs for x in d], 0.0, "wave more accurate", "wave less accurate"),
-                         evidence_links["quality"]])
+                         LINKS["quality"]])
     rows.append([f"V4.3.3 gap {v433['wave_ppl'] / v433['std_ppl']:.2f}x ({v433['wave_ppl']} vs {v433['std_ppl']})", "-",
-                 "not measured", "not measured", "not measured", _doc("claims.md")])
+                 "not measured", "not measured", "not measured", _doc(docs, "claims.md")])
     rows.append([f"about {PUBLISHED_PARAMS / 1e6:.0f}M parameters", f"wave {params['wave']:,}, standard "
                  f"{params['standard']:,} (paper-char, V = 1000)", "-", "-",
                  "reproduces" if abs(params["wave"] / PUBLISHED_PARAMS - 1) < 0.1 else "does not",
-                 _doc("mechanism.md", "parameter-counts")])
+                 _doc(docs, "mechanism.md", "parameter-counts")])
     trained = [(r, h) for r, h, _ in diag if ev.trained(r)]
     roles = "; ".join(f"{h['local']} local, {h['medium']} medium, {h['long-range']} long-range of {h['heads']} "
                       f"heads, max reach {fmt(h['max_reach'])} tokens ({_trained_on(r)})" for r, h in trained)
@@ -335,7 +329,7 @@ def claims_rows(cells, quality_runs, diag, params, evidence_links) -> list[list[
                  "recurrence per head and channel (a diagonal SSM with a fixed kernel, S4D-like) plus a head mixer; "
                  "`tests/test_peers.py::test_wave_with_identity_coupling_and_unit_deposit_is_the_diagonal_ssm` proves "
                  "it equals the one-pole diagonal SSM peer", "-", "partly: not Mamba (no input-dependent decay), "
-                 "but an S4D-family SSM", _doc("mechanism.md", "relation-to-other-sequence-mixers")])
+                 "but an S4D-family SSM", _doc(docs, "mechanism.md", "relation-to-other-sequence-mixers")])
     if diag:
         cpu, gpu = ([(r, c) for r, _, c in diag if ev.on_gpu(r) == on] for on in (False, True))
         failed, leaks = sum(c["fail"] for _, c in cpu + gpu), max(c["leaks"] for _, c in cpu + gpu)
@@ -350,13 +344,8 @@ def _trained_on(run: Run) -> str:
     """'tiny model trained at seq 1024, CPU': what the checkpoint of a diagnostics run learned, read from
     the env.json of the quality run that wrote it when that run sits beside it."""
     ckpt = Path(str(run.env.get("model", "")).removeprefix("checkpoint "))
-    src = run.path.parent / (ckpt.parts[-3] if len(ckpt.parts) >= 3 else "?") / "env.json"
-    try:
-        q = json.loads(src.read_text())
-        preset = (q.get("settings") or {}).get("preset") or {}
-        method = re.split(r"-lr|-seed", ckpt.stem)[0]
-        what = (f"{q.get('preset', '?')} {'' if method == 'wave' else method + ' '}model trained at seq "
-                f"{preset.get('seq_len', '?')}")
-    except (OSError, ValueError):
-        what = "trained model"
+    q = read_env(run.path.parent / ckpt.parts[-3]) if len(ckpt.parts) >= 3 else {}
+    method = re.split(r"-lr|-seed", ckpt.stem)[0]
+    what = (f"{q.get('preset', '?')} {'' if method == 'wave' else method + ' '}model trained at seq "
+            f"{((q.get('settings') or {}).get('preset') or {}).get('seq_len', '?')}") if q else "trained model"
     return what + (", GPU" if ev.on_gpu(run) else ", CPU")
