@@ -47,10 +47,10 @@ def _run(settings, ctx, argv: list[str]) -> int:
     from bench.quality.schema import FINAL_COLUMNS
     from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
-    from bench.quality.train import NonFiniteStop, RunContext, StopRequested, check_job_files, make_plan, train_job
+    from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, ckpt_paths, make_plan,
+                                     train_job)
 
     # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
-    resumed_env = None
     resume = settings.resume is not None
     if resume:
         read_run_env(settings.resume, qcli.PROG)
@@ -156,7 +156,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                 return 0
             if ctx.is_main:
                 CsvLog(final_path, FINAL_COLUMNS).append(row)
-                rc.ckpt_paths(method, seed, lr)[1].unlink(missing_ok=True)
+                ckpt_paths(run_dir, method, seed, lr, p.lr)[1].unlink(missing_ok=True)
             ctx.barrier()
     except NoStableLR as exc:
         if ctx.is_main:

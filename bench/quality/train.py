@@ -97,9 +97,6 @@ class RunContext:
         """Autocast at the run's AMP dtype; a no-op with AMP off."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def ckpt_paths(self, method: str, seed: int, lr: float) -> tuple[Path, Path]:
-        return ckpt_paths(self.run_dir, method, seed, lr, self.settings.preset.lr)
-
 
 def ckpt_paths(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float) -> tuple[Path, Path]:
     """(best-validation weights, resume state) of one job; the name carries the LR when it is not --lr."""
@@ -166,7 +163,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     s, ctx, dev, plan = rc.settings, rc.ctx, rc.device, rc.plan
     p = replace(s.preset, lr=peak_lr)
     spec = rc.methods[method]
-    best_path, last_path = rc.ckpt_paths(method, seed, peak_lr)
+    best_path, last_path = ckpt_paths(rc.run_dir, method, seed, peak_lr, s.preset.lr)
     mem = JobPeak(dev)
     mem.reset()
 
