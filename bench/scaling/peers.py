@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from bench.scaling import builders, checks, costs, footprint
+from bench.scaling import budget, builders, checks, costs
 from bench.scaling.builders import Built
 from bench.scaling.grid import CellSpec
 
@@ -169,8 +169,9 @@ def peer_cost(op: str, spec: CellSpec) -> costs.Cost:
 
 
 # Peak above the inputs, in float32 (B, H, N, d) units, measured with the torch profiler on CPU
-# (torch formulation) and rounded up with about 50% margin (generous, like bench.scaling.footprint:
-# a cell predicted to fit must fit); fla's fused kernels keep less and get the same allowance.
+# (torch formulation) and rounded up with about 50% margin (generous, like the estimates in
+# bench.scaling.budget: a cell predicted to fit must fit); fla's fused kernels keep less and get
+# the same allowance.
 CORE_UNITS = {  # op -> (fwd, fwdbwd)
     "hgrn": (12.0, 24.0),
     "simple-gla": (8.0, 24.0),
@@ -206,7 +207,7 @@ def methods(method_cls) -> list:
             out.append(method_cls(
                 f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer", f"{DESCRIPTIONS[op]}; {note}",
                 build=partial(build_peer, op=op, impl=impl),
-                memory=partial(footprint.level_memory, core_bytes=partial(core_memory_bytes, op)),
+                memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
                 cost=partial(peer_cost, op),
                 check=partial(check_peer, op=op, impl=impl),
                 available=partial(available, impl),

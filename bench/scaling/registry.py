@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from bench.scaling import builders, checks, costs, footprint, peers
+from bench.scaling import budget, builders, checks, costs, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
 
@@ -108,7 +108,7 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
           levels=LEVELS, compiled: bool = False, tier: int = EXTRA) -> Method:
     return Method(name, "wave", description,
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  memory=partial(footprint.wave_memory, path=path),
+                  memory=partial(budget.wave_memory, path=path),
                   cost=partial(costs.method_cost, "wave", path),
                   check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
                   available=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
@@ -119,7 +119,7 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
              tier: int = EXTRA) -> Method:
     return Method(name, "softmax", description,
                   build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
-                  memory=partial(footprint.softmax_memory, impl=impl, sdpa_backend=backend),
+                  memory=partial(budget.softmax_memory, impl=impl, sdpa_backend=backend),
                   cost=partial(costs.method_cost, "softmax", None),
                   check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
                   available=available, default=default, tier=tier)
@@ -128,7 +128,7 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
 def _floor(name: str, path: str, description: str) -> Method:
     return Method(name, "reference", description,
                   build=partial(builders.build_floor, path=path),
-                  memory=partial(footprint.floor_memory, path=path),
+                  memory=partial(budget.floor_memory, path=path),
                   cost=partial(costs.floor_cost, path=path),
                   check=partial(checks.check_floor, path=path),
                   available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
