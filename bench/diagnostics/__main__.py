@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     idx, text_desc, real = text_batch(model.embed.num_embeddings, args.batch_size, args.seq_len, args.seed,
                                       args.text_file, tokenizer=tok, tokenizer_desc=tok_desc,
                                       allow_bytes=args.checkpoint is None, device=device)
-    cfg = DiagConfig(seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
+    cfg = DiagConfig(seq_len=args.seq_len, seed=args.seed,
                      role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
                      probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
                      probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)

@@ -143,7 +143,7 @@ def v35_clamp_config(field_cells: int = 1024, max_len: int = 256) -> dict:
     return {"field_stride": (field_cells - 1) / (max_len - 1), "field_size": field_cells, "clamp": True}
 
 
-def leak_configs(field_cells: int = 1024, max_len: int = 256) -> list[tuple[str, dict]]:
+def leak_configs(max_len: int, field_cells: int = 1024) -> list[tuple[str, dict]]:
     """The leaking configurations of docs/mechanism.md, "Causality" (name, reference_wave_layer overrides)."""
     clamp = v35_clamp_config(field_cells, max_len)
     return [(f"stride {s}", {"field_stride": s}) for s in (1.29, 0.996, 0.125)] + [

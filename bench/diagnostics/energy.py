@@ -11,17 +11,8 @@ import torch
 
 from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
 
-# Order in which the quantities flow through one layer (table rows / plot legend).
-QUANTITIES = (
-    ("residual_in", "residual stream entering the block"),
-    ("attn_input", "LN(residual): the attention input"),
-    ("field_u", "deposits u = v * ||k|| (field before the wave convolution)"),
-    ("field_conv", "field after the wave convolution (before head coupling)"),
-    ("field_mixed", "after head coupling softmax(C)"),
-    ("gate", "content gate sigmoid(W_g x)"),
-    ("attn_out", "attention output (after out projection)"),
-    ("residual_out", "residual stream after the block (and interference module, if any)"),
-)
+# In the order they flow through one block (table columns, plot legend); energy_flow defines each.
+QUANTITIES = ("residual_in", "attn_input", "field_u", "field_conv", "field_mixed", "gate", "attn_out", "residual_out")
 
 
 def attention_intermediates(layer: WaveFieldAttention, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -105,7 +105,7 @@ def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str)
 def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, footer: str) -> None:
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(16, 4.3))
     layers = etable["layer"].values
-    for q, desc in QUANTITIES:
+    for q in QUANTITIES:
         a1.plot(layers, etable[q].values, "o-", ms=3, label=q)
     a1.set(yscale="log", xlabel="layer", ylabel="mean per-token RMS")
     a1.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers

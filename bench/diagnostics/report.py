@@ -114,7 +114,7 @@ def coupling_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def energy_table(df: pd.DataFrame) -> pd.DataFrame:
-    names = {f"{q}:mean_rms": q for q, _ in QUANTITIES} | {"field_conv/field_u:l2_ratio": "conv/u (l2)"}
+    names = {f"{q}:mean_rms": q for q in QUANTITIES} | {"field_conv/field_u:l2_ratio": "conv/u (l2)"}
     return _wide(df, "energy", "layer", names).reset_index()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.diagnostics import causality as cz
-from bench.diagnostics.conservation import check_conservation, full_grid_l1, layer_conv_operands, p_label
+from bench.diagnostics.conservation import P_NORMS, check_conservation, full_grid_l1, layer_conv_operands
 from bench.diagnostics.energy import QUANTITIES, energy_flow
 from bench.diagnostics.heads import coupling_stats, head_params, impulse_check
 from wavefield_core.attention import WaveFieldAttention
@@ -30,7 +30,6 @@ INSTRUMENT_TOL = 1e-5  # instrumented forward vs layer.forward, relative
 @dataclass
 class DiagConfig:
     seq_len: int = 256
-    batch_size: int = 4
     seed: int = 0
     role_thresholds: tuple = (4.0, 32.0)
     conservation_tol: float = 1e-5
@@ -39,7 +38,6 @@ class DiagConfig:
     leak_len: int = 128
     probe_dtype: torch.dtype = torch.float64
     leak_demos: bool = True
-    clamp_field_cells: int = 1024
 
 
 @dataclass
@@ -102,7 +100,7 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
     res.arrays["energy"] = {}
     for i, per in flow["per_token"].items():
         res.arrays["energy"][i] = {q: v.cpu().numpy() for q, v in per.items()}
-        for q, _desc in QUANTITIES:
+        for q in QUANTITIES:
             res.add("energy", i, "", f"{q}:mean_rms", per[q].mean().item())
             res.add("energy", i, "", f"{q}:max_rms", per[q].max().item())
         u, conv = (t.double() for t in flow["fields"][i])
@@ -112,8 +110,8 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
         cr = check_conservation(*layer_conv_operands(layer, flow["fields"][i][0]), tol=cfg.conservation_tol)
         full = full_grid_l1(layer)
         for h in range(cr.ratios.shape[0]):
-            for j, p in enumerate(cr.ps):
-                res.gate("conservation", i, h, f"ratio_p{p_label(p)}", float(cr.ratios[h, j]), bound)
+            for j, p in enumerate(P_NORMS):
+                res.gate("conservation", i, h, f"ratio_p{p}", float(cr.ratios[h, j]), bound)
             res.gate("conservation", i, h, "sum_abs_k_used", float(cr.l1[h]), bound)
             res.gate("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), bound)
 
@@ -164,7 +162,7 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
     n = cfg.leak_len
     clamp_len = max(2, (3 * n) // 4)  # V3.5 field sized for L < N tokens
     configs = [(f"stride {layer.field_stride:g} (clean)", {"field_stride": layer.field_stride}, False)]
-    configs += [(name, ov, True) for name, ov in cz.leak_configs(cfg.clamp_field_cells, clamp_len)]
+    configs += [(name, ov, True) for name, ov in cz.leak_configs(clamp_len)]
     for name, ov, leaky in configs:
         x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
         probes = cz.probe_causality(partial(reference_wave_layer, lay, **ov), x, seed=cfg.seed)
