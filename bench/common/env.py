@@ -1,6 +1,7 @@
 """env.json: everything needed to say which machine and software produced a result."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -40,22 +41,28 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def gpu_info() -> list[dict[str, Any]]:
-    """GPU name, driver and memory from NVML (nvidia-ml-py), as nvidia-smi shows them; else torch's view."""
-    text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731 - older pynvml returns bytes
+@functools.cache
+def nvml():
+    """pynvml, initialised once for the whole process, or None where there is no NVIDIA driver or pynvml."""
     try:
         import pynvml
 
-        pynvml.nvmlInit()  # reference-counted: bench.common.memory may hold NVML open too
-        try:
-            driver = text(pynvml.nvmlSystemGetDriverVersion())
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-            return [{"index": i, "name": text(pynvml.nvmlDeviceGetName(h)), "driver": driver, "source": "nvml",
-                     "memory_total_mb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
-                    for i, h in enumerate(handles)]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # pynvml.NVMLError or missing library: no NVIDIA driver here
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # noqa: BLE001 - ImportError, pynvml.NVMLError
+        return None
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """GPU name, driver and memory from NVML, as nvidia-smi shows them; else torch's view."""
+    nv = nvml()
+    try:
+        driver = nv.nvmlSystemGetDriverVersion()
+        handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+        return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
+                 "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
+                for i, h in enumerate(handles)]
+    except Exception:  # noqa: BLE001 - no NVML (nv is None) or pynvml.NVMLError
         props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
         return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
                 for i, p in enumerate(props)]

@@ -14,6 +14,7 @@ import psutil
 import torch
 
 from bench.common.cli import UsageError
+from bench.common.env import nvml
 
 # kineto prints "profiler_start/stop" lines on stderr at every profile() unless told not to;
 # they would tear the progress bar. Only a default: a value the user set is kept.
@@ -39,25 +40,23 @@ class PeakMemory:
     device_used_bytes: int | None = None  # CUDA: NVML's used memory after the call; None elsewhere
 
 
-_NVML: dict = {}  # device index -> NVML handle
+@functools.cache
+def _nvml_handle(index: int):
+    """NVML's handle of CUDA device `index`. NVML numbers devices physically and CUDA_VISIBLE_DEVICES
+    may renumber them: look up by UUID first."""
+    nv = nvml()
+    try:
+        return nv.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(index).uuid}")
+    except nv.NVMLError:
+        return nv.nvmlDeviceGetHandleByIndex(index)
 
 
 def nvml_used_bytes(device: torch.device) -> int | None:
     """The device's used memory according to NVML (what nvidia-smi shows), or None without NVML."""
     try:
-        import pynvml
-
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if index not in _NVML:
-            pynvml.nvmlInit()
-            # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: look up by UUID
-            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-            try:
-                _NVML[index] = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-            except pynvml.NVMLError:
-                _NVML[index] = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return int(pynvml.nvmlDeviceGetMemoryInfo(_NVML[index]).used)
-    except Exception:  # noqa: BLE001 - no pynvml, pynvml.NVMLError, lookups that differ between drivers
+        return int(nvml().nvmlDeviceGetMemoryInfo(_nvml_handle(index)).used)
+    except Exception:  # noqa: BLE001 - no NVML (nvml() is None), pynvml.NVMLError, lookups that differ by driver
         return None
 
 
