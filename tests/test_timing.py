@@ -76,6 +76,15 @@ def test_keyboard_interrupt_propagates():
         measure_interleaved({"x": stop}, CPU, TimingPolicy(), est_call_s={"x": 1e-3})
 
 
+def test_closures_without_an_estimate_get_policy_warmup_calls():
+    calls = {"A": 0, "B": 0}
+    fns = {name: (lambda name=name: calls.__setitem__(name, calls[name] + 1)) for name in calls}
+    policy = TimingPolicy(warmup=3, min_run_time=0.0, min_reps=2, rep_target_s=0.0)
+    res = measure_interleaved(fns, CPU, policy, est_call_s={"B": 1e-3})
+    assert res["A"].reps == res["B"].reps == 2
+    assert calls == {"A": 3 + 2, "B": 2}  # B was warmed up by the caller
+
+
 def test_warm_up_returns_last_call_time():
     assert warm_up(lambda: time.sleep(0.002), CPU, calls=2) >= 0.0015
 

@@ -17,7 +17,7 @@ Fn = Callable[[], object]
 @dataclass
 class TimingPolicy:
     """How long and how often to time one cell (both minimums hold unless the budget ends first)."""
-    warmup: int = 1  # untimed calls before anything is measured (at least 1 is always made)
+    warmup: int = 1  # untimed calls first; measure_interleaved makes them only for closures given no estimate
     min_run_time: float = 0.2  # seconds of timed work wanted per cell
     min_reps: int = 10
     max_cell_s: float | None = None  # per-cell wall budget, warm-up and memory calls included; None: no cap
@@ -67,7 +67,7 @@ def time_calls(fn: Fn, device: torch.device, inner: int = 1) -> float:
 
 
 def warm_up(fn: Fn, device: torch.device, calls: int = 1) -> float:
-    """Run fn `calls` (>= 1) times untimed-for-reporting; return seconds of the last call (an estimate)."""
+    """Call fn `calls` (>= 1) times, not reported; return seconds of the last call (an estimate)."""
     for _ in range(max(1, calls)):
         est = time_calls(fn, device)
     return est
@@ -115,9 +115,10 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
                         est_call_s: dict[str, float] | None = None, spent_s: dict[str, float] | None = None,
                         on_done: Callable[[str, "TimingResult | BaseException"], None] | None = None,
                         ) -> dict[str, "TimingResult | BaseException"]:
-    """Time already-warmed closures round-robin; return {name: TimingResult or the exception it raised}.
+    """Time closures round-robin; return {name: TimingResult or the exception it raised}.
 
-    est_call_s: seconds per call from the warm-up (calibrates `inner`); missing -> one probe call.
+    est_call_s: seconds per call from the caller's warm-up (calibrates `inner`); a closure without
+        one is warmed up here first, with policy.warmup calls (at least 1).
     spent_s: wall seconds already spent per closure, counted against policy.max_cell_s.
     on_done(name, result) is called as soon as a closure finishes (so its row can be written).
     """
@@ -133,12 +134,13 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
     for name, fn in fns.items():
         est, spent = est_call_s.get(name), spent_s.get(name, 0.0)
         if est is None:
+            wall0 = time.perf_counter()
             try:
-                est = time_calls(fn, device)
+                est = warm_up(fn, device, policy.warmup)
             except Exception as exc:  # noqa: BLE001 - reported as this closure's result
                 finish(name, exc.with_traceback(None))
                 continue
-            spent += est
+            spent += time.perf_counter() - wall0
         inner = calibrate_inner(est, policy.rep_target_s)
         slots[name] = _Slot(fn, inner, est * inner, spent)
 
