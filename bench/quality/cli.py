@@ -206,10 +206,9 @@ def validate(s: Settings) -> None:
                          "wiki.test.raw in it)")
     if p.corpus == "text-file" and s.text_file is None:
         raise UsageError("corpus 'text-file' needs --text-file PATH")
-    if s.data_dir is not None and p.corpus != "wikitext2":
-        raise UsageError(f"--data-dir is only used with --corpus wikitext2 (corpus is {p.corpus!r})")
-    if s.text_file is not None and p.corpus != "text-file":
-        raise UsageError(f"--text-file is only used with --corpus text-file (corpus is {p.corpus!r})")
+    for name, corpus in (("data_dir", "wikitext2"), ("text_file", "text-file")):
+        if getattr(s, name) is not None and p.corpus != corpus:
+            raise UsageError(f"{_flag(name)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
 
 
 def settings_from_saved(saved: dict, cli: Settings) -> Settings:

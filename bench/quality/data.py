@@ -15,11 +15,10 @@ from typing import Iterator, Sequence
 import torch
 
 from bench.common.cli import UsageError
+from bench.quality.presets import BATCHING_CHOICES as BATCH_MODES, CORPUS_CHOICES as CORPORA
 
-CORPORA = ("wiki-vital", "wikitext2", "shakespeare", "text-file", "fixture")
 DEFAULT_CORPUS = "wiki-vital"
 SPLITS = ("train", "valid", "test")
-BATCH_MODES = ("contiguous", "lines")
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 FIXTURE_PATH = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_corpus.txt"
 

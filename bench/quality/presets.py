@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-# Mirrors of bench.quality.data / tokenizers constants (tests check they agree); kept here so the
-# CLI can validate choices without importing torch.
+# defined here, not in bench.quality.data / tokenizers (which take them from here), so that --help needs no torch
 CORPUS_CHOICES = ("wiki-vital", "wikitext2", "shakespeare", "text-file", "fixture")
 TOKENIZER_CHOICES = ("char", "bpe")
 BATCHING_CHOICES = ("contiguous", "lines")

@@ -16,10 +16,10 @@ import numpy as np
 
 from bench.common.cli import UsageError
 from bench.common.files import read_json
+from bench.quality.presets import TOKENIZER_CHOICES as TOKENIZER_KINDS
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-TOKENIZER_KINDS = ("char", "bpe")
 # 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller than this.
 MIN_BPE_VOCAB = 258
 
