@@ -3,15 +3,5 @@
     python -m bench.report results/runs/<run> ... results/gpu/<session>/<run> ... [--out results/README.md]
 
 runs.py finds, checks and regenerates the runs, evidence.py reads the numbers from their CSVs,
-page.py renders the sections, figures.py the speedup plots, build.py assembles the page.
+page.py renders the sections, figures.py the speedup plots, build.py assembles the page (build_report).
 """
-__all__ = ["build_report"]
-
-
-def __getattr__(name: str):
-    # build_report pulls in pandas; importing it lazily keeps argument errors fast
-    if name == "build_report":
-        from bench.report.build import build_report
-
-        return build_report
-    raise AttributeError(name)

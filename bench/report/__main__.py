@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import ArgParser, UsageError, run_cli
+from bench.common.files import check_out_file
 
 PROG = "python -m bench.report"
 
@@ -39,8 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("no run folders given (pass one or more folders such as results/runs/<run>)")
     if Path(args.out).suffix.lower() != ".md":
         raise UsageError(f"--out {args.out!r} should be a markdown file (for example results/README.md)")
-    from bench.common.files import check_out_file
-
     check_out_file(args.out)
     from bench.report.build import build_report
 

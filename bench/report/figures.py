@@ -27,13 +27,11 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
     import matplotlib.ticker as mticker
 
     written = []
-    if cells.empty:
-        return written
-    out_dir.mkdir(parents=True, exist_ok=True)
     for gpu, name in ((False, "cpu"), (True, "gpu")):
         sub = cells[cells["gpu"] == gpu]
         if sub.empty:
             continue
+        out_dir.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(8, 5))
         ns = np.geomspace(512, 32768, 40)
         ax.plot(list(PUBLISHED_ADVANTAGE), list(PUBLISHED_ADVANTAGE.values()), "*", ms=12,
@@ -44,9 +42,8 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
                 label="suite cost model: softmax FLOPs / FFT-conv FLOPs")
         for i, setup in enumerate(dict.fromkeys(sub["setup"])):
             for level in ("core", "model"):
-                spreads = {n: ev.ratio(sub, level, "fwd", n, "softmax-sdpa", "wave").get(setup)
-                           for n in sorted(set(sub["seq_len"]))}
-                got = {n: s.values for n, s in spreads.items() if s}
+                got = {n: s.values for n in sorted(set(sub["seq_len"]))
+                       if (s := ev.ratio(sub, level, "fwd", n, "softmax-sdpa", "wave").get(setup))}
                 if not got:
                     continue
                 n_ = np.array(list(got))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common.cli import UsageError
+from bench.common.cli import UsageError, one_line
 from bench.common.files import in_use, read_json, read_table
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
@@ -107,5 +107,5 @@ def regenerate(run: Run, plots: bool = True) -> None:
     except UsageError:
         raise
     except Exception as exc:  # a harness bug must not lose the other runs' sections
-        msg = f"summary.md could not be regenerated ({type(exc).__name__}: {' '.join(str(exc).split())})"
-        print(f"bench.report: warning: {run.rel}: {msg}", file=sys.stderr)
+        print(f"bench.report: warning: {run.rel}: summary.md could not be regenerated ({one_line(exc, named=True)})",
+              file=sys.stderr)
