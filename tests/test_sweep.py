@@ -36,7 +36,7 @@ def _fake(name, make_fn=None, kind="softmax", check_ok=True, memory=1e3):
     return Method(name, kind, "test method", build=build, memory=lambda spec: memory,
                   cost=lambda spec: costs.Cost(1e6 * spec.seq_len, 1e3),
                   check=lambda spec: CheckResult(0.0 if check_ok else 1.0, 1e-4),
-                  available=lambda dev, dtype=None: None)
+                  why_unavailable=lambda dev, dtype=None: None)
 
 
 def _rows_by(rows, method):

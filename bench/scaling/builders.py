@@ -48,18 +48,11 @@ def wave_params(heads: int, device: torch.device, seed: int = 0) -> list[torch.T
     return [t.to(device) for t in (init["frequency"], init["damping"], init["phase"], coupling)]
 
 
-def _no_grad(forward: Callable[[], object]):
-    def fn():
-        with torch.no_grad():
-            return forward()
-    return fn
-
-
 def _pass_fn(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], out_shape):
     """fwd: forward() under no_grad; fwdbwd: forward() and the gradients w.r.t. `wrt` of a fixed random
     output gradient of `out_shape` (drawn here, after the inputs)."""
     if spec.pass_ == "fwd":
-        return _no_grad(forward)
+        return torch.no_grad()(forward)
     for t in wrt:
         t.requires_grad_(True)
     grad_out = _randn(spec, *out_shape)
@@ -141,7 +134,7 @@ def _floor_core(spec: CellSpec, path: str) -> Built:
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
     k_spec = floor_spectrum(floor_kernel(spec, path, spec.device), m)  # (H, 1, M/2+1) complex64
-    return Built(_no_grad(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
+    return Built(torch.no_grad()(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
 
 
 def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) -> Built:
@@ -191,17 +184,19 @@ def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch
                       max_seq_len=spec.seq_len, attn_impl=impl, sdpa_backend=sdpa_backend)
 
 
-def cuda_graphed(built: Built, device: torch.device, warmup: int = 3) -> Built:
-    """The same cell replayed from a CUDA graph: one launch per call instead of one per kernel, so
-    the timing shows what the GPU executes, without Python and launch overhead. The closure's
-    inputs are static, so replaying the graph recomputes the same work into the same output
-    buffers. Warm-up runs on a side stream first, as capture requires (lazy init, cuFFT plans)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
+def build_graphed(spec: CellSpec, build: Callable[..., Built], warmup: int = 3, **kw) -> Built:
+    """The cell build(spec, **kw) makes, replayed from a CUDA graph: one launch per call instead of one
+    per kernel, so the timing shows what the GPU executes, without Python and launch overhead. The
+    closure's inputs are static, so replaying the graph recomputes the same work into the same output
+    buffers. Warm-up runs on a side stream first, as capture requires (lazy init, cuFFT plans); a
+    capture failure is the cell's error row."""
+    built = build(spec, **kw)
+    side = torch.cuda.Stream(spec.device)
+    side.wait_stream(torch.cuda.current_stream(spec.device))
     with torch.cuda.stream(side):
         for _ in range(warmup):
             built.fn()
-    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.current_stream(spec.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = built.fn()
@@ -210,13 +205,6 @@ def cuda_graphed(built: Built, device: torch.device, warmup: int = 3) -> Built:
         graph.replay()
         return out
     return Built(replay, lambda: f"{built.backend()}+cudagraph")
-
-
-def graphed(build: Callable[..., Built]) -> Callable[..., Built]:
-    """A builder whose cells run as CUDA graphs (core level; a capture failure is the cell's error row)."""
-    def build_graphed(spec: CellSpec, **kw) -> Built:
-        return cuda_graphed(build(spec, **kw), spec.device)
-    return build_graphed
 
 
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:

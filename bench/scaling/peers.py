@@ -210,7 +210,7 @@ def methods(method_cls) -> list:
                 memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
                 cost=partial(peer_cost, op),
                 check=partial(check_peer, op=op, impl=impl),
-                available=partial(available, impl),
+                why_unavailable=partial(available, impl),
                 uses_stride=op == "diag-ssm",
             ))
     return out

@@ -26,7 +26,8 @@ class Method:
     memory: Callable[[CellSpec], float]
     cost: Callable[[CellSpec], costs.Cost]
     check: Callable[[CellSpec], checks.CheckResult]
-    available: Callable[[torch.device], "str | None"]
+    # (device, dtype=None) -> None if the method runs on this device (in this dtype, when given), else why not
+    why_unavailable: Callable[..., "str | None"]
     levels: tuple[str, ...] = LEVELS
     passes: tuple[str, ...] = PASSES
     default: bool = False  # in the default set
@@ -35,10 +36,6 @@ class Method:
 
     def supports(self, level: str, pass_: str) -> bool:
         return level in self.levels and pass_ in self.passes
-
-    def why_unavailable(self, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
-        """None if the method runs on this device (in this dtype, when given), else why not."""
-        return self.available(device, dtype)
 
 
 def _always(device: torch.device, dtype=None) -> None:
@@ -111,7 +108,7 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
                   memory=partial(budget.wave_memory, path=path),
                   cost=partial(costs.method_cost, "wave", path),
                   check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  available=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
+                  why_unavailable=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
                   uses_stride=True)
 
 
@@ -122,7 +119,7 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
                   memory=partial(budget.softmax_memory, impl=impl, sdpa_backend=backend),
                   cost=partial(costs.method_cost, "softmax", None),
                   check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
-                  available=available, default=default, tier=tier)
+                  why_unavailable=available, default=default, tier=tier)
 
 
 def _floor(name: str, path: str, description: str) -> Method:
@@ -131,7 +128,7 @@ def _floor(name: str, path: str, description: str) -> Method:
                   memory=partial(budget.floor_memory, path=path),
                   cost=partial(costs.floor_cost, path=path),
                   check=partial(checks.check_floor, path=path),
-                  available=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
+                  why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -144,7 +141,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
           "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
     replace(_wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton "
-                  "kernels (one pass over memory; CUDA)", default=False, tier=FIRST), available=_triton),
+                  "kernels (one pass over memory; CUDA)", default=False, tier=FIRST), why_unavailable=_triton),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True,
              tier=HEADLINE),
@@ -163,9 +160,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     # the same cells replayed from CUDA graphs: what the GPU executes, without per-call host overhead
     replace(_wave("wave-graphed", "token", "wave replayed from a CUDA graph (core; no Python or launch overhead)",
                   default=False, levels=("core",)),
-            build=partial(builders.graphed(builders.build_wave), path="token", v_layout="bhdn"), available=_cuda),
+            build=partial(builders.build_graphed, build=builders.build_wave, path="token", v_layout="bhdn"),
+            why_unavailable=_cuda),
     replace(_softmax("softmax-sdpa-graphed", "sdpa", None, "softmax-sdpa replayed from a CUDA graph (core)", _cuda),
-            build=partial(builders.graphed(builders.build_softmax), impl="sdpa", sdpa_backend=None),
+            build=partial(builders.build_graphed, build=builders.build_softmax, impl="sdpa", sdpa_backend=None),
             levels=("core",)),
     # sub-quadratic peers (torch formulations everywhere, fla-core kernels on CUDA): bench/scaling/peers.py
     *peers.methods(Method),
