@@ -6,6 +6,7 @@ Exit codes: 0 ok (also after --stop-after-steps), 2 bad input (one line on stder
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Sequence
@@ -192,8 +193,6 @@ def _torch_settings(settings, ctx):
         torch.set_num_threads(settings.threads)
     deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
     if deterministic:
-        import os
-
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -219,16 +218,15 @@ def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
 def _amp_dtype(amp: str, device):
     import torch
 
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
+    cuda = device.type == "cuda"
+    if amp == "fp16" and not cuda:
         raise UsageError("--amp fp16 needs a CUDA device (fp16 autocast on CPU is not supported here); "
                          "valid choices on cpu: off, bf16")
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: off, fp16")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import torch
 from bench.common.cli import UsageError
 from bench.quality.presets import BATCHING_CHOICES as BATCH_MODES, CORPUS_CHOICES as CORPORA
 
-DEFAULT_CORPUS = "wiki-vital"
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 FIXTURE_PATH = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_corpus.txt"
@@ -52,8 +51,7 @@ class Corpus:
         return {s: len(self.split(s)) for s in SPLITS}
 
 
-def load_corpus(name: str = DEFAULT_CORPUS, data_dir: str | Path | None = None,
-                text_file: str | Path | None = None) -> Corpus:
+def load_corpus(name: str, data_dir: str | Path | None = None, text_file: str | Path | None = None) -> Corpus:
     """Load corpus `name` (one of CORPORA). `data_dir` is for wikitext2, `text_file` for text-file."""
     loaders = {"wiki-vital": _load_wiki_vital, "shakespeare": _load_shakespeare,
                "wikitext2": lambda: _load_wikitext2(data_dir),

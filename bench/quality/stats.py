@@ -46,14 +46,11 @@ class Spread:
 
 
 def spread(values: Sequence[float]) -> Spread:
-    v = [float(x) for x in values]
+    v, nan = [float(x) for x in values], math.nan
     n = len(v)
-    if n == 0:
-        nan = float("nan")
-        return Spread(0, nan, nan, nan, nan, nan, nan)
-    mean = sum(v) / n
+    mean = sum(v) / n if v else nan
     if n < 2:
-        return Spread(n, mean, float("nan"), mean, mean, float("nan"), float("nan"))
+        return Spread(n, mean, nan, mean, mean, nan, nan)
     std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     half = t975(n - 1) * std / math.sqrt(n)
     return Spread(n, mean, std, min(v), max(v), mean - half, mean + half)
