@@ -36,17 +36,18 @@ def build_parser() -> ArgParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = Path(args.out)
     if not args.runs:
         raise UsageError("no run folders given (pass one or more folders such as results/runs/<run>)")
-    if Path(args.out).suffix.lower() != ".md":
+    if out.suffix.lower() != ".md":
         raise UsageError(f"--out {args.out!r} should be a markdown file (for example results/README.md)")
     check_out_file(args.out)
     from bench.report.build import build_report
 
     raw = list(sys.argv[1:] if argv is None else argv)
-    path = build_report(args.runs, args.out, regen=not args.no_regenerate, plots=not args.no_plots,
-                        report_command=f"{PROG} {shlex.join(raw)}")
-    print(f"wrote {path} from {len(set(args.runs))} run folder(s)")
+    build_report(args.runs, out, f"{PROG} {shlex.join(raw)}", regen=not args.no_regenerate,
+                 plots=not args.no_plots)
+    print(f"wrote {out} from {len(set(args.runs))} run folder(s)")
     return 0
 
 

@@ -14,19 +14,14 @@ from bench.scaling.claims import PUBLISHED_ADVANTAGE, authors_advantage, cost_mo
 from bench.scaling.plots import color, length_axis
 
 SERIES_COLORS = {"published": "black", "authors' model": "0.45", "cost model": "0.65", "core": color("wave"),
-                 "model": color("wave-field"), "layer": color("wave-bhnd")}
-STYLES = ["-", "--", ":", "-."]
+                 "model": color("wave-field")}
+STYLES = ["-", "--", ":", "-."]  # one per setup
 
 
-def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """results/plots/speedup_<cpu|gpu>.png; returns the files written."""
-    import matplotlib
+def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
+    """results/plots/speedup_<cpu|gpu>.png, for each device with cells."""
+    import matplotlib.pyplot as plt  # after bench.scaling.plots chose the Agg backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker as mticker
-
-    written = []
     for gpu, name in ((False, "cpu"), (True, "gpu")):
         sub = cells[cells["gpu"] == gpu]
         if sub.empty:
@@ -55,14 +50,11 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.axhline(1.0, color="0.2", lw=0.8)
         length_axis(ax)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
+        ax.yaxis.set_major_formatter(lambda y, _: f"{y:g}x")
         ax.set_ylabel("speedup of wave = SDPA ms / wave ms (x)")
         ax.set_title(f"Speedup of wave over SDPA, {'GPU' if gpu else 'CPU'} (1x: equal time)", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
         fig.tight_layout()
-        path = out_dir / f"speedup_{name}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(out_dir / f"speedup_{name}.png", dpi=100)
         plt.close(fig)
-        written.append(path)
-    return written
