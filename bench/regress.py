@@ -43,13 +43,11 @@ def load_benchmark_json(path: Path) -> Times:
     times: Times = {}
     for bench in data["benchmarks"]:
         try:
-            info, median = bench.get("extra_info") or {}, bench["stats"]["median"]
-            if any(info.get(k) in (None, "") for k in INFO_KEYS):
-                continue
-            seconds, seq_len = float(median), int(info["seq_len"])
+            info, seconds = bench.get("extra_info") or {}, float(bench["stats"]["median"])
+            seq_len = int(info["seq_len"])
         except (AttributeError, KeyError, TypeError, ValueError):  # a malformed entry is skipped, not fatal
             continue
-        if seconds > 0 and math.isfinite(seconds):
+        if all(info.get(k) not in (None, "") for k in INFO_KEYS) and seconds > 0 and math.isfinite(seconds):
             key = (str(info["level"]), str(info["pass"]), config_label(info.get))
             times.setdefault(key, {}).setdefault(str(info["method"]), {})[seq_len] = seconds
     return times
@@ -137,12 +135,6 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
     return checks
 
 
-def table(checks: list[Check]) -> str:
-    rows = [[ch.label(), f"{ch.baseline:.4g}", f"{ch.current:.4g}", *ch.change_text(), "ok" if ch.ok else "REGRESSED"]
-            for ch in checks]
-    return "\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows))
-
-
 def _worst(checks: list[Check], metric: str) -> str:
     of_kind = [c for c in checks if c.metric == metric]
     if not of_kind:
@@ -214,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in METRICS)
     summary = f"{len(checks)} metrics ({counts}); " + "; ".join(_worst(checks, m) for m in METRICS)
     if args.show_all or bad:
-        print(table(checks if args.show_all else bad))
+        rows = [[c.label(), f"{c.baseline:.4g}", f"{c.current:.4g}", *c.change_text(), "ok" if c.ok else "REGRESSED"]
+                for c in (checks if args.show_all else bad)]
+        print("\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows)))
     if bad:
         print(f"bench.regress: REGRESSED: {len(bad)} of {summary}")
         return 1

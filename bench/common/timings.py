@@ -56,12 +56,10 @@ def config_label(get) -> str:
     parts = []
     for name, prefix in CONFIG_FIELDS:
         value = get(name)
-        if value is None or str(value).strip().lower() in ("", "nan", "inf", "-inf"):
-            continue
-        if prefix:
+        if value is not None and str(value).strip().lower() not in ("", "nan", "inf", "-inf"):
             with suppress(TypeError, ValueError):
-                value = int(float(value))
-        parts.append(f"{prefix}{value}")
+                value = int(float(value)) if prefix else value  # B=8, not B=8.0
+            parts.append(f"{prefix}{value}")
     return " ".join(parts)
 
 
