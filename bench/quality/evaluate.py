@@ -4,7 +4,6 @@ and the paper's mean of per-batch mean losses (short last batches weigh as much 
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from itertools import islice
 from dataclasses import asdict, dataclass
 
@@ -57,10 +56,9 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
-             max_batches: int = 0, autocast=nullcontext, ctx: Dist | None = None) -> EvalResult:
+             max_batches: int, autocast, ctx: Dist) -> EvalResult:
     """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from its first batch (rewound);
     max_batches = 0 scores the whole split. Under DDP the ranks take the batches round-robin."""
-    ctx = ctx or Dist()
     was_training = model.training
     model.eval()
     batches.load_state_dict({"epoch": 0, "position": 0})

@@ -38,10 +38,9 @@ def _band(ax, x, ys, colour: str, label: str) -> None:
         ax.fill_between(x, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.2, linewidth=0)
 
 
-def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict | None = None) -> list[Path]:
+def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict) -> list[Path]:
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
-    env = env or {}
     seed0 = first_seed(env)
     by = tuned_rows(finals, seed0)
     paths = []

@@ -27,7 +27,7 @@ def write_report(run_dir: str | Path) -> Path:
 
         plots = write_plots(run_dir, curves, finals, env)
     path = run_dir / "summary.md"
-    write_text(path, render(env, finals, plots, run_dir, curves))
+    write_text(path, render(env, finals, curves, plots, run_dir))
     return path
 
 
@@ -82,13 +82,12 @@ def _ratio_line(r: dict, label: str) -> list[str]:
             ", ".join(map(str, r["seeds"]))]
 
 
-def render(env: dict, finals: list[dict], plots: list[Path], run_dir: Path, curves: list[dict] | None = None) -> str:
+def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path], run_dir: Path) -> str:
     st = env.get("settings", {})
     p = st.get("preset", {})
     plan = env.get("plan", {})
     tok = env.get("tokenizer", {})
     corpus = env.get("corpus", {})
-    curves = curves or []
     ref_lr = p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
     ratios = ratio_rows(by)
