@@ -84,17 +84,14 @@ def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
     if not found:
         return None
     ns = sorted(sub["seq_len"].unique())
-    status = {(r["method"], r["seq_len"]): r["status"] for _, r in sub.iterrows()}
+    status = dict(zip(zip(sub["method"], sub["seq_len"]), sub["status"]))
+
+    def missing(n, *methods) -> str:
+        why = ", ".join(f"{m} {status[(m, n)]}" for m in methods if status.get((m, n), "ok") != "ok")
+        return f"n/a ({why})" if why else ""
     out = pd.DataFrame(index=pd.Index(ns, name="N"))
     for w, s, tw, ts in found:
-        col = []
-        for n in ns:
-            if n in tw.index:
-                col.append(fmt_x(ts[n] / tw[n]))
-            else:
-                why = [f"{m} {status[(m, n)]}" for m in (w, s) if status.get((m, n), "ok") != "ok"]
-                col.append(f"n/a ({', '.join(why)})" if why else "")
-        out[f"{w} vs {s}"] = col
+        out[f"{w} vs {s}"] = [fmt_x(ts[n] / tw[n]) if n in tw.index else missing(n, w, s) for n in ns]
     return out
 
 
@@ -159,19 +156,11 @@ def floor_lines(sub: pd.DataFrame) -> list[str] | None:
     ns = sorted(sub["seq_len"].unique())
     out = pd.DataFrame(index=pd.Index(ns, name="N"))
     for w, f, tgt in present:
-        tw, tf = ok_series(sub, w), ok_series(sub, f)
-        ratio, verdict = [], []
-        for n in ns:
-            if n in tw.index and n in tf.index:
-                r = tw[n] / tf[n]
-                ratio.append(fmt_x(r))
-                inside = FLOOR_RANGE[0] <= n <= FLOOR_RANGE[1]
-                verdict.append(("pass" if r <= tgt else "miss") if inside else "(outside target range)")
-            else:
-                ratio.append("n/a")
-                verdict.append("")
-        out[f"{w} / {f}"] = ratio
-        out[f"{w} <= {tgt}x"] = verdict
+        ratio = (ok_series(sub, w) / ok_series(sub, f)).reindex(ns)  # NaN unless both are ok
+        out[f"{w} / {f}"] = ratio.map(fmt_x)
+        out[f"{w} <= {tgt}x"] = ["" if math.isnan(r) else ("pass" if r <= tgt else "miss")
+                                 if FLOOR_RANGE[0] <= n <= FLOOR_RANGE[1] else "(outside target range)"
+                                 for n, r in ratio.items()]
     targets = "; ".join(f"{w} within {tgt}x of {f}" for w, f, tgt in present)
     return [f"Target for N = {FLOOR_RANGE[0]}..{FLOOR_RANGE[1]}: {targets} (the bare rfft + multiply + irfft "
             "at the same FFT size, measured in this run). Ratio = method median / floor median.", "",

@@ -272,14 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list)  # env.json again, under the lock
 
     csv_path = run_dir / CSV_NAME if not info.enabled else part_path(run_dir, info.rank)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     t0 = time.perf_counter()
     if info.rank == 0:
         print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, "
               f"lengths {cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, "
               f"passes {','.join(cfg.passes)} -> {run_dir}", file=sys.stderr, flush=True)
-    by_status = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress,
-                          device_name=device_name)
+    by_status = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress)
     info.barrier()
     counts = info.gather(dict(by_status))
     if info.rank == 0:

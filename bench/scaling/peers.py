@@ -63,12 +63,10 @@ def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
 
 
 def core_function(op: str, impl: str, stride: float):
-    """inputs... -> y (B, H, N, d) for op with impl 'torch', 'fla' or 'reference'."""
+    """inputs... -> y (B, H, N, d) for op with impl 'torch', 'fla' or 'reference' (diag-ssm also reads the stride)."""
     from baselines.peer_model import peer_core
 
-    if op == "diag-ssm":
-        return lambda u, fr, dm, ph: peer_core(op, impl, u, fr, dm, ph, stride)
-    return lambda *args: peer_core(op, impl, *args)
+    return partial(peer_core, op, impl, **({"stride": stride} if op == "diag-ssm" else {}))
 
 
 def peer_layer(spec: CellSpec, op: str, impl: str):
@@ -199,18 +197,15 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 def methods(method_cls) -> list:
     """The peer Method records, made with registry.Method (passed in: registry.py imports this module)."""
     out = []
-    for impl in ("torch", "fla"):
-        for op in DESCRIPTIONS:
-            if impl == "fla" and op not in FLA_OPS:
-                continue
-            note = IMPL_NOTES[impl].format(kernel=f"fla.ops.{_fla_kernel(op)}")
-            out.append(method_cls(
-                f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer", f"{DESCRIPTIONS[op]}; {note}",
-                build=partial(build_peer, op=op, impl=impl),
-                memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
-                cost=partial(peer_cost, op),
-                check=partial(check_peer, op=op, impl=impl),
-                why_unavailable=partial(available, impl),
-                uses_stride=op == "diag-ssm",
-            ))
+    for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]:
+        note = IMPL_NOTES[impl].format(kernel=f"fla.ops.{_fla_kernel(op)}")
+        out.append(method_cls(
+            f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer", f"{DESCRIPTIONS[op]}; {note}",
+            build=partial(build_peer, op=op, impl=impl),
+            memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
+            cost=partial(peer_cost, op),
+            check=partial(check_peer, op=op, impl=impl),
+            why_unavailable=partial(available, impl),
+            uses_stride=op == "diag-ssm",
+        ))
     return out

@@ -35,10 +35,8 @@ def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
 
 
 def _latency_cell(row) -> str:
-    med, lo, hi = row["median_ms"], row["p20_ms"], row["p80_ms"]
-    if math.isfinite(lo) and math.isfinite(hi):
-        return f"{fmt(med)} [{fmt(lo)}-{fmt(hi)}]"
-    return fmt(med)
+    lo, hi = row["p20_ms"], row["p80_ms"]
+    return fmt(row["median_ms"]) + (f" [{fmt(lo)}-{fmt(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
 def _hardware_line(env: dict[str, Any], config: str) -> str:

@@ -23,6 +23,7 @@ from bench.scaling import checks, costs
 from bench.scaling.budget import Predictor, share_out
 from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
 from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
+from bench.scaling.results import RowWriter
 
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
 
@@ -58,14 +59,13 @@ class Sweep:
     """One process's share of a sweep. `registry` is injectable (tests add failing methods)."""
 
     def __init__(self, cfg: SweepConfig, writer, device: torch.device, existing_rows: list[dict] | None = None,
-                 rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
-                 device_name: str | None = None):
+                 rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None):
         self.cfg, self.writer, self.device = cfg, writer, device
         self.rank, self.world = rank, world
         self.registry = registry if registry is not None else METHODS
         self.dtype = DTYPES[cfg.dtype]
         self.progress = progress
-        self.peak = costs.device_peak(device_name) if device.type == "cuda" else None
+        self.peak = costs.device_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
         self.copy_bw: float | None = None  # measured when the sweep starts (run())
         self.mem_method = memory_method(device)
         self.policy = TimingPolicy(warmup=cfg.warmup, min_run_time=cfg.min_run_time, min_reps=cfg.min_reps,
@@ -326,10 +326,7 @@ def _safe_cost(method: Method, spec: CellSpec):
 
 
 def run_sweep(cfg: SweepConfig, csv_path: Path, device: torch.device, existing_rows: list[dict] | None = None,
-              rank: int = 0, world: int = 1, progress: bool = True, registry: dict[str, Method] | None = None,
-              device_name: str | None = None) -> Counter:
+              rank: int = 0, world: int = 1, **options) -> Counter:
     """Run this rank's share of the sweep, appending rows to csv_path (each one whole and synced);
-    returns the rows written by status."""
-    from bench.scaling.results import RowWriter
-
-    return Sweep(cfg, RowWriter(csv_path), device, existing_rows, rank, world, progress, registry, device_name).run()
+    returns the rows written by status. options: Sweep's progress and registry."""
+    return Sweep(cfg, RowWriter(csv_path), device, existing_rows, rank, world, **options).run()
