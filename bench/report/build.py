@@ -37,7 +37,7 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
                     out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
     for run, q in quality_runs:
         if q:
-            out.append((f"wave / standard test PPL, {page.quality_setting(q)} [{run.rel}]", page._ci(q["ppl_ratio"])))
+            out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page._ci(q["ppl_ratio"])))
             if q["untuned"] is not None:
                 out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page._ci(q["untuned"])))
             if q.get("ablation"):

@@ -105,7 +105,8 @@ def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str 
 def quality(run: Run) -> dict:
     """What a quality run says about the wave / standard gap (final.csv, curves.csv, env.json): per-seed
     test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
-    validation ratio at equal wall-clock, convergence verdicts and the setting."""
+    validation ratio at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192
+    L=4 (cpu-small), 3.1M tokens, CPU')."""
     finals, env = read_table(run.csv), run.env
     p, plan, tok = (env.get("settings") or {}).get("preset") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
     by = tuned_rows(finals, first_seed(env))
@@ -124,6 +125,10 @@ def quality(run: Run) -> dict:
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
     tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
+    kind, vocab, device = tok.get("kind"), tok.get("vocab_size"), "GPU" if on_gpu(run) else "CPU"
+    setting = (f"{kind}{f' {vocab // 1000}K' if kind == 'bpe' and vocab else ''}, seq {p.get('seq_len')}, "
+               f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
+               f"{device}")
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
             "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
                          "lr": lr_of(first["wave-scaled-pos"])} if abl else None,
@@ -135,10 +140,8 @@ def quality(run: Run) -> dict:
                                 for rows in (w, s) for k, r in rows.items()),
             "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
             "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
-            "preset": env.get("preset") or "?", "tokens": tokens,
-            "tokens_per_param": tokens / float(first["wave"]["params"]),
-            **{k: p.get(k) for k in ("seq_len", "d_model", "n_layers")},
-            "tokenizer": tok.get("kind"), "vocab": tok.get("vocab_size"), "device": "GPU" if on_gpu(run) else "CPU"}
+            "tokens_per_param": tokens / float(first["wave"]["params"]), "setting": setting, "tokenizer": kind,
+            "device": device}
 
 
 def on_gpu(run: Run) -> bool:

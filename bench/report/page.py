@@ -22,6 +22,7 @@ SDPA = "softmax-sdpa"
 RATIO_PLOT = "ratio_vs_tokens.png"  # drawn by bench.quality.report into a quality run's plots/
 LINKS = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
 CLAIMS_HEAD = ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict", "evidence"]
+FLA_PEERS = ("peer-hgrn-fla", "peer-simple-gla-fla")  # the columns of evidence/peers.txt after sdpa
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
 # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
 PEER_RELATIONS = {
@@ -126,9 +127,8 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
     """The fla-core kernels timed on a device session (evidence/peers.txt: N, pass, then ms of sdpa,
     hgrn, simple_gla) beside the wave core of the same session's scaling runs (bf16, B=8)."""
     ms: dict[tuple[str, str, int], float] = {}
-    for rec in [ln.split("\t") for ln in tsv.strip().splitlines()][1:]:
-        for name, v in zip((SDPA, "peer-hgrn-fla", "peer-simple-gla-fla"), rec[2:5]):
-            ms[(name, rec[1], int(rec[0]))] = float(v)
+    for n, pas, *rest in [ln.split("\t") for ln in tsv.strip().splitlines()][1:]:
+        ms.update({(name, pas, int(n)): float(v) for name, v in zip((SDPA, *FLA_PEERS), rest)})
     wave = cells[cells["gpu"] & (cells["dtype"] == "bfloat16") & (cells["level"] == "core")
                  & (cells["method"] == "wave") & (cells["status"] == "ok") & (cells["commit"] == sha)]
     for (pas, n), g in wave.groupby(["pass", "seq_len"]):
@@ -140,7 +140,7 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
     top = ("wave", "fwd", 32768)
     rows = [[m, *(text(m, "fwd", n) for n in CLAIM_LENGTHS), text(m, "fwdbwd", 32768),
              fmt_x(ms[(m, "fwd", 32768)] / ms[top]) if (m, "fwd", 32768) in ms and top in ms else "-"]
-            for m in ("wave", SDPA, "peer-hgrn-fla", "peer-simple-gla-fla")]
+            for m in ("wave", SDPA, *FLA_PEERS)]
     return [f"Core level, H200 bf16 B=8 ({sha}): the fla-core kernels as timed in [{rel}]({rel}) (mean of 20 calls), "
             "wave from the same session's scaling runs (median over runs):", "",
             *table(PEER_HEAD + ["its ms / wave ms at 32K"], rows), ""]
@@ -181,13 +181,6 @@ def _ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
     return f"{sp.mean:.{digits}f} ({'95% CI ' if interval else ''}{lo:.{digits}f}-{hi:.{digits}f}, {sp.n} seeds)"
 
 
-def quality_setting(q: dict) -> str:
-    """'char, seq 128, D=192 L=4 (cpu-small), 3.1M tokens, CPU'."""
-    tok = q["tokenizer"] + (f" {q['vocab'] // 1000}K" if q["tokenizer"] == "bpe" and q.get("vocab") else "")
-    return (f"{tok}, seq {q['seq_len']}, D={q['d_model']} L={q['n_layers']} ({q['preset']}), "
-            f"{q['tokens'] / 1e6:.1f}M tokens, {q['device']}")
-
-
 def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
     lines = ["## Quality", "", "Wave and standard LMs trained on the same batches for the same steps; ratio = wave "
              "test PPL / standard test PPL per seed (> 1: wave is worse), mean with a 95% Student-t interval over "
@@ -202,11 +195,10 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
     rows = []
     for run, q in measured:
         swept = q["untuned"] is not None
-        lr = f"one LR {q['ref_lr']:g} for both, no sweep"
-        if swept:
-            lr = "LR " + ", ".join(f"{m} {q['lr'][m]:g}{' (sweep edge)' if m in q['edge'] else ''}"
-                                   for m in ("wave", "standard"))
-        rows.append([quality_setting(q), f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
+        edge = {m: " (sweep edge)" if m in q["edge"] else "" for m in ("wave", "standard")}
+        lr = ("LR " + ", ".join(f"{m} {q['lr'][m]:g}{e}" for m, e in edge.items()) if swept
+              else f"one LR {q['ref_lr']:g} for both, no sweep")
+        rows.append([q["setting"], f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
                      f"{_ci(q['untuned'])} at {q['ref_lr']:g}" if swept else "-",
                      f"{_ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-",
                      ", ".join(f"{n} {v}" for v, n in q["verdicts"].items()),
@@ -217,12 +209,12 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
                      "--lr-sweep 1e-3 1e-4 --seeds 0 1 2`)", "-", "-", "-", "-"])
     head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
             "wall-clock", "convergence (jobs)", "run"]
-    ablations = [f"Initialisation ablation ({quality_setting(q)}, [{run.rel}]({run.rel}/summary.md)): "
+    ablations = [f"Initialisation ablation ({q['setting']}, [{run.rel}]({run.rel}/summary.md)): "
                  f"`wave-scaled-pos` (sinusoidal positions at the token embedding's 0.02 scale, kept LR "
                  f"{q['ablation']['lr']:g}) / standard test PPL {_ci(q['ablation']['vs_standard'])}; "
                  f"wave-scaled-pos / wave {_ci(q['ablation']['vs_wave'])} (the scaled positions against V3.5's "
                  "unit-amplitude ones)." for run, q in measured if q.get("ablation")]
-    plots = [f"![wave / standard validation PPL against tokens, {quality_setting(q)}]({run.rel}/plots/{RATIO_PLOT})"
+    plots = [f"![wave / standard validation PPL against tokens, {q['setting']}]({run.rel}/plots/{RATIO_PLOT})"
              for run, q in measured if (run.path / "plots" / RATIO_PLOT).is_file()]
     source = _source([r.rel for r, _ in quality_runs], "final.csv")
     return lines + table(head, rows) + ["", *[ln for text in ablations + [source] + plots for ln in (text, "")]]
@@ -297,7 +289,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
         cols, means = [], []
         for gpu in (False, True):
             got = [q for _, q in quality_runs if q and q["tokenizer"] == pub["key"] and (q["device"] == "GPU") == gpu]
-            cols.append("; ".join(f"{_ci(q['ppl_ratio'])} [{quality_setting(q)}]" for q in got) or "not measured")
+            cols.append("; ".join(f"{_ci(q['ppl_ratio'])} [{q['setting']}]" for q in got) or "not measured")
             means += [sum(q["ppl_ratio"]) / len(q["ppl_ratio"]) for q in got]
         name = "char" if pub["key"] == "char" else "BPE-8K"
         rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-", *cols,
@@ -307,7 +299,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
             got = [q for _, q in quality_runs if q and q["tokenizer"] == "char"]
             diffs = [[a - b for a, b in zip(q["wave_acc"], q["std_acc"])] for q in got]
             acc = "; ".join(f"wave {_ci(q['wave_acc'], 1, False)} vs {_ci(q['std_acc'], 1, False)} % "
-                            f"[{quality_setting(q)}]" for q in got) or "not measured"
+                            f"[{q['setting']}]" for q in got) or "not measured"
             rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured",
                          _verdict([abs(sum(d) / len(d)) <= 1.5 for d in diffs],  # within 1.5 points, as published (0.5)
                                   [x for d in diffs for x in d], 0.0, "wave more accurate", "wave less accurate"),
