@@ -72,8 +72,7 @@ def free_memory(device: torch.device) -> None:
 
 
 def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
-    gc.collect()
-    torch.cuda.empty_cache()
+    free_memory(device)
     torch.cuda.reset_peak_memory_stats(device)
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)

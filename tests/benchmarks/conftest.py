@@ -65,12 +65,37 @@ def bench_threads():
     torch.set_num_threads(before)
 
 
+def _spec(level: str, pas: str, n: int) -> CellSpec:
+    return CellSpec(level=level, pass_=pas, batch=BATCH, heads=HEADS, head_dim=HEAD_DIM, seq_len=n,
+                    device=DEVICE, dtype=DTYPE, field_stride=STRIDE)
+
+
 @pytest.fixture
 def time_cell(benchmark, allocator):
-    """time_cell(level, cell): time one (pass, N, method) cell at `level` ("core" | "layer")."""
+    """time_cell(level, cell): build, warm up, size and time one (pass, N, method) cell at `level`
+    ("core" | "layer") with benchmark.pedantic; record it in extra_info."""
     def run(level: str, cell: tuple[str, int, str]) -> None:
-        pas, n, method = cell
-        run_cell(benchmark, level, pas, n, method)
+        pas, n, method_name = cell
+        method, spec = METHODS[method_name], _spec(level, pas, n)
+        built = method.build(spec)  # inputs and modules made here, outside the timed closure
+        for _ in range(WARMUP_CALLS):
+            t0 = TIMER()
+            built.fn()
+            estimate = TIMER() - t0
+        rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(CELL_S / max(estimate, 1e-6))))
+        cost = method.cost(spec)
+        benchmark.group = f"{level}-{pas}-N{n}"
+        benchmark.extra_info.update({
+            "method": method_name, "level": level, "pass": pas, "seq_len": n,
+            "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "d_model": spec.d_model,
+            "field_stride": STRIDE if method.kind == "wave" else None,
+            "dtype": str(DTYPE).removeprefix("torch."), "device": DEVICE.type, "threads": torch.get_num_threads(),
+            "timer": TIMER.__name__, "torch": torch.__version__, "backend": built.backend(),
+            "flops": cost.flops, "bytes": cost.bytes, "rounds": rounds,
+        })
+        benchmark.pedantic(built.fn, rounds=rounds, iterations=1, warmup_rounds=0)
+        median_s = benchmark.stats.stats.median
+        benchmark.extra_info["gflops"] = cost.flops / median_s / 1e9 if median_s > 0 else None
         benchmark.extra_info["allocator"] = allocator
     return run
 
@@ -78,40 +103,10 @@ def time_cell(benchmark, allocator):
 @pytest.fixture
 def build_cell():
     """build_cell(level, pass, N, method) -> the cell's ready closure (for tests that time by hand)."""
-    def make(level: str, pas: str, n: int, method_name: str):
-        spec = CellSpec(level=level, pass_=pas, batch=BATCH, heads=HEADS, head_dim=HEAD_DIM, seq_len=n,
-                        device=DEVICE, dtype=DTYPE, field_stride=STRIDE)
-        return METHODS[method_name].build(spec).fn
-    return make
+    return lambda level, pas, n, method_name: METHODS[method_name].build(_spec(level, pas, n)).fn
 
 
 @pytest.fixture
 def cell_timer():
     """The clock the benchmarks here use (process CPU time with one thread, else wall time)."""
     return TIMER
-
-
-def run_cell(benchmark, level: str, pas: str, n: int, method_name: str) -> None:
-    """Build, warm up, size and time one cell with benchmark.pedantic; record it in extra_info."""
-    method = METHODS[method_name]
-    spec = CellSpec(level=level, pass_=pas, batch=BATCH, heads=HEADS, head_dim=HEAD_DIM, seq_len=n,
-                    device=DEVICE, dtype=DTYPE, field_stride=STRIDE)
-    built = method.build(spec)  # inputs and modules made here, outside the timed closure
-    for _ in range(WARMUP_CALLS):
-        t0 = TIMER()
-        built.fn()
-        estimate = TIMER() - t0
-    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(CELL_S / max(estimate, 1e-6))))
-    cost = method.cost(spec)
-    benchmark.group = f"{level}-{pas}-N{n}"
-    benchmark.extra_info.update({
-        "method": method_name, "level": level, "pass": pas, "seq_len": n,
-        "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM, "d_model": spec.d_model,
-        "field_stride": STRIDE if method.kind == "wave" else None,
-        "dtype": str(DTYPE).removeprefix("torch."), "device": DEVICE.type, "threads": torch.get_num_threads(),
-        "timer": TIMER.__name__, "torch": torch.__version__, "backend": built.backend(),
-        "flops": cost.flops, "bytes": cost.bytes, "rounds": rounds,
-    })
-    benchmark.pedantic(built.fn, rounds=rounds, iterations=1, warmup_rounds=0)
-    median_s = benchmark.stats.stats.median
-    benchmark.extra_info["gflops"] = cost.flops / median_s / 1e9 if median_s > 0 else None
