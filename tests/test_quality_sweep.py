@@ -89,7 +89,8 @@ def test_sweep_run_end_to_end(tmp_path):
     from bench.report import evidence, page
     from bench.report.runs import Run
 
-    q = evidence.quality(Run(path=out, kind="quality", rel="runs/sweep", env=json.loads((out / "env.json").read_text())))
+    env = json.loads((out / "env.json").read_text())
+    q = evidence.quality(Run(path=out, kind="quality", rel="runs/sweep", env=env))
     ppl = {(r["method"], int(r["seed"]), float(r["peak_lr"])): float(r["test_ppl"]) for r in finals}
     assert q["seeds"] == [0, 1] and q["lr"] == kept
     assert q["ppl_ratio"] == pytest.approx([ppl[("wave", k, kept["wave"])] / ppl[("standard", k, kept["standard"])]
@@ -99,7 +100,8 @@ def test_sweep_run_end_to_end(tmp_path):
                                                            for k in both])
     assert set(q["edge"]) == {"wave", "standard"}  # two LRs: whichever is kept is an edge
     text = "\n".join(page.quality_section([(Run(path=out, kind="quality", rel="runs/sweep"), q)]))
-    assert ("1 seed) at 0.003" if len(both) == 1 else "2 seeds) at 0.003") in text and "(sweep edge)" in text and "[runs/sweep](runs/sweep/summary.md)" in text
+    assert ("1 seed) at 0.003" if len(both) == 1 else "2 seeds) at 0.003") in text and "(sweep edge)" in text
+    assert "[runs/sweep](runs/sweep/summary.md)" in text
 
 
 def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
@@ -175,7 +177,8 @@ def test_scaled_position_ablation_changes_only_the_position_scale(tmp_path):
 
 
 def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path):
-    args = SMALL + ["--pairing", "paper", "--steps", "6", "--eval-every", "3", "--lr-sweep", "1e-3", "--seeds", "0", "1"]
+    args = SMALL + ["--pairing", "paper", "--steps", "6", "--eval-every", "3", "--lr-sweep", "1e-3",
+                    "--seeds", "0", "1"]
     assert run(args + ["--out", tmp_path / "full"]) == 0
     cut = tmp_path / "cut"
     assert run(args + ["--out", cut, "--stop-after-steps", "4"]) == 0  # inside the first job

@@ -84,8 +84,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
     n_tokens = len if p.batching == "contiguous" else lambda lines: sum(map(len, lines))
     tokens_per_char = {s: n_tokens(data[s]) / max(1, count_chars(corpus.split(s), p.batching)) for s in SPLITS}
 
-    train_probe = make_batches(p.batching, data["train"], p.seq_len, p.batch_size, seed=0, pad_id=tok.pad_id)
-    plan = make_plan(p, len(train_probe))
+    plan = make_plan(p, len(make_batches(p.batching, data["train"], p.seq_len, p.batch_size, pad_id=tok.pad_id)))
     eval_batches = {s: make_batches(p.batching, data[s], p.seq_len, p.batch_size, shuffle=False, drop_last=False,
                                     pad_id=tok.pad_id) for s in ("valid", "test")}
     if not resume:

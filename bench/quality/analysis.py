@@ -23,8 +23,7 @@ def job_curve(curves: list[dict], method: str, seed: int, lr: float, split: str 
 
 def interp(rows: list[dict], xkey: str, x: float) -> float:
     """Validation loss at x (tokens or wall_s) by linear interpolation; NaN outside the measured span."""
-    xs = np.array([float(r[xkey]) for r in rows])
-    ys = np.array([float(r["loss"]) for r in rows])
+    xs, ys = (np.array([float(r[k]) for r in rows]) for k in (xkey, "loss"))
     if len(xs) == 0 or x < xs[0] - 1e-9 or x > xs[-1] + 1e-9:
         return math.nan
     return float(np.interp(x, xs, ys))
@@ -57,8 +56,7 @@ def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict
     train = [r for r in job_curve(curves, method, seed, lr, "train") if int(float(r["step"])) >= (1 - TAIL) * steps]
     change = math.nan
     if len(train) >= 3:
-        x = np.array([float(r["step"]) for r in train])
-        y = np.array([float(r["loss"]) for r in train])
+        x, y = (np.array([float(r[k]) for r in train]) for k in ("step", "loss"))
         change = float(np.polyfit(x, y, 1)[0] * TAIL * steps)
     return Convergence(steps, int(float(row.get("best_step") or 0)), tokens, fall, change)
 

@@ -19,7 +19,6 @@ PAIRING_METHODS = {
     "paper": ("wave", "standard"),
     "matched": ("wave", "standard-matched"),
 }
-DETERMINISTIC = ("auto", "on", "off")  # auto: on for CPU, off for CUDA (speed)
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 # Run options that define the experiment: saved in env.json and fixed for a --resume.
 SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
@@ -108,7 +107,7 @@ def build_parser() -> ArgParser:
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the run in DIR with its saved settings (finished methods are kept)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    run.add_argument("--deterministic", choices=DETERMINISTIC, default=None,
+    run.add_argument("--deterministic", choices=("auto", "on", "off"), default=None,
                      help="torch.use_deterministic_algorithms: auto = on for CPU, off for CUDA (default: auto)")
     run.add_argument("--max-nonfinite", type=positive_int, default=20,
                      help="stop (exit 3, state saved) after this many non-finite steps in a row (default: 20)")

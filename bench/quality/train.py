@@ -94,7 +94,6 @@ class RunContext:
     meta: dict  # checkpoint meta shared by all jobs (tokenizer path, corpus, preset)
 
     def autocast(self):
-        """Autocast at the run's AMP dtype; a no-op with AMP off."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
 
