@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench.common.device import resolve_device
-    from bench.common.env import collect_env, device_tag
+    from bench.common.env import collect_env, device_tag, machine
     from bench.diagnostics.causality import leak_tol
     from bench.diagnostics.run import DiagConfig, run_diagnostics
     from bench.diagnostics.textdata import text_batch
@@ -185,10 +185,8 @@ def main(argv=None) -> int:
         df = report.write_csv(res.rows, tmp)
 
     git = env["git"]
-    where = (f"{env['cpu_model']}, {env['cpu_cores_logical']} cores, {env['torch_threads']} torch threads"
-             if device.type == "cpu" else ", ".join(g["name"] for g in env["gpus"]))
     sha = f"{git['sha_short'] or 'none'}{' (dirty)' if git['dirty'] else ''}"
-    prov = f"{where}; torch {env['torch']}; git {sha}; {env['created']}"
+    prov = f"{machine(env)}; torch {env['torch']}; git {sha}; {env['created']}"
     header = {**info, "device": str(device), "text": text_desc, "probe dtype": args.probe_dtype,
               "probe lengths": f"per layer N={cfg.probe_len}, full model N={cfg.model_probe_len}, "
                                f"leak demos N={cfg.leak_len}",
