@@ -34,8 +34,8 @@ def commit(run: Run) -> str:
     for parent in run.path.parents:
         if parent.name in ("runs", "results"):
             break
-        if SHA_FOLDER.search(parent.name):
-            return SHA_FOLDER.search(parent.name).group(1)[:7]
+        if m := SHA_FOLDER.search(parent.name):
+            return m.group(1)[:7]
     return str(env_get(run.env, "sha_short", default="unknown"))[:7]
 
 

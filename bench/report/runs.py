@@ -49,12 +49,11 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
         if kind is None:
             raise UsageError(f"{text!r} is not a run folder of a known kind: it holds none of "
                              + ", ".join(f"{csv} ({kind})" for kind, csv in KIND_CSV.items()))
-        try:
-            rel = path.relative_to(base).as_posix()
-        except ValueError:
+        if not path.is_relative_to(base):
             raise UsageError(f"run folder {text!r} is not under {str(base)!r}, the folder of --out, so the README "
                              f"could not link its files; nothing was copied or written: move or copy it under "
-                             f"{str(base / 'runs')!r} first (or choose --out inside a folder that holds it)") from None
+                             f"{str(base / 'runs')!r} first (or choose --out inside a folder that holds it)")
+        rel = path.relative_to(base).as_posix()
         if rel == ".":
             raise UsageError(f"run folder {text!r} is the README's own folder; put runs in a subfolder (runs/<run>)")
         runs.append(Run(path=path, kind=kind, rel=rel, env=check_files(path, text)))
