@@ -7,7 +7,6 @@ all methods of one length see the same numbers.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,9 +59,7 @@ def _pass_fn(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torc
 
 
 def _autocast(spec: CellSpec):
-    if spec.dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=spec.device.type, dtype=spec.dtype)
+    return torch.autocast(device_type=spec.device.type, dtype=spec.dtype, enabled=spec.dtype != torch.float32)
 
 
 def compiled_wave_mix():
@@ -150,23 +147,21 @@ def _model(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -
     torch.manual_seed(spec.seed)
     idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
     tgt = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
-    if spec.pass_ == "fwd":
-        model.eval()
+    model.train(spec.pass_ != "fwd")
 
-        def fwd():
-            with torch.no_grad(), _autocast(spec):
-                return model(idx, tgt)[1]
-        return Built(fwd, backend)
-    model.train()
+    def loss():
+        with _autocast(spec):
+            return model(idx, tgt)[1]
+    if spec.pass_ == "fwd":
+        return Built(torch.no_grad()(loss), backend)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step():
-        with _autocast(spec):
-            loss = model(idx, tgt)[1]
-        loss.backward()
+        value = loss()
+        value.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return value.detach()
     return Built(step, backend)
 
 

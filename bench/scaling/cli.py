@@ -161,7 +161,6 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     return out
 
 
-
 def _busy_warning(device: torch.device, threads: int) -> float | None:
     """1-minute load average; warn when other work competes for the CPU cores the timings use.
     (On a 2-core machine with load 8, two torch threads ran 4-6x slower than one.)"""
@@ -201,18 +200,16 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
     )
 
 
-def _derived_outputs(run_dir: Path) -> list[str]:
-    """Write summary.md and plots/; a failure is a note, never the loss of the measured CSV."""
+def _derived_outputs(run_dir: Path) -> None:
+    """Write summary.md and plots/; a failure is a note on stderr, never the loss of the measured CSV."""
     from bench.scaling.plots import make_plots
     from bench.scaling.summary import write_summary
 
-    notes = []
     for fn in (write_summary, make_plots):
         try:
             fn(run_dir)
         except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
-            notes.append(f"{fn.__name__} failed: {one_line(exc, limit=200, named=True)}")
-    return notes
+            print(f"{PROG}: {fn.__name__} failed: {one_line(exc, limit=200, named=True)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "sweep_wall_s": round(time.perf_counter() - t0, 1),
                                            "rows_written": total})
         write_json(run_dir / "env.json", env)
-        for note in _derived_outputs(run_dir):
-            print(f"{PROG}: {note}", file=sys.stderr)
+        _derived_outputs(run_dir)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"
         print(f"{PROG}: {shown} in {time.perf_counter() - t0:.0f} s; results in {run_dir}", file=sys.stderr)
         print(run_dir)
