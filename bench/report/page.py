@@ -233,14 +233,12 @@ def diagnostics_section(diag: list[tuple[Run, dict, dict]]) -> list[str]:
 
 
 def _speed_cells(cells: pd.DataFrame, n: int, gpu: bool) -> tuple[str, list[float]]:
+    """The core fwd speedups over SDPA at N on one kind of device: their text per setup, and all values."""
     sub = cells[cells["gpu"] == gpu]
-    parts, values = [], []
-    for setup in setups(sub):
-        got = ev.ratio(sub, "core", "fwd", n, SDPA, "wave").get(setup)
-        if got:
-            parts.append(f"{got.text('x')} [{setup}, {got.commits_text()}]")
-            values += got.values
-    return ("; ".join(parts) or "not measured"), values
+    spreads = ev.ratio(sub, "core", "fwd", n, SDPA, "wave")
+    got = [(setup, spreads[setup]) for setup in setups(sub) if spreads.get(setup)]
+    return ("; ".join(f"{s.text('x')} [{setup}, {s.commits_text()}]" for setup, s in got) or "not measured",
+            [v for _, s in got for v in s.values])
 
 
 def _verdict(near: list[bool], values: list[float] = (), mark: float = 0.0, above: str = "", below: str = "") -> str:
@@ -277,26 +275,24 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
     """One row per published claim: cost model or count, measured on CPU and GPU, verdict, evidence
     (`docs`: the repository's docs/ relative to the page's folder)."""
     rows = []
-    for n in CLAIM_LENGTHS:
-        pub = PUBLISHED_ADVANTAGE[n]
+    for n, pub in PUBLISHED_ADVANTAGE.items():
         (cpu, cv), (gpu, gv) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
         rows.append([f"speed {n // 1024}K: {pub:.0f}x over standard attention", f"{fmt(cost_model_ratio(n))}x "
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu,
                      _verdict([v >= pub * 0.9 for v in cv + gv]), LINKS["speed"]])
     char, bpe, v433 = PUBLISHED_QUALITY
-    for pub in (char, bpe):
+    measured = [q for _, q in quality_runs if q]
+    for pub, name in ((char, "char"), (bpe, "BPE-8K")):
         published = pub["wave_ppl"] / pub["std_ppl"]
-        cols, means = [], []
-        for gpu in (False, True):
-            got = [q for _, q in quality_runs if q and q["tokenizer"] == pub["key"] and (q["device"] == "GPU") == gpu]
-            cols.append("; ".join(f"{_ci(q['ppl_ratio'])} [{q['setting']}]" for q in got) or "not measured")
-            means += [sum(q["ppl_ratio"]) / len(q["ppl_ratio"]) for q in got]
-        name = "char" if pub["key"] == "char" else "BPE-8K"
-        rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-", *cols,
+        got = [[q for q in measured if q["tokenizer"] == pub["key"] and (q["device"] == "GPU") == on]
+               for on in (False, True)]
+        means = [spread(q["ppl_ratio"]).mean for q in got[0] + got[1]]
+        rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-",
+                     *("; ".join(f"{_ci(q['ppl_ratio'])} [{q['setting']}]" for q in g) or "not measured" for g in got),
                      _verdict([abs(m / published - 1) <= 0.1 for m in means], means, published,
                               "gap larger than published", "gap smaller than published"), LINKS["quality"]])
-        if pub["key"] == "char":
-            got = [q for _, q in quality_runs if q and q["tokenizer"] == "char"]
+        if pub is char:
+            got = [q for q in measured if q["tokenizer"] == "char"]
             diffs = [[a - b for a, b in zip(q["wave_acc"], q["std_acc"])] for q in got]
             acc = "; ".join(f"wave {_ci(q['wave_acc'], 1, False)} vs {_ci(q['std_acc'], 1, False)} % "
                             f"[{q['setting']}]" for q in got) or "not measured"
