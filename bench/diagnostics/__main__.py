@@ -145,10 +145,9 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     # Cheap input checks first: a typo should not wait for torch, a model and a results folder.
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        raise UsageError(f"checkpoint {args.checkpoint!r} does not exist")
-    if args.text_file is not None and not Path(args.text_file).is_file():
-        raise UsageError(f"--text-file {args.text_file!r} does not exist")
+    for what, path in (("checkpoint", args.checkpoint), ("--text-file", args.text_file)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{what} {path!r} does not exist")
     from bench.common.files import check_out_dir, claim_run_dir, replacing, write_json
 
     if args.out is not None:

@@ -63,8 +63,7 @@ def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, posi
 
 @torch.no_grad()
 def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int = 0) -> ProbeResult:
-    """Replace x[:, t] (x: (B, N, D_in)) by a fresh random vector of x's scale for each t in
-    `positions`; compare fn's outputs at positions < t and >= t."""
+    """The perturbation probe of fn on x (B, N, D_in) at each t in `positions`."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     scale = x.std().clamp_min(1e-12)
 
@@ -77,9 +76,8 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0) -> ProbeResult:
-    """For each output position i (default: a spread with i < N-1, so a future exists):
-    d <w, fn(x)[:, i]> / d x with a random w; compare the gradient at input positions > i (must be
-    zero) with the gradient at positions <= i."""
+    """The gradient probe of fn on x (B, N, D_in) from each output position i in `out_positions`
+    (default: a spread with i < N-1, so a future exists), backpropagating <w, fn(x)[:, i]>, w random."""
     n = x.shape[1]
     if out_positions is None:
         out_positions = inside((0, n // 5, n // 2, n - 2), 0, n - 1)
@@ -98,7 +96,7 @@ def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int 
 
 def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions=None,
                     seed: int = 0) -> list[ProbeResult]:
-    """Both probes on fn: (B, N, D) -> (B, N, D). Returns [perturbation, gradient] results."""
+    """[perturbation, gradient] probes of fn: (B, N, D) -> (B, N, D)."""
     return [perturbation_probe(fn, x, positions, seed), gradient_probe(fn, x, out_positions, seed)]
 
 

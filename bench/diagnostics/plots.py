@@ -133,8 +133,6 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
 
 def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) -> None:
     """Leak score per probe on a log axis: clean operators at rounding level, leaking ones near 1."""
-    if ctable.empty:
-        return
     labels = [f"{r['group']}: {r['operator']} ({r['probe']}, N={r['N']})" for _, r in ctable.iterrows()]
     vals = np.maximum(ctable["max leak score"].values.astype(float), 1e-20)
     colors = ["C3" if g == "leak demo" else ("C0" if g == "model" else "C2") for g in ctable["group"]]
