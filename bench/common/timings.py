@@ -25,25 +25,25 @@ CELL = ["level", "pass", "config", "method", "seq_len"]
 _PREFIX_KIND = (("wave", "wave"), ("softmax", "softmax"), ("peer", "peer"), ("fft-floor", "reference"))
 
 
-@functools.lru_cache(maxsize=1)
-def _registry() -> tuple:
-    """The scaling registry's methods in registry order (empty when it cannot be imported, e.g. without torch)."""
+@functools.cache
+def _registry() -> dict[str, str]:
+    """{method: kind} of the scaling registry in its order ({} when it cannot be imported, e.g. without torch)."""
     try:
         from bench.scaling.registry import METHODS
     except Exception:  # the registry imports torch and the kernels; data-only readers must not need them
-        return ()
-    return tuple(METHODS.values())
+        return {}
+    return {m.name: m.kind for m in METHODS.values()}
 
 
 def method_kind(method: str) -> str:
     """wave | softmax | peer | reference | other: the registry's kind, else the name's prefix."""
-    kind = {m.name: m.kind for m in _registry()}.get(method)
+    kind = _registry().get(method)
     return kind or next((kind for prefix, kind in _PREFIX_KIND if method.startswith(prefix)), "other")
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
     """Wave, softmax, peers, references, others; registry order inside each kind, then by name."""
-    known = [m.name for m in _registry()]
+    known = list(_registry())
 
     def key(m: str):
         kind = method_kind(m)
