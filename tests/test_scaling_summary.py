@@ -233,7 +233,8 @@ def row_cells(text: str, *first: str) -> list[str]:
 
 
 def _cells(rows):
-    df = pd.DataFrame(rows)
+    """Cells as aggregate() gives them: every timings.csv column (NaN where not given), one config, all ok."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
     for col, val in (("config", "cpu float32 B=1 H=8 d=64"), ("status", "ok")):
         df[col] = val
     return df

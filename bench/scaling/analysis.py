@@ -186,8 +186,6 @@ def backward_lines(cells: pd.DataFrame) -> list[str] | None:
 
 def memory_lines(sub: pd.DataFrame) -> list[str] | None:
     """Peak-memory growth of the wave methods at core fwd: log-log slope over MEM_RANGE."""
-    if "peak_mem_mb" not in sub.columns:
-        return None
     rows = []
     for method in order_methods(waves(sub["method"].unique())):
         mem = ok_series(sub, method, "peak_mem_mb").dropna()
@@ -204,8 +202,6 @@ def memory_lines(sub: pd.DataFrame) -> list[str] | None:
 
 def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
     """torch.compile methods (name ends in -compiled) against their eager method, with compile time."""
-    if "setup_s" not in cells.columns:
-        return None
     rows = []
     for (level, pas, cfg, method), sub in cells.groupby(["level", "pass", "config", "method"]):
         if not method.endswith("-compiled"):
