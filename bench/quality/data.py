@@ -207,7 +207,9 @@ def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
 # ---------------------------------------------------------------------------------------- batching
 
 class _ResumableBatches:
-    """Epoch/position bookkeeping shared by both batchers.
+    """Samples are pieces (start, length <= seq_len + 1) of one flat token tensor: x = piece[:-1],
+    y = piece[1:], right-padded to seq_len (x with pad_id, y with IGNORE_INDEX, which cross_entropy
+    skips). One flat tensor, because millions of tiny tensors would cost far more memory.
 
     The order of epoch e is a permutation drawn from a torch.Generator seeded by (seed, e) alone, so a
     resumed run needs only (epoch, position) to continue with exactly the batches it would have seen.
@@ -216,8 +218,11 @@ class _ResumableBatches:
 
     _FIXED = ("seed", "n_items", "batch_size", "shuffle", "drop_last")  # must match for a resume
 
-    def __init__(self, n_items: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, what: str):
-        self.n_items, self.batch_size, self.seed = int(n_items), int(batch_size), int(seed)
+    def __init__(self, flat: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, seq_len: int,
+                 batch_size: int, seed: int, shuffle: bool, drop_last: bool, pad_id: int, what: str):
+        self.flat, self.starts, self.lengths = flat, starts, lengths
+        self.seq_len, self.pad_id, self._span = int(seq_len), int(pad_id), torch.arange(int(seq_len) + 1)
+        self.n_items, self.batch_size, self.seed = len(starts), int(batch_size), int(seed)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.epoch, self.position = 0, 0
         if len(self) == 0:
@@ -228,6 +233,16 @@ class _ResumableBatches:
         """Batches per epoch."""
         full, rest = divmod(self.n_items, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
+
+    @property
+    def n_targets(self) -> int:
+        """Target tokens per full pass (the count scored by an evaluation)."""
+        return int((self.lengths - 1).sum())
+
+    def _make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.flat[(self.starts[idx, None] + self._span).clamp(max=len(self.flat) - 1)]
+        scored = self._span[1:] < self.lengths[idx, None]  # position t has a target: t + 1 < the piece's length
+        return torch.where(scored, w[:, :-1], self.pad_id), torch.where(scored, w[:, 1:], IGNORE_INDEX)
 
     def _order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -265,8 +280,7 @@ class _ResumableBatches:
 
 
 class ContiguousBatches(_ResumableBatches):
-    """Windows over one token stream: window k is tokens[k*stride : k*stride + seq_len + 1],
-    x = window[:-1], y = window[1:], both LongTensor[B, seq_len].
+    """Windows over one token stream: window k is tokens[k*stride : k*stride + seq_len + 1] (no padding).
 
     With the default stride = seq_len every token after the first is a target exactly once (a window's
     extra last token is the next window's first input); the tail shorter than a window is not used.
@@ -274,15 +288,11 @@ class ContiguousBatches(_ResumableBatches):
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True, stride: int | None = None):
-        self.tokens, self.seq_len = torch.as_tensor(tokens, dtype=torch.long), int(seq_len)
         self.stride = int(stride or seq_len)
-        n_windows = (len(tokens) - (seq_len + 1)) // self.stride + 1 if len(tokens) > seq_len else 0
-        self._span = torch.arange(self.seq_len + 1)
-        super().__init__(n_windows, batch_size, seed, shuffle, drop_last, f"windows of {seq_len}+1 tokens")
-
-    def _make_batch(self, idx):
-        w = self.tokens[idx[:, None] * self.stride + self._span[None, :]]
-        return w[:, :-1], w[:, 1:]
+        n = (len(tokens) - (seq_len + 1)) // self.stride + 1 if len(tokens) > seq_len else 0
+        super().__init__(torch.as_tensor(tokens, dtype=torch.long), torch.arange(n) * self.stride,
+                         torch.full((n,), seq_len + 1), seq_len, batch_size, seed, shuffle, drop_last, 0,
+                         f"windows of {seq_len}+1 tokens")
 
 
 class LineBatches(_ResumableBatches):
@@ -290,38 +300,20 @@ class LineBatches(_ResumableBatches):
 
     A line of L tokens becomes pieces tokens[k*seq_len : k*seq_len + seq_len + 1] (so a long line is
     chunked and still has every token after its first as a target exactly once); lines with a single
-    token have nothing to predict and are dropped. Samples are right-padded to seq_len: x with <pad>
-    (pad_id), y with IGNORE_INDEX (-100) so cross_entropy skips the padding."""
+    token have nothing to predict and are dropped."""
 
     def __init__(self, lines: Sequence[Sequence[int]], seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True, pad_id: int = 0):
-        self.seq_len, self.pad_id = int(seq_len), int(pad_id)
-        # One flat tensor plus (start, length) per piece: millions of tiny tensors would cost far more memory.
-        self.flat = torch.tensor([t for line in lines for t in line], dtype=torch.long)
         starts, lengths, offset = [], [], 0
         for line in lines:
             n = len(line)
-            for k in range(0, max(0, n - 1), self.seq_len):
+            for k in range(0, max(0, n - 1), seq_len):
                 starts.append(offset + k)
-                lengths.append(min(self.seq_len + 1, n - k))
+                lengths.append(min(seq_len + 1, n - k))
             offset += n
-        self.starts = torch.tensor(starts, dtype=torch.long)
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        super().__init__(len(starts), batch_size, seed, shuffle, drop_last, "line pieces")
-
-    @property
-    def n_targets(self) -> int:
-        """Target tokens per full pass (the count scored by an evaluation)."""
-        return int((self.lengths - 1).sum())
-
-    def _make_batch(self, idx):
-        x = torch.full((len(idx), self.seq_len), self.pad_id, dtype=torch.long)
-        y = torch.full((len(idx), self.seq_len), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(idx.tolist()):
-            s, n = int(self.starts[i]), int(self.lengths[i])
-            w = self.flat[s:s + n]
-            x[row, :n - 1], y[row, :n - 1] = w[:-1], w[1:]
-        return x, y
+        super().__init__(torch.tensor([t for line in lines for t in line], dtype=torch.long),
+                         torch.tensor(starts, dtype=torch.long), torch.tensor(lengths, dtype=torch.long),
+                         seq_len, batch_size, seed, shuffle, drop_last, pad_id, "line pieces")
 
 
 def make_batches(mode: str, data, seq_len: int, batch_size: int, seed: int = 0, shuffle: bool = True,
