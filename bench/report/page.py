@@ -23,6 +23,10 @@ RATIO_PLOT = "ratio_vs_tokens.png"  # drawn by bench.quality.report into a quali
 LINKS = {"speed": "[speed and memory](#speed-and-memory-per-level)", "quality": "[quality](#quality)"}
 CLAIMS_HEAD = ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict", "evidence"]
 FLA_PEERS = ("peer-hgrn-fla", "peer-simple-gla-fla")  # the columns of evidence/peers.txt after sdpa
+# a level table's columns after setup and N: (header, method, denominator of a ratio or None, CSV column)
+LEVEL_COLUMNS = [("wave ms", "wave", None, "median_ms"), ("SDPA ms", SDPA, None, "median_ms"),
+                 ("speedup", SDPA, "wave", "median_ms"), ("wave MB", "wave", None, "peak_mem_mb"),
+                 ("SDPA MB", SDPA, None, "peak_mem_mb"), ("memory wave / SDPA", "wave", SDPA, "peak_mem_mb")]
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
 # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
 PEER_RELATIONS = {
@@ -62,21 +66,17 @@ class Notes:
 
 
 def _cell(cells: pd.DataFrame, setup: str, level: str, pas: str, n: int, method: str, notes: Notes,
-          col: str = "median_ms") -> str:
-    """One measured number (its spread over runs), else a dash with the note saying why."""
-    got = ev.ratio(cells, level, pas, n, method, col=col).get(setup)
-    if got:
-        return got.text()
+          col: str = "median_ms", den: str | None = None) -> str:
+    """One measured number, or with `den` the ratio method / den, as its spread over runs; a missing
+    number is a dash with the note saying why, a missing ratio a plain dash."""
+    got = ev.ratio(cells, level, pas, n, method, den, col).get(setup)
+    if got or den:
+        return got.text("x" if den else "") if got else "-"
     rows = cells[(cells["setup"] == setup) & (cells["level"] == level) & (cells["pass"] == pas)
                  & (cells["seq_len"] == n) & (cells["method"] == method)]
     if rows.empty:
         return notes.mark("not measured", "no run of this setup has this cell")
     return notes.mark(rows["status"].iloc[0], rows["reason"].iloc[0])
-
-
-def _ratio(cells, setup, level, pas, n, num, den, col="median_ms") -> str:
-    got = ev.ratio(cells, level, pas, n, num, den, col).get(setup)
-    return got.text("x") if got else "-"
 
 
 def setups(cells: pd.DataFrame) -> list[str]:
@@ -103,19 +103,14 @@ def level_section(cells: pd.DataFrame) -> list[str]:
     if cells.empty:
         return lines + ["No scaling run was given.", ""]
     notes = Notes()
-    head = ["setup (commit)", "N", "wave ms", "SDPA ms", "speedup", "wave MB", "SDPA MB", "memory wave / SDPA"]
+    head = ["setup (commit)", "N", *(header for header, *_ in LEVEL_COLUMNS)]
     for level in ("core", "layer", "model"):
         for pas in ("fwd", "fwdbwd"):
             sub = cells[(cells["level"] == level) & (cells["pass"] == pas)]
             # a setup without a measured wave or SDPA cell (e.g. a sweep cut short) would be a row of dashes
             measured = set(sub.loc[sub["method"].isin(["wave", SDPA]) & (sub["status"] == "ok"), "setup"])
             rows = [[f"{setup} ({_commits(sub, setup)})", n,
-                     _cell(sub, setup, level, pas, n, "wave", notes),
-                     _cell(sub, setup, level, pas, n, SDPA, notes),
-                     _ratio(sub, setup, level, pas, n, SDPA, "wave"),
-                     _cell(sub, setup, level, pas, n, "wave", notes, "peak_mem_mb"),
-                     _cell(sub, setup, level, pas, n, SDPA, notes, "peak_mem_mb"),
-                     _ratio(sub, setup, level, pas, n, "wave", SDPA, "peak_mem_mb")]
+                     *(_cell(sub, setup, level, pas, n, m, notes, col, den) for _, m, den, col in LEVEL_COLUMNS)]
                     for setup in setups(sub) if setup in measured for n in CLAIM_LENGTHS]
             if rows:
                 title = f"### {level}, {'forward' if pas == 'fwd' else 'forward + backward'}"
@@ -161,7 +156,8 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
         rows = [[m, *(_cell(sub, setup, "core", "fwd", n, m, notes) for n in CLAIM_LENGTHS),
                  _cell(sub, setup, "core", "fwdbwd", 32768, m, notes),
                  _cell(sub, setup, "core", "fwd", 32768, m, notes, "peak_mem_mb"),
-                 _ratio(sub, setup, "core", "fwd", 32768, m, "wave") if m != "wave" else "1x"] for m in methods]
+                 _cell(sub, setup, "core", "fwd", 32768, m, notes, den="wave") if m != "wave" else "1x"]
+                for m in methods]
         lines += [f"Core level, {setup} ({_commits(sub, setup)}):", "",
                   *table(PEER_HEAD + ["peak MB 32K", "its ms / wave ms at 32K"], rows), ""]
     lines += [notes.line(), "", _source(sorted(set(has["run"])), "timings.csv"), "", *extra,
