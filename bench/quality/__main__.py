@@ -206,9 +206,8 @@ def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
     from wavefield_core.fftconv import field_cells
 
     for name, m in methods.items():
-        cfg = m["config"]
         cells = field_cells(p.seq_len, p.field_stride) if m["kind"] == "wave" else 0
-        need = lm_bytes(m["params"], max(1, p.batch_size // world), p.seq_len, p.d_model, p.n_layers, cfg["d_ff"],
+        need = lm_bytes(m["params"], p.batch_size // world, p.seq_len, p.d_model, p.n_layers, m["config"]["d_ff"],
                         vocab, cells, train=True)
         check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
                    f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
