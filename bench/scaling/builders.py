@@ -123,17 +123,6 @@ def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tenso
     return wave_kernel(freq, damp, phase, torch.arange(length, device=device, dtype=torch.float32) * step)
 
 
-def _floor_core(spec: CellSpec, path: str) -> Built:
-    """The bare FFT floor at the wave core's shape: x (B, H, d, L) float32 contiguous, cached spectrum."""
-    from wavefield_core import fft_floor, floor_spectrum
-
-    length, m = conv_length(spec.seq_len, spec.field_stride, path)
-    torch.manual_seed(spec.seed)
-    x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
-    k_spec = floor_spectrum(floor_kernel(spec, path, spec.device), m)  # (H, 1, M/2+1) complex64
-    return Built(torch.no_grad()(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))
-
-
 def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) -> Built:
     module = module.to(device=spec.device, dtype=spec.dtype)
     torch.manual_seed(spec.seed)
@@ -232,7 +221,12 @@ def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
 
 
 def build_floor(spec: CellSpec, path: str) -> Built:
-    """fft-floor (path 'token', length N) and fft-floor-field (path 'field', length G); core fwd only."""
-    if spec.level != "core" or spec.pass_ != "fwd":
-        raise ValueError("the fft floor rows exist at level core, pass fwd only")
-    return _floor_core(spec, path)
+    """fft-floor (path 'token', length N) and fft-floor-field (path 'field', length G), core fwd only: the
+    bare FFT floor at the wave core's shape, x (B, H, d, L) float32 contiguous, cached spectrum."""
+    from wavefield_core import fft_floor, floor_spectrum
+
+    length, m = conv_length(spec.seq_len, spec.field_stride, path)
+    torch.manual_seed(spec.seed)
+    x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
+    k_spec = floor_spectrum(floor_kernel(spec, path, spec.device), m)  # (H, 1, M/2+1) complex64
+    return Built(torch.no_grad()(lambda: fft_floor(x, k_spec, m)), lambda: fft_backend(spec.device))

@@ -80,11 +80,6 @@ def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, ele
     return Cost(wave_flops(b, h, n, d, m, pass_), nbytes)
 
 
-def layer_matmul_params(kind: str, d_model: int) -> int:
-    """Weights of the matmuls in one attention layer: wave qkv 3D^2 + gate D^2 + out D^2; softmax qkv + out."""
-    return (5 if kind == "wave" else 4) * d_model * d_model
-
-
 def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
                         interference: bool = False) -> int:
     """Matmul weights touched per token by an LM whose mixer has `layer_params` matmul weights: layers
@@ -120,7 +115,9 @@ def method_cost(kind: str, path: str | None, spec) -> Cost:
     """A wave or softmax method's cost at the cell `spec` (a CellSpec) at any level."""
     core = mixing_cost(kind, path, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem,
                        spec.pass_, spec.field_stride)
-    return level_cost(spec, core, layer_matmul_params(kind, spec.d_model), interference=kind == "wave")
+    # matmul weights of one attention layer: wave qkv 3D^2 + gate D^2 + out D^2; softmax qkv + out
+    layer_params = (5 if kind == "wave" else 4) * spec.d_model * spec.d_model
+    return level_cost(spec, core, layer_params, interference=kind == "wave")
 
 
 def floor_cost(spec, path: str) -> Cost:

@@ -28,21 +28,6 @@ from bench.scaling.results import RowWriter
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(status, reason) of a failed cell: oom for a CUDA OOM, or the RuntimeError of torch's CPU allocator."""
-    oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-    return "oom" if oom else "error", one_line(exc, named=True)
-
-
-def sweep_methods(cfg: SweepConfig) -> list[str]:
-    """The methods of the sweep: the chosen ones, plus the fft floors at core fwd unless --no-floor."""
-    names = list(cfg.methods)
-    if cfg.floor and "core" in cfg.levels and "fwd" in cfg.passes:
-        names += [f for f in FLOOR_METHODS if f not in names]
-    return names
-
-
 @dataclass
 class _Prepared:
     method: Method
@@ -104,7 +89,8 @@ class Sweep:
         first-phase methods (tier HEADLINE and FIRST: the ones that answer the published claims),
         then every group again with the extras, so extras only ever get the time that is left."""
         out = []
-        names = sweep_methods(self.cfg)
+        # the chosen methods, plus the fft floors (core fwd only) unless --no-floor
+        names = list(dict.fromkeys(self.cfg.methods + (list(FLOOR_METHODS) if self.cfg.floor else [])))
         mine = [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
                 if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
         for phase in (True, False):
@@ -199,12 +185,15 @@ class Sweep:
         return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
-        status, reason = classify(exc)
-        if status == "oom":
+        """The row of a cell that raised: oom for a CUDA OOM or the RuntimeError of torch's CPU allocator
+        (longer lengths of the method are then skipped), else error."""
+        oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        if oom:
             free_memory(self.device)
             self.predictor.block_longer((method.name, spec.level, spec.pass_), f"longer than N={spec.seq_len}, "
                                         "which ran out of memory", "memory")
-        return self._row(method, spec, status, reason, backend=None)
+        return self._row(method, spec, "oom" if oom else "error", one_line(exc, named=True), backend=None)
 
     def _ok_row(self, p: _Prepared, res: TimingResult) -> dict:
         spec, method = p.spec, p.method
