@@ -34,7 +34,8 @@ QUALITY_FINAL = {  # method -> {seed: (test_ppl, test_batch_mean_ppl)}
 
 
 def _env(argv: list[str], **extra) -> dict:
-    return {"created": "2025-02-03T04:05:06+0000", "argv": argv, "git": {"sha": "a" * 40, "sha_short": "aaaaaaaa", "dirty": False},
+    return {"created": "2025-02-03T04:05:06+0000", "argv": argv,
+            "git": {"sha": "a" * 40, "sha_short": "aaaaaaaa", "dirty": False},
             "python": "3.11.7", "torch": "2.13.0+cpu", "cuda": None, "cudnn": None, "gpus": [],
             "cpu_model": "Test CPU", "cpu_cores_logical": 2, "torch_threads": 2, "device": "cpu", **extra}
 
@@ -56,7 +57,8 @@ def make_quality_run(path: Path) -> None:
               "batch_size": 16, "d_model": 128, "n_layers": 3, "n_heads": 4, "lr": 2e-3, "min_lr": 1e-4}
     env = _env(shlex.split(cmd)[3:], command=cmd, kind="quality", preset="tiny",
                settings={"preset": preset, "overrides": ["corpus", "steps"], "seeds": [0, 1], "pairing": "both"},
-               plan={"total_steps": 20, "warmup_steps": 2, "eval_every": 10, "batches_per_epoch": 3, "budget": "steps=20"},
+               plan={"total_steps": 20, "warmup_steps": 2, "eval_every": 10, "batches_per_epoch": 3,
+                     "budget": "steps=20"},
                epochs_covered=6.67, tokenizer={"kind": "char", "vocab_size": 40}, corpus={"name": "fixture"},
                methods={m: {"params": 1000 + i, "config": {"d_ff": 512}} for i, m in enumerate(QUALITY_FINAL)})
     (path / "env.json").write_text(json.dumps(env))
@@ -77,14 +79,15 @@ def make_diagnostics_run(path: Path) -> None:
     (path / "plots").mkdir(parents=True)
     cmd = ["python -m bench.diagnostics", "--checkpoint", "runs/q/checkpoints/wave-seed0.pt", "--device", "cpu"]
     (path / "env.json").write_text(json.dumps(_env(cmd, harness="bench.diagnostics")))
-    rows = [
-        {"check": "impulse", "layer": 0, "head": 0, "quantity": "max_abs_diff", "value": 1e-7, "threshold": 1e-5, "verdict": "PASS"},
-        {"check": "conservation", "layer": 0, "head": 0, "quantity": "ratio_p2", "value": 0.9, "threshold": 1.00001, "verdict": "PASS"},
-        {"check": "causality", "layer": 0, "head": "", "quantity": "perturbation:score@5", "value": 0.0, "threshold": 1e-9, "verdict": "PASS"},
-        {"check": "leak_demo", "layer": "stride 0.125", "head": "", "quantity": "max_score", "value": 0.9, "threshold": 1e-9, "verdict": "EXPECTED-LEAK"},
-        {"check": "heads", "layer": 0, "head": 0, "quantity": "omega", "value": 0.3, "threshold": "", "verdict": "INFO"},
-    ]
-    _write_csv(path / "diagnostics.csv", ["check", "layer", "head", "quantity", "value", "threshold", "verdict"], rows)
+    columns = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
+    rows = [dict(zip(columns, r)) for r in [
+        ("impulse", 0, 0, "max_abs_diff", 1e-7, 1e-5, "PASS"),
+        ("conservation", 0, 0, "ratio_p2", 0.9, 1.00001, "PASS"),
+        ("causality", 0, "", "perturbation:score@5", 0.0, 1e-9, "PASS"),
+        ("leak_demo", "stride 0.125", "", "max_score", 0.9, 1e-9, "EXPECTED-LEAK"),
+        ("heads", 0, 0, "omega", 0.3, "", "INFO"),
+    ]]
+    _write_csv(path / "diagnostics.csv", columns, rows)
     (path / "plots" / "causality.png").write_bytes(PNG)
     (path / "summary.md").write_text("\n".join([
         "# Wave Field diagnostics", "", "## Verdicts", "", "```", "| not a table: inside a code fence", "```", "",
@@ -149,9 +152,9 @@ def test_claims_table_has_every_claim_with_a_verdict(tree):
     assert _cells(claims[0]) == ["claim (published)", "cost model / count", "measured, CPU", "measured, GPU", "verdict",
                                  "evidence"]
     names = " ".join(r[0] for r in rows)
-    for needle in ("speed 2K: 31x", "speed 8K: 107x", "speed 32K: 367x", "char PPL 6.2 vs 5.9", "char accuracy 50.5 vs 51.0",
-                   "BPE-8K PPL 170.7 vs 91.4", "V4.3.3 gap 1.40x", "about 6M parameters", "local / medium / long-range",
-                   "Mamba or Hyena", "causal"):
+    for needle in ("speed 2K: 31x", "speed 8K: 107x", "speed 32K: 367x", "char PPL 6.2 vs 5.9",
+                   "char accuracy 50.5 vs 51.0", "BPE-8K PPL 170.7 vs 91.4", "V4.3.3 gap 1.40x", "about 6M parameters",
+                   "local / medium / long-range", "Mamba or Hyena", "causal"):
         assert needle in names, needle
     verdicts = ("reproduces", "partly", "does not", "not measured")
     assert all(r[4].startswith(verdicts) for r in rows), [r[4] for r in rows]
@@ -206,7 +209,8 @@ def test_quality_and_diagnostics_numbers_from_csvs(tree):
 def test_index_table_has_provenance(tree):
     _, _, text = tree
     index = _section(text, "## Runs")
-    for rel, kind, cmd in [("runs/scaling", "scaling (SYNTHETIC", "python -m bench.scaling --preset cpu-smoke --device cpu"),
+    for rel, kind, cmd in [("runs/scaling", "scaling (SYNTHETIC",
+                            "python -m bench.scaling --preset cpu-smoke --device cpu"),
                            ("runs/quality", "quality", "python -m bench.quality --preset tiny --corpus fixture"),
                            ("runs/diag", "diagnostics", "python -m bench.diagnostics --checkpoint")]:
         row = next(ln for ln in index.splitlines() if ln.startswith(f"| [{rel}]({rel}/summary.md)"))
@@ -260,8 +264,8 @@ def test_gpu_peer_kernels_table_reads_the_session_evidence():
     tsv = "N\tpass\tsdpa\thgrn\tsimple_gla\n32768\tfwd\t19.0\t1.5\t0.5\n"
     cells = pd.DataFrame([{"gpu": True, "dtype": "bfloat16", "level": "core", "method": "wave", "status": "ok",
                            "commit": "abcdef1", "pass": "fwd", "seq_len": 32768, "median_ms": 6.0}])
-    rows = {ln.split(" | ")[0].strip("| "): ln for ln in gpu_peer_lines(cells, "gpu/s/evidence/peers.txt", "abcdef1", tsv)
-            if ln.startswith("| ")}
+    lines = gpu_peer_lines(cells, "gpu/s/evidence/peers.txt", "abcdef1", tsv)
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in lines if ln.startswith("| ")}
     assert rows["wave"].endswith("| 6.00 | - | 1.00x |") and rows["peer-hgrn-fla"].endswith("| 1.50 | - | 0.25x |")
     assert rows["softmax-sdpa"].endswith("| 19.0 | - | 3.17x |")
 
@@ -318,7 +322,8 @@ def test_readme_findings_quote_only_generated_numbers():
     page = PAGE.read_text()
     generated = "\n".join(_key_block(page)) + _section(page, "## The claims at a glance")
     allowed = {a.rstrip(",.") for a in re.findall(r"\d[\d,]*(?:\.\d+)?", generated)}
-    quoted = {q.rstrip(",.") for q in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", re.sub(r"`[^`]*`|\]\([^)]*\)", "", block))}
+    prose = re.sub(r"`[^`]*`|\]\([^)]*\)", "", block)  # code and link targets are not quoted numbers
+    quoted = {q.rstrip(",.") for q in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", prose)}
     missing = sorted(quoted - allowed)
     assert not missing, f"README.md's findings block quotes numbers the generated page does not have: {missing}"
 
