@@ -33,7 +33,6 @@ def interp(rows: list[dict], xkey: str, x: float) -> float:
 class Convergence:
     steps: int
     best_step: int
-    tokens: int
     val_fall: float      # (L(0.9 T) - L(T)) / L(0.9 T) on validation, T = the job's tokens; NaN if not measured
     train_change: float  # least-squares train-loss change over the last 10% of steps (nats; < 0: still falling)
 
@@ -58,7 +57,7 @@ def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict
     if len(train) >= 3:
         x, y = (np.array([float(r[k]) for r in train]) for k in ("step", "loss"))
         change = float(np.polyfit(x, y, 1)[0] * TAIL * steps)
-    return Convergence(steps, int(float(row.get("best_step") or 0)), tokens, fall, change)
+    return Convergence(steps, int(float(row.get("best_step") or 0)), fall, change)
 
 
 def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[list[float], float]:
