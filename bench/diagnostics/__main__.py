@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli
 
@@ -109,8 +110,6 @@ def load_model(args, device):
         info = {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
         return model.to(device).eval(), info, None, ""
     load_weights(model, ckpt, args.checkpoint)
-    from bench.diagnostics.textdata import tokenizer_from_meta
-
     meta = ckpt.get("meta") or {}
     tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
     if tok is not None and tok.vocab_size != model.config.vocab_size:
@@ -140,10 +139,60 @@ def check_memory(args, config: dict, params: int, device) -> None:
                "lower --d-model, --seq-len, --batch-size or the probe lengths")
 
 
+def tokenizer_from_meta(meta: dict, ckpt_path: str):
+    """(the tokenizer a checkpoint was trained with, where it came from), or (None, why not).
+
+    bench.quality stores meta["tokenizer"] = "tokenizer.json", relative to its run folder, and the
+    checkpoint sits in <run>/checkpoints/: so the path is tried next to the checkpoint and up to
+    two folders above it (an absolute path as it is), then a tokenizer.json in those folders."""
+    from bench.quality.tokenizers import load_tokenizer
+
+    bases = [Path(ckpt_path).parent, *list(Path(ckpt_path).parent.parents)[:2]]
+    named = [v for v in (meta.get(k) for k in ("tokenizer_path", "tokenizer")) if isinstance(v, str) and v]
+    for p in [b / v for v in named for b in bases] + [Path(v) for v in named] + [b / "tokenizer.json" for b in bases]:
+        if p.is_file():
+            try:
+                return load_tokenizer(p), str(p)
+            except Exception:  # noqa: BLE001 - a file that is not a tokenizer: try the next candidate
+                continue
+    return None, "no tokenizer found (meta tokenizer / tokenizer_path, or tokenizer.json beside the checkpoint)"
+
+
+def text_batch(args, vocab_size: int, tokenizer, tokenizer_desc: str, device) -> tuple:
+    """(idx (B, N) int64, description, is_real_text) for the energy and conservation checks: windows
+    at seeded random offsets of --text-file (default: the test corpus), encoded with the checkpoint's
+    tokenizer or, for a random-init model with vocab >= 256, as UTF-8 bytes; else random tokens,
+    labelled as such in every artifact."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(args.seed)
+    path = Path(args.text_file or Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_corpus.txt")
+    text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+    ids, why = None, f"text does not fit vocab {vocab_size}"
+    if text is None:
+        why = f"{path} not found"
+    elif tokenizer is not None:
+        ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+        desc = f"{path.name} encoded with the checkpoint's tokenizer ({tokenizer_desc})"
+    elif args.checkpoint:
+        why = tokenizer_desc
+    elif vocab_size >= 256:
+        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        desc = f"UTF-8 bytes of {path.name} (random-init model, vocab {vocab_size} >= 256)"
+    if ids is None or ids.size < 2 or ids.max() >= vocab_size:
+        x = torch.from_numpy(rng.integers(0, vocab_size, size=(args.batch_size, args.seq_len))).long()
+        return x.to(device), f"RANDOM TOKENS (no real text: {why})", False
+    if ids.size < args.seq_len + 1:  # short text: repeat it
+        ids = np.tile(ids, args.seq_len // ids.size + 2)
+        desc += " (repeated to fill the window)"
+    starts = rng.integers(0, ids.size - args.seq_len, size=args.batch_size)
+    x = np.stack([ids[s:s + args.seq_len] for s in starts])
+    return torch.from_numpy(x).long().to(device), desc, True
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from pathlib import Path
-
     # Cheap input checks first: a typo should not wait for torch, a model and a results folder.
     for what, path in (("checkpoint", args.checkpoint), ("--text-file", args.text_file)):
         if path is not None and not Path(path).is_file():
@@ -159,15 +208,12 @@ def main(argv=None) -> int:
     from bench.common.env import collect_env, device_tag, machine
     from bench.diagnostics.causality import leak_tol
     from bench.diagnostics.run import DiagConfig, run_diagnostics
-    from bench.diagnostics.textdata import text_batch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model, info, tok, tok_desc = load_model(args, device)
-    idx, text_desc, real = text_batch(model.embed.num_embeddings, args.batch_size, args.seq_len, args.seed,
-                                      args.text_file, tokenizer=tok, tokenizer_desc=tok_desc,
-                                      allow_bytes=args.checkpoint is None, device=device)
+    idx, text_desc, real = text_batch(args, model.embed.num_embeddings, tok, tok_desc, device)
     cfg = DiagConfig(seq_len=args.seq_len, seed=args.seed,
                      role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
                      probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
