@@ -167,6 +167,17 @@ def test_damaged_rows_are_refused_not_read(scaling_run, tmp_path):
     assert snapshot(run) == before  # env.json gets no resume entry either
 
 
+def test_numpy_floats_are_written_as_numbers(tmp_path):
+    """A row holding numpy floats (a rounded np.float64) reads back as numbers, not "np.float64(...)"."""
+    import numpy as np
+
+    from bench.common.files import CsvLog, read_table
+
+    log = CsvLog(tmp_path / "final.csv", ["method", "seed", "loss", "ppl"])
+    log.append({"method": "wave", "seed": 0, "loss": round(np.float64(1.2345), 2), "ppl": np.float64("nan")})
+    assert read_table(log.path) == [{"method": "wave", "seed": "0", "loss": "1.23", "ppl": "nan"}]
+
+
 def test_quality_resume_drops_a_cut_final_row(quality_run, tmp_path):
     run = copy(quality_run, tmp_path)
     cut(run / "final.csv")

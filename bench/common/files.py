@@ -221,7 +221,7 @@ def note_resume(run_dir: Path, env: dict, **facts: Any) -> None:
 def cell(value: Any) -> str:
     """One CSV field: floats round-trip (repr), None is empty, text is one line."""
     if isinstance(value, float):
-        return repr(value) if value == value else "nan"
+        return repr(float(value))  # a numpy float's own repr is "np.float64(...)"
     return "" if value is None else " ".join(str(value).split())
 
 
