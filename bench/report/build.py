@@ -61,18 +61,18 @@ def gather(runs: list[Run]):
 def _session_lines(runs: list[Run], cells, base: Path) -> tuple[list[str], list[str]]:
     """For each device session folder (results/gpu/<date>-<machine>_<sha>/) above a run: a line pointing
     at its README, and the peer kernels it timed outside the scaling harness (evidence/peers.txt)."""
-    sessions = {p: r for r in runs for p in r.path.parents if ev.SHA_FOLDER.search(p.name)}
+    base = base.resolve()
     readmes, peers = [], []
-    for p, r in sessions.items():
+    for p in dict.fromkeys(p for r in runs for p in r.path.parents if p.is_relative_to(base)):
+        if not (m := ev.SHA_FOLDER.search(p.name)):
+            continue
+        rel, sha, tsv = p.relative_to(base).as_posix(), m.group(1)[:7], p / "evidence" / "peers.txt"
         if (p / "README.md").is_file():
-            rel = r.rel.split(p.name)[0] + p.name
             readmes.append(f"Measured on another machine: [{rel}/README.md]({rel}/README.md) says what each folder "
-                           f"of that session holds and which commit it measured ({ev.commit(r)}; later fixes are not "
+                           f"of that session holds and which commit it measured ({sha}; later fixes are not "
                            "in those numbers).\n")
-        tsv = p / "evidence" / "peers.txt"
         if tsv.is_file():
-            rel = tsv.resolve().relative_to(base.resolve()).as_posix()
-            peers += page.gpu_peer_lines(cells, rel, ev.SHA_FOLDER.search(p.name).group(1)[:7], tsv.read_text())
+            peers += page.gpu_peer_lines(cells, f"{rel}/evidence/peers.txt", sha, tsv.read_text())
     return readmes, peers
 
 
