@@ -40,23 +40,19 @@ class PeakMemory:
     device_used_bytes: int | None = None  # CUDA: NVML's used memory after the call; None elsewhere
 
 
-@functools.cache
-def _nvml_handle(index: int):
-    """NVML's handle of CUDA device `index`. NVML numbers devices physically and CUDA_VISIBLE_DEVICES
-    may renumber them: look up by UUID first."""
-    nv = nvml()
-    try:
-        return nv.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(index).uuid}")
-    except nv.NVMLError:
-        return nv.nvmlDeviceGetHandleByIndex(index)
-
-
 def nvml_used_bytes(device: torch.device) -> int | None:
     """The device's used memory according to NVML (what nvidia-smi shows), or None without NVML."""
+    nv = nvml()
+    if nv is None:
+        return None
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return int(nvml().nvmlDeviceGetMemoryInfo(_nvml_handle(index)).used)
-    except Exception:  # noqa: BLE001 - no NVML (nvml() is None), pynvml.NVMLError, lookups that differ by driver
+        try:  # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: by UUID first
+            handle = nv.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(index).uuid}")
+        except nv.NVMLError:
+            handle = nv.nvmlDeviceGetHandleByIndex(index)
+        return int(nv.nvmlDeviceGetMemoryInfo(handle).used)
+    except Exception:  # noqa: BLE001 - pynvml.NVMLError, lookups that differ between drivers
         return None
 
 
