@@ -25,20 +25,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.common.files import check_out_dir
 
         check_out_dir(settings.out)  # before torch, the data and the tokenizer, on every rank
-    import torch
-
+    from bench.common.device import rank_device
     from bench.common.dist import from_env
 
-    flag = settings.device
-    cuda = flag.startswith("cuda") or (flag == "auto" and torch.cuda.is_available())
-    ctx = from_env().join("cuda" if cuda else "cpu")
+    ctx = from_env()
+    device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)  # a --resume keeps --device
+    ctx = ctx.join(device.type)
     try:
-        return _run(settings, ctx, list(sys.argv[1:] if argv is None else argv))
+        return _run(settings, ctx, device, list(sys.argv[1:] if argv is None else argv))
     finally:
         ctx.finish()
 
 
-def _run(settings, ctx, argv: list[str]) -> int:
+def _run(settings, ctx, device, argv: list[str]) -> int:
     from bench.common.env import collect_env, device_tag
     from bench.common.files import (CsvLog, claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table,
                                     replacing, write_json)
@@ -64,7 +63,7 @@ def _run(settings, ctx, argv: list[str]) -> int:
                              f"({one_line(exc, named=True)}; not a bench.quality run folder?)") from None
     p = settings.preset
 
-    device, deterministic = _torch_settings(settings, ctx)
+    deterministic = _torch_settings(settings, device)
     amp_dtype = _amp_dtype(p.amp, device)
     if p.batch_size % ctx.world:
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
@@ -173,15 +172,13 @@ def _run(settings, ctx, argv: list[str]) -> int:
     return 0
 
 
-def _torch_settings(settings, ctx):
-    """(device, deterministic): this rank's device, torch threads and determinism, and the Triton
-    check, all before any data or model work."""
+def _torch_settings(settings, device) -> bool:
+    """Torch threads and determinism (returned: on or off), and the Triton check, all before any data or
+    model work."""
     import torch
 
-    from bench.common.device import rank_device
     from bench.quality.analysis import WAVE_METHODS
 
-    device = rank_device(settings.device, ctx.local_rank if ctx.enabled else None)
     if settings.preset.wave_mode == "triton" and any(m in WAVE_METHODS for m in settings.methods):
         from wavefield_core.triton_scan import triton_available
 
@@ -197,7 +194,7 @@ def _torch_settings(settings, ctx):
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    return device, deterministic
+    return deterministic
 
 
 def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
