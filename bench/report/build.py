@@ -37,12 +37,12 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
                     out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
     for run, q in quality_runs:
         if q:
-            out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page._ci(q["ppl_ratio"])))
+            out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
             if q["untuned"] is not None:
-                out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page._ci(q["untuned"])))
+                out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page.ci(q["untuned"])))
             if q.get("ablation"):
-                out.append((f"wave-scaled-pos / standard test PPL [{run.rel}]", page._ci(q["ablation"]["vs_standard"])))
-                out.append((f"wave-scaled-pos / wave test PPL [{run.rel}]", page._ci(q["ablation"]["vs_wave"])))
+                out.append((f"wave-scaled-pos / standard test PPL [{run.rel}]", page.ci(q["ablation"]["vs_standard"])))
+                out.append((f"wave-scaled-pos / wave test PPL [{run.rel}]", page.ci(q["ablation"]["vs_wave"])))
     for run, h, c in diag:
         if ev.trained(run):
             out.append((f"head roles local / medium / long-range [{run.rel}]",

@@ -165,7 +165,7 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
     return lines + [f"- `{m}`: {text}." for m, text in PEER_RELATIONS.items()] + [""]
 
 
-def _ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
+def ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
     """'1.44 (95% CI 1.09-1.79, 3 seeds)': the mean with its two-sided Student-t interval over seeds;
     without `interval`, '50.5 (50.1-50.9, 3 seeds)', the mean with the min-max."""
     if not values:
@@ -194,9 +194,9 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
         edge = {m: " (sweep edge)" if m in q["edge"] else "" for m in ("wave", "standard")}
         lr = ("LR " + ", ".join(f"{m} {q['lr'][m]:g}{e}" for m, e in edge.items()) if swept
               else f"one LR {q['ref_lr']:g} for both, no sweep")
-        rows.append([q["setting"], f"{q['tokens_per_param']:.1f}", f"{_ci(q['ppl_ratio'])}; {lr}",
-                     f"{_ci(q['untuned'])} at {q['ref_lr']:g}" if swept else "-",
-                     f"{_ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-",
+        rows.append([q["setting"], f"{q['tokens_per_param']:.1f}", f"{ci(q['ppl_ratio'])}; {lr}",
+                     f"{ci(q['untuned'])} at {q['ref_lr']:g}" if swept else "-",
+                     f"{ci(q['wall'])} at {q['wall_s']:,.0f} s" if q["wall"] else "-",
                      ", ".join(f"{n} {v}" for v, n in q["verdicts"].items()),
                      f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
     if not any(q["device"] == "GPU" for _, q in measured):
@@ -207,8 +207,8 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
             "wall-clock", "convergence (jobs)", "run"]
     ablations = [f"Initialisation ablation ({q['setting']}, [{run.rel}]({run.rel}/summary.md)): "
                  f"`wave-scaled-pos` (sinusoidal positions at the token embedding's 0.02 scale, kept LR "
-                 f"{q['ablation']['lr']:g}) / standard test PPL {_ci(q['ablation']['vs_standard'])}; "
-                 f"wave-scaled-pos / wave {_ci(q['ablation']['vs_wave'])} (the scaled positions against V3.5's "
+                 f"{q['ablation']['lr']:g}) / standard test PPL {ci(q['ablation']['vs_standard'])}; "
+                 f"wave-scaled-pos / wave {ci(q['ablation']['vs_wave'])} (the scaled positions against V3.5's "
                  "unit-amplitude ones)." for run, q in measured if q.get("ablation")]
     plots = [f"![wave / standard validation PPL against tokens, {q['setting']}]({run.rel}/plots/{RATIO_PLOT})"
              for run, q in measured if (run.path / "plots" / RATIO_PLOT).is_file()]
@@ -284,13 +284,13 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
                for on in (False, True)]
         means = [spread(q["ppl_ratio"]).mean for q in got[0] + got[1]]
         rows.append([f"{name} PPL {pub['wave_ppl']} vs {pub['std_ppl']} (ratio {published:.2f})", "-",
-                     *("; ".join(f"{_ci(q['ppl_ratio'])} [{q['setting']}]" for q in g) or "not measured" for g in got),
+                     *("; ".join(f"{ci(q['ppl_ratio'])} [{q['setting']}]" for q in g) or "not measured" for g in got),
                      _verdict([abs(m / published - 1) <= 0.1 for m in means], means, published,
                               "gap larger than published", "gap smaller than published"), LINKS["quality"]])
         if pub is char:
             got = [q for q in measured if q["tokenizer"] == "char"]
             diffs = [[a - b for a, b in zip(q["wave_acc"], q["std_acc"])] for q in got]
-            acc = "; ".join(f"wave {_ci(q['wave_acc'], 1, False)} vs {_ci(q['std_acc'], 1, False)} % "
+            acc = "; ".join(f"wave {ci(q['wave_acc'], 1, False)} vs {ci(q['std_acc'], 1, False)} % "
                             f"[{q['setting']}]" for q in got) or "not measured"
             rows.append([f"char accuracy {char['wave_acc']} vs {char['std_acc']} %", "-", acc, "not measured",
                          _verdict([abs(sum(d) / len(d)) <= 1.5 for d in diffs],  # within 1.5 points, as published (0.5)
