@@ -169,7 +169,7 @@ def floor_lines(sub: pd.DataFrame) -> list[str] | None:
 
 def backward_lines(cells: pd.DataFrame) -> list[str] | None:
     """Backward / forward of the wave methods at layer level: (fwdbwd - fwd) / fwd per length."""
-    lay = cells[(cells["level"] == "layer") & cells["method"].map(lambda m: method_kind(m) == "wave")]
+    lay = cells[(cells["level"] == "layer") & (cells["method"].map(method_kind) == "wave")]
     rows = []
     for (cfg, method), sub in lay.groupby(["config", "method"]):
         fwd = ok_series(sub[sub["pass"] == "fwd"], method)

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -153,7 +154,7 @@ FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_b
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
     out = []
-    for name, old in base.to_dict().items():
+    for name, old in asdict(base).items():
         new = getattr(cfg, name)
         if new != old:
             flag = special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")
@@ -185,7 +186,7 @@ ALLOCATOR_NOTE = {
 def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
     mm = memory_method(device)
     return collect_env(
-        argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=cfg.to_dict(),
+        argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=asdict(cfg),
         world_size=info.world, rank_assignment='docs/method.md, "Run order"',
         device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         memory_method=mm, memory_method_note=METHOD_NOTES[mm],

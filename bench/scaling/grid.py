@@ -8,7 +8,7 @@ and bfloat16 is the dtype FlashAttention-class kernels are measured in.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import psutil
 import torch
@@ -41,9 +41,6 @@ class SweepConfig:
     model_layers: int
     vocab: int
     quick: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepConfig":

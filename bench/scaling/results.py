@@ -41,10 +41,10 @@ class RowWriter(CsvLog):
             self.rewrite(read_rows(self.path))
 
 
-def read_rows(path: Path, cut: str = "drop") -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     """Rows of a timings CSV as dicts of strings ([] when the file does not exist); a cut last row
-    is left out (cut="drop") or refused (cut="error"); any other damage is a UsageError."""
-    return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut=cut)
+    is left out; any other damage is a UsageError."""
+    return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut="drop")
             if row.get("method")]
 
 

@@ -184,21 +184,12 @@ def write_summary(run_dir: Path) -> Path:
 
     lines += ["## 5. Floor ratio (core fwd)", ""]
     core_fwd = [g for g in groups if g[0] == "core" and g[1] == "fwd"]
-    floors = [(cfg, f) for _, _, cfg, sub in core_fwd if (f := floor_lines(sub))]
-    if floors:
-        for cfg, f in floors:
-            lines += ([f"### {cfg}", ""] if cfg else []) + f
-    else:
-        lines += ["No fft-floor reference rows at core fwd in this run.", ""]
-    mems = [(cfg, f) for _, _, cfg, sub in core_fwd if (f := memory_lines(sub))]
-    for cfg, f in mems:
-        lines += [f"### Memory growth{f' ({cfg})' if cfg else ''}", ""] + f
-    bwd = backward_lines(cells) if len(cells) else None
-    if bwd:
-        lines += ["### Backward / forward (layer)", ""] + bwd
-    comp = compiled_lines(cells) if len(cells) else None
-    if comp:
-        lines += ["### torch.compile", ""] + comp
+    floors = [([f"### {cfg}", ""] if cfg else []) + f for _, _, cfg, sub in core_fwd if (f := floor_lines(sub))]
+    lines += [ln for f in floors for ln in f] or ["No fft-floor reference rows at core fwd in this run.", ""]
+    parts = [(f"Memory growth{f' ({cfg})' if cfg else ''}", memory_lines(sub)) for _, _, cfg, sub in core_fwd]
+    parts += [("Backward / forward (layer)", backward_lines(cells)), ("torch.compile", compiled_lines(cells))]
+    for title, part in parts:
+        lines += [f"### {title}", "", *part] if part else []
 
     lines += ["## 6. Claims audit (the published advantage vs sequence length)", ""]
     no_rows = ({}, 1, 8, 64, "defaults: no rows")
