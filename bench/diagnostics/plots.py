@@ -38,7 +38,8 @@ def _save(fig, path: Path, footer: str, **margins) -> None:
 
 def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     """One panel per head: cell-lag kernel, token-lag samples, measured impulse, envelope, reach."""
-    params, meas, ana, s, layer = kern["params"], kern["measured"], kern["analytic"], kern["stride"], kern["layer"]
+    params, meas, ana, layer = kern["params"], kern["measured"], kern["analytic"], kern["layer"]
+    s = float(layer.field_stride)
     fig, axes = _panels(len(params), 4, 3.6, 2.8, extra_height=0.6)
     n_tok = meas.shape[1]
     z = kernel_z(layer)
@@ -46,8 +47,7 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
         h = p["head"]
         span_cells = min(max(3.0 * p["reach_cells"], 8 * s), (n_tok - 1) * s)
         cells = np.arange(int(span_cells) + 1)
-        kc = analytic_kernel(layer, cells)[h]
-        ax.plot(cells, kc, color="0.6", lw=1, label="kernel, cell lags")
+        ax.plot(cells, analytic_kernel(layer, cells)[h], color="0.6", lw=1, label="kernel, cell lags")
         env = np.exp(-p["alpha"] * cells) / z[h]  # exp(-alpha t) / Z
         ax.plot(cells, env, "k:", lw=0.8, label="envelope")
         ax.plot(cells, -env, "k:", lw=0.8)

@@ -82,8 +82,7 @@ def diagnose_heads(model, res: Results, cfg: DiagConfig) -> None:
                 res.add("heads", i, h, q, p[q])
             res.add("heads", i, h, f"role:{p['role']}", p["reach_tokens"], thr)
             res.gate("impulse", i, h, "max_abs_diff", float(imp["max_abs_diff"][h]), IMPULSE_TOL)
-        res.arrays["kernels"][i] = {"params": params, "measured": imp["measured"], "analytic": imp["analytic"],
-                                    "stride": float(layer.field_stride), "layer": layer}
+        res.arrays["kernels"][i] = {"params": params, "layer": layer, **imp}  # imp: measured and analytic
         cs = coupling_stats(layer)
         res.arrays["couplings"][i] = cs["matrix"]
         for q in ("frobenius_from_identity", "mean_offdiag_mass", "min_diag", "max_diag"):
