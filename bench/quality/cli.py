@@ -139,12 +139,12 @@ def resolve(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
     run_flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
-        saved_keys = [k for k in ("seeds", "pairing", "methods", "data_dir", "text_file", "deterministic",
-                                  "inject_nan_at_step", "out", "lr_sweep") if getattr(args, k) is not None]
-        if given or saved_keys:
-            raise UsageError(f"--resume continues a run with its saved settings; drop "
-                             f"{', '.join(_flag(k) for k in [*given, *saved_keys])} (allowed with --resume: "
-                             "--device, --max-nonfinite, --no-progress, --threads)")
+        # every other option is fixed; each defaults to None (a --preset is ignored, --list-presets never gets here)
+        fixed = [k for k, v in vars(args).items()
+                 if v is not None and k not in (*RUN_FLAGS, "resume", "preset", "list_presets")]
+        if fixed:
+            raise UsageError(f"--resume continues a run with its saved settings; drop {', '.join(map(_flag, fixed))} "
+                             "(allowed with --resume: --device, --max-nonfinite, --no-progress, --threads)")
         return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, **run_flags)
     if args.methods is not None and args.pairing is not None:
         raise UsageError("give either --methods or --pairing, not both")
