@@ -83,11 +83,8 @@ def _ratio_line(r: dict, label: str) -> list[str]:
 
 
 def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path], run_dir: Path) -> str:
-    st = env.get("settings", {})
+    st, plan, tok, corpus = (env.get(k, {}) for k in ("settings", "plan", "tokenizer", "corpus"))
     p = st.get("preset", {})
-    plan = env.get("plan", {})
-    tok = env.get("tokenizer", {})
-    corpus = env.get("corpus", {})
     ref_lr = p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
     ratios = ratio_rows(by)
