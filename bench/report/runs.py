@@ -56,19 +56,13 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
         rel = path.relative_to(base).as_posix()
         if rel == ".":
             raise UsageError(f"run folder {text!r} is the README's own folder; put runs in a subfolder (runs/<run>)")
-        runs.append(Run(path=path, kind=kind, rel=rel, env=check_files(path, text)))
+        if (pid := in_use(path)) is not None:
+            raise UsageError(f"run folder {text!r} is still being written (pid {pid}); report it once that run ends")
+        for name in (*KIND_CSV.values(), "curves.csv"):
+            read_table(path / name)  # refuses a cut or damaged file: no number from a cut row may reach the page
+        env = read_json(path / "env.json") if (path / "env.json").exists() else {}
+        runs.append(Run(path=path, kind=kind, rel=rel, env=env))
     return runs
-
-
-def check_files(path: Path, text: str) -> dict[str, Any]:
-    """Refuse a run still being written or a file of it that is cut or damaged (no number from a
-    cut row may reach the page); return its env.json ({} when it has none)."""
-    pid = in_use(path)
-    if pid is not None:
-        raise UsageError(f"run folder {text!r} is still being written (pid {pid}); report it once that run ends")
-    for name in (*KIND_CSV.values(), "curves.csv"):
-        read_table(path / name)
-    return read_json(path / "env.json") if (path / "env.json").exists() else {}
 
 
 def command(env: dict[str, Any]) -> str:
