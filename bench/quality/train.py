@@ -235,8 +235,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     try:
         while st.step < plan.total_steps:
             t0 = time.perf_counter()
-            x, y = next(stream)
-            x, y = ctx.shard(x).to(dev, non_blocking=True), ctx.shard(y).to(dev, non_blocking=True)
+            x, y = (ctx.shard(t).to(dev, non_blocking=True) for t in next(stream))
             lr = lr_at(st.step, p, plan)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -267,17 +266,14 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             steps_here += 1
             st.tokens += int(n_global)
             st.train_s += time.perf_counter() - t0
-            if bad:
-                st.nonfinite += 1
-                st.consecutive += 1
-                if st.consecutive >= s.max_nonfinite:
-                    save_state()
-                    raise NonFiniteStop(
-                        f"{method} seed {seed} lr {peak_lr:g}: {st.consecutive} non-finite steps in a row (step "
-                        f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the "
-                        f"limit and --resume {rc.run_dir}", row=_row(method, seed, peak_lr, spec, st, mem, wall()))
-            else:
-                st.consecutive = 0
+            st.nonfinite += bool(bad)
+            st.consecutive = st.consecutive + 1 if bad else 0
+            if st.consecutive >= s.max_nonfinite:
+                save_state()
+                raise NonFiniteStop(
+                    f"{method} seed {seed} lr {peak_lr:g}: {st.consecutive} non-finite steps in a row (step "
+                    f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the "
+                    f"limit and --resume {rc.run_dir}", row=_row(method, seed, peak_lr, spec, st, mem, wall()))
             bar.update(1)
             bar.set_postfix(loss=f"{shown_loss:.3f}", tok_s=f"{st.tokens / max(st.train_s, 1e-9):,.0f}",
                             refresh=False)
