@@ -71,10 +71,9 @@ def command(env: dict[str, Any]) -> str:
         return env["command"].strip()
     argv = env.get("argv")
     if isinstance(argv, list) and argv:
-        head = str(argv[0])
         # a harness that stores its program name ("python -m bench.x") as argv[0] keeps it unquoted
-        return " ".join([head if head.startswith("python") else shlex.quote(head)]
-                        + [shlex.quote(str(a)) for a in argv[1:]])
+        head = str(argv[0]) if str(argv[0]).startswith("python") else shlex.quote(str(argv[0]))
+        return " ".join([head, *(shlex.quote(str(a)) for a in argv[1:])])
     return str(argv) if argv else "unknown"
 
 
