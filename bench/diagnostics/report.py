@@ -27,9 +27,8 @@ def fmt(x) -> str:
     return f"{x:.2e}" if abs(x) >= 1e4 or abs(x) < 1e-3 else f"{x:.4g}"
 
 
-def _sel(df: pd.DataFrame, check: str, quantity: str | None = None, prefix: str = "") -> pd.DataFrame:
-    d = df[(df["check"] == check) & df["quantity"].str.startswith(prefix)]
-    return d if quantity is None else d[d["quantity"] == quantity]
+def _sel(df: pd.DataFrame, check: str, prefix: str = "") -> pd.DataFrame:
+    return df[(df["check"] == check) & df["quantity"].str.startswith(prefix)]
 
 
 def _is_layer(v) -> bool:
@@ -54,9 +53,9 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
         (_sel(df, "impulse"), "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|",
          f", {len(_sel(df, 'impulse'))} heads"),
         (_sel(df, "instrumentation"), "instrumented attention forward == layer.forward, relative diff", ""),
-        (_sel(df, "conservation", prefix="ratio_p"),
+        (_sel(df, "conservation", "ratio_p"),
          "conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf", ""),
-        (_sel(df, "conservation", prefix="sum_abs_k"), "kernel L1 norm sum|k| (used lags and all lags)", "")]
+        (_sel(df, "conservation", "sum_abs_k"), "kernel L1 norm sum|k| (used lags and all lags)", "")]
     for kind, label in (("perturbation", "perturb token t"), ("gradient", "d out_i / d in_j, j > i")):
         for rows, where in ((per_layer, "per layer"), (model, "full model")):
             n = rows.loc[rows["quantity"] == f"{kind}:N", "value"]
@@ -89,7 +88,7 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
 def heads_table(df: pd.DataFrame) -> pd.DataFrame:
     t = _wide(df, "heads", ["layer", "head"], {"omega": "omega", "alpha": "alpha", "phase": "phase",
                                                "reach_cells": "reach (cells)", "reach_tokens": "reach (tokens)"})
-    roles = _sel(df, "heads", prefix="role:").set_index(["layer", "head"])["quantity"].str[5:]
+    roles = _sel(df, "heads", "role:").set_index(["layer", "head"])["quantity"].str[5:]
     t["role"] = roles.reindex(t.index).values
     t["impulse |diff|"] = _sel(df, "impulse").set_index(["layer", "head"])["value"].reindex(t.index).values
     return t.reset_index()
@@ -137,7 +136,7 @@ def causality_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def leak_positions_table(df: pd.DataFrame) -> pd.DataFrame:
     """Leak score per perturbed position for the leak demonstrations (where the leak happens)."""
-    d = _sel(df, "leak_demo", prefix="perturbation:score@")
+    d = _sel(df, "leak_demo", "perturbation:score@")
     d = d.assign(t=d["quantity"].str.split("@").str[1].astype(int))
     return d.pivot_table(index="layer", columns="t", values="value", aggfunc="first").reset_index().rename(
         columns={"layer": "configuration"})
