@@ -4,8 +4,7 @@ from dataclasses import replace
 import torch
 
 from bench.scaling import costs
-from bench.scaling.builders import Built
-from bench.scaling.checks import CheckResult
+from bench.scaling.builders import Built, CheckResult
 from bench.scaling.grid import SweepConfig, row_key
 from bench.scaling.registry import EXTRA, FIRST, HEADLINE, METHODS, Method
 from bench.scaling.results import read_header, read_rows

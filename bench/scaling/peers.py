@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from bench.scaling import budget, builders, checks, costs
+from bench.scaling import budget, builders, costs
 from bench.scaling.builders import Built
 from bench.scaling.grid import CellSpec
 
@@ -96,22 +96,22 @@ def build_peer(spec: CellSpec, op: str, impl: str) -> Built:
     return builders._model(spec, peer_model(spec, op, impl), backend)
 
 
-def check_peer(spec: CellSpec, op: str, impl: str) -> checks.CheckResult:
+def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
     """The method at N = 257, B = 1 on the cell's device and dtype against the token loop or
     explicit (N, N) form in float64 on CPU: outputs, and input gradients at fwdbwd (core: every
     input that gets a gradient, parameters included; layer: x)."""
-    spec = checks.small_spec(spec)
+    spec = builders.small_spec(spec)
     s = spec.field_stride
     if spec.level == "core":
-        wrt, extra = _core_inputs(op, *checks.qkv(spec), spec, spec.seed + 7)
-        return checks.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
+        wrt, extra = _core_inputs(op, *builders.qkv(spec), spec, spec.seed + 7)
+        return builders.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
     if spec.level == "layer":
         def reference(layer):
             ref = copy.deepcopy(layer).cpu().double()
             ref.impl = "reference"
             return ref
-        return checks.compare_layer(spec, lambda: peer_layer(spec, op, impl), reference)
-    return checks.compare_model(spec, lambda: peer_model(spec, op, impl), lambda ref: ref.set_impl("reference"))
+        return builders.compare_layer(spec, lambda: peer_layer(spec, op, impl), reference)
+    return builders.compare_model(spec, lambda: peer_model(spec, op, impl), lambda ref: ref.set_impl("reference"))
 
 
 def available(impl: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:

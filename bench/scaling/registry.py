@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from bench.scaling import budget, builders, checks, costs, peers
+from bench.scaling import budget, builders, costs, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
 
@@ -25,7 +25,7 @@ class Method:
     build: Callable[[CellSpec], builders.Built]
     memory: Callable[[CellSpec], float]
     cost: Callable[[CellSpec], costs.Cost]
-    check: Callable[[CellSpec], checks.CheckResult]
+    check: Callable[[CellSpec], builders.CheckResult]
     # (device, dtype=None) -> None if the method runs on this device (in this dtype, when given), else why not
     why_unavailable: Callable[..., "str | None"]
     levels: tuple[str, ...] = LEVELS
@@ -107,7 +107,7 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(budget.wave_memory, path=path),
                   cost=partial(costs.method_cost, "wave", path),
-                  check=partial(checks.check_wave, path=path, v_layout=v_layout, compiled=compiled),
+                  check=partial(builders.check_wave, path=path, v_layout=v_layout, compiled=compiled),
                   why_unavailable=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
                   uses_stride=True)
 
@@ -118,7 +118,7 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
                   build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
                   memory=partial(budget.softmax_memory, impl=impl, sdpa_backend=backend),
                   cost=partial(costs.method_cost, "softmax", None),
-                  check=partial(checks.check_softmax, impl=impl, sdpa_backend=backend),
+                  check=partial(builders.check_softmax, impl=impl, sdpa_backend=backend),
                   why_unavailable=available, default=default, tier=tier)
 
 
@@ -127,7 +127,7 @@ def _floor(name: str, path: str, description: str) -> Method:
                   build=partial(builders.build_floor, path=path),
                   memory=partial(budget.floor_memory, path=path),
                   cost=partial(costs.floor_cost, path=path),
-                  check=partial(checks.check_floor, path=path),
+                  check=partial(builders.check_floor, path=path),
                   why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
 
