@@ -113,7 +113,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     if ctx.is_main and resume:
         note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world)
     elif ctx.is_main:
-        env = collect_env(
+        write_json(run_dir / "env.json", collect_env(
             argv, seed=settings.seeds, command=command, kind="quality", world_size=ctx.world,
             distributed_backend=ctx.backend, device=str(device),
             amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "off", deterministic=deterministic,
@@ -125,8 +125,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
                            "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
                            "/proc/self/clear_refs; see final.csv mem_method)"),
             metrics="bench/quality/evaluate.py (token-weighted loss, bpc, accuracy; the paper's batch mean)",
-        )
-        write_json(run_dir / "env.json", env)
+        ))
     meta = {"tokenizer": "tokenizer.json", "tokenizer_kind": tok.kind, "corpus": corpus_info, "preset": p.name,
             "seq_len": p.seq_len, "batching": p.batching}
     rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,
