@@ -50,10 +50,8 @@ def _hardware_line(env: dict[str, Any], config: str) -> str:
 
 def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[str]:
     """Section 1: which run, which command, which hardware and software."""
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
-    sha = git.get("sha") or git.get("sha_short") or env_get(env, "git_sha", default="unknown")
-    dirty = git.get("dirty", env.get("dirty"))
-    dirty_txt = {True: "dirty: uncommitted changes", False: "clean"}.get(dirty, "dirty flag unknown")
+    sha = env_get(env, "sha", "sha_short", "git_sha", default="unknown")  # env.json's git dict, or older top-level keys
+    dirty_txt = {True: "dirty: uncommitted changes", False: "clean"}.get(env_get(env, "dirty"), "dirty flag unknown")
     argv = env.get("argv")
     command = env_get(env, "command") or (shlex.join(map(str, argv)) if isinstance(argv, list) else argv) or "unknown"
     gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
