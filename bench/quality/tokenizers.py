@@ -42,12 +42,9 @@ class CharTokenizer:
         """Build the vocabulary from `text` (the train split)."""
         cps, counts = np.unique(_codepoints(text), return_counts=True)
         keep = counts >= min_count
-        stats = {
-            "train_chars": int(counts.sum()),
-            "distinct_train_chars": int(len(cps)),
-            "rare_chars_mapped_to_unk": int((~keep).sum()),
-            "unk_fraction_train": float(counts[~keep].sum() / max(1, counts.sum())),
-        }
+        stats = {"train_chars": int(counts.sum()), "distinct_train_chars": int(len(cps)),
+                 "rare_chars_mapped_to_unk": int((~keep).sum()),
+                 "unk_fraction_train": float(counts[~keep].sum() / max(1, counts.sum()))}
         return cls([chr(int(c)) for c in cps[keep]], min_count=min_count, stats=stats)
 
     @property
@@ -109,12 +106,8 @@ class BPETokenizer:
         # add_prefix_space=False: otherwise decode(encode(s)) gains a leading space.
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=[PAD, UNK],  # listed first, so they get ids 0 and 1
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK],  # first: ids 0 and 1
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
         t0 = time.perf_counter()
         tok.train_from_iterator(_neutral_chunks(text), trainer=trainer)
         return cls(tok, {"requested_vocab_size": int(vocab_size), "train_chars": len(text),
