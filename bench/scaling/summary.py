@@ -152,8 +152,6 @@ HOW_TO_READ = [
 def write_summary(run_dir: Path) -> Path:
     """Write run_dir/summary.md from run_dir/timings.csv and env.json; return its path."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"run folder {str(run_dir)!r} does not exist")
     env = read_env(run_dir)
     df = load_timings(run_dir)
     cells = aggregate(df)
