@@ -23,7 +23,7 @@ class EvalResult:
     bpc: float
     acc: float
     batch_mean_loss: float
-    batch_mean_ppl = property(lambda self: paper_ppl(self.batch_mean_loss))
+    batch_mean_ppl = property(lambda self: math.exp(min(self.batch_mean_loss, PAPER_PPL_CAP)))
     tokens: int
     batches: int
 
@@ -33,10 +33,6 @@ class EvalResult:
 
 def ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else float("inf")
-
-
-def paper_ppl(loss: float) -> float:
-    return math.exp(min(loss, PAPER_PPL_CAP))
 
 
 def bpc_from_loss(loss: float, tokens_per_char: float) -> float:
