@@ -108,7 +108,8 @@ def quality(run: Run) -> dict:
     validation ratio at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192
     L=4 (cpu-small), 3.1M tokens, CPU')."""
     finals, env = read_table(run.csv), run.env
-    p, plan, tok = (env.get("settings") or {}).get("preset") or {}, env.get("plan") or {}, env.get("tokenizer") or {}
+    p = (env.get("settings") or {}).get("preset") or {}
+    plan, tok, ref_lr = env.get("plan") or {}, env.get("tokenizer") or {}, p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
     if "wave" not in by or "standard" not in by:
         return {}
@@ -119,7 +120,7 @@ def quality(run: Run) -> dict:
     def ratio(a: dict, b: dict) -> list[float]:
         return paired_ratios(*({k: float(r["test_ppl"]) for k, r in rows.items()} for rows in (a, b)))
 
-    ref = rows_at(finals, p.get("lr", math.nan))
+    ref = rows_at(finals, ref_lr)
     lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     curves = read_table(run.path / "curves.csv", cut="drop")
@@ -133,10 +134,10 @@ def quality(run: Run) -> dict:
             "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
                          "lr": lr_of(first["wave-scaled-pos"])} if abl else None,
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
-            "lr": {m: lr_of(first[m], p.get("lr", math.nan)) for m in ("wave", "standard")},
+            "lr": {m: lr_of(first[m], ref_lr) for m in ("wave", "standard")},
             "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
             "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
-            "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, p.get("lr", math.nan)), r).verdict
+            "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, ref_lr), r).verdict
                                 for rows in (w, s) for k, r in rows.items()),
             "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
             "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
