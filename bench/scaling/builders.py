@@ -112,12 +112,8 @@ def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
     q, k, v = _qkv(spec)
     attn = softmax_function(impl, sdpa_backend)
     fn = _pass_fn(spec, lambda: attn(q, k, v), [q, k, v], q.shape)
-
-    def backend() -> str:
-        if impl != "sdpa":
-            return impl
-        return sdpa_backend_that_runs(q, k, v, sdpa_backend)  # on the cell's own inputs (grad flags too)
-    return Built(fn, backend)
+    # SDPA's kernel is asked on the cell's own inputs (grad flags too)
+    return Built(fn, lambda: sdpa_backend_that_runs(q, k, v, sdpa_backend) if impl == "sdpa" else impl)
 
 
 def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
