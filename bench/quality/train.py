@@ -174,8 +174,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     torch.manual_seed(seed * 1_000_003 + ctx.rank)  # per-rank dropout stream
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), weight_decay=p.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=rc.amp_dtype == torch.float16)
-    train_b = make_batches(p.batching, rc.data["train"], p.seq_len, p.batch_size, seed=seed, shuffle=True,
-                           drop_last=True, pad_id=rc.pad_id)
+    train_b = make_batches(p.batching, rc.data["train"], p.seq_len, p.batch_size, seed=seed, pad_id=rc.pad_id)
     st = JobState()
     acc = torch.zeros(3, dtype=torch.float64, device=dev)  # train loss_sum, tokens, correct since last log
 
