@@ -18,9 +18,6 @@ PAIRING_METHODS = {
     "matched": ("wave", "standard-matched"),
 }
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
-# Run options that define the experiment: saved in env.json and fixed for a --resume.
-SAVED_RUN_OPTIONS = ("preset", "seeds", "pairing", "method_names", "data_dir", "text_file", "deterministic",
-                     "inject_nan_at_step", "lr_sweep")
 # the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
 METHOD_CHOICES = ("wave", "wave-scaled-pos", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla",
                   "peer-retnet", "peer-diag-ssm")
@@ -57,9 +54,9 @@ class Settings:
         return sorted({self.preset.lr, *self.lr_sweep})
 
     def saved(self) -> dict:
-        """The part of the settings stored in env.json (and restored by --resume)."""
-        out = {k: getattr(self, k) for k in SAVED_RUN_OPTIONS if k != "preset"}
-        return {**out, "preset": dataclasses.asdict(self.preset), "overrides": list(self.overrides)}
+        """What defines the experiment, stored in env.json and restored by --resume: all but the run flags,
+        --out and --resume."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in (*RUN_FLAGS, "out", "resume")}
 
 
 def _flag(name: str) -> str:
