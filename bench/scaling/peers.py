@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from bench.scaling import budget, builders, costs
-from bench.scaling.builders import Built
 from bench.scaling.grid import CellSpec
 
 FLA_OPS = ("hgrn", "simple-gla", "retnet")
@@ -82,7 +81,7 @@ def peer_model(spec: CellSpec, op: str, impl: str):
                   d_ff=spec.d_ff, field_stride=spec.field_stride, impl=impl)
 
 
-def build_peer(spec: CellSpec, op: str, impl: str) -> Built:
+def build_peer(spec: CellSpec, op: str, impl: str) -> builders.Built:
     """peer-* methods at any level; impl 'torch' (chunked PyTorch) or 'fla' (fla-core kernels)."""
     torch.manual_seed(spec.seed)
     backend = lambda: "fla-" + _fla_kernel(op).split(".")[1] if impl == "fla" else "torch-chunked"  # noqa: E731
@@ -90,7 +89,7 @@ def build_peer(spec: CellSpec, op: str, impl: str) -> Built:
         q, k, v = builders._qkv(spec)  # the draw every method of this length shares
         wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
         fn = core_function(op, impl, spec.field_stride)
-        return Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), backend)
+        return builders.Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), backend)
     if spec.level == "layer":
         return builders._layer(spec, peer_layer(spec, op, impl), backend)
     return builders._model(spec, peer_model(spec, op, impl), backend)

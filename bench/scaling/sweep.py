@@ -24,6 +24,7 @@ from bench.scaling.budget import Predictor, share_out
 from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
 from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 from bench.scaling.results import RowWriter
+from bench.scaling.schema import KEY_COLUMNS
 
 MIN_TIMED_REPS = 3  # a cell must afford warm-up + this many timed calls, or it is skipped
 
@@ -104,17 +105,13 @@ class Sweep:
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
-        row = {
-            "method": method.name, "level": spec.level, "pass": spec.pass_, "device": spec.device.type,
-            "dtype": self.cfg.dtype, "batch": spec.batch, "heads": spec.heads, "head_dim": spec.row_head_dim,
-            "seq_len": spec.seq_len, "d_model": spec.d_model,
+        return {
+            **dict(zip(KEY_COLUMNS, cell_key(method.name, spec))), "d_model": spec.d_model,
             "field_stride": spec.field_stride if method.uses_stride else None,
             "status": status, "reason": reason, "rank": self.rank,
             "flops": cost.flops if cost else None, "bytes": cost.bytes if cost else None,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **metrics,
         }
-        row.update(metrics)
-        return row
 
     def _emit(self, row: dict) -> None:
         self.writer.append(row)
