@@ -109,8 +109,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     if args.seq_lens is not None:
         seq_lens = sorted(args.seq_lens)
     elif ranged or not (seq_lens := pick(None, "seq_lens")):  # a range, or no resumed/quick lengths
-        lo = args.min_len if args.min_len is not None else COMMON_DEFAULTS["min_len"]
-        hi = args.max_len if args.max_len is not None else COMMON_DEFAULTS["max_len"]
+        lo, hi = args.min_len or COMMON_DEFAULTS["min_len"], args.max_len or COMMON_DEFAULTS["max_len"]  # both > 0
         if lo > hi:
             raise UsageError(f"--min-len {lo} is greater than --max-len {hi}; valid: 1 <= min-len <= max-len")
         seq_lens = length_grid(lo, hi)
