@@ -26,12 +26,9 @@ from bench.scaling.claims import CLAIM_LENGTHS, claims_section
 
 def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
     """rows seq_len, columns methods; cell_fn(row) for ok rows, the status word otherwise, '' when absent."""
-    ns = sorted(sub["seq_len"].unique())
-    grid = pd.DataFrame(index=pd.Index(ns, name="N"), columns=methods, dtype=object).fillna("")
-    for _, row in sub.iterrows():
-        if row["method"] in methods:
-            grid.loc[row["seq_len"], row["method"]] = cell_fn(row) if row["status"] == "ok" else row["status"]
-    return grid
+    text = [cell_fn(r) if r["status"] == "ok" else r["status"] for _, r in sub.iterrows()]
+    grid = sub.assign(text=text).pivot(index="seq_len", columns="method", values="text")
+    return grid.reindex(columns=methods).fillna("").rename_axis(index="N", columns=None)
 
 
 def _latency_cell(row) -> str:
