@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int
+from bench.quality.methods import METHODS
 from bench.quality.presets import BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields
 
 PROG = "python -m bench.quality"
@@ -18,9 +19,7 @@ PAIRING_METHODS = {
     "matched": ("wave", "standard-matched"),
 }
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
-# the method names bench.quality.methods defines (kept here so --help needs no torch; tests check they agree)
-METHOD_CHOICES = ("wave", "wave-scaled-pos", "standard", "standard-matched", "peer-hgrn", "peer-simple-gla",
-                  "peer-retnet", "peer-diag-ssm")
+METHOD_CHOICES = tuple(METHODS)
 
 
 @dataclass

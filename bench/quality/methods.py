@@ -9,8 +9,6 @@
 """
 from __future__ import annotations
 
-import torch
-
 from bench.common.cli import UsageError
 from bench.quality.presets import Preset
 
@@ -58,6 +56,8 @@ PEER_OPS = {name: name.removeprefix("peer-") for name in METHODS if name.startsw
 
 def resolve_methods(names, p: Preset, vocab_size: int) -> dict[str, dict]:
     """{method: {"kind", "config", "params"}} for `names`, in their order."""
+    import torch
+
     from baselines import count_params
     from bench.common.checkpoint import build_model
 
