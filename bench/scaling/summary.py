@@ -51,11 +51,9 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
     dirty_txt = {True: "dirty: uncommitted changes", False: "clean"}.get(env_get(env, "dirty"), "dirty flag unknown")
     argv = env.get("argv")
     command = env_get(env, "command") or (shlex.join(map(str, argv)) if isinstance(argv, list) else argv) or "unknown"
-    gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
-    gpu_txt = "; ".join(
-        f"{g.get('name', '?')} (driver {g.get('driver', '?')}, {fmt(float(g['memory_total_mb']) / 1024)} GiB)"
-        if g.get("memory_total_mb") else f"{g.get('name', '?')} (driver {g.get('driver', '?')})" for g in gpus
-    ) or "none"
+    gpu_txt = "; ".join(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"
+                        + (f", {fmt(float(g['memory_total_mb']) / 1024)} GiB" if g.get("memory_total_mb") else "") + ")"
+                        for g in env.get("gpus") or [] if isinstance(g, dict)) or "none"
 
     def known(*names) -> str:
         """env.json's value of the first of names, else the distinct values of that column in timings.csv."""
