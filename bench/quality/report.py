@@ -1,12 +1,11 @@
 """summary.md (and the plots) of a quality run, derived from env.json, final.csv and curves.csv."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from bench.common.env import machine
-from bench.common.files import read_table, write_text
+from bench.common.files import read_json, read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
 from bench.quality.schema import lr_of
@@ -18,7 +17,7 @@ from bench.scaling.claims import PUBLISHED_QUALITY
 def write_report(run_dir: str | Path) -> Path:
     """(Re)write <run>/summary.md and <run>/plots/*.png from the files in the run folder."""
     run_dir = Path(run_dir)
-    env = json.loads((run_dir / "env.json").read_text())
+    env = read_json(run_dir / "env.json")
     finals = read_table(run_dir / "final.csv", cut="drop")
     curves = read_table(run_dir / "curves.csv", cut="drop")
     plots = []
