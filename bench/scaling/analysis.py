@@ -99,9 +99,13 @@ def _f(x: float, digits: int) -> str:
     return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
 
 
-def _range(fit: dict) -> str:
-    lo, hi, k = int(fit["n_min"]), int(fit["n_max"]), fit["points"]
-    return (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
+def _fit_cells(fit: dict) -> list[str]:
+    """A fit's exponent, R^2 and lengths (with the point count)."""
+    k, lengths = fit["points"], "no ok cell"
+    if k:
+        lo, hi = int(fit["n_min"]), int(fit["n_max"])
+        lengths = (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
+    return [_f(fit["slope"], 2), _f(fit["r2"], 3), lengths]
 
 
 def _section(intro: str, head: list[str], rows: list) -> list[str] | None:
@@ -119,14 +123,9 @@ def scaling_lines(level, pas, cfg, sub) -> list[str]:
     for m in order_methods(sub["method"]):
         s = ok_series(sub, m)
         full = fit_exponent(s.index, s.values)
-        row = [m, _f(full["slope"], 2), _f(full["r2"], 3), _range(full) if full["points"] else "no ok cell"]
-        if full["points"] >= 4:
-            k = math.ceil(full["points"] / 2)
-            up = fit_exponent(s.index[-k:], s.values[-k:])
-            row += [_f(up["slope"], 2), _f(up["r2"], 3), _range(up)]
-        else:
-            row += ["", "", "< 4 points"]
-        rows.append(row)
+        k = math.ceil(full["points"] / 2)
+        upper = _fit_cells(fit_exponent(s.index[-k:], s.values[-k:])) if full["points"] >= 4 else ["", "", "< 4 points"]
+        rows.append([m, *_fit_cells(full), *upper])
     ns = sorted(sub.loc[sub["status"] == "ok", "seq_len"].unique())
     if len(ns) >= 2:
         grid = np.geomspace(ns[0], ns[-1], 16)
