@@ -14,8 +14,6 @@ from typing import Any
 import psutil
 import torch
 
-from bench.common.cli import UsageError
-from bench.common.files import read_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,14 +90,6 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
                      if k in os.environ},
         **extra,
     }
-
-
-def read_env(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's env.json as a dict; {} when missing or unreadable (callers say 'unknown')."""
-    try:
-        return read_json(Path(run_dir) / "env.json")
-    except UsageError:
-        return {}
 
 
 def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:

@@ -203,6 +203,14 @@ def read_json(path: str | Path, what: str = "") -> dict:
     return data
 
 
+def read_env(run_dir: str | Path) -> dict:
+    """A run folder's env.json as a dict; {} when missing or unreadable (callers say 'unknown')."""
+    try:
+        return read_json(Path(run_dir) / "env.json")
+    except UsageError:
+        return {}
+
+
 def read_run_env(run_dir: str | Path, prog: str) -> dict:
     """The env.json of a folder given to --resume; UsageError (one line) when it is not a run of `prog`."""
     env = Path(run_dir) / "env.json"

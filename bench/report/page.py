@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.common.env import read_env
+from bench.common.files import read_env
 from bench.common.tables import table
 from bench.common.timings import fmt, fmt_x
 from bench.quality.stats import spread

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from bench.common.timings import fit_exponent
 from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 
@@ -65,9 +64,10 @@ class Predictor:
             ratio = t_last * flops_at(n) / max(flops_at(m_last), 1.0)
             if len(pts) >= 2:
                 use = pts[-FIT_POINTS:]
-                line = fit_exponent([m for m, _ in use], [t for _, t in use])
-                fit = float(np.exp(line["intercept"] + line["slope"] * math.log(n)))
-                return max(fit, ratio), f"fit of {len(use)} lengths (slope {line['slope']:.2f})"
+                # a log-log line through the last lengths (measured times: positive, distinct lengths)
+                slope, icpt = np.polyfit(np.log([m for m, _ in use]), np.log([t for _, t in use]), 1)
+                fit = float(np.exp(icpt + slope * math.log(n)))
+                return max(fit, ratio), f"fit of {len(use)} lengths (slope {slope:.2f})"
             return ratio, f"N={m_last} scaled by the cost model"
         rate = ASSUMED_RATE.get((self.device_type, kind), 1e10)
         bw = ASSUMED_BANDWIDTH.get(self.device_type, 5e9)

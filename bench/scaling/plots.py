@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common.env import read_env  # noqa: E402
+from bench.common.files import read_env  # noqa: E402
 from bench.common.timings import (  # noqa: E402
     aggregate, load_timings, method_kind, ok_series, order_methods, panel_slug, panels,
 )

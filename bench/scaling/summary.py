@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.common.cli import ArgParser, UsageError, run_cli
-from bench.common.env import env_get, read_env
-from bench.common.files import write_text
+from bench.common.env import env_get
+from bench.common.files import read_env, write_text
 from bench.common.tables import frame_table, table
 from bench.common.timings import aggregate, fmt, load_timings, order_methods, panel_slug, panels
 from bench.scaling.analysis import (
