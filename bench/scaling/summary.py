@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from bench.common.cli import ArgParser, UsageError, run_cli
-from bench.common.env import env_get
+from bench.common.env import env_get, machine
 from bench.common.files import read_env, write_text
 from bench.common.tables import frame_table, table
 from bench.common.timings import aggregate, fmt, load_timings, order_methods, panel_slug, panels
@@ -37,12 +37,7 @@ def _latency_cell(row) -> str:
 
 
 def _hardware_line(env: dict[str, Any], config: str) -> str:
-    gpus = env.get("gpus") or []
-    hw = ", ".join(str(g.get("name", "?")) for g in gpus if isinstance(g, dict)) if gpus else None
-    hw = hw or env_get(env, "cpu_model", default="unknown hardware")
-    threads = env_get(env, "torch_threads", "threads")
-    bits = [config or "", hw, f"{threads} threads" if threads else ""]
-    return "_Measured on: " + " | ".join(b for b in bits if b) + "_"
+    return "_Measured on: " + " | ".join(b for b in (config, machine(env)) if b) + "_"
 
 
 def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[str]:
