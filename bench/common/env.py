@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -107,6 +108,18 @@ def device_tag(device: torch.device) -> str:
         return "cpu"
     name = torch.cuda.get_device_name(device)
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def command_line(env: dict[str, Any]) -> str:
+    """The exact command line: env['command'] when the harness stored one, else argv joined."""
+    if isinstance(env.get("command"), str) and env["command"].strip():
+        return env["command"].strip()
+    argv = env.get("argv")
+    if isinstance(argv, list) and argv:
+        # a harness that stores its program name ("python -m bench.x") as argv[0] keeps it unquoted
+        head = str(argv[0]) if str(argv[0]).startswith("python") else shlex.quote(str(argv[0]))
+        return " ".join([head, *(shlex.quote(str(a)) for a in argv[1:])])
+    return str(argv) if argv else "unknown"
 
 
 def machine(env: dict[str, Any]) -> str:

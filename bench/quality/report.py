@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench.common.env import machine
+from bench.common.env import command_line, machine
 from bench.common.files import read_json, read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
@@ -91,7 +91,7 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
     swept = len(lrs) > 1
     lines = ["# Quality: Wave Field attention vs standard attention", "",
              f"Hardware: {hardware_line(env)}", "",
-             f"Command: `{env.get('command', ' '.join(env.get('argv', [])))}`", "",
+             f"Command: `{command_line(env)}`", "",
              f"Run folder: `{run_dir.name}`; created {env.get('created')}.", ""]
 
     lines += ["## Setup", "",

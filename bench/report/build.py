@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.env import REPO_ROOT, machine
+from bench.common.env import REPO_ROOT, command_line, machine
 from bench.common.files import write_text
 from bench.common.tables import table
 from bench.common.timings import fmt
 from bench.report import evidence as ev
 from bench.report import page
-from bench.report.runs import Run, code, command, load_runs, regenerate
+from bench.report.runs import Run, code, load_runs, regenerate
 
 KEY_BEGIN, KEY_END = "<!-- key-numbers:begin -->", "<!-- key-numbers:end -->"
 # (level, pass, N) of the speedups over SDPA quoted as key numbers
@@ -78,7 +78,7 @@ def _session_lines(runs: list[Run], cells, base: Path) -> tuple[list[str], list[
 
 def index_section(runs: list[Run]) -> list[str]:
     rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
-             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command(r.env))]
+             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command_line(r.env))]
             for r in runs]
     return ["## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
             "crossovers, floor ratios); its plots/ the per-run figures.", "",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,18 +62,6 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
         env = read_json(path / "env.json") if (path / "env.json").exists() else {}
         runs.append(Run(path=path, kind=kind, rel=rel, env=env))
     return runs
-
-
-def command(env: dict[str, Any]) -> str:
-    """The exact command line: env['command'] when the harness stored one, else argv joined."""
-    if isinstance(env.get("command"), str) and env["command"].strip():
-        return env["command"].strip()
-    argv = env.get("argv")
-    if isinstance(argv, list) and argv:
-        # a harness that stores its program name ("python -m bench.x") as argv[0] keeps it unquoted
-        head = str(argv[0]) if str(argv[0]).startswith("python") else shlex.quote(str(argv[0]))
-        return " ".join([head, *(shlex.quote(str(a)) for a in argv[1:])])
-    return str(argv) if argv else "unknown"
 
 
 def code(text: str) -> str:

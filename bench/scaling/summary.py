@@ -6,14 +6,13 @@ in bench.scaling.analysis).
 from __future__ import annotations
 
 import math
-import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from bench.common.cli import ArgParser, UsageError, run_cli
-from bench.common.env import env_get, machine
+from bench.common.env import command_line, env_get, machine
 from bench.common.files import read_env, write_text
 from bench.common.tables import frame_table, table
 from bench.common.timings import aggregate, fmt, load_timings, order_methods, panel_slug, panels
@@ -44,8 +43,6 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
     """Section 1: which run, which command, which hardware and software."""
     sha = env_get(env, "sha", "sha_short", "git_sha", default="unknown")  # env.json's git dict, or older top-level keys
     dirty_txt = {True: "dirty: uncommitted changes", False: "clean"}.get(env_get(env, "dirty"), "dirty flag unknown")
-    argv = env.get("argv")
-    command = env_get(env, "command") or (shlex.join(map(str, argv)) if isinstance(argv, list) else argv) or "unknown"
     gpu_txt = "; ".join(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"
                         + (f", {fmt(float(g['memory_total_mb']) / 1024)} GiB" if g.get("memory_total_mb") else "") + ")"
                         for g in env.get("gpus") or [] if isinstance(g, dict)) or "none"
@@ -63,7 +60,7 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
         ("run", run_dir.resolve().name),
         ("git", f"{sha} ({dirty_txt})"),
         ("created", env_get(env, "created", default="unknown")),
-        ("command", f"`{command}`"),
+        ("command", f"`{command_line(env)}`"),
         ("device", known("device")),
         ("GPU", gpu_txt),
         ("CPU", f"{env_get(env, 'cpu_model', default='unknown')}, "
