@@ -8,7 +8,7 @@ from bench.common.env import command_line, machine
 from bench.common.files import read_json, read_table, write_text
 from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall
-from bench.quality.schema import lr_of
+from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios, spread
 from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
@@ -108,7 +108,7 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               f"AdamW wd {p.get('weight_decay')}, clip {p.get('grad_clip')}, dropout {p.get('dropout')}.",
               f"- Models: D={p.get('d_model')}, {p.get('n_layers')} layers, {p.get('n_heads')} heads; "
               + "; ".join(f"{m}: {v['params']:,} params, d_ff {v['config']['d_ff']}, "
-                          f"{_tokens(plan, p) / v['params']:.1f} training tokens per parameter"
+                          f"{planned_tokens(env) / v['params']:.1f} training tokens per parameter"
                           for m, v in env.get("methods", {}).items()) + ".",
               *([f"- Learning rate: swept over {', '.join(f'{lr:g}' for lr in lrs)} at seed {first_seed(env)} "
                  f"(same budget and schedule shape for every model); each method keeps the LR with the lowest best "
@@ -232,10 +232,6 @@ def convergence_section(curves: list[dict], by: dict, finals: list[dict], ref_lr
                     "verdict"], rows), ""]
 
 
-def _tokens(plan: dict, p: dict) -> int:
-    return plan.get("total_steps", 0) * p.get("batch_size", 0) * p.get("seq_len", 0)
-
-
 def _differences(env, p, plan, tok, corpus) -> list[str]:
     return [
         f"- Tokenizer: their 'character' tokenizer lowercased the text, dropped whitespace and mixed characters with "
@@ -247,7 +243,7 @@ def _differences(env, p, plan, tok, corpus) -> list[str]:
         f"- Corpus: theirs WikiText-2; ours `{corpus.get('name')}` ({corpus.get('source')})."
         + ("" if corpus.get("name") == "wikitext2" else " Different text, so absolute PPL/bpc are not theirs."),
         f"- Budget: theirs 30 epochs over WikiText-2 train (V4.3.3: 20M tokens). Ours: {plan.get('total_steps')} steps "
-        f"x {p.get('batch_size')} x {p.get('seq_len')} = {_tokens(plan, p):,} token positions "
+        f"x {p.get('batch_size')} x {p.get('seq_len')} = {planned_tokens(env):,} token positions "
         f"({env.get('epochs_covered', float('nan')):.2f} epochs of our train split).",
         f"- Samples: theirs one text line per sample, chunked to 128 (+1) and right-padded. Ours: `{p.get('batching')}`"
         + (" (windows over the token stream; every position scored)." if p.get("batching") == "contiguous"

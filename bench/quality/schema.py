@@ -40,3 +40,8 @@ def is_job(row: dict, method: str, seed: int, lr: float) -> bool:
     """The row is of job (method, seed, lr); a row without peak_lr counts as `lr`."""
     return row["method"] == method and int(float(row["seed"])) == seed and same_lr(lr_of(row, lr), lr)
 
+
+def planned_tokens(env: dict) -> int:
+    """Token positions a run's plan trains each model on: steps x batch x seq_len (from its env.json)."""
+    p = (env.get("settings") or {}).get("preset") or {}
+    return int((env.get("plan") or {}).get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))

@@ -17,7 +17,7 @@ from bench.common.env import env_get
 from bench.common.files import read_table
 from bench.common.timings import aggregate, fmt, load_timings
 from bench.quality.analysis import convergence, equal_wall
-from bench.quality.schema import lr_of
+from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios
 from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.report.runs import Run
@@ -109,7 +109,7 @@ def quality(run: Run) -> dict:
     L=4 (cpu-small), 3.1M tokens, CPU')."""
     finals, env = read_table(run.csv), run.env
     p = (env.get("settings") or {}).get("preset") or {}
-    plan, tok, ref_lr = env.get("plan") or {}, env.get("tokenizer") or {}, p.get("lr", math.nan)
+    tok, ref_lr = env.get("tokenizer") or {}, p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
     if "wave" not in by or "standard" not in by:
         return {}
@@ -125,7 +125,7 @@ def quality(run: Run) -> dict:
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
-    tokens = int(plan.get("total_steps", 0)) * int(p.get("batch_size", 0)) * int(p.get("seq_len", 0))
+    tokens = planned_tokens(env)
     kind, vocab, device = tok.get("kind"), tok.get("vocab_size"), "GPU" if on_gpu(run) else "CPU"
     setting = (f"{kind}{f' {vocab // 1000}K' if kind == 'bpe' and vocab else ''}, seq {p.get('seq_len')}, "
                f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
