@@ -204,6 +204,12 @@ def test_cli_random_init_end_to_end(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "UTF-8 bytes of tiny_corpus.txt" in summary and "EXPECTED LEAK SHOWN stride 0.125" in summary
     assert "OVERALL PASS" in proc.stdout
+    # bench.report rewrites the summary from the folder alone, exactly as the run wrote it
+    from bench.report.runs import Run, regenerate
+
+    (out / "summary.md").unlink()
+    regenerate(Run(path=out, kind="diagnostics", rel="run"))
+    assert (out / "summary.md").read_text() == summary
 
 
 @pytest.fixture(scope="module")

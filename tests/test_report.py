@@ -78,11 +78,12 @@ def make_quality_run(path: Path) -> None:
 def make_diagnostics_run(path: Path) -> None:
     (path / "plots").mkdir(parents=True)
     cmd = ["python -m bench.diagnostics", "--checkpoint", "runs/q/checkpoints/wave-seed0.pt", "--device", "cpu"]
-    (path / "env.json").write_text(json.dumps(_env(cmd, harness="bench.diagnostics")))
+    (path / "env.json").write_text(json.dumps(_env(cmd, harness="bench.diagnostics", text="tiny_corpus.txt")))
     columns = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
     rows = [dict(zip(columns, r)) for r in [
         ("impulse", 0, 0, "max_abs_diff", 1e-7, 1e-5, "PASS"),
         ("conservation", 0, 0, "ratio_p2", 0.9, 1.00001, "PASS"),
+        ("causality", 0, "", "perturbation:N", 64, "", "INFO"),
         ("causality", 0, "", "perturbation:score@5", 0.0, 1e-9, "PASS"),
         ("leak_demo", "stride 0.125", "", "max_score", 0.9, 1e-9, "EXPECTED-LEAK"),
         ("heads", 0, 0, "omega", 0.3, "", "INFO"),
@@ -227,10 +228,13 @@ def test_links_are_relative_and_resolve(tree):
             assert (readme.parent / t.split("#")[0]).exists(), t  # docs/ links too: relative to the page
 
 
-def test_scaling_summary_regenerated_from_csv(tree):
+def test_summaries_regenerated_from_csv(tree):
     root, _, _ = tree
-    summary = (root / "results" / "runs" / "scaling" / "summary.md").read_text()
-    assert summary.startswith("# Scaling run scaling")
+    runs = root / "results" / "runs"
+    assert (runs / "scaling" / "summary.md").read_text().startswith("# Scaling run scaling")
+    diag = (runs / "diag" / "summary.md").read_text()  # the stub written by make_diagnostics_run is replaced
+    assert "| not a table" not in diag
+    assert "EXPECTED LEAK SHOWN stride 0.125: leak score 0.9 > 1.00e-09" in diag and "OVERALL PASS" in diag
 
 
 def _cli(argv, capsys) -> tuple[int, str]:

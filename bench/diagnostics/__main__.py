@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench.common.device import resolve_device
-    from bench.common.env import collect_env, device_tag, machine
+    from bench.common.env import collect_env, device_tag
     from bench.diagnostics.causality import leak_tol
     from bench.diagnostics.run import DiagConfig, run_diagnostics
 
@@ -229,14 +229,8 @@ def main(argv=None) -> int:
     with replacing(run_dir / "diagnostics.csv") as tmp:
         df = report.write_csv(res.rows, tmp)
 
-    git = env["git"]
-    sha = f"{git['sha_short'] or 'none'}{' (dirty)' if git['dirty'] else ''}"
-    prov = f"{machine(env)}; torch {env['torch']}; git {sha}; {env['created']}"
-    header = {**info, "device": str(device), "text": text_desc, "probe dtype": args.probe_dtype,
-              "probe lengths": f"per layer N={cfg.probe_len}, full model N={cfg.model_probe_len}, "
-                               f"leak demos N={cfg.leak_len}",
-              "provenance": prov}
-    lines = report.write_summary(df, run_dir / "summary.md", header, cfg.role_thresholds, res.failed)
+    lines = write_summary(run_dir)
+    prov = provenance(env)
 
     pdir = run_dir / "plots"
     pdir.mkdir(exist_ok=True)
@@ -251,6 +245,33 @@ def main(argv=None) -> int:
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items())
     print(f"wrote {run_dir} ({time.perf_counter() - t_start:.1f}s: {timing})")
     return 1 if res.failed else 0
+
+
+def provenance(env: dict) -> str:
+    """The machine, torch, commit and time of a run, printed under its tables and plots."""
+    from bench.common.env import machine
+
+    git = env["git"]
+    sha = f"{git['sha_short'] or 'none'}{' (dirty)' if git['dirty'] else ''}"
+    return f"{machine(env)}; torch {env['torch']}; git {sha}; {env['created']}"
+
+
+def write_summary(run_dir) -> list[str]:
+    """(Re)write <run>/summary.md from the run folder alone: diagnostics.csv, and env.json with the run's
+    command line read by this harness's flags. The run writes it this way, and so does bench.report.
+    Returns the verdict lines."""
+    from bench.common.files import read_json
+    from bench.diagnostics import report
+
+    run_dir = Path(run_dir)
+    env = read_json(run_dir / "env.json")
+    args = build_parser().parse_args(env["argv"][1:])
+    df = report.read_csv(run_dir / "diagnostics.csv")
+    header = {k: env[k] for k in ("model", "config", "checkpoint meta", "device", "text") if k in env}
+    header |= {"probe dtype": args.probe_dtype, "probe lengths": f"per layer N={args.probe_len}, full model "
+               f"N={args.model_probe_len}, leak demos N={args.leak_len}", "provenance": provenance(env)}
+    failed = bool((df["verdict"] == "FAIL").any())
+    return report.write_summary(df, run_dir / "summary.md", header, args.role_thresholds, failed)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ def write_csv(rows: list[dict], path: str | Path) -> pd.DataFrame:
     return df
 
 
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """diagnostics.csv as write_csv had it: the layer column mixes layer numbers (back to int) with names."""
+    df = pd.read_csv(path, dtype={"layer": str})
+    df["layer"] = df["layer"].map(lambda v: int(v) if isinstance(v, str) and v.isdigit() else v)
+    return df
+
+
 def fmt(x) -> str:
     """Four significant digits; eight next to the Young bound of 1, where the digits that matter are
     (bench.common.timings.fmt would print 1.00001 as 1.00); an exponent for the very small or large."""
@@ -42,7 +49,7 @@ def _verdict(verdicts: pd.Series) -> str:
 def _wide(df: pd.DataFrame, check: str, index, names: dict) -> pd.DataFrame:
     """The rows of `check` as a table by `index`: the quantities named in `names`, renamed to its values."""
     t = _sel(df, check).pivot_table(index=index, columns="quantity", values="value", aggfunc="first")
-    return t[list(names)].rename(columns=names)
+    return t.reindex(columns=list(names)).rename(columns=names)  # a missing quantity: an empty column
 
 
 def verdict_lines(df: pd.DataFrame) -> list[str]:

@@ -13,9 +13,9 @@ from bench.common.files import in_use, read_json, read_table
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
 
-# kind -> (module, function) that rewrites summary.md from the run folder alone; diagnostics keeps the
-# summary.md written at run time (derived from the same CSV, but its writer needs the model)
-WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report")}
+# kind -> (module, function) that rewrites summary.md from the run folder alone
+WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
+           "diagnostics": ("bench.diagnostics.__main__", "write_summary")}
 
 
 @dataclass
@@ -76,8 +76,6 @@ def regenerate(run: Run, plots: bool = True) -> None:
     A writer that fails on a readable run is a warning on stderr and the existing summary.md is
     kept; bad input (UsageError) propagates.
     """
-    if run.kind not in WRITERS:
-        return
     module_name, name = WRITERS[run.kind]
     try:
         if plots and run.kind == "scaling":
