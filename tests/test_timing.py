@@ -34,13 +34,20 @@ def test_measure_reports_percentiles_of_many_reps():
     assert 1.5 < res.median_ms < 50
 
 
-def test_interleaving_alternates_methods():
+def test_interleaving_alternates_methods_and_direction():
     order = []
-    fns = {name: (lambda name=name: order.append(name)) for name in "AB"}
+    fns = {name: (lambda name=name: order.append(name)) for name in "ABC"}
     policy = TimingPolicy(min_run_time=0.0, min_reps=4, rep_target_s=0.0)
-    res = measure_interleaved(fns, CPU, policy, est_call_s={"A": 1e-3, "B": 1e-3})
-    assert order[:6] == ["A", "B", "A", "B", "A", "B"]
-    assert res["A"].reps == res["B"].reps == 4
+    res = measure_interleaved(fns, CPU, policy, est_call_s=dict.fromkeys("ABC", 1e-3))
+    assert "".join(order) == "ABC" "CBA" "ABC" "CBA"  # no method always runs first, or after the same one
+    assert res["A"].reps == res["B"].reps == res["C"].reps == 4
+
+
+def test_policy_clock_times_the_cpu_calls():
+    ticks = iter(range(1000))
+    res = measure_interleaved({"x": lambda: None}, CPU, TimingPolicy(min_run_time=0.0, min_reps=3, rep_target_s=0.0,
+                                                                      clock=lambda: float(next(ticks))))["x"]
+    assert res.samples_s == [1.0, 1.0, 1.0]  # one tick per call of the given clock, not the wall clock
 
 
 def test_budget_caps_repetitions_but_keeps_three():

@@ -3,6 +3,7 @@ A closure that raises is dropped from the rotation and its exception returned in
 KeyboardInterrupt is never swallowed."""
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class TimingPolicy:
     rep_target_s: float = 2e-3  # a repetition (inner calls) lasts at least this long
     max_reps: int = 2000  # cheap closures would otherwise repeat for min_run_time
     budget_min_reps: int = 3  # the budget stops a closure only once it has this many reps (or at 2x budget)
+    clock: Callable[[], float] = time.perf_counter  # CPU clock; time.process_time skips time descheduled
 
 
 @dataclass
@@ -49,13 +51,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Fn, device: torch.device, inner: int = 1) -> float:
-    """Seconds per call of `inner` back-to-back calls of fn (CUDA events on GPU, perf_counter on CPU)."""
+def time_calls(fn: Fn, device: torch.device, inner: int = 1, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per call of `inner` back-to-back calls of fn (CUDA events on GPU, `clock` on CPU)."""
     if device.type != "cuda":
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        return (time.perf_counter() - t0) / inner
+        return (clock() - t0) / inner
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     synchronize(device)  # nothing queued before the start event
     start.record()
@@ -66,10 +68,10 @@ def time_calls(fn: Fn, device: torch.device, inner: int = 1) -> float:
     return start.elapsed_time(end) / 1e3 / inner
 
 
-def warm_up(fn: Fn, device: torch.device, calls: int = 1) -> float:
+def warm_up(fn: Fn, device: torch.device, calls: int = 1, clock: Callable[[], float] = time.perf_counter) -> float:
     """Call fn `calls` (>= 1) times, not reported; return seconds of the last call (an estimate)."""
     for _ in range(max(1, calls)):
-        est = time_calls(fn, device)
+        est = time_calls(fn, device, clock=clock)
     return est
 
 
@@ -102,9 +104,9 @@ class _Slot:
             return "target"
         return None
 
-    def repeat(self, device: torch.device) -> None:
+    def repeat(self, device: torch.device, clock: Callable[[], float]) -> None:
         wall0 = time.perf_counter()
-        per_call = time_calls(self.fn, device, self.inner)
+        per_call = time_calls(self.fn, device, self.inner, clock)
         self.spent_s += time.perf_counter() - wall0
         self.samples.append(per_call)
         self.timed_s += per_call * self.inner
@@ -115,7 +117,8 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
                         est_call_s: dict[str, float] | None = None, spent_s: dict[str, float] | None = None,
                         on_done: Callable[[str, "TimingResult | BaseException"], None] | None = None,
                         ) -> dict[str, "TimingResult | BaseException"]:
-    """Time closures round-robin; return {name: TimingResult or the exception it raised}.
+    """Time closures round-robin, the order reversed every round (A B C C B A A B C ...); return
+    {name: TimingResult or the exception it raised}.
 
     est_call_s: seconds per call from the caller's warm-up (calibrates `inner`); a closure without
         one is warmed up here first, with policy.warmup calls (at least 1).
@@ -136,7 +139,7 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
         if est is None:
             wall0 = time.perf_counter()
             try:
-                est = warm_up(fn, device, policy.warmup)
+                est = warm_up(fn, device, policy.warmup, policy.clock)
             except Exception as exc:  # noqa: BLE001 - reported as this closure's result
                 finish(name, exc.with_traceback(None))
                 continue
@@ -144,12 +147,14 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
         inner = calibrate_inner(est, policy.rep_target_s)
         slots[name] = _Slot(fn, inner, est * inner, spent)
 
-    while slots:
-        for name, slot in list(slots.items()):
+    for rnd in itertools.count():
+        if not slots:
+            break
+        for name, slot in list(slots.items())[::-1 if rnd % 2 else 1]:
             try:
                 reason = slot.stop_reason(policy)
                 if reason is None:
-                    slot.repeat(device)
+                    slot.repeat(device, policy.clock)
                     continue
                 res = TimingResult(slot.samples, reason)
             except Exception as exc:  # noqa: BLE001 - OOM and errors become this closure's result

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from bench.common.allocator import retain_freed_memory
+from bench.common.timing import warm_up
 from bench.scaling.grid import CellSpec
 from bench.scaling.registry import METHODS
 
@@ -78,10 +79,7 @@ def time_cell(benchmark, allocator):
         pas, n, method_name = cell
         method, spec = METHODS[method_name], _spec(level, pas, n)
         built = method.build(spec)  # inputs and modules made here, outside the timed closure
-        for _ in range(WARMUP_CALLS):
-            t0 = TIMER()
-            built.fn()
-            estimate = TIMER() - t0
+        estimate = warm_up(built.fn, DEVICE, WARMUP_CALLS, clock=TIMER)
         rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(CELL_S / max(estimate, 1e-6))))
         cost = method.cost(spec)
         benchmark.group = f"{level}-{pas}-N{n}"

@@ -14,10 +14,11 @@ Opt-in with the other timings: python -m pytest tests/benchmarks -m benchmark (t
 from __future__ import annotations
 
 import os
-import statistics
 
 import pytest
 import torch
+
+from bench.common.timing import TimingPolicy, measure_interleaved
 
 pytestmark = pytest.mark.benchmark
 
@@ -26,19 +27,15 @@ ROUNDS = 25
 
 
 def interleaved_medians(fns: dict, rounds: int, timer) -> dict:
-    """Median seconds per call of each closure, timed call by call in alternating order after two
-    warm-up calls each (FFT plans, allocator), so machine drift hits all of them alike."""
-    for fn in fns.values():
-        fn()
-        fn()
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            t0 = timer()
-            fns[name]()
-            times[name].append(timer() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median seconds per call of each closure: bench.common.timing's protocol, one call per repetition,
+    two warm-up calls each, closures alternated call by call so machine drift hits all of them alike."""
+    policy = TimingPolicy(warmup=2, min_run_time=0.0, min_reps=rounds, max_reps=rounds, rep_target_s=0.0, clock=timer)
+    out = {}
+    for name, res in measure_interleaved(fns, torch.device("cpu"), policy).items():
+        if isinstance(res, BaseException):
+            raise res
+        out[name] = res.median_ms / 1e3
+    return out
 
 
 @pytest.mark.parametrize("wave,floor", [("wave", "fft-floor"), ("wave-field", "fft-floor-field")],
