@@ -133,7 +133,9 @@ def test_stats_interval():
     half = 4.303 / math.sqrt(3)
     assert (s.ci_low, s.ci_high) == pytest.approx((2 - half, 2 + half))
     assert t975(1) == 12.706 and t975(1000) == 1.96
-    assert math.isnan(spread([5.0]).std) and "one seed" in spread([5.0]).fmt_ci()
+    assert math.isnan(spread([5.0]).std) and spread([5.0]).fmt_ci() == "5.000 (1 seed: no interval)"
+    assert s.fmt_ci(2) == f"2.00 (95% CI {2 - half:.2f} to {2 + half:.2f}, 3 seeds)" and spread([]).fmt_ci() == "-"
+    assert s.fmt_ci(1, interval=False) == "2.0 (1.0 to 3.0, 3 seeds)"
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -200,7 +200,7 @@ def test_quality_and_diagnostics_numbers_from_csvs(tree):
     ratios = [w[k][0] / s[k][0] for k in (0, 1)]
     mean, half = sum(ratios) / 2, 12.706 * abs(ratios[0] - ratios[1]) / 2  # t(0.975, 1) * std / sqrt(2)
     quality = _section(text, "## Quality")
-    assert f"{mean:.2f} (95% CI {mean - half:.2f}-{mean + half:.2f}, 2 seeds)" in quality
+    assert f"{mean:.2f} (95% CI {mean - half:.2f} to {mean + half:.2f}, 2 seeds)" in quality
     assert "Source: [runs/quality/final.csv](runs/quality/final.csv)" in quality
     diag = _section(text, "## Heads and causality")
     assert "Source: [runs/diag/diagnostics.csv](runs/diag/diagnostics.csv)" in diag

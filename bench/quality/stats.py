@@ -39,10 +39,16 @@ class Spread:
             return f(self.mean)
         return f"{f(self.mean)} ± {f(self.std)} [{f(self.min)}, {f(self.max)}]"
 
-    def fmt_ci(self, digits: int = 3) -> str:
+    def fmt_ci(self, digits: int = 3, interval: bool = True) -> str:
+        """'1.44 (95% CI 1.09 to 1.79, 3 seeds)': the mean with its 95% interval; without `interval`,
+        '50.5 (50.1 to 50.9, 3 seeds)': the mean with the min-max. '-' for no value."""
+        if self.n == 0:
+            return "-"
         if self.n < 2:
-            return f"{self.mean:.{digits}f} (one seed: no interval)"
-        return f"{self.mean:.{digits}f} (95% CI {self.ci_low:.{digits}f} to {self.ci_high:.{digits}f})"
+            return f"{self.mean:.{digits}f} (1 seed{': no interval' if interval else ''})"
+        lo, hi = (self.ci_low, self.ci_high) if interval else (self.min, self.max)
+        what = "95% CI " if interval else ""
+        return f"{self.mean:.{digits}f} ({what}{lo:.{digits}f} to {hi:.{digits}f}, {self.n} seeds)"
 
 
 def spread(values: Sequence[float]) -> Spread:

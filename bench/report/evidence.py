@@ -66,7 +66,7 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
 
 
 @dataclass
-class Spread:
+class RunRange:
     """One quantity over the runs of one setup: values per run, shown as min-max."""
     values: list[float] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
@@ -89,16 +89,16 @@ class Spread:
 
 
 def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str | None = None,
-          col: str = "median_ms") -> dict[str, Spread]:
+          col: str = "median_ms") -> dict[str, RunRange]:
     """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N); without
     `den`, of cells[num] itself."""
     ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
                & (cells["status"] == "ok")]
-    out: dict[str, Spread] = {}
+    out: dict[str, RunRange] = {}
     for (setup, _), g in ok.groupby(["setup", "run"], sort=False):
         by = g.set_index("method")[col]
         if num in by.index and (den is None or den in by.index):
-            out.setdefault(setup, Spread()).add(float(by[num] / (by[den] if den else 1)), g["commit"].iloc[0])
+            out.setdefault(setup, RunRange()).add(float(by[num] / (by[den] if den else 1)), g["commit"].iloc[0])
     return out
 
 

@@ -166,15 +166,8 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
 
 
 def ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
-    """'1.44 (95% CI 1.09-1.79, 3 seeds)': the mean with its two-sided Student-t interval over seeds;
-    without `interval`, '50.5 (50.1-50.9, 3 seeds)', the mean with the min-max."""
-    if not values:
-        return "-"
-    sp = spread(values)
-    if sp.n < 2:
-        return f"{sp.mean:.{digits}f}" + (" (1 seed)" if interval else "")
-    lo, hi = (sp.ci_low, sp.ci_high) if interval else (sp.min, sp.max)
-    return f"{sp.mean:.{digits}f} ({'95% CI ' if interval else ''}{lo:.{digits}f}-{hi:.{digits}f}, {sp.n} seeds)"
+    """Seed statistics worded as in the quality summaries (bench.quality.stats.Spread.fmt_ci)."""
+    return spread(values).fmt_ci(digits, interval)
 
 
 def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
