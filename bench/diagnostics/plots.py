@@ -4,16 +4,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.diagnostics.energy import QUANTITIES  # noqa: E402
-from bench.diagnostics.heads import analytic_kernel, kernel_z  # noqa: E402
+from bench.common.figures import plt, save
+from bench.diagnostics.energy import QUANTITIES
+from bench.diagnostics.heads import analytic_kernel, kernel_z
 
 
 def _panels(n: int, max_cols: int, width: float, height: float, extra_height: float = 0.0):
@@ -24,16 +21,6 @@ def _panels(n: int, max_cols: int, width: float, height: float, extra_height: fl
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes
-
-
-def _save(fig, path: Path, footer: str, **margins) -> None:
-    """Provenance footer, fixed margins (tight_layout costs about 0.5 s per multi-panel figure on a
-    small CPU), the file."""
-    fig.text(0.01, 0.005, footer, fontsize=6, color="0.4")
-    if margins:
-        fig.subplots_adjust(**margins)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
@@ -66,7 +53,7 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     axes.flat[0].legend(fontsize=6, loc="upper right")
     fig.suptitle(f"Layer {layer_idx}: wave kernels (impulse response measured through wave_conv_bhdn)", fontsize=10)
     height = fig.get_figheight()  # inches: room for the suptitle + two-line titles on top, labels + footer below
-    _save(fig, path, footer, left=0.05, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height, hspace=0.6,
+    save(fig, path, footer, left=0.05, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height, hspace=0.6,
           wspace=0.25)
 
 
@@ -81,7 +68,7 @@ def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:
     ax.set(xlabel="head", ylabel="layer")
     thr = float(d["threshold"].iloc[0]) if len(d) else float("nan")
     ax.set_title(f"impulse response vs analytic kernel (threshold {thr:g})", fontsize=9)
-    _save(fig, path, footer, left=0.12, right=0.95, bottom=0.15, top=0.9)
+    save(fig, path, footer, left=0.12, right=0.95, bottom=0.15, top=0.9)
 
 
 def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str) -> None:
@@ -99,7 +86,7 @@ def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str)
     fig.subplots_adjust(left=0.08, right=0.86, bottom=0.45 / height, top=1 - 0.7 / height, hspace=0.5, wspace=0.35)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="coupling weight softmax(C)[h, h'] (0 to 1)")
     fig.suptitle("Head coupling P = softmax(C)", fontsize=10)
-    _save(fig, path, footer)  # margins set above, before the colour bar took its share
+    save(fig, path, footer, tight=False)  # margins set above, before the colour bar took its share
 
 
 def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, footer: str) -> None:
@@ -128,7 +115,7 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     a3.set_title("field before vs after the convolution", fontsize=9)
     a3.legend(fontsize=6, markerscale=3)
     fig.suptitle(f"Energy flow on {text_desc}", fontsize=9)
-    _save(fig, path, footer, left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.3)
+    save(fig, path, footer, left=0.05, right=0.99, bottom=0.14, top=0.86, wspace=0.3)
 
 
 def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) -> None:
@@ -147,5 +134,5 @@ def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) ->
     # two lines: one line is wider than the axes, which start a third of the way in to leave room for the labels
     ax.set_title("Causality probes\nmodel (blue), clean reference (green), leaking configurations (red)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path, footer, left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02,
+    save(fig, path, footer, left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02,
           top=1 - 0.55 / fig.get_figheight())

@@ -5,17 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from bench.quality.analysis import RATIO_BASELINES, job_curve, ratio_by_tokens  # noqa: E402
-from bench.quality.schema import lr_of  # noqa: E402
-from bench.quality.sweep import first_seed, tuned_rows  # noqa: E402
-from bench.scaling.claims import PUBLISHED_QUALITY  # noqa: E402
-from bench.scaling.plots import color as _color  # noqa: E402 - one colour per method in every plot of the suite
+from bench.common.figures import color as _color, plt, save
+from bench.quality.analysis import RATIO_BASELINES, job_curve, ratio_by_tokens
+from bench.quality.schema import lr_of
+from bench.quality.sweep import first_seed, tuned_rows
+from bench.scaling.claims import PUBLISHED_QUALITY
 
 
 def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
@@ -24,10 +20,7 @@ def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: s
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _band(ax, x, ys, colour: str, label: str) -> None:

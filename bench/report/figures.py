@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.common.figures import color, length_axis, plt, save
 from bench.report import evidence as ev
 from bench.scaling.claims import PUBLISHED_ADVANTAGE, authors_advantage, cost_model_ratio
-from bench.scaling.plots import color, length_axis
 
 SERIES_COLORS = {"published": "black", "authors' model": "0.45", "cost model": "0.65", "core": color("wave"),
                  "model": color("wave-field")}
@@ -20,8 +20,6 @@ STYLES = ["-", "--", ":", "-."]  # one per setup
 
 def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
     """results/plots/speedup_<cpu|gpu>.png, for each device with cells."""
-    import matplotlib.pyplot as plt  # after bench.scaling.plots chose the Agg backend
-
     for gpu, name in ((False, "cpu"), (True, "gpu")):
         sub = cells[cells["gpu"] == gpu]
         if sub.empty:
@@ -55,6 +53,4 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
         ax.set_title(f"Speedup of wave over SDPA, {'GPU' if gpu else 'CPU'} (1x: equal time)", fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"speedup_{name}.png", dpi=100)
-        plt.close(fig)
+        save(fig, out_dir / f"speedup_{name}.png")
