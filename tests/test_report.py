@@ -77,7 +77,8 @@ def make_quality_run(path: Path) -> None:
 
 def make_diagnostics_run(path: Path) -> None:
     (path / "plots").mkdir(parents=True)
-    cmd = ["python -m bench.diagnostics", "--checkpoint", "runs/q/checkpoints/wave-seed0.pt", "--device", "cpu"]
+    cmd = ["python -m bench.diagnostics", "--checkpoint", "runs/q/checkpoints/wave-seed0.pt", "--device", "cpu",
+           "--flag-of-an-older-version"]  # ignored when the summary is regenerated
     (path / "env.json").write_text(json.dumps(_env(cmd, harness="bench.diagnostics", text="tiny_corpus.txt")))
     columns = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
     rows = [dict(zip(columns, r)) for r in [
@@ -390,3 +391,15 @@ def test_gpu_script_dry_run(tmp_path):
     text = (out / "README.md").read_text()
     assert "## The claims at a glance" in text and "quality-paper-char/final.csv" in text
     assert (out / "versions.txt").read_text().startswith("python ")
+
+
+def test_diagnostics_summary_kept_when_its_command_no_longer_parses(tmp_path, capsys):
+    from bench.report.runs import Run, regenerate
+
+    make_diagnostics_run(tmp_path / "diag")
+    env = json.loads((tmp_path / "diag" / "env.json").read_text())
+    (tmp_path / "diag" / "env.json").write_text(json.dumps({**env, "argv": [env["argv"][0], "--probe-len", "many"]}))
+    before = (tmp_path / "diag" / "summary.md").read_text()
+    regenerate(Run(path=tmp_path / "diag", kind="diagnostics", rel="diag"))
+    assert (tmp_path / "diag" / "summary.md").read_text() == before
+    assert "summary.md could not be regenerated" in capsys.readouterr().err

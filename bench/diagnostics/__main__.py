@@ -265,7 +265,10 @@ def write_summary(run_dir) -> list[str]:
 
     run_dir = Path(run_dir)
     env = read_json(run_dir / "env.json")
-    args = build_parser().parse_args(env["argv"][1:])
+    try:  # a flag a later version dropped is ignored; a value that no longer parses keeps the old summary
+        args = build_parser().parse_known_args(env["argv"][1:])[0]
+    except SystemExit:
+        raise ValueError("the run's command line does not parse with this version's flags") from None
     df = report.read_csv(run_dir / "diagnostics.csv")
     header = {k: env[k] for k in ("model", "config", "checkpoint meta", "device", "text") if k in env}
     header |= {"probe dtype": args.probe_dtype, "probe lengths": f"per layer N={args.probe_len}, full model "
