@@ -39,7 +39,7 @@ def _restore_torch_globals():
 def run(argv) -> int:
     """Run the CLI in this process; argparse errors (SystemExit) become their exit code."""
     try:
-        return run_cli(main, [str(a) for a in argv], prog="bench.quality")
+        return run_cli(main, [str(a) for a in argv], prog=qcli.PROG)
     except SystemExit as exc:
         return exc.code
 
@@ -142,6 +142,7 @@ def test_stats_interval():
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--corpus", "nope"], "invalid choice: 'nope'"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["--seeds", "-1"], "--seeds: -1 is negative"),
     (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),
     (["--corpus", "text-file"], "--text-file"),
     (["--steps", "5", "--epochs", "2"], "give only one of"),
@@ -164,7 +165,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeyp
     code = run(argv)
     err = capsys.readouterr().err
     assert code == 2, err
-    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and needle in err and err.startswith(f"{qcli.PROG}: error: "), err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

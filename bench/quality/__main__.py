@@ -224,4 +224,4 @@ def _amp_dtype(amp: str, device):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="bench.quality"))
+    sys.exit(run_cli(main, prog=qcli.PROG))

@@ -81,7 +81,7 @@ def build_parser() -> ArgParser:
     run.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                      help=f"named defaults (every field below can override it; default: {DEFAULT_PRESET})")
     run.add_argument("--list-presets", action="store_true", help="print the presets and exit")
-    run.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    run.add_argument("--seeds", type=nonneg_int, nargs="+", default=None, metavar="SEED",
                      help="seeds; each seed trains every method (default: 0)")
     run.add_argument("--pairing", choices=tuple(PAIRING_METHODS), default=None,
                      help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
