@@ -292,14 +292,15 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     (["--d-model", "30", "--n-heads", "4"], "not divisible"),
     (["--checkpoint", "EXISTING", "--d-model", "64"], "cannot be combined"),
     (["--probe-dtype", "float16"], "invalid choice"),
-], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype"])
+    (["--text-file", "FOLDER"], "is not a file"),
+], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder"])
 def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
     from bench.common.cli import run_cli
     from bench.diagnostics.__main__ import main
 
     existing = tmp_path / "some.pt"
     existing.write_bytes(b"")
-    args = [str(existing) if a == "EXISTING" else a for a in args]
+    args = [{"EXISTING": str(existing), "FOLDER": str(tmp_path)}.get(a, a) for a in args]
     with pytest.raises(SystemExit) as exc:  # argparse errors exit directly
         code = run_cli(main, args + ["--out", str(tmp_path / "o")], prog="diag")
         raise SystemExit(code)

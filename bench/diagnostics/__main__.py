@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     # Cheap input checks first: a typo should not wait for torch, a model and a results folder.
     for what, path in (("checkpoint", args.checkpoint), ("--text-file", args.text_file)):
         if path is not None and not Path(path).is_file():
-            raise UsageError(f"{what} {path!r} does not exist")
+            raise UsageError(f"{what} {path!r} {'is not a file' if Path(path).exists() else 'does not exist'}")
     from bench.common.files import check_out_dir, claim_run_dir, replacing, write_json
 
     if args.out is not None:
