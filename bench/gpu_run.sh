@@ -239,7 +239,7 @@ for i in range(torch.cuda.device_count()):
           f"bf16 {torch.cuda.is_bf16_supported()}")
 from torch.nn.attention import SDPBackend
 print("SDPA backends in this torch:", ", ".join(n for n in dir(SDPBackend) if n.isupper()))
-for mod in ("flash_attn", "triton", "numpy", "pandas", "matplotlib", "seaborn", "psutil", "pynvml", "tabulate", "tqdm"):
+for mod in ("flash_attn", "triton", "numpy", "pandas", "matplotlib", "psutil", "pynvml", "tabulate", "tqdm"):
     try:
         m = importlib.import_module(mod)
         print(mod, getattr(m, "__version__", "imported"))
