@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.common.tables import frame_table
 from bench.diagnostics.energy import QUANTITIES
 from bench.diagnostics.heads import role_rule_text
 from bench.diagnostics.run import COLUMNS
@@ -150,7 +151,8 @@ def leak_positions_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(none)"
+    """Floats to four significant digits."""
+    return frame_table(df.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)) if len(df) else "(none)"
 
 
 def write_summary(df: pd.DataFrame, path: str | Path, header: dict, thresholds, failed: bool) -> list[str]:
