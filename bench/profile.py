@@ -115,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
         raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
     from bench.scaling.grid import CellSpec
+    from wavefield_core import check_stride
+
+    try:  # values that parse but cannot run: refused here, as python -m bench.scaling does, not per cell
+        check_stride(args.field_stride)
+    except ValueError as exc:
+        raise UsageError(f"--field-stride: {exc}")
+    if args.level == "model" and CellSpec.model_dim % args.heads:
+        raise UsageError(f"--level model: the LM width {CellSpec.model_dim} is not divisible by --heads {args.heads}")
 
     batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
     lines: list[str] = []
@@ -123,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
                             args.field_stride)
             head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
-                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.head_dim} "
+                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.row_head_dim} "
                     f"N={spec.seq_len}, stride {spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed "
                     f"and {args.reps} profiled calls")
             try:

@@ -27,11 +27,20 @@ def test_profiles_forward_and_backward_of_the_layer(capsys):
     assert "level layer, pass fwdbwd" in capsys.readouterr().out
 
 
+def test_model_level_header_names_the_models_head_width(capsys):
+    # the LM is 256 wide: with 2 heads its heads are 128 wide, whatever --head-dim (core/layer only) says
+    assert main(["--method", "softmax-sdpa", *TINY, "--level", "model", "--top", "1"]) == 0
+    assert "level model, pass fwd, device cpu, dtype float32, B=1 H=2 d=128 N=32" in capsys.readouterr().out
+
+
 def test_bad_input_is_one_line_and_exit_2(capsys):
     for argv, message in [
         (["--method", "nope", *TINY], "unknown method 'nope'; valid choices: wave,"),
         (["--method", "fft-floor", *TINY, "--pass", "fwdbwd"], "has no core/fwdbwd cell"),
         (["--method", "wave", *TINY, "--dtype", "float16"], "float16 is not supported on cpu"),
+        # values that parse but cannot run: refused before any cell, like python -m bench.scaling does
+        (["--method", "wave", *TINY, "--field-stride", "1.5"], "--field-stride: field_stride=1.5 leaks"),
+        (["--method", "wave", *TINY, "--level", "model", "--heads", "3"], "not divisible by --heads 3"),
     ]:
         assert run_cli(main, argv, prog=PROG) == 2
         err = capsys.readouterr().err.strip()
