@@ -262,3 +262,13 @@ def test_compiled_section_sets_compiled_against_eager_with_compile_time():
     text = "\n".join(compiled_lines(_cells(rows)))
     assert row_cells(text, "core", "fwd", "2048")[3:] == ["8.00", "10.0", "1.25", "30.0"]
     assert compiled_lines(_cells(rows[:1])) is None
+
+
+def test_plot_note_names_lengths_that_are_not_multiples_of_1k():
+    from bench.scaling.plots import _not_run_note
+
+    sub = pd.DataFrame({"method": ["softmax-naive"] * 3, "seq_len": [1000, 1536, 3000], "status": ["skipped"] * 3})
+    # the note said 1000-2K for these (3000 // 1024 = 2): a length is shortened to K only when exact
+    assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 1000-3000 (skipped)"
+    sub = sub.assign(seq_len=[2048, 4096, 32768])
+    assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 2K-32K (skipped)"

@@ -39,7 +39,7 @@ def _not_run_note(sub, methods) -> str:
     parts = []
     for (m, status), g in bad.groupby(["method", "status"], sort=False):
         ns = sorted(g["seq_len"])
-        k = lambda n: f"{n // 1024}K" if n >= 1024 else str(n)  # noqa: E731
+        k = lambda n: f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)  # noqa: E731 - 1536 stays 1536
         parts.append(f"{m} {k(ns[0])}" + (f"-{k(ns[-1])}" if len(ns) > 1 else "") + f" ({status})")
     return ("not run (no point drawn): " + "; ".join(parts)) if parts else ""
 
