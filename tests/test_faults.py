@@ -319,3 +319,14 @@ def test_scaling_correctness_check_respects_the_memory_budget(tmp_path):
     ok(proc)
     (row,) = rows(out / "timings.csv")
     assert row["status"] == "skipped" and "memory budget" in row["reason"], row
+
+
+def test_resume_names_what_is_wrong_with_the_folder(tmp_path):
+    from bench.common.cli import UsageError
+    from bench.common.files import read_run_env
+
+    (tmp_path / "file").write_text("x\n")
+    for path, needle in ((tmp_path / "file", "a file, not a folder"), (tmp_path / "nope", "no such folder"),
+                         (tmp_path, "no env.json there")):
+        with pytest.raises(UsageError, match=needle):
+            read_run_env(path, "python -m bench.scaling")

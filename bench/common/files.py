@@ -215,7 +215,8 @@ def read_run_env(run_dir: str | Path, prog: str) -> dict:
     """The env.json of a folder given to --resume; UsageError (one line) when it is not a run of `prog`."""
     env = Path(run_dir) / "env.json"
     if not env.is_file():
-        where = "no env.json there" if Path(run_dir).is_dir() else "no such folder"
+        p = Path(run_dir)
+        where = "no env.json there" if p.is_dir() else "a file, not a folder" if p.exists() else "no such folder"
         raise UsageError(f"--resume {str(run_dir)!r}: {where}; give a run folder written by {prog}")
     return read_json(env, f"--resume {str(run_dir)!r}: env.json")
 
