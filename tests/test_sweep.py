@@ -180,6 +180,15 @@ def test_pinned_backends_without_a_kernel_for_the_dtype_are_skipped_up_front():
         assert "CUDA" in METHODS[name].why_unavailable(CPU) and METHODS[name].levels == ("core",)
 
 
+def test_a_check_over_a_small_memory_budget_says_how_much_it_needs(tmp_path):
+    # the check's short run needs 3 x 1e6 bytes: "needs about 0.0 GB > memory budget 0.001 GB" said nothing
+    reg = {"big": _fake("big", memory=1e6)}
+    path = tmp_path / "timings.csv"
+    run_sweep(_cfg(["big"], seq_lens=[64], mem_budget_gb=0.001), path, CPU, registry=reg, progress=False)
+    (row,) = read_rows(path)
+    assert row["reason"] == "its correctness check (N=257) needs about 0.003 GB > memory budget 0.001 GB", row
+
+
 def test_statuses_are_from_the_schema(tmp_path):
     reg = {"ok": _fake("ok"), "bad": _fake("bad", check_ok=False)}
     path = tmp_path / "timings.csv"

@@ -29,6 +29,12 @@ ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
 FIT_POINTS = 3
 
 
+def gb(nbytes: float) -> str:
+    """'34.4 GB'; below 1 GB two significant digits ('0.0027 GB', where one decimal said 0.0 GB)."""
+    x = nbytes / 1e9
+    return f"{x:.1f} GB" if x >= 1 else f"{x:.2g} GB"
+
+
 @dataclass
 class Decision:
     run: bool
@@ -84,8 +90,8 @@ class Predictor:
         if stuck is not None and (not protected or stuck[1] == "memory"):
             return Decision(False, stuck[0])
         if est_bytes > self.mem_budget:
-            return Decision(False, f"predicted peak memory {est_bytes / 1e9:.1f} GB > memory budget "
-                                   f"{self.mem_budget / 1e9:.1f} GB", bytes=est_bytes)
+            return Decision(False, f"predicted peak memory {gb(est_bytes)} > memory budget {gb(self.mem_budget)}",
+                            bytes=est_bytes)
         call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
         cell_s = call_s * self.calls
         over = self._over_budget(cell_s, call_s, basis, elapsed_s, share_left_s)

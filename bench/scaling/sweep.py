@@ -20,7 +20,7 @@ from bench.common.device import DTYPES
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import builders, costs
-from bench.scaling.budget import Predictor, share_out
+from bench.scaling.budget import Predictor, gb, share_out
 from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
 from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
 from bench.scaling.results import RowWriter
@@ -233,7 +233,7 @@ class Sweep:
             need = 3 * method.memory(builders.small_spec(spec))
             if need > self.cfg.mem_budget_gb * 1e9:
                 self._emit(self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
-                                     f"about {need / 1e9:.1f} GB > memory budget {self.cfg.mem_budget_gb:g} GB"))
+                                     f"about {gb(need)} > memory budget {self.cfg.mem_budget_gb:g} GB"))
                 continue
             ok, reason = self._check(method, spec)
             if not ok:
