@@ -341,9 +341,11 @@ def test_too_many_nonfinite_in_a_row_exits_3(tmp_path, capsys):
 
 def test_two_process_ddp_matches_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo): each rank takes half of every batch; with dropout off the
-    averaged gradients equal the single-process ones, so the train-loss curves agree to float tolerance."""
+    averaged gradients equal the single-process ones, so the train-loss curves agree to float tolerance.
+    Line batching: the ranks' halves of a padded batch hold different numbers of target tokens, and the
+    average must still be the gradient of the whole batch's token mean (not the mean of the ranks' means)."""
     args = SMALL + ["--pairing", "paper", "--steps", "4", "--eval-every", "2", "--log-every", "1", "--dropout", "0",
-                    "--inject-nan-at-step", "3"]
+                    "--inject-nan-at-step", "3", "--batching", "lines"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                            "-m", "bench.quality", *args, "--out", str(tmp_path / "ddp")],

@@ -249,7 +249,9 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             ctx.all_reduce_sum(flags)
             bad, n_global, loss_sum_global = flags.tolist()
             if not bad:
-                scaler.scale(loss).backward()
+                # DDP averages the ranks' gradients; dividing each rank's loss sum by the global token count / world
+                # makes that average the gradient of the global token mean (padded line batches differ per rank)
+                scaler.scale(loss_sum / (max(n_global, 1.0) / ctx.world)).backward()
                 scaler.unscale_(opt)
                 gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), p.grad_clip if p.grad_clip > 0 else math.inf)
                 # With fp16 the GradScaler skips inf/NaN gradients itself (normal loss scaling, not counted).
