@@ -110,6 +110,9 @@ def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
                         "--max-nonfinite", "3", "--lr-sweep", "1e-3", "--out", out])
     err = capsys.readouterr().err
     assert code == 3 and "every learning rate of the sweep" in err
+    # a diverged LR's row is final (its state is dropped): its line must not promise a --resume
+    diverged = [line for line in err.splitlines() if "non-finite steps in a row" in line]
+    assert len(diverged) == 4 and not any("--resume" in line or "state saved" in line for line in diverged), err
     finals = rows(out / "final.csv")
     assert len(finals) == 4 and all(math.isnan(float(r["test_ppl"])) for r in finals)  # each diverged LR is a row
     assert all(int(r["nonfinite_steps"]) == 3 for r in finals)

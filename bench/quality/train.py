@@ -271,10 +271,13 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             st.consecutive = st.consecutive + 1 if bad else 0
             if st.consecutive >= s.max_nonfinite:
                 save_state()
+                # in a sweep the job's row (NaN test metrics) is the result and its state is dropped
+                then = ("its row is recorded with NaN test metrics and the sweep goes on" if len(s.lrs) > 1 else
+                        f"state saved, lower --lr or raise the limit and --resume {rc.run_dir}")
                 raise NonFiniteStop(
                     f"{method} seed {seed} lr {peak_lr:g}: {st.consecutive} non-finite steps in a row (step "
-                    f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); state saved, lower --lr or raise the "
-                    f"limit and --resume {rc.run_dir}", row=_row(method, seed, peak_lr, spec, st, mem, wall()))
+                    f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); {then}",
+                    row=_row(method, seed, peak_lr, spec, st, mem, wall()))
             bar.update(1)
             bar.set_postfix(loss=f"{shown_loss:.3f}", tok_s=f"{st.tokens / max(st.train_s, 1e-9):,.0f}",
                             refresh=False)
