@@ -143,6 +143,14 @@ def test_total_budget_is_shared_out_over_levels_and_passes():
     p.record(s, 512, 1.0)
     d = p.decide(s, 1024, "wave", 1, _linear, _linear, elapsed_s=10, share_left_s=5.0)
     assert not d.run and "share of the total budget 240 s" in d.reason
+    # short cells once a share is spent: 'predicted 0.0 s > 0 s left' read as 0 > 0
+    p.record(s, 2048, 0.001)
+    d = p.decide(s, 4096, "wave", 1, _linear, _linear, elapsed_s=10, share_left_s=0.0004)
+    assert d.reason.startswith("predicted 0.008 s > 0.0004 s left of this level/pass's share"), d.reason
+    d = p.decide(s, 4096, "wave", 1, _linear, _linear, elapsed_s=239.9996)
+    assert d.reason == "predicted 0.008 s > 0.0004 s left of the total budget 240 s"
+    d = p.decide(s, 4096, "wave", 1, _linear, _linear, elapsed_s=239.9996, protected=True)
+    assert d.run and d.reduced and d.reason.startswith("fewest calls: predicted 0.008 s at full repetitions")
 
 
 def test_length_grid_and_ranks():

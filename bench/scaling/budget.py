@@ -35,6 +35,12 @@ def gb(nbytes: float) -> str:
     return f"{x:.1f} GB" if x >= 1 else f"{x:.2g} GB"
 
 
+def secs(seconds: float) -> str:
+    """'3.2 s'; below 1 s two significant digits ('0.008 s > 0.0004 s left', where 'predicted 0.0 s > 0 s left'
+    compared two roundings to zero)."""
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
+
+
 @dataclass
 class Decision:
     run: bool
@@ -96,7 +102,7 @@ class Predictor:
         cell_s = call_s * self.calls
         over = self._over_budget(cell_s, call_s, basis, elapsed_s, share_left_s)
         if protected:
-            reason = f"fewest calls: predicted {cell_s:.1f} s at full repetitions is over a time budget ({basis})"
+            reason = f"fewest calls: predicted {secs(cell_s)} at full repetitions is over a time budget ({basis})"
             return Decision(True, reason if over else "", est_bytes, reduced=bool(over))
         if cell_s > self.time_budget:
             self.block_longer(series, f"longer than N={n}, which was predicted over the time budget")
@@ -112,9 +118,9 @@ class Predictor:
                     f"({self.calls} calls of {per_call}; {basis})")
         if self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
             left = max(0.0, self.total_budget - elapsed_s)
-            return f"predicted {cell_s:.1f} s > {left:.0f} s left of the total budget {self.total_budget:g} s"
+            return f"predicted {secs(cell_s)} > {secs(left)} left of the total budget {self.total_budget:g} s"
         if share_left_s is not None and cell_s > share_left_s:
-            return (f"predicted {cell_s:.1f} s > {max(0.0, share_left_s):.0f} s left of this level/pass's share "
+            return (f"predicted {secs(cell_s)} > {secs(max(0.0, share_left_s))} left of this level/pass's share "
                     f"of the total budget {self.total_budget:g} s")
         return ""
 
