@@ -114,6 +114,14 @@ def test_bits_per_char():
     assert bpc_from_loss(math.log(2) * 2, 50 / 200) == pytest.approx(0.5)  # 2 bits/token, 4 chars/token
 
 
+def test_perplexity_of_a_nan_loss_is_nan():
+    """A diverged evaluation (NaN loss) has no perplexity; inf would read as a finite loss that overflowed."""
+    from bench.quality.evaluate import ppl
+
+    assert ppl(math.log(5)) == pytest.approx(5) and ppl(800.0) == math.inf
+    assert math.isnan(ppl(math.nan))
+
+
 def test_tokenizer_bad_input(tmp_path):
     with pytest.raises(UsageError, match="char, bpe"):
         build_tokenizer("wordpiece", "some text")

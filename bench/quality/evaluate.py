@@ -32,7 +32,8 @@ class EvalResult:
 
 
 def ppl(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else float("inf")
+    """exp(loss); inf past exp's range, NaN for a NaN loss (a diverged evaluation)."""
+    return math.exp(loss) if loss < 700 else float("inf") if loss >= 700 else math.nan
 
 
 def bpc_from_loss(loss: float, tokens_per_char: float) -> float:
