@@ -168,6 +168,8 @@ def test_text_file_corpus(tmp_path):
     assert c.name == "text-file" and all(c.split(s) for s in SPLITS)
     with pytest.raises(UsageError, match="not found"):
         load_corpus("text-file", text_file=tmp_path / "nope.txt")
+    with pytest.raises(UsageError, match="is not a file"):  # a folder exists: "not found" would mislead
+        load_corpus("text-file", text_file=tmp_path)
     with pytest.raises(UsageError, match="--text-file"):
         load_corpus("text-file")
     (tmp_path / "short.txt").write_text("one line only\n", encoding="utf-8")

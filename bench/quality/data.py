@@ -131,7 +131,8 @@ def _load_text_file(path, name: str) -> Corpus:
         raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"text file not found: {path} (corpus {name!r} expects a UTF-8 text file)")
+        what = f"{path} is not a file" if path.exists() else f"not found: {path}"
+        raise UsageError(f"text file {what} (corpus {name!r} expects a UTF-8 text file)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
