@@ -44,6 +44,19 @@ def test_wave_core_cost_token_and_field():
     assert f.flops == 512 * (5 * 4096 * 12 + 6 * 2049) + 8 * 2.5 * 4096 * 12
 
 
+def test_recurrent_paths_count_no_fft():
+    # wave-scan and wave-triton run the same chunked one-pole recurrence (no FFT): 2 R N (C + 4) plus the
+    # doubling scan; the Triton kernels' chunk is 32 tokens in float32, 64 in 16-bit (triton_scan._config)
+    rows, n = 1 * 8 * 64, 2048
+    scan = rows * n * (2 * 32 + 8) + rows * 64 * 8 * 6  # 64 chunks of 32, log2 64 = 6
+    assert costs.mixing_cost("wave", "scan", 1, 8, n, 64, 4, "fwd").flops == scan
+    assert costs.mixing_cost("wave", "triton", 1, 8, n, 64, 4, "fwd").flops == scan  # was the FFT count
+    half = rows * n * (2 * 64 + 8) + rows * 32 * 8 * 5
+    assert costs.mixing_cost("wave", "triton", 1, 8, n, 64, 2, "fwd").flops == half
+    spec = CellSpec("core", "fwdbwd", 1, 8, 64, n, CPU, torch.float32)
+    assert METHODS["wave-triton"].cost(spec).flops == METHODS["wave-scan"].cost(spec).flops == scan * 2.5
+
+
 def test_softmax_core_bytes_and_layer_flops():
     c = costs.mixing_cost("softmax", None, 1, 8, 1024, 64, 4, "fwd")
     assert c.bytes == 4 * 8 * 1024 * 64 * 4  # q, k, v read + y written = 8,388,608

@@ -76,6 +76,8 @@ def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, ele
         return Cost(softmax_flops(b, h, n, d, pass_), nbytes)
     if path == "scan":
         return Cost(scan_flops(b, h, n, d, pass_), nbytes)
+    if path == "triton":  # the same chunked recurrence, no FFT; chunks of 32 tokens in fp32, else 64 (its _config)
+        return Cost(scan_flops(b, h, n, d, pass_, chunk=32 if elem == 4 else 64), nbytes)
     m = conv_length(n, stride, path or "token")[1]
     return Cost(wave_flops(b, h, n, d, m, pass_), nbytes)
 
