@@ -144,6 +144,17 @@ def test_bad_input_in_process(argv, needle, capsys):
     assert "\n" not in err and needle in err, err
 
 
+def test_model_width_is_checked_only_when_the_model_level_runs():
+    from bench.common.cli import UsageError
+    from bench.scaling.cli import build_parser, resolve_config
+
+    # 3 heads of 64 is a valid core/layer cell (D = 192); only the LM (256 wide) cannot split into 3 heads
+    cfg = resolve_config(build_parser().parse_args(["--device", "cpu", "--levels", "core,layer", "--n-heads", "3"]))
+    assert cfg.heads == 3 and cfg.levels == ["core", "layer"]
+    with pytest.raises(UsageError, match="--model-dim 256 is not divisible by --n-heads 3"):
+        resolve_config(build_parser().parse_args(["--device", "cpu", "--n-heads", "3"]))
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--max-len", "0"], "not positive"),
     (["--device", "cuda"], "no CUDA GPU"),

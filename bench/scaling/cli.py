@@ -128,7 +128,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     floor = False if args.no_floor else (base.floor if base is not None else True)
 
     taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
-    if taken["model_dim"] % taken["heads"]:
+    if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
     if args.mem_budget is not None:
         have = available_bytes(device) / 1e9
