@@ -129,6 +129,10 @@ def test_tokenizer_bad_input(tmp_path):
         load_tokenizer(tmp_path / "missing.json")
     with pytest.raises(UsageError):
         build_tokenizer("bpe", "some text", vocab_size=100)
+    cut = tmp_path / "cut.json"  # looks like an HF BPE file, but the `tokenizers` library cannot build it
+    cut.write_text('{"model": {"type": "BPE"}}', encoding="utf-8")
+    with pytest.raises(UsageError, match="cut.json"):
+        load_tokenizer(cut)
 
 
 @needs_wiki

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from bench.common.cli import UsageError
+from bench.common.cli import UsageError, one_line
 from bench.common.files import read_json
 from bench.quality.presets import TOKENIZER_CHOICES as TOKENIZER_KINDS
 
@@ -165,7 +165,10 @@ def load_tokenizer(path: str | os.PathLike):
     if data.get("kind") == "char":
         return CharTokenizer.load(p)
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
-        return BPETokenizer.load(p)
+        try:
+            return BPETokenizer.load(p)
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a bad file
+            raise UsageError(f"{p} is not a usable BPE tokenizer.json ({one_line(exc, 200, named=True)})") from None
     raise UsageError(f"{p} is neither a char tokenizer nor a BPE tokenizer.json")
 
 
