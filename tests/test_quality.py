@@ -318,6 +318,23 @@ def test_resume_gives_the_same_curve(tmp_path, capsys):
     assert len(env["resumes"]) == 2
 
 
+def test_resume_of_a_run_written_before_the_peak_lr_column(tmp_path):
+    """A run folder from before peak_lr existed: rows appended on --resume must line up with the header
+    (a 22-field row under a 21-field header made final.csv unreadable once the job had trained)."""
+    out = tmp_path / "old"
+    assert run(SMALL + ["--pairing", "paper", "--steps", "2", "--eval-every", "2", "--out", out]) == 0
+    for name in ("final.csv", "curves.csv"):  # as the older version wrote them: no peak_lr, standard unfinished
+        kept = [{k: v for k, v in r.items() if k != "peak_lr"} for r in rows(out / name) if r["method"] == "wave"]
+        with (out / name).open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(kept[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows(kept)
+    assert run(["--resume", out, "--no-progress"]) == 0
+    finals = rows(out / "final.csv")
+    assert [(r["method"], r["peak_lr"]) for r in finals] == [("wave", ""), ("standard", "0.003")]
+    assert {r["peak_lr"] for r in rows(out / "curves.csv") if r["method"] == "standard"} == {"0.003"}
+
+
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path):
     out = tmp_path / "nan"
     assert run(SMALL + ["--pairing", "paper", "--steps", "8", "--eval-every", "4", "--log-every", "1",

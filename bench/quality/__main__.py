@@ -44,7 +44,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.report import gap_table, ratio_rows, write_report
-    from bench.quality.schema import FINAL_COLUMNS
+    from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
     from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
     from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, ckpt_paths, make_plan,
@@ -99,10 +99,16 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             if not is_done(finished, method, seed, lr):
                 check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
         if ctx.is_main:
-            for name in ("final.csv", "curves.csv"):  # a row cut by a crash is dropped; its job runs again
-                note = drop_cut_tail(run_dir / name)
+            for name, columns in (("final.csv", FINAL_COLUMNS), ("curves.csv", CURVE_COLUMNS)):
+                path = run_dir / name
+                note = drop_cut_tail(path)  # a row cut by a crash is dropped; its job runs again
                 if note:
                     print(f"bench.quality: {note}", file=sys.stderr)
+                if path.is_file():  # a run from before a column (peak_lr) existed: new rows must fit its header
+                    with path.open(encoding="utf-8") as fh:
+                        header = fh.readline().rstrip("\r\n").split(",")
+                    if header != columns:
+                        CsvLog(path, columns).rewrite(read_table(path))
     ctx.barrier()
 
     # ---- env.json
