@@ -20,6 +20,7 @@ PAIRING_METHODS = {
 }
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 METHOD_CHOICES = tuple(METHODS)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -168,6 +169,8 @@ def validate(s: Settings) -> None:
     p = s.preset
     if len(set(s.seeds)) != len(s.seeds):
         raise UsageError(f"--seeds has duplicates: {s.seeds}")
+    if max(s.seeds) > MAX_SEED:  # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
+        raise UsageError(f"--seeds takes values from 0 to {MAX_SEED} (got {max(s.seeds)})")
     budgets = [k for k in BUDGET_FIELDS if getattr(p, k) > 0]
     if len(budgets) != 1:
         raise UsageError(f"the budget needs exactly one positive value among --steps, --epochs, --tokens "
