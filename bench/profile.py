@@ -115,12 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
         raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
     from bench.scaling.grid import CellSpec
+    from bench.scaling.registry import stride_refusal
     from wavefield_core import check_stride
 
     try:  # values that parse but cannot run: refused here, as python -m bench.scaling does, not per cell
         check_stride(args.field_stride)
     except ValueError as exc:
         raise UsageError(f"--field-stride: {exc}")
+    if why := stride_refusal(args.field_stride, [m.name for m in methods]):
+        raise UsageError(why)
     if args.level == "model" and CellSpec.model_dim % args.heads:
         raise UsageError(f"--level model: the LM width {CellSpec.model_dim} is not divisible by --heads {args.heads}")
 

@@ -41,6 +41,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys):
         # values that parse but cannot run: refused before any cell, like python -m bench.scaling does
         (["--method", "wave", *TINY, "--field-stride", "1.5"], "--field-stride: field_stride=1.5 leaks"),
         (["--method", "wave", *TINY, "--level", "model", "--heads", "3"], "not divisible by --heads 3"),
+        (["--method", "wave-field,wave-scan", *TINY, "--field-stride", "2.5"], "wave-scan need an integer stride"),
     ]:
         assert run_cli(main, argv, prog=PROG) == 2
         err = capsys.readouterr().err.strip()

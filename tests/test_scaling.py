@@ -132,6 +132,9 @@ def test_resume_finishes_without_remeasuring(tmp_path, monkeypatch):
     (["--device", "tpu"], "valid choices: auto, cpu, cuda"),
     (["--device", "cpu", "--dtype", "float16"], "valid choices on cpu: float32, bfloat16"),
     (["--field-stride", "1.5"], "safe strides"),
+    # exact for wave-field, but the token-level methods (the default wave among them) raise at every cell
+    (["--field-stride", "2.5"], "--field-stride 2.5: wave, wave-scan need an integer stride"),
+    (["--field-stride", "2.5", "--methods", "wave-field,wave-triton"], "wave-triton need an integer stride"),
     (["--seq-lens", "512,abc"], "not an integer"),
     (["--seq-lens", "512", "--max-len", "1024"], "either --seq-lens"),
     (["--resume", "/nonexistent/run"], "no such folder"),

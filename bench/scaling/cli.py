@@ -24,7 +24,8 @@ from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
 from bench.scaling.grid import COMMON_DEFAULTS, DEVICE_DEFAULTS, QUICK, SweepConfig, default_threads, length_grid
-from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table
+from bench.scaling.registry import (DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table,
+                                    stride_refusal)
 from bench.scaling.schema import LEVELS, PASSES
 
 PROG = "python -m bench.scaling"
@@ -50,7 +51,7 @@ def build_parser() -> ArgParser:
     a("--n-heads", type=positive_int, help="heads H (default 8; the model level uses it too)")
     a("--head-dim", type=positive_int, help="head width d at core/layer level (default 64; layer width D = H*d)")
     a("--field-stride", type=positive_float, help="wave field stride s, cells per token (default 4; must be exactly "
-      "causal: an integer >= 1 or any value >= 2)")
+      "causal: an integer >= 1 or any value >= 2; wave, wave-scan and the other token-level methods need an integer)")
     a("--model-dim", type=positive_int, help="model level: LM width D (default 256, the published size)")
     a("--model-layers", type=positive_int, help="model level: LM depth (default: 2 on CPU, 6 on CUDA)")
     a = p.add_argument_group("sequence lengths").add_argument
@@ -126,6 +127,8 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     if "all" in methods:
         methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
     floor = False if args.no_floor else (base.floor if base is not None else True)
+    if why := stride_refusal(stride, methods):
+        raise UsageError(why)
 
     taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim

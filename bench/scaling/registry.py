@@ -33,6 +33,7 @@ class Method:
     default: bool = False  # in the default set
     tier: int = EXTRA
     uses_stride: bool = False  # its operator reads the field stride (recorded in the row)
+    integer_stride: bool = False  # a token-level wave operator: exact (and runnable) only for integer strides
 
     def supports(self, level: str, pass_: str) -> bool:
         return level in self.levels and pass_ in self.passes
@@ -109,7 +110,7 @@ def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", defaul
                   cost=partial(costs.method_cost, "wave", path),
                   check=partial(builders.check_wave, path=path, v_layout=v_layout, compiled=compiled),
                   why_unavailable=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
-                  uses_stride=True)
+                  uses_stride=True, integer_stride=path != "field")
 
 
 def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False,
@@ -182,6 +183,16 @@ def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     if METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None:
         names.append("softmax-flash-attn")
     return names
+
+
+def stride_refusal(stride: float, names) -> str | None:
+    """Why the methods `names` cannot run at this (causal) field stride, or None: the token-level wave
+    operators raise at every cell for a non-integer stride."""
+    need = [n for n in names if METHODS[n].integer_stride]
+    if float(stride).is_integer() or not need:
+        return None
+    return (f"--field-stride {stride:g}: {', '.join(need)} need an integer stride (the token-level operator is exact "
+            "only there); give an integer stride, or leave them out (wave-field takes any stride >= 2)")
 
 
 def method_table(device: torch.device) -> list[list[str]]:
