@@ -116,6 +116,20 @@ def test_resume_finishes_without_remeasuring(tmp_path, monkeypatch):
     assert env["sweep"]["seq_lens"] == [64, 128] and len(env["resumes"]) == 1
 
 
+def test_resume_of_a_run_with_a_method_this_version_lacks_is_one_line(tmp_path, capsys):
+    run = tmp_path / "old"
+    run.mkdir()
+    base = dict(device="cpu", dtype="float32", batch=1, heads=2, head_dim=8, field_stride=4.0,
+                methods=["wave", "wave-old"], levels=["core"], passes=["fwd"], seq_lens=[64], floor=False, warmup=1,
+                min_run_time=0.001, min_reps=3, seed=0, threads=1, time_budget=5.0, mem_budget_gb=1.0,
+                total_budget=None, model_dim=16, model_layers=1, vocab=256, quick=True)
+    (run / "env.json").write_text(json.dumps({"sweep": base}))
+    assert run_cli(main, ["--resume", str(run)], prog=PROG) == 2  # was a KeyError traceback
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "method 'wave-old' of the run is not in this version" in err, err
+    assert not (run / "timings.csv").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

@@ -126,6 +126,11 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     methods = list(pick(args.methods, "methods") or default_methods(device, dtype))
     if "all" in methods:
         methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
+    gone = [m for m in methods if m not in METHODS]  # only a resumed run's env.json can name one (flags are checked)
+    if gone:
+        raise UsageError(f"method {', '.join(map(repr, gone))} of the run is not in this version of the registry; "
+                         f"finish the run with the version that started it (git in env.json); valid choices: "
+                         f"{', '.join(METHODS)}")
     floor = False if args.no_floor else (base.floor if base is not None else True)
     if why := stride_refusal(stride, methods):
         raise UsageError(why)
