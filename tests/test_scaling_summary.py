@@ -272,3 +272,14 @@ def test_plot_note_names_lengths_that_are_not_multiples_of_1k():
     assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 1000-3000 (skipped)"
     sub = sub.assign(seq_len=[2048, 4096, 32768])
     assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 2K-32K (skipped)"
+
+
+def test_peak_memory_heading_names_only_the_methods_of_the_numbers_shown(tmp_path):
+    rows = [ok("wave", 1024, 2.0, peak_mem_mb=3.0, mem_method="torch-profiler"),
+            ok("wave", 2048, 4.0, peak_mem_mb=6.0, mem_method="torch-profiler"),
+            {"method": "wave", "level": "core", "pass": "fwd", "seq_len": 4096, "status": "skipped",
+             "reason": "predicted peak memory 9.0 GB > memory budget 2.0 GB", "peak_mem_mb": 8583,
+             "mem_method": "estimate"}]
+    text = write_summary(write_run(tmp_path / "run", rows)).read_text()
+    # the skipped cell's estimate is not in the table (it shows 'skipped'), so the heading must not claim it
+    assert "Peak memory, MB (torch-profiler):" in text, section(text, "### core fwd", "Speedup")

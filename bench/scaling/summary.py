@@ -99,7 +99,9 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
             lines.append(f"- {status}: {reason} ({where})")
         lines.append("")
     if sub["peak_mem_mb"].notna().any():
-        mem_how = ", ".join(sorted({m for m in sub["mem_method"] if m})) or "method not recorded"
+        # ok cells only: a skip's estimate is not in the table (the cell shows its status word)
+        mem_how = ", ".join(sorted({m for m in sub.loc[sub["status"] == "ok", "mem_method"] if m})) \
+            or "method not recorded"
         lines += [f"Peak memory, MB ({mem_how}):", "",
                   frame_table(_grid(sub, methods, lambda r: fmt(r["peak_mem_mb"])), index=True), ""]
     sp = speedup_table(sub, methods)
