@@ -206,4 +206,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="python -m bench.scaling.summary"))
+    raise SystemExit(run_cli(main, prog="python -m bench.scaling.summary", resumable=False))  # no --resume here
