@@ -130,6 +130,16 @@ def test_resume_of_a_run_with_a_method_this_version_lacks_is_one_line(tmp_path, 
     assert not (run / "timings.csv").exists()
 
 
+def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
+    # wave-bhnd is core-only: this wrote env.json, then two "holds no timings.csv" notes, and exited 0
+    out = tmp_path / "run"
+    argv = ["--quick", "--levels", "model", "--methods", "wave-bhnd", "--no-floor", "--out", str(out)]
+    assert run_cli(main, argv, prog=PROG) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nothing to measure" in err and "wave-bhnd: levels core" in err, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

@@ -136,6 +136,12 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         raise UsageError(why)
 
     taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
+    chosen = list(dict.fromkeys(methods + (list(FLOOR_METHODS) if floor else [])))
+    if not any(METHODS[m].supports(lv, p) for m in chosen for lv in taken["levels"] for p in taken["passes"]):
+        runs = "; ".join(f"{m}: levels {','.join(METHODS[m].levels)}, passes {','.join(METHODS[m].passes)}"
+                         for m in chosen)
+        raise UsageError(f"nothing to measure: no chosen method has a cell at --levels {','.join(taken['levels'])} "
+                         f"--passes {','.join(taken['passes'])} ({runs})")
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
     if args.mem_budget is not None:
