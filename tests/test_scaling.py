@@ -114,6 +114,7 @@ def test_resume_finishes_without_remeasuring(tmp_path, monkeypatch):
             assert r == before[row_key(r)]
     env = json.loads((out / "env.json").read_text())
     assert env["sweep"]["seq_lens"] == [64, 128] and len(env["resumes"]) == 1
+    assert set(env["methods"]) == {"wave", "softmax-sdpa"}  # --no-floor: the floors were listed though never run
 
 
 def test_resume_of_a_run_with_a_method_this_version_lacks_is_one_line(tmp_path, capsys):

@@ -208,7 +208,7 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
         timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
         cost_model='docs/method.md, "Cost model"',
-        methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS) if m in METHODS},
+        methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS if cfg.floor else ())},
         torch_threads=cfg.threads,
         allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""),
     )
