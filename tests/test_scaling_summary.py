@@ -298,3 +298,11 @@ def test_summary_ctrl_c_is_one_line_without_a_resume_hint(fixture_run):
               "runpy.run_module('bench.scaling.summary', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130 and proc.stderr.strip() == "python -m bench.scaling.summary: interrupted", proc.stderr
+
+
+def test_fmt_writes_small_numbers_without_exponents():
+    from bench.common.timings import fmt
+
+    # TFLOP/s of a tiny CPU cell: the tables showed '3.32e-06' though fmt promises no exponents
+    assert [fmt(x) for x in (3.32e-6, -4.5e-5, 1e-4, 0.000205, 0.5, 0.0, 12.34)] == \
+        ["0.00000332", "-0.000045", "0.0001", "0.000205", "0.5", "0", "12.3"]

@@ -184,6 +184,8 @@ def fmt(x: float | None) -> str:
     if x is None or not isinstance(x, (int, float, np.number)) or not math.isfinite(x):
         return "n/a"
     a = abs(x)
+    if 0 < a < 1e-4:  # where .3g would switch to an exponent: three significant figures in plain decimals
+        return format(x, f".{2 - math.floor(math.log10(a))}f").rstrip("0")
     return format(x, ",.0f" if a >= 100 else ".1f" if a >= 10 else ".2f" if a >= 1 else ".3g")
 
 
