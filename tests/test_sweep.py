@@ -81,6 +81,22 @@ def test_oom_rows_and_sweep_goes_on(tmp_path):
     assert len(rows) == 9
 
 
+def test_a_python_memory_error_is_an_oom_row(tmp_path):
+    # run_cli calls MemoryError out of memory; the sweep called it an error and went on to longer lengths
+    def no_memory(spec):
+        def fn():
+            if spec.seq_len >= 128:
+                raise MemoryError()
+            return torch.ones(2)
+        return fn
+
+    path = tmp_path / "timings.csv"
+    run_sweep(_cfg(["big"]), path, CPU, registry={"big": _fake("big", no_memory)}, progress=False)
+    rows = _rows_by(read_rows(path), "big")
+    assert [rows[n]["status"] for n in (64, 128, 256)] == ["ok", "oom", "skipped"], rows
+    assert rows[128]["reason"] == "MemoryError" and "out of memory" in rows[256]["reason"]
+
+
 def test_oom_during_timing_is_caught(tmp_path):
     def late_oom(spec):
         calls = {"n": 0}

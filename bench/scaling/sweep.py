@@ -182,9 +182,9 @@ class Sweep:
         return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
-        """The row of a cell that raised: oom for a CUDA OOM or the RuntimeError of torch's CPU allocator
-        (longer lengths of the method are then skipped), else error."""
-        oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        """The row of a cell that raised: oom for a CUDA OOM, the RuntimeError of torch's CPU allocator or a
+        MemoryError (longer lengths of the method are then skipped), else error."""
+        oom = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
             isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
         if oom:
             free_memory(self.device)
