@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [_method(name, args, device, dtype) for name in args.method]  # every name checked before any work
     if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
         raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
-    from bench.scaling.grid import CellSpec
+    from bench.scaling.grid import DEVICE_DEFAULTS, CellSpec
     from bench.scaling.registry import stride_refusal
     from wavefield_core import check_stride
 
@@ -127,16 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.level == "model" and CellSpec.model_dim % args.heads:
         raise UsageError(f"--level model: the LM width {CellSpec.model_dim} is not divisible by --heads {args.heads}")
 
-    batch = args.batch if args.batch is not None else (8 if device.type == "cuda" else 1)
+    defaults = DEVICE_DEFAULTS[device.type]  # the sweep's: B, and the LM depth at the model level
+    batch = args.batch if args.batch is not None else defaults["batch"]
     lines: list[str] = []
     for method in methods:
         for n in args.seq_len:
             spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
-                            args.field_stride)
+                            args.field_stride, model_layers=defaults["model_layers"])
+            depth = f", {spec.model_layers} layers" if spec.level == "model" else ""
             head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
                     f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.row_head_dim} "
-                    f"N={spec.seq_len}, stride {spec.field_stride:g}; {args.warmup} warm-up calls, {args.reps} timed "
-                    f"and {args.reps} profiled calls")
+                    f"N={spec.seq_len}, stride {spec.field_stride:g}{depth}; {args.warmup} warm-up calls, "
+                    f"{args.reps} timed and {args.reps} profiled calls")
             try:
                 built = method.build(spec)
                 wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)

@@ -30,7 +30,9 @@ def test_profiles_forward_and_backward_of_the_layer(capsys):
 def test_model_level_header_names_the_models_head_width(capsys):
     # the LM is 256 wide: with 2 heads its heads are 128 wide, whatever --head-dim (core/layer only) says
     assert main(["--method", "softmax-sdpa", *TINY, "--level", "model", "--top", "1"]) == 0
-    assert "level model, pass fwd, device cpu, dtype float32, B=1 H=2 d=128 N=32" in capsys.readouterr().out
+    # and the sweep's LM depth on this device (2 layers on CPU), which it says
+    assert "level model, pass fwd, device cpu, dtype float32, B=1 H=2 d=128 N=32, stride 4, 2 layers;" in (
+        capsys.readouterr().out)
 
 
 def test_bad_input_is_one_line_and_exit_2(capsys):
