@@ -80,6 +80,8 @@ def test_sweep_run_end_to_end(tmp_path):
     for needle in ("## Learning-rate sweep (seed 0)", "kept", "(tuned LRs)", "at --lr 0.003 (untuned)",
                    "## Equal wall-clock", "## Convergence", "training tokens per parameter"):
         assert needle in text, needle
+    assert "a run stops after" not in text and "a job stops after 20 in a row and is kept as a diverged row" in text
+    assert "diverged row and the run goes on" in " ".join(qcli.build_parser().format_help().split())
     for name in ("lr_sweep.png", "ratio_vs_tokens.png", "val_loss_vs_tokens.png"):
         assert (out / "plots" / name).stat().st_size > 0
 

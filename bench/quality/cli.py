@@ -105,7 +105,8 @@ def build_parser() -> ArgParser:
     run.add_argument("--deterministic", choices=("auto", "on", "off"), default=None,
                      help="torch.use_deterministic_algorithms: auto = on for CPU, off for CUDA (default: auto)")
     run.add_argument("--max-nonfinite", type=positive_int, default=20,
-                     help="stop (exit 3, state saved) after this many non-finite steps in a row (default: 20)")
+                     help="stop (exit 3, state saved) after this many non-finite steps in a row; with --lr-sweep "
+                          "the job ends there as a diverged row and the run goes on (default: 20)")
     run.add_argument("--inject-nan-at-step", type=_step_list, nargs="+", default=None, metavar="STEP",
                      help=argparse.SUPPRESS)  # tests: make the loss NaN at these 1-based steps (5 or 3-7)
     # tests: save the state and stop after this many steps in this invocation, as an interruption would

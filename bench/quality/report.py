@@ -162,8 +162,10 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               "'character' vocabulary) is not comparable; bits per character is. Compare ratios, or bpc.",
               "- Wave and standard see the same batches in the same order at each seed and the same number of "
               "optimizer steps; only the model differs.",
-              f"- Non-finite losses skip the step (no update) and are counted; a run stops after "
-              f"{env.get('max_nonfinite', 20)} in a row.", ""]
+              "- Non-finite losses skip the step (no update) and are counted; "
+              + (f"a job stops after {env.get('max_nonfinite', 20)} in a row and is kept as a diverged row (NaN "
+                 "test metrics); the run stops only when every LR of a model diverged." if swept else
+                 f"a run stops after {env.get('max_nonfinite', 20)} in a row."), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots] + [""]
     return "\n".join(lines)
