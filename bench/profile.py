@@ -16,6 +16,7 @@ import torch
 from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int,
                               run_cli)
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
+from bench.common.memory import free_memory
 from bench.common.timing import synchronize, time_calls
 from bench.scaling.schema import LEVELS, PASSES
 
@@ -150,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as exc:  # noqa: BLE001 - the backend name is informative only
                     backend = f"unknown ({type(exc).__name__})"
                 block = [head, f"backend: {backend}", *report(averages, wall, device, args.reps, args.top)]
-                del built
             print("\n".join(block + [""]), flush=True)
             lines += block + [""]
+            built = None  # the cell's tensors (a failed cell's too: an OOM's) go before the next cell is built
+            free_memory(device)
     if args.out:
         Path(args.out).write_text("\n".join(lines))
     return 0

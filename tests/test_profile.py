@@ -67,3 +67,28 @@ def test_ctrl_c_is_one_line_without_a_resume_hint():
               "runpy.run_module('bench.profile', run_name='__main__')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130 and proc.stderr.strip() == f"{PROG}: interrupted", proc.stderr
+
+
+def test_a_failed_cell_is_a_line_and_its_tensors_are_gone_before_the_next_cell(capsys, monkeypatch):
+    import dataclasses
+    import weakref
+
+    import bench.profile as prof
+    from bench.scaling.registry import METHODS
+
+    held, alive_at_build = [], []
+    wave = METHODS["wave"]
+
+    def build(spec):
+        alive_at_build.append([ref() is not None for ref in held])
+        return wave.build(spec)
+
+    def out_of_memory(fn, device, warmup, reps):
+        held.append(weakref.ref(fn))  # the cell's closure: it holds the cell's tensors
+        raise MemoryError("no memory for this cell")
+
+    monkeypatch.setitem(METHODS, "wave", dataclasses.replace(wave, build=build))
+    monkeypatch.setattr(prof, "profile_cell", out_of_memory)
+    assert main(["--method", "wave", *TINY[:1], "32,48", *TINY[2:]]) == 0
+    assert capsys.readouterr().out.count("failed: MemoryError: no memory for this cell") == 2
+    assert alive_at_build == [[], [False]]  # the failed cell was released before the next one was built
