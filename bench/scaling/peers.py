@@ -128,7 +128,8 @@ def available(impl: str, device: torch.device, dtype: torch.dtype | None = None)
 #   simple-gla, retnet   fwd = B H [N' (4 C d + 3 C + 4 d^2 + 4 d + 3) + 2 M d^2]   ((C, C) scores and
 #               their product with v: 4 C d; decay mask: 3 C; chunk states and carry-in: 4 d^2;
 #               q scale, decayed k and q, carry-in add: 4 d; decay factors: 3; state loop: 2 d^2)
-#   diag-ssm    costs.scan_flops (the wave-scan path: the same chunked recurrence)
+#   diag-ssm    costs.scan_flops (the wave-scan path: the same chunked recurrence, and its fwdbwd
+#               multiple, 2.5 x fwd, not the 3 x above)
 
 
 def core_flops(op: str, b: int, h: int, n: int, d: int, pass_: str) -> float:
