@@ -144,6 +144,7 @@ def test_stats_interval():
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
     (["--seeds", "-1"], "--seeds: -1 is negative"),
     (["--seeds", str(2**63), "0", "--corpus", "fixture", "--out", "{tmp}"], "--seeds takes values from 0 to"),
+    (["--corpus", "fixture", "--seq-len", "400", "--out", "{tmp}"], "valid split: too little data: 0 windows"),
     (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),
     (["--corpus", "text-file"], "--text-file"),
     (["--steps", "5", "--epochs", "2"], "give only one of"),

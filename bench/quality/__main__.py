@@ -83,9 +83,14 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     n_tokens = len if p.batching == "contiguous" else lambda lines: sum(map(len, lines))
     tokens_per_char = {s: n_tokens(data[s]) / max(1, count_chars(corpus.split(s), p.batching)) for s in SPLITS}
 
-    plan = make_plan(p, len(make_batches(p.batching, data["train"], p.seq_len, p.batch_size, pad_id=tok.pad_id)))
-    eval_batches = {s: make_batches(p.batching, data[s], p.seq_len, p.batch_size, shuffle=False, drop_last=False,
-                                    pad_id=tok.pad_id) for s in ("valid", "test")}
+    def batches(split: str, **kw):
+        try:
+            return make_batches(p.batching, data[split], p.seq_len, p.batch_size, pad_id=tok.pad_id, **kw)
+        except UsageError as exc:  # name the split: a short valid or test split fails where train is fine
+            raise UsageError(f"{split} split: {exc}") from None
+
+    plan = make_plan(p, len(batches("train")))
+    eval_batches = {s: batches(s, shuffle=False, drop_last=False) for s in ("valid", "test")}
     if not resume:
         run_dir = claim_run_dir(settings.out, tag=device_tag(device), kind="quality", main=ctx.is_main,
                                 broadcast=ctx.broadcast)
