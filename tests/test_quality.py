@@ -151,6 +151,7 @@ def test_stats_interval():
     (["--d-model", "30", "--n-heads", "4"], "not divisible"),
     (["--field-stride", "1.5", "--corpus", "fixture", "--no-progress", "--out", "{tmp}"], "leaks"),
     (["--resume", "{tmp}", "--lr", "1"], "--resume continues a run"),
+    (["--resume", "{tmp}", "--preset", "paper-char"], "drop --preset"),  # was accepted and silently ignored
     (["--methods", "wave,nope"], "unknown method 'nope'; valid choices: wave, wave-scaled-pos, standard"),
     (["--methods", "wave", "--pairing", "paper"], "either --methods or --pairing"),
     (["--wave-mode", "warp"], "invalid choice: 'warp'"),

@@ -79,7 +79,7 @@ def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Train WaveFieldLM and StandardLM under the same budget and report the "
                   "gap in perplexity, bits per character and accuracy.")
     run = p.add_argument_group("run")
-    run.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+    run.add_argument("--preset", default=None, choices=sorted(PRESETS),
                      help=f"named defaults (every field below can override it; default: {DEFAULT_PRESET})")
     run.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     run.add_argument("--seeds", type=nonneg_int, nargs="+", default=None, metavar="SEED",
@@ -135,9 +135,8 @@ def resolve(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
     run_flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
-        # every other option is fixed; each defaults to None (a --preset is ignored, --list-presets never gets here)
-        fixed = [k for k, v in vars(args).items()
-                 if v is not None and k not in (*RUN_FLAGS, "resume", "preset", "list_presets")]
+        # every other option is fixed; each defaults to None (--list-presets never gets here)
+        fixed = [k for k, v in vars(args).items() if v is not None and k not in (*RUN_FLAGS, "resume", "list_presets")]
         if fixed:
             raise UsageError(f"--resume continues a run with its saved settings; drop {', '.join(map(_flag, fixed))} "
                              "(allowed with --resume: --device, --max-nonfinite, --no-progress, --threads)")
@@ -145,7 +144,7 @@ def resolve(args: argparse.Namespace) -> Settings:
     if args.methods is not None and args.pairing is not None:
         raise UsageError("give either --methods or --pairing, not both")
     settings = Settings(
-        preset=apply_overrides(PRESETS[args.preset], given), seeds=list(args.seeds or [0]),
+        preset=apply_overrides(PRESETS[args.preset or DEFAULT_PRESET], given), seeds=list(args.seeds or [0]),
         pairing=args.pairing or "both", method_names=sorted(args.methods or [], key=lambda m: m != "wave"),
         data_dir=args.data_dir, text_file=args.text_file, out=args.out, deterministic=args.deterministic or "auto",
         inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
