@@ -152,6 +152,7 @@ def test_stats_interval():
     (["--field-stride", "1.5", "--corpus", "fixture", "--no-progress", "--out", "{tmp}"], "leaks"),
     (["--resume", "{tmp}", "--lr", "1"], "--resume continues a run"),
     (["--resume", "{tmp}", "--preset", "paper-char"], "drop --preset"),  # was accepted and silently ignored
+    (["--amp", "fp16", "--device", "cpu", "--corpus", "fixture", "--out", "{tmp}"], "on cpu: auto, off, bf16"),
     (["--methods", "wave,nope"], "unknown method 'nope'; valid choices: wave, wave-scaled-pos, standard"),
     (["--methods", "wave", "--pairing", "paper"], "either --methods or --pairing"),
     (["--wave-mode", "warp"], "invalid choice: 'warp'"),

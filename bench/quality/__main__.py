@@ -226,9 +226,9 @@ def _amp_dtype(amp: str, device):
     cuda = device.type == "cuda"
     if amp == "fp16" and not cuda:
         raise UsageError("--amp fp16 needs a CUDA device (fp16 autocast on CPU is not supported here); "
-                         "valid choices on cpu: off, bf16")
+                         "valid choices on cpu: auto, off, bf16")
     if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: off, fp16")
+        raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: auto, off, fp16")
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
