@@ -395,6 +395,9 @@ def test_bpe_and_line_batching(tmp_path):
     assert 0 < tpc < 1  # BPE tokens cover more than one character
     for r in rows(out / "final.csv"):
         assert float(r["test_bpc"]) == pytest.approx(float(r["test_loss"]) / math.log(2) * tpc)
+        # the planned steps x batch x seq_len counts padded positions; the padded batches trained on fewer tokens
+        assert int(r["tokens"]) < 3 * 8 * 32
+    assert "training tokens per parameter (token positions, padding included" in (out / "summary.md").read_text()
     from bench.quality.tokenizers import load_tokenizer
 
     assert load_tokenizer(out / "tokenizer.json").kind == "bpe"

@@ -109,7 +109,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               f"- Models: D={p.get('d_model')}, {p.get('n_layers')} layers, {p.get('n_heads')} heads; "
               + "; ".join(f"{m}: {v['params']:,} params, d_ff {v['config']['d_ff']}, "
                           f"{planned_tokens(env) / v['params']:.1f} training tokens per parameter"
-                          for m, v in env.get("methods", {}).items()) + ".",
+                          for m, v in env.get("methods", {}).items())
+              + (" (token positions, padding included: line batches train on fewer tokens)."
+                 if p.get("batching") == "lines" else "."),
               *([f"- Learning rate: swept over {', '.join(f'{lr:g}' for lr in lrs)} at seed {first_seed(env)} "
                  f"(same budget and schedule shape for every model); each method keeps the LR with the lowest best "
                  f"validation loss and trains the other seeds at it. --lr {p.get('lr')} is the untuned reference."]
