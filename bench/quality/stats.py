@@ -59,7 +59,8 @@ def spread(values: Sequence[float]) -> Spread:
         return Spread(n, mean, nan, mean, mean, nan, nan)
     std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
     half = t975(n - 1) * std / math.sqrt(n)
-    return Spread(n, mean, std, min(v), max(v), mean - half, mean + half)
+    lo, hi = (nan, nan) if math.isnan(mean) else (min(v), max(v))  # min/max of a list with NaN depend on its order
+    return Spread(n, mean, std, lo, hi, mean - half, mean + half)
 
 
 def paired_ratios(num: dict, den: dict) -> list[float]:
