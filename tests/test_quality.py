@@ -361,6 +361,9 @@ def test_too_many_nonfinite_in_a_row_exits_3(tmp_path, capsys):
     lines = [l for l in err.strip().splitlines() if "error" in l]
     assert len(lines) == 1 and "4 non-finite steps in a row" in lines[0] and "--max-nonfinite" in lines[0]
     assert (out / "checkpoints" / "wave-seed0-last.pt").exists()  # state saved
+    # raising the limit on --resume finishes the run; the summary states the limit the run finished under
+    assert run(["--resume", out, "--max-nonfinite", "100", "--no-progress"]) == 0
+    assert "a run stops after 100 in a row" in (out / "summary.md").read_text()
 
 
 def test_two_process_ddp_matches_one_process(tmp_path):

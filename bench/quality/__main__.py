@@ -122,7 +122,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     corpus_info = {"name": corpus.name, "source": corpus.source, "license": corpus.license,
                    "split_rule": corpus.split_rule, "chars": corpus.sizes()}
     if ctx.is_main and resume:
-        note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world)
+        note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world,
+                    max_nonfinite=settings.max_nonfinite)
     elif ctx.is_main:
         write_json(run_dir / "env.json", collect_env(
             argv, seed=settings.seeds, command=command, kind="quality", world_size=ctx.world,

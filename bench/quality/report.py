@@ -147,6 +147,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
     lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], ref_lr)
 
     acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    # --max-nonfinite may change on --resume: the run finished under the last one
+    limit = [env.get("max_nonfinite", 20),
+             *(r["max_nonfinite"] for r in env.get("resumes", []) if "max_nonfinite" in r)][-1]
     pub_rows = [[f"published: {q['setup']}", q["std_ppl"], acc(q["std_acc"]), q["wave_ppl"], acc(q["wave_acc"]),
                  f"{q['wave_ppl'] / q['std_ppl']:.2f}"] for q in PUBLISHED_QUALITY]
     for r in ratios:
@@ -165,9 +168,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               "- Wave and standard see the same batches in the same order at each seed and the same number of "
               "optimizer steps; only the model differs.",
               "- Non-finite losses skip the step (no update) and are counted; "
-              + (f"a job stops after {env.get('max_nonfinite', 20)} in a row and is kept as a diverged row (NaN "
+              + (f"a job stops after {limit} in a row and is kept as a diverged row (NaN "
                  "test metrics); the run stops only when every LR of a model diverged." if swept else
-                 f"a run stops after {env.get('max_nonfinite', 20)} in a row."), ""]
+                 f"a run stops after {limit} in a row."), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots] + [""]
     return "\n".join(lines)
