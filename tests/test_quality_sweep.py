@@ -121,6 +121,15 @@ def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
     assert not list((out / "checkpoints").glob("*-last.pt"))
 
 
+def test_sweep_table_calls_diverged_only_the_jobs_that_stopped():
+    from bench.quality.report import sweep_section
+
+    finals = [_final("wave", 0, 1e-3, 2.0, test_loss="2.1", nonfinite_steps="2"),  # two skipped steps, then fine
+              _final("wave", 0, 3e-3, float("inf"), test_loss="nan", test_ppl="nan", nonfinite_steps="3")]
+    text = "\n".join(sweep_section(finals, 0, tuned_rows(finals, 0)))
+    assert "| 2 | kept" in text and "| 3 (diverged) |" in text, text
+
+
 def _curve(method, seed, points, split="val"):
     return [{"method": method, "seed": str(seed), "split": split, "step": str(s), "tokens": str(s * 100),
              "loss": repr(loss), "wall_s": repr(t), "peak_lr": "0.001"} for s, loss, t in points]

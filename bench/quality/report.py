@@ -182,7 +182,8 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
         start = [r for r in finals if r["method"] == m and (seed is None or int(float(r["seed"])) == seed)]
         kept = lr_of(next(iter(tuned[m].values()))) if tuned.get(m) else math.nan
         for r in sorted(start, key=lr_of):
-            diverged = not math.isfinite(float(r["best_val_loss"] or "nan")) or int(float(r["nonfinite_steps"])) > 0
+            # stopped by --max-nonfinite (no test result) or never validated; skipped steps alone are no divergence
+            diverged = not all(math.isfinite(float(r[k] or "nan")) for k in ("best_val_loss", "test_loss"))
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
                          f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
                          _kept(lr_of(r), kept, [lr_of(x) for x in start])])
