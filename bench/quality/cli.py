@@ -21,6 +21,7 @@ PAIRING_METHODS = {
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 METHOD_CHOICES = tuple(METHODS)
 MAX_SEED = 2**32 - 1
+MAX_LR = 1e6  # far above any rate that trains; near 1e38 AdamW's float32 step (lr / (1 - beta1^t)) overflows mid-run
 
 
 @dataclass
@@ -182,13 +183,14 @@ def validate(s: Settings) -> None:
                  "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
         if getattr(p, name) < 0:
             raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
-    if not p.lr > 0:
-        raise UsageError(f"--lr must be positive (got {p.lr})")
+    if not 0 < p.lr <= MAX_LR:
+        raise UsageError(f"--lr must be positive and at most {MAX_LR:g} (got {p.lr})")
     if p.min_lr > p.lr:
         raise UsageError(f"--min-lr {p.min_lr} exceeds --lr {p.lr}")
     for lr in s.lr_sweep:
-        if not (lr > 0 and lr >= p.min_lr):
-            raise UsageError(f"--lr-sweep value {lr} must be positive and at least --min-lr {p.min_lr}")
+        if not (p.min_lr <= lr <= MAX_LR and lr > 0):
+            raise UsageError(f"--lr-sweep value {lr} must be positive, at least --min-lr {p.min_lr} and at most "
+                             f"{MAX_LR:g}")
     if not 0 <= p.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout})")
     if not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1):
