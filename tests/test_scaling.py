@@ -161,6 +161,7 @@ def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
     (["--field-stride", "2.5"], "--field-stride 2.5: wave, wave-scan need an integer stride"),
     (["--field-stride", "2.5", "--methods", "wave-field,wave-triton"], "wave-triton need an integer stride"),
     (["--seq-lens", "512,abc"], "not an integer"),
+    (["--threads", "100000"], "more than 4x the"),  # torch would start them all
     (["--seq-lens", "512", "--max-len", "1024"], "either --seq-lens"),
     (["--resume", "/nonexistent/run"], "no such folder"),
 ])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -51,6 +52,15 @@ def _number(kind: type, bound: str = "") -> Callable[[str], float]:
 
 positive_int, nonneg_int, finite_float = _number(int, "positive"), _number(int, "nonneg"), _number(float)
 positive_float, nonneg_float = _number(float, "positive"), _number(float, "nonneg")
+
+
+def thread_count(text: str) -> int:
+    """An argparse type for --threads: an integer >= 0 (0: torch's default) and at most 4x the cores here
+    (torch starts every thread it is asked for: 100000 exhausts the memory)."""
+    value, most = nonneg_int(text), 4 * (os.cpu_count() or 1)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{value} is more than 4x the {most // 4} cores here (at most {most})")
+    return value
 
 
 def choice_list(valid: Sequence[str], what: str, item: Callable[[str], Any] | None = None) -> Callable[[str], list]:

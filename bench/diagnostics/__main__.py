@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli
+from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli, thread_count
 
 PROG = "python -m bench.diagnostics"
 PROBE_DTYPES = ("float64", "float32")
@@ -64,7 +64,7 @@ def build_parser() -> ArgParser:
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="seed for init, text windows and probes (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    r.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    r.add_argument("--threads", type=thread_count, help="CPU threads for torch (default or 0: torch's choice)")
     r.add_argument("--out", metavar="DIR",
                    help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
     return p

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int
+from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int, thread_count
 from bench.quality.methods import METHODS
 from bench.quality.presets import BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields
 
@@ -113,7 +113,7 @@ def build_parser() -> ArgParser:
     # tests: save the state and stop after this many steps in this invocation, as an interruption would
     run.add_argument("--stop-after-steps", type=nonneg_int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
-    run.add_argument("--threads", type=nonneg_int, default=0, help="torch CPU threads (0 = torch's default)")
+    run.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0 = torch's default)")
 
     model = p.add_argument_group("preset fields (override the preset)")
     for f in preset_fields():

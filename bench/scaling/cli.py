@@ -16,7 +16,8 @@ from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int
+from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int,
+                              thread_count)
 from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
@@ -65,7 +66,7 @@ def build_parser() -> ArgParser:
       "0.2 on CUDA)")
     a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 10 on CUDA)")
     a("--seed", type=nonneg_int, help="seed of every cell's inputs (default 0)")
-    a("--threads", type=positive_int, help="torch CPU threads (default: all cores; shared out under torchrun)")
+    a("--threads", type=thread_count, help="torch CPU threads (default or 0: all cores; shared out under torchrun)")
     a = p.add_argument_group("budgets").add_argument
     a("--time-budget", type=positive_float, help="seconds one cell may take (warm-up included); a cell predicted "
       "over it is skipped, and so are longer lengths of that method (default: 8 on CPU, 30 on CUDA)")
