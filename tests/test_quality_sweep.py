@@ -203,3 +203,13 @@ def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path):
     keep = ("method", "seed", "peak_lr", "test_loss", "best_val_loss", "best_step", "steps", "tokens")
     strip = lambda path: [{k: r[k] for k in keep} for r in rows(path / "final.csv")]  # noqa: E731
     assert strip(cut) == strip(tmp_path / "full")
+
+
+def test_checkpoint_names_tell_apart_every_learning_rate():
+    from bench.quality.train import ckpt_paths
+
+    assert ckpt_paths("r", "wave", 0, 1e-3, 1e-3)[0].name == "wave-seed0.pt"  # --lr itself
+    assert ckpt_paths("r", "wave", 0, 3e-3, 1e-3)[1].name == "wave-lr0.003-seed0-last.pt"
+    assert ckpt_paths("r", "wave", 0, 1e-5, 1e-3)[0].name == "wave-lr1e-05-seed0.pt"
+    # two sweep values equal to six digits shared one file, so one job could be tested with the other's weights
+    assert ckpt_paths("r", "wave", 0, 0.001000111, 1e-3) != ckpt_paths("r", "wave", 0, 0.001000112, 1e-3)

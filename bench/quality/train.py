@@ -98,9 +98,10 @@ class RunContext:
 
 
 def ckpt_paths(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float) -> tuple[Path, Path]:
-    """(best-validation weights, resume state) of one job; the name carries the LR when it is not --lr."""
+    """(best-validation weights, resume state) of one job; the name carries the LR when it is not --lr, in
+    full (repr: 0.003, 1e-05), so sweep values that agree to six digits do not share a file."""
     d = Path(run_dir) / "checkpoints"
-    tag = f"{method}-seed{seed}" if lr == ref_lr else f"{method}-lr{lr:g}-seed{seed}"
+    tag = f"{method}-seed{seed}" if lr == ref_lr else f"{method}-lr{float(lr)!r}-seed{seed}"
     return d / f"{tag}.pt", d / f"{tag}-last.pt"
 
 
