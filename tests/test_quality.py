@@ -326,6 +326,8 @@ def test_resume_gives_the_same_curve(tmp_path, capsys):
     assert strip(rows(cut / "final.csv")) == strip(rows(tmp_path / "full" / "final.csv"))
     env = json.loads((cut / "env.json").read_text())
     assert len(env["resumes"]) == 2
+    resumed = [ln for ln in (cut / "summary.md").read_text().splitlines() if ln.startswith("Resumed ")]
+    assert len(resumed) == 2 and all("--resume" in ln and "on cpu" in ln for ln in resumed), resumed
 
 
 def test_resume_of_a_run_written_before_the_peak_lr_column(tmp_path):

@@ -93,6 +93,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
              f"Hardware: {hardware_line(env)}", "",
              f"Command: `{command_line(env)}`", "",
              f"Run folder: `{run_dir.name}`; created {env.get('created')}.", ""]
+    lines += [f"Resumed {r.get('at')} by `{r.get('command', '?')}` on {r.get('device', '?')}: the jobs trained "
+              "from then on ran under that command (its device and --threads set their wall-clock and tokens/s)."
+              for r in env.get("resumes", [])] + ([""] if env.get("resumes") else [])
 
     lines += ["## Setup", "",
               f"- Preset `{p.get('name')}`; overridden on the command line: "
