@@ -149,6 +149,7 @@ def test_stats_interval():
     (["--lr", "1e39"], "--lr must be positive and at most 1e+06"),
     (["--lr-sweep", "1e-3", "1e39"], "at most 1e+06"),
     (["--threads", "100000"], "more than 4x the"),
+    (["--seq-len", str(2**70)], "--seq-len must be from 1 to 2,147,483,647"),
     (["--seeds", str(2**63), "0", "--corpus", "fixture", "--out", "{tmp}"], "--seeds takes values from 0 to"),
     (["--corpus", "fixture", "--seq-len", "400", "--out", "{tmp}"], "valid split: too little data: 0 windows"),
     (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),

@@ -21,6 +21,7 @@ PAIRING_METHODS = {
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 METHOD_CHOICES = tuple(METHODS)
 MAX_SEED = 2**32 - 1
+MAX_SIZE = 2**31 - 1  # sizes past int32 overflow torch's shape checks (a C++ traceback building the model)
 MAX_LR = 1e6  # far above any rate that trains; near 1e38 AdamW's float32 step (lr / (1 - beta1^t)) overflows mid-run
 
 
@@ -177,8 +178,8 @@ def validate(s: Settings) -> None:
         raise UsageError(f"the budget needs exactly one positive value among --steps, --epochs, --tokens "
                          f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})")
     for name in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count"):
-        if getattr(p, name) < 1:
-            raise UsageError(f"{_flag(name)} must be >= 1 (got {getattr(p, name)})")
+        if not 1 <= getattr(p, name) <= MAX_SIZE:
+            raise UsageError(f"{_flag(name)} must be from 1 to {MAX_SIZE:,} (got {getattr(p, name)})")
     for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
                  "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
         if getattr(p, name) < 0:
