@@ -293,7 +293,8 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     (["--checkpoint", "EXISTING", "--d-model", "64"], "cannot be combined"),
     (["--probe-dtype", "float16"], "invalid choice"),
     (["--text-file", "FOLDER"], "is not a file"),
-], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder"])
+    (["--d-model", str(2**42), "--n-heads", "2"], "does not build a wave model"),  # was a RuntimeError traceback
+], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model"])
 def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
     from bench.common.cli import run_cli
     from bench.diagnostics.__main__ import main

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common.cli import ArgParser, UsageError, positive_float, positive_int, run_cli, thread_count
+from bench.common.cli import ArgParser, UsageError, one_line, positive_float, positive_int, run_cli, thread_count
 
 PROG = "python -m bench.diagnostics"
 PROBE_DTYPES = ("float64", "float32")
@@ -100,8 +100,9 @@ def load_model(args, device):
     try:
         with torch.device("meta"):  # sizes only
             sized = build_model("wave", config)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{args.checkpoint or 'the model'}: its config does not build a wave model ({exc})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sizes past torch's shape arithmetic
+        raise UsageError(f"{args.checkpoint or 'the model'}: its config does not build a wave model "
+                         f"({one_line(exc, 200)})") from None
     check_memory(args, sized.config_dict(), sum(t.numel() for t in sized.parameters()), device)
     torch.manual_seed(args.seed)
     model = build_model("wave", config)
