@@ -130,6 +130,31 @@ def test_probe_flags_leaking_operator():
     assert all(p.causal for p in clean)
 
 
+def test_probe_does_not_pass_nan_outputs():
+    """An operator whose outputs are NaN shows nothing about causality: leak and response are NaN,
+    and NaN / NaN scored 0 (causal) before; a NaN anywhere now makes the score NaN, which fails."""
+    x = torch.randn(1, 20, 4, dtype=torch.float64)
+    probes = cz.probe_causality(lambda e: e * float("nan"), x)
+    assert all(not p.causal and math.isnan(p.max_score) for p in probes)
+    res = cz.ProbeResult("perturbation", 1e-9)
+    res.add(1, float("nan"), 1.0)
+    res.add(2, 0.0, 1.0)  # Python's max(nan, 0.0) is nan, but max(0.0, nan) is 0.0
+    assert not res.causal
+
+
+def test_leak_demo_reference_of_a_nan_layer_fails():
+    from bench.diagnostics import run
+
+    res = run.Results()
+    layer = WaveFieldAttention(16, 2, field_stride=4.0)
+    with torch.no_grad():
+        layer.out.weight[0, 0] = float("nan")
+    run.leak_demos(layer, res, run.DiagConfig(leak_len=16), torch.Generator().manual_seed(0))
+    verdicts = {r["layer"]: r["verdict"] for r in res.rows if r["quantity"] == "max_score"}
+    assert verdicts["stride 4 (clean)"] == "FAIL"
+    assert all(v == "FAIL" for k, v in verdicts.items() if k != "stride 4 (clean)")  # no leak shown either
+
+
 def test_probe_passes_wavefield_attention_long_n():
     torch.manual_seed(0)
     layer = cz.as_probe_copy(WaveFieldAttention(32, 4, field_stride=4.0), torch.float64)

@@ -15,6 +15,7 @@ docs/mechanism.md, "Causality", score 1e-3 .. 1. Leak demonstrations run the flo
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +32,12 @@ def inside(ts, lo: int, hi: int) -> list[int]:
     return sorted({t for t in ts if lo <= t < hi})
 
 
+def nan_max(values) -> float:
+    """The largest value (0 for none), NaN if any is NaN: Python's max skips a NaN or not by its position."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else max(values, default=0.0)
+
+
 @dataclass
 class ProbeResult:
     """Per-position numbers of one probe and the verdict."""
@@ -39,7 +46,7 @@ class ProbeResult:
     rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
 
     def _max(self, key: str) -> float:
-        return max((r[key] for r in self.rows), default=0.0)
+        return nan_max(r[key] for r in self.rows)
 
     max_score = property(lambda self: self._max("score"))
     max_abs = property(lambda self: self._max("leak_abs"))
@@ -47,7 +54,11 @@ class ProbeResult:
     causal = property(lambda self: self.max_score <= self.tol)
 
     def add(self, pos: int, leak: float, ref: float) -> None:
-        score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
+        # A NaN output proves nothing either way: its score is NaN, which fails every threshold.
+        if math.isnan(leak) or math.isnan(ref):
+            score = math.nan
+        else:
+            score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 

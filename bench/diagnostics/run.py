@@ -168,7 +168,7 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
         check = "leak_demo" if leaky else "causality_reference"
         for probe in probes:
             _add_probe(res, check, name, probe, n, not leaky)
-        score, tol = max(p.max_score for p in probes), probes[0].tol
+        score, tol = cz.nan_max(p.max_score for p in probes), probes[0].tol
         res.add(check, name, "", "max_score", score, tol,
                 ("EXPECTED-LEAK" if score > tol else "FAIL") if leaky else _pf(score <= tol))
         res.add(check, name, "", "max_abs", max(p.max_abs for p in probes))
