@@ -403,3 +403,29 @@ def test_diagnostics_summary_kept_when_its_command_no_longer_parses(tmp_path, ca
     regenerate(Run(path=tmp_path / "diag", kind="diagnostics", rel="diag"))
     assert (tmp_path / "diag" / "summary.md").read_text() == before
     assert "summary.md could not be regenerated" in capsys.readouterr().err
+
+
+def _diag_run(tmp_path: Path, name: str, sha: str, device: str = "cpu"):
+    from bench.report.runs import Run
+
+    return Run(path=tmp_path / "runs" / name, kind="diagnostics", rel=f"runs/{name}",
+               env={"git": {"sha_short": sha}, "device": device})
+
+
+def _claim_row(claim: str, diag: list, quality_runs: list = ()) -> list[str]:
+    from bench.report import evidence as ev
+    from bench.report.page import claims_rows
+
+    rows = claims_rows(ev.scaling_cells([]), list(quality_runs), diag, {"wave": 1, "standard": 1}, "../docs")
+    return next(r for r in rows if r[0].startswith(claim))
+
+
+def test_causality_claim_names_every_commit_it_counts(tmp_path):
+    """The CPU cell sums the probes of every CPU diagnostics run, so it names each of their commits (it named
+    only the first run's)."""
+    heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
+    probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
+    diag = [(_diag_run(tmp_path, name, sha), heads, probes) for name, sha in
+            (("a", "1111111a"), ("b", "2222222b"), ("c", "1111111a"))]
+    cpu = _claim_row("causal", diag)[2]
+    assert "30 PASS, 0 FAIL (3 runs, 1111111, 2222222)" in cpu, cpu

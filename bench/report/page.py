@@ -256,8 +256,9 @@ def _causality_text(group: list[tuple[Run, dict]]) -> str:
         return "not measured"
     passed, failed = sum(c["pass"] for _, c in group), sum(c["fail"] for _, c in group)
     leaks = max(c["leaks"] for _, c in group)
+    commits = ", ".join(dict.fromkeys(ev.commit(run) for run, _ in group))
     return (f"suite's exact strides: {passed} PASS, {failed} FAIL ({len(group)} run{'s' if len(group) != 1 else ''}, "
-            f"{ev.commit(group[0][0])}); V3.5's published configurations: {leaks} of {leaks} leak")
+            f"{commits}); V3.5's published configurations: {leaks} of {leaks} leak")
 
 
 def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]:
