@@ -429,3 +429,19 @@ def test_causality_claim_names_every_commit_it_counts(tmp_path):
             (("a", "1111111a"), ("b", "2222222b"), ("c", "1111111a"))]
     cpu = _claim_row("causal", diag)[2]
     assert "30 PASS, 0 FAIL (3 runs, 1111111, 2222222)" in cpu, cpu
+
+
+def test_a_leak_demonstration_that_shows_no_leak_is_not_hidden(tmp_path):
+    """A leak demo whose probe shows no leak (verdict FAIL: the probe is broken) read '3 of 3 leak' on the page."""
+    from bench.report import evidence as ev
+    from bench.report.page import diagnostics_section
+
+    make_diagnostics_run(tmp_path / "diag")
+    with (tmp_path / "diag" / "diagnostics.csv").open("a") as fh:
+        fh.write("leak_demo,stride 1.29,,max_score,0.0,1e-09,FAIL\n")
+    run = _diag_run(tmp_path, "diag", "1111111a")
+    run.path = tmp_path / "diag"
+    heads, probes = ev.diagnostics(run)
+    assert (probes["leaks"], probes["demos"]) == (1, 2)
+    assert "V3.5's published configurations: 1 of 2 leak" in _claim_row("causal", [(run, heads, probes)])[2]
+    assert "1 of 2 leaks shown" in "\n".join(diagnostics_section([(run, heads, probes)]))

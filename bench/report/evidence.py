@@ -156,8 +156,8 @@ def trained(run: Run) -> bool:
 
 
 def diagnostics(run: Run) -> tuple[dict, dict]:
-    """From diagnostics.csv: the heads' role counts and largest reach (tokens), and the verdict counts
-    of the causality checks and the leak demonstrations."""
+    """From diagnostics.csv: the heads' role counts and largest reach (tokens), the verdict counts
+    of the causality checks, and how many leak demonstrations ran and how many showed their leak."""
     rows = read_table(run.csv)
     heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
@@ -166,7 +166,8 @@ def diagnostics(run: Run) -> tuple[dict, dict]:
     return ({"heads": len(roles), **{role: roles.count(role) for role in ("local", "medium", "long-range")},
              "max_reach": max(reach) if reach else math.nan},
             {"pass": probes["PASS"], "fail": probes["FAIL"],
-             "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows)})
+             "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows),
+             "demos": sum(r["check"] == "leak_demo" and r["quantity"] == "max_score" for r in rows)})
 
 
 def param_counts(vocab: int = 1000) -> dict[str, int]:
