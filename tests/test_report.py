@@ -445,3 +445,14 @@ def test_a_leak_demonstration_that_shows_no_leak_is_not_hidden(tmp_path):
     assert (probes["leaks"], probes["demos"]) == (1, 2)
     assert "V3.5's published configurations: 1 of 2 leak" in _claim_row("causal", [(run, heads, probes)])[2]
     assert "1 of 2 leaks shown" in "\n".join(diagnostics_section([(run, heads, probes)]))
+
+
+def test_claim_verdict_of_a_diverged_seed_takes_no_side(tmp_path):
+    """One setting whose mean PPL ratio is NaN (a diverged seed) was judged 'depends on the setting (gap larger
+    than published in some, gap smaller in others)'."""
+    nan = float("nan")
+    q = {"tokenizer": "char", "device": "CPU", "setting": "char, seq 128", "ppl_ratio": [1.3, nan],
+         "wave_acc": [40.0, nan], "std_acc": [50.0, 50.0]}
+    quality_runs = [(_diag_run(tmp_path, "q", "1111111a"), q)]
+    assert _claim_row("char PPL", [], quality_runs)[4] == "does not"
+    assert _claim_row("char accuracy", [], quality_runs)[4] == "does not: wave less accurate"  # the finite seed

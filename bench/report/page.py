@@ -3,6 +3,7 @@ causality, and the claims at a glance. Every number comes from bench.report.evid
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -238,6 +239,7 @@ def _verdict(near: list[bool], values: list[float] = (), mark: float = 0.0, abov
         return "not measured"
     if any(near):
         return "reproduces" if all(near) else "partly"
+    values = [v for v in values if math.isfinite(v)]  # a diverged seed's NaN is on neither side
     if not values:
         return "does not"
     if min(values) > mark:
