@@ -313,3 +313,12 @@ def test_faster_short_lengths_raise_the_slope_without_failing(tmp_path, baseline
     current = write(tmp_path, "faster_all.json", scaled(baseline_doc, factor2))
     code, checks = gate(BASELINE, current, tmp_path=tmp_path)
     assert code == 0, failed(checks)
+
+
+def test_json_out_that_cannot_be_written_names_the_path_given(tmp_path, capsys):
+    """The error named the hidden temp file the write goes through ('/tmp/.x.1234-ab12cd34.tmp: Is a directory')."""
+    for out, why in ((tmp_path, "Is a directory"), (tmp_path / "no" / "such" / "m.json", "No such file")):
+        code, _ = gate(BASELINE, BASELINE, "--json-out", str(out))
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{str(out)!r}" in err and why in err and ".tmp" not in err, err

@@ -168,7 +168,8 @@ AT_EXIT.append(release_run_dirs)
 
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
-    """A temp path in the same folder, moved over `path` when the block ends without error."""
+    """A temp path in the same folder, moved over `path` when the block ends without error. A file system
+    refusal names `path`, the file the user asked for, not the temp file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
@@ -176,6 +177,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
