@@ -182,6 +182,19 @@ def test_wave_mix_channel_major_v_matches_token_major(mode):
         wave_mix(k, v, p["frequency"], p["damping"], p["phase"], c, 4.0, v_layout="bnhd")
 
 
+@pytest.mark.parametrize("mode", ["token", "field", "scan"])
+def test_wave_mix_returns_v_dtype_whatever_k_dtype(mode):
+    """Every path returns v's dtype: the scan path used to return float32 for bf16 v and float32 k
+    (the deposit v * ||k|| was promoted), where the FFT paths returned bf16."""
+    torch.manual_seed(0)
+    k, v = torch.randn(1, 2, 9, 3), torch.randn(1, 2, 9, 3, dtype=torch.bfloat16)
+    p = v35_init(2)
+    y = wave_mix(k, v, p["frequency"], p["damping"], p["phase"], torch.eye(2), 4.0, mode=mode)
+    assert y.dtype == torch.bfloat16
+    ref = wave_mix(k, v.float(), p["frequency"], p["damping"], p["phase"], torch.eye(2), 4.0, mode=mode)
+    assert rel_err(y, ref) < 1e-2
+
+
 def test_fast_fft_size_is_5_smooth_and_minimal():
     def smooth(m):
         for p in (2, 3, 5):

@@ -86,7 +86,8 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
         perm = LAYOUTS[layout]
         x = u if scale is None else u * scale
         x = x.permute(perm).transpose(-1, -2)  # (B, H, N, d) view
-        y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells)
+        # u's dtype, as the FFT paths return (u * scale may promote, e.g. bf16 u with a float32 scale)
+        y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells).to(u.dtype)
         inverse = tuple(sorted(range(4), key=perm.__getitem__))
         return y.transpose(-1, -2).permute(inverse)
     field_stride = None if mode == "token" else stride
