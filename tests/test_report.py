@@ -456,3 +456,16 @@ def test_claim_verdict_of_a_diverged_seed_takes_no_side(tmp_path):
     quality_runs = [(_diag_run(tmp_path, "q", "1111111a"), q)]
     assert _claim_row("char PPL", [], quality_runs)[4] == "does not"
     assert _claim_row("char accuracy", [], quality_runs)[4] == "does not: wave less accurate"  # the finite seed
+
+
+def test_diagnostics_rows_name_their_commit_and_device(tmp_path):
+    """The page promises every measured number names its setup and commit; the heads-and-causality rows named
+    neither (a CPU and a GPU run of different commits read alike)."""
+    from bench.report.page import diagnostics_section
+
+    heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
+    probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
+    diag = [(_diag_run(tmp_path, "a", "1111111a"), heads, probes),
+            (_diag_run(tmp_path, "b", "2222222b", device="cuda"), heads, probes)]
+    rows = [_cells(ln) for ln in diagnostics_section(diag) if ln.startswith("| runs/")]
+    assert [r[:2] for r in rows] == [["runs/a (1111111)", "random init, CPU"], ["runs/b (2222222)", "random init, GPU"]]

@@ -215,7 +215,8 @@ def diagnostics_section(diag: list[tuple[Run, dict, dict]]) -> list[str]:
              "below 32 medium, otherwise long-range. Causality: perturbation and gradient probes in float64 "
              "(PASS rows); leak demonstrations at V3.5's strides 1.29, 0.996, 0.125 and its fixed-field clamping "
              "(EXPECTED-LEAK rows).", ""]
-    rows = [[r.rel, "trained checkpoint" if ev.trained(r) else "random init", h["heads"], h["local"], h["medium"],
+    rows = [[f"{r.rel} ({ev.commit(r)})", ("trained checkpoint" if ev.trained(r) else "random init")
+             + (", GPU" if ev.on_gpu(r) else ", CPU"), h["heads"], h["local"], h["medium"],
              h["long-range"], fmt(h["max_reach"]),
              f"{c['pass']} PASS, {c['fail']} FAIL, {c['leaks']} of {c['demos']} leaks shown"]
             for r, h, c in diag]
