@@ -142,6 +142,19 @@ def test_probe_does_not_pass_nan_outputs():
     assert not res.causal
 
 
+def test_leak_demos_show_every_leak_from_the_shortest_allowed_length():
+    """--leak-len takes at least 3: at N = 2 the s = 1.29 and clamping demos cannot leak, and the run
+    failed as 'NO leak shown, the probe is broken'. From N = 3 every demonstration shows its leak."""
+    from bench.diagnostics import run
+    from bench.diagnostics.__main__ import leak_len
+
+    layer = WaveFieldAttention(16, 2, field_stride=4.0)
+    for n in (leak_len("3"), 4, 5):
+        res = run.Results()
+        run.leak_demos(layer, res, run.DiagConfig(leak_len=n), torch.Generator().manual_seed(0))
+        assert not res.failed, n
+
+
 def test_leak_demo_reference_of_a_nan_layer_fails():
     from bench.diagnostics import run
 
@@ -319,7 +332,8 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     (["--probe-dtype", "float16"], "invalid choice"),
     (["--text-file", "FOLDER"], "is not a file"),
     (["--d-model", str(2**42), "--n-heads", "2"], "does not build a wave model"),  # was a RuntimeError traceback
-], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model"])
+    (["--leak-len", "2"], "at least 3 tokens"),  # ran, then failed (exit 1): 'NO leak shown ... probe is broken'
+], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model", "leak-len"])
 def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
     from bench.common.cli import run_cli
     from bench.diagnostics.__main__ import main

@@ -29,6 +29,15 @@ def role_thresholds(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def leak_len(text: str) -> int:
+    """--leak-len: at least 3 tokens. With fewer, the s = 1.29 and clamping configurations cannot leak (token 2
+    is the first whose deposit reaches a cell an earlier token reads), and the run would fail as 'probe broken'."""
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"{value} is too short to show every leak (at least 3 tokens)")
+    return value
+
+
 def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Wave Field physics diagnostics: per-head reach and roles, kernels and "
                   "measured impulse responses, coupling matrices, energy flow, the conservation bound, causality "
@@ -51,8 +60,8 @@ def build_parser() -> ArgParser:
                    help="N of the per-layer causality probes (default 2048)")
     d.add_argument("--model-probe-len", type=positive_int, default=1024,
                    help="N of the full-model causality probes (default 1024)")
-    d.add_argument("--leak-len", type=positive_int, default=128, help="N of the leak demonstrations on the float64 "
-                   "reference (default 128; the clamping demo sizes its field for 3N/4 tokens)")
+    d.add_argument("--leak-len", type=leak_len, default=128, help="N of the leak demonstrations on the float64 "
+                   "reference (default 128, at least 3; the clamping demo sizes its field for 3N/4 tokens)")
     d.add_argument("--probe-dtype", default="float64", choices=PROBE_DTYPES,
                    help="dtype of the probe copies (default float64; leak threshold 1e-9, float32: 1e-4)")
     d.add_argument("--no-leak-demos", action="store_true", help="skip the leak demonstrations")
