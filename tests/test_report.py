@@ -469,3 +469,12 @@ def test_diagnostics_rows_name_their_commit_and_device(tmp_path):
             (_diag_run(tmp_path, "b", "2222222b", device="cuda"), heads, probes)]
     rows = [_cells(ln) for ln in diagnostics_section(diag) if ln.startswith("| runs/")]
     assert [r[:2] for r in rows] == [["runs/a (1111111)", "random init, CPU"], ["runs/b (2222222)", "random init, GPU"]]
+
+
+def test_a_folder_given_twice_is_counted_once(tmp_path, capsys, monkeypatch):
+    """The page holds each folder once; the closing line counted spellings ('from 3 run folder(s)' for one)."""
+    monkeypatch.chdir(tmp_path)
+    make_diagnostics_run(tmp_path / "results" / "runs" / "diag")
+    argv = ["results/runs/diag", "results/runs/diag/", "results/runs/../runs/diag", "--no-regenerate", "--no-plots"]
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert capsys.readouterr().out.strip().endswith("from 1 run folder(s)")
