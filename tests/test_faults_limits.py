@@ -46,3 +46,17 @@ def test_too_little_data_creates_nothing(tmp_path):
     out = tmp_path / "out"
     refused(bench("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
     assert not out.exists()  # so the corrected command is not refused as "already holds results"
+
+
+@pytest.mark.parametrize("name", ["cuda:abc", "cuda:-1", "cuda:", "cuda:01"])
+def test_malformed_cuda_device_is_a_usage_error(name, monkeypatch):
+    """On a machine with a GPU, --device cuda:abc reached torch.device and ended in a RuntimeError traceback."""
+    import torch
+
+    from bench.common.cli import UsageError
+    from bench.common.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match="valid choices"):
+        resolve_device(name)

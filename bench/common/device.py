@@ -1,6 +1,8 @@
 """Device and dtype resolution with user-facing errors."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from bench.common.cli import UsageError
@@ -11,7 +13,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is a UsageError."""
-    if name not in DEVICES and not name.startswith("cuda:"):
+    if name not in DEVICES and not re.fullmatch(r"cuda:(0|[1-9][0-9]*)", name):  # what torch.device accepts
         raise UsageError(f"unknown device {name!r}; valid choices: {', '.join(DEVICES)} (or cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
