@@ -333,7 +333,10 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     (["--text-file", "FOLDER"], "is not a file"),
     (["--d-model", str(2**42), "--n-heads", "2"], "does not build a wave model"),  # was a RuntimeError traceback
     (["--leak-len", "2"], "at least 3 tokens"),  # ran, then failed (exit 1): 'NO leak shown ... probe is broken'
-], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model", "leak-len"])
+    (["--model-probe-len", "1"], "at least 2 tokens"),  # was an IndexError traceback in the token-id probe
+    (["--probe-len", "1"], "at least 2 tokens"),  # no probe row at all, yet an overall PASS
+], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model", "leak-len",
+        "model-probe-len", "probe-len"])
 def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
     from bench.common.cli import run_cli
     from bench.diagnostics.__main__ import main

@@ -29,13 +29,20 @@ def role_thresholds(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def leak_len(text: str) -> int:
-    """--leak-len: at least 3 tokens. With fewer, the s = 1.29 and clamping configurations cannot leak (token 2
-    is the first whose deposit reaches a cell an earlier token reads), and the run would fail as 'probe broken'."""
-    value = positive_int(text)
-    if value < 3:
-        raise argparse.ArgumentTypeError(f"{value} is too short to show every leak (at least 3 tokens)")
-    return value
+def tokens_at_least(least: int, why: str):
+    """An argparse type: an integer of at least `least` tokens; `why` says what fewer cannot do."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is too short {why} (at least {least} tokens)")
+        return value
+    return parse
+
+
+# A causality probe needs a token with a later one (at N = 1 the full-model probe crashed, an IndexError).
+# The leak demonstrations need 3: before token 2 the s = 1.29 and clamping configurations cannot leak (its
+# deposit is the first to reach a cell an earlier token reads), and the run failed as 'probe broken'.
+probe_len, leak_len = tokens_at_least(2, "for a causality probe"), tokens_at_least(3, "to show every leak")
 
 
 def build_parser() -> ArgParser:
@@ -56,10 +63,10 @@ def build_parser() -> ArgParser:
     d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")
     d.add_argument("--text-file", metavar="PATH",
                    help="UTF-8 text for the energy batch (default: tests/fixtures/tiny_corpus.txt)")
-    d.add_argument("--probe-len", type=positive_int, default=2048,
-                   help="N of the per-layer causality probes (default 2048)")
-    d.add_argument("--model-probe-len", type=positive_int, default=1024,
-                   help="N of the full-model causality probes (default 1024)")
+    d.add_argument("--probe-len", type=probe_len, default=2048,
+                   help="N of the per-layer causality probes (default 2048, at least 2)")
+    d.add_argument("--model-probe-len", type=probe_len, default=1024,
+                   help="N of the full-model causality probes (default 1024, at least 2)")
     d.add_argument("--leak-len", type=leak_len, default=128, help="N of the leak demonstrations on the float64 "
                    "reference (default 128, at least 3; the clamping demo sizes its field for 3N/4 tokens)")
     d.add_argument("--probe-dtype", default="float64", choices=PROBE_DTYPES,
