@@ -478,3 +478,17 @@ def test_a_folder_given_twice_is_counted_once(tmp_path, capsys, monkeypatch):
     argv = ["results/runs/diag", "results/runs/diag/", "results/runs/../runs/diag", "--no-regenerate", "--no-plots"]
     assert run_cli(main, argv, prog=PROG) == 0
     assert capsys.readouterr().out.strip().endswith("from 1 run folder(s)")
+
+
+def test_quality_run_whose_env_lacks_its_lr(tmp_path, capsys, monkeypatch):
+    """An env.json without settings.preset.lr (the quality summary writes '--lr None') crashed the page with a
+    TypeError traceback formatting None as a number."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    env = json.loads((run / "env.json").read_text())
+    del env["settings"]["preset"]["lr"]
+    (run / "env.json").write_text(json.dumps(env))
+    assert run_cli(main, ["results/runs/quality", "--no-plots"], prog=PROG) == 0, capsys.readouterr().err
+    quality = _section((tmp_path / "results" / "README.md").read_text(), "## Quality")
+    assert "one LR nan for both, no sweep" in quality

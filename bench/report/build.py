@@ -38,7 +38,7 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
     for run, q in quality_runs:
         if q:
             out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
-            if q["untuned"] is not None:
+            if q["untuned"]:  # none when the run did not sweep, or its env.json does not say its --lr
                 out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page.ci(q["untuned"])))
             if q.get("ablation"):
                 out.append((f"wave-scaled-pos / standard test PPL [{run.rel}]", page.ci(q["ablation"]["vs_standard"])))

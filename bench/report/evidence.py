@@ -136,7 +136,7 @@ def quality(run: Run) -> dict:
             "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
             "lr": {m: lr_of(first[m], ref_lr) for m in ("wave", "standard")},
             "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
-            "ref_lr": p.get("lr"), "wall": wall, "wall_s": wall_s,
+            "ref_lr": ref_lr, "wall": wall, "wall_s": wall_s,
             "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, ref_lr), r).verdict
                                 for rows in (w, s) for k, r in rows.items()),
             "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
