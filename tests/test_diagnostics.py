@@ -317,6 +317,19 @@ def test_cli_on_bench_quality_checkpoint(tmp_path):
     assert run_cli(main, ["--checkpoint", str(std), "--out", str(tmp_path / "s")]) == 2
 
 
+def test_cli_on_triton_mode_checkpoint(tmp_path):
+    """A checkpoint trained with mode triton (bench.quality --wave-mode triton) crashed the audit with a
+    RuntimeError traceback on a CPU (and its float64 probes would on a GPU: the kernels take no float64).
+    It is diagnosed on the scan path, the same operator, and the summary says so."""
+    from bench.diagnostics.__main__ import main
+
+    cfg = {"vocab_size": 256, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "mode": "triton"}
+    save_checkpoint(tmp_path / "model.pt", "wave", cfg, WaveFieldLM(**cfg))
+    out = tmp_path / "run"
+    assert main(["--checkpoint", str(tmp_path / "model.pt"), "--threads", "1", *PROBES, "--out", str(out)]) == 0
+    assert "diagnosed with mode scan" in (out / "summary.md").read_text()
+
+
 def test_cli_missing_checkpoint_exits_2(tmp_path):
     proc = run_cmd("--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2

@@ -104,6 +104,8 @@ def load_model(args, device):
             raise UsageError(f"checkpoint {args.checkpoint!r} holds a {ckpt['kind']!r} model; "
                              "diagnostics need a wave model (kind 'wave')")
         config = ckpt["config"]
+        if config.get("mode") == "triton":  # its kernels take no float64 (every causality probe) and need CUDA
+            config = dict(config, mode="scan")  # the same recurrence in PyTorch, on the same weights
     else:
         cfg = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in RANDOM_INIT_DEFAULTS.items()}
         if cfg["d_model"] % cfg["n_heads"]:
@@ -132,6 +134,8 @@ def load_model(args, device):
     if tok is not None and tok.vocab_size != model.config.vocab_size:
         tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
     info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config), "checkpoint meta": listed(meta)[:400]}
+    if ckpt["config"].get("mode") == "triton":
+        info["model"] += " (trained with mode triton, diagnosed with mode scan: the same operator in PyTorch)"
     return model.to(device).eval(), info, tok, tok_desc
 
 
