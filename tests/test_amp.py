@@ -50,6 +50,19 @@ def test_layer_forward_backward_under_autocast(amp, mode, stride):
     assert max(errs.values()) < TOL[amp]
 
 
+def test_float64_layer_under_autocast_stays_float64():
+    """Autocast casts no float64 tensor (nn.Linear stays float64 in it), but the channel-major projection
+    cast x to bf16 and the output GEMM then failed ('Input dtypes must be the same'). It now runs in float64."""
+    torch.manual_seed(3)
+    layer = WaveFieldAttention(16, 2).double()
+    x = torch.randn(2, 20, 16, dtype=torch.float64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.float64 and rel_err(y, reference_wave_layer(layer, x)) < 1e-12
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    assert gx.dtype == torch.float64
+
+
 @pytest.mark.parametrize("amp", AMP, ids=_ids)
 @pytest.mark.parametrize("mode,stride", PATHS, ids=[p[0] for p in PATHS])
 def test_core_half_inputs_against_float64(amp, mode, stride):

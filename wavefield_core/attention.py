@@ -186,11 +186,13 @@ class _ProjectT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *wb):
-        # Under autocast the GEMMs run in the autocast dtype, as nn.Linear's would. A custom
-        # Function's backward runs outside autocast, so the compute dtype is fixed here and the
-        # backward casts to it explicitly (mixing a bf16 gradient with fp32 weights fails otherwise).
+        # Under autocast the GEMMs run in the autocast dtype, as nn.Linear's would (which leaves float64
+        # alone: autocast casts no float64 tensor). A custom Function's backward runs outside autocast,
+        # so the compute dtype is fixed here and the backward casts to it explicitly (mixing a bf16
+        # gradient with fp32 weights fails otherwise).
         dev = x.device.type
-        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        autocast = torch.is_autocast_enabled(dev) and x.dtype != torch.float64
+        cdt = torch.get_autocast_dtype(dev) if autocast else x.dtype
         ctx.dtypes = (x.dtype, [None if t is None else t.dtype for t in wb])
         with torch.autocast(dev, enabled=False):
             xc = x.to(cdt)
