@@ -142,6 +142,27 @@ def test_probe_does_not_pass_nan_outputs():
     assert not res.causal
 
 
+def test_nan_deposits_fail_instrumentation_and_conservation():
+    """One value channel NaN (a NaN weight): the instrumentation check passed (max(0.0, nan) is 0.0), the
+    conservation ratio of the NaN channel counted as a zero channel's 0, and the verdict line showed the
+    largest finite value under FAIL. Both checks now fail, and their lines say 'max nan'."""
+    from bench.diagnostics import report, run
+
+    torch.manual_seed(0)
+    model = WaveFieldLM(256, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight[40, 0] = float("nan")  # a v row: head 1, channel 0
+    cfg = run.DiagConfig(seq_len=16, probe_len=8, model_probe_len=8, leak_demos=False)
+    res = run.run_diagnostics(model, torch.randint(0, 256, (1, 16)), cfg, torch.device("cpu"))
+    verdicts = {(r["check"], r["head"], r["quantity"]): r["verdict"] for r in res.rows}
+    assert verdicts[("instrumentation", "", "max_rel_diff_vs_forward")] == "FAIL"
+    assert verdicts[("conservation", 1, "ratio_p2")] == "FAIL"
+    lines = report.verdict_lines(pd.DataFrame(res.rows, columns=run.COLUMNS))
+    assert [ln for ln in lines if "instrumented" in ln or "(Young)" in ln] == [
+        "FAIL instrumented attention forward == layer.forward, relative diff: max nan (threshold 1.00e-05)",
+        "FAIL conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf: max nan (threshold 1.00001)"]
+
+
 def test_leak_demos_show_every_leak_from_the_shortest_allowed_length():
     """--leak-len takes at least 3: at N = 2 the s = 1.29 and clamping demos cannot leak, and the run
     failed as 'NO leak shown, the probe is broken'. From N = 3 every demonstration shows its leak."""

@@ -43,7 +43,8 @@ def check_conservation(x: torch.Tensor, kernel: torch.Tensor, tol: float = 1e-5)
     for j, p in enumerate(P_NORMS.values()):
         nx = torch.linalg.vector_norm(x.double(), ord=p, dim=-1)  # (B, H, d)
         ny = torch.linalg.vector_norm(y.double(), ord=p, dim=-1)
-        r = torch.where(nx > MIN_NORM, ny / nx.clamp_min(MIN_NORM), torch.zeros_like(nx))
+        # a NaN channel keeps its NaN ratio (it fails); only a zero channel has none
+        r = torch.where((nx > MIN_NORM) | nx.isnan(), ny / nx.clamp_min(MIN_NORM), torch.zeros_like(nx))
         ratios[:, j] = r.amax(dim=(0, 2)).cpu().numpy()
     l1 = kernel[:, : x.shape[-1]].double().abs().sum(-1).detach().cpu().numpy()
     return ConservationResult(ratios=ratios, l1=l1, tol=tol)

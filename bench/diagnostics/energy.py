@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.diagnostics.causality import nan_max
 from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
 
 # In the order they flow through one block (table columns, plot legend); energy_flow defines each.
@@ -64,14 +65,15 @@ def energy_flow(model, idx: torch.Tensor) -> dict:
         for h in handles:
             h.remove()
 
-    per_token, fields, worst = {}, {}, 0.0
+    per_token, fields, diffs = {}, {}, []
     for i, blk in enumerate(blocks):
         with torch.no_grad():
             inter = attention_intermediates(blk.attn, attn_in[i])
         ref = attn_out[i]
-        worst = max(worst, ((inter["out"] - ref).norm() / ref.norm().clamp_min(1e-30)).item())
+        diffs.append(((inter["out"] - ref).norm() / ref.norm().clamp_min(1e-30)).item())
         acts = {"residual_in": res_in[i], "attn_input": attn_in[i], "field_u": inter["u"], "field_conv": inter["conv"],
                 "field_mixed": inter["mixed"], "gate": inter["gate"], "attn_out": ref, "residual_out": res_in[i + 1]}
         per_token[i] = {q: token_rms(a) for q, a in acts.items()}
         fields[i] = (inter["u"], inter["conv"])
-    return {"per_token": per_token, "fields": fields, "instrumentation_max_rel_diff": worst}
+    # nan_max: a NaN output matches nothing, and Python's max would drop it (max(0.0, nan) is 0.0)
+    return {"per_token": per_token, "fields": fields, "instrumentation_max_rel_diff": nan_max(diffs)}

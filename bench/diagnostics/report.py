@@ -76,7 +76,8 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
         if len(d):
             thr = d["threshold"].dropna()
             t = f" (threshold {fmt(thr.iloc[0])})" if len(thr) else ""
-            lines.append(f"{_verdict(d['verdict'])} {what}: max {fmt(d['value'].max())}{t}{extra}")
+            # skipna=False: a NaN value (a failed row) is the max shown, not the largest finite one
+            lines.append(f"{_verdict(d['verdict'])} {what}: max {fmt(d['value'].max(skipna=False))}{t}{extra}")
     for _, r in _sel(df, "causality_reference", "max_score").iterrows():
         lines.append(f"{r['verdict']} float64 reference at the model's {r['layer']}: leak score {fmt(r['value'])} "
                      f"(threshold {fmt(r['threshold'])})")
