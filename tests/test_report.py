@@ -492,3 +492,16 @@ def test_quality_run_whose_env_lacks_its_lr(tmp_path, capsys, monkeypatch):
     assert run_cli(main, ["results/runs/quality", "--no-plots"], prog=PROG) == 0, capsys.readouterr().err
     quality = _section((tmp_path / "results" / "README.md").read_text(), "## Quality")
     assert "one LR nan for both, no sweep" in quality
+
+
+def test_quality_final_csv_without_a_column_the_page_reads(tmp_path, capsys, monkeypatch):
+    """A final.csv lacking test_ppl, test_acc or params (hand-made or damaged) crashed with a KeyError traceback."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    with (run / "final.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    _write_csv(run / "final.csv", [c for c in rows[0] if c != "test_acc"], rows)
+    rc, err = _cli(["results/runs/quality", "--no-plots", "--no-regenerate"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "lacks column(s) test_acc" in err, err
+    assert not (tmp_path / "results" / "README.md").exists()

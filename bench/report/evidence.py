@@ -107,7 +107,7 @@ def quality(run: Run) -> dict:
     test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
     validation ratio at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192
     L=4 (cpu-small), 3.1M tokens, CPU')."""
-    finals, env = read_table(run.csv), run.env
+    finals, env = read_table(run.csv, required=("method", "seed", "test_ppl", "test_acc", "params")), run.env
     p = (env.get("settings") or {}).get("preset") or {}
     tok, ref_lr = env.get("tokenizer") or {}, p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
