@@ -48,6 +48,12 @@ def test_leaking_strides_refused(s):
         WaveFieldAttention(32, 4, field_stride=s)
 
 
+@pytest.mark.parametrize("heads", [0, -2, 3])
+def test_bad_head_count_is_a_value_error(heads):
+    with pytest.raises(ValueError, match="positive divisor of d_model"):  # 0 was a ZeroDivisionError
+        WaveFieldAttention(16, heads)
+
+
 def test_token_mode_refuses_non_integer_stride():
     with pytest.raises(ValueError, match="integer"):
         WaveFieldAttention(32, 4, field_stride=2.5, mode="token")

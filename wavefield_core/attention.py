@@ -250,8 +250,9 @@ class WaveFieldAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, field_stride: float = 4.0, mode: str = "auto",
                  norm_cells: int = DEFAULT_NORM_CELLS, gate_bias_init: float = 0.0, bias: bool = True):
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        if n_heads <= 0 or d_model % n_heads != 0:  # n_heads = 0 was a ZeroDivisionError, < 0 a RuntimeError
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads} "
+                             "(n_heads must be a positive divisor of d_model)")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.field_stride = check_stride(field_stride)
         self.mode = mode
