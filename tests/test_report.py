@@ -505,3 +505,15 @@ def test_quality_final_csv_without_a_column_the_page_reads(tmp_path, capsys, mon
     rc, err = _cli(["results/runs/quality", "--no-plots", "--no-regenerate"], capsys)
     assert rc == 2 and err.count("\n") == 1 and "lacks column(s) test_acc" in err, err
     assert not (tmp_path / "results" / "README.md").exists()
+
+
+def test_diagnostics_csv_without_a_column_the_page_reads(tmp_path, capsys, monkeypatch):
+    """A diagnostics.csv lacking quantity or value crashed with a KeyError traceback."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "diag"
+    make_diagnostics_run(run)
+    with (run / "diagnostics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    _write_csv(run / "diagnostics.csv", [c for c in rows[0] if c != "quantity"], rows)
+    rc, err = _cli(["results/runs/diag", "--no-plots", "--no-regenerate"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "lacks column(s) quantity" in err, err

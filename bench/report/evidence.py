@@ -158,7 +158,7 @@ def trained(run: Run) -> bool:
 def diagnostics(run: Run) -> tuple[dict, dict]:
     """From diagnostics.csv: the heads' role counts and largest reach (tokens), the verdict counts
     of the causality checks, and how many leak demonstrations ran and how many showed their leak."""
-    rows = read_table(run.csv)
+    rows = read_table(run.csv, required=("check", "quantity", "value", "verdict"))
     heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
     reach = [float(r["value"]) for r in heads if r["quantity"] == "reach_tokens"]
