@@ -517,3 +517,18 @@ def test_diagnostics_csv_without_a_column_the_page_reads(tmp_path, capsys, monke
     _write_csv(run / "diagnostics.csv", [c for c in rows[0] if c != "quantity"], rows)
     rc, err = _cli(["results/runs/diag", "--no-plots", "--no-regenerate"], capsys)
     assert rc == 2 and err.count("\n") == 1 and "lacks column(s) quantity" in err, err
+
+
+def test_quality_row_with_an_empty_number(tmp_path, capsys, monkeypatch):
+    """An empty test_ppl, test_acc or params cell (read_table lets 'nothing' pass for a number) crashed with
+    ValueError: could not convert string to float: ''; it is no measurement, as NaN is."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    with (run / "final.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0].update(test_ppl="", test_acc="", params="")  # wave, seed 0
+    _write_csv(run / "final.csv", list(rows[0]), rows)
+    assert run_cli(main, ["results/runs/quality", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert "| nan (95% CI nan to nan, 2 seeds)" in _section((tmp_path / "results" / "README.md").read_text(),
+                                                            "## Quality")

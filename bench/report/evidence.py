@@ -118,7 +118,7 @@ def quality(run: Run) -> dict:
     first = {m: next(iter(rows.values())) for m, rows in by.items()}
 
     def ratio(a: dict, b: dict) -> list[float]:
-        return paired_ratios(*({k: float(r["test_ppl"]) for k, r in rows.items()} for rows in (a, b)))
+        return paired_ratios(*({k: float(r["test_ppl"] or "nan") for k, r in rows.items()} for rows in (a, b)))
 
     ref = rows_at(finals, ref_lr)
     lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
@@ -139,9 +139,9 @@ def quality(run: Run) -> dict:
             "ref_lr": ref_lr, "wall": wall, "wall_s": wall_s,
             "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, ref_lr), r).verdict
                                 for rows in (w, s) for k, r in rows.items()),
-            "wave_acc": [100 * float(w[k]["test_acc"]) for k in seeds],
-            "std_acc": [100 * float(s[k]["test_acc"]) for k in seeds],
-            "tokens_per_param": tokens / float(first["wave"]["params"]), "setting": setting, "tokenizer": kind,
+            "wave_acc": [100 * float(w[k]["test_acc"] or "nan") for k in seeds],
+            "std_acc": [100 * float(s[k]["test_acc"] or "nan") for k in seeds],
+            "tokens_per_param": tokens / float(first["wave"]["params"] or "nan"), "setting": setting, "tokenizer": kind,
             "device": device}
 
 
