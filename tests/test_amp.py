@@ -9,6 +9,7 @@ import torch
 
 from baselines import StandardLM
 from wavefield_core import WaveFieldAttention, WaveFieldLM, wave_mix
+from wavefield_core.model import FieldInterference
 from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
 # Relative RMS error allowed against float64, per autocast dtype: the projections run in the
@@ -48,6 +49,18 @@ def test_layer_forward_backward_under_autocast(amp, mode, stride):
     errs = {"y": rel_err(y, ref), "dx": rel_err(gx, rx), "dW": rel_err(gw, rw), "d_damping": rel_err(gd, rd)}
     print(mode, amp, {k: f"{v:.1e}" for k, v in errs.items()})
     assert max(errs.values()) < TOL[amp]
+
+
+def test_field_interference_running_mean_past_fp16_range():
+    """The running mean divided by counts in the activation dtype: under fp16 autocast every count past
+    65504 was inf, so the mean (and the module's output) there fell to zero."""
+    torch.manual_seed(4)
+    module = FieldInterference(4)
+    x = torch.randn(1, 65600, 4)
+    ref = module(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = module(x)
+    assert rel_err(y[:, 65505:], ref[:, 65505:]) < 5e-3
 
 
 def test_float64_layer_under_autocast_stays_float64():

@@ -71,8 +71,10 @@ class FieldInterference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         c = self.compress(self.norm(x))  # (B, N, D/4)
-        count = torch.arange(1, N + 1, device=x.device, dtype=c.dtype)[None, :, None]  # (1, N, 1)
-        m = torch.cumsum(c, dim=1) / count  # causal running mean: position t sees 1..t only
+        # counts in float32 (float64 kept): in fp16 they are inf past 65504 tokens, in bf16 inexact past 256
+        cdt = torch.float64 if c.dtype == torch.float64 else torch.float32
+        count = torch.arange(1, N + 1, device=x.device, dtype=cdt)[None, :, None]  # (1, N, 1)
+        m = (torch.cumsum(c, dim=1) / count).to(c.dtype)  # causal running mean: position t sees 1..t only
         gbar = self.expand(m)  # (B, N, D)
         temp = F.softplus(self.temperature) + 0.05
         sim = F.cosine_similarity(self.proj_x(x), self.proj_g(gbar), dim=-1, eps=1e-6)  # (B, N)
