@@ -532,3 +532,14 @@ def test_quality_row_with_an_empty_number(tmp_path, capsys, monkeypatch):
     assert run_cli(main, ["results/runs/quality", "--no-plots", "--no-regenerate"], prog=PROG) == 0
     assert "| nan (95% CI nan to nan, 2 seeds)" in _section((tmp_path / "results" / "README.md").read_text(),
                                                             "## Quality")
+
+
+def test_diagnostics_reach_with_an_empty_value(tmp_path, capsys, monkeypatch):
+    """An empty reach_tokens value crashed with ValueError: could not convert string to float: ''."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "diag"
+    make_diagnostics_run(run)
+    with (run / "diagnostics.csv").open("a") as fh:
+        fh.write("heads,0,0,reach_tokens,,,INFO\nheads,0,1,reach_tokens,3.5,,INFO\n")
+    assert run_cli(main, ["results/runs/diag", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert "| 3.50 |" in _section((tmp_path / "results" / "README.md").read_text(), "## Heads and causality")

@@ -161,7 +161,8 @@ def diagnostics(run: Run) -> tuple[dict, dict]:
     rows = read_table(run.csv, required=("check", "quantity", "value", "verdict"))
     heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
-    reach = [float(r["value"]) for r in heads if r["quantity"] == "reach_tokens"]
+    reach = [float(r["value"] or "nan") for r in heads if r["quantity"] == "reach_tokens"]
+    reach = [v for v in reach if not math.isnan(v)]  # empty or NaN: not measured (max() of a NaN is order-bound)
     probes = Counter(r["verdict"] for r in rows if r["check"] in ("causality", "causality_reference", "stride_guard"))
     return ({"heads": len(roles), **{role: roles.count(role) for role in ("local", "medium", "long-range")},
              "max_reach": max(reach) if reach else math.nan},
