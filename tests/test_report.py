@@ -543,3 +543,14 @@ def test_diagnostics_reach_with_an_empty_value(tmp_path, capsys, monkeypatch):
         fh.write("heads,0,0,reach_tokens,,,INFO\nheads,0,1,reach_tokens,3.5,,INFO\n")
     assert run_cli(main, ["results/runs/diag", "--no-plots", "--no-regenerate"], prog=PROG) == 0
     assert "| 3.50 |" in _section((tmp_path / "results" / "README.md").read_text(), "## Heads and causality")
+
+
+def test_no_plots_help_says_the_page_plots_are_not_drawn_either(tmp_path, monkeypatch):
+    """--no-plots also skips the page's own plots/speedup_<device>.png; its help spoke only of run summaries."""
+    from bench.report.__main__ import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(FIXTURE, tmp_path / "results" / "runs" / "scaling")
+    assert run_cli(main, ["results/runs/scaling", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert not (tmp_path / "results" / "plots").exists()
+    assert "plots/speedup_" in " ".join(build_parser().format_help().split())
