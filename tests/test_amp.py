@@ -9,6 +9,7 @@ import torch
 
 from baselines import StandardLM
 from wavefield_core import WaveFieldAttention, WaveFieldLM, wave_mix
+from wavefield_core.attention import wave_conv_bhdn
 from wavefield_core.model import FieldInterference
 from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
@@ -61,6 +62,19 @@ def test_field_interference_running_mean_past_fp16_range():
     with torch.autocast("cpu", dtype=torch.float16):
         y = module(x)
     assert rel_err(y[:, 65505:], ref[:, 65505:]) < 5e-3
+
+
+def test_bf16_layer_kernel_is_the_one_forward_uses():
+    """layer.kernel() of a bf16 layer was computed in bf16 (lags and the 1024-cell normalisation range
+    rounded past 256): off by about its own size from the impulse response its forward computes."""
+    torch.manual_seed(5)
+    layer = WaveFieldAttention(16, 2, field_stride=1.0).bfloat16()
+    with torch.no_grad():
+        layer.damping.fill_(-6.0)
+    u = torch.zeros(1, 2, 1, 600, dtype=torch.bfloat16)
+    u[..., 0] = 1.0
+    impulse = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, 1.0, "token")[0, :, 0]
+    assert rel_err(layer.kernel(600), impulse) < 1e-2
 
 
 def test_float64_layer_under_autocast_stays_float64():

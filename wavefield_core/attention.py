@@ -273,9 +273,12 @@ class WaveFieldAttention(nn.Module):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, field_stride={self.field_stride:g}, path={self.path}"
 
     def kernel(self, n_tokens: int) -> torch.Tensor:
-        """The per-head kernel at token lags 0..N-1 (token path) as used in forward: (H, N)."""
-        lags = torch.arange(n_tokens, device=self.frequency.device, dtype=self.frequency.dtype) * self.field_stride
-        return wave_kernel(self.frequency, self.damping, self.phase, lags, self.norm_cells)
+        """The per-head kernel at token lags 0..N-1 (token path) as used in forward: (H, N), float32
+        (float64 kept), as forward computes it: bf16 lags and normalisation range are inexact past 256."""
+        pdt = self.frequency.dtype if self.frequency.dtype == torch.float64 else torch.float32
+        freq, damp, ph = (t.to(pdt) for t in (self.frequency, self.damping, self.phase))
+        lags = torch.arange(n_tokens, device=freq.device, dtype=pdt) * self.field_stride
+        return wave_kernel(freq, damp, ph, lags, self.norm_cells)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, N, D) -> (B, N, D). The same operator as V3.5, computed channel-major.
