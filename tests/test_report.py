@@ -554,3 +554,25 @@ def test_no_plots_help_says_the_page_plots_are_not_drawn_either(tmp_path, monkey
     assert run_cli(main, ["results/runs/scaling", "--no-plots", "--no-regenerate"], prog=PROG) == 0
     assert not (tmp_path / "results" / "plots").exists()
     assert "plots/speedup_" in " ".join(build_parser().format_help().split())
+
+
+def test_runs_of_other_head_shapes_are_not_one_setups_range(tmp_path):
+    """Two runs at one device, dtype, B and thread count but other --n-heads / --head-dim were shown as one
+    setup's min-max range ('3.78-11.3x (2 runs)'); a level whose runs differ in H and d now names them."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    runs = []
+    for name, heads, head_dim in (("a", "8", "64"), ("b", "16", "128")):
+        shutil.copytree(FIXTURE, tmp_path / name)
+        with (FIXTURE / "timings.csv").open() as fh:
+            rows = [dict(r, **({"heads": heads, "head_dim": head_dim} if r["level"] == "core" else {}))
+                    for r in csv.DictReader(fh)]
+        _write_csv(tmp_path / name / "timings.csv", list(rows[0]), rows)
+        runs.append(Run(path=tmp_path / name, kind="scaling", rel=name, env=_env([])))
+    cells = ev.scaling_cells(runs)
+    core = ev.ratio(cells, "core", "fwd", 2048, "softmax-sdpa", "wave")
+    assert sorted(core) == ["CPU fp32 B=1, 2 threads, H=16 d=128", "CPU fp32 B=1, 2 threads, H=8 d=64"]
+    assert all(len(r.values) == 1 for r in core.values())
+    model = ev.ratio(cells, "model", "fwdbwd", 1024, "softmax-sdpa", "wave")  # one shape: the label is kept
+    assert list(model) == ["CPU fp32 B=8, 2 threads"] and len(model["CPU fp32 B=8, 2 threads"].values) == 2

@@ -61,8 +61,14 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
             cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
             cells["gpu"] = cells["device"].str.startswith("cuda")
             frames.append(cells)
-    # without scaling runs: no rows, but the columns the sections select on
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EMPTY_CELL_COLUMNS)
+    if not frames:  # without scaling runs: no rows, but the columns the sections select on
+        return pd.DataFrame(columns=EMPTY_CELL_COLUMNS)
+    cells = pd.concat(frames, ignore_index=True)
+    # runs of one label at other heads / head widths are other setups: where a level has several, say which
+    shape = cells["config"].str.findall(r"\b[Hd]=\S+").str.join(" ")
+    mixed = shape.groupby([cells["setup"], cells["level"]]).transform("nunique") > 1
+    cells.loc[mixed, "setup"] += ", " + shape[mixed]
+    return cells
 
 
 @dataclass
