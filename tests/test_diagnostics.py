@@ -152,7 +152,7 @@ def test_nan_deposits_fail_instrumentation_and_conservation():
     model = WaveFieldLM(256, d_model=16, n_layers=1, n_heads=2, d_ff=32)
     with torch.no_grad():
         model.blocks[0].attn.qkv.weight[40, 0] = float("nan")  # a v row: head 1, channel 0
-    cfg = run.DiagConfig(seq_len=16, probe_len=8, model_probe_len=8, leak_demos=False)
+    cfg = run.DiagConfig(seq_len=16, probe_len=8, model_probe_len=8, leak_len=8)
     res = run.run_diagnostics(model, torch.randint(0, 256, (1, 16)), cfg, torch.device("cpu"))
     verdicts = {(r["check"], r["head"], r["quantity"]): r["verdict"] for r in res.rows}
     assert verdicts[("instrumentation", "", "max_rel_diff_vs_forward")] == "FAIL"
@@ -161,6 +161,8 @@ def test_nan_deposits_fail_instrumentation_and_conservation():
     assert [ln for ln in lines if "instrumented" in ln or "(Young)" in ln] == [
         "FAIL instrumented attention forward == layer.forward, relative diff: max nan (threshold 1.00e-05)",
         "FAIL conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf: max nan (threshold 1.00001)"]
+    # a leak demonstration on NaN outputs: not 'NO leak shown (score nan <= 1e-09) ... the probe is broken'
+    assert "FAIL stride 1.29: leak score nan, the reference's outputs are not finite" in lines
 
 
 def test_leak_demos_show_every_leak_from_the_shortest_allowed_length():

@@ -88,6 +88,8 @@ def verdict_lines(df: pd.DataFrame) -> list[str]:
     for _, r in _sel(df, "leak_demo", "max_score").iterrows():
         if r["verdict"] == "EXPECTED-LEAK":
             lines.append(f"EXPECTED LEAK SHOWN {r['layer']}: leak score {fmt(r['value'])} > {fmt(r['threshold'])}")
+        elif pd.isna(r["value"]):  # not 'nan <= threshold' and a broken probe: the operator gave NaN outputs
+            lines.append(f"FAIL {r['layer']}: leak score nan, the reference's outputs are not finite")
         else:
             lines.append(f"FAIL {r['layer']}: NO leak shown (score {fmt(r['value'])} <= {fmt(r['threshold'])}); "
                          "this configuration is known to leak, so the probe is broken")
