@@ -576,3 +576,13 @@ def test_runs_of_other_head_shapes_are_not_one_setups_range(tmp_path):
     assert all(len(r.values) == 1 for r in core.values())
     model = ev.ratio(cells, "model", "fwdbwd", 1024, "softmax-sdpa", "wave")  # one shape: the label is kept
     assert list(model) == ["CPU fp32 B=8, 2 threads"] and len(model["CPU fp32 B=8, 2 threads"].values) == 2
+
+
+def test_setup_label_of_a_timings_csv_without_dtype_and_batch(tmp_path):
+    """An older or hand-made timings.csv without dtype and batch was labelled 'CPU , 2 threads'."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    run = Run(path=tmp_path, kind="scaling", rel="s", env=_env([]))
+    assert ev.setup_label(run, {"dtype": "", "batch": float("nan"), "device": ""}) == "CPU, 2 threads"
+    assert ev.setup_label(run, {"dtype": "float32", "batch": 1.0, "device": "cpu"}) == "CPU fp32 B=1, 2 threads"

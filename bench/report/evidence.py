@@ -46,9 +46,9 @@ def setup_label(run: Run, row: dict) -> str:
     if str(row["device"]).startswith("cuda"):
         gpus = [g for g in run.env.get("gpus") or [] if isinstance(g, dict)]
         name = str(gpus[0].get("name", "GPU")).replace("NVIDIA ", "") if gpus else "GPU"
-        return f"{name} {dtype} {batch}"
+        return " ".join(filter(None, (name, dtype, batch)))  # a file without dtype or batch: no empty words
     threads = run.env.get("torch_threads")
-    return f"CPU {dtype} {batch}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+    return " ".join(filter(None, ("CPU", dtype, batch))) + (f", {threads} thread{'s' * (threads != 1)}" * bool(threads))
 
 
 def scaling_cells(runs: list[Run]) -> pd.DataFrame:
