@@ -165,6 +165,20 @@ def test_nan_deposits_fail_instrumentation_and_conservation():
     assert "FAIL stride 1.29: leak score nan, the reference's outputs are not finite" in lines
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # numpy on the NaN damping
+def test_kernel_plot_of_a_nan_damping_head(tmp_path):
+    """A head with NaN damping (a diverged checkpoint) has NaN reach: the kernel plot crashed converting
+    its span to an int (ValueError traceback after the CSV was written); it now plots the shortest span."""
+    from bench.diagnostics import plots
+
+    layer = hand_set_layer()
+    with torch.no_grad():
+        layer.damping[0] = float("nan")
+    kern = {"params": head_params(layer, (4.0, 32.0)), "layer": layer, **impulse_check(layer, 64)}
+    plots.plot_kernels(kern, tmp_path / "kernels.png", 0, "footer")
+    assert (tmp_path / "kernels.png").is_file()
+
+
 def test_leak_demos_show_every_leak_from_the_shortest_allowed_length():
     """--leak-len takes at least 3: at N = 2 the s = 1.29 and clamping demos cannot leak, and the run
     failed as 'NO leak shown, the probe is broken'. From N = 3 every demonstration shows its leak."""

@@ -32,7 +32,8 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     z = kernel_z(layer)
     for p, ax in zip(params, axes.flat):
         h = p["head"]
-        span_cells = min(max(3.0 * p["reach_cells"], 8 * s), (n_tok - 1) * s)
+        reach = 0.0 if math.isnan(p["reach_cells"]) else p["reach_cells"]  # NaN damping: the shortest span
+        span_cells = min(max(3.0 * reach, 8 * s), (n_tok - 1) * s)
         cells = np.arange(int(span_cells) + 1)
         ax.plot(cells, analytic_kernel(layer, cells)[h], color="0.6", lw=1, label="kernel, cell lags")
         env = np.exp(-p["alpha"] * cells) / z[h]  # exp(-alpha t) / Z
