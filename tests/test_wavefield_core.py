@@ -54,6 +54,19 @@ def test_bad_head_count_is_a_value_error(heads):
         WaveFieldAttention(16, heads)
 
 
+@pytest.mark.parametrize("mode,s", [("token", 4), ("field", 2.5), ("scan", 1)])
+def test_empty_batch_or_sequence(mode, s):
+    """B = 0 failed in the FFT (an MKL/pocketfft error) and N = 0 with a ValueError about the kernel's shape;
+    softmax attention returns an empty result for both, and so does every wave path now."""
+    layer = WaveFieldAttention(8, 2, field_stride=s, mode=mode)
+    for shape in ((0, 5, 8), (2, 0, 8)):
+        x = torch.randn(*shape, requires_grad=True)
+        y = layer(x)
+        assert y.shape == shape
+        y.sum().backward()
+        assert x.grad.shape == shape
+
+
 def test_token_mode_refuses_non_integer_stride():
     with pytest.raises(ValueError, match="integer"):
         WaveFieldAttention(32, 4, field_stride=2.5, mode="token")

@@ -90,6 +90,8 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
         y = wave_scan_conv(x.contiguous(), freq, damp, ph, float(stride), norm_cells).to(u.dtype)
         inverse = tuple(sorted(range(4), key=perm.__getitem__))
         return y.transpose(-1, -2).permute(inverse)
+    if u.numel() == 0:  # an empty batch or sequence: the FFT libraries refuse it, the result is empty too
+        return u * 0
     field_stride = None if mode == "token" else stride
     recording = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, scale, frequency, damping, phase))
