@@ -586,3 +586,12 @@ def test_setup_label_of_a_timings_csv_without_dtype_and_batch(tmp_path):
     run = Run(path=tmp_path, kind="scaling", rel="s", env=_env([]))
     assert ev.setup_label(run, {"dtype": "", "batch": float("nan"), "device": ""}) == "CPU, 2 threads"
     assert ev.setup_label(run, {"dtype": "float32", "batch": 1.0, "device": "cpu"}) == "CPU fp32 B=1, 2 threads"
+
+
+def test_causality_claim_without_any_probe_is_not_measured(tmp_path):
+    """A diagnostics.csv with no causality rows (0 PASS, 0 FAIL) gave the causality claim the verdict 'reproduces'."""
+    heads = {"heads": 0, "local": 0, "medium": 0, "long-range": 0, "max_reach": float("nan")}
+    none = {"pass": 0, "fail": 0, "leaks": 0, "demos": 0}
+    assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, none)])[4] == "not measured"
+    some = {"pass": 3, "fail": 0, "leaks": 0, "demos": 0}
+    assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, some)])[4] == "reproduces"

@@ -317,9 +317,11 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
     if diag:
         cpu, gpu = ([(r, c) for r, _, c in diag if ev.on_gpu(r) == on] for on in (False, True))
         failed, leaks = sum(c["fail"] for _, c in cpu + gpu), max(c["leaks"] for _, c in cpu + gpu)
+        probed = any(c["pass"] + c["fail"] for _, c in cpu + gpu)  # no causality row at all: nothing to judge
         first = (cpu + gpu)[0][0].rel
         rows.append(["causal language model", "-", _causality_text(cpu), _causality_text(gpu),
-                     "does not" if failed else "partly: V3.5's published settings leak" if leaks else "reproduces",
+                     "not measured" if not probed else "does not" if failed
+                     else "partly: V3.5's published settings leak" if leaks else "reproduces",
                      f"[{first}]({first}/summary.md)"])
     return rows
 
