@@ -330,3 +330,17 @@ def test_resume_names_what_is_wrong_with_the_folder(tmp_path):
                          (tmp_path, "no env.json there")):
         with pytest.raises(UsageError, match=needle):
             read_run_env(path, "python -m bench.scaling")
+
+
+def test_a_refused_write_names_the_file_asked_for(tmp_path):
+    """replacing() renames a file system refusal to the target (not its temp file); an OSError without errno
+    (a library's own) passes unchanged instead of reading '[Errno None] None'."""
+    from bench.common.files import replacing, write_text
+
+    with pytest.raises(FileNotFoundError) as exc:
+        write_text(tmp_path / "no" / "page.md", "x")
+    assert exc.value.filename == str(tmp_path / "no" / "page.md")
+    with pytest.raises(OSError, match="^library says no$"):
+        with replacing(tmp_path / "page.md"):
+            raise OSError("library says no")
+    assert not list(tmp_path.iterdir())  # no temp file left behind

@@ -178,6 +178,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
+        if exc.errno is None:  # not the file system's answer (a library's own OSError): as it is
+            raise
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
