@@ -183,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json-out", help="also write every derived metric and verdict to this JSON file")
     ap.add_argument("--show-all", action="store_true", help="print the table of every metric, not only regressions")
     args = ap.parse_args(argv)
+    for flag, path in (("--baseline", args.baseline), ("--current", args.current)):
+        if args.json_out and Path(args.json_out).resolve() == Path(path).resolve():
+            raise UsageError(f"--json-out {args.json_out!r} is the {flag} file, which it would replace; "
+                             "choose another path")
 
     base, cur = load_times(args.baseline), load_times(args.current)
     for path, got in ((args.baseline, base), (args.current, cur)):

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,16 @@ def test_json_out_that_cannot_be_written_names_the_path_given(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err
         assert f"{str(out)!r}" in err and why in err and ".tmp" not in err, err
+
+
+@pytest.mark.parametrize("which", ["--baseline", "--current"])
+def test_json_out_over_an_input_is_refused(tmp_path, capsys, which):
+    """--json-out naming the --current (or --baseline) file replaced the measured benchmarks with the metrics."""
+    run = tmp_path / "run.json"
+    shutil.copy(BASELINE, run)
+    before = run.read_bytes()
+    base, cur = (run, BASELINE) if which == "--baseline" else (BASELINE, run)
+    code, _ = gate(base, cur, "--json-out", str(tmp_path / "." / "run.json"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and which in err, err
+    assert run.read_bytes() == before
