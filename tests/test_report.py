@@ -595,3 +595,15 @@ def test_causality_claim_without_any_probe_is_not_measured(tmp_path):
     assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, none)])[4] == "not measured"
     some = {"pass": 3, "fail": 0, "leaks": 0, "demos": 0}
     assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, some)])[4] == "reproduces"
+
+
+def test_char_accuracy_of_a_gpu_run_is_in_the_gpu_column(tmp_path):
+    """The accuracy claim put every char run under 'measured, CPU' and always read 'not measured' on GPU."""
+    def q(device: str) -> dict:
+        return {"tokenizer": "char", "device": device, "setting": f"char, seq 128, {device}", "ppl_ratio": [1.0],
+                "wave_acc": [50.0], "std_acc": [50.5]}
+
+    row = _claim_row("char accuracy", [], [(_diag_run(tmp_path, "q", "1111111a"), q("GPU"))])
+    assert row[2] == "not measured" and "[char, seq 128, GPU]" in row[3], row
+    row = _claim_row("char accuracy", [], [(_diag_run(tmp_path, "q", "1111111a"), q(d)) for d in ("CPU", "GPU")])
+    assert "CPU]" in row[2] and "GPU" not in row[2] and "GPU]" in row[3] and row[4] == "reproduces", row
