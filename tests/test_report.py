@@ -607,3 +607,13 @@ def test_char_accuracy_of_a_gpu_run_is_in_the_gpu_column(tmp_path):
     assert row[2] == "not measured" and "[char, seq 128, GPU]" in row[3], row
     row = _claim_row("char accuracy", [], [(_diag_run(tmp_path, "q", "1111111a"), q(d)) for d in ("CPU", "GPU")])
     assert "CPU]" in row[2] and "GPU" not in row[2] and "GPU]" in row[3] and row[4] == "reproduces", row
+
+
+def test_head_roles_of_a_trained_gpu_run_are_in_the_gpu_column(tmp_path):
+    """The head-roles claim listed every trained run under 'measured, CPU' and always read 'not measured' on GPU."""
+    heads = {"heads": 4, "local": 2, "medium": 1, "long-range": 1, "max_reach": 40.0}
+    run = _diag_run(tmp_path, "g", "1111111a", device="cuda")
+    run.env["argv"] = ["python -m bench.diagnostics", "--checkpoint", "x.pt"]
+    row = _claim_row("heads organise", [(run, heads, {"pass": 1, "fail": 0, "leaks": 0, "demos": 0})])
+    assert row[2] == "not measured" and row[3].startswith("2 local, 1 medium, 1 long-range of 4 heads"), row
+    assert row[3].endswith("GPU)") and row[4] == "reproduces", row

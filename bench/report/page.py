@@ -303,11 +303,12 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
                  "reproduces" if abs(params["wave"] / PUBLISHED_PARAMS - 1) < 0.1 else "does not",
                  _doc(docs, "mechanism.md", "parameter-counts")])
     trained = [(r, h) for r, h, _ in diag if ev.trained(r)]
-    roles = "; ".join(f"{h['local']} local, {h['medium']} medium, {h['long-range']} long-range of {h['heads']} "
-                      f"heads, max reach {fmt(h['max_reach'])} tokens ({_trained_on(r)})" for r, h in trained)
+    roles = ["; ".join(f"{h['local']} local, {h['medium']} medium, {h['long-range']} long-range of {h['heads']} "
+                       f"heads, max reach {fmt(h['max_reach'])} tokens ({_trained_on(r)})"
+                       for r, h in trained if ev.on_gpu(r) == on) or "not measured" for on in (False, True)]
     every_role = any(min(h["local"], h["medium"], h["long-range"]) > 0 for _, h in trained)
-    rows.append(["heads organise into local / medium / long-range roles", "-", roles or "not measured",
-                 "not measured", ("reproduces" if every_role else "partly") if trained else "not measured",
+    rows.append(["heads organise into local / medium / long-range roles", "-", *roles,
+                 ("reproduces" if every_role else "partly") if trained else "not measured",
                  ", ".join(f"[{r.rel}]({r.rel}/summary.md)" for r, _ in trained) or "-"])
     rows.append(["not a variant of Mamba or Hyena", "-", "mechanism: a linear time-invariant one-pole complex "
                  "recurrence per head and channel (a diagonal SSM with a fixed kernel, S4D-like) plus a head mixer; "
