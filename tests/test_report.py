@@ -617,3 +617,17 @@ def test_head_roles_of_a_trained_gpu_run_are_in_the_gpu_column(tmp_path):
     row = _claim_row("heads organise", [(run, heads, {"pass": 1, "fail": 0, "leaks": 0, "demos": 0})])
     assert row[2] == "not measured" and row[3].startswith("2 local, 1 medium, 1 long-range of 4 heads"), row
     assert row[3].endswith("GPU)") and row[4] == "reproduces", row
+
+
+def test_a_session_page_does_not_cite_itself_as_the_session_readme(tmp_path, capsys):
+    """A page written as a device session's own README.md (bench/gpu_run.sh's report step) said, once that
+    README existed, 'Measured on another machine: [./README.md](./README.md) says what each folder ... holds'."""
+    session = tmp_path / "results" / "gpu" / "20250101-h200_abcdef1"
+    shutil.copytree(FIXTURE, session / "scaling")
+    (session / "README.md").write_text("# an earlier page\n")
+    argv = [str(session / "scaling"), "--out", str(session / "README.md"), "--no-plots", "--no-regenerate"]
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert "Measured on another machine" not in (session / "README.md").read_text()
+    argv[2] = str(session / "PAGE.md")  # a page beside the session's README still points at it
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert "Measured on another machine: [./README.md](./README.md)" in (session / "PAGE.md").read_text()
