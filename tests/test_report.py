@@ -494,29 +494,20 @@ def test_quality_run_whose_env_lacks_its_lr(tmp_path, capsys, monkeypatch):
     assert "one LR nan for both, no sweep" in quality
 
 
-def test_quality_final_csv_without_a_column_the_page_reads(tmp_path, capsys, monkeypatch):
-    """A final.csv lacking test_ppl, test_acc or params (hand-made or damaged) crashed with a KeyError traceback."""
+@pytest.mark.parametrize("kind,folder,csv_name,column", [("quality", "quality", "final.csv", "test_acc"),
+                                                       ("diagnostics", "diag", "diagnostics.csv", "quantity")])
+def test_a_csv_without_a_column_the_page_reads(kind, folder, csv_name, column, tmp_path, capsys, monkeypatch):
+    """A final.csv lacking test_ppl, test_acc or params, or a diagnostics.csv lacking quantity or value
+    (hand-made or damaged), crashed with a KeyError traceback."""
     monkeypatch.chdir(tmp_path)
-    run = tmp_path / "results" / "runs" / "quality"
-    make_quality_run(run)
-    with (run / "final.csv").open() as fh:
+    run = tmp_path / "results" / "runs" / folder
+    (make_quality_run if kind == "quality" else make_diagnostics_run)(run)
+    with (run / csv_name).open() as fh:
         rows = list(csv.DictReader(fh))
-    _write_csv(run / "final.csv", [c for c in rows[0] if c != "test_acc"], rows)
-    rc, err = _cli(["results/runs/quality", "--no-plots", "--no-regenerate"], capsys)
-    assert rc == 2 and err.count("\n") == 1 and "lacks column(s) test_acc" in err, err
+    _write_csv(run / csv_name, [c for c in rows[0] if c != column], rows)
+    rc, err = _cli([f"results/runs/{folder}", "--no-plots", "--no-regenerate"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"lacks column(s) {column}" in err, err
     assert not (tmp_path / "results" / "README.md").exists()
-
-
-def test_diagnostics_csv_without_a_column_the_page_reads(tmp_path, capsys, monkeypatch):
-    """A diagnostics.csv lacking quantity or value crashed with a KeyError traceback."""
-    monkeypatch.chdir(tmp_path)
-    run = tmp_path / "results" / "runs" / "diag"
-    make_diagnostics_run(run)
-    with (run / "diagnostics.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    _write_csv(run / "diagnostics.csv", [c for c in rows[0] if c != "quantity"], rows)
-    rc, err = _cli(["results/runs/diag", "--no-plots", "--no-regenerate"], capsys)
-    assert rc == 2 and err.count("\n") == 1 and "lacks column(s) quantity" in err, err
 
 
 def test_quality_row_with_an_empty_number(tmp_path, capsys, monkeypatch):
