@@ -1,0 +1,74 @@
+"""bench/gpu_run.sh, the time-boxed GPU session: its plan fits the device budget, every command it
+would run parses with the harness's own flags, and (slow) its CPU dry run completes every step."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+def _plan() -> list[tuple[str, int, str]]:
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_run.sh"), "--plan"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHON": "python3"})
+    assert proc.returncode == 0, proc.stderr
+    return [(a, int(b), c) for a, b, c in (ln.split("\t") for ln in proc.stdout.splitlines())]
+
+
+def test_gpu_script_plan_fits_and_its_flags_parse():
+    plan = _plan()
+    steps = {name: (budget, cmd) for name, budget, cmd in plan}
+    assert list(steps)[:2] == ["env", "scaling-headline"] and list(steps)[-2:] == ["report", "total"]
+    assert steps["total"][0] == sum(b for n, (b, _) in steps.items() if n != "total") <= 9.5 * 60 - 60
+    from bench.diagnostics.__main__ import build_parser as diag_parser
+    from bench.quality.cli import build_parser as quality_parser
+    from bench.report.__main__ import build_parser as report_parser
+    from bench.scaling.cli import build_parser as scaling_parser
+
+    from bench.profile import build_parser as profile_parser
+
+    parsers = {"bench.scaling": scaling_parser, "bench.quality": quality_parser,
+               "bench.diagnostics": diag_parser, "bench.report": report_parser, "bench.profile": profile_parser}
+    seen = set()
+    for name, (_, cmd) in steps.items():
+        if " -m bench." not in cmd:
+            continue
+        cmd = re.sub(r"--corpus <[^>]*>", "--corpus fixture", cmd)
+        argv = shlex.split(cmd)
+        module = argv[argv.index("-m") + 1]
+        parsers[module]().parse_args(argv[argv.index("-m") + 2:])  # exits 2 on an unknown flag or a bad value
+        seen.add(module)
+    assert seen == set(parsers)
+    head = steps["scaling-headline"][1]
+    assert "--methods wave,fft-floor,softmax-sdpa," in head and "--max-len 32768" in head
+    assert "--levels core,layer,model --passes fwd,fwdbwd" in head and "--dtype bfloat16" in head
+    assert "--seq-lens 65536,131072,262144" in steps["scaling-long"][1]
+    assert "--methods all" in steps["scaling-fp32"][1]
+    assert "--preset paper-char" in steps["quality"][1] and "--amp bf16" in steps["quality"][1]
+
+
+@pytest.mark.slow  # 1.5 to 3 minutes on 2 CPU cores: every harness runs once, tiny, on CPU
+def test_gpu_script_dry_run(tmp_path):
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    with (out / "steps.tsv").open() as fh:
+        status = {r["step"]: r["status"] for r in csv.DictReader(fh, delimiter="\t")}
+    assert list(status) == ["env", "scaling-headline", "profile", "scaling-long", "quality", "diagnostics",
+                            "scaling-fp32", "report"]
+    assert all(v == "ok" for v in status.values()), (status, proc.stdout[-3000:])
+    assert proc.returncode == 0
+    assert "GPU command:" in proc.stdout and "--device cuda" in proc.stdout
+    text = (out / "README.md").read_text()
+    assert "## The claims at a glance" in text and "quality-paper-char/final.csv" in text
+    assert (out / "versions.txt").read_text().startswith("python ")
+
+

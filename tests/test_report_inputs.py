@@ -1,0 +1,248 @@
+"""bench.report on inputs the committed runs do not show: damaged or older run folders, runs of
+several devices, head shapes and commits on one page, diverged seeds, failed leak demonstrations.
+Each test names the defect it guards against. The run folders are the synthetic ones of test_report.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.common.cli import run_cli
+from bench.report.__main__ import PROG, main
+from test_report import (FIXTURE, _cells, _cli, _env, _section, _write_csv, make_diagnostics_run,
+                         make_quality_run)
+
+
+def test_diagnostics_summary_kept_when_its_command_no_longer_parses(tmp_path, capsys):
+    from bench.report.runs import Run, regenerate
+
+    make_diagnostics_run(tmp_path / "diag")
+    env = json.loads((tmp_path / "diag" / "env.json").read_text())
+    (tmp_path / "diag" / "env.json").write_text(json.dumps({**env, "argv": [env["argv"][0], "--probe-len", "many"]}))
+    before = (tmp_path / "diag" / "summary.md").read_text()
+    regenerate(Run(path=tmp_path / "diag", kind="diagnostics", rel="diag"))
+    assert (tmp_path / "diag" / "summary.md").read_text() == before
+    assert "summary.md could not be regenerated" in capsys.readouterr().err
+
+
+def _diag_run(tmp_path: Path, name: str, sha: str, device: str = "cpu"):
+    from bench.report.runs import Run
+
+    return Run(path=tmp_path / "runs" / name, kind="diagnostics", rel=f"runs/{name}",
+               env={"git": {"sha_short": sha}, "device": device})
+
+
+def _claim_row(claim: str, diag: list, quality_runs: list = ()) -> list[str]:
+    from bench.report import evidence as ev
+    from bench.report.page import claims_rows
+
+    rows = claims_rows(ev.scaling_cells([]), list(quality_runs), diag, {"wave": 1, "standard": 1}, "../docs")
+    return next(r for r in rows if r[0].startswith(claim))
+
+
+def test_causality_claim_names_every_commit_it_counts(tmp_path):
+    """The CPU cell sums the probes of every CPU diagnostics run, so it names each of their commits (it named
+    only the first run's)."""
+    heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
+    probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
+    diag = [(_diag_run(tmp_path, name, sha), heads, probes) for name, sha in
+            (("a", "1111111a"), ("b", "2222222b"), ("c", "1111111a"))]
+    cpu = _claim_row("causal", diag)[2]
+    assert "30 PASS, 0 FAIL (3 runs, 1111111, 2222222)" in cpu, cpu
+
+
+def test_a_leak_demonstration_that_shows_no_leak_is_not_hidden(tmp_path):
+    """A leak demo whose probe shows no leak (verdict FAIL: the probe is broken) read '3 of 3 leak' on the page."""
+    from bench.report import evidence as ev
+    from bench.report.page import diagnostics_section
+
+    make_diagnostics_run(tmp_path / "diag")
+    with (tmp_path / "diag" / "diagnostics.csv").open("a") as fh:
+        fh.write("leak_demo,stride 1.29,,max_score,0.0,1e-09,FAIL\n")
+    run = _diag_run(tmp_path, "diag", "1111111a")
+    run.path = tmp_path / "diag"
+    heads, probes = ev.diagnostics(run)
+    assert (probes["leaks"], probes["demos"]) == (1, 2)
+    assert "V3.5's published configurations: 1 of 2 leak" in _claim_row("causal", [(run, heads, probes)])[2]
+    assert "1 of 2 leaks shown" in "\n".join(diagnostics_section([(run, heads, probes)]))
+
+
+def test_claim_verdict_of_a_diverged_seed_takes_no_side(tmp_path):
+    """One setting whose mean PPL ratio is NaN (a diverged seed) was judged 'depends on the setting (gap larger
+    than published in some, gap smaller in others)'."""
+    nan = float("nan")
+    q = {"tokenizer": "char", "device": "CPU", "setting": "char, seq 128", "ppl_ratio": [1.3, nan],
+         "wave_acc": [40.0, nan], "std_acc": [50.0, 50.0]}
+    quality_runs = [(_diag_run(tmp_path, "q", "1111111a"), q)]
+    assert _claim_row("char PPL", [], quality_runs)[4] == "does not"
+    assert _claim_row("char accuracy", [], quality_runs)[4] == "does not: wave less accurate"  # the finite seed
+
+
+def test_diagnostics_rows_name_their_commit_and_device(tmp_path):
+    """The page promises every measured number names its setup and commit; the heads-and-causality rows named
+    neither (a CPU and a GPU run of different commits read alike)."""
+    from bench.report.page import diagnostics_section
+
+    heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
+    probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
+    diag = [(_diag_run(tmp_path, "a", "1111111a"), heads, probes),
+            (_diag_run(tmp_path, "b", "2222222b", device="cuda"), heads, probes)]
+    rows = [_cells(ln) for ln in diagnostics_section(diag) if ln.startswith("| runs/")]
+    assert [r[:2] for r in rows] == [["runs/a (1111111)", "random init, CPU"], ["runs/b (2222222)", "random init, GPU"]]
+
+
+def test_a_folder_given_twice_is_counted_once(tmp_path, capsys, monkeypatch):
+    """The page holds each folder once; the closing line counted spellings ('from 3 run folder(s)' for one)."""
+    monkeypatch.chdir(tmp_path)
+    make_diagnostics_run(tmp_path / "results" / "runs" / "diag")
+    argv = ["results/runs/diag", "results/runs/diag/", "results/runs/../runs/diag", "--no-regenerate", "--no-plots"]
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert capsys.readouterr().out.strip().endswith("from 1 run folder(s)")
+
+
+def test_quality_run_whose_env_lacks_its_lr(tmp_path, capsys, monkeypatch):
+    """An env.json without settings.preset.lr (the quality summary writes '--lr None') crashed the page with a
+    TypeError traceback formatting None as a number."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    env = json.loads((run / "env.json").read_text())
+    del env["settings"]["preset"]["lr"]
+    (run / "env.json").write_text(json.dumps(env))
+    assert run_cli(main, ["results/runs/quality", "--no-plots"], prog=PROG) == 0, capsys.readouterr().err
+    quality = _section((tmp_path / "results" / "README.md").read_text(), "## Quality")
+    assert "one LR nan for both, no sweep" in quality
+
+
+@pytest.mark.parametrize("kind,folder,csv_name,column", [("quality", "quality", "final.csv", "test_acc"),
+                                                       ("diagnostics", "diag", "diagnostics.csv", "quantity")])
+def test_a_csv_without_a_column_the_page_reads(kind, folder, csv_name, column, tmp_path, capsys, monkeypatch):
+    """A final.csv lacking test_ppl, test_acc or params, or a diagnostics.csv lacking quantity or value
+    (hand-made or damaged), crashed with a KeyError traceback."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / folder
+    (make_quality_run if kind == "quality" else make_diagnostics_run)(run)
+    with (run / csv_name).open() as fh:
+        rows = list(csv.DictReader(fh))
+    _write_csv(run / csv_name, [c for c in rows[0] if c != column], rows)
+    rc, err = _cli([f"results/runs/{folder}", "--no-plots", "--no-regenerate"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"lacks column(s) {column}" in err, err
+    assert not (tmp_path / "results" / "README.md").exists()
+
+
+def test_quality_row_with_an_empty_number(tmp_path, capsys, monkeypatch):
+    """An empty test_ppl, test_acc or params cell (read_table lets 'nothing' pass for a number) crashed with
+    ValueError: could not convert string to float: ''; it is no measurement, as NaN is."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    with (run / "final.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    rows[0].update(test_ppl="", test_acc="", params="")  # wave, seed 0
+    _write_csv(run / "final.csv", list(rows[0]), rows)
+    assert run_cli(main, ["results/runs/quality", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert "| nan (95% CI nan to nan, 2 seeds)" in _section((tmp_path / "results" / "README.md").read_text(),
+                                                            "## Quality")
+
+
+def test_diagnostics_reach_with_an_empty_value(tmp_path, capsys, monkeypatch):
+    """An empty reach_tokens value crashed with ValueError: could not convert string to float: ''."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "diag"
+    make_diagnostics_run(run)
+    with (run / "diagnostics.csv").open("a") as fh:
+        fh.write("heads,0,0,reach_tokens,,,INFO\nheads,0,1,reach_tokens,3.5,,INFO\n")
+    assert run_cli(main, ["results/runs/diag", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert "| 3.50 |" in _section((tmp_path / "results" / "README.md").read_text(), "## Heads and causality")
+
+
+def test_no_plots_help_says_the_page_plots_are_not_drawn_either(tmp_path, monkeypatch):
+    """--no-plots also skips the page's own plots/speedup_<device>.png; its help spoke only of run summaries."""
+    from bench.report.__main__ import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(FIXTURE, tmp_path / "results" / "runs" / "scaling")
+    assert run_cli(main, ["results/runs/scaling", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert not (tmp_path / "results" / "plots").exists()
+    assert "plots/speedup_" in " ".join(build_parser().format_help().split())
+
+
+def test_runs_of_other_head_shapes_are_not_one_setups_range(tmp_path):
+    """Two runs at one device, dtype, B and thread count but other --n-heads / --head-dim were shown as one
+    setup's min-max range ('3.78-11.3x (2 runs)'); a level whose runs differ in H and d now names them."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    runs = []
+    for name, heads, head_dim in (("a", "8", "64"), ("b", "16", "128")):
+        shutil.copytree(FIXTURE, tmp_path / name)
+        with (FIXTURE / "timings.csv").open() as fh:
+            rows = [dict(r, **({"heads": heads, "head_dim": head_dim} if r["level"] == "core" else {}))
+                    for r in csv.DictReader(fh)]
+        _write_csv(tmp_path / name / "timings.csv", list(rows[0]), rows)
+        runs.append(Run(path=tmp_path / name, kind="scaling", rel=name, env=_env([])))
+    cells = ev.scaling_cells(runs)
+    core = ev.ratio(cells, "core", "fwd", 2048, "softmax-sdpa", "wave")
+    assert sorted(core) == ["CPU fp32 B=1, 2 threads, H=16 d=128", "CPU fp32 B=1, 2 threads, H=8 d=64"]
+    assert all(len(r.values) == 1 for r in core.values())
+    model = ev.ratio(cells, "model", "fwdbwd", 1024, "softmax-sdpa", "wave")  # one shape: the label is kept
+    assert list(model) == ["CPU fp32 B=8, 2 threads"] and len(model["CPU fp32 B=8, 2 threads"].values) == 2
+
+
+def test_setup_label_of_a_timings_csv_without_dtype_and_batch(tmp_path):
+    """An older or hand-made timings.csv without dtype and batch was labelled 'CPU , 2 threads'."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    run = Run(path=tmp_path, kind="scaling", rel="s", env=_env([]))
+    assert ev.setup_label(run, {"dtype": "", "batch": float("nan"), "device": ""}) == "CPU, 2 threads"
+    assert ev.setup_label(run, {"dtype": "float32", "batch": 1.0, "device": "cpu"}) == "CPU fp32 B=1, 2 threads"
+
+
+def test_causality_claim_without_any_probe_is_not_measured(tmp_path):
+    """A diagnostics.csv with no causality rows (0 PASS, 0 FAIL) gave the causality claim the verdict 'reproduces'."""
+    heads = {"heads": 0, "local": 0, "medium": 0, "long-range": 0, "max_reach": float("nan")}
+    none = {"pass": 0, "fail": 0, "leaks": 0, "demos": 0}
+    assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, none)])[4] == "not measured"
+    some = {"pass": 3, "fail": 0, "leaks": 0, "demos": 0}
+    assert _claim_row("causal", [(_diag_run(tmp_path, "a", "1111111a"), heads, some)])[4] == "reproduces"
+
+
+def test_char_accuracy_of_a_gpu_run_is_in_the_gpu_column(tmp_path):
+    """The accuracy claim put every char run under 'measured, CPU' and always read 'not measured' on GPU."""
+    def q(device: str) -> dict:
+        return {"tokenizer": "char", "device": device, "setting": f"char, seq 128, {device}", "ppl_ratio": [1.0],
+                "wave_acc": [50.0], "std_acc": [50.5]}
+
+    row = _claim_row("char accuracy", [], [(_diag_run(tmp_path, "q", "1111111a"), q("GPU"))])
+    assert row[2] == "not measured" and "[char, seq 128, GPU]" in row[3], row
+    row = _claim_row("char accuracy", [], [(_diag_run(tmp_path, "q", "1111111a"), q(d)) for d in ("CPU", "GPU")])
+    assert "CPU]" in row[2] and "GPU" not in row[2] and "GPU]" in row[3] and row[4] == "reproduces", row
+
+
+def test_head_roles_of_a_trained_gpu_run_are_in_the_gpu_column(tmp_path):
+    """The head-roles claim listed every trained run under 'measured, CPU' and always read 'not measured' on GPU."""
+    heads = {"heads": 4, "local": 2, "medium": 1, "long-range": 1, "max_reach": 40.0}
+    run = _diag_run(tmp_path, "g", "1111111a", device="cuda")
+    run.env["argv"] = ["python -m bench.diagnostics", "--checkpoint", "x.pt"]
+    row = _claim_row("heads organise", [(run, heads, {"pass": 1, "fail": 0, "leaks": 0, "demos": 0})])
+    assert row[2] == "not measured" and row[3].startswith("2 local, 1 medium, 1 long-range of 4 heads"), row
+    assert row[3].endswith("GPU)") and row[4] == "reproduces", row
+
+
+def test_a_session_page_does_not_cite_itself_as_the_session_readme(tmp_path, capsys):
+    """A page written as a device session's own README.md (bench/gpu_run.sh's report step) said, once that
+    README existed, 'Measured on another machine: [./README.md](./README.md) says what each folder ... holds'."""
+    session = tmp_path / "results" / "gpu" / "20250101-h200_abcdef1"
+    shutil.copytree(FIXTURE, session / "scaling")
+    (session / "README.md").write_text("# an earlier page\n")
+    argv = [str(session / "scaling"), "--out", str(session / "README.md"), "--no-plots", "--no-regenerate"]
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert "Measured on another machine" not in (session / "README.md").read_text()
+    argv[2] = str(session / "PAGE.md")  # a page beside the session's README still points at it
+    assert run_cli(main, argv, prog=PROG) == 0
+    assert "Measured on another machine: [./README.md](./README.md)" in (session / "PAGE.md").read_text()
