@@ -1,0 +1,192 @@
+"""bench.quality's presets and command line: every preset field is a flag, the published models build, bad
+input is one line and exit 2 before anything is written (CPU, fixture corpus)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.quality import cli as qcli
+from bench.quality.presets import AMP_CHOICES, CORPUS_CHOICES, PRESETS, TOKENIZER_CHOICES, preset_fields
+from test_quality import REPO, SMALL, rows, run
+
+
+def test_help_needs_no_torch_and_wave_modes_mirror_the_model():
+    """The command line is parsed without importing torch, so the presets keep a copy of wavefield_core's
+    operator modes (the other choices are defined in bench.quality itself, where torch is imported lazily)."""
+    from bench.quality.presets import WAVE_MODES
+    from wavefield_core import MODES
+
+    assert set(WAVE_MODES) == set(MODES)
+    code = ("import sys; from bench.quality import cli; cli.parse(['--methods', 'wave,peer-hgrn']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_every_preset_field_is_a_flag():
+    parser = qcli.build_parser()
+    flags = {opt for a in parser._actions for opt in a.option_strings}
+    for f in preset_fields():
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    s = qcli.parse(["--preset", "paper-char", "--d-model", "64", "--lr", "1e-3", "--amp", "off", "--dropout", "0"])
+    assert (s.preset.d_model, s.preset.lr, s.preset.amp, s.preset.dropout) == (64, 1e-3, "off", 0.0)
+    assert s.preset.n_layers == 6 and s.overrides == ["amp", "d_model", "dropout", "lr"]
+
+
+def test_presets_are_well_formed():
+    assert {"tiny", "cpu-small", "paper-char", "paper-bpe"} <= set(PRESETS)
+    for p in PRESETS.values():
+        assert sum(getattr(p, k) > 0 for k in ("steps", "epochs", "tokens")) == 1, p.name
+        assert p.amp in AMP_CHOICES and p.corpus in CORPUS_CHOICES and p.tokenizer in TOKENIZER_CHOICES
+        qcli.validate(qcli.Settings(preset=p))
+
+
+def test_paper_presets_build_the_published_models():
+    """The paper presets give the published parameter counts, exactly (V = 100)."""
+    from bench.quality.methods import resolve_methods
+
+    for name in ("paper-char", "paper-bpe"):
+        p = PRESETS[name]
+        m = resolve_methods(("wave", "standard"), p, vocab_size=100)
+        assert m["wave"]["params"] == 5_727_378 + 256 * 100
+        assert m["standard"]["params"] == 4_739_072 + 256 * (100 + p.seq_len)
+
+
+def test_budget_flag_replaces_the_preset_budget():
+    s = qcli.parse(["--preset", "paper-char", "--steps", "50", "--warmup-steps", "5"])
+    assert (s.preset.steps, s.preset.epochs, s.preset.tokens) == (50, 0, 0)
+    assert (s.preset.warmup_steps, s.preset.warmup_epochs) == (5, 0)
+
+
+def test_lr_schedule():
+    from bench.quality.train import Plan, lr_at
+
+    p = PRESETS["paper-char"]
+    plan = Plan(total_steps=100, warmup_steps=10, eval_every=10, log_every=10, batches_per_epoch=10, budget="")
+    assert lr_at(0, p, plan) == pytest.approx(p.lr / 10)
+    assert lr_at(9, p, plan) == pytest.approx(p.lr)
+    assert lr_at(10, p, plan) == pytest.approx(p.lr)
+    assert lr_at(55, p, plan) == pytest.approx((p.lr + p.min_lr) / 2)
+    assert lr_at(100, p, plan) == pytest.approx(p.min_lr)
+
+
+def test_param_matched_within_two_percent():
+    from bench.quality.methods import resolve_methods
+
+    for name in ("tiny", "paper-char"):
+        m = resolve_methods(("wave", "standard", "standard-matched"), PRESETS[name], vocab_size=300)
+        assert abs(m["standard-matched"]["params"] / m["wave"]["params"] - 1) <= 0.02
+        assert m["standard"]["config"]["d_ff"] == PRESETS[name].d_ff
+
+
+def test_stats_interval():
+    from bench.quality.stats import spread, t975
+
+    s = spread([1.0, 2.0, 3.0])
+    assert (s.mean, s.std, s.min, s.max) == (2.0, 1.0, 1.0, 3.0)
+    half = 4.303 / math.sqrt(3)
+    assert (s.ci_low, s.ci_high) == pytest.approx((2 - half, 2 + half))
+    assert t975(1) == 12.706 and t975(1000) == 1.96
+    assert math.isnan(spread([5.0]).std) and spread([5.0]).fmt_ci() == "5.000 (1 seed: no interval)"
+    assert s.fmt_ci(2) == f"2.00 (95% CI {2 - half:.2f} to {2 + half:.2f}, 3 seeds)" and spread([]).fmt_ci() == "-"
+    assert s.fmt_ci(1, interval=False) == "2.0 (1.0 to 3.0, 3 seeds)"
+    # a diverged seed (NaN) makes every statistic NaN, whatever its position (min/max used to skip it or not)
+    for values in ([34.4, math.nan], [math.nan, 34.4]):
+        assert all(math.isnan(getattr(spread(values), k)) for k in ("mean", "std", "min", "max", "ci_low", "ci_high"))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--corpus", "nope"], "invalid choice: 'nope'"),
+    (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["--seeds", "-1"], "--seeds: -1 is negative"),
+    (["--lr", "1e39"], "--lr must be positive and at most 1e+06"),
+    (["--lr-sweep", "1e-3", "1e39"], "at most 1e+06"),
+    (["--threads", "100000"], "more than 4x the"),
+    (["--seq-len", str(2**70)], "--seq-len must be from 1 to 2,147,483,647"),
+    (["--seeds", str(2**63), "0", "--corpus", "fixture", "--out", "{tmp}"], "--seeds takes values from 0 to"),
+    (["--corpus", "fixture", "--seq-len", "400", "--out", "{tmp}"], "valid split: too little data: 0 windows"),
+    (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),
+    (["--corpus", "text-file"], "--text-file"),
+    (["--steps", "5", "--epochs", "2"], "give only one of"),
+    (["--d-model", "30", "--n-heads", "4"], "not divisible"),
+    (["--field-stride", "1.5", "--corpus", "fixture", "--no-progress", "--out", "{tmp}"], "leaks"),
+    (["--resume", "{tmp}", "--lr", "1"], "--resume continues a run"),
+    (["--resume", "{tmp}", "--preset", "paper-char"], "drop --preset"),  # was accepted and silently ignored
+    (["--amp", "fp16", "--device", "cpu", "--corpus", "fixture", "--out", "{tmp}"], "on cpu: auto, off, bf16"),
+    (["--methods", "wave,nope"], "unknown method 'nope'; valid choices: wave, wave-scaled-pos, standard"),
+    (["--methods", "wave", "--pairing", "paper"], "either --methods or --pairing"),
+    (["--wave-mode", "warp"], "invalid choice: 'warp'"),
+    (["--wave-mode", "triton", "--device", "cpu", "--corpus", "fixture", "--out", "{tmp}"],
+     "--wave-mode triton cannot run here"),
+])
+def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):
+    argv = [a.replace("{tmp}", str(tmp_path / "o")) for a in argv]
+    # the triton test module turns on triton's interpreter for the whole session when it is
+    # collected; this case is about a CPU machine without it
+    import wavefield_core.triton_scan as ts
+
+    monkeypatch.setattr(ts, "triton_available", lambda device: "needs a CUDA device (device is cpu)")
+    code = run(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and needle in err and err.startswith(f"{qcli.PROG}: error: "), err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_testing_flags_work_but_stay_out_of_help(capsys):
+    assert run(["--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--methods" in shown and "--wave-mode" in shown
+    assert "--inject-nan-at-step" not in shown and "--stop-after-steps" not in shown
+    s = qcli.parse(["--inject-nan-at-step", "3-4", "--stop-after-steps", "2"])
+    assert (s.inject_nan_at_step, s.stop_after_steps) == ([3, 4], 2)
+
+
+def test_methods_flag_trains_the_chosen_methods_wave_first(tmp_path):
+    out = tmp_path / "m"
+    assert run(SMALL + ["--methods", "standard,wave", "--wave-mode", "token", "--steps", "2", "--eval-every", "2",
+                        "--out", out]) == 0
+    assert [r["method"] for r in rows(out / "final.csv")] == ["wave", "standard"]
+    env = json.loads((out / "env.json").read_text())
+    assert list(env["methods"]) == ["wave", "standard"] and env["methods"]["wave"]["config"]["mode"] == "token"
+    assert qcli.settings_from_saved(env["settings"], qcli.parse([])).methods == ("wave", "standard")
+
+
+def test_triton_wave_mode_trains_in_the_interpreter(tmp_path):
+    """--wave-mode triton reaches the wave layers: on CPU the kernels run in triton's interpreter."""
+    pytest.importorskip("triton")
+    out = tmp_path / "t"
+    argv = [a for a in SMALL if a != "--no-progress"] + ["--methods", "wave", "--wave-mode", "triton", "--device",
+                                                       "cpu", "--steps", "2", "--eval-every", "2", "--out", out]
+    proc = subprocess.run([sys.executable, "-m", "bench.quality", *map(str, argv)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = json.loads((out / "env.json").read_text())
+    assert env["methods"]["wave"]["config"]["mode"] == "triton"
+    assert [r["method"] for r in rows(out / "final.csv")] == ["wave"]
+
+
+def test_existing_results_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "final.csv").write_text("x\n")
+    assert run(SMALL + ["--steps", "2", "--out", tmp_path / "old"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already holds results" in err
+    assert run(["--resume", tmp_path / "nothing-here"]) == 2
+
+
+def test_bad_input_from_the_command_line():
+    proc = subprocess.run([sys.executable, "-m", "bench.quality", "--preset", "nope"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "choose from" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "bench.quality", "--corpus", "wikitext2", "--data-dir", "/no/such"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
