@@ -5,7 +5,9 @@
 Inputs, by extension: a pytest-benchmark .json of tests/benchmarks or a bench.scaling timings.csv.
 Per level, pass and configuration it checks, one-sided (getting faster never fails), t(wave) /
 t(softmax) at each length, the geometric mean of those ratios over the lengths, and each wave
-method's scaling exponent. docs/regression.md has the metrics, the tolerances and the measurements
+method's scaling exponent. A cell the baseline timed that the current run lacks, at a length the
+current run timed for another method (the method failed, ran out of memory or was dropped), is
+"lost" and fails too. docs/regression.md has the metrics, the tolerances and the measurements
 behind them. Exit codes: 0 within tolerance; 1 regressed (a table on stdout); 2 bad input (one
 line on stderr).
 """
@@ -27,7 +29,7 @@ RATIO_TOL = 0.60
 GMEAN_TOL = 0.25
 EXPONENT_TOL = 0.25
 MIN_LENGTHS = 3
-METRICS = ("ratio", "ratio-gmean", "exponent")
+METRICS = ("ratio", "ratio-gmean", "exponent", "lost")
 CSV_REQUIRED = ("method", "level", "pass", "seq_len", "status", "median_ms")
 INFO_KEYS = ("method", "level", "pass", "seq_len")
 
@@ -70,12 +72,12 @@ def load_times(path_text: str) -> Times:
 
 @dataclass
 class Check:
-    metric: str      # "ratio" | "ratio-gmean" | "exponent"
+    metric: str      # "ratio" | "ratio-gmean" | "exponent" | "lost"
     group: str       # "core/fwd", plus the configuration when a file holds several
     name: str        # "wave/softmax-sdpa N=1024", "wave/softmax-sdpa N=256..2048", "wave N=256..2048"
-    baseline: float
-    current: float
-    change: float    # ratios: current / baseline - 1; exponent: current - baseline
+    baseline: float  # lost: the baseline's seconds
+    current: float   # lost: NaN
+    change: float    # ratios: current / baseline - 1; exponent: current - baseline; lost: inf
     tolerance: float
     ok: bool
 
@@ -84,6 +86,8 @@ class Check:
 
     def change_text(self) -> tuple[str, str]:
         """The change and the tolerance as the table shows them."""
+        if self.metric == "lost":
+            return "no time", "none"
         if self.metric == "exponent":
             return f"{self.change:+.3f}", f"+{self.tolerance:.2f}"
         return f"{self.change:+.1%}", f"+{self.tolerance:.0%}"
@@ -109,6 +113,10 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
         level, pas, config = key
         group = f"{level}/{pas}" + (f" [{config}]" if panels.count((level, pas)) > 1 else "")
         b, c = base[key], cur[key]
+        timed = {n for per in c.values() for n in per}
+        checks += [Check("lost", group, f"{m} N={n}", t, math.nan, math.inf, 0.0, False)
+                   for m in sorted(b) if method_kind(m) in ("wave", "softmax")
+                   for n, t in sorted(b[m].items()) if n in timed and n not in c.get(m, {})]
         methods = sorted(set(b) & set(c))
         waves = [m for m in methods if method_kind(m) == "wave"]
         softs = [m for m in methods if method_kind(m) == "softmax"]
@@ -137,6 +145,8 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
 
 def _worst(checks: list[Check], metric: str) -> str:
     of_kind = [c for c in checks if c.metric == metric]
+    if metric == "lost":
+        return f"{len(of_kind)} lost cells" + (f" ({of_kind[0].label()}, ...)" if of_kind else "")
     if not of_kind:
         return f"no {metric}s"
     worst = max(of_kind, key=lambda c: c.change)
@@ -210,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in METRICS)
     summary = f"{len(checks)} metrics ({counts}); " + "; ".join(_worst(checks, m) for m in METRICS)
     if args.show_all or bad:
-        rows = [[c.label(), f"{c.baseline:.4g}", f"{c.current:.4g}", *c.change_text(), "ok" if c.ok else "REGRESSED"]
+        rows = [[c.label(), f"{c.baseline:.4g}", f"{c.current:.4g}".replace("nan", "-"), *c.change_text(), "ok" if c.ok else "REGRESSED"]
                 for c in (checks if args.show_all else bad)]
         print("\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows)))
     if bad:

@@ -245,6 +245,36 @@ def test_timings_csv(tmp_path, baseline_doc):
     assert gate(BASELINE, slow_csv)[0] == 1
 
 
+def test_a_method_that_stops_running_is_lost(tmp_path, baseline_doc, capsys):
+    """wave-field failing at every length (its rows say error) passed: the gate compared what was left."""
+    def without(keep):
+        return {"benchmarks": [b for b in baseline_doc["benchmarks"] if keep(b["extra_info"])]}
+
+    failing = [{**r, "method": "wave-field", "status": "error", "reason": "RuntimeError", "median_ms": ""}
+               for r in ({"level": lvl, "pass": pas, "device": "cpu", "dtype": "float32", "batch": 1, "heads": 8,
+                          "head_dim": 64, "seq_len": n} for lvl in ("core", "layer") for pas in ("fwd", "fwdbwd")
+                         for n in (256, 512, 1024, 2048))]
+    current = to_timings_csv(tmp_path / "timings.csv", without(lambda i: i["method"] != "wave-field"), failing)
+    code, checks = gate(BASELINE, current, tmp_path=tmp_path)
+    lost = sorted(c["label"] for c in checks if c["metric"] == "lost")
+    assert code == 1 and len(lost) == 16 and all(not c["ok"] for c in checks if c["metric"] == "lost")
+    assert "core/fwd lost wave-field N=2048" in lost
+    out = capsys.readouterr().out
+    assert "REGRESSED: 16 of" in out and "16 lost cells" in out and "| no time |" in out
+    # only the longest length lost (out of memory there, say): that one cell fails
+    oom = without(lambda i: not (i["method"] == "wave" and i["seq_len"] == 2048 and i["level"] == "layer"))
+    code, checks = gate(BASELINE, write(tmp_path, "oom.json", oom), tmp_path=tmp_path)
+    assert code == 1 and failed(checks) == {"layer/fwd lost wave N=2048", "layer/fwdbwd lost wave N=2048"}
+    # no wave method at all is lost everywhere, not "bad input"
+    code, checks = gate(BASELINE, write(tmp_path, "soft.json", without(lambda i: i["method"].startswith("soft"))),
+                        tmp_path=tmp_path)
+    assert code == 1 and len(failed(checks)) == 32
+    # a shorter run (no method timed N=2048) loses nothing: those lengths were not measured
+    short = without(lambda i: i["seq_len"] < 2048)
+    code, checks = gate(BASELINE, write(tmp_path, "short.json", short), tmp_path=tmp_path)
+    assert code == 0 and not [c for c in checks if c["metric"] == "lost"]
+
+
 def test_timings_csv_slowest_rank_counts(tmp_path, baseline_doc):
     """Two ranks measured each cell: the slower one is the cell's time (a synchronous step waits for it)."""
     path = to_timings_csv(tmp_path / "ranks.csv", baseline_doc)
@@ -268,13 +298,11 @@ def test_bad_input_exits_2(tmp_path, baseline_doc, capsys):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
     no_list = write(tmp_path, "nolist.json", {"machine_info": {}})
-    softmax_only = write(tmp_path, "softmax_only.json", {"benchmarks": [
-        b for b in baseline_doc["benchmarks"] if b["extra_info"]["method"].startswith("softmax")]})
     no_cols = tmp_path / "timings.csv"
     no_cols.write_text("method,seq_len\nwave,256\n")
     txt = tmp_path / "timings.txt"
     txt.write_text("x")
-    for current in [tmp_path / "missing.json", bad_json, no_list, softmax_only, no_cols, txt]:
+    for current in [tmp_path / "missing.json", bad_json, no_list, no_cols, txt]:
         code, _ = gate(BASELINE, current)
         err = capsys.readouterr().err
         assert code == 2, current
