@@ -238,3 +238,25 @@ def test_leak_demo_without_leak_fails_the_run(monkeypatch):
     run.leak_demos(layer, res, run.DiagConfig(leak_len=32), torch.Generator().manual_seed(0))
     verdicts = {r["layer"]: r["verdict"] for r in res.rows if r["quantity"] == "max_score"}
     assert verdicts == {"stride 4 (clean)": "PASS", "not really leaking": "FAIL"}
+
+
+def test_summary_names_the_recorded_settings_not_todays_defaults(tmp_path):
+    """A summary regenerated later read the run's settings from its command line with the flags' defaults of
+    the day: a changed default would have described an old run wrongly. Recorded settings win."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from bench.diagnostics.__main__ import SUMMARY_SETTINGS, run_settings, write_summary
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results/runs/20261128-181359_439b33ae_cpu_diagnostics", run)
+    env = json.loads((run / "env.json").read_text())
+    from_argv = run_settings(env)  # a run from before settings were recorded: its command line, read today
+    assert set(from_argv) == set(SUMMARY_SETTINGS)
+    recorded = {**from_argv, "probe_len": 777, "leak_len": 99, "role_thresholds": [3.0, 50.0]}
+    (run / "env.json").write_text(json.dumps({**env, "settings": recorded}))
+    write_summary(run)
+    text = (run / "summary.md").read_text()
+    assert "per layer N=777" in text and "leak demos N=99" in text and "reach_tokens < 3," in text
+    assert run_settings({**env, "settings": {"probe_len": 777}}) == from_argv  # incomplete: the command line

@@ -17,6 +17,8 @@ from bench.common.cli import ArgParser, UsageError, one_line, positive_float, po
 PROG = "python -m bench.diagnostics"
 PROBE_DTYPES = ("float64", "float32")
 RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
+# What a summary names besides the CSV; recorded in env.json so a later version's defaults cannot change it.
+SUMMARY_SETTINGS = ("probe_dtype", "probe_len", "model_probe_len", "leak_len", "role_thresholds")
 
 
 def role_thresholds(text: str) -> tuple[float, float]:
@@ -241,7 +243,8 @@ def main(argv=None) -> int:
                      probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)
     run_dir = claim_run_dir(args.out, tag=device_tag(device), kind="diagnostics", resumable=False)
     env = collect_env(argv=[PROG] + list(sys.argv[1:] if argv is None else argv), seed=args.seed,
-                      harness="bench.diagnostics", device=str(device), text=text_desc, real_text=real, **info)
+                      harness="bench.diagnostics", device=str(device), text=text_desc, real_text=real, **info,
+                      settings={k: getattr(args, k) for k in SUMMARY_SETTINGS})
 
     torch.manual_seed(args.seed)
     res = run_diagnostics(model, idx, cfg, device)
@@ -277,25 +280,34 @@ def provenance(env: dict) -> str:
     return f"{machine(env)}; torch {env['torch']}; git {sha}; {env['created']}"
 
 
+def run_settings(env: dict) -> dict:
+    """The settings a run's summary names, as env.json recorded them. A run that did not record them
+    (older versions) has its command line read with this version's flags and defaults instead: a flag
+    since dropped is ignored, a value that no longer parses is a ValueError (the old summary stays)."""
+    if isinstance(env.get("settings"), dict) and set(SUMMARY_SETTINGS) <= set(env["settings"]):
+        return env["settings"]
+    try:
+        args = build_parser().parse_known_args(env["argv"][1:])[0]
+    except SystemExit:
+        raise ValueError("the run's command line does not parse with this version's flags") from None
+    return {k: getattr(args, k) for k in SUMMARY_SETTINGS}
+
+
 def write_summary(run_dir) -> list[str]:
-    """(Re)write <run>/summary.md from the run folder alone: diagnostics.csv, and env.json with the run's
-    command line read by this harness's flags. The run writes it this way, and so does bench.report.
-    Returns the verdict lines."""
+    """(Re)write <run>/summary.md from the run folder alone: diagnostics.csv and env.json. The run
+    writes it this way, and so does bench.report. Returns the verdict lines."""
     from bench.common.files import read_json
     from bench.diagnostics import report
 
     run_dir = Path(run_dir)
     env = read_json(run_dir / "env.json")
-    try:  # a flag a later version dropped is ignored; a value that no longer parses keeps the old summary
-        args = build_parser().parse_known_args(env["argv"][1:])[0]
-    except SystemExit:
-        raise ValueError("the run's command line does not parse with this version's flags") from None
+    s = run_settings(env)
     df = report.read_csv(run_dir / "diagnostics.csv")
     header = {k: env[k] for k in ("model", "config", "checkpoint meta", "device", "text") if k in env}
-    header |= {"probe dtype": args.probe_dtype, "probe lengths": f"per layer N={args.probe_len}, full model "
-               f"N={args.model_probe_len}, leak demos N={args.leak_len}", "provenance": provenance(env)}
+    header |= {"probe dtype": s["probe_dtype"], "probe lengths": f"per layer N={s['probe_len']}, full model "
+               f"N={s['model_probe_len']}, leak demos N={s['leak_len']}", "provenance": provenance(env)}
     failed = bool((df["verdict"] == "FAIL").any())
-    return report.write_summary(df, run_dir / "summary.md", header, args.role_thresholds, failed)
+    return report.write_summary(df, run_dir / "summary.md", header, s["role_thresholds"], failed)
 
 
 if __name__ == "__main__":
