@@ -117,13 +117,6 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         seq_lens = length_grid(lo, hi)
 
     stride = pick(args.field_stride, "field_stride")
-    from wavefield_core import check_stride
-
-    try:
-        check_stride(stride)
-    except ValueError as exc:
-        raise UsageError(f"--field-stride: {exc}")
-
     methods = list(pick(args.methods, "methods") or default_methods(device, dtype))
     if "all" in methods:
         methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]

@@ -12,6 +12,7 @@ import torch
 from bench.scaling import budget, builders, costs, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
+from wavefield_core import check_stride
 
 # tiers: run order and protection (docs/method.md, "Run order")
 HEADLINE, FIRST, EXTRA = 0, 1, 2
@@ -186,8 +187,13 @@ def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
 
 
 def stride_refusal(stride: float, names) -> str | None:
-    """Why the methods `names` cannot run at this (causal) field stride, or None: the token-level wave
-    operators raise at every cell for a non-integer stride."""
+    """Why the methods `names` cannot run at this field stride, or None: a stride that leaks (not exactly
+    causal) is refused for every method; the token-level wave operators raise at every cell for a
+    non-integer stride."""
+    try:
+        check_stride(stride)
+    except ValueError as exc:
+        return f"--field-stride: {exc}"
     need = [n for n in names if METHODS[n].integer_stride]
     if float(stride).is_integer() or not need:
         return None
