@@ -26,6 +26,8 @@ def test_choice_is_the_lowest_validation_loss_and_never_a_diverged_lr():
     assert choose(tie, "wave", 0, lrs) == 1e-3  # a tie keeps the smaller LR
     with pytest.raises(NoStableLR, match="every learning rate"):
         choose([_final("wave", 0, lr, float("nan")) for lr in lrs], "wave", 0, lrs)
+    # without a sweep there is no choice to refuse: a job that never validated does not stop the other seeds
+    assert choose([_final("wave", 0, 1e-3, float("nan"))], "wave", 0, [1e-3]) == 1e-3
 
 
 def test_job_plan_sweeps_the_first_seed_then_trains_the_rest_at_the_kept_lr(tmp_path):
@@ -211,5 +213,5 @@ def test_checkpoint_names_tell_apart_every_learning_rate():
     assert ckpt_paths("r", "wave", 0, 1e-3, 1e-3)[0].name == "wave-seed0.pt"  # --lr itself
     assert ckpt_paths("r", "wave", 0, 3e-3, 1e-3)[1].name == "wave-lr0.003-seed0-last.pt"
     assert ckpt_paths("r", "wave", 0, 1e-5, 1e-3)[0].name == "wave-lr1e-05-seed0.pt"
-    # two sweep values equal to six digits shared one file, so one job could be tested with the other's weights
+    # two sweep values equal to six digits must not share a file: one job would be tested with the other's weights
     assert ckpt_paths("r", "wave", 0, 0.001000111, 1e-3) != ckpt_paths("r", "wave", 0, 0.001000112, 1e-3)

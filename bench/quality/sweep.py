@@ -5,6 +5,7 @@ docs/quality.md, "Learning rates: tuned and untuned".
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -36,7 +37,10 @@ def _best(got: dict[float, dict]) -> float:
 
 
 def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> float | None:
-    """The kept LR of `method` from its stage-1 rows at `seed`; None while one of them is missing."""
+    """The kept LR of `method` from its stage-1 rows at `seed`; None while one of them is missing.
+    Without a sweep the one LR is kept whatever its row says: there is nothing to choose from."""
+    if len(lrs) == 1:
+        return lrs[0]
     got = _seed_rows(finished, method, seed, lrs)
     if len(got) < len(lrs):
         return None
@@ -50,16 +54,12 @@ def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> fl
 def planned_jobs(settings, methods: dict, finished: list[dict]) -> list[tuple[str, int, float]]:
     """The jobs known now: stage 1, and stage 2 for the methods whose LR is already chosen."""
     first, lrs = settings.seeds[0], settings.lrs
-    out = [(m, first, lr) for lr in lrs for m in methods]
-    for seed in settings.seeds[1:]:
-        for m in methods:
-            try:
-                lr = choose(finished, m, first, lrs) if len(lrs) > 1 else lrs[0]
-            except NoStableLR:
-                lr = None
-            if lr is not None:
-                out.append((m, seed, lr))
-    return out
+    kept = {}
+    for m in methods:
+        with suppress(NoStableLR):
+            kept[m] = choose(finished, m, first, lrs)
+    return ([(m, first, lr) for lr in lrs for m in methods]
+            + [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods if kept.get(m) is not None])
 
 
 def jobs(settings, methods: dict, final_path: Path) -> Iterator[tuple[str, int, float]]:
