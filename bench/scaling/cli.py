@@ -209,11 +209,11 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
 
 
 def _derived_outputs(run_dir: Path) -> None:
-    """Write summary.md and plots/; a failure is a note on stderr, never the loss of the measured CSV."""
+    """Write plots/, then summary.md (it links them); a failure is a note on stderr, never the loss of the CSV."""
     from bench.scaling.plots import make_plots
     from bench.scaling.summary import write_summary
 
-    for fn in (write_summary, make_plots):
+    for fn in (make_plots, write_summary):
         try:
             fn(run_dir)
         except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it

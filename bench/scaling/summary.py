@@ -21,6 +21,7 @@ from bench.scaling.analysis import (
     scaling_lines, speedup_table,
 )
 from bench.scaling.claims import CLAIM_LENGTHS, claims_section
+from bench.scaling.plots import make_plots
 
 
 def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
@@ -196,12 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {str(run_dir)!r} does not exist")
-    written = []  # a folder without timings.csv is refused by load_timings, with the same sentence
-    if not args.no_plots:
-        from bench.scaling.plots import make_plots  # plots first, so summary.md can link them
-        written += make_plots(run_dir)
-    written.insert(0, write_summary(run_dir))
-    print(f"wrote {written[0]}" + (f" and {len(written) - 1} plots in {run_dir / 'plots'}" if len(written) > 1 else ""))
+    # plots first, so summary.md can link them (a folder without timings.csv is refused by load_timings)
+    plots = [] if args.no_plots else make_plots(run_dir)
+    summary = write_summary(run_dir)
+    print(f"wrote {summary}" + (f" and {len(plots)} plots in {run_dir / 'plots'}" if plots else ""))
     return 0
 
 
