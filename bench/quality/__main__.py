@@ -43,7 +43,6 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
                                     replacing, write_json)
     from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
-    from bench.quality.report import gap_table, ratio_rows, write_report
     from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
     from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
@@ -174,6 +173,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
         return EXIT_NONFINITE
 
     if ctx.is_main:
+        from bench.quality.report import gap_table, ratio_rows, write_report  # matplotlib: only once there is a report
+
         summary = write_report(run_dir)
         tuned = tuned_rows(read_table(final_path), settings.seeds[0])
         print("\n".join(gap_table(tuned)))
