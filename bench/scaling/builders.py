@@ -76,25 +76,6 @@ def compiled_wave_mix():
     return torch.compile(wave_mix, dynamic=False)
 
 
-def _wave_core(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
-    """The wave core on the softmax methods' k, v. With v_layout "bhdn", v is handed over
-    channel-major (B, H, d, N), made outside the timed call: that is the layout the wave layer's
-    own projection writes at no cost (W_v @ x^T), as (B, H, N, d) is for SDPA. "bhnd" makes the
-    core pay the transpose itself (method wave-bhnd)."""
-    from wavefield_core import wave_mix
-
-    mix = compiled_wave_mix() if compiled else wave_mix  # compiled on the first (warm-up) call, outside the timings
-    _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
-    if v_layout == "bhdn":
-        v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
-    params = wave_params(spec.heads, spec.device, spec.seed)
-    s = spec.field_stride
-
-    def forward():
-        return mix(k, v, *params, field_stride=s, mode=path, v_layout=v_layout)  # (B, H, N, d)
-    return Built(_pass_fn(spec, forward, [k, v, *params], k.shape), lambda: fft_backend(spec.device))
-
-
 def softmax_function(impl: str, sdpa_backend: str | None):
     """The attention function (q, k, v) -> y of a softmax method."""
     from baselines import softmax_flash_attn, softmax_naive, softmax_sdpa
@@ -104,16 +85,6 @@ def softmax_function(impl: str, sdpa_backend: str | None):
     if impl == "flash_attn":
         return softmax_flash_attn
     return lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend)
-
-
-def _softmax_core(spec: CellSpec, impl: str, sdpa_backend: str | None) -> Built:
-    from baselines import sdpa_backend_that_runs
-
-    q, k, v = _qkv(spec)
-    attn = softmax_function(impl, sdpa_backend)
-    fn = _pass_fn(spec, lambda: attn(q, k, v), [q, k, v], q.shape)
-    # SDPA's kernel is asked on the cell's own inputs (grad flags too)
-    return Built(fn, lambda: sdpa_backend_that_runs(q, k, v, sdpa_backend) if impl == "sdpa" else impl)
 
 
 def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
@@ -171,7 +142,7 @@ def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch
                       max_seq_len=spec.seq_len, attn_impl=impl, sdpa_backend=sdpa_backend)
 
 
-def build_graphed(spec: CellSpec, build: Callable[..., Built], warmup: int = 3, **kw) -> Built:
+def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
     """The cell build(spec, **kw) makes, replayed from a CUDA graph: one launch per call instead of one
     per kernel, so the timing shows what the GPU executes, without Python and launch overhead. The
     closure's inputs are static, so replaying the graph recomputes the same work into the same output
@@ -181,7 +152,7 @@ def build_graphed(spec: CellSpec, build: Callable[..., Built], warmup: int = 3, 
     side = torch.cuda.Stream(spec.device)
     side.wait_stream(torch.cuda.current_stream(spec.device))
     with torch.cuda.stream(side):
-        for _ in range(warmup):
+        for _ in range(3):
             built.fn()
     torch.cuda.current_stream(spec.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
@@ -195,12 +166,26 @@ def build_graphed(spec: CellSpec, build: Callable[..., Built], warmup: int = 3, 
 
 
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
-    """wave (path 'token'), wave-scan ('scan') and wave-field ('field') at any level; v_layout
-    matters at the core level only (the layer makes its own layouts)."""
-    torch.manual_seed(spec.seed)
-    if spec.level == "core":
-        return _wave_core(spec, path, v_layout, compiled)
+    """wave (path 'token'), wave-scan ('scan') and wave-field ('field') at any level.
+
+    The core runs on the softmax methods' k, v. With v_layout "bhdn", v is handed over channel-major
+    (B, H, d, N), made outside the timed call: that is the layout the wave layer's own projection
+    writes at no cost (W_v @ x^T), as (B, H, N, d) is for SDPA. "bhnd" makes the core pay the
+    transpose itself (method wave-bhnd). The layer and the model make their own layouts."""
     fft = lambda: fft_backend(spec.device)  # noqa: E731
+    if spec.level == "core":
+        from wavefield_core import wave_mix
+
+        mix = compiled_wave_mix() if compiled else wave_mix  # compiled on the first (warm-up) call, outside the timings
+        _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
+        if v_layout == "bhdn":
+            v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
+        params = wave_params(spec.heads, spec.device, spec.seed)
+
+        def forward():
+            return mix(k, v, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)  # (B, H, N, d)
+        return Built(_pass_fn(spec, forward, [k, v, *params], k.shape), fft)
+    torch.manual_seed(spec.seed)
     if spec.level == "layer":
         from wavefield_core import WaveFieldAttention
 
@@ -211,9 +196,15 @@ def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
 
 def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> Built:
     """softmax-* methods: impl 'naive' | 'sdpa' | 'flash_attn', optionally one pinned SDPA kernel."""
-    torch.manual_seed(spec.seed)
     if spec.level == "core":
-        return _softmax_core(spec, impl, sdpa_backend)
+        from baselines import sdpa_backend_that_runs
+
+        q, k, v = _qkv(spec)
+        attn = softmax_function(impl, sdpa_backend)
+        fn = _pass_fn(spec, lambda: attn(q, k, v), [q, k, v], q.shape)
+        # SDPA's kernel is asked on the cell's own inputs (grad flags too)
+        return Built(fn, lambda: sdpa_backend_that_runs(q, k, v, sdpa_backend) if impl == "sdpa" else impl)
+    torch.manual_seed(spec.seed)
     if spec.level == "layer":
         from baselines import SoftmaxAttention
 
