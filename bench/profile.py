@@ -18,6 +18,8 @@ from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, on
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.memory import free_memory
 from bench.common.timing import synchronize, time_calls
+from bench.scaling.grid import DEVICE_DEFAULTS, CellSpec
+from bench.scaling.registry import METHODS, stride_refusal
 from bench.scaling.schema import LEVELS, PASSES
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
@@ -49,8 +51,6 @@ def build_parser() -> ArgParser:
 
 
 def _method(name: str, args, device: torch.device, dtype: torch.dtype):
-    from bench.scaling.registry import METHODS
-
     if name not in METHODS:
         raise UsageError(f"unknown method {name!r}; valid choices: {', '.join(METHODS)}")
     method = METHODS[name]
@@ -111,21 +111,18 @@ def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"), device)
+    defaults = DEVICE_DEFAULTS[device.type]  # the sweep's: dtype, B, and the LM depth at the model level
+    dtype = resolve_dtype(args.dtype or defaults["dtype"], device)
     methods = [_method(name, args, device, dtype) for name in args.method]  # every name checked before any work
     if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
         raise UsageError(f"--out {args.out!r} must name a file in an existing folder")
-    from bench.scaling.grid import DEVICE_DEFAULTS, CellSpec
-    from bench.scaling.registry import stride_refusal
-
     # values that parse but cannot run: refused here, as python -m bench.scaling does, not per cell
     if why := stride_refusal(args.field_stride, [m.name for m in methods]):
         raise UsageError(why)
     if args.level == "model" and CellSpec.model_dim % args.heads:
         raise UsageError(f"--level model: the LM width {CellSpec.model_dim} is not divisible by --heads {args.heads}")
 
-    defaults = DEVICE_DEFAULTS[device.type]  # the sweep's: B, and the LM depth at the model level
-    batch = args.batch if args.batch is not None else defaults["batch"]
+    batch = args.batch or defaults["batch"]  # positive when given
     lines: list[str] = []
     for method in methods:
         for n in args.seq_len:
