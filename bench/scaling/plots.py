@@ -29,7 +29,7 @@ def _value_axis(ax) -> None:
 
 def _title(kind: str, level: str, pas: str, config: str, sub, env) -> str:
     cfg = config or sub["config"].iloc[0]
-    hw = (env.get("gpus") or [{}])[0].get("name") if env.get("gpus") else env.get("cpu_model")
+    hw = env["gpus"][0].get("name") if env.get("gpus") else env.get("cpu_model")
     return f"{kind}: {level} {pas} [{cfg}]" + (f"\n{hw}" if hw else "")
 
 
@@ -54,11 +54,6 @@ def _axes(ylabel: str, title: str):
     return fig, ax
 
 
-def _finish(fig, ax, note: str, path: Path) -> Path:
-    ax.legend(fontsize=7, loc="best", framealpha=0.85)
-    return save(fig, path, note)
-
-
 def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
     """One line per method of `col` vs N on log-log axes; None when no method has ok data."""
     series = {m: ok_series(sub, m, col) for m in methods}
@@ -76,7 +71,8 @@ def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
             if fine.any():
                 ax.fill_between(s.index[fine], lo[fine], hi[fine], color=color(m), alpha=0.2, lw=0)
     _value_axis(ax)
-    return _finish(fig, ax, _not_run_note(sub, methods), path)
+    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    return save(fig, path, _not_run_note(sub, methods))
 
 
 def _speedup_plot(sub, methods, title, path) -> Path | None:
@@ -92,7 +88,8 @@ def _speedup_plot(sub, methods, title, path) -> Path | None:
     ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
     ax.yaxis.set_minor_formatter(mticker.NullFormatter())
-    return _finish(fig, ax, _not_run_note(sub, methods), path)
+    ax.legend(fontsize=7, loc="best", framealpha=0.85)
+    return save(fig, path, _not_run_note(sub, methods))
 
 
 def make_plots(run_dir: Path) -> list[Path]:
