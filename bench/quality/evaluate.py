@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from itertools import islice
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,21 +13,6 @@ from bench.quality.data import IGNORE_INDEX
 from bench.common.dist import Dist
 
 PAPER_PPL_CAP = 20.0  # the published loop: PPL = exp(min(loss, 20))
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    ppl = property(lambda self: ppl(self.loss))
-    bpc: float
-    acc: float
-    batch_mean_loss: float
-    batch_mean_ppl = property(lambda self: math.exp(min(self.batch_mean_loss, PAPER_PPL_CAP)))
-    tokens: int
-    batches: int
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "ppl": self.ppl, "batch_mean_ppl": self.batch_mean_ppl}
 
 
 def ppl(loss: float) -> float:
@@ -53,9 +37,10 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
-             max_batches: int, autocast, ctx: Dist) -> EvalResult:
+             max_batches: int, autocast, ctx: Dist) -> dict:
     """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from its first batch (rewound);
-    max_batches = 0 scores the whole split. Under DDP the ranks take the batches round-robin."""
+    max_batches = 0 scores the whole split. Under DDP the ranks take the batches round-robin. Returns
+    loss, ppl, bpc, acc, batch_mean_loss, batch_mean_ppl, tokens and batches."""
     was_training = model.training
     model.eval()
     batches.load_state_dict({"epoch": 0, "position": 0})
@@ -72,6 +57,7 @@ def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_c
     ctx.all_reduce_sum(sums)
     model.train(was_training)
     loss_sum, n, correct, bm_sum, nb = sums.tolist()
-    loss = loss_sum / n
-    return EvalResult(loss=loss, bpc=bpc_from_loss(loss, tokens_per_char), acc=correct / n, batch_mean_loss=bm_sum / nb,
-                      tokens=int(n), batches=int(nb))
+    loss, bm_loss = loss_sum / n, bm_sum / nb
+    return {"loss": loss, "ppl": ppl(loss), "bpc": bpc_from_loss(loss, tokens_per_char), "acc": correct / n,
+            "batch_mean_loss": bm_loss, "batch_mean_ppl": math.exp(min(bm_loss, PAPER_PPL_CAP)),
+            "tokens": int(n), "batches": int(nb)}

@@ -292,12 +292,12 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             if st.step % plan.eval_every == 0 or st.step == plan.total_steps:
                 res = evaluate(raw, rc.eval_batches["valid"], dev, rc.tokens_per_char["valid"],
                                max_batches=p.eval_batches, autocast=rc.autocast, ctx=ctx)
-                log("val", res.loss, res.acc, lr, st.step, st.tokens)
-                if res.loss < st.best_val_loss:
-                    st.best_val_loss, st.best_val_ppl = res.loss, res.ppl
+                log("val", res["loss"], res["acc"], lr, st.step, st.tokens)
+                if res["loss"] < st.best_val_loss:
+                    st.best_val_loss, st.best_val_ppl = res["loss"], res["ppl"]
                     st.best_step, st.best_tokens = st.step, st.tokens
                     if ctx.is_main:
-                        save(best_path, meta={**meta, "step": st.step, "val": res.as_dict()})
+                        save(best_path, meta={**meta, "step": st.step, "val": res})
                 save_state()
             elif s.stop_after_steps and steps_here >= s.stop_after_steps:
                 save_state()
@@ -316,17 +316,17 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     load_weights(raw, best, best_path)
     res = evaluate(raw, rc.eval_batches["test"], dev, rc.tokens_per_char["test"], max_batches=p.test_batches,
                    autocast=rc.autocast, ctx=ctx)
-    log("test", res.loss, res.acc, lr, st.best_step, st.best_tokens)
+    log("test", res["loss"], res["acc"], lr, st.best_step, st.best_tokens)
     if ctx.is_main:
-        save(best_path, meta={**best["meta"], "test": res.as_dict(), "best_step": st.best_step})
+        save(best_path, meta={**best["meta"], "test": res, "best_step": st.best_step})
     return _row(method, seed, peak_lr, spec, st, mem, wall(), res)
 
 
 def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: JobPeak, wall_s: float,
-         res=None) -> dict:
+         res: dict | None = None) -> dict:
     """The final.csv row of a job; without a test result (a diverged job) the test metrics are NaN."""
     nan = float("nan")
-    test = {k: getattr(res, k, nan) for k in ("loss", "ppl", "bpc", "acc", "batch_mean_loss", "batch_mean_ppl")}
+    test = {k: (res or {}).get(k, nan) for k in ("loss", "ppl", "bpc", "acc", "batch_mean_loss", "batch_mean_ppl")}
     return {
         "method": method, "seed": seed, **{f"test_{k}": v for k, v in test.items()},
         "params": spec["params"], "tokens_per_s": st.tokens / max(st.train_s, 1e-9), "wall_s": round(wall_s, 3),
