@@ -29,10 +29,9 @@ def lr_of(row: dict, default: float = math.nan) -> float:
     return float(row.get("peak_lr") or default)
 
 
-def same_lr(a, b) -> bool:
-    """Two peak LRs as written in a CSV and as given on the command line are the same (NaN: unknown,
-    as in rows written before the column existed, matches NaN)."""
-    a, b = float(a), float(b)
+def same_lr(a: float, b: float) -> bool:
+    """Two peak LRs, one read back from a CSV, are the same (NaN: unknown, as in rows without the column,
+    matches NaN)."""
     return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
 
 

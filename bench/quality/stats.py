@@ -14,11 +14,7 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 
 def t975(df: int) -> float:
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df > 120:
-        return 1.960
-    return _T975[max(k for k in _T975 if k <= df)]
+    return 1.960 if df > 120 else _T975[max(k for k in _T975 if k <= df)]
 
 
 @dataclass
