@@ -208,7 +208,7 @@ def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
         ref = ok_series(cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["config"] == cfg)],
                         method[: -len("-compiled")])
         comp = ok_series(sub, method)
-        setup = sub[sub["status"] == "ok"].set_index("seq_len")["setup_s"]
+        setup = ok_series(sub, method, "setup_s")
         for n in comp.index:
             rows.append([level, pas, n, fmt(ref[n]) if n in ref.index else "n/a", fmt(comp[n]),
                          f"{comp[n] / ref[n]:.2f}" if n in ref.index else "n/a", fmt(float(setup.get(n, math.nan)))])

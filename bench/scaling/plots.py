@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.ticker as mticker
-import numpy as np
 
 from bench.common.figures import color, length_axis, plt, save
 from bench.common.files import read_env
@@ -65,9 +64,8 @@ def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
         ax.plot(s.index, s.values, "--" if method_kind(m) == "reference" else "-", marker="o", ms=3.5, color=color(m),
                 label=m)
         if band:
-            ok = sub[(sub["method"] == m) & (sub["status"] == "ok")].set_index("seq_len").loc[s.index]
-            lo, hi = ok["p20_ms"].astype(float), ok["p80_ms"].astype(float)
-            fine = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+            lo, hi = (ok_series(sub, m, q).reindex(s.index) for q in ("p20_ms", "p80_ms"))
+            fine = lo.notna() & hi.notna() & (lo > 0)
             if fine.any():
                 ax.fill_between(s.index[fine], lo[fine], hi[fine], color=color(m), alpha=0.2, lw=0)
     _value_axis(ax)
