@@ -36,10 +36,6 @@ def _latency_cell(row) -> str:
     return fmt(row["median_ms"]) + (f" [{fmt(lo)}-{fmt(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
 
-def _hardware_line(env: dict[str, Any], config: str) -> str:
-    return "_Measured on: " + " | ".join(b for b in (config, machine(env)) if b) + "_"
-
-
 def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[str]:
     """Section 1: which run, which command, which hardware and software."""
     sha = env_get(env, "sha", "sha_short", "git_sha", default="unknown")  # env.json's git dict, or older top-level keys
@@ -89,7 +85,8 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
     """Section 2 for one panel: latency, memory, speedup, TFLOP/s, tokens/s."""
     methods = order_methods(sub["method"])
     slug = panel_slug(level, pas, cfg)
-    lines = [panel_heading(level, pas, cfg), "", _hardware_line(env, cfg or sub["config"].iloc[0]), ""]
+    measured_on = " | ".join(b for b in (cfg or sub["config"].iloc[0], machine(env)) if b)
+    lines = [panel_heading(level, pas, cfg), "", f"_Measured on: {measured_on}_", ""]
     lines += ["Latency, median ms [p20-p80]; a status word where the cell did not run:", "",
               frame_table(_grid(sub, methods, _latency_cell), index=True), ""]
     notes = sub[(sub["status"] != "ok") & (sub["reason"] != "")]
