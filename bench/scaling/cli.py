@@ -62,8 +62,7 @@ def build_parser() -> ArgParser:
       help="explicit comma list of lengths instead of --min-len/--max-len")
     a = p.add_argument_group("timing").add_argument
     a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
-    a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default: 0.2 on CPU, "
-      "0.2 on CUDA)")
+    a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default 0.2)")
     a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 10 on CUDA)")
     a("--seed", type=nonneg_int, help="seed of every cell's inputs (default 0)")
     a("--threads", type=thread_count, help="torch CPU threads (default or 0: all cores; shared out under torchrun)")
