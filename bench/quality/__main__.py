@@ -44,7 +44,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches
     from bench.quality.methods import resolve_methods
     from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
-    from bench.quality.sweep import NoStableLR, is_done, jobs, planned_jobs, tuned_rows
+    from bench.quality.sweep import NoStableLR, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
     from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, ckpt_paths, make_plan,
                                      train_job)
@@ -100,8 +100,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     finished = read_table(final_path, cut="drop")
     if resume:
         for method, seed, lr in planned_jobs(settings, methods, finished):
-            if not is_done(finished, method, seed, lr):
-                check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
+            check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
         if ctx.is_main:
             for name, columns in (("final.csv", FINAL_COLUMNS), ("curves.csv", CURVE_COLUMNS)):
                 path = run_dir / name

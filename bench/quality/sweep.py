@@ -52,14 +52,15 @@ def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> fl
 
 
 def planned_jobs(settings, methods: dict, finished: list[dict]) -> list[tuple[str, int, float]]:
-    """The jobs known now: stage 1, and stage 2 for the methods whose LR is already chosen."""
+    """The unfinished jobs known now: stage 1, and stage 2 for the methods whose LR is already chosen."""
     first, lrs = settings.seeds[0], settings.lrs
     kept = {}
     for m in methods:
         with suppress(NoStableLR):
             kept[m] = choose(finished, m, first, lrs)
-    return ([(m, first, lr) for lr in lrs for m in methods]
-            + [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods if kept.get(m) is not None])
+    known = ([(m, first, lr) for lr in lrs for m in methods]
+             + [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods if kept.get(m) is not None])
+    return [job for job in known if not is_done(finished, *job)]
 
 
 def jobs(settings, methods: dict, final_path: Path) -> Iterator[tuple[str, int, float]]:
