@@ -118,7 +118,7 @@ def build_parser() -> ArgParser:
 
     model = p.add_argument_group("preset fields (override the preset)")
     for f in preset_fields():
-        kind = {"int": int, "float": finite_float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        kind = {"int": int, "float": finite_float, "str": str}[f.type]  # a string: presets.py defers annotations
         model.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
                            help=f"{f.metadata.get('help', '')} (preset value if not given)")
     return p

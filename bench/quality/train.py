@@ -169,7 +169,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
 
     # identical initial weights on every rank (DDP also broadcasts rank 0's); torch's seed covers every CUDA device
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed)
     torch.manual_seed(seed)
     model = build_model(spec["kind"], spec["config"]).to(dev)
     torch.manual_seed(seed * 1_000_003 + ctx.rank)  # per-rank dropout stream
