@@ -107,7 +107,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
                 note = drop_cut_tail(path)  # a row cut by a crash is dropped; its job runs again
                 if note:
                     print(f"bench.quality: {note}", file=sys.stderr)
-                if path.is_file():  # a run from before a column (peak_lr) existed: new rows must fit its header
+                if path.is_file():  # a header without a column (peak_lr) is rewritten so that new rows fit it
                     with path.open(encoding="utf-8") as fh:
                         header = fh.readline().rstrip("\r\n").split(",")
                     if header != columns:

@@ -25,7 +25,7 @@ FINAL_COLUMNS = [
 
 
 def lr_of(row: dict, default: float = math.nan) -> float:
-    """A final/curve row's peak LR (rows written before the column existed: `default`)."""
+    """A final/curve row's peak LR (`default` for a row of a file without the column)."""
     return float(row.get("peak_lr") or default)
 
 
