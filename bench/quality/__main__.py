@@ -107,11 +107,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
                 note = drop_cut_tail(path)  # a row cut by a crash is dropped; its job runs again
                 if note:
                     print(f"bench.quality: {note}", file=sys.stderr)
-                if path.is_file():  # a header without a column (peak_lr) is rewritten so that new rows fit it
-                    with path.open(encoding="utf-8") as fh:
-                        header = fh.readline().rstrip("\r\n").split(",")
-                    if header != columns:
-                        CsvLog(path, columns).rewrite(read_table(path))
+                if path.is_file():  # in this run's columns, so that new rows fit (a file without peak_lr gains it)
+                    CsvLog(path, columns).rewrite(read_table(path))
     ctx.barrier()
 
     # ---- env.json
