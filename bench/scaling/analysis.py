@@ -187,7 +187,7 @@ def memory_lines(sub: pd.DataFrame) -> list[str] | None:
     """Peak-memory growth of the wave methods at core fwd: log-log slope over MEM_RANGE."""
     rows = []
     for method in order_methods(waves(sub["method"].unique())):
-        mem = ok_series(sub, method, "peak_mem_mb").dropna()
+        mem = ok_series(sub, method, "peak_mem_mb")
         mem = mem[(mem.index >= MEM_RANGE[0]) & (mem.index <= MEM_RANGE[1]) & (mem > 0)]
         if len(mem) < 2:
             continue

@@ -143,7 +143,7 @@ def write_summary(run_dir: Path) -> Path:
     df = load_timings(run_dir)
     cells = aggregate(df)
     lines = header_lines(run_dir, env, df)
-    groups = panels(cells) if len(cells) else []
+    groups = panels(cells)
 
     lines += ["## 2. Measurements per level and pass", ""]
     if not groups:
