@@ -1,6 +1,7 @@
 """The sweep engine with fake methods: rows, statuses, OOM and error handling, budgets, the run order."""
 from dataclasses import replace
 
+import pytest
 import torch
 
 from bench.scaling import costs
@@ -95,6 +96,36 @@ def test_a_python_memory_error_is_an_oom_row(tmp_path):
     rows = _rows_by(read_rows(path), "big")
     assert [rows[n]["status"] for n in (64, 128, 256)] == ["ok", "oom", "skipped"], rows
     assert rows[128]["reason"] == "MemoryError" and "out of memory" in rows[256]["reason"]
+
+
+@pytest.mark.parametrize("exc, oom", [(torch.cuda.OutOfMemoryError("CUDA out of memory"), True),
+                                      (MemoryError(), True),
+                                      (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"), True),
+                                      (RuntimeError("shape mismatch"), False)])
+def test_the_sweep_and_every_cli_agree_on_what_is_out_of_memory(tmp_path, capsys, exc, oom):
+    """The same exceptions are oom rows in a sweep and, escaping a CLI, one line and exit 2; any other
+    RuntimeError is an error row, and a bug that raises out of a CLI."""
+    from bench.common.cli import run_cli
+
+    def main(argv):
+        raise exc
+
+    def failing(spec):
+        def fn():
+            raise exc
+        return fn
+
+    path = tmp_path / "timings.csv"
+    run_sweep(_cfg(["m"]), path, CPU, registry={"m": _fake("m", failing)}, progress=False)
+    assert _rows_by(read_rows(path), "m")[64]["status"] == ("oom" if oom else "error")
+    capsys.readouterr()  # the sweep's progress lines
+    if not oom:
+        with pytest.raises(RuntimeError):
+            run_cli(main, [], prog="p")
+        return
+    assert run_cli(main, [], prog="p") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("p: error: out of memory") and err.count("\n") == 1, err
 
 
 def test_oom_during_timing_is_caught(tmp_path):

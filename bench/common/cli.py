@@ -76,6 +76,12 @@ def choice_list(valid: Sequence[str], what: str, item: Callable[[str], Any] | No
     return parse
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory: torch.cuda.OutOfMemoryError, a MemoryError, or torch's CPU allocator refusing."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "bench",
             resumable: bool = True) -> int:
     """Run `main(argv)`; turn UsageError (and a file system refusal, or running out of memory) into one
@@ -89,8 +95,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         msg = f"cannot write or read{where}: {' '.join(str(exc.strerror or exc).split())}"
     except (MemoryError, RuntimeError) as exc:
         # the size checks are lower bounds: a run at the edge of memory still ends in one line
-        if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc) \
-                and type(exc).__name__ != "OutOfMemoryError":
+        if not is_oom(exc):
             raise
         msg = f"out of memory ({' '.join(str(exc).split())[:160]}); choose smaller sizes"
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from bench.common.cli import one_line
+from bench.common.cli import is_oom, one_line
 from bench.common.device import DTYPES
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
@@ -184,8 +184,7 @@ class Sweep:
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
         """The row of a cell that raised: oom for a CUDA OOM, the RuntimeError of torch's CPU allocator or a
         MemoryError (longer lengths of the method are then skipped), else error."""
-        oom = isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-            isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+        oom = is_oom(exc)
         if oom:
             free_memory(self.device)
             self.predictor.block_longer((method.name, spec.level, spec.pass_), f"longer than N={spec.seq_len}, "
