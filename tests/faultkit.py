@@ -1,14 +1,20 @@
 """Shared helpers of the fault tests: run a CLI as a user would (a subprocess from the repository
-root) and check that a refusal is one line with exit 2."""
+root), or its main() in this process as its `python -m` entry point calls it (no torch import to pay
+for), and check that a refusal is one line with exit 2."""
 from __future__ import annotations
 
 import csv
+import importlib
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -29,6 +35,68 @@ BASE_ARGS = {"scaling": SCALING, "quality": QUALITY, "diagnostics": DIAG}
 def bench(module: str, *args, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# each CLI: the module of its main(), the module of its PROG, and whether its entry point offers --resume
+# on Ctrl-C (run_cli's `resumable`)
+ENTRY = {"scaling": ("bench.scaling.cli", "bench.scaling.cli", True),
+         "quality": ("bench.quality.__main__", "bench.quality.cli", True),
+         "diagnostics": ("bench.diagnostics.__main__", "bench.diagnostics.__main__", False),
+         "report": ("bench.report.__main__", "bench.report.__main__", False),
+         "regress": ("bench.regress", "bench.regress", True)}
+# what a Python process does not print unless asked (its default warning filters)
+SILENT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def bench_in(module: str, *args) -> subprocess.CompletedProcess:
+    """bench(), but main() runs in this process, from the repository root: its exit code (argparse's
+    SystemExit too), stdout, and stderr with the warnings a process would print there as lines of their own.
+    The working folder, environment and torch settings (threads, deterministic mode) it changes are put back."""
+    import torch
+
+    from bench.common.cli import run_cli
+
+    name, prog, resumable = ENTRY[module]
+    entry, prog = importlib.import_module(name), importlib.import_module(prog).PROG
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), dict(os.environ), torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
+            warnings.simplefilter("always")
+            for category in SILENT:
+                warnings.filterwarnings("ignore", category=category)
+            os.chdir(REPO)
+            try:
+                code = run_cli(entry.main, argv, prog=prog, resumable=resumable)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(saved[0])
+        for key in set(os.environ) - set(saved[1]):
+            del os.environ[key]
+        os.environ.update(saved[1])
+        torch.set_num_threads(saved[2])
+        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+    printed = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, "") for w in caught)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue() + printed)
+
+
+@contextmanager
+def held_elsewhere(*folders: Path) -> Iterator[int]:
+    """The folders locked by another process, as a run in progress holds them; yields its pid."""
+    code = ("import sys\nfrom bench.common.files import claim_run_dir\nfor f in sys.argv[1:]:\n"
+            "    claim_run_dir(f, resume=True)\nprint('held', flush=True)\nsys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, folders)], cwd=REPO, env=ENV, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == "held\n", "the holding process could not lock the folders"
+        yield proc.pid
+    finally:
+        proc.stdin.close()  # it ends, and its exit unlocks and removes the locks
+        code = proc.wait(timeout=60)
+    assert code == 0, code
 
 
 def _default_sigint() -> None:

@@ -1,10 +1,11 @@
 """Faults of size and number: sizes that cannot fit and inf/nan flags are refused in one line before
-any work, and a corpus too small for the run creates nothing."""
+any work, and a corpus too small for the run creates nothing. Each CLI's main() runs in this process as its
+entry point calls it (the real command line's exit 2 and one line: test_faults.py's output-folder faults)."""
 import time
 
 import pytest
 
-from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench, refused
+from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench_in, refused
 
 
 @pytest.mark.parametrize("module,flags", [
@@ -19,7 +20,7 @@ from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench, refused
 def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
     t0 = time.perf_counter()
     needles = ["--mem-budget", "available RAM"] if module == "scaling" else ["needs at least", "available"]
-    refused(bench(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), *needles)
+    refused(bench_in(module, *BASE_ARGS[module], *flags, "--out", tmp_path / "out"), *needles)
     assert time.perf_counter() - t0 < 30
     assert not (tmp_path / "out").exists()
 
@@ -38,13 +39,13 @@ def test_inf_and_nan_flags_are_refused(module, flags, tmp_path):
         args = ["--baseline", base, "--current", base, *flags]
     else:
         args = [*BASE_ARGS[module], *flags, "--out", tmp_path / "out"]
-    refused(bench(module, *args), "finite")
+    refused(bench_in(module, *args), "finite")
     assert not (tmp_path / "out").exists()
 
 
 def test_too_little_data_creates_nothing(tmp_path):
     out = tmp_path / "out"
-    refused(bench("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
+    refused(bench_in("quality", *QUALITY, "--seq-len", "100000", "--out", out), "too little data")
     assert not out.exists()  # so the corrected command is not refused as "already holds results"
 
 
