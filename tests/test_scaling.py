@@ -17,6 +17,7 @@ from bench.scaling.grid import CellSpec, row_key
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS
 from bench.scaling.results import read_header, read_rows
 from bench.scaling.schema import COLUMNS, STATUSES
+from faultkit import bench_in
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -145,8 +146,12 @@ def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
 # bad input
 
 
+ARGPARSE_ERROR = (["--max-len", "0"], "not positive")  # refused by argparse
+NO_CUDA = (["--device", "cuda"], "no CUDA GPU")  # refused by the configuration, after parsing
+
+
 @pytest.mark.parametrize("argv,needle", [
-    (["--max-len", "0"], "not positive"),
+    ARGPARSE_ERROR,
     (["--max-len", "-5"], "not positive"),
     (["--max-len", "lots"], "not an integer"),
     (["--min-len", "4096", "--max-len", "512"], "greater than --max-len"),
@@ -155,6 +160,7 @@ def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
     (["--passes", "bwd"], "valid choices: fwd, fwdbwd"),
     (["--dtype", "float8"], "choose from"),
     (["--device", "tpu"], "valid choices: auto, cpu, cuda"),
+    NO_CUDA,
     (["--device", "cpu", "--dtype", "float16"], "valid choices on cpu: float32, bfloat16"),
     (["--field-stride", "1.5"], "safe strides"),
     # exact for wave-field, but the token-level methods (the default wave among them) raise at every cell
@@ -166,6 +172,8 @@ def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
     (["--resume", "/nonexistent/run"], "no such folder"),
 ])
 def test_bad_input_in_process(argv, needle, capsys):
+    if argv == NO_CUDA[0] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
     with pytest.raises(SystemExit) as exc_info:
         raise SystemExit(run_cli(main, argv, prog=PROG))
     assert exc_info.value.code == 2
@@ -184,12 +192,10 @@ def test_model_width_is_checked_only_when_the_model_level_runs():
         resolve_config(build_parser().parse_args(["--device", "cpu", "--n-heads", "3"]))
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--max-len", "0"], "not positive"),
-    (["--device", "cuda"], "no CUDA GPU"),
-    (["--resume", "/nonexistent/run"], "no such folder"),
-])
+@pytest.mark.parametrize("argv,needle", [ARGPARSE_ERROR, NO_CUDA], ids=["argparse", "configuration"])
 def test_bad_input_subprocess(argv, needle):
+    """The real command line: exit 2 and one line, no traceback, for an error of each stage (each case is
+    also checked in process above)."""
     if "cuda" in argv and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     proc = run_module(*argv, timeout=60)
@@ -220,8 +226,9 @@ def _check_run_folder(run: Path, world: int) -> list[dict]:
 
 
 def test_quick_end_to_end(tmp_path):
+    # in process (the command line's exit codes: test_bad_input_subprocess; a whole run: the torchrun test)
     run = tmp_path / "quick"
-    proc = run_module("--quick", "--device", "cpu", "--out", str(run), "--no-progress", timeout=150)
+    proc = bench_in("scaling", "--quick", "--device", "cpu", "--out", str(run), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(run)
     rows = _check_run_folder(run, world=1)
