@@ -158,11 +158,14 @@ def test_methods_flag_trains_the_chosen_methods_wave_first(tmp_path):
 
 
 def test_triton_wave_mode_trains_in_the_interpreter(tmp_path):
-    """--wave-mode triton reaches the wave layers: on CPU the kernels run in triton's interpreter."""
+    """--wave-mode triton reaches the wave layers: on CPU the kernels run in triton's interpreter (a width,
+    length and batch that it runs in a second or two)."""
     pytest.importorskip("triton")
     out = tmp_path / "t"
-    argv = [a for a in SMALL if a != "--no-progress"] + ["--methods", "wave", "--wave-mode", "triton", "--device",
-                                                       "cpu", "--steps", "2", "--eval-every", "2", "--out", out]
+    argv = ["--preset", "tiny", "--corpus", "fixture", "--d-model", "32", "--n-layers", "2", "--n-heads", "2",
+            "--d-ff", "32", "--seq-len", "16", "--batch-size", "4", "--eval-batches", "1", "--test-batches", "1",
+            "--lr", "3e-3", "--warmup-steps", "2", "--threads", "1", "--methods", "wave", "--wave-mode", "triton",
+            "--device", "cpu", "--steps", "2", "--eval-every", "2", "--out", out]
     proc = subprocess.run([sys.executable, "-m", "bench.quality", *map(str, argv)], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
