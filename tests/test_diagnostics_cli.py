@@ -1,6 +1,7 @@
 """python -m bench.diagnostics end to end: a random-init model, a trained checkpoint (hand-made, from
 bench.quality, in triton mode), the summary regenerated from the run folder, bad input (exit 2) and a
-failed model check (exit 1)."""
+failed model check (exit 1). The runs call the CLIs' main() in this process; the real command line is
+checked by test_cli_missing_checkpoint_exits_2 and the slow default run."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from bench.common.checkpoint import save_checkpoint
+from faultkit import bench_in
 from wavefield_core import WaveFieldLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ def check_outputs(out: Path) -> pd.DataFrame:
 
 def test_cli_random_init_end_to_end(tmp_path):
     out = tmp_path / "run"
-    proc = run_cmd(*SMALL, "--out", str(out))
+    proc = bench_in("diagnostics", "--threads", "1", *SMALL, "--out", out)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     df = check_outputs(out)
@@ -101,12 +103,11 @@ QUALITY_FAST = ["--preset", "tiny", "--corpus", "fixture", "--pairing", "paper",
 
 @pytest.mark.skipif(not (REPO / "bench" / "quality" / "__main__.py").is_file(), reason="bench.quality not present")
 def test_cli_on_bench_quality_checkpoint(tmp_path):
-    """The real hand-off: a checkpoint written by `python -m bench.quality` (tiny preset, shrunk to
-    10 steps, about 5 s) feeds diagnostics, which finds the run's tokenizer from the checkpoint meta."""
+    """The real hand-off: a checkpoint written by bench.quality's command line (tiny preset, shrunk to
+    10 steps, about a second) feeds diagnostics, which finds the run's tokenizer from the checkpoint meta."""
     from bench.diagnostics.__main__ import main
 
-    q = subprocess.run([sys.executable, "-m", "bench.quality", *QUALITY_FAST, "--out", str(tmp_path / "q")],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    q = bench_in("quality", *QUALITY_FAST, "--out", tmp_path / "q")
     assert q.returncode == 0, q.stderr[-2000:]
     ckpt = tmp_path / "q" / "checkpoints" / "wave-seed0.pt"
     assert ckpt.is_file(), sorted(p.name for p in (tmp_path / "q").rglob("*.pt"))
