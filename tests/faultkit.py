@@ -48,10 +48,10 @@ ENTRY = {"scaling": ("bench.scaling.cli", "bench.scaling.cli", True),
 SILENT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
-def bench_in(module: str, *args) -> subprocess.CompletedProcess:
-    """bench(), but main() runs in this process, from the repository root: its exit code (argparse's
-    SystemExit too), stdout, and stderr with the warnings a process would print there as lines of their own.
-    The working folder, environment and torch settings (threads, deterministic mode) it changes are put back."""
+def bench_in(module: str, *args, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """bench(), but main() runs in this process, from `cwd`: its exit code (argparse's SystemExit too),
+    stdout, and stderr with the warnings a process would print there as lines of their own. The working
+    folder, environment and torch settings (threads, deterministic mode) it changes are put back."""
     import torch
 
     from bench.common.cli import run_cli
@@ -67,7 +67,7 @@ def bench_in(module: str, *args) -> subprocess.CompletedProcess:
             warnings.simplefilter("always")
             for category in SILENT:
                 warnings.filterwarnings("ignore", category=category)
-            os.chdir(REPO)
+            os.chdir(cwd)
             try:
                 code = run_cli(entry.main, argv, prog=prog, resumable=resumable)
             except SystemExit as exc:

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from bench.common.cli import run_cli
 from bench.common.timings import fmt
 from bench.report.__main__ import PROG, main
 from bench.report.build import KEY_BEGIN, KEY_END
+from faultkit import bench_in
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "scaling_run"
@@ -99,7 +97,8 @@ def make_diagnostics_run(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    """results/ with three runs and a README built by the real command line (one subprocess)."""
+    """results/ with three runs and a README built by the command line, its main() called in this process from
+    the tree's root (the real command line's refusals: test_faults.py)."""
     root = tmp_path_factory.mktemp("report")
     runs = root / "results" / "runs"
     shutil.copytree(FIXTURE, runs / "scaling")
@@ -108,9 +107,8 @@ def tree(tmp_path_factory):
         (runs / "scaling" / "plots" / name).write_bytes(PNG)
     make_quality_run(runs / "quality")
     make_diagnostics_run(runs / "diag")
-    proc = subprocess.run([sys.executable, "-m", "bench.report", "results/runs/scaling", "results/runs/quality",
-                           "results/runs/diag", "--no-plots"], cwd=root, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = bench_in("report", "results/runs/scaling", "results/runs/quality", "results/runs/diag", "--no-plots",
+                    cwd=root)
     assert proc.returncode == 0, proc.stderr
     readme = root / "results" / "README.md"
     return root, readme, readme.read_text()
