@@ -3,10 +3,10 @@ row / JSON / checkpoint, and a stop by SIGINT or SIGKILL followed by --resume (s
 test_faults_limits.py).
 
 A refused command must exit 2 with one line on stderr (no traceback), create nothing, and leave
-every row measured before it untouched. The output-folder faults, the stopped runs and the memory cap
-run each CLI as a user meets it (a subprocess from the repository root); the other faults call its
-main() in this process as its entry point does (bench_in), against folders another process holds where
-a lock is the fault.
+every row measured before it untouched. The output-folder faults (but bench.scaling's), the stopped runs
+and the memory cap run each CLI as a user meets it (a subprocess from the repository root); the other
+faults call its main() in this process as its entry point does (bench_in), against folders another
+process holds where a lock is the fault.
 """
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def quality_run(tmp_path_factory) -> Path:
 # output folders
 
 
-@pytest.mark.parametrize("module,fault", [
-    (module, fault) if fault in ("is-a-file", "not-writable") or module != "scaling"
-    else pytest.param(module, fault, marks=SLOW)  # the others fail before torch is imported
-    for module in ("scaling", "quality", "diagnostics")
-    for fault in ("is-a-file", "under-a-file", "not-writable", "holds-results")])
+@pytest.mark.parametrize("module,fault", [(module, fault) for module in ("scaling", "quality", "diagnostics")
+                                          for fault in ("is-a-file", "under-a-file", "not-writable", "holds-results")])
 def test_unusable_output_folder(module, fault, tmp_path):
+    # quality and diagnostics refuse before torch is imported: their real command line, a subprocess each;
+    # bench.scaling imports torch first: its main() in process (its command line: test_scaling.py)
+    run = bench_in if module == "scaling" else bench
     (tmp_path / "file").write_text("x\n")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "timings.csv").write_text("method\n")
@@ -59,7 +59,7 @@ def test_unusable_output_folder(module, fault, tmp_path):
                    "under-a-file": (tmp_path / "file" / "run", "is a file"),
                    "not-writable": (Path("/proc/bench-fault-test/run"), "cannot write"),
                    "holds-results": (tmp_path / "full", "already holds results")}[fault]
-    err = refused(bench(module, *BASE_ARGS[module], "--out", out), needle)
+    err = refused(run(module, *BASE_ARGS[module], "--out", out), needle)
     if module == "diagnostics":
         assert "--resume" not in err  # a flag it does not have
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full"]  # nothing created
