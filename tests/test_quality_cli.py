@@ -9,10 +9,18 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench.quality import cli as qcli
 from bench.quality.presets import AMP_CHOICES, CORPUS_CHOICES, PRESETS, TOKENIZER_CHOICES, preset_fields
+from faultkit import bench_in
 from test_quality import REPO, SMALL, rows, run
+
+# triton fixes interpret-or-compile when it is first imported: without CUDA, the session's triton interprets
+# if it is imported after this (as test_triton_scan.py does when it is collected first)
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+INTERPRETED = not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def test_help_needs_no_torch_and_wave_modes_mirror_the_model():
@@ -126,8 +134,8 @@ def test_stats_interval():
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeypatch):
     argv = [a.replace("{tmp}", str(tmp_path / "o")) for a in argv]
-    # the triton test module turns on triton's interpreter for the whole session when it is
-    # collected; this case is about a CPU machine without it
+    # this module and the triton test module turn on triton's interpreter for the whole session
+    # when they are collected; this case is about a CPU machine without it
     import wavefield_core.triton_scan as ts
 
     monkeypatch.setattr(ts, "triton_available", lambda device: "needs a CUDA device (device is cpu)")
@@ -159,15 +167,20 @@ def test_methods_flag_trains_the_chosen_methods_wave_first(tmp_path):
 
 def test_triton_wave_mode_trains_in_the_interpreter(tmp_path):
     """--wave-mode triton reaches the wave layers: on CPU the kernels run in triton's interpreter (a width,
-    length and batch that it runs in a second or two)."""
+    length and batch that it runs in a second or two); in this process where the session's triton interprets
+    (INTERPRETED), else in a subprocess of its own."""
     pytest.importorskip("triton")
     out = tmp_path / "t"
     argv = ["--preset", "tiny", "--corpus", "fixture", "--d-model", "32", "--n-layers", "2", "--n-heads", "2",
             "--d-ff", "32", "--seq-len", "16", "--batch-size", "4", "--eval-batches", "1", "--test-batches", "1",
             "--lr", "3e-3", "--warmup-steps", "2", "--threads", "1", "--methods", "wave", "--wave-mode", "triton",
             "--device", "cpu", "--steps", "2", "--eval-every", "2", "--out", out]
-    proc = subprocess.run([sys.executable, "-m", "bench.quality", *map(str, argv)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
+    if INTERPRETED:
+        proc = bench_in("quality", *argv)
+    else:
+        proc = subprocess.run([sys.executable, "-m", "bench.quality", *map(str, argv)], cwd=REPO, text=True,
+                              capture_output=True, timeout=300,
+                              env={**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     env = json.loads((out / "env.json").read_text())
     assert env["methods"]["wave"]["config"]["mode"] == "triton"
