@@ -215,3 +215,25 @@ def test_checkpoint_names_tell_apart_every_learning_rate():
     assert ckpt_paths("r", "wave", 0, 1e-5, 1e-3)[0].name == "wave-lr1e-05-seed0.pt"
     # two sweep values equal to six digits must not share a file: one job would be tested with the other's weights
     assert ckpt_paths("r", "wave", 0, 0.001000111, 1e-3) != ckpt_paths("r", "wave", 0, 0.001000112, 1e-3)
+
+
+def test_report_without_plots_links_the_plots_already_there(tmp_path):
+    """bench.report --no-plots redrew a quality run's plots all the same; now it links those already there,
+    and the summary reads as a redrawn one does."""
+    import shutil
+    from pathlib import Path
+
+    from bench.report.runs import Run, regenerate
+
+    committed = Path(__file__).resolve().parents[1] / "results/runs/20261130-cpu-small-lrsweep_quality"
+    run = tmp_path / committed.name  # the summary names its folder
+    shutil.copytree(committed, run, ignore=shutil.ignore_patterns("checkpoints"))
+    marker = b"not redrawn"
+    (run / "plots" / "lr_sweep.png").write_bytes(marker)
+    (run / "plots" / "ratio_vs_tokens.png").unlink()  # a plot that is not there is not linked
+    regenerate(Run(run, "quality", "runs/run"), plots=False)
+    kept = (run / "summary.md").read_text()
+    assert (run / "plots" / "lr_sweep.png").read_bytes() == marker
+    assert "plots/lr_sweep.png" in kept and "ratio_vs_tokens" not in kept
+    # the committed summary is the one a redraw writes (the published page regenerates identically)
+    assert (committed / "summary.md").read_text().replace("![ratio_vs_tokens](plots/ratio_vs_tokens.png)\n", "") == kept

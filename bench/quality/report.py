@@ -17,13 +17,17 @@ from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """(Re)write <run>/summary.md and <run>/plots/*.png from the files in the run folder."""
+def write_report(run_dir: str | Path, plots: bool = True) -> Path:
+    """(Re)write <run>/summary.md and, with `plots`, <run>/plots/*.png from the files in the run folder
+    (without, the summary links the plots already there)."""
     run_dir = Path(run_dir)
     env = read_json(run_dir / "env.json")
     finals = read_table(run_dir / "final.csv", cut="drop")
     curves = read_table(run_dir / "curves.csv", cut="drop")
-    plots = write_plots(run_dir, curves, finals, env) if curves or finals else []
+    if plots:
+        plots = write_plots(run_dir, curves, finals, env) if curves or finals else []
+    else:
+        plots = [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()]
     path = run_dir / "summary.md"
     write_text(path, render(env, finals, curves, plots, run_dir))
     return path
@@ -273,6 +277,9 @@ def _per_split(d, spec: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- plots
+# every plot write_plots can draw, in the order summary.md links them
+PLOT_NAMES = ("val_loss_vs_tokens.png", "val_loss_vs_wall.png", "ratio_vs_tokens.png", "lr_sweep.png",
+              "final_metrics.png")
 
 def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
     """Label `ax` (with a grid and a legend) when given, and write the figure."""

@@ -30,9 +30,8 @@ def build_parser() -> ArgParser:
     p.add_argument("--no-regenerate", action="store_true",
                    help="use each run's summary.md as it is instead of rewriting it from the CSV first")
     p.add_argument("--no-plots", action="store_true",
-                   help="do not redraw plots: neither the scaling runs' plots/ when their summaries are regenerated "
-                        "nor the page's plots/speedup_<cpu|gpu>.png (faster; existing plots are linked; a quality "
-                        "run's plots are redrawn with its summary either way)")
+                   help="do not redraw plots: neither the runs' plots/ when their summaries are regenerated nor "
+                        "the page's plots/speedup_<cpu|gpu>.png (faster; existing plots are linked)")
     return p
 
 

@@ -80,7 +80,8 @@ def regenerate(run: Run, plots: bool = True) -> None:
     try:
         if plots and run.kind == "scaling":
             importlib.import_module("bench.scaling.plots").make_plots(run.path)
-        getattr(importlib.import_module(module_name), name)(run.path)
+        kw = {"plots": plots} if run.kind == "quality" else {}  # diagnostics plots are never redrawn
+        getattr(importlib.import_module(module_name), name)(run.path, **kw)
     except UsageError:
         raise
     except Exception as exc:  # a harness bug must not lose the other runs' sections
