@@ -11,11 +11,12 @@ from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench_in, refused
 @pytest.mark.parametrize("module,flags", [
     ("quality", ["--seq-len", "2000000000"]),  # within the 2**31 - 1 the flag takes, 11.6 TiB to train
     pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
+    ("quality", ["--n-layers", "100000", "--seq-len", "1024", "--batch-size", "64"]),  # sizing took half an hour
     ("diagnostics", ["--probe-len", "1000000000"]),
     ("scaling", ["--mem-budget", "1000000000"]),
     pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
     pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
-], ids=["quality-seq-len", "quality-d-model", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
+], ids=["quality-seq-len", "quality-d-model", "quality-n-layers", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
         "diag-d-model"])
 def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
     t0 = time.perf_counter()

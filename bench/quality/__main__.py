@@ -76,6 +76,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({one_line(exc, named=True)})") from None
     else:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
+    _check_memory(p, None, tok.vocab_size, device, ctx.world)
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
     _check_memory(p, methods, tok.vocab_size, device, ctx.world)
     data = encode_splits(corpus, tok, p.batching)
@@ -205,15 +206,18 @@ def _torch_settings(settings, device) -> bool:
     return deterministic
 
 
-def _check_memory(p, methods: dict, vocab: int, device, world: int) -> None:
-    """Refuse a model or sequence that cannot fit before anything of its size is allocated."""
+def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> None:
+    """Refuse a model or sequence that cannot fit before anything of its size is allocated. Without
+    `methods`, the bound every model shares (no weights, no feed-forward, no field), checked before
+    the models are sized: sizing 100,000 layers, even without memory, takes many minutes."""
     from bench.common.memory import check_fits, lm_bytes
     from wavefield_core.fftconv import field_cells
 
-    for name, m in methods.items():
-        cells = field_cells(p.seq_len, p.field_stride) if m["kind"] == "wave" else 0
-        need = lm_bytes(m["params"], p.batch_size // world, p.seq_len, p.d_model, p.n_layers, m["config"]["d_ff"],
-                        vocab, cells, train=True)
+    sizes = {"any of the models": (0, 0, 0)} if methods is None else {
+        name: (m["params"], m["config"]["d_ff"], field_cells(p.seq_len, p.field_stride) if m["kind"] == "wave" else 0)
+        for name, m in methods.items()}
+    for name, (params, d_ff, cells) in sizes.items():
+        need = lm_bytes(params, p.batch_size // world, p.seq_len, p.d_model, p.n_layers, d_ff, vocab, cells, train=True)
         check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
                    f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
 
