@@ -220,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{sum(c.metric == m for c in checks)} {m}" for m in METRICS)
     summary = f"{len(checks)} metrics ({counts}); " + "; ".join(_worst(checks, m) for m in METRICS)
     if args.show_all or bad:
-        rows = [[c.label(), f"{c.baseline:.4g}", f"{c.current:.4g}".replace("nan", "-"), *c.change_text(), "ok" if c.ok else "REGRESSED"]
+        rows = [[c.label(), f"{c.baseline:.4g}", f"{c.current:.4g}".replace("nan", "-"), *c.change_text(),
+                 "ok" if c.ok else "REGRESSED"]
                 for c in (checks if args.show_all else bad)]
         print("\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows)))
     if bad:
