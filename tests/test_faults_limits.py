@@ -11,7 +11,8 @@ from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench_in, refused
 @pytest.mark.parametrize("module,flags", [
     ("quality", ["--seq-len", "2000000000"]),  # within the 2**31 - 1 the flag takes, 11.6 TiB to train
     pytest.param("quality", ["--d-model", "1000000", "--n-heads", "2"], marks=SLOW),
-    ("quality", ["--n-layers", "100000", "--seq-len", "1024", "--batch-size", "64"]),  # sizing took half an hour
+    # before the models are sized: sizing 100,000 layers takes about half an hour
+    ("quality", ["--n-layers", "100000", "--seq-len", "1024", "--batch-size", "64"]),
     ("diagnostics", ["--probe-len", "1000000000"]),
     ("scaling", ["--mem-budget", "1000000000"]),
     pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
