@@ -17,7 +17,8 @@ from faultkit import BASE_ARGS, QUALITY, REPO, SLOW, bench_in, refused
     ("scaling", ["--mem-budget", "1000000000"]),
     pytest.param("diagnostics", ["--seq-len", "1000000000"], marks=SLOW),
     pytest.param("diagnostics", ["--d-model", "1000000"], marks=SLOW),
-], ids=["quality-seq-len", "quality-d-model", "quality-n-layers", "diag-probe-len", "scaling-mem-budget", "diag-seq-len",
+], ids=["quality-seq-len", "quality-d-model", "quality-n-layers", "diag-probe-len", "scaling-mem-budget",
+        "diag-seq-len",
         "diag-d-model"])
 def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
     t0 = time.perf_counter()
