@@ -293,9 +293,10 @@ def run_settings(env: dict) -> dict:
     return {k: getattr(args, k) for k in SUMMARY_SETTINGS}
 
 
-def write_summary(run_dir) -> list[str]:
+def write_summary(run_dir, plots: bool = False) -> list[str]:
     """(Re)write <run>/summary.md from the run folder alone: diagnostics.csv and env.json. The run
-    writes it this way, and so does bench.report. Returns the verdict lines."""
+    writes it this way, and so does bench.report. `plots` changes nothing: the plots are drawn from the
+    model, which the folder does not hold, so they stay as the run drew them. Returns the verdict lines."""
     from bench.common.files import read_json
     from bench.diagnostics import report
 

@@ -13,7 +13,7 @@ from bench.common.files import in_use, read_json, read_table
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
 
-# kind -> (module, function) that rewrites summary.md from the run folder alone
+# kind -> (module, function(run_dir, plots)) that rewrites summary.md (plots/ too when asked) from the run folder alone
 WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
            "diagnostics": ("bench.diagnostics.__main__", "write_summary")}
 
@@ -78,10 +78,7 @@ def regenerate(run: Run, plots: bool = True) -> None:
     """
     module_name, name = WRITERS[run.kind]
     try:
-        if plots and run.kind == "scaling":
-            importlib.import_module("bench.scaling.plots").make_plots(run.path)
-        kw = {"plots": plots} if run.kind == "quality" else {}  # diagnostics plots are never redrawn
-        getattr(importlib.import_module(module_name), name)(run.path, **kw)
+        getattr(importlib.import_module(module_name), name)(run.path, plots=plots)
     except UsageError:
         raise
     except Exception as exc:  # a harness bug must not lose the other runs' sections

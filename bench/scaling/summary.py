@@ -136,9 +136,12 @@ HOW_TO_READ = [
 ]
 
 
-def write_summary(run_dir: Path) -> Path:
-    """Write run_dir/summary.md from run_dir/timings.csv and env.json; return its path."""
+def write_summary(run_dir: Path, plots: bool = False) -> Path:
+    """Write run_dir/summary.md from run_dir/timings.csv and env.json, with `plots` after drawing plots/
+    (the summary links the plots it finds); return its path."""
     run_dir = Path(run_dir)
+    if plots:
+        make_plots(run_dir)
     env = read_env(run_dir)
     df = load_timings(run_dir)
     cells = aggregate(df)
@@ -194,10 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {str(run_dir)!r} does not exist")
-    # plots first, so summary.md can link them (a folder without timings.csv is refused by load_timings)
-    plots = [] if args.no_plots else make_plots(run_dir)
-    summary = write_summary(run_dir)
-    print(f"wrote {summary}" + (f" and {len(plots)} plots in {run_dir / 'plots'}" if plots else ""))
+    summary = write_summary(run_dir, plots=not args.no_plots)  # no timings.csv: refused by load_timings
+    print(f"wrote {summary}" + ("" if args.no_plots else f" and the plots in {run_dir / 'plots'}"))
     return 0
 
 
