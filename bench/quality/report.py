@@ -25,11 +25,11 @@ def write_report(run_dir: str | Path, plots: bool = True) -> Path:
     finals = read_table(run_dir / "final.csv", cut="drop")
     curves = read_table(run_dir / "curves.csv", cut="drop")
     if plots:
-        plots = write_plots(run_dir, curves, finals, env) if curves or finals else []
+        linked = write_plots(run_dir, curves, finals, env) if curves or finals else []
     else:
-        plots = [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()]
+        linked = [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()]
     path = run_dir / "summary.md"
-    write_text(path, render(env, finals, curves, plots, run_dir))
+    write_text(path, render(env, finals, curves, linked, run_dir))
     return path
 
 
@@ -301,11 +301,12 @@ def _band(ax, x, ys, colour: str, label: str) -> None:
 def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict) -> list[Path]:
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
+    tokens_png, wall_png, ratio_png, lr_png, final_png = PLOT_NAMES
     seed0 = first_seed(env)
     by = tuned_rows(finals, seed0)
     paths = []
-    for xkey, xlabel, name in (("tokens", "training tokens", "val_loss_vs_tokens.png"),
-                               ("wall_s", "job wall time (s, evaluation included)", "val_loss_vs_wall.png")):
+    for xkey, xlabel, name in (("tokens", "training tokens", tokens_png),
+                               ("wall_s", "job wall time (s, evaluation included)", wall_png)):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, rows in by.items():
             runs = [job_curve(curves, m, s, lr_of(r)) for s, r in rows.items()]
@@ -330,7 +331,7 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.axhline(pub["wave_ppl"] / pub["std_ppl"], color="black", linestyle="--",
                    label=f"published V3.5 {pub['key']}: {pub['wave_ppl'] / pub['std_ppl']:.2f}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        paths.append(_save(fig, out / "ratio_vs_tokens.png", ax, "training tokens",
+        paths.append(_save(fig, out / ratio_png, ax, "training tokens",
                            "validation PPL ratio (> 1: wave worse)", "wave / baseline validation perplexity"))
 
     lrs = {lr_of(r) for r in finals if not math.isnan(lr_of(r))}
@@ -341,7 +342,7 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
                          if r["method"] == m and (seed0 is None or int(float(r["seed"])) == seed0))
             ax.plot([a for a, _ in pts], [b for _, b in pts], color=_color(m), marker="o", label=m)
         ax.set_xscale("log")
-        paths.append(_save(fig, out / "lr_sweep.png", ax, "peak learning rate", "best validation loss (nats/token)",
+        paths.append(_save(fig, out / lr_png, ax, "peak learning rate", "best validation loss (nats/token)",
                            f"learning-rate sweep (seed {seed0}, same budget)"))
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
@@ -357,5 +358,5 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("test metrics (best-validation weights): mean ± std over seeds, dots = seeds")
-    paths.append(_save(fig, out / "final_metrics.png"))
+    paths.append(_save(fig, out / final_png))
     return paths
