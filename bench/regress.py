@@ -1,15 +1,9 @@
-"""Performance regression gate on quantities measured within ONE run, so machine speed cancels.
+"""Performance regression gate on wave/softmax ratios measured within ONE run, so machine speed cancels.
 
     python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current out.json
 
-Inputs, by extension: a pytest-benchmark .json of tests/benchmarks or a bench.scaling timings.csv.
-Per level, pass and configuration it checks, one-sided (getting faster never fails), t(wave) /
-t(softmax) at each length, the geometric mean of those ratios over the lengths, and each wave
-method's scaling exponent. A cell the baseline timed that the current run lacks, at a length the
-current run timed for another method (the method failed, ran out of memory or was dropped), is
-"lost" and fails too. docs/regression.md has the metrics, the tolerances and the measurements
-behind them. Exit codes: 0 within tolerance; 1 regressed (a table on stdout); 2 bad input (one
-line on stderr).
+docs/regression.md has the metrics, the tolerances, the measurements behind them and the exit codes
+(0 within tolerance; 1 regressed, a table on stdout; 2 bad input, one line on stderr).
 """
 from __future__ import annotations
 
@@ -37,12 +31,22 @@ INFO_KEYS = ("method", "level", "pass", "seq_len")
 Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
 
 
-def load_benchmark_json(path: Path) -> Times:
-    """Median times of a pytest-benchmark JSON whose benchmarks carry method/level/pass/seq_len."""
+def load_times(path_text: str) -> Times:
+    """Median times of a pytest-benchmark .json (benchmarks carrying method/level/pass/seq_len) or of a
+    bench.scaling timings.csv (median_ms / 1000 of the ok cells; a cut last row is refused)."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"{path_text!r} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
+    if suffix != ".json":
+        raise UsageError(f"{path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
+                         "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
     data = read_json(path)
     if not isinstance(data.get("benchmarks"), list):
         raise UsageError(f"{path} has no 'benchmarks' list (expected the --benchmark-json output of tests/benchmarks)")
-    times: Times = {}
+    out: Times = {}
     for bench in data["benchmarks"]:
         try:
             info, seconds = bench.get("extra_info") or {}, float(bench["stats"]["median"])
@@ -51,23 +55,8 @@ def load_benchmark_json(path: Path) -> Times:
             continue
         if all(info.get(k) not in (None, "") for k in INFO_KEYS) and seconds > 0 and math.isfinite(seconds):
             key = (str(info["level"]), str(info["pass"]), config_label(info.get))
-            times.setdefault(key, {}).setdefault(str(info["method"]), {})[seq_len] = seconds
-    return times
-
-
-def load_times(path_text: str) -> Times:
-    """Times of a .json (pytest-benchmark) or .csv (bench.scaling timings.csv: median_ms / 1000 of
-    the status-ok cells; a cut last row, an interrupted run, is refused) file."""
-    path = Path(path_text)
-    if not path.is_file():
-        raise UsageError(f"{path_text!r} does not exist or is not a file")
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return load_benchmark_json(path)
-    if suffix == ".csv":
-        return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
-    raise UsageError(f"{path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
-                     "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
+            out.setdefault(key, {}).setdefault(str(info["method"]), {})[seq_len] = seconds
+    return out
 
 
 @dataclass
@@ -106,7 +95,8 @@ def _growth(metric: str, group: str, name: str, baseline: float, current: float,
 
 def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol: float = EXPONENT_TOL,
             min_lengths: int = MIN_LENGTHS, gmean_tol: float = GMEAN_TOL) -> list[Check]:
-    """Every ratio and exponent both files allow, checked against the tolerances."""
+    """Every ratio and exponent both files allow, checked against the tolerances. A cell the baseline
+    timed that the current run lacks, at a length the current run timed for another method, is "lost"."""
     checks: list[Check] = []
     panels = [(level, pas) for level, pas, _ in set(base) | set(cur)]  # one entry per configuration
     for key in sorted(set(base) & set(cur)):
@@ -165,12 +155,6 @@ def at_least_two(text: str) -> int:
     return value
 
 
-def drop_short(times: Times, min_seq_len: int) -> Times:
-    """The same times without lengths below min_seq_len."""
-    return {key: {m: {n: t for n, t in per.items() if n >= min_seq_len} for m, per in methods.items()}
-            for key, methods in times.items()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = ArgParser(prog=PROG,
                    description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
@@ -197,14 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json_out and Path(args.json_out).resolve() == Path(path).resolve():
             raise UsageError(f"--json-out {args.json_out!r} is the {flag} file, which it would replace; "
                              "choose another path")
-
     base, cur = load_times(args.baseline), load_times(args.current)
     for path, got in ((args.baseline, base), (args.current, cur)):
         if not got:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, "
                              "seq_len)")
-    if args.min_seq_len:
-        base, cur = (drop_short(t, args.min_seq_len) for t in (base, cur))
+    if args.min_seq_len:  # the same times without lengths below it
+        base, cur = ({key: {m: {n: t for n, t in per.items() if n >= args.min_seq_len} for m, per in methods.items()}
+                      for key, methods in got.items()} for got in (base, cur))
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
     if not checks:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a "
@@ -224,11 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "ok" if c.ok else "REGRESSED"]
                 for c in (checks if args.show_all else bad)]
         print("\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows)))
-    if bad:
-        print(f"bench.regress: REGRESSED: {len(bad)} of {summary}")
-        return 1
-    print(f"bench.regress: ok: {summary}")
-    return 0
+    print(f"bench.regress: REGRESSED: {len(bad)} of {summary}" if bad else f"bench.regress: ok: {summary}")
+    return 1 if bad else 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
