@@ -15,7 +15,6 @@ from pathlib import Path
 from bench.common.cli import ArgParser, UsageError, one_line, positive_float, positive_int, run_cli, thread_count
 
 PROG = "python -m bench.diagnostics"
-PROBE_DTYPES = ("float64", "float32")
 RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
 # What a summary names besides the CSV; recorded in env.json so a later version's defaults cannot change it.
 SUMMARY_SETTINGS = ("probe_dtype", "probe_len", "model_probe_len", "leak_len", "role_thresholds")
@@ -53,12 +52,13 @@ def build_parser() -> ArgParser:
                   "probes with leak demonstrations. Writes env.json, diagnostics.csv, summary.md, plots/.")
     m = p.add_argument_group("model (a checkpoint, or a random-init WaveFieldLM)")
     m.add_argument("--checkpoint", metavar="PATH", help="a bench.common.checkpoint file written by bench.quality")
-    m.add_argument("--d-model", type=positive_int, help="random init: width D (default 256)")
-    m.add_argument("--n-layers", type=positive_int, help="random init: blocks (default 6)")
-    m.add_argument("--n-heads", type=positive_int, help="random init: heads H (default 8)")
-    m.add_argument("--field-stride", type=positive_float, help="random init: cells per token s (default 4; "
-                   "exactly causal strides only: integers >= 1 or any value >= 2)")
-    m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
+    for flag, kind, what in (("d-model", positive_int, "width D (default 256)"),
+                             ("n-layers", positive_int, "blocks (default 6)"),
+                             ("n-heads", positive_int, "heads H (default 8)"),
+                             ("field-stride", positive_float, "cells per token s (default 4; exactly causal strides "
+                              "only: integers >= 1 or any value >= 2)"),
+                             ("vocab-size", positive_int, "vocabulary (default 256 = bytes)")):
+        m.add_argument(f"--{flag}", type=kind, help=f"random init: {what}")
     d = p.add_argument_group("data and probes")
     d.add_argument("--seq-len", type=positive_int, default=256,
                    help="tokens per sequence of the text batch (default 256)")
@@ -71,7 +71,7 @@ def build_parser() -> ArgParser:
                    help="N of the full-model causality probes (default 1024, at least 2)")
     d.add_argument("--leak-len", type=leak_len, default=128, help="N of the leak demonstrations on the float64 "
                    "reference (default 128, at least 3; the clamping demo sizes its field for 3N/4 tokens)")
-    d.add_argument("--probe-dtype", default="float64", choices=PROBE_DTYPES,
+    d.add_argument("--probe-dtype", default="float64", choices=("float64", "float32"),
                    help="dtype of the probe copies (default float64; leak threshold 1e-9, float32: 1e-4)")
     d.add_argument("--no-leak-demos", action="store_true", help="skip the leak demonstrations")
     c = p.add_argument_group("thresholds")
@@ -94,6 +94,8 @@ def load_model(args, device):
     import torch
 
     from bench.common.checkpoint import build_model, load_weights, read_checkpoint
+    from bench.common.memory import check_fits, lm_bytes
+    from wavefield_core.fftconv import field_cells
     from wavefield_core.kernel import check_stride
 
     given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
@@ -123,7 +125,18 @@ def load_model(args, device):
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sizes past torch's shape arithmetic
         raise UsageError(f"{args.checkpoint or 'the model'}: its config does not build a wave model "
                          f"({one_line(exc, 200)})") from None
-    check_memory(args, sized.config_dict(), sum(t.numel() for t in sized.parameters()), device)
+    # The model and its probe copy, plus the largest of the energy batch, the full-model probe and the
+    # per-layer probe (whose autograd rows measured about twice lm_bytes' training bound at D=16, N=400k).
+    d, layers, vocab, s, d_ff = (sized.config_dict()[k] for k in ("d_model", "n_layers", "vocab_size",
+                                                                  "field_stride", "d_ff"))
+    elem = 8 if args.probe_dtype == "float64" else 4
+    phases = [lm_bytes(0, b, n, d, layers, d_ff, vocab, field_cells(n, s), train, size) for b, n, train, size in
+              ((args.batch_size, args.seq_len, False, 4), (1, args.model_probe_len, True, elem))]
+    phases.append(2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem))
+    check_fits(sum(t.numel() for t in sized.parameters()) * (4 + elem) + max(phases), device,
+               f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size "
+               f"{args.batch_size}, --probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
+               "lower --d-model, --seq-len, --batch-size or the probe lengths")
     torch.manual_seed(args.seed)
     model = build_model("wave", config)
     listed = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))  # noqa: E731
@@ -141,33 +154,11 @@ def load_model(args, device):
     return model.to(device).eval(), info, tok, tok_desc
 
 
-def check_memory(args, config: dict, params: int, device) -> None:
-    """Refuse sizes that cannot fit: the model and its probe copy, plus the largest of the energy
-    batch, the full-model probe and the per-layer probe (whose autograd rows measured about twice
-    lm_bytes' training bound at D=16, N=400k)."""
-    from bench.common.memory import check_fits, lm_bytes
-    from wavefield_core.fftconv import field_cells
-
-    d, layers, vocab, s, d_ff = (config[k] for k in ("d_model", "n_layers", "vocab_size", "field_stride", "d_ff"))
-    elem = 8 if args.probe_dtype == "float64" else 4
-
-    def model(batch: int, n: int, train: bool, size: int) -> float:
-        return lm_bytes(0, batch, n, d, layers, d_ff, vocab, field_cells(n, s), train, size)
-
-    phases = [model(args.batch_size, args.seq_len, False, 4), model(1, args.model_probe_len, True, elem),
-              2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem)]
-    check_fits(params * (4 + elem) + max(phases), device,
-               f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size "
-               f"{args.batch_size}, --probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
-               "lower --d-model, --seq-len, --batch-size or the probe lengths")
-
-
 def tokenizer_from_meta(meta: dict, ckpt_path: str):
     """(the tokenizer a checkpoint was trained with, where it came from), or (None, why not).
-
-    bench.quality stores meta["tokenizer"] = "tokenizer.json", relative to its run folder, and the
-    checkpoint sits in <run>/checkpoints/: so the path is tried next to the checkpoint and up to
-    two folders above it (an absolute path as it is), then a tokenizer.json in those folders."""
+    bench.quality stores meta["tokenizer"] relative to its run folder, the checkpoint sits in
+    <run>/checkpoints/: the name is tried beside the checkpoint and two folders up, then as given,
+    then a tokenizer.json in those folders."""
     from bench.quality.tokenizers import load_tokenizer
 
     bases = [Path(ckpt_path).parent, *list(Path(ckpt_path).parent.parents)[:2]]
@@ -182,10 +173,8 @@ def tokenizer_from_meta(meta: dict, ckpt_path: str):
 
 
 def text_batch(args, vocab_size: int, tokenizer, tokenizer_desc: str, device) -> tuple:
-    """(idx (B, N) int64, description, is_real_text) for the energy and conservation checks: windows
-    at seeded random offsets of --text-file (default: the test corpus), encoded with the checkpoint's
-    tokenizer or, for a random-init model with vocab >= 256, as UTF-8 bytes; else random tokens,
-    labelled as such in every artifact."""
+    """(idx (B, N) int64, description, is_real_text): seeded windows of --text-file, encoded with the
+    checkpoint's tokenizer or, at random init with vocab >= 256, as UTF-8 bytes; else random tokens, said so."""
     import numpy as np
     import torch
 
@@ -229,7 +218,6 @@ def main(argv=None) -> int:
 
     from bench.common.device import resolve_device
     from bench.common.env import collect_env, device_tag
-    from bench.diagnostics.causality import leak_tol
     from bench.diagnostics.run import DiagConfig, run_diagnostics
 
     if args.threads:
@@ -237,9 +225,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     model, info, tok, tok_desc = load_model(args, device)
     idx, text_desc, real = text_batch(args, model.embed.num_embeddings, tok, tok_desc, device)
-    cfg = DiagConfig(seq_len=args.seq_len, seed=args.seed,
-                     role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
-                     probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
+    cfg = DiagConfig(**{k: getattr(args, k) for k in ("seq_len", "seed", "role_thresholds", "conservation_tol",
+                                                       "probe_len", "model_probe_len", "leak_len")},
                      probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)
     run_dir = claim_run_dir(args.out, tag=device_tag(device), kind="diagnostics", resumable=False)
     env = collect_env(argv=[PROG] + list(sys.argv[1:] if argv is None else argv), seed=args.seed,
@@ -252,19 +239,8 @@ def main(argv=None) -> int:
     write_json(run_dir / "env.json", env)  # only now: a run that fails or is stopped leaves an empty folder
     with replacing(run_dir / "diagnostics.csv") as tmp:
         df = report.write_csv(res.rows, tmp)
-
     lines = write_summary(run_dir)
-    prov = provenance(env)
-
-    pdir = run_dir / "plots"
-    pdir.mkdir(exist_ok=True)
-    for i, kern in res.arrays["kernels"].items():
-        plots.plot_kernels(kern, pdir / f"kernels_layer{i}.png", i, prov)
-    plots.plot_impulse_error(df, pdir / "impulse_error.png", prov)
-    plots.plot_coupling(res.arrays["couplings"], report.coupling_table(df), pdir / "coupling.png", prov)
-    plots.plot_energy(res.arrays["energy"], report.energy_table(df), pdir / "energy_flow.png", text_desc, prov)
-    plots.plot_causality(report.causality_table(df), pdir / "causality.png", prov, tol=leak_tol(cfg.probe_dtype))
-
+    plots.plot_all(res.arrays, df, run_dir / "plots", text_desc, provenance(env), cfg.probe_dtype)
     print("\n".join(lines))
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items())
     print(f"wrote {run_dir} ({time.perf_counter() - t_start:.1f}s: {timing})")
@@ -294,9 +270,8 @@ def run_settings(env: dict) -> dict:
 
 
 def write_summary(run_dir, plots: bool = False) -> list[str]:
-    """(Re)write <run>/summary.md from the run folder alone: diagnostics.csv and env.json. The run
-    writes it this way, and so does bench.report. `plots` changes nothing: the plots are drawn from the
-    model, which the folder does not hold, so they stay as the run drew them. Returns the verdict lines."""
+    """(Re)write <run>/summary.md from diagnostics.csv and env.json alone (the run and bench.report both
+    do); `plots` changes nothing: they are drawn from the model, which the folder does not hold."""
     from bench.common.files import read_json
     from bench.diagnostics import report
 
@@ -307,8 +282,7 @@ def write_summary(run_dir, plots: bool = False) -> list[str]:
     header = {k: env[k] for k in ("model", "config", "checkpoint meta", "device", "text") if k in env}
     header |= {"probe dtype": s["probe_dtype"], "probe lengths": f"per layer N={s['probe_len']}, full model "
                f"N={s['model_probe_len']}, leak demos N={s['leak_len']}", "provenance": provenance(env)}
-    failed = bool((df["verdict"] == "FAIL").any())
-    return report.write_summary(df, run_dir / "summary.md", header, s["role_thresholds"], failed)
+    return report.write_summary(df, run_dir / "summary.md", header, s["role_thresholds"])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bench.common.figures import plt, save
+from bench.diagnostics import report
+from bench.diagnostics.causality import leak_tol
 from bench.diagnostics.energy import QUANTITIES
 from bench.diagnostics.heads import analytic_kernel, kernel_z
 
@@ -137,3 +139,14 @@ def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) ->
     ax.legend(fontsize=7, loc="lower right")
     save(fig, path, footer, left=0.36, right=0.97, bottom=0.6 / fig.get_figheight() + 0.02,
           top=1 - 0.55 / fig.get_figheight())
+
+
+def plot_all(arrays: dict, df: pd.DataFrame, pdir: Path, text_desc: str, footer: str, probe_dtype) -> None:
+    """Every figure of a run into pdir: `arrays` are run_diagnostics' plot data, `df` its rows."""
+    pdir.mkdir(exist_ok=True)
+    for i, kern in arrays["kernels"].items():
+        plot_kernels(kern, pdir / f"kernels_layer{i}.png", i, footer)
+    plot_impulse_error(df, pdir / "impulse_error.png", footer)
+    plot_coupling(arrays["couplings"], report.coupling_table(df), pdir / "coupling.png", footer)
+    plot_energy(arrays["energy"], report.energy_table(df), pdir / "energy_flow.png", text_desc, footer)
+    plot_causality(report.causality_table(df), pdir / "causality.png", footer, tol=leak_tol(probe_dtype))

@@ -158,9 +158,9 @@ def _md(df: pd.DataFrame) -> str:
     return frame_table(df.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)) if len(df) else "(none)"
 
 
-def write_summary(df: pd.DataFrame, path: str | Path, header: dict, thresholds, failed: bool) -> list[str]:
+def write_summary(df: pd.DataFrame, path: str | Path, header: dict, thresholds) -> list[str]:
     """summary.md; returns the verdict lines (also printed by the CLI)."""
-    overall = ("FAIL: at least one model check failed (exit 1)" if failed
+    overall = ("FAIL: at least one model check failed (exit 1)" if (df["verdict"] == "FAIL").any()
                else "PASS: every model check passed and every leak demonstration showed its leak (exit 0)")
     lines = verdict_lines(df) + [f"OVERALL {overall}"]
     prov = f"_{header['provenance']}_"
