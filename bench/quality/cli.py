@@ -1,5 +1,5 @@
 """Command line of `python -m bench.quality`: run flags plus one flag per Preset field, which defaults to
-None so that `resolve()` knows which ones the user set. No torch import here."""
+None so that `parse()` knows which ones the user set. No torch import here."""
 from __future__ import annotations
 
 import argparse
@@ -13,11 +13,8 @@ from bench.quality.methods import METHODS
 from bench.quality.presets import BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields
 
 PROG = "python -m bench.quality"
-PAIRING_METHODS = {
-    "both": ("wave", "standard", "standard-matched"),
-    "paper": ("wave", "standard"),
-    "matched": ("wave", "standard-matched"),
-}
+PAIRING_METHODS = {"both": ("wave", "standard", "standard-matched"), "paper": ("wave", "standard"),
+                   "matched": ("wave", "standard-matched")}
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 METHOD_CHOICES = tuple(METHODS)
 MAX_SEED = 2**32 - 1
@@ -56,8 +53,7 @@ class Settings:
         return sorted({self.preset.lr, *self.lr_sweep})
 
     def saved(self) -> dict:
-        """What defines the experiment, stored in env.json and restored by --resume: all but the run flags,
-        --out and --resume."""
+        """What defines the experiment (env.json; restored by --resume): all but the run flags, --out, --resume."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in (*RUN_FLAGS, "out", "resume")}
 
 
@@ -87,16 +83,14 @@ def build_parser() -> ArgParser:
     run.add_argument("--seeds", type=nonneg_int, nargs="+", default=None, metavar="SEED",
                      help="seeds; each seed trains every method (default: 0)")
     run.add_argument("--pairing", choices=tuple(PAIRING_METHODS), default=None,
-                     help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff chosen to "
-                          "match the wave model's parameters within 2%%; both: wave, standard, standard-matched "
-                          "(default: both)")
+                     help="paper: wave vs the paper's standard (same d_ff); matched: standard with d_ff matching "
+                          "wave's parameters within 2%%; both: all three (default: both)")
     run.add_argument("--methods", type=choice_list(METHOD_CHOICES, "method"), default=None, metavar="NAME[,NAME...]",
                      help=f"methods to train instead of a --pairing, e.g. wave,standard,peer-hgrn (choices: "
                           f"{', '.join(METHOD_CHOICES)})")
     run.add_argument("--lr-sweep", type=finite_float, nargs="+", default=None, metavar="LR",
-                     help="peak learning rates to try besides --lr: every method trains at each of them (and at "
-                          "--lr) with the first seed, keeps the one with the lowest validation loss, and trains the "
-                          "other seeds at that LR; the report shows the tuned result beside the --lr one")
+                     help="more peak LRs: each method trains at them and --lr with the first seed, keeps the lowest "
+                          "validation loss's LR for the other seeds; reported beside --lr's result")
     run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
     run.add_argument("--text-file", default=None, help="UTF-8 text file (corpus text-file)")
     run.add_argument("--out", default=None, help="results folder (must be new or empty); default "
@@ -125,19 +119,18 @@ def build_parser() -> ArgParser:
 
 
 def parse(argv: Sequence[str] | None = None) -> Settings | None:
-    """Parse and resolve. Returns None after --list-presets. Raises UsageError / exits 2 on bad input."""
+    """Parse and resolve: None after --list-presets; UsageError (exit 2) on bad input."""
     args = build_parser().parse_args(argv)
     if args.list_presets:
-        print(format_presets())
+        for p in PRESETS.values():
+            budget = next(f"{k}={getattr(p, k)}" for k in BUDGET_FIELDS if getattr(p, k) > 0)
+            print(f"{p.name:11s} D={p.d_model} L={p.n_layers} H={p.n_heads} F={p.d_ff} seq={p.seq_len} "
+                  f"batch={p.batch_size} lr={p.lr:g} {budget} tokenizer={p.tokenizer}  -- {p.description}")
         return None
-    return resolve(args)
-
-
-def resolve(args: argparse.Namespace) -> Settings:
     given = {f.name: getattr(args, f.name) for f in preset_fields() if getattr(args, f.name) is not None}
     run_flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume is not None:
-        # every other option is fixed; each defaults to None (--list-presets never gets here)
+        # every other option is fixed; each defaults to None
         fixed = [k for k, v in vars(args).items() if v is not None and k not in (*RUN_FLAGS, "resume", "list_presets")]
         if fixed:
             raise UsageError(f"--resume continues a run with its saved settings; drop {', '.join(map(_flag, fixed))} "
@@ -145,8 +138,15 @@ def resolve(args: argparse.Namespace) -> Settings:
         return Settings(preset=PRESETS[DEFAULT_PRESET], resume=args.resume, **run_flags)
     if args.methods is not None and args.pairing is not None:
         raise UsageError("give either --methods or --pairing, not both")
+    preset = PRESETS[args.preset or DEFAULT_PRESET]
+    for group in (BUDGET_FIELDS, WARMUP_FIELDS):  # a given budget (or warm-up) flag replaces the preset's
+        set_here = [k for k in group if k in given]
+        if len(set_here) > 1:
+            raise UsageError(f"give only one of {', '.join(map(_flag, group))} (got {', '.join(map(_flag, set_here))})")
+        if set_here:
+            preset = dataclasses.replace(preset, **{k: type(getattr(preset, k))(0) for k in group})
     settings = Settings(
-        preset=apply_overrides(PRESETS[args.preset or DEFAULT_PRESET], given), seeds=list(args.seeds or [0]),
+        preset=dataclasses.replace(preset, **given), seeds=list(args.seeds or [0]),
         pairing=args.pairing or "both", method_names=sorted(args.methods or [], key=lambda m: m != "wave"),
         data_dir=args.data_dir, text_file=args.text_file, out=args.out, deterministic=args.deterministic or "auto",
         inject_nan_at_step=sorted({s for group in (args.inject_nan_at_step or []) for s in group}),
@@ -155,59 +155,39 @@ def resolve(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def apply_overrides(preset: Preset, given: dict) -> Preset:
-    """Preset with the command-line values; a given budget (or warm-up) flag replaces the preset's."""
-    for group in (BUDGET_FIELDS, WARMUP_FIELDS):
-        set_here = [k for k in group if k in given]
-        if len(set_here) > 1:
-            raise UsageError(f"give only one of {', '.join(map(_flag, group))} (got {', '.join(map(_flag, set_here))})")
-        if set_here:
-            given = {**{k: type(getattr(preset, k))(0) for k in group}, **given}
-    return dataclasses.replace(preset, **given)
-
-
 def validate(s: Settings) -> None:
-    """Checks that need no data or torch; the rest (vocab, stride, data sizes) happen in the run."""
+    """Checks that need no data or torch, the first failing one raised; the rest (vocab, stride, data) are the run's."""
     p = s.preset
-    if len(set(s.seeds)) != len(s.seeds):
-        raise UsageError(f"--seeds has duplicates: {s.seeds}")
-    if max(s.seeds) > MAX_SEED:  # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
-        raise UsageError(f"--seeds takes values from 0 to {MAX_SEED} (got {max(s.seeds)})")
     budgets = [k for k in BUDGET_FIELDS if getattr(p, k) > 0]
-    if len(budgets) != 1:
-        raise UsageError(f"the budget needs exactly one positive value among --steps, --epochs, --tokens "
-                         f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})")
-    for name in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count"):
-        if not 1 <= getattr(p, name) <= MAX_SIZE:
-            raise UsageError(f"{_flag(name)} must be from 1 to {MAX_SIZE:,} (got {getattr(p, name)})")
-    for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
-                 "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
-        if getattr(p, name) < 0:
-            raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
-    if not 0 < p.lr <= MAX_LR:
-        raise UsageError(f"--lr must be positive and at most {MAX_LR:g} (got {p.lr})")
-    if p.min_lr > p.lr:
-        raise UsageError(f"--min-lr {p.min_lr} exceeds --lr {p.lr}")
-    for lr in s.lr_sweep:
-        if not (p.min_lr <= lr <= MAX_LR and lr > 0):
-            raise UsageError(f"--lr-sweep value {lr} must be positive, at least --min-lr {p.min_lr} and at most "
-                             f"{MAX_LR:g}")
-    if not 0 <= p.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout})")
-    if not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1):
-        raise UsageError(f"--beta1/--beta2 must be in [0, 1) (got {p.beta1}, {p.beta2})")
-    if p.d_model % p.n_heads:
-        raise UsageError(f"--d-model {p.d_model} is not divisible by --n-heads {p.n_heads}")
-    if p.d_model % 2:
-        raise UsageError(f"--d-model must be even for the sinusoidal positions (got {p.d_model})")
-    if p.corpus == "wikitext2" and s.data_dir is not None and not Path(s.data_dir).is_dir():
-        raise UsageError(f"--data-dir {s.data_dir} is not a folder (expected wiki.train.raw, wiki.valid.raw, "
-                         "wiki.test.raw in it)")
-    if p.corpus == "text-file" and s.text_file is None:
-        raise UsageError("corpus 'text-file' needs --text-file PATH")
-    for name, corpus in (("data_dir", "wikitext2"), ("text_file", "text-file")):
-        if getattr(s, name) is not None and p.corpus != corpus:
-            raise UsageError(f"{_flag(name)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
+    problems = [
+        (len(set(s.seeds)) != len(s.seeds), f"--seeds has duplicates: {s.seeds}"),
+        # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
+        (max(s.seeds) > MAX_SEED, f"--seeds takes values from 0 to {MAX_SEED} (got {max(s.seeds)})"),
+        (len(budgets) != 1, "the budget needs exactly one positive value among --steps, --epochs, --tokens "
+                            f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})"),
+        *((not 1 <= getattr(p, k) <= MAX_SIZE, f"{_flag(k)} must be from 1 to {MAX_SIZE:,} (got {getattr(p, k)})")
+          for k in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count")),
+        *((getattr(p, k) < 0, f"{_flag(k)} must be >= 0 (got {getattr(p, k)})")
+          for k in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
+                    "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr")),
+        (not 0 < p.lr <= MAX_LR, f"--lr must be positive and at most {MAX_LR:g} (got {p.lr})"),
+        (p.min_lr > p.lr, f"--min-lr {p.min_lr} exceeds --lr {p.lr}"),
+        *((not (p.min_lr <= lr <= MAX_LR and lr > 0), f"--lr-sweep value {lr} must be positive, at least --min-lr "
+           f"{p.min_lr} and at most {MAX_LR:g}") for lr in s.lr_sweep),
+        (not 0 <= p.dropout < 1, f"--dropout must be in [0, 1) (got {p.dropout})"),
+        (not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1), f"--beta1/--beta2 must be in [0, 1) (got {p.beta1}, {p.beta2})"),
+        # n_heads < 1 was refused above: max() only keeps this line from dividing by zero first
+        (p.d_model % max(1, p.n_heads) != 0, f"--d-model {p.d_model} is not divisible by --n-heads {p.n_heads}"),
+        (p.d_model % 2 != 0, f"--d-model must be even for the sinusoidal positions (got {p.d_model})"),
+        (p.corpus == "wikitext2" and s.data_dir is not None and not Path(s.data_dir).is_dir(),
+         f"--data-dir {s.data_dir} is not a folder (expected wiki.train.raw, wiki.valid.raw, wiki.test.raw in it)"),
+        (p.corpus == "text-file" and s.text_file is None, "corpus 'text-file' needs --text-file PATH"),
+        *((getattr(s, k) is not None and p.corpus != corpus,
+           f"{_flag(k)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
+          for k, corpus in (("data_dir", "wikitext2"), ("text_file", "text-file"))),
+    ]
+    for message in (message for bad, message in problems if bad):
+        raise UsageError(message)
 
 
 def settings_from_saved(saved: dict, cli: Settings) -> Settings:
@@ -218,12 +198,3 @@ def settings_from_saved(saved: dict, cli: Settings) -> Settings:
         pairing=saved["pairing"], data_dir=saved.get("data_dir"), text_file=saved.get("text_file"), out=None,
         deterministic=saved.get("deterministic", "auto"),
         **{k: list(saved.get(k) or []) for k in ("method_names", "inject_nan_at_step", "overrides", "lr_sweep")})
-
-
-def format_presets() -> str:
-    lines = []
-    for p in PRESETS.values():
-        budget = next(f"{k}={getattr(p, k)}" for k in BUDGET_FIELDS if getattr(p, k) > 0)
-        lines.append(f"{p.name:11s} D={p.d_model} L={p.n_layers} H={p.n_heads} F={p.d_ff} seq={p.seq_len} "
-                     f"batch={p.batch_size} lr={p.lr:g} {budget} tokenizer={p.tokenizer}  -- {p.description}")
-    return "\n".join(lines)
