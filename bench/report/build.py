@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
+
 from bench.common.env import REPO_ROOT, command_line, machine
 from bench.common.files import write_text
 from bench.common.tables import table
@@ -14,6 +17,7 @@ from bench.common.timings import fmt
 from bench.report import evidence as ev
 from bench.report import page
 from bench.report.runs import Run, code, load_runs, regenerate
+from bench.scaling.claims import PUBLISHED_ADVANTAGE, authors_advantage, cost_model_ratio
 
 KEY_BEGIN, KEY_END = "<!-- key-numbers:begin -->", "<!-- key-numbers:end -->"
 # (level, pass, N) of the speedups over SDPA quoted as key numbers
@@ -77,13 +81,48 @@ def _session_lines(runs: list[Run], cells, out: Path) -> tuple[list[str], list[s
     return readmes, peers
 
 
-def index_section(runs: list[Run]) -> list[str]:
-    rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
-             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command_line(r.env))]
-            for r in runs]
-    return ["## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
-            "crossovers, floor ratios); its plots/ the per-run figures.", "",
-            *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
+def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
+    """plots/speedup_<cpu|gpu>.png for each device with cells: the published figures, the authors' and the
+    suite's cost models, and the measured core and model levels (median over a setup's runs, band min-max)."""
+    from bench.common.figures import color, length_axis, plt, save  # matplotlib only when drawing
+
+    colors = {"published": "black", "authors' model": "0.45", "cost model": "0.65", "core": color("wave"),
+              "model": color("wave-field")}
+    for gpu, name in ((False, "cpu"), (True, "gpu")):
+        sub = cells[cells["gpu"] == gpu]
+        if sub.empty:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(8, 5))
+        ns = np.geomspace(512, 32768, 40)
+        ax.plot(list(PUBLISHED_ADVANTAGE), list(PUBLISHED_ADVANTAGE.values()), "*", ms=12,
+                color=colors["published"], label="published (31x / 107x / 367x)")
+        ax.plot(ns, [authors_advantage(int(n)) for n in ns], "--", color=colors["authors' model"],
+                label="authors' model: 512 n^2 / (3000 n log2 n)")
+        ax.plot(ns, [cost_model_ratio(int(n)) for n in ns], ":", color=colors["cost model"], lw=2,
+                label="suite cost model: softmax FLOPs / FFT-conv FLOPs")
+        for i, setup in enumerate(dict.fromkeys(sub["setup"])):
+            for level in ("core", "model"):
+                got = {n: s.values for n in sorted(set(sub["seq_len"]))
+                       if (s := ev.ratio(sub, level, "fwd", n, "softmax-sdpa", "wave").get(setup))}
+                if not got:
+                    continue
+                n_ = np.array(list(got))
+                med, lo, hi = (np.array([stat(v) for v in got.values()]) for stat in (np.median, min, max))
+                c = colors[level]
+                ax.plot(n_, med, ["-", "--", ":", "-."][i % 4], marker="o", ms=4, color=c,  # a line style per setup
+                        label=f"measured {level} fwd, {setup}")
+                if (hi > lo).any():
+                    ax.fill_between(n_, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.axhline(1.0, color="0.2", lw=0.8)
+        length_axis(ax)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(lambda y, _: f"{y:g}x")
+        ax.set_ylabel("speedup of wave = SDPA ms / wave ms (x)")
+        ax.set_title(f"Speedup of wave over SDPA, {'GPU' if gpu else 'CPU'} (1x: equal time)", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+        save(fig, out_dir / f"speedup_{name}.png")
 
 
 def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = True, plots: bool = True) -> None:
@@ -111,13 +150,16 @@ def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = Tr
              *page.level_section(cells), *page.peers_section(cells, gpu_peers), *page.quality_section(quality_runs),
              *page.diagnostics_section(diag), "## Plots", ""]
     if plots:
-        from bench.report.figures import speedup_figures
-
         speedup_figures(cells, out.parent / "plots")
     for name in ("cpu", "gpu"):
         if (out.parent / "plots" / f"speedup_{name}.png").is_file():
             lines += [f"![speedup of wave over SDPA, {name.upper()}](plots/speedup_{name}.png)", ""]
+    rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
+             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command_line(r.env))]
+            for r in runs]
     lines += ["Per-run plots (latency, memory, speedup per level and pass) are in each run's plots/ folder.", "",
-              *index_section(runs)]
+              "## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
+              "crossovers, floor ratios); its plots/ the per-run figures.", "",
+              *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines).rstrip() + "\n")
