@@ -1,7 +1,6 @@
-"""Which jobs (method, seed, peak LR) a quality run trains, and which LR each method keeps: with
---lr-sweep, every LR at the first seed (stage 1), then the other seeds at the kept LR (stage 2);
-docs/quality.md, "Learning rates: tuned and untuned".
-"""
+"""Which jobs (method, seed, peak LR) a quality run trains, and which LR each method keeps: with --lr-sweep, every
+LR at the first seed (stage 1), then the other seeds at the kept LR (stage 2); docs/quality.md, "Learning rates:
+tuned and untuned"."""
 from __future__ import annotations
 
 import math
@@ -20,10 +19,6 @@ class NoStableLR(Exception):
 def _val(row: dict) -> float:
     v = float(row.get("best_val_loss") or "nan")
     return v if math.isfinite(v) else math.inf
-
-
-def is_done(finished: list[dict], method: str, seed: int, lr: float) -> bool:
-    return any(is_job(r, method, seed, lr) for r in finished)
 
 
 def _seed_rows(finished: list[dict], method: str, seed: int, lrs: list[float]) -> dict[float, dict]:
@@ -51,31 +46,31 @@ def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> fl
     return best
 
 
+def _stages(settings, methods: dict, kept: dict) -> tuple[list, list]:
+    """(stage 1's jobs, stage 2's of the methods with a kept LR)."""
+    first = settings.seeds[0]
+    return ([(m, first, lr) for lr in settings.lrs for m in methods],
+            [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods if kept.get(m) is not None])
+
+
 def planned_jobs(settings, methods: dict, finished: list[dict]) -> list[tuple[str, int, float]]:
     """The unfinished jobs known now: stage 1, and stage 2 for the methods whose LR is already chosen."""
-    first, lrs = settings.seeds[0], settings.lrs
     kept = {}
     for m in methods:
         with suppress(NoStableLR):
-            kept[m] = choose(finished, m, first, lrs)
-    known = ([(m, first, lr) for lr in lrs for m in methods]
-             + [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods if kept.get(m) is not None])
-    return [job for job in known if not is_done(finished, *job)]
+            kept[m] = choose(finished, m, settings.seeds[0], settings.lrs)
+    stage1, stage2 = _stages(settings, methods, kept)
+    return [job for job in stage1 + stage2 if not any(is_job(r, *job) for r in finished)]
 
 
 def jobs(settings, methods: dict, final_path: Path) -> Iterator[tuple[str, int, float]]:
     """The jobs still to train, in order; stage 2 is decided from final.csv once stage 1 is in it."""
-    first, lrs = settings.seeds[0], settings.lrs
-    yield from _undone(final_path, [(m, first, lr) for lr in lrs for m in methods])
-    finished = read_table(final_path, cut="drop")
-    kept = {m: choose(finished, m, first, lrs) for m in methods}
-    yield from _undone(final_path, [(m, seed, kept[m]) for seed in settings.seeds[1:] for m in methods])
-
-
-def _undone(final_path: Path, planned: list[tuple[str, int, float]]) -> Iterator[tuple[str, int, float]]:
-    for job in planned:  # final.csv is read again before each job: the previous one has just been added
-        if not is_done(read_table(final_path, cut="drop"), *job):
-            yield job
+    finished = lambda: read_table(final_path, cut="drop")  # noqa: E731 - read before each job: one was just added
+    for stage in (0, 1):
+        kept = {m: choose(finished(), m, settings.seeds[0], settings.lrs) for m in methods} if stage else {}
+        for job in _stages(settings, methods, kept)[stage]:
+            if not any(is_job(r, *job) for r in finished()):
+                yield job
 
 
 def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, dict[int, dict]]:
