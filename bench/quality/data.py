@@ -31,9 +31,7 @@ TEXT_SPLIT_RULE = ("contiguous by position, cut at line boundaries: lines up to 
 
 @dataclass(frozen=True)
 class Corpus:
-    """Three text splits plus where they came from. `doc_ids` lists, per split, the documents in it
-    (empty for corpora split by position or shipped pre-split)."""
-
+    """Three text splits and where they came from; `doc_ids`: each split's documents (empty if split by position)."""
     name: str
     train: str
     valid: str
@@ -46,13 +44,12 @@ class Corpus:
     def split(self, split: str) -> str:
         return getattr(self, split)
 
-    def sizes(self) -> dict:
-        """Characters per split."""
+    def sizes(self) -> dict:  # characters per split
         return {s: len(self.split(s)) for s in SPLITS}
 
 
 def load_corpus(name: str, data_dir: str | Path | None = None, text_file: str | Path | None = None) -> Corpus:
-    """Load corpus `name` (one of CORPORA). `data_dir` is for wikitext2, `text_file` for text-file."""
+    """Corpus `name` (one of CORPORA); `data_dir` is for wikitext2, `text_file` for text-file."""
     loaders = {"wiki-vital": _load_wiki_vital, "shakespeare": _load_shakespeare,
                "wikitext2": lambda: _load_wikitext2(data_dir),
                "text-file": lambda: _load_text_file(text_file, "text-file"),
@@ -188,7 +185,7 @@ def count_chars(text: str, mode: str = "contiguous") -> int:
 
 
 def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
-    """Encode every split. contiguous: {split: 1-D LongTensor}; lines: {split: list of per-line id lists}."""
+    """{split: 1-D LongTensor} (contiguous) or {split: per-line id lists} (lines)."""
     _check_mode(mode)
     if mode == "contiguous":
         return {s: torch.from_numpy(tokenizer.encode_array(corpus.split(s))).long() for s in SPLITS}
@@ -198,14 +195,10 @@ def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
 # ---------------------------------------------------------------------------------------- batching
 
 class _ResumableBatches:
-    """Samples are pieces (start, length <= seq_len + 1) of one flat token tensor: x = piece[:-1],
-    y = piece[1:], right-padded to seq_len (x with pad_id, y with IGNORE_INDEX, which cross_entropy
-    skips). One flat tensor, because millions of tiny tensors would cost far more memory.
-
-    The order of epoch e is a permutation drawn from a torch.Generator seeded by (seed, e) alone, so a
-    resumed run needs only (epoch, position) to continue with exactly the batches it would have seen.
-    Iterating yields the rest of the current epoch; `stream()` runs forever across epochs. The position
-    advances when a batch is handed out, so state_dict() taken after training on a batch skips it."""
+    """Samples are pieces (start, length <= seq_len + 1) of one flat token tensor (millions of tiny tensors would
+    cost far more memory): x = piece[:-1], y = piece[1:], right-padded with pad_id / IGNORE_INDEX. Epoch e's order
+    depends on (seed, e) alone, so (epoch, position) resumes exactly. Iterating yields the rest of the epoch,
+    stream() runs forever; the position advances as a batch is handed out (a state saved after it skips it)."""
 
     _FIXED = ("seed", "n_items", "batch_size", "shuffle", "drop_last")  # must match for a resume
 
@@ -220,14 +213,12 @@ class _ResumableBatches:
             raise UsageError(f"too little data: {self.n_items} {what} cannot fill one batch of {batch_size}; "
                              "use a smaller --seq-len / --batch-size or a larger corpus")
 
-    def __len__(self) -> int:
-        """Batches per epoch."""
+    def __len__(self) -> int:  # batches per epoch
         full, rest = divmod(self.n_items, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
     @property
-    def n_targets(self) -> int:
-        """Target tokens per full pass (the count scored by an evaluation)."""
+    def n_targets(self) -> int:  # target tokens per full pass (scored by an evaluation)
         return int((self.lengths - 1).sum())
 
     def _make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,8 +246,7 @@ class _ResumableBatches:
         if self.epoch == epoch and self.position >= len(self):
             self.epoch, self.position = self.epoch + 1, 0
 
-    def stream(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches forever, epoch after epoch (for step-based training)."""
+    def stream(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # batches forever, epoch after epoch
         while True:
             yield from self
 
@@ -271,11 +261,8 @@ class _ResumableBatches:
 
 
 class ContiguousBatches(_ResumableBatches):
-    """Windows over one token stream: window k is tokens[k*seq_len : (k+1)*seq_len + 1] (no padding).
-
-    Every token after the first is a target exactly once (a window's extra last token is the next
-    window's first input); the tail shorter than a window is not used. Evaluation uses shuffle=False,
-    drop_last=False: every window once, the last batch maybe smaller."""
+    """Windows over one token stream, window k = tokens[k*seq_len : (k+1)*seq_len + 1]: every token after the first
+    is a target once; the tail shorter than a window is unused. Evaluation: shuffle=False, drop_last=False."""
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True):
@@ -286,11 +273,8 @@ class ContiguousBatches(_ResumableBatches):
 
 
 class LineBatches(_ResumableBatches):
-    """Each non-empty line is its own sample (the published per-line setup).
-
-    A line of L tokens becomes pieces tokens[k*seq_len : k*seq_len + seq_len + 1] (so a long line is
-    chunked and still has every token after its first as a target exactly once); lines with a single
-    token have nothing to predict and are dropped."""
+    """Each line its own sample (the published setup), chunked into pieces tokens[k*seq_len : k*seq_len + seq_len + 1]
+    (every token after its first a target once); one-token lines have nothing to predict and are dropped."""
 
     def __init__(self, lines: Sequence[Sequence[int]], seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True, pad_id: int = 0):
@@ -308,14 +292,13 @@ class LineBatches(_ResumableBatches):
 
 def make_batches(mode: str, data, seq_len: int, batch_size: int, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = True, pad_id: int = 0):
-    """ContiguousBatches for mode "contiguous" (data: 1-D LongTensor), LineBatches for "lines"
-    (data: list of per-line id lists), i.e. the matching value of encode_splits(..., mode)[split]."""
+    """The batcher of `mode` over encode_splits(..., mode)[split] (a 1-D LongTensor or per-line id lists)."""
     _check_mode(mode)
     if isinstance(data, torch.Tensor) != (mode == "contiguous"):
         raise TypeError(f"mode {mode!r} needs the data of encode_splits(..., mode={mode!r})")
-    if mode == "contiguous":
-        return ContiguousBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
-    return LineBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, pad_id=pad_id)
+    kw = dict(seed=seed, shuffle=shuffle, drop_last=drop_last)
+    return (ContiguousBatches(data, seq_len, batch_size, **kw) if mode == "contiguous"
+            else LineBatches(data, seq_len, batch_size, pad_id=pad_id, **kw))
 
 
 def _check_mode(mode: str) -> None:
