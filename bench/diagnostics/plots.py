@@ -11,8 +11,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from bench.common.figures import plt, save
 from bench.diagnostics import report
 from bench.diagnostics.causality import leak_tol
-from bench.diagnostics.energy import QUANTITIES
 from bench.diagnostics.heads import analytic_kernel, kernel_z
+from bench.diagnostics.run import QUANTITIES
 
 
 def _panels(n: int, max_cols: int, width: float, height: float, extra_height: float = 0.0):

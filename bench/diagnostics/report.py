@@ -6,9 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common.tables import frame_table
-from bench.diagnostics.energy import QUANTITIES
 from bench.diagnostics.heads import role_rule_text
-from bench.diagnostics.run import COLUMNS
+from bench.diagnostics.run import COLUMNS, QUANTITIES
 
 
 def write_csv(rows: list[dict], path: str | Path) -> pd.DataFrame:

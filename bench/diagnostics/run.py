@@ -17,14 +17,15 @@ import torch
 
 from bench.diagnostics import causality as cz
 from bench.diagnostics.conservation import P_NORMS, check_conservation, full_grid_l1, layer_conv_operands
-from bench.diagnostics.energy import QUANTITIES, energy_flow
 from bench.diagnostics.heads import coupling_stats, head_params, impulse_check
-from wavefield_core.attention import WaveFieldAttention
+from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
 from wavefield_core.reference import reference_wave_layer
 
 COLUMNS = ["check", "layer", "head", "quantity", "value", "threshold", "verdict"]
 IMPULSE_TOL = 1e-5  # fp32 fast path vs float64 closed form
 INSTRUMENT_TOL = 1e-5  # instrumented forward vs layer.forward, relative
+# The per-token RMS measured in one block, in the order they flow through it (table columns, plot legend).
+QUANTITIES = ("residual_in", "attn_input", "field_u", "field_conv", "field_mixed", "gate", "attn_out", "residual_out")
 
 
 @dataclass
@@ -91,6 +92,60 @@ def diagnose_heads(model, res: Results, cfg: DiagConfig) -> None:
             res.add("coupling", i, h, f"P[{h},{g}]", float(v))
 
 
+def attention_intermediates(layer: WaveFieldAttention, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """WaveFieldAttention.forward re-done from the layer's own submodules on x (B, N, D), so that a drift of
+    this copy from the model code fails the instrumentation check: u, conv (B, H, d, N); mixed, gate, out."""
+    B, N, D = x.shape
+    H, d = layer.n_heads, layer.head_dim
+    _q, k, v = layer.qkv(x).split(D, dim=-1)  # q unused, as in V3.5
+    k = k.view(B, N, H, d)
+    u = (v.view(B, N, H, d) * torch.linalg.vector_norm(k, dim=-1, keepdim=True)).permute(0, 2, 3, 1).contiguous()
+    conv = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path,
+                          layer.norm_cells)
+    mix = torch.softmax(layer.coupling.float(), dim=-1).to(conv.dtype)  # (H, H)
+    mixed = torch.einsum("hg,bgdn->bnhd", mix, conv).reshape(B, N, D)
+    gate = torch.sigmoid(layer.gate(x))
+    return {"u": u, "conv": conv, "mixed": mixed, "gate": gate, "out": layer.out(mixed * gate)}
+
+
+def energy_flow(model, idx: torch.Tensor) -> dict:
+    """Run `model` on idx (B, N): {"per_token": {layer: {quantity: per-token RMS (B, N)}}, "fields":
+    {layer: (u, conv)}, "instrumentation_max_rel_diff": float}. The RMS is over D of an activation, over
+    (H, d) of a field. The residual stream "after block i" is what enters block i+1 (or the final
+    LayerNorm), so it includes the field-interference module that follows every 3rd block."""
+    blocks = list(model.blocks)
+    res_in, attn_in, attn_out = {}, {}, {}  # per block: its input, its attention's input and output
+
+    def keep(store, i, pre=True):  # a hook that stores the module's input (pre) or output
+        def hook(_mod, args, out=None):
+            store[i] = (args[0] if pre else out).detach()
+        return hook
+
+    handles = [model.ln_f.register_forward_pre_hook(keep(res_in, len(blocks)))]
+    for i, blk in enumerate(blocks):
+        handles += [blk.register_forward_pre_hook(keep(res_in, i)),
+                    blk.attn.register_forward_pre_hook(keep(attn_in, i)),
+                    blk.attn.register_forward_hook(keep(attn_out, i, pre=False))]
+    try:
+        with torch.no_grad():
+            model(idx)
+    finally:
+        for h in handles:
+            h.remove()
+    per_token, fields, diffs = {}, {}, []
+    for i, blk in enumerate(blocks):
+        with torch.no_grad():
+            inter = attention_intermediates(blk.attn, attn_in[i])
+        ref = attn_out[i]
+        diffs.append(((inter["out"] - ref).norm() / ref.norm().clamp_min(1e-30)).item())
+        acts = (res_in[i], attn_in[i], inter["u"], inter["conv"], inter["mixed"], inter["gate"], ref, res_in[i + 1])
+        per_token[i] = {q: a.detach().double().pow(2).mean(dim=(1, 2) if a.dim() == 4 else -1).sqrt()
+                        for q, a in zip(QUANTITIES, acts)}
+        fields[i] = (inter["u"], inter["conv"])
+    # nan_max: a NaN output matches nothing, and Python's max would drop it (max(0.0, nan) is 0.0)
+    return {"per_token": per_token, "fields": fields, "instrumentation_max_rel_diff": cz.nan_max(diffs)}
+
+
 def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg: DiagConfig) -> None:
     """Energy flow through the model on idx, then Young's bound per head on the real deposits."""
     flow = energy_flow(model, idx)
@@ -115,13 +170,14 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
             res.gate("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), bound)
 
 
-def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool) -> None:
-    """Rows for one probe (gate: a model check, PASS/FAIL per position; else INFO)."""
-    for r in probe.rows:
-        verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
-        res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
-        res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
-    res.add(check, layer, "", f"{probe.kind}:N", n)
+def _add_probes(res: Results, check: str, layer, probes: list, n: int, gate: bool) -> None:
+    """Rows for each probe (gate: a model check, PASS/FAIL per position; else INFO)."""
+    for probe in probes:
+        for r in probe.rows:
+            verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
+            res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
+            res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
+        res.add(check, layer, "", f"{probe.kind}:N", n)
 
 
 def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.device) -> None:
@@ -137,8 +193,8 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
             # last token plus a seeded interior t (different per layer), so the run covers many positions.
             t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
             positions, out_positions = cz.inside((1, t_mid, n - 1), 1, n), cz.inside((i_mid, n - 2), 0, n - 1)
-            for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i):
-                _add_probe(res, "causality", i, probe, n, True)
+            _add_probes(res, "causality", i, cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i),
+                        n, True)
     n = cfg.model_probe_len
     with res.timed("causality_model_s"):
         mdl = cz.as_probe_copy(model, dt)
@@ -146,8 +202,8 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
         fn, e0 = cz.embedding_operator(mdl, idx)
         positions = cz.inside((1, n // 2 + 1, n - 1), 1, n)
         probes = cz.probe_causality(fn, e0, positions, cz.inside((n // 3, n - 2), 0, n - 1), seed=cfg.seed)
-        for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)])]:
-            _add_probe(res, "causality", "model", probe, n, True)
+        _add_probes(res, "causality", "model", probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)])],
+                    n, True)
     if cfg.leak_demos:
         with res.timed("leak_demos_s"):
             leak_demos(model.attention_layers[0], res, cfg, gen)
@@ -166,8 +222,7 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
         x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
         probes = cz.probe_causality(partial(reference_wave_layer, lay, **ov), x, seed=cfg.seed)
         check = "leak_demo" if leaky else "causality_reference"
-        for probe in probes:
-            _add_probe(res, check, name, probe, n, not leaky)
+        _add_probes(res, check, name, probes, n, not leaky)
         score, tol = cz.nan_max(p.max_score for p in probes), probes[0].tol
         res.add(check, name, "", "max_score", score, tol,
                 ("EXPECTED-LEAK" if score > tol else "FAIL") if leaky else _pf(score <= tol))
