@@ -24,10 +24,8 @@ def write_report(run_dir: str | Path, plots: bool = True) -> Path:
     env = read_json(run_dir / "env.json")
     finals = read_table(run_dir / "final.csv", cut="drop")
     curves = read_table(run_dir / "curves.csv", cut="drop")
-    if plots:
-        linked = write_plots(run_dir, curves, finals, env) if curves or finals else []
-    else:
-        linked = [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()]
+    linked = ((write_plots(run_dir, curves, finals, env) if curves or finals else []) if plots
+              else [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()])
     path = run_dir / "summary.md"
     write_text(path, render(env, finals, curves, linked, run_dir))
     return path
@@ -77,6 +75,10 @@ def ratio_rows(by: dict[str, dict[int, dict]]) -> list[dict]:
                         "bpc": spread(paired_ratios(_col(w, "test_bpc"), _col(b, "test_bpc"))),
                         "acc": spread([100 * (float(w[k]["test_acc"]) - float(b[k]["test_acc"])) for k in seeds])})
     return out
+
+
+def _section(title: str, intro: str, header: list[str], rows: list) -> list[str]:
+    return [f"## {title}", "", intro, "", *table(header, rows), ""]
 
 
 def _ratio_line(r: dict, label: str) -> list[str]:
@@ -142,14 +144,14 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
     if swept:
         lines += sweep_section(finals, first_seed(env), by)
     ref = ratio_rows(rows_at(finals, ref_lr)) if swept else []
-    lines += ["## Wave / standard ratio", "",
-              "Per-seed ratio wave(seed) / baseline(seed) (same seed = same batch order), mean with a two-sided "
-              "95% Student-t interval over seeds (t with n-1 degrees of freedom, sample std); ratio > 1 means "
-              "wave is worse.", "",
-              *table(["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)", "seeds"],
-                     [_ratio_line(r, " (tuned LRs)" if swept else "") for r in ratios]
-                     + [_ratio_line(r, f" at --lr {p.get('lr')} (untuned)") for r in ref]
-                     or [["(needs wave and a standard method)"]]), ""]
+    lines += _section("Wave / standard ratio", "Per-seed ratio wave(seed) / baseline(seed) (same seed = same batch "
+                      "order), mean with a two-sided 95% Student-t interval over seeds (t with n-1 degrees of freedom, "
+                      "sample std); ratio > 1 means wave is worse.",
+                      ["comparison", "PPL ratio", "bpc ratio", "accuracy difference (wave - baseline, points)",
+                       "seeds"],
+                      [_ratio_line(r, " (tuned LRs)" if swept else "") for r in ratios]
+                      + [_ratio_line(r, f" at --lr {p.get('lr')} (untuned)") for r in ref]
+                      or [["(needs wave and a standard method)"]])
     lines += wall_section(curves, by) + convergence_section(curves, by, finals if swept else [], ref_lr)
 
     acc = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
@@ -187,22 +189,18 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
     for m in dict.fromkeys(r["method"] for r in finals):
         start = [r for r in finals if r["method"] == m and (seed is None or int(float(r["seed"])) == seed)]
         kept = lr_of(next(iter(tuned[m].values()))) if tuned.get(m) else math.nan
+        edges = (min(map(lr_of, start)), max(map(lr_of, start))) if start else ()
         for r in sorted(start, key=lr_of):
             # stopped by --max-nonfinite (no test result) or never validated; skipped steps alone are no divergence
             diverged = not all(math.isfinite(float(r[k] or "nan")) for k in ("best_val_loss", "test_loss"))
+            choice = "kept (edge of the sweep: the best LR may lie beyond it)" if lr_of(r) in edges else "kept"
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
                          f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
-                         _kept(lr_of(r), kept, [lr_of(x) for x in start])])
-    return [f"## Learning-rate sweep (seed {seed})", "",
-            "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.", "",
-            *table(["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
-                    "choice"], rows), ""]
-
-
-def _kept(lr: float, kept: float, swept: list[float]) -> str:
-    if lr != kept:
-        return ""
-    return "kept (edge of the sweep: the best LR may lie beyond it)" if lr in (min(swept), max(swept)) else "kept"
+                         choice if lr_of(r) == kept else ""])
+    return _section(f"Learning-rate sweep (seed {seed})",
+                    "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.",
+                    ["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
+                     "choice"], rows)
 
 
 def wall_section(curves: list[dict], by: dict) -> list[str]:
@@ -214,14 +212,12 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
             if r.n:
                 tw, tb = (_mean(by[m], "train_s") for m in ("wave", base))
                 rows.append([f"wave / {base}", f"{t:,.0f}", r.fmt_ci(3), f"{tw:,.0f} / {tb:,.0f}"])
-    if not rows:
-        return []
-    return ["## Equal wall-clock", "",
-            "Validation PPL ratio wave / baseline when both have run for the same time: the shorter job's length, "
-            "per seed (job wall time, evaluations included). Times are only comparable within one machine and "
-            "load; see the hardware line.", "",
-            *table(["comparison", "time (s, mean over seeds)", "val PPL ratio at equal time",
-                    "training seconds wave / baseline"], rows), ""]
+    return [] if not rows else _section(
+        "Equal wall-clock", "Validation PPL ratio wave / baseline when both have run for the same time: the shorter "
+        "job's length, per seed (job wall time, evaluations included). Times are only comparable within one machine "
+        "and load; see the hardware line.",
+        ["comparison", "time (s, mean over seeds)", "val PPL ratio at equal time", "training seconds wave / baseline"],
+        rows)
 
 
 def convergence_section(curves: list[dict], by: dict, finals: list[dict], ref_lr: float) -> list[str]:
@@ -233,17 +229,15 @@ def convergence_section(curves: list[dict], by: dict, finals: list[dict], ref_lr
         rows.append([r["method"], r["seed"], f"{lr_of(r, ref_lr):g}", f"{c.best_step} / {c.steps}",
                      "-" if math.isnan(c.val_fall) else f"{100 * c.val_fall:.2f}%",
                      "-" if math.isnan(c.train_change) else f"{c.train_change:+.4f}", c.verdict])
-    if not rows:
-        return []
-    return ["## Convergence", "",
-            "Where each job stands at its last step: the step with the best validation loss, how much the validation "
-            "loss still fell over the last 10% of training tokens, and the least-squares change of the training "
-            "loss over the last 10% of steps (nats). Still improving: the validation loss fell by 1% or more over "
-            "that stretch; flattening: 0.2% to 1%; flat: less. Under a cosine schedule the learning rate is "
-            "small at the end, so 'flat' means this budget and schedule are used up, not that the model "
-            "cannot improve with more tokens.", "",
-            *table(["method", "seed", "peak LR", "best step / steps", "val fall, last 10%", "train change, last 10%",
-                    "verdict"], rows), ""]
+    return [] if not rows else _section(
+        "Convergence", "Where each job stands at its last step: the step with the best validation loss, how much the "
+        "validation loss still fell over the last 10% of training tokens, and the least-squares change of the "
+        "training loss over the last 10% of steps (nats). Still improving: the validation loss fell by 1% or more "
+        "over that stretch; flattening: 0.2% to 1%; flat: less. Under a cosine schedule the learning rate is small at "
+        "the end, so 'flat' means this budget and schedule are used up, not that the model cannot improve with more "
+        "tokens.",
+        ["method", "seed", "peak LR", "best step / steps", "val fall, last 10%", "train change, last 10%", "verdict"],
+        rows)
 
 
 def _differences(env, p, plan, tok, corpus) -> list[str]:
