@@ -156,22 +156,18 @@ def at_least_two(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = ArgParser(prog=PROG,
-                   description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
-                               "(pytest-benchmark .json or bench.scaling timings.csv).")
+    ap = ArgParser(prog=PROG, description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
+                   "(pytest-benchmark .json or bench.scaling timings.csv).")
     ap.add_argument("--baseline", required=True, help="committed reference (.json or .csv)")
     ap.add_argument("--current", required=True, help="the run to check (.json or .csv)")
-    ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL,
-                    help="largest allowed relative growth of a wave/softmax ratio at one length, as 0.6 or 60%% "
-                         f"(default {RATIO_TOL})")
-    ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL,
-                    help=f"largest allowed relative growth of the geometric mean over lengths of a wave/softmax "
-                         f"ratio (default {GMEAN_TOL})")
+    ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL, help="largest allowed relative growth of a "
+                    f"wave/softmax ratio at one length, as 0.6 or 60%% (default {RATIO_TOL})")
+    ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL, help="the same for the geometric mean over "
+                    f"lengths of a wave/softmax ratio (default {GMEAN_TOL})")
     ap.add_argument("--exponent-tol", type=nonneg_float, default=EXPONENT_TOL,
                     help=f"largest allowed growth of a wave scaling exponent (default {EXPONENT_TOL})")
-    ap.add_argument("--min-seq-len", type=int, default=0,
-                    help="ignore lengths below this N in both files (the CI gate script uses 512: N=256 cells "
-                         "are dominated by per-call overhead and carried most of the noise); default 0, keep all")
+    ap.add_argument("--min-seq-len", type=int, default=0, help="ignore lengths below this N in both files "
+                    "(default 0, keep all; the CI gate script uses 512, docs/regression.md)")
     ap.add_argument("--min-lengths", type=at_least_two, default=MIN_LENGTHS,
                     help=f"lengths both files must share for an exponent or a mean ratio, >= 2 (default {MIN_LENGTHS})")
     ap.add_argument("--json-out", help="also write every derived metric and verdict to this JSON file")

@@ -60,17 +60,14 @@ def build_parser() -> ArgParser:
                              ("vocab-size", positive_int, "vocabulary (default 256 = bytes)")):
         m.add_argument(f"--{flag}", type=kind, help=f"random init: {what}")
     d = p.add_argument_group("data and probes")
-    d.add_argument("--seq-len", type=positive_int, default=256,
-                   help="tokens per sequence of the text batch (default 256)")
+    d.add_argument("--seq-len", type=positive_int, default=256, help="tokens per text sequence (default 256)")
     d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")
-    d.add_argument("--text-file", metavar="PATH",
-                   help="UTF-8 text for the energy batch (default: tests/fixtures/tiny_corpus.txt)")
-    d.add_argument("--probe-len", type=probe_len, default=2048,
-                   help="N of the per-layer causality probes (default 2048, at least 2)")
-    d.add_argument("--model-probe-len", type=probe_len, default=1024,
-                   help="N of the full-model causality probes (default 1024, at least 2)")
+    d.add_argument("--text-file", metavar="PATH", help="UTF-8 text for the energy batch (default: "
+                   "tests/fixtures/tiny_corpus.txt)")
+    d.add_argument("--probe-len", type=probe_len, default=2048, help="N of the per-layer probes (default 2048)")
+    d.add_argument("--model-probe-len", type=probe_len, default=1024, help="N of the full-model probes (default 1024)")
     d.add_argument("--leak-len", type=leak_len, default=128, help="N of the leak demonstrations on the float64 "
-                   "reference (default 128, at least 3; the clamping demo sizes its field for 3N/4 tokens)")
+                   "reference (default 128; the clamping demo sizes its field for 3N/4 tokens)")
     d.add_argument("--probe-dtype", default="float64", choices=("float64", "float32"),
                    help="dtype of the probe copies (default float64; leak threshold 1e-9, float32: 1e-4)")
     d.add_argument("--no-leak-demos", action="store_true", help="skip the leak demonstrations")
@@ -83,8 +80,7 @@ def build_parser() -> ArgParser:
     r.add_argument("--seed", type=int, default=0, help="seed for init, text windows and probes (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--threads", type=thread_count, help="CPU threads for torch (default or 0: torch's choice)")
-    r.add_argument("--out", metavar="DIR",
-                   help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
+    r.add_argument("--out", metavar="DIR", help="result folder (default results/runs/<run>_diagnostics)")
     return p
 
 

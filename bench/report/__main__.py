@@ -18,20 +18,15 @@ PROG = "python -m bench.report"
 
 def build_parser() -> ArgParser:
     p = ArgParser(prog=PROG, description="Build results/README.md from run folders: every published claim with "
-                  "its cost-model value, the measured CPU and GPU numbers and a verdict, then speed and memory per "
-                  "level, peers, quality, heads and causality, plots and an index of the runs (each run's summary.md "
-                  "regenerated from its CSV first).")
-    p.add_argument("runs", nargs="*", metavar="RUN_DIR",
-                   help="run folders under the folder of --out (results/runs/<run>, results/gpu/<session>/<run>); "
-                        "the kind is detected from timings.csv (scaling), final.csv (quality) or diagnostics.csv "
-                        "(diagnostics)")
+                  "its cost-model value, the measured numbers and a verdict, then the sections (docs/results.md).")
+    p.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders under the folder of --out; the kind is "
+                   "detected from timings.csv (scaling), final.csv (quality) or diagnostics.csv (diagnostics)")
     p.add_argument("--out", default="results/README.md",
                    help="the page to write (default results/README.md); every run must lie under its folder")
     p.add_argument("--no-regenerate", action="store_true",
                    help="use each run's summary.md as it is instead of rewriting it from the CSV first")
-    p.add_argument("--no-plots", action="store_true",
-                   help="do not redraw plots: neither the runs' plots/ when their summaries are regenerated nor "
-                        "the page's plots/speedup_<cpu|gpu>.png (faster; existing plots are linked)")
+    p.add_argument("--no-plots", action="store_true", help="redraw neither the runs' plots/ nor the page's "
+                   "plots/speedup_<cpu|gpu>.png (faster; existing plots are linked)")
     return p
 
 
