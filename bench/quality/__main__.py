@@ -61,9 +61,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings "
                              f"({one_line(exc, named=True)}; not a bench.quality run folder?)") from None
     p = settings.preset
+    say = lambda msg: ctx.is_main and print(f"bench.quality: {msg}", file=sys.stderr)  # noqa: E731
 
-    deterministic = _torch_settings(settings, device)
-    amp_dtype = _amp_dtype(p.amp, device)
+    deterministic, amp_dtype = _torch_settings(settings, device)
     if p.batch_size % ctx.world:
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
 
@@ -98,16 +98,14 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             with replacing(run_dir / "tokenizer.json") as tmp:
                 tok.save(tmp)
     final_path = run_dir / "final.csv"
-    finished = read_table(final_path, cut="drop")
     if resume:
-        for method, seed, lr in planned_jobs(settings, methods, finished):
+        for method, seed, lr in planned_jobs(settings, methods, read_table(final_path, cut="drop")):
             check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
         if ctx.is_main:
             for name, columns in (("final.csv", FINAL_COLUMNS), ("curves.csv", CURVE_COLUMNS)):
                 path = run_dir / name
-                note = drop_cut_tail(path)  # a row cut by a crash is dropped; its job runs again
-                if note:
-                    print(f"bench.quality: {note}", file=sys.stderr)
+                if note := drop_cut_tail(path):  # a row cut by a crash is dropped; its job runs again
+                    say(note)
                 if path.is_file():  # in this run's columns, so that new rows fit (a file without peak_lr gains it)
                     CsvLog(path, columns).rewrite(read_table(path))
     ctx.barrier()
@@ -139,10 +137,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,
                     tokens_per_char=tokens_per_char, methods=methods, plan=plan, amp_dtype=amp_dtype,
                     eval_batches=eval_batches, meta=meta)
-    if ctx.is_main:
-        sizes = ", ".join(f"{m} {v['params']:,}" for m, v in methods.items())
-        print(f"bench.quality: {run_dir} | {corpus.name} {tok.kind} V={tok.vocab_size} | {plan.total_steps} steps "
-              f"({plan.budget}) | params: {sizes}", file=sys.stderr)
+    sizes = ", ".join(f"{m} {v['params']:,}" for m, v in methods.items())
+    say(f"{run_dir} | {corpus.name} {tok.kind} V={tok.vocab_size} | {plan.total_steps} steps ({plan.budget}) | "
+        f"params: {sizes}")
 
     # ---- jobs (see bench.quality.sweep); finished ones (rows in final.csv) are skipped on resume
     sweep = len(settings.lrs) > 1
@@ -151,22 +148,19 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             try:
                 row = train_job(rc, method, seed, lr)
             except NonFiniteStop as exc:
-                if ctx.is_main:
-                    print(f"bench.quality: {'' if sweep else 'error: '}{exc}", file=sys.stderr)
+                say(f"{'' if sweep else 'error: '}{exc}")
                 if not sweep:
                     return EXIT_NONFINITE
                 row = exc.row  # in a sweep a diverging LR is a result: its row has NaN test metrics
             except StopRequested as exc:
-                if ctx.is_main:
-                    print(f"bench.quality: {exc}", file=sys.stderr)
+                say(exc)
                 return 0
             if ctx.is_main:
                 CsvLog(final_path, FINAL_COLUMNS).append(row)
                 ckpt_paths(run_dir, method, seed, lr, p.lr)[1].unlink(missing_ok=True)
             ctx.barrier()
     except NoStableLR as exc:
-        if ctx.is_main:
-            print(f"bench.quality: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return EXIT_NONFINITE
 
     if ctx.is_main:
@@ -177,13 +171,13 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
         print("\n".join(gap_table(tuned)))
         for r in ratio_rows(tuned):
             print(f"{r['num']} / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
-        print(f"bench.quality: wrote {summary}", file=sys.stderr)
+        say(f"wrote {summary}")
     return 0
 
 
-def _torch_settings(settings, device) -> bool:
-    """Torch threads and determinism (returned: on or off), and the Triton check, all before any data or
-    model work."""
+def _torch_settings(settings, device) -> tuple:
+    """(deterministic or not, the autocast dtype or None) once the threads, determinism and the Triton and
+    --amp checks are done, all before any data or model work."""
     import torch
 
     from bench.quality.analysis import WAVE_METHODS
@@ -196,14 +190,22 @@ def _torch_settings(settings, device) -> bool:
             raise UsageError(f"--wave-mode triton cannot run here: {why}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
+    cuda, amp = device.type == "cuda", settings.preset.amp
+    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and not cuda)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
+    elif cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
-    return deterministic
+    if amp == "fp16" and not cuda:
+        raise UsageError("--amp fp16 needs a CUDA device (fp16 autocast on CPU is not supported here); "
+                         "valid choices on cpu: auto, off, bf16")
+    if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: auto, off, fp16")
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
+    return deterministic, {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> None:
@@ -220,20 +222,6 @@ def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> No
         need = lm_bytes(params, p.batch_size // world, p.seq_len, p.d_model, p.n_layers, d_ff, vocab, cells, train=True)
         check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
                    f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
-
-
-def _amp_dtype(amp: str, device):
-    import torch
-
-    cuda = device.type == "cuda"
-    if amp == "fp16" and not cuda:
-        raise UsageError("--amp fp16 needs a CUDA device (fp16 autocast on CPU is not supported here); "
-                         "valid choices on cpu: auto, off, bf16")
-    if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: auto, off, fp16")
-    if amp == "auto":
-        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 if __name__ == "__main__":
