@@ -1,16 +1,10 @@
-"""Causality probes: does any output depend on a later input?
-
-Two probes on any callable fn: (B, N, D_in) -> (B, N, D_out):
-- perturbation: replace input token t by a fresh random vector of the same scale and record the
-  largest change at positions < t ("earlier change") next to the largest change at positions >= t
-  ("response", proof that the perturbation did something);
-- gradient: backprop a random direction from output position i and record the largest input
-  gradient at positions > i next to the largest at positions <= i.
-The leak score of a probe is earlier / response (resp. future / past gradient): scale-free, so a
-random-init model with tiny weights and a trained one read the same way. A causal operator scores
-at rounding level (about 1e-16 in float64, 1e-7 in float32); the leaking configurations of
-docs/mechanism.md, "Causality", score 1e-3 .. 1. Leak demonstrations run the float64 reference
-(wavefield_core.reference), which accepts any stride and V3.5's fixed-field clamping with no guard.
+"""Causality probes: does any output depend on a later input? On any fn: (B, N, D_in) -> (B, N, D_out):
+- perturbation: replace input token t by a fresh random vector of the same scale; the largest change at
+  positions < t (the leak) against the largest at positions >= t (the response: the perturbation did act);
+- gradient: backprop a random direction from output i; the largest input gradient after i against the
+  largest at or before i.
+The leak score, leak / response, is scale-free: a causal operator scores at rounding level (1e-16 in
+float64, 1e-7 in float32), the leaking configurations of docs/mechanism.md, "Causality", 1e-3 .. 1.
 """
 from __future__ import annotations
 
@@ -45,12 +39,9 @@ class ProbeResult:
     tol: float
     rows: list = field(default_factory=list)  # dicts: pos, leak_abs, ref_abs, score
 
-    def _max(self, key: str) -> float:
-        return nan_max(r[key] for r in self.rows)
-
-    max_score = property(lambda self: self._max("score"))
-    max_abs = property(lambda self: self._max("leak_abs"))
-    max_ref = property(lambda self: self._max("ref_abs"))
+    max_score = property(lambda self: nan_max(r["score"] for r in self.rows))
+    max_abs = property(lambda self: nan_max(r["leak_abs"] for r in self.rows))
+    max_ref = property(lambda self: nan_max(r["ref_abs"] for r in self.rows))
     causal = property(lambda self: self.max_score <= self.tol)
 
     def add(self, pos: int, leak: float, ref: float) -> None:
@@ -62,12 +53,14 @@ class ProbeResult:
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
-def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
-    """Compare changed(t) with base (B, N, ...) before t (the leak) and from t on (the response).
+def _perturbations(res: ProbeResult, fn: Callable, x: torch.Tensor, perturb: Callable, positions) -> ProbeResult:
+    """Compare fn(perturb(copy of x, t)) with fn(x) before t (the leak) and from t on (the response).
     Default positions: near the start, odd interior points, the last token."""
-    n = base.shape[1]
+    base, n = fn(x), x.shape[1]
     for t in inside((1, n // 7, n // 3, n // 2 + 1, n - 1), 1, n) if positions is None else positions:
-        change = (changed(t) - base).abs()  # (B, N, ...)
+        x2 = x.clone()
+        x2[:, t] = perturb(x2[:, t])
+        change = (fn(x2) - base).abs()  # (B, N, ...)
         res.add(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item())
     return res
 
@@ -77,13 +70,8 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
     """The perturbation probe of fn on x (B, N, D_in) at each t in `positions`."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     scale = x.std().clamp_min(1e-12)
-
-    def changed(t: int) -> torch.Tensor:
-        x2 = x.clone()
-        x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
-        return fn(x2)
-
-    return _perturbations(ProbeResult("perturbation", leak_tol(x.dtype)), fn(x), changed, positions)
+    fresh = lambda old: torch.randn(old.shape, generator=gen, dtype=torch.float64).to(old) * scale  # noqa: E731
+    return _perturbations(ProbeResult("perturbation", leak_tol(x.dtype)), fn, x, fresh, positions)
 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0) -> ProbeResult:
@@ -112,9 +100,8 @@ def probe_causality(fn: Callable, x: torch.Tensor, positions=None, out_positions
 
 
 def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor]:
-    """WaveFieldLM as a function of its token embeddings: returns (fn, e0) where
-    fn(e (B, N, D)) -> logits (B, N, V) runs the model with model.embed's output replaced by e
-    (positions, blocks, interference and head unchanged), and e0 = model.embed(idx)."""
+    """(fn, e0): WaveFieldLM as a function of its token embeddings, fn(e (B, N, D)) -> logits (B, N, V)
+    with model.embed's output replaced by e (all else unchanged), and e0 = model.embed(idx)."""
     with torch.no_grad():
         e0 = model.embed(idx)
 
@@ -132,14 +119,8 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
 def token_id_probe(model, idx: torch.Tensor, positions=None) -> ProbeResult:
     """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
     vocab = model.embed.num_embeddings
-
-    def changed(t: int) -> torch.Tensor:
-        idx2 = idx.clone()
-        idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
-        return model(idx2)[0]
-
     res = ProbeResult("perturbation-ids", leak_tol(model.embed.weight.dtype))
-    return _perturbations(res, model(idx)[0], changed, positions)
+    return _perturbations(res, lambda ids: model(ids)[0], idx, lambda old: (old + 1 + vocab // 2) % vocab, positions)
 
 
 def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
