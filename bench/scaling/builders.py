@@ -1,14 +1,9 @@
-"""Builders and checks. A builder makes one cell's inputs and returns a ready-to-call closure
-(nothing timed here); a check is the correctness gate before a method is timed.
-
-Built(fn, backend): fn() runs one call of the cell's pass (docs/method.md, "Levels and passes");
-backend() names the kernel that ran (call it after a warm-up call). Inputs are drawn after
-torch.manual_seed(seed) in the same order (q, k, v, then the output gradient) for every method, so
-all methods of one length see the same numbers.
-
-Correctness gates speed: before a method is timed, its output (and at fwdbwd its input gradients)
-at N = 257, B = 1 is compared with a float64 reference on CPU, as a relative RMS error against a
-tolerance keyed by dtype; a method that fails is not timed.
+"""Builders and checks (docs/method.md, "Levels and passes" and "Run order"). A builder makes one cell's inputs and
+returns Built(fn, backend): fn() runs one call of the cell's pass, backend() names the kernel that ran (after a
+warm-up call); nothing is timed here. Inputs are drawn after torch.manual_seed(seed) in the same order (q, k, v,
+then the output gradient) for every method, so all methods of one length see the same numbers. A check compares the
+method at N = CHECK_LEN, B = 1 with a float64 reference on CPU (outputs, and input gradients at fwdbwd) as a
+relative RMS error against a tolerance keyed by dtype; a method that fails is not timed.
 """
 from __future__ import annotations
 
@@ -69,22 +64,19 @@ def _autocast(spec: CellSpec):
     return torch.autocast(device_type=spec.device.type, dtype=spec.dtype, enabled=spec.dtype != torch.float32)
 
 
-def compiled_wave_mix():
-    """wave_mix through torch.compile (inductor, static shapes): one compiled graph per shape."""
+def wave_mixer(compiled: bool):
+    """wave_mix, or wave_mix through torch.compile (inductor, static shapes: one compiled graph per shape)."""
     from wavefield_core import wave_mix
 
-    return torch.compile(wave_mix, dynamic=False)
+    return torch.compile(wave_mix, dynamic=False) if compiled else wave_mix
 
 
 def softmax_function(impl: str, sdpa_backend: str | None):
     """The attention function (q, k, v) -> y of a softmax method."""
     from baselines import softmax_flash_attn, softmax_naive, softmax_sdpa
 
-    if impl == "naive":
-        return softmax_naive
-    if impl == "flash_attn":
-        return softmax_flash_attn
-    return lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend)
+    fixed = {"naive": softmax_naive, "flash_attn": softmax_flash_attn}
+    return fixed.get(impl) or (lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend))
 
 
 def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
@@ -128,26 +120,42 @@ def _model(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -
     return Built(step, backend)
 
 
-def wave_model(spec: CellSpec, path: str) -> torch.nn.Module:
-    from wavefield_core import WaveFieldLM
+def build_levels(spec: CellSpec, core, module, backend) -> Built:
+    """A cell at any level. Core: core(q, k, v) -> (forward, the inputs that get gradients) on the draw every method
+    shares; layer and model: the module module() makes after the cell's seed. backend(q, k, v or the module)."""
+    if spec.level == "core":
+        qkv = _qkv(spec)
+        forward, wrt = core(*qkv)
+        return Built(_pass_fn(spec, forward, wrt, qkv[0].shape), lambda: backend(qkv))
+    torch.manual_seed(spec.seed)
+    mod = module()
+    return (_layer if spec.level == "layer" else _model)(spec, mod, lambda: backend(mod))
 
+
+def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:
+    """The wave layer (layer level) or WaveFieldLM (model level) of a cell."""
+    from wavefield_core import WaveFieldAttention, WaveFieldLM
+
+    if spec.level == "layer":
+        return WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path)
     return WaveFieldLM(spec.vocab, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
                        d_ff=spec.d_ff, field_stride=spec.field_stride, mode=path)
 
 
-def standard_model(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch.nn.Module:
-    from baselines import StandardLM
+def softmax_module(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch.nn.Module:
+    """The softmax attention layer (layer level) or StandardLM (model level) of a cell."""
+    from baselines import SoftmaxAttention, StandardLM
 
+    if spec.level == "layer":
+        return SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
     return StandardLM(spec.vocab, spec.model_dim, spec.model_layers, spec.heads, spec.d_ff,
                       max_seq_len=spec.seq_len, attn_impl=impl, sdpa_backend=sdpa_backend)
 
 
 def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
-    """The cell build(spec, **kw) makes, replayed from a CUDA graph: one launch per call instead of one
-    per kernel, so the timing shows what the GPU executes, without Python and launch overhead. The
-    closure's inputs are static, so replaying the graph recomputes the same work into the same output
-    buffers. Warm-up runs on a side stream first, as capture requires (lazy init, cuFFT plans); a
-    capture failure is the cell's error row."""
+    """The cell build(spec, **kw) makes, replayed from a CUDA graph (docs/method.md, "CUDA graphs and host
+    overhead"): its inputs are static, so a replay recomputes the same work into the same output buffers. Warm-up
+    runs on a side stream first, as capture requires; a capture failure is the cell's error row."""
     built = build(spec, **kw)
     side = torch.cuda.Stream(spec.device)
     side.wait_stream(torch.cuda.current_stream(spec.device))
@@ -166,52 +174,30 @@ def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
 
 
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
-    """wave (path 'token'), wave-scan ('scan') and wave-field ('field') at any level.
-
-    The core runs on the softmax methods' k, v. With v_layout "bhdn", v is handed over channel-major
-    (B, H, d, N), made outside the timed call: that is the layout the wave layer's own projection
-    writes at no cost (W_v @ x^T), as (B, H, N, d) is for SDPA. "bhnd" makes the core pay the
-    transpose itself (method wave-bhnd). The layer and the model make their own layouts."""
-    fft = lambda: fft_backend(spec.device)  # noqa: E731
-    if spec.level == "core":
-        from wavefield_core import wave_mix
-
-        mix = compiled_wave_mix() if compiled else wave_mix  # compiled on the first (warm-up) call, outside the timings
-        _q, k, v = _qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
-        if v_layout == "bhdn":
-            v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
+    """wave (path 'token'), wave-scan ('scan'), wave-field ('field') and their variants at any level. The core
+    runs on the softmax methods' k, v; v_layout "bhdn" hands v over channel-major (B, H, d, N), made outside the
+    timed call (the layout the layer's own projection writes at no cost), "bhnd" makes the core pay the transpose."""
+    def core(_q, k, v):  # q drawn to keep k, v equal to the softmax methods' inputs
+        mix = wave_mixer(compiled)  # compiled on the first (warm-up) call, outside the timings
+        v = v.transpose(-1, -2).contiguous() if v_layout == "bhdn" else v
         params = wave_params(spec.heads, spec.device, spec.seed)
-
-        def forward():
-            return mix(k, v, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)  # (B, H, N, d)
-        return Built(_pass_fn(spec, forward, [k, v, *params], k.shape), fft)
-    torch.manual_seed(spec.seed)
-    if spec.level == "layer":
-        from wavefield_core import WaveFieldAttention
-
-        layer = WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path)
-        return _layer(spec, layer, fft)
-    return _model(spec, wave_model(spec, path), fft)
+        fwd = partial(mix, k, v, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
+        return fwd, [k, v, *params]
+    return build_levels(spec, core, partial(wave_module, spec, path), lambda _: fft_backend(spec.device))
 
 
 def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> Built:
     """softmax-* methods: impl 'naive' | 'sdpa' | 'flash_attn', optionally one pinned SDPA kernel."""
-    if spec.level == "core":
-        from baselines import sdpa_backend_that_runs
+    from baselines import sdpa_backend_that_runs
 
-        q, k, v = _qkv(spec)
-        attn = softmax_function(impl, sdpa_backend)
-        fn = _pass_fn(spec, lambda: attn(q, k, v), [q, k, v], q.shape)
-        # SDPA's kernel is asked on the cell's own inputs (grad flags too)
-        return Built(fn, lambda: sdpa_backend_that_runs(q, k, v, sdpa_backend) if impl == "sdpa" else impl)
-    torch.manual_seed(spec.seed)
-    if spec.level == "layer":
-        from baselines import SoftmaxAttention
+    def core(q, k, v):
+        return partial(softmax_function(impl, sdpa_backend), q, k, v), [q, k, v]
 
-        mod = SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
-        return _layer(spec, mod, lambda: mod.last_backend or impl)
-    model = standard_model(spec, impl, sdpa_backend)
-    return _model(spec, model, lambda: (model.attention_backends() or [impl])[0] or impl)
+    def backend(got) -> str:  # SDPA's kernel is asked on the cell's own inputs (grad flags too)
+        if spec.level == "core":
+            return sdpa_backend_that_runs(*got, sdpa_backend) if impl == "sdpa" else impl
+        return (got.last_backend or impl) if spec.level == "layer" else (got.attention_backends() or [impl])[0] or impl
+    return build_levels(spec, core, partial(softmax_module, spec, impl, sdpa_backend), backend)
 
 
 def build_floor(spec: CellSpec, path: str) -> Built:
@@ -276,28 +262,16 @@ def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) 
     return CheckResult(max(map(rel_rms, outs, refs)), TOLERANCE[spec.dtype])
 
 
-def compare_layer(spec: CellSpec, make, reference) -> CheckResult:
-    """The layer make() builds (after the cell's seed) on x (1, N, D) against reference(layer), a
-    float64 CPU forward of the same weights; input gradients too at fwdbwd."""
+def compare_module(spec: CellSpec, make, reference) -> CheckResult:
+    """The module make() builds after the cell's seed against reference(its CPU copy), a float64 forward of the same
+    weights. Layer: on x (1, N, D), input gradients too at fwdbwd; model: logits (float32 weights, autocast for low
+    precision), the copy already float64."""
     torch.manual_seed(spec.seed)
-    layer = make().to(spec.device, spec.dtype).eval()
-    ref = reference(layer)
-    x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype)
-    return compare_core(spec, layer, ref, [x])
-
-
-def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
-    """The model with every softmax attention switched to the naive kernel (the reference's)."""
-    for mod in model.modules():
-        if hasattr(mod, "impl") and hasattr(mod, "sdpa_backend"):
-            mod.impl, mod.sdpa_backend = "naive", None
-    return model
-
-
-def compare_model(spec: CellSpec, make, reference=naive_attention) -> CheckResult:
-    """Logits of the model make() builds after the cell's seed (float32 weights, autocast for low
-    precision) vs reference(its float64 CPU copy)."""
-    torch.manual_seed(spec.seed)
+    if spec.level == "layer":
+        layer = make().to(spec.device, spec.dtype).eval()
+        ref = reference(copy.deepcopy(layer).cpu())
+        x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype)
+        return compare_core(spec, layer, ref, [x])
     model = make().to(spec.device).eval()
     ref = reference(copy.deepcopy(model).cpu().double().eval())
     idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
@@ -308,38 +282,40 @@ def compare_model(spec: CellSpec, make, reference=naive_attention) -> CheckResul
     return CheckResult(rel_rms(logits, ref_logits), TOLERANCE[spec.dtype])
 
 
+def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with every softmax attention switched to the naive kernel (the reference's)."""
+    for mod in model.modules():
+        if hasattr(mod, "impl") and hasattr(mod, "sdpa_backend"):
+            mod.impl, mod.sdpa_backend = "naive", None
+    return model
+
+
 def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
-    from wavefield_core import WaveFieldAttention, wave_mix
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
     spec = small_spec(spec)
     s = spec.field_stride
-    if spec.level == "core":
-        _q, k, v = qkv(spec)
-        mix = compiled_wave_mix() if compiled else wave_mix  # the compiled graph is what gets checked
+    if spec.level != "core":
+        reference = (lambda m: partial(reference_wave_layer, m)) if spec.level == "layer" else naive_attention
+        return compare_module(spec, partial(wave_module, spec, path), reference)
+    _q, k, v = qkv(spec)
+    mix = wave_mixer(compiled)  # the compiled graph is what gets checked
 
-        def fn(k, v, *params):  # v handed over in the layout the benchmark feeds
-            return mix(k, v.transpose(-1, -2) if v_layout == "bhdn" else v, *params, field_stride=s, mode=path,
-                       v_layout=v_layout)
-        return compare_core(spec, fn, partial(reference_wave_mix, field_stride=s), [k, v],
-                            wave_params(spec.heads, spec.device, spec.seed))
-    if spec.level == "layer":
-        return compare_layer(spec, lambda: WaveFieldAttention(spec.d_model, spec.heads, field_stride=s, mode=path),
-                             lambda layer: partial(reference_wave_layer, copy.deepcopy(layer).cpu()))
-    return compare_model(spec, lambda: wave_model(spec, path))
+    def fn(k, v, *params):  # v handed over in the layout the benchmark feeds
+        return mix(k, v.transpose(-1, -2) if v_layout == "bhdn" else v, *params, field_stride=s, mode=path,
+                   v_layout=v_layout)
+    return compare_core(spec, fn, partial(reference_wave_mix, field_stride=s), [k, v],
+                        wave_params(spec.heads, spec.device, spec.seed))
 
 
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
-    from baselines import SoftmaxAttention, softmax_naive
+    from baselines import softmax_naive
 
     spec = small_spec(spec)
     if spec.level == "core":
         return compare_core(spec, softmax_function(impl, sdpa_backend), softmax_naive, qkv(spec))
-    if spec.level == "layer":
-        return compare_layer(spec, lambda: SoftmaxAttention(spec.d_model, spec.heads, impl=impl,
-                                                            sdpa_backend=sdpa_backend),
-                             lambda layer: naive_attention(copy.deepcopy(layer).cpu().double()))
-    return compare_model(spec, lambda: standard_model(spec, impl, sdpa_backend))
+    return compare_module(spec, partial(softmax_module, spec, impl, sdpa_backend),
+                          lambda m: naive_attention(m.double()))
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:

@@ -1,7 +1,5 @@
-"""`python -m bench.scaling`: flags, configuration (defaults, --quick, --resume), and the run.
-
-Every flag defaults to None so that what the user typed is known: explicit flag > the resumed
-run's env.json > the --quick preset > the device's defaults (bench.scaling.grid).
+"""`python -m bench.scaling`: flags, configuration and the run. Every flag defaults to None so that what the user
+typed is known: explicit flag > the resumed run's env.json > the --quick preset > the device's defaults (grid.py).
 """
 from __future__ import annotations
 
@@ -25,8 +23,8 @@ from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
 from bench.scaling.grid import COMMON_DEFAULTS, DEVICE_DEFAULTS, QUICK, SweepConfig, default_threads, length_grid
-from bench.scaling.registry import (DEFAULT_METHODS, FLOOR_METHODS, METHODS, default_methods, method_table,
-                                    stride_refusal)
+from bench.scaling.registry import (DEFAULT_METHODS, FLOOR_METHODS, METHODS, chosen_methods, default_methods,
+                                    method_table, stride_refusal)
 from bench.scaling.schema import LEVELS, PASSES
 
 PROG = "python -m bench.scaling"
@@ -86,19 +84,22 @@ def build_parser() -> ArgParser:
     return p
 
 
+def _given(explicit, base: SweepConfig | None, name: str):
+    """The flag's value, else the resumed run's (None when neither has one)."""
+    return explicit if explicit is not None or base is None else getattr(base, name)
+
+
 def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
     """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
-    device_str = args.device if args.device is not None else (base.device if base else "auto")
+    device_str = _given(args.device, base, "device") or "auto"
     device = resolve_device(device_str)
     dd = DEVICE_DEFAULTS[device.type]
-    quick = bool(args.quick if args.quick is not None else base is not None and base.quick)
+    quick = bool(_given(args.quick, base, "quick"))
 
     def pick(explicit, name):
         """explicit flag > the resumed run's value > the --quick preset > the device's default"""
-        if explicit is not None:
-            return explicit
-        if base is not None:
-            return getattr(base, name)
+        if explicit is not None or base is not None:
+            return _given(explicit, base, name)
         return QUICK[name] if quick and name in QUICK else dd.get(name, COMMON_DEFAULTS.get(name))
 
     dtype_name = pick(args.dtype, "dtype")
@@ -129,7 +130,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         raise UsageError(why)
 
     taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
-    chosen = list(dict.fromkeys(methods + (list(FLOOR_METHODS) if floor else [])))
+    chosen = chosen_methods(methods, floor)
     if not any(METHODS[m].supports(lv, p) for m in chosen for lv in taken["levels"] for p in taken["passes"]):
         runs = "; ".join(f"{m}: levels {','.join(METHODS[m].levels)}, passes {','.join(METHODS[m].passes)}"
                          for m in chosen)
@@ -169,8 +170,8 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
 
 
 def _busy_warning(device: torch.device, threads: int) -> float | None:
-    """1-minute load average; warn when other work competes for the CPU cores the timings use.
-    (On a 2-core machine with load 8, two torch threads ran 4-6x slower than one.)"""
+    """1-minute load average; warns when other work competes for the CPU cores the timings use (on a 2-core
+    machine with load 8, two torch threads ran 4-6x slower than one)."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -201,7 +202,7 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
         timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
         cost_model='docs/method.md, "Cost model"',
-        methods={m: METHODS[m].description for m in cfg.methods + list(FLOOR_METHODS if cfg.floor else ())},
+        methods={m: METHODS[m].description for m in chosen_methods(cfg.methods, cfg.floor)},
         torch_threads=cfg.threads,
         allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""),
     )
@@ -242,8 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = SweepConfig.from_dict(read_run_env(args.resume, PROG)["sweep"])
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--resume {args.resume!r}: env.json has no usable sweep configuration ({exc})")
-    wanted = args.device if args.device is not None else (base.device if base is not None else "auto")
-    if info.enabled and wanted != "cpu" and torch.cuda.is_available():
+    if info.enabled and _given(args.device, base, "device") != "cpu" and torch.cuda.is_available():
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
         torch.cuda.set_device(info.local_rank)
     cfg = resolve_config(args, info.local_world, base)

@@ -1,11 +1,6 @@
-"""The sweep configuration and its grid: one SweepConfig (stored in env.json as "sweep", reused by
---resume), the per-device defaults (the reasons for them: docs/method.md) and the --quick preset;
-what one cell is, its CSV key, and the order cells run in.
-
-The CPU defaults aim at about 5 minutes for `python -m bench.scaling --max-len 32768` on this
-project's 2-core machine; on CUDA (H200-class) batch 8 gives short lengths enough work per launch,
-and bfloat16 is the dtype FlashAttention-class kernels are measured in.
-"""
+"""The sweep configuration (env.json's "sweep", reused by --resume), the per-device defaults and the --quick
+preset (reasons: docs/method.md), what one cell is, its CSV key and the order cells run in (docs/method.md, "Run
+order")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -44,11 +39,9 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepConfig":
-        names = {f.name for f in fields(cls)}
-        missing = names - set(data)
-        if missing:
+        if missing := {f.name for f in fields(cls)} - set(data):
             raise KeyError(f"missing {', '.join(sorted(missing))}")
-        return cls(**{k: data[k] for k in names})
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 DEVICE_DEFAULTS = {
@@ -71,11 +64,7 @@ def default_threads(local_world: int = 1) -> int:
 
 @dataclass(frozen=True)
 class CellSpec:
-    """Everything a method's builder needs for one cell.
-
-    Core and layer levels use heads x head_dim (d_model = heads * head_dim); the model level uses
-    model_dim with `heads` heads (its head_dim is model_dim / heads).
-    """
+    """Everything a method's builder needs for one cell; the model level uses model_dim with `heads` heads."""
     level: str
     pass_: str
     batch: int
@@ -112,7 +101,6 @@ class CellSpec:
 
 
 def cell_key(method: str, spec: CellSpec) -> tuple[str, ...]:
-    """The schema.KEY_COLUMNS values of a cell, as the strings the CSV holds."""
     return (method, spec.level, spec.pass_, spec.device.type, str(spec.dtype).removeprefix("torch."), str(spec.batch),
             str(spec.heads), str(spec.row_head_dim), str(spec.seq_len))
 
@@ -123,20 +111,15 @@ def row_key(row: dict) -> tuple[str, ...]:
 
 def length_grid(min_len: int, max_len: int) -> list[int]:
     """min_len, 2 min_len, 4 min_len, ... up to max_len; max_len itself is added if not on the grid."""
-    # min_len * 2**i <= max_len exactly while 2**i <= max_len // min_len
-    lens = [min_len * 2**i for i in range((max_len // min_len).bit_length())]
-    if lens[-1] != max_len:
-        lens.append(max_len)
-    return lens
+    lens = [min_len * 2**i for i in range((max_len // min_len).bit_length())]  # min_len * 2**i <= max_len
+    return lens + ([max_len] if lens[-1] != max_len else [])
 
 
 def groups(levels: list[str], passes: list[str], seq_lens: list[int]) -> list[tuple[str, str, int]]:
-    """(level, pass, seq_len) in run order: core fwd first (what matters most), lengths ascending
-    within a (level, pass), so fits and skips can use the shorter lengths already measured."""
+    """(level, pass, seq_len) in run order: core fwd first, lengths ascending within a (level, pass)."""
     return [(lv, p, n) for lv in LEVELS if lv in levels for p in PASSES if p in passes for n in sorted(seq_lens)]
 
 
 def rank_of_group(seq_len: int, seq_lens: list[int], world: int) -> int:
-    """Which rank runs a length under torchrun: lengths dealt round-robin in ascending order.
-    Every method of one length stays on one GPU, so speed ratios come from one device."""
+    """The rank that runs a length under torchrun: round-robin in ascending order (one length, one GPU)."""
     return sorted(seq_lens).index(seq_len) % world

@@ -1,18 +1,14 @@
-"""Sub-quadratic peer methods for the scaling benchmark, as registry Method records (kind "peer";
-every level and pass; none in the default set):
-  peer-hgrn, peer-simple-gla, peer-retnet, peer-diag-ssm   the chunked PyTorch formulations of
-      baselines/peers.py, on any device (fla-core has no CPU kernels, so on CPU this is the method)
-  peer-hgrn-fla, peer-simple-gla-fla, peer-retnet-fla      fla-core's Triton kernels (CUDA only)
+"""Sub-quadratic peer methods as registry Method records (kind "peer", every level and pass, none default):
+peer-hgrn, peer-simple-gla, peer-retnet, peer-diag-ssm run the chunked PyTorch formulations of baselines/peers.py on
+any device; peer-hgrn-fla, peer-simple-gla-fla, peer-retnet-fla fla-core's Triton kernels (CUDA only).
 
-Core inputs come from bench.scaling.builders' own draw, so every method of one length sees the same
-q, k, v: hgrn x = v, forget logits = k; simple-gla q, k, v and a log decay (an input: it gets a
-gradient); retnet q, k, v and RetNet's fixed decays; diag-ssm v and the wave methods' frequency,
-damping and phase. Layer level: baselines.peer_model.PeerMixer; model level: PeerLM (d_ff = 4 D).
-Checked like every method: against the token loop or explicit (N, N) form in float64 on CPU.
+Core inputs come from the draw every method of one length shares: hgrn x = v, forget logits = k; simple-gla q, k,
+v and a log decay (an input: it gets a gradient); retnet q, k, v and RetNet's fixed decays; diag-ssm v and the
+wave methods' frequency, damping and phase. Layer: PeerMixer; model: PeerLM (d_ff = 4 D). Checked against the token
+loop or explicit (N, N) form in float64 on CPU.
 """
 from __future__ import annotations
 
-import copy
 import math
 from functools import partial
 
@@ -39,8 +35,7 @@ IMPL_NOTES = {
 }
 
 
-def _fla_kernel(op: str) -> str:
-    """fla's module.function that runs op (retnet is simple GLA with fixed decays)."""
+def _fla_kernel(op: str) -> str:  # retnet is simple GLA with fixed decays
     return "hgrn.chunk_hgrn" if op == "hgrn" else "simple_gla.chunk_simple_gla"
 
 
@@ -68,53 +63,45 @@ def core_function(op: str, impl: str, stride: float):
     return partial(peer_core, op, impl, **({"stride": stride} if op == "diag-ssm" else {}))
 
 
-def peer_layer(spec: CellSpec, op: str, impl: str):
-    from baselines.peer_model import PeerMixer
+def peer_module(spec: CellSpec, op: str, impl: str):
+    """PeerMixer (layer level) or PeerLM (model level) of a cell."""
+    from baselines.peer_model import PeerLM, PeerMixer
 
-    return PeerMixer(spec.d_model, spec.heads, op, impl=impl, field_stride=spec.field_stride)
-
-
-def peer_model(spec: CellSpec, op: str, impl: str):
-    from baselines.peer_model import PeerLM
-
+    if spec.level == "layer":
+        return PeerMixer(spec.d_model, spec.heads, op, impl=impl, field_stride=spec.field_stride)
     return PeerLM(spec.vocab, op, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
                   d_ff=spec.d_ff, field_stride=spec.field_stride, impl=impl)
 
 
 def build_peer(spec: CellSpec, op: str, impl: str) -> builders.Built:
     """peer-* methods at any level; impl 'torch' (chunked PyTorch) or 'fla' (fla-core kernels)."""
-    torch.manual_seed(spec.seed)
-    backend = lambda: "fla-" + _fla_kernel(op).split(".")[1] if impl == "fla" else "torch-chunked"  # noqa: E731
-    if spec.level == "core":
-        q, k, v = builders._qkv(spec)  # the draw every method of this length shares
+    def core(q, k, v):
         wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
-        fn = core_function(op, impl, spec.field_stride)
-        return builders.Built(builders._pass_fn(spec, lambda: fn(*wrt, *extra), wrt, v.shape), backend)
-    if spec.level == "layer":
-        return builders._layer(spec, peer_layer(spec, op, impl), backend)
-    return builders._model(spec, peer_model(spec, op, impl), backend)
+        return partial(core_function(op, impl, spec.field_stride), *wrt, *extra), wrt
+    backend = "fla-" + _fla_kernel(op).split(".")[1] if impl == "fla" else "torch-chunked"
+    return builders.build_levels(spec, core, partial(peer_module, spec, op, impl), lambda _: backend)
 
 
 def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
-    """The method at N = 257, B = 1 on the cell's device and dtype against the token loop or
-    explicit (N, N) form in float64 on CPU: outputs, and input gradients at fwdbwd (core: every
-    input that gets a gradient, parameters included; layer: x)."""
+    """builders' check (core: every input that gets a gradient, parameters included) against the peer's float64
+    reference implementation."""
     spec = builders.small_spec(spec)
     s = spec.field_stride
     if spec.level == "core":
         wrt, extra = _core_inputs(op, *builders.qkv(spec), spec, spec.seed + 7)
         return builders.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
-    if spec.level == "layer":
-        def reference(layer):
-            ref = copy.deepcopy(layer).cpu().double()
-            ref.impl = "reference"
-            return ref
-        return builders.compare_layer(spec, lambda: peer_layer(spec, op, impl), reference)
-    return builders.compare_model(spec, lambda: peer_model(spec, op, impl), lambda ref: ref.set_impl("reference"))
+
+    def reference(ref):  # the check's CPU copy, in float64 on the reference implementation
+        if spec.level == "model":
+            return ref.set_impl("reference")
+        ref = ref.double()
+        ref.impl = "reference"
+        return ref
+    return builders.compare_module(spec, partial(peer_module, spec, op, impl), reference)
 
 
 def available(impl: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
-    """torch: always; fla: CUDA with fla-core importable (its kernels take float32, bfloat16, float16)."""
+    """torch: always; fla: CUDA with fla-core importable (float32, bfloat16, float16)."""
     from baselines.peers import fla_available
 
     return None if impl == "torch" else fla_available(device)
@@ -196,16 +183,11 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 
 def methods(method_cls) -> list:
     """The peer Method records, made with registry.Method (passed in: registry.py imports this module)."""
-    out = []
-    for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]:
-        note = IMPL_NOTES[impl].format(kernel=f"fla.ops.{_fla_kernel(op)}")
-        out.append(method_cls(
-            f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer", f"{DESCRIPTIONS[op]}; {note}",
-            build=partial(build_peer, op=op, impl=impl),
-            memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
-            cost=partial(peer_cost, op),
-            check=partial(check_peer, op=op, impl=impl),
-            why_unavailable=partial(available, impl),
-            uses_stride=op == "diag-ssm",
-        ))
-    return out
+    return [method_cls(
+        f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer",
+        f"{DESCRIPTIONS[op]}; {IMPL_NOTES[impl].format(kernel=f'fla.ops.{_fla_kernel(op)}')}",
+        build=partial(build_peer, op=op, impl=impl),
+        memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
+        cost=partial(peer_cost, op), check=partial(check_peer, op=op, impl=impl),
+        why_unavailable=partial(available, impl), uses_stride=op == "diag-ssm",
+    ) for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]]

@@ -177,6 +177,11 @@ FLOOR_METHODS = ("fft-floor", "fft-floor-field")
 DEFAULT_METHODS = tuple(name for name, m in METHODS.items() if m.default)
 
 
+def chosen_methods(methods, floor: bool) -> list[str]:
+    """The methods asked for, plus the fft floors (core fwd only) unless --no-floor."""
+    return list(dict.fromkeys([*methods, *(FLOOR_METHODS if floor else ())]))
+
+
 def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     """wave, wave-field, softmax-sdpa, softmax-naive; on CUDA with bf16/fp16 also softmax-flash-attn
     when flash_attn imports (the strongest softmax baseline there)."""

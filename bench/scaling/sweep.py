@@ -20,9 +20,9 @@ from bench.common.device import DTYPES
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import builders, costs
-from bench.scaling.budget import Predictor, gb, share_out
+from bench.scaling.budget import Decision, Predictor, gb, share_out
 from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
-from bench.scaling.registry import FIRST, FLOOR_METHODS, HEADLINE, METHODS, Method
+from bench.scaling.registry import FIRST, HEADLINE, METHODS, Method, chosen_methods
 from bench.scaling.results import RowWriter
 from bench.scaling.schema import KEY_COLUMNS
 
@@ -86,22 +86,17 @@ class Sweep:
                         c.model_dim, c.model_layers, c.vocab, c.seed)
 
     def pending(self) -> list[tuple[tuple[str, str, int], list[str]]]:
-        """(group, methods still to run) for this rank, in run order: first every group with the
-        first-phase methods (tier HEADLINE and FIRST: the ones that answer the published claims),
-        then every group again with the extras, so extras only ever get the time that is left."""
-        out = []
-        # the chosen methods, plus the fft floors (core fwd only) unless --no-floor
-        names = list(dict.fromkeys(self.cfg.methods + (list(FLOOR_METHODS) if self.cfg.floor else [])))
+        """(group, methods still to run) for this rank, in run order: every group with the HEADLINE and FIRST
+        tiers, then every group again with the extras (docs/method.md, "Run order")."""
+        names = chosen_methods(self.cfg.methods, self.cfg.floor)
         mine = [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
                 if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
-        for phase in (True, False):
-            for grp in mine:
-                spec = self.spec_for(*grp)
-                todo = [n for n in names if (self.registry[n].tier <= FIRST) == phase
-                        and self.registry[n].supports(grp[0], grp[1]) and cell_key(n, spec) not in self.done]
-                if todo:
-                    out.append((grp, todo))
-        return out
+
+        def todo(grp, phase: bool) -> list[str]:
+            spec = self.spec_for(*grp)
+            return [n for n in names if (self.registry[n].tier <= FIRST) == phase
+                    and self.registry[n].supports(*grp[:2]) and cell_key(n, spec) not in self.done]
+        return [(grp, todo_names) for phase in (True, False) for grp in mine if (todo_names := todo(grp, phase))]
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
@@ -154,12 +149,12 @@ class Sweep:
                                      method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
                                      elapsed_s=now - self._t0, share_left_s=share_left, protected=protected)
 
-    def _prepare(self, method: Method, spec: CellSpec, reduced: bool = False) -> "_Prepared | dict":
-        """Build, warm up, measure peak memory. Returns the prepared cell or a failure row.
-        reduced: one warm-up call only (a protected cell predicted over its time budget)."""
+    def _prepare(self, method: Method, spec: CellSpec, decision: Decision) -> "_Prepared | dict":
+        """Build, warm up (once only for a protected cell on reduced calls), measure peak memory: the prepared
+        cell or a failure row."""
         self._status(f"{spec.level} {spec.pass_} N={spec.seq_len} {method.name}: warm-up")
         t0 = time.perf_counter()
-        warmup = 1 if reduced else self.cfg.warmup
+        warmup = 1 if decision.reduced else self.cfg.warmup
         try:
             built = method.build(spec)
             if self.device.type == "cpu":
@@ -179,7 +174,7 @@ class Sweep:
             exc = exc.with_traceback(None)
             built = None
             return self._failure(method, spec, exc)
-        return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend)
+        return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend, decision.reason)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
         """The row of a cell that raised: oom for a CUDA OOM, the RuntimeError of torch's CPU allocator or a
@@ -195,11 +190,11 @@ class Sweep:
         spec, method = p.spec, p.method
         sec = res.median_ms / 1e3
         cost = _safe_cost(method, spec)
+        mb = lambda nbytes: None if nbytes is None else nbytes / 2**20  # noqa: E731
         metrics = {
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
             "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method,
-            "reserved_mem_mb": p.mem.reserved_bytes / 2**20 if p.mem.reserved_bytes is not None else None,
-            "device_used_mb": p.mem.device_used_bytes / 2**20 if p.mem.device_used_bytes is not None else None,
+            "reserved_mem_mb": mb(p.mem.reserved_bytes), "device_used_mb": mb(p.mem.device_used_bytes),
             "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
             "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
@@ -211,38 +206,35 @@ class Sweep:
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
         return self._row(method, spec, "ok", p.note, **metrics)
 
+    def _gate(self, method: Method, spec: CellSpec):
+        """The row of a cell that will not be timed, or the budget decision of one that will."""
+        why = method.why_unavailable(self.device, self.dtype)
+        if why is not None:
+            return self._row(method, spec, "skipped", f"not available here: {why}")
+        # budgets first: a cell that will not be timed costs no correctness check either
+        decision = self._decide(method, spec)
+        if not decision.run:
+            est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
+            return self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
+                             mem_method="estimate" if est_mb is not None else None)
+        # the check runs the method at a short length beside a float64 reference (about 3x the
+        # method's own memory there); at a huge width even that may not fit
+        need = 3 * method.memory(builders.small_spec(spec))
+        if need > self.cfg.mem_budget_gb * 1e9:
+            return self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
+                             f"about {gb(need)} > memory budget {self.cfg.mem_budget_gb:g} GB")
+        ok, reason = self._check(method, spec)
+        return decision if ok else self._row(method, spec, "error", reason)
+
     def run_group(self, level: str, pass_: str, n: int, names: list[str]) -> None:
         spec = self.spec_for(level, pass_, n)
         prepared: dict[str, _Prepared] = {}
         for name in names:
-            method = self.registry[name]
-            why = method.why_unavailable(self.device, self.dtype)
-            if why is not None:
-                self._emit(self._row(method, spec, "skipped", f"not available here: {why}"))
-                continue
-            # budgets first: a cell that will not be timed costs no correctness check either
-            decision = self._decide(method, spec)
-            if not decision.run:
-                est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
-                self._emit(self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
-                                     mem_method="estimate" if est_mb is not None else None))
-                continue
-            # the check runs the method at a short length beside a float64 reference (about 3x the
-            # method's own memory there); at a huge width even that may not fit
-            need = 3 * method.memory(builders.small_spec(spec))
-            if need > self.cfg.mem_budget_gb * 1e9:
-                self._emit(self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
-                                     f"about {gb(need)} > memory budget {self.cfg.mem_budget_gb:g} GB"))
-                continue
-            ok, reason = self._check(method, spec)
-            if not ok:
-                self._emit(self._row(method, spec, "error", reason))
-                continue
-            got = self._prepare(method, spec, reduced=decision.reduced)
+            gate = self._gate(self.registry[name], spec)
+            got = gate if isinstance(gate, dict) else self._prepare(self.registry[name], spec, gate)
             if isinstance(got, dict):
                 self._emit(got)
             else:
-                got.note = decision.reason
                 prepared[name] = got
         if self.device.type == "cuda":
             # each memory measurement began with empty_cache(), which also returned the blocks of
