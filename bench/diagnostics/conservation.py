@@ -1,10 +1,5 @@
-"""The conservation bound: the wave convolution cannot add energy (docs/mechanism.md, "The kernel normalisation").
-
-Young's inequality: ||k * x||_p <= ||k||_1 ||x||_p for every p, and every kernel is normalised to
-sum |k| <= 1 over all lags. check_conservation takes the kernel as an argument, so a test can hand it
-an unnormalised one and watch it fail. On a model the convolution the layer really runs is checked
-(layer_conv_operands).
-"""
+"""The conservation bound (docs/mechanism.md, "The kernel normalisation"): by Young's inequality
+||k * x||_p <= ||k||_1 ||x||_p, and sum |k| <= 1, so the wave convolution cannot add energy."""
 from __future__ import annotations
 
 import math
@@ -33,11 +28,8 @@ class ConservationResult:
 
 
 def check_conservation(x: torch.Tensor, kernel: torch.Tensor, tol: float = 1e-5) -> ConservationResult:
-    """Ratios ||k * x||_p / ||x||_p per head for a causal convolution along the last axis.
-
-    x: (B, H, d, N) signals, kernel: (H, K >= N). The convolution runs in x's dtype through
-    causal_fft_conv. tol: fp32 rounding allowance, a ratio above 1 + tol fails.
-    """
+    """Ratios ||k * x||_p / ||x||_p per head of the causal convolution (in x's dtype) of x (B, H, d, N) with
+    kernel (H, K >= N), given as an argument so a test can pass an unnormalised one; above 1 + tol fails."""
     y = causal_fft_conv(x, kernel, layout="bhdn")  # (B, H, d, N)
     ratios = np.zeros((x.shape[1], len(P_NORMS)))
     for j, p in enumerate(P_NORMS.values()):
@@ -51,11 +43,8 @@ def check_conservation(x: torch.Tensor, kernel: torch.Tensor, tol: float = 1e-5)
 
 
 def layer_conv_operands(layer: WaveFieldAttention, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (signal, kernel) pair the layer's wave convolution really uses for deposits u (B, H, d, N).
-
-    Token path: (u, kernel at token lags n*s). Field path: (scattered field (B, H, d, G), kernel at
-    cell lags 0..G-1).
-    """
+    """The (signal, kernel) pair the layer's wave convolution really uses for deposits u (B, H, d, N): token
+    path (u, kernel at token lags n*s), field path (scattered field (B, H, d, G), kernel at cell lags 0..G-1)."""
     n = u.shape[-1]
     with torch.no_grad():
         if layer.path == "token":

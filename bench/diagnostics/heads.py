@@ -1,7 +1,5 @@
-"""Per-head physics: wave parameters, reach, role labels, kernels, measured impulse responses, coupling.
-
-Reach (docs/claims.md, claim 6) and the role rule: see role_rule_text.
-"""
+"""Per-head physics: wave parameters, reach and role (docs/claims.md, claim 6; the rule: role_rule_text),
+kernels, measured impulse responses, coupling."""
 from __future__ import annotations
 
 import bisect
@@ -10,8 +8,6 @@ import numpy as np
 import torch
 
 from wavefield_core.attention import WaveFieldAttention, wave_conv_bhdn
-
-ROLES = ("local", "medium", "long-range")
 
 
 def role_rule_text(thresholds) -> str:
@@ -22,14 +18,13 @@ def role_rule_text(thresholds) -> str:
 
 
 def role_of(reach_tokens: float, thresholds) -> str:
-    return ROLES[bisect.bisect_right(thresholds, reach_tokens)]
+    return ("local", "medium", "long-range")[bisect.bisect_right(thresholds, reach_tokens)]
 
 
 def head_params(layer: WaveFieldAttention, thresholds) -> list[dict]:
     """One dict per head: omega, alpha, phase, damping_raw, reach_cells, reach_tokens, role."""
     om, ph, al, raw = (c[:, 0] for c in _wave_params(layer))
-    reach = np.log(10.0) / al
-    s = float(layer.field_stride)
+    reach, s = np.log(10.0) / al, float(layer.field_stride)
     return [{"head": h, "omega": float(om[h]), "alpha": float(al[h]), "phase": float(ph[h]),
              "damping_raw": float(raw[h]), "reach_cells": float(reach[h]), "reach_tokens": float(reach[h] / s),
              "role": role_of(reach[h] / s, thresholds)} for h in range(layer.n_heads)]
@@ -51,24 +46,16 @@ def kernel_z(layer: WaveFieldAttention) -> np.ndarray:
 
 
 def analytic_kernel(layer: WaveFieldAttention, lags) -> np.ndarray:
-    """Closed-form normalised kernel at real cell `lags`, float64 numpy, (H, L).
-
-    Written out again here (not calling wavefield_core.kernel) so the impulse-response check
-    compares the fast path against an independent derivation:
-        k(t) = exp(-alpha t) cos(omega t + phi) / Z,
-        Z = sum_{t < R} |exp(-alpha t) cos(omega t + phi)| + exp(-alpha R) / (1 - exp(-alpha)).
-    """
+    """Closed-form normalised kernel exp(-alpha t) cos(omega t + phi) / Z at real cell `lags`, float64 (H, L):
+    written out again (not wavefield_core.kernel) so the impulse check compares against an independent path."""
     om, ph, al, _ = _wave_params(layer)
     t = np.asarray(lags, dtype=np.float64)[None, :]
     return np.exp(-al * t) * np.cos(om * t + ph) / kernel_z(layer)[:, None]
 
 
 def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
-    """What a unit deposit at token 0 must produce at tokens 0..N-1, per head: (H, N) float64.
-
-    Token 0 sits exactly on cell 0, so output n reads the kernel at position n*s: the bilinear read
-    (1-f) k(lo) + f k(lo+1) of the cell kernel, which is exactly k(n s) for integer s (f = 0).
-    """
+    """What a unit deposit at token 0 (on cell 0) must produce at tokens 0..N-1, per head, (H, N) float64:
+    the bilinear read (1-f) k(lo) + f k(lo+1) of the cell kernel at n*s, exactly k(n s) for integer s."""
     pos = np.arange(n, dtype=np.float64) * float(layer.field_stride)
     lo = np.floor(pos)
     frac = pos - lo
@@ -76,16 +63,14 @@ def analytic_token_response(layer: WaveFieldAttention, n: int) -> np.ndarray:
 
 
 def impulse_check(layer: WaveFieldAttention, n: int) -> dict:
-    """Feed a unit deposit at token 0 (every head, one channel) through the layer's own wave
-    convolution (wave_conv_bhdn, the path forward() runs): the measured (H, N) response, the
-    analytic one and their per-head max |diff|."""
+    """A unit deposit at token 0 (every head, one channel) through the layer's own wave convolution
+    (the path forward() runs): the measured (H, N) response, the analytic one, their per-head max |diff|."""
     u = torch.zeros(1, layer.n_heads, 1, n, device=layer.frequency.device, dtype=torch.float32)  # (B, H, d=1, N)
     u[..., 0] = 1.0
     with torch.no_grad():
         y = wave_conv_bhdn(u, layer.frequency, layer.damping, layer.phase, layer.field_stride, layer.path,
                            layer.norm_cells)
-    meas = y[0, :, 0, :].double().cpu().numpy()
-    ana = analytic_token_response(layer, n)
+    meas, ana = y[0, :, 0, :].double().cpu().numpy(), analytic_token_response(layer, n)
     return {"measured": meas, "analytic": ana, "max_abs_diff": np.abs(meas - ana).max(-1)}
 
 
