@@ -1,11 +1,7 @@
-"""One training job (one method, one seed, one peak LR) with resumable state.
-
-A step whose loss is non-finite on any rank is skipped on every rank (no backward, no update) and
-counted; too many in a row raise NonFiniteStop once the state is saved (exit 3). The resume state
-(<method>-seed<k>-last.pt, saved at every evaluation and on a stop) holds everything the remaining
-steps depend on, RNG states of every rank and the partial train-loss sums included, so a resumed job
-replays exactly the steps of an uninterrupted one. The best-validation weights go to <method>-seed<k>.pt.
-"""
+"""One training job (one method, seed and peak LR). A step non-finite on any rank is skipped on every rank and
+counted (too many in a row: NonFiniteStop, state saved). The resume state <job>-last.pt holds all the remaining steps
+depend on (every rank's RNGs and partial loss sums too), so a resumed job replays an uninterrupted one exactly
+(docs/quality.md, "Interrupted runs"); the best-validation weights go to <job>.pt."""
 from __future__ import annotations
 
 import math
@@ -30,8 +26,7 @@ from bench.quality.schema import CURVE_COLUMNS, is_job
 
 
 class NonFiniteStop(Exception):
-    """Too many non-finite steps in a row; the message is one line for the user (exit 3).
-    `row` is the job's final.csv row with NaN test metrics (a diverged point of an LR sweep)."""
+    """Too many non-finite steps in a row (a one-line message, exit 3); `row`: the job's NaN-metrics final.csv row."""
 
     def __init__(self, message: str, row: dict | None = None):
         super().__init__(message)
@@ -54,12 +49,9 @@ class Plan:
 
 
 def make_plan(p, batches_per_epoch: int) -> Plan:
-    if p.steps > 0:
-        total, budget = p.steps, f"steps={p.steps}"
-    elif p.epochs > 0:
-        total, budget = max(1, round(p.epochs * batches_per_epoch)), f"epochs={p.epochs:g}"
-    else:
-        total, budget = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))), f"tokens={p.tokens}"
+    total, budget = ((p.steps, f"steps={p.steps}") if p.steps > 0 else
+                     (max(1, round(p.epochs * batches_per_epoch)), f"epochs={p.epochs:g}") if p.epochs > 0 else
+                     (max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))), f"tokens={p.tokens}"))
     warmup = round(p.warmup_epochs * batches_per_epoch) if p.warmup_epochs > 0 else p.warmup_steps
     eval_every = p.eval_every or batches_per_epoch
     return Plan(total_steps=total, warmup_steps=min(warmup, total), eval_every=eval_every,
@@ -144,19 +136,6 @@ class JobState:
     curves: list = field(default_factory=list)
 
 
-def _rng_state(device: torch.device) -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     """Train (or finish training) one method at one seed and peak LR, test the best-validation weights
     and return the final.csv row. Curve rows are appended to curves.csv as they are measured."""
@@ -189,13 +168,20 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             train_b.load_state_dict(ts["batcher"])
             st = JobState(**ts["job"])
             mine = ts["ranks"][ctx.rank]
-            _set_rng_state(mine["rng"], dev)
+            torch.set_rng_state(mine["rng"]["torch"])
+            random.setstate(mine["rng"]["python"])
+            np.random.set_state(mine["rng"]["numpy"])
+            if dev.type == "cuda" and mine["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(mine["rng"]["cuda"], dev)
             acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise UsageError(f"{last_path} holds no usable resume state ({one_line(exc, 200, named=True)}); "
                              f"delete it to train {method} seed {seed} from the start") from None
-    if ctx.is_main:
-        _reset_curves(rc.run_dir / "curves.csv", method, seed, peak_lr, st.curves)
+    if ctx.is_main:  # this job's curve rows: those the saved state knows (a crash may have left more)
+        existing = read_table(rc.run_dir / "curves.csv", cut="drop")
+        others = [r for r in existing if not is_job(r, method, seed, peak_lr)]
+        if len(others) < len(existing) or st.curves:
+            CsvLog(rc.run_dir / "curves.csv", CURVE_COLUMNS).rewrite(others + list(st.curves))
 
     raw = model
     if ctx.enabled:
@@ -218,7 +204,9 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             CsvLog(rc.run_dir / "curves.csv", CURVE_COLUMNS).append(row)
 
     def save_state() -> None:
-        ranks = ctx.gather({"rng": _rng_state(dev), "acc": acc.tolist()})
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+               "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+        ranks = ctx.gather({"rng": rng, "acc": acc.tolist()})
         if ctx.is_main:
             st.wall_s = wall()
             save(last_path, meta={**meta, "step": st.step},
@@ -334,12 +322,3 @@ def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: 
         "best_val_loss": st.best_val_loss, "best_val_ppl": st.best_val_ppl, "steps": st.step, "tokens": st.tokens,
         "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method, "peak_lr": peak_lr,
     }
-
-
-def _reset_curves(path: Path, method: str, seed: int, peak_lr: float, rows: list) -> None:
-    """Drop this job's rows from curves.csv (a crashed attempt may have left rows past the saved state)
-    and put back the rows the saved state knows about."""
-    existing = read_table(path, cut="drop")
-    others = [r for r in existing if not is_job(r, method, seed, peak_lr)]
-    if len(others) < len(existing) or rows:
-        CsvLog(path, CURVE_COLUMNS).rewrite(others + list(rows))
