@@ -1,8 +1,6 @@
-"""Tokenizers for the quality benchmark: true character level, and byte-level BPE.
-
-Both are trained on the train split only, reserve id 0 for <pad> and id 1 for <unk>, and share one
-interface: encode, encode_array, encode_lines, decode (drops <pad>), describe, save/load, vocab_size.
-"""
+"""Tokenizers of the quality benchmark, true character level and byte-level BPE: both trained on the train split
+only, ids 0 and 1 for <pad> and <unk>, one interface (encode, encode_array, encode_lines, decode without <pad>,
+describe, save/load, vocab_size)."""
 from __future__ import annotations
 
 import json
@@ -20,8 +18,7 @@ from bench.quality.presets import TOKENIZER_CHOICES as TOKENIZER_KINDS
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-# 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller than this.
-MIN_BPE_VOCAB = 258
+MIN_BPE_VOCAB = 258  # 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller
 
 
 class CharTokenizer:
@@ -38,8 +35,7 @@ class CharTokenizer:
         self._stats = dict(stats or {})
 
     @classmethod
-    def train(cls, text: str, min_count: int = 5) -> "CharTokenizer":
-        """Build the vocabulary from `text` (the train split)."""
+    def train(cls, text: str, min_count: int = 5) -> "CharTokenizer":  # on the train split
         cps, counts = np.unique(_codepoints(text), return_counts=True)
         keep = counts >= min_count
         stats = {"train_chars": int(counts.sum()), "distinct_train_chars": int(len(cps)),
@@ -51,14 +47,12 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return 2 + len(self.chars)
 
-    def encode_array(self, text: str) -> np.ndarray:
-        """Vectorised lookup: bisect each code point into the sorted vocabulary (a dict per char is ~20x slower)."""
+    def encode_array(self, text: str) -> np.ndarray:  # bisecting the sorted code points: a dict is ~20x slower
         cps = _codepoints(text)
         if len(self._codepoints) == 0:
             return np.full(len(cps), UNK_ID, dtype=np.int64)
         pos = np.searchsorted(self._codepoints, cps).clip(max=len(self._codepoints) - 1)
-        hit = self._codepoints[pos] == cps
-        return np.where(hit, pos.astype(np.int64) + 2, UNK_ID)
+        return np.where(self._codepoints[pos] == cps, pos.astype(np.int64) + 2, UNK_ID)
 
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
@@ -84,9 +78,8 @@ class CharTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE (GPT-2 style pre-tokenisation) trained with the HF `tokenizers` library.
-
-    Every byte is in the initial alphabet, so any text round-trips exactly and <unk> never fires."""
+    """Byte-level BPE (GPT-2 pre-tokenisation, HF `tokenizers`): every byte is in the initial alphabet, so any text
+    round-trips exactly and <unk> never fires."""
 
     kind = "bpe"
     pad_id, unk_id = PAD_ID, UNK_ID
@@ -134,8 +127,7 @@ class BPETokenizer:
     def describe(self) -> dict:
         return {"kind": self.kind, "vocab_size": self.vocab_size, **self._stats}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the standard HF tokenizer.json (loadable by any `tokenizers` user)."""
+    def save(self, path: str | os.PathLike) -> None:  # the standard HF tokenizer.json
         self._tok.save(str(path))
 
     @classmethod
@@ -147,15 +139,12 @@ class BPETokenizer:
 
 def build_tokenizer(kind: str, train_text: str, vocab_size: int = 8000, min_count: int = 5):
     """Train a tokenizer of `kind` ("char" or "bpe") on the train split."""
-    if kind == "char":
-        return CharTokenizer.train(train_text, min_count=min_count)
-    if kind == "bpe":
-        return BPETokenizer.train(train_text, vocab_size=vocab_size)
-    raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
+    if kind not in TOKENIZER_KINDS:
+        raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
+    return CharTokenizer.train(train_text, min_count) if kind == "char" else BPETokenizer.train(train_text, vocab_size)
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """Load a tokenizer saved by either class."""
+def load_tokenizer(path: str | os.PathLike):  # saved by either class
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"tokenizer file not found: {p} (expected a tokenizer.json written by save())")
