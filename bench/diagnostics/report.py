@@ -11,8 +11,7 @@ from bench.diagnostics.run import COLUMNS, QUANTITIES
 
 
 def write_csv(rows: list[dict], path: str | Path) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df.to_csv(path, index=False)
+    (df := pd.DataFrame(rows, columns=COLUMNS)).to_csv(path, index=False)
     return df
 
 
@@ -24,8 +23,7 @@ def read_csv(path: str | Path) -> pd.DataFrame:
 
 
 def fmt(x) -> str:
-    """Four significant digits; eight next to the Young bound of 1, where the digits that matter are
-    (bench.common.timings.fmt would print 1.00001 as 1.00); an exponent for the very small or large."""
+    """Four significant digits; eight next to the Young bound of 1 (where timings.fmt prints 1.00001 as 1.00)."""
     x = float(x)
     if x == 0:
         return "0"
@@ -36,10 +34,6 @@ def fmt(x) -> str:
 
 def _sel(df: pd.DataFrame, check: str, prefix: str = "") -> pd.DataFrame:
     return df[(df["check"] == check) & df["quantity"].str.startswith(prefix)]
-
-
-def _is_layer(v) -> bool:
-    return isinstance(v, int)
 
 
 def _verdict(verdicts: pd.Series) -> str:
@@ -54,14 +48,12 @@ def _wide(df: pd.DataFrame, check: str, index, names: dict) -> pd.DataFrame:
 
 def verdict_lines(df: pd.DataFrame) -> list[str]:
     """One line per check: VERDICT, what, the largest value, the threshold."""
-    c = _sel(df, "causality")
-    per_layer, model = c[c["layer"].map(_is_layer)], c[c["layer"] == "model"]
+    c, imp = _sel(df, "causality"), _sel(df, "impulse")
+    per_layer, model = c[c["layer"].map(lambda v: isinstance(v, int))], c[c["layer"] == "model"]
     checks = [  # (rows, what, what follows the threshold)
-        (_sel(df, "impulse"), "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|",
-         f", {len(_sel(df, 'impulse'))} heads"),
+        (imp, "impulse response measured through wave_conv_bhdn == analytic kernel, |diff|", f", {len(imp)} heads"),
         (_sel(df, "instrumentation"), "instrumented attention forward == layer.forward, relative diff", ""),
-        (_sel(df, "conservation", "ratio_p"),
-         "conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf", ""),
+        (_sel(df, "conservation", "ratio_p"), "conservation (Young) ||k*x||_p/||x||_p on real deposits, p=1,2,inf", ""),
         (_sel(df, "conservation", "sum_abs_k"), "kernel L1 norm sum|k| (used lags and all lags)", "")]
     for kind, label in (("perturbation", "perturb token t"), ("gradient", "d out_i / d in_j, j > i")):
         for rows, where in ((per_layer, "per layer"), (model, "full model")):
@@ -134,7 +126,7 @@ def causality_table(df: pd.DataFrame) -> pd.DataFrame:
             if s.empty:
                 continue
             leaks = (s["value"] > s["threshold"].astype(float)).any()
-            rows.append({"group": groups[check], "operator": f"layer {layer}" if _is_layer(layer) else layer,
+            rows.append({"group": groups[check], "operator": f"layer {layer}" if isinstance(layer, int) else layer,
                          "probe": kind, "N": int(d.loc[d["quantity"] == f"{kind}:N", "value"].iloc[0]),
                          "positions": ",".join(q.split("@")[1] for q in s["quantity"]),
                          "max leak score": s["value"].max(),
