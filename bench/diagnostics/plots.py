@@ -30,8 +30,7 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     params, meas, ana, layer = kern["params"], kern["measured"], kern["analytic"], kern["layer"]
     s = float(layer.field_stride)
     fig, axes = _panels(len(params), 4, 3.6, 2.8, extra_height=0.6)
-    n_tok = meas.shape[1]
-    z = kernel_z(layer)
+    n_tok, z = meas.shape[1], kernel_z(layer)
     for p, ax in zip(params, axes.flat):
         h = p["head"]
         reach = 0.0 if math.isnan(p["reach_cells"]) else p["reach_cells"]  # NaN damping: the shortest span
@@ -82,8 +81,7 @@ def plot_coupling(couplings: dict, stats: pd.DataFrame, path: Path, footer: str)
         ax.set_title(f"layer {i}: ||P-I||_F={s.iloc[1]:.2f}, off-diag={s.iloc[2]:.2f}", fontsize=8)
         ax.set_xlabel("source head h'", fontsize=7)
         ax.set_ylabel("target head h", fontsize=7)
-        ax.set_xticks(range(p.shape[1]))  # heads are whole numbers: no 0.5 or 2.5 ticks
-        ax.set_yticks(range(p.shape[0]))
+        ax.set(xticks=range(p.shape[1]), yticks=range(p.shape[0]))  # heads are whole numbers: no 0.5 or 2.5 ticks
         ax.tick_params(labelsize=6)
     height = fig.get_figheight()  # inches: room for the suptitle on top and the footer below
     fig.subplots_adjust(left=0.08, right=0.86, bottom=0.45 / height, top=1 - 0.7 / height, hspace=0.5, wspace=0.35)
@@ -105,9 +103,8 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     for color, (i, per) in zip(colors, energy.items()):
         a2.plot(per["residual_out"][0], color=color, lw=0.8, label=f"after block {i}")
     a2.set(yscale="log", xlabel="token position (batch element 0)", ylabel="per-token RMS of residual stream")
-    plain = FuncFormatter(lambda y, _: f"{y:.3g}")  # 0.71, not 7.1 x 10^-1 (which ran into the axis label)
-    a2.yaxis.set_major_formatter(plain)
-    a2.yaxis.set_minor_formatter(plain)
+    for set_formatter in (a2.yaxis.set_major_formatter, a2.yaxis.set_minor_formatter):
+        set_formatter(FuncFormatter(lambda y, _: f"{y:.3g}"))  # 0.71, not 7.1 x 10^-1 (ran into the axis label)
     a2.set_title("residual stream per token", fontsize=9)
     a2.legend(fontsize=6)
     for color, (i, per) in zip(colors, energy.items()):
@@ -128,8 +125,7 @@ def plot_causality(ctable: pd.DataFrame, path: Path, footer: str, tol: float) ->
     colors = ["C3" if g == "leak demo" else ("C0" if g == "model" else "C2") for g in ctable["group"]]
     fig, ax = plt.subplots(figsize=(9, 0.22 * len(labels) + 1.5))
     ax.barh(range(len(labels)), vals, color=colors)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-20, 10)
+    ax.set(xscale="log", xlim=(1e-20, 10))
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     ax.invert_yaxis()
     ax.axvline(tol, color="k", ls="--", lw=0.8, label=f"leak threshold {tol:g}")
