@@ -17,8 +17,8 @@ IMPROVING, FLATTENING = 0.01, 0.002  # relative validation-loss fall over the ta
 
 def job_curve(curves: list[dict], method: str, seed: int, lr: float, split: str = "val") -> list[dict]:
     """The rows of one job and split, in step order (rows without peak_lr count as `lr`)."""
-    rows = [r for r in curves if r["split"] == split and is_job(r, method, seed, lr)]
-    return sorted(rows, key=lambda r: int(float(r["step"])))
+    return sorted((r for r in curves if r["split"] == split and is_job(r, method, seed, lr)),
+                  key=lambda r: int(float(r["step"])))
 
 
 def interp(rows: list[dict], xkey: str, x: float) -> float:
@@ -61,8 +61,7 @@ def convergence(curves: list[dict], method: str, seed: int, lr: float, row: dict
 
 
 def equal_wall(curves: list[dict], wave: dict[int, dict], base: dict[int, dict]) -> tuple[list[float], float]:
-    """Validation PPL ratio wave / base at the same job time, per seed: the time is the shorter job's
-    last evaluation. Returns (the ratio of each seed, the mean time in seconds)."""
+    """(wave / base validation PPL per seed at the shorter job's last evaluation time, the mean of those times)."""
     ratios, times = [], []
     for w, b in _curve_pairs(curves, wave, base):
         if not w or not b:

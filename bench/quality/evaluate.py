@@ -1,6 +1,5 @@
-"""Metrics of a language model on one split: token-weighted loss, ppl, bpc and top-1 accuracy (primary),
-and the paper's mean of per-batch mean losses (short last batches weigh as much as full ones).
-"""
+"""Metrics of a language model on one split: token-weighted loss, ppl, bpc and top-1 accuracy (primary), and the
+paper's mean of per-batch mean losses (short last batches weigh as much as full ones)."""
 from __future__ import annotations
 
 import math
@@ -38,9 +37,8 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, device: torch.device, tokens_per_char: float,
              max_batches: int, autocast, ctx: Dist) -> dict:
-    """Evaluate `model` (unwrapped, not DDP) on an unshuffled batcher from its first batch (rewound);
-    max_batches = 0 scores the whole split. Under DDP the ranks take the batches round-robin. Returns
-    loss, ppl, bpc, acc, batch_mean_loss, batch_mean_ppl, tokens and batches."""
+    """Metrics of `model` (unwrapped, not DDP) on an unshuffled batcher rewound to its first batch; max_batches = 0
+    scores the whole split; under DDP the ranks take the batches round-robin."""
     was_training = model.training
     model.eval()
     batches.load_state_dict({"epoch": 0, "position": 0})

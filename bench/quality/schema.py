@@ -1,6 +1,5 @@
-"""curves.csv and final.csv: the long-format sources every table and plot of a quality run comes from,
-and how a row names its job (method, seed, peak LR).
-"""
+"""curves.csv and final.csv, the long-format sources of every table and plot of a quality run, and how a row
+names its job (method, seed, peak LR)."""
 from __future__ import annotations
 
 import math
@@ -30,8 +29,7 @@ def lr_of(row: dict, default: float = math.nan) -> float:
 
 
 def same_lr(a: float, b: float) -> bool:
-    """Two peak LRs, one read back from a CSV, are the same (NaN: unknown, as in rows without the column,
-    matches NaN)."""
+    """Two peak LRs, one read back from a CSV, are the same (NaN, unknown, matches NaN)."""
     return math.isclose(a, b, rel_tol=1e-9) or (math.isnan(a) and math.isnan(b))
 
 
