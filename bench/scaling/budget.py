@@ -1,11 +1,7 @@
-"""Budget predictor: decide, before running a cell, whether it fits the time and memory budgets
-(the rules: docs/method.md, "The budget predictor" and "Run order", protected cells), from the
-peak-memory estimates below and the cost model's (bench.scaling.costs) time.
-
-The memory estimates (bytes, inputs included) are deliberately generous: a cell predicted just under
-the budget that then needs more would meet the kernel's OOM killer on CPU. Units: `unit` = one
-(B, H, N, d) tensor of the dtype, `f32` = one such tensor in float32 (the FFT math dtype); constants
-checked against torch-profiler peaks on CPU.
+"""Budget predictor: whether a cell fits the time and memory budgets, decided before it runs (docs/method.md, "The
+budget predictor" and "Run order"). The memory estimates (bytes, inputs included) are deliberately generous: a cell
+predicted just under the budget that then needs more would meet the OOM killer on CPU. `unit` = one (B, H, N, d)
+tensor of the dtype, `f32` = one in float32 (the FFT math dtype); constants checked against torch-profiler peaks.
 """
 from __future__ import annotations
 
@@ -29,16 +25,13 @@ ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
 FIT_POINTS = 3
 
 
+def secs(x: float, unit: str = "s") -> str:
+    """'3.2 s'; below 1 two significant digits ('0.008 s > 0.0004 s left', where one decimal compared 0.0 with 0)."""
+    return f"{x:.1f} {unit}" if x >= 1 else f"{x:.2g} {unit}"
+
+
 def gb(nbytes: float) -> str:
-    """'34.4 GB'; below 1 GB two significant digits ('0.0027 GB', where one decimal said 0.0 GB)."""
-    x = nbytes / 1e9
-    return f"{x:.1f} GB" if x >= 1 else f"{x:.2g} GB"
-
-
-def secs(seconds: float) -> str:
-    """'3.2 s'; below 1 s two significant digits ('0.008 s > 0.0004 s left', where 'predicted 0.0 s > 0 s left'
-    compared two roundings to zero)."""
-    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
+    return secs(nbytes / 1e9, "GB")
 
 
 @dataclass
@@ -64,7 +57,7 @@ class Predictor:
             self.points.setdefault(series, {})[n] = seconds
 
     def block_longer(self, series: tuple, reason: str, cause: str = "time") -> None:
-        """Skip every longer length of series; cause "time" (predicted over budget) or "memory"."""
+        """Skip every longer length of series; cause "time" or "memory"."""
         self.stuck.setdefault(series, (reason, cause))
 
     def call_seconds(self, series: tuple, n: int, kind: str, flops_at: Callable[[int], float],
@@ -87,11 +80,9 @@ class Predictor:
 
     def decide(self, series: tuple, n: int, kind: str, est_bytes: float, flops_at, bytes_at,
                elapsed_s: float = 0.0, share_left_s: float | None = None, protected: bool = False) -> Decision:
-        """Run or skip (with the reason) a cell of `series` at length n.
-
-        elapsed_s: seconds the sweep has run (against total_budget); share_left_s: seconds left of
-        the current (level, pass)'s share of the total budget (see share_out); protected: never
-        skip for time, run reduced instead."""
+        """Run or skip (with the reason) a cell of `series` at length n. elapsed_s: seconds the sweep has run;
+        share_left_s: seconds left of the current (level, pass)'s share (share_out); protected: reduced, not skipped,
+        for time."""
         stuck = self.stuck.get(series)
         if stuck is not None and (not protected or stuck[1] == "memory"):
             return Decision(False, stuck[0])
@@ -110,8 +101,7 @@ class Predictor:
 
     def _over_budget(self, cell_s: float, call_s: float, basis: str, elapsed_s: float,
                      share_left_s: float | None) -> str:
-        """Why a cell predicted at cell_s seconds is over the per-cell budget, the total budget or its
-        level/pass's share of the total; '' when it is within all three."""
+        """Why a cell of cell_s seconds is over the per-cell budget, the total or its level/pass's share; '' if not."""
         if cell_s > self.time_budget:
             per_call = f"{call_s * 1e3:.1f} ms" if call_s < 1 else f"{call_s:.2f} s"
             return (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
@@ -130,18 +120,16 @@ SHARE_WEIGHTS = {("core", "fwd"): 3.0}
 
 
 def share_out(total_left: float, segments: list[tuple[str, str]]) -> float:
-    """Seconds the first of `segments` (the (level, pass) pairs still to run, in order) may use:
-    its weighted share of what is left of the total budget. Time a segment leaves unused rolls over
-    to the ones after it, so on a fast machine nothing is cut; on a slow one every level still gets
-    measured at its shorter lengths instead of the last levels getting nothing."""
+    """Seconds the first of `segments` (the (level, pass) pairs still to run) may use: its weighted share of what is
+    left; unused time rolls over, so on a slow machine every level still gets its shorter lengths."""
     weights = [SHARE_WEIGHTS.get(seg, 1.0) for seg in segments]
     return total_left * weights[0] / sum(weights) if weights else total_left
 
 
 def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, materializes: bool) -> float:
-    """Naive attention (or SDPA's math kernel) keeps (B, H, N, N) float32 scores: about 2 alive at
-    once in the forward (scores and the next elementwise result), 4 in fwdbwd (saved probs, their
-    gradient, the softmax gradient, a temporary). Fused kernels keep O(B H N d)."""
+    """Naive attention (or SDPA's math kernel) keeps (B, H, N, N) float32 scores: about 2 alive in the forward
+    (scores, the next elementwise result), 4 in fwdbwd (saved probs, their gradient, the softmax gradient, a
+    temporary). Fused kernels keep O(B H N d)."""
     unit = b * h * n * d * elem
     if materializes:
         scores = b * h * n * n * 4
@@ -173,8 +161,7 @@ def floor_memory(spec: CellSpec, path: str) -> float:
 
 
 def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
-    """The cell's estimate from its mixing operator's core_bytes(b, h, n, d, elem, pass_), plus what the
-    layer and model levels keep on top of it."""
+    """The estimate from the mixing operator's core_bytes(b, h, n, d, elem, pass_), plus what layer and model add."""
     at = partial(core_bytes, spec.batch, spec.heads, spec.seq_len, spec.row_head_dim, spec.elem)
     core = at(spec.pass_)
     b, n, d_model = spec.batch, spec.seq_len, spec.d_model

@@ -1,8 +1,5 @@
-"""Cost model: FLOPs and minimum bytes of one call of a cell's timed closure, and the roofline.
-
-The conventions (what is counted, the pass multipliers, the FFT length M) are in docs/method.md,
-"Cost model".
-"""
+"""Cost model: FLOPs and minimum bytes of one call of a cell's timed closure, and the roofline (the conventions:
+docs/method.md, "Cost model")."""
 from __future__ import annotations
 
 import math
@@ -12,9 +9,7 @@ from wavefield_core.fftconv import fast_fft_size, field_cells
 
 SOFTMAX_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.5}
 MATMUL_PASS_MULT = {"fwd": 1.0, "fwdbwd": 3.0}
-# the wave backward runs three long transforms (rfft of the gradient, rfft of x again, irfft of
-# grad_x) against the forward's two
-WAVE_BWD_FACTOR = 1.5
+WAVE_BWD_FACTOR = 1.5  # three long transforms in the backward (rfft of dy, rfft of x, irfft of dx) against two
 INTERFERENCE_EVERY = 3  # WaveFieldLM default: a field-interference module after every 3rd block
 
 
@@ -35,9 +30,8 @@ def fft_conv_flops(rows: int, m: int) -> float:
 
 
 def conv_length(n: int, stride: float, path: str) -> tuple[int, int]:
-    """(L, M): what the wave core (or its fft floor) convolves, N tokens on the token path or
-    G = field_cells(N, s) = ceil((N - 1) s) + 2 cells on the field path, and the FFT length M it pads to
-    (the scan path uses no FFT; its memory estimate borrows the token path's size)."""
+    """(L, M): the length the wave core (or its fft floor) convolves, N tokens or G = ceil((N - 1) s) + 2 field
+    cells, and the FFT length M it pads to (the scan path has no FFT; its memory estimate borrows the token path's)."""
     length = field_cells(n, stride) if path == "field" else n
     return length, fast_fft_size(2 * length - 1)
 
@@ -49,17 +43,13 @@ def softmax_flops(b: int, h: int, n: int, d: int, pass_: str, causal: bool = Tru
 
 def wave_flops(b: int, h: int, n: int, d: int, m: int, pass_: str) -> float:
     """The long convolution of B H d rows plus the kernel's own FFT (H rows), both again in the backward."""
-    conv = fft_conv_flops(b * h * d, m)
-    kern = rfft_flops(h, m)
-    if pass_ == "fwd":
-        return conv + kern
-    return conv * (1.0 + WAVE_BWD_FACTOR) + 2.0 * kern
+    conv, kern = fft_conv_flops(b * h * d, m), rfft_flops(h, m)
+    return conv + kern if pass_ == "fwd" else conv * (1.0 + WAVE_BWD_FACTOR) + 2.0 * kern
 
 
 def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> float:
-    """The recurrent (scan) path, wavefield_core/recurrent.py, chunk C: intra-chunk Toeplitz
-    matmul 2 C per element, chunk states 4 per element (complex weights), carry-in 4 per element,
-    and the doubling scan over N/C chunk states (8 log2(N/C) per state): about 2 B H N d (C + 4)."""
+    """The scan path (wavefield_core/recurrent.py), chunk C: intra-chunk Toeplitz matmul 2 C per element, chunk
+    states and carry-in 4 each, the doubling scan 8 log2(N/C) per chunk state: about 2 B H N d (C + 4)."""
     rows = b * h * d
     chunks = max(1, math.ceil(n / chunk))
     fwd = rows * n * (2.0 * chunk + 8.0) + rows * chunks * 8.0 * max(1.0, math.log2(chunks))
@@ -68,8 +58,7 @@ def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> f
 
 def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
                 stride: float = 4.0) -> Cost:
-    """The core level: the sequence-mixing operator on ready (B, H, N, d) inputs. Bytes: the inputs
-    (softmax: q, k, v; wave: k, v) read and y written; fwdbwd also reads dy and writes the input grads."""
+    """The core level: the sequence mixer on ready (B, H, N, d) inputs (softmax: q, k, v; wave: k, v)."""
     n_in = 3 if kind == "softmax" else 2
     nbytes = (n_in + 1) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)
     if kind == "softmax":
@@ -84,9 +73,8 @@ def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, ele
 
 def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
                         interference: bool = False) -> int:
-    """Matmul weights touched per token by an LM whose mixer has `layer_params` matmul weights: layers
-    (mixer + FFN), the tied head V x D and, for the wave LM (interference), its interference modules
-    (D->D/4, D/4->D, two DxD projections, 2D->D gate = 4.5 D^2 each)."""
+    """Matmul weights touched per token by an LM whose mixer has `layer_params`: layers (mixer + FFN), the tied head
+    V x D and, for the wave LM, its interference modules (D->D/4, D/4->D, two DxD, 2D->D gate = 4.5 D^2 each)."""
     total = n_layers * (layer_params + 2 * d_model * d_ff) + vocab * d_model
     if interference:
         r = d_model // 4
@@ -95,11 +83,8 @@ def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: in
 
 
 def level_cost(spec, core: Cost, layer_params: int, interference: bool = False) -> Cost:
-    """The cost of a cell (a CellSpec) from its mixing operator's cost at the cell's head_dim and the
-    matmul weights of one layer: 2 FLOPs per matmul weight per token (x3 for fwdbwd) on top of the
-    mixer (once per layer in the model). Layer bytes: x read, y written and the weights read (fwdbwd:
-    dy, dx and the weight grads too); model bytes: tokens and targets (int64), weights and logits
-    (fwdbwd: weight grads and AdamW's 7 float32 words per parameter)."""
+    """The cost of a cell (a CellSpec) from its mixer's cost and the matmul weights of one layer (docs/method.md,
+    "Cost model": layer and model, minimum bytes)."""
     if spec.level == "core":
         return core
     b, n, d_model, elem, fwd = spec.batch, spec.seq_len, spec.d_model, spec.elem, spec.pass_ == "fwd"
@@ -123,7 +108,7 @@ def method_cost(kind: str, path: str | None, spec) -> Cost:
 
 
 def floor_cost(spec, path: str) -> Cost:
-    """fft-floor / fft-floor-field: float32 input (B, H, d, L) read, output written, spectrum read."""
+    """fft-floor / fft-floor-field: float32 x (B, H, d, L) read, output written, spectrum read."""
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     rows = spec.batch * spec.heads * spec.head_dim
     return Cost(fft_conv_flops(rows, m), 2.0 * rows * length * 4 + spec.heads * (m // 2 + 1) * 8)
@@ -145,13 +130,12 @@ PEAKS = (
 
 def device_peak(device_name: str | None) -> DevicePeak | None:
     """The known peak of a GPU by name ('NVIDIA H200' -> H200), None for CPUs and unknown GPUs."""
-    upper = (device_name or "").upper()
-    return next((peak for peak in PEAKS if upper and peak.name in upper), None)
+    return next((peak for peak in PEAKS if device_name and peak.name in device_name.upper()), None)
 
 
 def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str, dtype: str) -> float | None:
-    """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown. Wave and
-    reference rows use the fp32 peak: their FFT math is float32 whatever the dtype."""
+    """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown; wave and reference rows
+    against the fp32 peak (their FFT math is float32 whatever the dtype)."""
     if peak is None or not seconds or seconds <= 0:
         return None
     fp32 = peak.flops["float32"]
@@ -160,9 +144,8 @@ def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str
 
 
 def copy_bandwidth(device, nbytes: int = 1 << 29, reps: int = 5) -> float:
-    """Bytes/s a device-to-device copy moves (read + write counted), best of `reps`: the memory
-    roofline a memory-bound operator is held to, measured on this device in this run rather than
-    taken from a datasheet."""
+    """Bytes/s of a device-to-device copy (read + write), best of `reps`: the memory roofline a memory-bound
+    operator is held to, measured in this run rather than taken from a datasheet."""
     import torch
 
     from bench.common.timing import time_calls, warm_up
@@ -177,8 +160,7 @@ def copy_bandwidth(device, nbytes: int = 1 << 29, reps: int = 5) -> float:
 
 
 def over_memory_bound(cost: "Cost | None", seconds: float, bandwidth: float | None) -> float | None:
-    """Measured time / the time the cost's minimum bytes take at `bandwidth` (1.0 = at the memory
-    roofline; the target for a fused memory-bound kernel is within 2)."""
+    """Measured time / the time the minimum bytes take at `bandwidth` (1.0: at the memory roofline; target <= 2)."""
     if cost is None or not bandwidth or not cost.bytes or seconds <= 0:
         return None
     return seconds / (cost.bytes / bandwidth)

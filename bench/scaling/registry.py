@@ -1,7 +1,10 @@
-"""The method registry: every benchmarked method is one Method record (data, not code), naming its
-builder, memory estimate, cost, correctness check and availability, bound with functools.partial.
-"""
+"""The method registry: every benchmarked method is one Method record (data, not code), naming its builder, memory
+estimate, cost, correctness check and availability, bound with functools.partial."""
 from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
 
 from dataclasses import dataclass, replace
 from functools import partial
@@ -91,10 +94,6 @@ def _triton(device: torch.device, dtype=None) -> str | None:
 
 def _compiler(device: torch.device, dtype=None) -> str | None:
     """torch.compile's inductor needs a C++ compiler on CPU and triton on CUDA."""
-    import importlib.util
-    import os
-    import shutil
-
     if device.type == "cuda":
         return None if importlib.util.find_spec("triton") else \
             "torch.compile on CUDA needs triton, which is not installed"
@@ -103,36 +102,40 @@ def _compiler(device: torch.device, dtype=None) -> str | None:
         f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
 
 
-def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True,
-          levels=LEVELS, compiled: bool = False, tier: int = EXTRA) -> Method:
-    return Method(name, "wave", description,
-                  build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  memory=partial(budget.wave_memory, path=path),
-                  cost=partial(costs.method_cost, "wave", path),
-                  check=partial(builders.check_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  why_unavailable=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
-                  uses_stride=True, integer_stride=path != "field")
+def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", compiled: bool = False,
+          default: bool = True, **fields) -> Method:
+    bind = dict(path=path, v_layout=v_layout, compiled=compiled)
+    fields.setdefault("why_unavailable", _compiler if compiled else _always)
+    return Method(name, "wave", description, partial(builders.build_wave, **bind),
+                  partial(budget.wave_memory, path=path), partial(costs.method_cost, "wave", path),
+                  partial(builders.check_wave, **bind), default=default, uses_stride=True,
+                  integer_stride=path != "field", **fields)
 
 
-def _softmax(name: str, impl: str, backend: str | None, description: str, available, default=False,
-             tier: int = EXTRA) -> Method:
-    return Method(name, "softmax", description,
-                  build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
-                  memory=partial(budget.softmax_memory, impl=impl, sdpa_backend=backend),
-                  cost=partial(costs.method_cost, "softmax", None),
-                  check=partial(builders.check_softmax, impl=impl, sdpa_backend=backend),
-                  why_unavailable=available, default=default, tier=tier)
+def _softmax(name: str, impl: str, backend: str | None, description: str, available, **fields) -> Method:
+    bind = dict(impl=impl, sdpa_backend=backend)
+    return Method(name, "softmax", description, partial(builders.build_softmax, **bind),
+                  partial(budget.softmax_memory, **bind), partial(costs.method_cost, "softmax", None),
+                  partial(builders.check_softmax, **bind), available, **fields)
+
+
+def _graphed(base: Method, description: str) -> Method:
+    """base's core cells replayed from a CUDA graph: what the GPU executes, without per-call host overhead."""
+    return replace(base, name=f"{base.name}-graphed", description=description, default=False, tier=EXTRA,
+                   levels=("core",), why_unavailable=_cuda,
+                   build=partial(builders.build_graphed, build=base.build.func, **base.build.keywords))
 
 
 def _floor(name: str, path: str, description: str) -> Method:
-    return Method(name, "reference", description,
-                  build=partial(builders.build_floor, path=path),
-                  memory=partial(budget.floor_memory, path=path),
-                  cost=partial(costs.floor_cost, path=path),
-                  check=partial(builders.check_floor, path=path),
-                  why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
+    return Method(name, "reference", description, *(partial(fn, path=path) for fn in (
+        builders.build_floor, budget.floor_memory, costs.floor_cost, builders.check_floor)),
+        why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
 
+PINNED_SDPA = [("flash", False, "SDPA pinned to its flash kernel (cpu-flash on CPU)"),
+               ("cudnn", True, "SDPA pinned to cuDNN attention"),
+               ("efficient", True, "SDPA pinned to memory-efficient attention"),
+               ("math", False, "SDPA pinned to its math (materialising) kernel")]
 METHODS: dict[str, Method] = {m.name: m for m in [
     _wave("wave", "token", "Wave Field, exact token fast path (FFT size ~2N); core: v channel-major, as its layer "
           "makes it", tier=HEADLINE),
@@ -142,8 +145,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
           "timings (core only, opt-in)", default=False, levels=("core",), compiled=True),
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
           "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
-    replace(_wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton "
-                  "kernels (one pass over memory; CUDA)", default=False, tier=FIRST), why_unavailable=_triton),
+    _wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton kernels (one "
+          "pass over memory; CUDA)", default=False, tier=FIRST, why_unavailable=_triton),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True,
              tier=HEADLINE),
@@ -151,22 +154,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
              tier=FIRST),
     _softmax("softmax-flash-attn", "flash_attn", None, "causal softmax, flash_attn package (CUDA bf16/fp16)",
              _flash_attn),
-    _softmax("softmax-sdpa-flash", "sdpa", "flash", "SDPA pinned to its flash kernel (cpu-flash on CPU)",
-             partial(_sdpa_pinned, "flash", False)),
-    _softmax("softmax-sdpa-cudnn", "sdpa", "cudnn", "SDPA pinned to cuDNN attention",
-             partial(_sdpa_pinned, "cudnn", True)),
-    _softmax("softmax-sdpa-efficient", "sdpa", "efficient", "SDPA pinned to memory-efficient attention",
-             partial(_sdpa_pinned, "efficient", True)),
-    _softmax("softmax-sdpa-math", "sdpa", "math", "SDPA pinned to its math (materialising) kernel",
-             partial(_sdpa_pinned, "math", False)),
-    # the same cells replayed from CUDA graphs: what the GPU executes, without per-call host overhead
-    replace(_wave("wave-graphed", "token", "wave replayed from a CUDA graph (core; no Python or launch overhead)",
-                  default=False, levels=("core",)),
-            build=partial(builders.build_graphed, build=builders.build_wave, path="token", v_layout="bhdn"),
-            why_unavailable=_cuda),
-    replace(_softmax("softmax-sdpa-graphed", "sdpa", None, "softmax-sdpa replayed from a CUDA graph (core)", _cuda),
-            build=partial(builders.build_graphed, build=builders.build_softmax, impl="sdpa", sdpa_backend=None),
-            levels=("core",)),
+    *[_softmax(f"softmax-sdpa-{b}", "sdpa", b, text, partial(_sdpa_pinned, b, cuda_only))
+      for b, cuda_only, text in PINNED_SDPA],
+    _graphed(_wave("wave", "token", ""), "wave replayed from a CUDA graph (core; no Python or launch overhead)"),
+    _graphed(_softmax("softmax-sdpa", "sdpa", None, "", _always), "softmax-sdpa replayed from a CUDA graph (core)"),
     # sub-quadratic peers (torch formulations everywhere, fla-core kernels on CUDA): bench/scaling/peers.py
     *peers.methods(Method),
     _floor("fft-floor", "token", "reference: bare rfft * cached spectrum -> irfft at the wave core's shape"),
@@ -183,18 +174,13 @@ def chosen_methods(methods, floor: bool) -> list[str]:
 
 
 def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
-    """wave, wave-field, softmax-sdpa, softmax-naive; on CUDA with bf16/fp16 also softmax-flash-attn
-    when flash_attn imports (the strongest softmax baseline there)."""
-    names = list(DEFAULT_METHODS)
-    if METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None:
-        names.append("softmax-flash-attn")
-    return names
+    """DEFAULT_METHODS, and softmax-flash-attn (the strongest softmax baseline) where it runs: CUDA bf16/fp16."""
+    return [*DEFAULT_METHODS, *[m for m in ["softmax-flash-attn"] if METHODS[m].why_unavailable(device, dtype) is None]]
 
 
 def stride_refusal(stride: float, names) -> str | None:
-    """Why the methods `names` cannot run at this field stride, or None: a stride that leaks (not exactly
-    causal) is refused for every method; the token-level wave operators raise at every cell for a
-    non-integer stride."""
+    """Why the methods `names` cannot run at this field stride, or None: a leaking stride for any method, a
+    non-integer one for the token-level wave operators (they raise at every cell)."""
     try:
         check_stride(stride)
     except ValueError as exc:
@@ -208,10 +194,6 @@ def stride_refusal(stride: float, names) -> str | None:
 
 def method_table(device: torch.device) -> list[list[str]]:
     """Rows for --list-methods: name, kind, levels, passes, default, available here (or why not)."""
-    rows = []
-    for m in METHODS.values():
-        why = m.why_unavailable(device)
-        rows.append([m.name, m.kind, ",".join(m.levels), ",".join(m.passes),
-                     "yes" if m.default or m.name in FLOOR_METHODS else "",
-                     "yes" if why is None else f"no: {why}", m.description])
-    return rows
+    return [[m.name, m.kind, ",".join(m.levels), ",".join(m.passes), "yes" if m.default or m.name in FLOOR_METHODS
+             else "", "yes" if (why := m.why_unavailable(device)) is None else f"no: {why}", m.description]
+            for m in METHODS.values()]
