@@ -1,9 +1,5 @@
-"""The numbers behind results/README.md, read from the committed CSVs of the chosen run folders.
-
-Scaling runs are grouped by setup (device, dtype, B, H, d and, on a CPU, the torch thread count):
-a number measured by several committed runs of one setup is given as its spread, min-max over
-those runs, never as the best of them. Every number carries the setup and the commit it measured.
-"""
+"""The numbers behind results/README.md, read from the committed CSVs of the chosen run folders. A number
+measured by several runs of one setup (device, dtype, B, H, d, CPU threads) is their min-max, never the best."""
 from __future__ import annotations
 
 import math
@@ -28,9 +24,8 @@ EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level
 
 
 def commit(run: Run) -> str:
-    """The commit whose code a run measured. A session folder named <date>-<machine>_<sha> above the
-    run says which commit's tree a device machine measured (its env.json holds the sha of the copy
-    it made); otherwise env.json's sha."""
+    """The commit whose code a run measured: that of a session folder <date>-<machine>_<sha> above the run (a
+    device machine's env.json holds the sha of the copy it made), else env.json's sha."""
     for parent in run.path.parents:
         if parent.name in ("runs", "results"):
             break

@@ -13,7 +13,7 @@ from bench.common.files import in_use, read_json, read_table
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
 
-# kind -> (module, function(run_dir, plots)) that rewrites summary.md (plots/ too when asked) from the run folder alone
+# kind -> (module, function(run_dir, plots)) that rewrites summary.md (and plots/ when asked) from the run folder
 WRITERS = {"scaling": ("bench.scaling.summary", "write_summary"), "quality": ("bench.quality.report", "write_report"),
            "diagnostics": ("bench.diagnostics.__main__", "write_summary")}
 
@@ -35,13 +35,11 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
     base = base.resolve()
     runs, seen = [], set()
     for text in paths:
-        path = Path(text)
-        if not path.exists():
+        if not Path(text).exists():
             raise UsageError(f"run folder {text!r} does not exist")
-        if not path.is_dir():
+        if not Path(text).is_dir():
             raise UsageError(f"{text!r} is not a folder (expected a run folder such as results/runs/<run>)")
-        path = path.resolve()
-        if path in seen:
+        if (path := Path(text).resolve()) in seen:
             continue
         seen.add(path)
         kind = next((kind for kind, csv in KIND_CSV.items() if (path / csv).is_file()), None)
@@ -71,11 +69,8 @@ def code(text: str) -> str:
 
 
 def regenerate(run: Run, plots: bool = True) -> None:
-    """Rewrite run/summary.md (and plots/ when `plots`) from the run's CSV with its harness's writer.
-
-    A writer that fails on a readable run is a warning on stderr and the existing summary.md is
-    kept; bad input (UsageError) propagates.
-    """
+    """Rewrite run/summary.md (and plots/ when `plots`) from the run's CSV with its harness's writer. A writer
+    that fails on a readable run is a warning on stderr, its summary.md kept; bad input (UsageError) propagates."""
     module_name, name = WRITERS[run.kind]
     try:
         getattr(importlib.import_module(module_name), name)(run.path, plots=plots)
