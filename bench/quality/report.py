@@ -275,6 +275,7 @@ def _per_split(d, spec: str) -> str:
 PLOT_NAMES = ("val_loss_vs_tokens.png", "val_loss_vs_wall.png", "ratio_vs_tokens.png", "lr_sweep.png",
               "final_metrics.png")
 
+
 def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
     """Label `ax` (with a grid and a legend) when given, and write the figure."""
     if ax is not None:
@@ -314,11 +315,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
 
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for base, rows in by.items():
-            if base not in RATIO_BASELINES:
-                continue
-            pts = ratio_by_tokens(curves, by["wave"], rows)
-            if pts:
+        for base in (b for b in by if b in RATIO_BASELINES):
+            if pts := ratio_by_tokens(curves, by["wave"], by[base]):
                 _band(ax, [t for t, _ in pts], [v for _, v in pts], _color(base), f"wave / {base}")
         kind = (env.get("tokenizer") or {}).get("kind", "char")
         pub = next(q for q in PUBLISHED_QUALITY if q["key"] == ("bpe" if kind == "bpe" else "char"))
