@@ -1,9 +1,6 @@
-"""python -m bench.diagnostics [--checkpoint PATH]: physics diagnostics and causality audit.
-
-Exit codes: 0 every model check passed (and every leak demonstration showed its leak);
-1 a model check failed (or a leak demonstration showed no leak: the probe is broken);
-2 bad input (missing checkpoint, bad flags).
-"""
+"""python -m bench.diagnostics [--checkpoint PATH]: physics diagnostics and causality audit. Exit codes: 0 every
+model check passed and every leak demonstration showed its leak; 1 one did not (a leak demonstration that shows
+no leak is a broken probe); 2 bad input (missing checkpoint, bad flags)."""
 from __future__ import annotations
 
 import argparse
@@ -151,10 +148,8 @@ def load_model(args, device):
 
 
 def tokenizer_from_meta(meta: dict, ckpt_path: str):
-    """(the tokenizer a checkpoint was trained with, where it came from), or (None, why not).
-    bench.quality stores meta["tokenizer"] relative to its run folder, the checkpoint sits in
-    <run>/checkpoints/: the name is tried beside the checkpoint and two folders up, then as given,
-    then a tokenizer.json in those folders."""
+    """(the checkpoint's tokenizer, its path) or (None, why not): meta's name (relative to bench.quality's run
+    folder) beside the checkpoint and two folders up, then as given, then a tokenizer.json in those folders."""
     from bench.quality.tokenizers import load_tokenizer
 
     bases = [Path(ckpt_path).parent, *list(Path(ckpt_path).parent.parents)[:2]]

@@ -210,9 +210,8 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
 
 
 def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: torch.Generator) -> None:
-    """Probe the float64 reference (no guard) with layer 0's weights: at the layer's own stride
-    (must be clean: a model check), and at each leaking configuration of docs/mechanism.md, "Causality" (must
-    leak: otherwise the probe is broken). Also check that the fast layer refuses leaking strides."""
+    """The float64 reference (no guard) with layer 0's weights at its own stride (must be clean) and at each leaking
+    configuration (must leak, else the probe is broken); and the fast layer must refuse the leaking strides."""
     lay = cz.as_probe_copy(layer, torch.float64).cpu()
     n = cfg.leak_len
     clamp_len = max(2, (3 * n) // 4)  # V3.5 field sized for L < N tokens

@@ -1,7 +1,2 @@
-"""results/README.md, the published results page, built from chosen run folders (docs/results.md).
-
-    python -m bench.report results/runs/<run> ... results/gpu/<session>/<run> ... [--out results/README.md]
-
-runs.py finds, checks and regenerates the runs, evidence.py reads the numbers from their CSVs,
-page.py renders the sections, build.py draws the speedup plots and assembles the page (build_report).
-"""
+"""results/README.md built from chosen run folders (docs/results.md): runs.py finds, checks and regenerates
+the runs, evidence.py reads their numbers, page.py renders the sections, build.py plots and assembles the page."""

@@ -1,8 +1,5 @@
-"""python -m bench.report RUN_DIR [RUN_DIR ...] [--out results/README.md]
-
-Exit codes: 0 written; 2 bad input (no runs, a missing folder, a folder of unknown kind, a run
-outside the folder of --out), one line on stderr and nothing written.
-"""
+"""python -m bench.report RUN_DIR [RUN_DIR ...] [--out results/README.md]. Exit codes: 0 written; 2 bad input
+(no runs, a missing folder, a folder of unknown kind, a run outside --out's folder): one line, nothing written."""
 from __future__ import annotations
 
 import shlex

@@ -1,6 +1,4 @@
-"""Assemble results/README.md: the claims at a glance, key numbers, speed and memory per level,
-peers, quality, heads and causality, the speedup plots, and an index of the runs.
-"""
+"""Assemble results/README.md: claims at a glance, key numbers, the sections, speedup plots, the runs."""
 from __future__ import annotations
 
 import os
@@ -63,9 +61,8 @@ def gather(runs: list[Run]):
 
 
 def _session_lines(runs: list[Run], cells, out: Path) -> tuple[list[str], list[str]]:
-    """For each device session folder (results/gpu/<date>-<machine>_<sha>/) above a run: a line pointing
-    at its README (unless that README is the page `out` itself), and the peer kernels it timed outside the
-    scaling harness (evidence/peers.txt)."""
+    """Per device session folder (results/gpu/<date>-<machine>_<sha>/) above a run: a line pointing at its README
+    (unless that is `out`), and the peer kernels it timed outside the scaling harness (evidence/peers.txt)."""
     base = out.parent.resolve()
     readmes, peers = [], []
     for p in dict.fromkeys(p for r in runs for p in r.path.parents if p.is_relative_to(base)):

@@ -104,10 +104,8 @@ def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str 
 
 
 def quality(run: Run) -> dict:
-    """What a quality run says about the wave / standard gap (final.csv, curves.csv, env.json): per-seed
-    test PPL ratios at each method's kept LR, the untuned ratios at --lr when the run swept LRs, the
-    validation ratio at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192
-    L=4 (cpu-small), 3.1M tokens, CPU')."""
+    """A quality run's wave / standard gap: per-seed test PPL ratios at the kept LRs, at --lr when it swept,
+    at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192 L=4 (cpu-small), ...')."""
     finals, env = read_table(run.csv, required=("method", "seed", "test_ppl", "test_acc", "params")), run.env
     p = (env.get("settings") or {}).get("preset") or {}
     tok, ref_lr = env.get("tokenizer") or {}, p.get("lr", math.nan)

@@ -1,6 +1,4 @@
-"""The sections of results/README.md: speed and memory per level, peers, quality, heads and
-causality, and the claims at a glance. Every number comes from bench.report.evidence.
-"""
+"""The sections of results/README.md and the claims at a glance, every number from bench.report.evidence."""
 from __future__ import annotations
 
 import math
