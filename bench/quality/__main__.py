@@ -134,7 +134,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
         ))
     meta = {"tokenizer": "tokenizer.json", "tokenizer_kind": tok.kind, "corpus": corpus_info, "preset": p.name,
             "seq_len": p.seq_len, "batching": p.batching}
-    rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, data=data, pad_id=tok.pad_id,
+    rc = RunContext(settings=settings, run_dir=run_dir, device=device, ctx=ctx, batches=batches,
                     tokens_per_char=tokens_per_char, methods=methods, plan=plan, amp_dtype=amp_dtype,
                     eval_batches=eval_batches, meta=meta)
     sizes = ", ".join(f"{m} {v['params']:,}" for m, v in methods.items())

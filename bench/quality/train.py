@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,6 @@ from bench.common.cli import UsageError, one_line
 from bench.common.files import CsvLog, read_table
 from bench.common.memory import JobPeak
 from bench.common.dist import Dist
-from bench.quality.data import make_batches
 from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
 from bench.quality.schema import CURVE_COLUMNS, is_job
 
@@ -76,8 +76,7 @@ class RunContext:
     run_dir: Path
     device: torch.device
     ctx: Dist
-    data: dict  # encode_splits output
-    pad_id: int
+    batches: Callable  # (split, **make_batches options) -> a batcher over that split
     tokens_per_char: dict  # split -> tokens / characters
     methods: dict  # methods.resolve_methods output
     plan: Plan
@@ -154,7 +153,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     torch.manual_seed(seed * 1_000_003 + ctx.rank)  # per-rank dropout stream
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), weight_decay=p.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=rc.amp_dtype == torch.float16)
-    train_b = make_batches(p.batching, rc.data["train"], p.seq_len, p.batch_size, seed=seed, pad_id=rc.pad_id)
+    train_b = rc.batches("train", seed=seed)
     st = JobState()
     acc = torch.zeros(3, dtype=torch.float64, device=dev)  # train loss_sum, tokens, correct since last log
 
