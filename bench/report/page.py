@@ -40,8 +40,8 @@ PEER_RELATIONS = {
 }
 
 
-class Notes:
-    """Footnotes shared by the tables of one section: one per distinct reason, not per cell."""
+class Notes(dict):
+    """Footnotes shared by the tables of one section, one per distinct reason: reason -> its letter."""
 
     PATTERNS = [
         (r"left of (this level/pass's share of )?the total budget", "skipped: the run's total time budget was spent"),
@@ -52,22 +52,18 @@ class Notes:
         (r"needs a CUDA device|CUDA only", "skipped: the kernel needs CUDA"),
     ]
 
-    def __init__(self):
-        self.letters: dict[str, str] = {}  # reason -> its letter, in order of first use
-
     def mark(self, status: str, reason: str) -> str:
         text = next((t for p, t in self.PATTERNS if re.search(p, reason or "")),
                     f"{status}: " + " ".join((reason or "no reason recorded").split())[:110])
-        return f"- ({self.letters.setdefault(text, chr(ord('a') + len(self.letters)))})"
+        return f"- ({self.setdefault(text, chr(ord('a') + len(self)))})"
 
     def line(self) -> str:
-        return "Notes: " + "   ".join(f"({letter}) {text}" for text, letter in self.letters.items())
+        return "Notes: " + "   ".join(f"({letter}) {text}" for text, letter in self.items())
 
 
 def _cell(cells: pd.DataFrame, setup: str, level: str, pas: str, n: int, method: str, notes: Notes,
           col: str = "median_ms", den: str | None = None) -> str:
-    """One measured number, or with `den` the ratio method / den, as its spread over runs; a missing
-    number is a dash with the note saying why, a missing ratio a plain dash."""
+    """One number (with `den`, the ratio method / den) as its spread over runs; missing: a note's mark (a dash)."""
     got = ev.ratio(cells, level, pas, n, method, den, col).get(setup)
     if got or den:
         return got.text("x" if den else "") if got else "-"
