@@ -1,10 +1,6 @@
-"""python -m bench.profile --method NAME --seq-len N: where one benchmark cell spends its time.
-
-Builds one cell exactly as the scaling sweep does (bench.scaling's method registry and CellSpec),
-warms it up, times it, then runs it again under torch.profiler.
-
-Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device or dtype).
-"""
+"""python -m bench.profile --method NAME --seq-len N: where one benchmark cell spends its time. Builds the cell as
+the scaling sweep does (its registry and CellSpec), warms it up, times it, then runs it under torch.profiler.
+Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device or dtype)."""
 from __future__ import annotations
 
 import os
@@ -57,15 +53,14 @@ def _method(name: str, args, device: torch.device, dtype: torch.dtype):
     if not method.supports(args.level, args.pass_):
         raise UsageError(f"method {name!r} has no {args.level}/{args.pass_} cell; it runs levels "
                          f"{', '.join(method.levels)} and passes {', '.join(method.passes)}")
-    why = method.why_unavailable(device, dtype)
-    if why:
+    if why := method.why_unavailable(device, dtype):
         raise UsageError(f"method {name!r} is not available here: {why}")
     return method
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
-    """Seconds per call of `reps` back-to-back calls (the suite's clock: CUDA events on a GPU) and the
-    profiler's key_averages over `reps` more."""
+    """Seconds per call of `reps` back-to-back calls (the suite's clock) and the profiler's key_averages of `reps`
+    more."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(warmup):

@@ -1,7 +1,5 @@
-"""The derived sections of a scaling summary (exponents, crossovers, floor ratios, memory growth,
-backward/forward, torch.compile, the claims audit's measured inputs), each from aggregated cells
-(bench.common.timings.aggregate) to markdown lines, or None when the run has nothing for it.
-"""
+"""The derived sections of a scaling summary (exponents, crossovers, floor ratios, memory growth, backward/forward,
+torch.compile, the claims audit's inputs): aggregated cells to markdown lines, or None when the run has nothing."""
 from __future__ import annotations
 
 import math
@@ -30,22 +28,14 @@ def baselines(methods) -> list[str]:
 
 def pairs(sub: pd.DataFrame, methods) -> list[tuple[str, str, pd.Series, pd.Series]]:
     """(wave method, baseline, wave ms, baseline ms) of every pair, over the lengths both have ok."""
-    out = []
-    for w in waves(methods):
-        for s in baselines(methods):
-            tw, ts = ok_series(sub, w), ok_series(sub, s)
-            common = tw.index.intersection(ts.index)
-            out.append((w, s, tw[common], ts[common]))
-    return out
+    found = [(w, s, ok_series(sub, w), ok_series(sub, s)) for w in waves(methods) for s in baselines(methods)]
+    return [(w, s, tw[common], ts[common]) for w, s, tw, ts in found for common in [tw.index.intersection(ts.index)]]
 
 
 def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[float]) -> dict[str, Any]:
-    """Where wave becomes faster than a baseline, over the lengths where both were measured.
-
-    kind: 'always' (faster at every length), 'none' (at no length, or not at the longest),
-    'cross' (first_n: the first measured length from which wave stays faster; n_star: the
-    crossing interpolated in log-log between the bracketing lengths), or 'no-data'.
-    """
+    """Where wave becomes faster than a baseline, over the lengths both have: kind 'always', 'none' (not at the
+    longest), 'no-data' or 'cross' (first_n: the first length of the final all-faster run; n_star: the crossing
+    interpolated in log-log between the bracketing lengths)."""
     ns, w, s = (np.asarray(a, float) for a in (ns, wave_ms, soft_ms))
     order = np.argsort(ns)
     ns, ratio = ns[order], (s / w)[order]
@@ -78,8 +68,7 @@ def crossover_text(c: dict[str, Any]) -> str:
 
 
 def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
-    """Speedup of each wave method over each baseline: baseline ms / wave ms (> 1 = wave faster).
-    A method with no ok cell in the panel gets no column (the latency table says why it did not run)."""
+    """baseline ms / wave ms of each pair; a method with no ok cell gets no column (the latency table says why)."""
     found = pairs(sub, [m for m in methods if len(ok_series(sub, m))])
     if not found:
         return None
@@ -100,7 +89,6 @@ def _f(x: float, digits: int) -> str:
 
 
 def _fit_cells(fit: dict) -> list[str]:
-    """A fit's exponent, R^2 and lengths (with the point count)."""
     k, lengths = fit["points"], "no ok cell"
     if k:
         lo, hi = int(fit["n_min"]), int(fit["n_max"])
@@ -109,7 +97,6 @@ def _fit_cells(fit: dict) -> list[str]:
 
 
 def _section(intro: str, head: list[str], rows: list) -> list[str] | None:
-    """intro, then the table of rows; None without rows (the summary then leaves the part out)."""
     return [intro, "", *table(head, rows), ""] if rows else None
 
 
@@ -138,7 +125,7 @@ def scaling_lines(level, pas, cfg, sub) -> list[str]:
 
 
 def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
-    """Section 4 for one panel, or None without both a wave method and a baseline."""
+    """Section 4 for one panel."""
     rows = []
     for w, s, tw, ts in pairs(sub, order_methods(sub["method"])):
         ends = [fmt_x(ts.iloc[i] / tw.iloc[i]) if len(tw) else "n/a" for i in (0, -1)]
@@ -222,7 +209,7 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
     core = cells[(cells["level"] == "core") & (cells["pass"] == "fwd")]
     if core["config"].nunique() > 1:  # several shapes: use the most common one
         core = core[core["config"] == core["config"].value_counts().index[0]]
-    shape, sources = {}, []
+    shape, sources = {}, {}
     for name, default in (("batch", 1), ("heads", 8), ("head_dim", 64)):
         v, src = env_get(env, name), "env.json"
         try:
@@ -231,14 +218,11 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
             v = None
         if v is None and core[name].notna().any():
             v, src = int(core[name].dropna().mode().iloc[0]), "timings.csv"
-        if v is None:
-            v, src = default, "a default"
-        shape[name] = v
-        sources += [src] if src not in sources else []
-    measured: dict[int, dict[str, object]] = {}
+        shape[name], src = (default, "a default") if v is None else (v, src)
+        sources[src] = None
+    measured: dict[int, dict[str, object]] = {n: {} for n in lengths}
     for n in lengths:
         at_n = core[core["seq_len"] == n]
-        measured[n] = {}
         for s in ("softmax-naive", "softmax-sdpa"):
             base = s
             if s == "softmax-sdpa" and not (at_n["method"] == s).any():

@@ -31,17 +31,17 @@ PROG = "python -m bench.scaling"
 
 
 def build_parser() -> ArgParser:
-    p = ArgParser(prog=PROG, description="Latency / memory / throughput sweep of Wave Field attention against "
-                  "softmax attention over sequence length (docs/method.md). Results go to "
-                  "results/runs/<time>_<sha>_<device>/ (or --out): env.json, timings.csv, summary.md, plots/.")
+    p = ArgParser(prog=PROG, description="Latency / memory / throughput sweep of Wave Field attention against softmax "
+                  "attention over sequence length (docs/method.md). Results go to results/runs/<time>_<sha>_<device>/ "
+                  "(or --out): env.json, timings.csv, summary.md, plots/.")
     a = p.add_argument_group("what to measure").add_argument
     a("--device", help="auto (CUDA when available, else CPU), cpu, or cuda (default: auto)")
     a("--dtype", choices=list(DTYPES), help="input/activation dtype (default: float32 on CPU, bfloat16 on CUDA; "
       "the wave FFT math is float32 either way)")
     a("--methods", type=choice_list([*METHODS, "all"], "method"),  # the floors are the registry's last records
-      help="comma list of methods, or 'all' (every method available here); see --list-methods "
-           f"(default: {','.join(DEFAULT_METHODS)}, plus softmax-flash-attn on CUDA bf16/fp16 when "
-           "flash_attn imports; opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")
+      help=f"comma list of methods, or 'all' (every method available here); see --list-methods (default: "
+           f"{','.join(DEFAULT_METHODS)}, plus softmax-flash-attn on CUDA bf16/fp16 when flash_attn imports; "
+           "opt-in: wave-bhnd, wave-compiled, pinned SDPA backends)")
     a("--levels", type=choice_list(LEVELS, "level"), help="comma list of core, layer, model (default: all three)")
     a("--passes", type=choice_list(PASSES, "pass"), help="comma list of fwd, fwdbwd (default: both)")
     a("--no-floor", action="store_const", const=True, help="drop the fft-floor reference rows (core fwd)")
@@ -70,9 +70,9 @@ def build_parser() -> ArgParser:
     a("--mem-budget", type=positive_float, help="GB a cell may use; a cell predicted over it is skipped (default: "
       "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
     a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
-      "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped "
-      "(default: 240); the core fwd cells of wave, fft-floor and softmax-sdpa are never skipped for time, "
-      "they run with the fewest calls instead")
+      "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped (default: "
+      "240); the core fwd cells of wave, fft-floor and softmax-sdpa are never skipped for time, they run with the "
+      "fewest calls instead")
     a = p.add_argument_group("run").add_argument
     a("--out", help="result folder (must be new or empty; default results/runs/<time>_<sha>_<device>/)")
     a("--resume", metavar="DIR", help="finish an interrupted run in DIR: its cells already in timings.csv are "
@@ -160,13 +160,9 @@ FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_b
 
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
-    out = []
-    for name, old in asdict(base).items():
-        new = getattr(cfg, name)
-        if new != old:
-            flag = special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")
-            out.append(f"{flag} {new} (the run has {old})")
-    return out
+    flag = lambda name: special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")  # noqa: E731
+    return [f"{flag(name)} {getattr(cfg, name)} (the run has {old})" for name, old in asdict(base).items()
+            if getattr(cfg, name) != old]
 
 
 def _busy_warning(device: torch.device, threads: int) -> float | None:
@@ -185,9 +181,7 @@ def _busy_warning(device: torch.device, threads: int) -> float | None:
 
 ALLOCATOR_NOTE = {
     "glibc-retain": "glibc-retain: freed CPU memory kept for reuse (mallopt), see bench/common/allocator.py",
-    "default": "default glibc allocator (could not set mallopt)",
-    "cuda": "torch CUDA caching allocator",
-}
+    "default": "default glibc allocator (could not set mallopt)", "cuda": "torch CUDA caching allocator"}
 
 
 def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
@@ -247,11 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
         torch.cuda.set_device(info.local_rank)
     cfg = resolve_config(args, info.local_world, base)
-    if base is not None:
-        conflicts = resume_conflicts(cfg, base)
-        if conflicts:
-            raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
-                             f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
+    if base is not None and (conflicts := resume_conflicts(cfg, base)):
+        raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
+                         f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
     device = rank_device(cfg.device, info.local_rank if info.enabled else None)
     info = info.join(device.type)
     torch.set_num_threads(cfg.threads)

@@ -1,9 +1,9 @@
-"""plots/*.png for a scaling run, from timings.csv: per level and pass, latency and peak memory vs N
-(log-log, p20-p80 band) and the speedup of each wave method over each softmax and peer method.
-Only ok cells are drawn; the others are listed in a note under the axes.
-"""
+"""plots/<kind>_<panel>.png of a scaling run (PLOT_KINDS): per panel, latency and peak memory vs N (log-log, p20-p80
+band) and the speedup of each wave method over each softmax and peer method; only ok cells are drawn, the others
+are listed in a note under the axes."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import matplotlib.ticker as mticker
@@ -16,6 +16,7 @@ from bench.common.timings import (
 from bench.scaling.analysis import pairs, waves
 
 FIGSIZE = (7.5, 4.8)
+PLOT_KINDS = ("latency", "memory", "speedup")
 
 
 def _value_axis(ax) -> None:
@@ -33,7 +34,6 @@ def _title(kind: str, level: str, pas: str, config: str, sub, env) -> str:
 
 
 def _not_run_note(sub, methods) -> str:
-    """'not run: softmax-naive 16K-32K (skipped); ...', one entry per method and status."""
     bad = sub[sub["method"].isin(methods) & (sub["status"] != "ok")]
     parts = []
     for (m, status), g in bad.groupby(["method", "status"], sort=False):
@@ -44,8 +44,7 @@ def _not_run_note(sub, methods) -> str:
 
 
 def _axes(ylabel: str, title: str):
-    """A figure with a log2 length axis and a log value axis."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = plt.subplots(figsize=FIGSIZE)  # a log2 length axis and a log value axis
     length_axis(ax)
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
@@ -91,10 +90,7 @@ def _speedup_plot(sub, methods, title, path) -> Path | None:
 
 
 def make_plots(run_dir: Path) -> list[Path]:
-    """Write run_dir/plots/{latency,memory,speedup}_<level>_<pass>.png; return the files written.
-
-    A plot with no ok data is skipped (not written). Reads run_dir/timings.csv and env.json.
-    """
+    """Write run_dir/plots/<kind>_<panel>.png but those without ok data; return the files written."""
     run_dir = Path(run_dir)
     env = read_env(run_dir)
     cells = aggregate(load_timings(run_dir))
@@ -107,13 +103,12 @@ def make_plots(run_dir: Path) -> list[Path]:
         for level, pas, cfg, sub in panels(cells):
             methods = order_methods(sub["method"])
             slug = panel_slug(level, pas, cfg)
-            made = [
-                _series_plot(sub, methods, "median_ms", True, "median time per call (ms; band: p20-p80)",
-                             _title("latency", level, pas, cfg, sub, env), out_dir / f"latency_{slug}.png"),
-                _series_plot(sub, methods, "peak_mem_mb", False, "peak memory (MB)",
-                             _title("peak memory", level, pas, cfg, sub, env), out_dir / f"memory_{slug}.png"),
-                _speedup_plot(sub, methods, _title("speedup of wave", level, pas, cfg, sub, env),
-                              out_dir / f"speedup_{slug}.png"),
-            ]
+            title = partial(_title, level=level, pas=pas, config=cfg, sub=sub, env=env)
+            path = {kind: out_dir / f"{kind}_{slug}.png" for kind in PLOT_KINDS}
+            made = [_series_plot(sub, methods, "median_ms", True, "median time per call (ms; band: p20-p80)",
+                                 title("latency"), path["latency"]),
+                    _series_plot(sub, methods, "peak_mem_mb", False, "peak memory (MB)", title("peak memory"),
+                                 path["memory"]),
+                    _speedup_plot(sub, methods, title("speedup of wave"), path["speedup"])]
             written += [p for p in made if p is not None]
     return written

@@ -1,6 +1,5 @@
-"""timings.csv I/O: append one row per finished cell (whole, fsynced), read rows back, merge the
-per-rank part files of a torchrun sweep (reading and writing follow bench.common.files).
-"""
+"""timings.csv I/O (bench.common.files): append one row per finished cell, read rows back, merge the per-rank part
+files of a torchrun sweep."""
 from __future__ import annotations
 
 import csv
@@ -28,22 +27,21 @@ def _fmt(value) -> str:
 
 
 class RowWriter(CsvLog):
-    """Appends rows to a timings CSV. Opened on a resumed file, it first drops a cut last row (that
-    cell is measured again) and brings an older header to the current schema, keeping every row."""
+    """Appends rows to a timings CSV; on a resumed file it first drops a cut last row (measured again) and brings an
+    older header to the current schema, keeping every row."""
 
     def __init__(self, path: Path):
         super().__init__(path, COLUMNS, _fmt)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        note = drop_cut_tail(self.path)
-        if note:
+        if note := drop_cut_tail(self.path):
             print(f"bench.scaling: {note}", file=sys.stderr)
         if self.path.exists() and self.path.stat().st_size and read_header(self.path) != COLUMNS:
             self.rewrite(read_rows(self.path))
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a timings CSV as dicts of strings ([] when the file does not exist); a cut last row
-    is left out; any other damage is a UsageError."""
+    """Rows of a timings CSV as dicts of strings ([] without the file); a cut last row is left out, any other damage
+    is a UsageError."""
     return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut="drop")
             if row.get("method")]
 
@@ -56,23 +54,20 @@ def read_header(path: Path) -> list[str]:
 def finished_rows(run_dir: Path) -> list[dict]:
     """Every row already written in a run folder: timings.csv plus any unmerged part files."""
     run_dir = Path(run_dir)
-    rows = read_rows(run_dir / CSV_NAME)
-    for part in sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv")):  # none when there is no parts/
-        rows.extend(read_rows(part))
+    parts = sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv"))  # none when there is no parts/
     first: dict = {}  # one row per key; the first one written wins (a finished cell is never measured twice)
-    for row in rows:
+    for row in (row for path in [run_dir / CSV_NAME, *parts] for row in read_rows(path)):
         first.setdefault(row_key(row), row)
     return list(first.values())
 
 
 def merge_parts(run_dir: Path) -> Path:
-    """Rank 0 after the barrier: fold parts/timings.rank*.csv into timings.csv (rows already in
-    timings.csv, from an earlier interrupted run, are kept), ordered by level, pass, length,
-    method; then delete the merged part files."""
+    """Rank 0 after the barrier: fold parts/timings.rank*.csv into timings.csv (keeping its rows), ordered by level,
+    pass, length, method; then delete the merged part files."""
     run_dir = Path(run_dir)
     final = run_dir / CSV_NAME
-    rows = finished_rows(run_dir)
-    rows.sort(key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]), int(r["seq_len"]), r["method"]))
+    rows = sorted(finished_rows(run_dir), key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]),
+                                                          int(r["seq_len"]), r["method"]))
     CsvLog(final, COLUMNS, _fmt).rewrite(rows)
     for part in (run_dir / PARTS_DIR).glob("timings.rank*.csv"):  # none when there is no parts/
         part.unlink()

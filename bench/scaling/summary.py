@@ -1,8 +1,5 @@
-"""summary.md for a scaling run, derived from its timings.csv and env.json (sections 3-6 are computed
-in bench.scaling.analysis).
-
-    python -m bench.scaling.summary RUN_DIR     # regenerates RUN_DIR/summary.md and RUN_DIR/plots/
-"""
+"""summary.md of a scaling run from its timings.csv and env.json (sections 3-6: bench.scaling.analysis);
+`python -m bench.scaling.summary RUN_DIR` regenerates RUN_DIR/summary.md and RUN_DIR/plots/."""
 from __future__ import annotations
 
 import math
@@ -21,7 +18,7 @@ from bench.scaling.analysis import (
     scaling_lines, speedup_table,
 )
 from bench.scaling.claims import CLAIM_LENGTHS, claims_section
-from bench.scaling.plots import make_plots
+from bench.scaling.plots import PLOT_KINDS, make_plots
 
 
 def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
@@ -45,7 +42,6 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
                         for g in env.get("gpus") or [] if isinstance(g, dict)) or "none"
 
     def known(*names) -> str:
-        """env.json's value of the first of names, else the distinct values of that column in timings.csv."""
         v = env_get(env, *names)
         if v is not None:
             return str(v)
@@ -87,8 +83,10 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
     slug = panel_slug(level, pas, cfg)
     measured_on = " | ".join(b for b in (cfg or sub["config"].iloc[0], machine(env)) if b)
     lines = [panel_heading(level, pas, cfg), "", f"_Measured on: {measured_on}_", ""]
-    lines += ["Latency, median ms [p20-p80]; a status word where the cell did not run:", "",
-              frame_table(_grid(sub, methods, _latency_cell), index=True), ""]
+
+    def part(title: str, frame: pd.DataFrame) -> None:
+        lines.extend([title, "", frame_table(frame, index=True), ""])
+    part("Latency, median ms [p20-p80]; a status word where the cell did not run:", _grid(sub, methods, _latency_cell))
     notes = sub[(sub["status"] != "ok") & (sub["reason"] != "")]
     if len(notes):
         lines.append("Cells that did not run:")
@@ -100,24 +98,21 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
         # ok cells only: a skip's estimate is not in the table (the cell shows its status word)
         mem_how = ", ".join(sorted({m for m in sub.loc[sub["status"] == "ok", "mem_method"] if m})) \
             or "method not recorded"
-        lines += [f"Peak memory, MB ({mem_how}):", "",
-                  frame_table(_grid(sub, methods, lambda r: fmt(r["peak_mem_mb"])), index=True), ""]
-    sp = speedup_table(sub, methods)
-    if sp is not None:
-        lines += ["Speedup of each wave method over each softmax and peer method = that method's median ms / "
-                  "wave median ms (> 1x: wave is faster):", "", frame_table(sp, index=True), ""]
+        part(f"Peak memory, MB ({mem_how}):", _grid(sub, methods, lambda r: fmt(r["peak_mem_mb"])))
+    if (sp := speedup_table(sub, methods)) is not None:
+        part("Speedup of each wave method over each softmax and peer method = that method's median ms / wave median "
+             "ms (> 1x: wave is faster):", sp)
     if sub["tflops"].notna().any():
         tf = _grid(sub, methods, lambda r: fmt(r["tflops"]))
         roof = [m for m in methods if sub.loc[sub["method"] == m, "roofline_frac"].notna().any()]
         for m in roof:
             tf[f"{m} roofline"] = _grid(sub, [m], lambda r: fmt(100 * r["roofline_frac"]) + "%")[m]
-        lines += ["Achieved TFLOP/s (cost-model FLOPs / median time)"
-                  + (", with the fraction of roofline" if roof else "") + ":", "", frame_table(tf, index=True), ""]
+        part("Achieved TFLOP/s (cost-model FLOPs / median time)" + (", with the fraction of roofline" if roof else "")
+             + ":", tf)
     if level == "model" and sub["tokens_per_s"].notna().any():
-        lines += ["Tokens/s (batch x N / median time" + (", per rank" if sub["n_ranks"].max() > 1 else "") + "):", "",
-                  frame_table(_grid(sub, methods, lambda r: fmt(r["tokens_per_s"])), index=True), ""]
-    plots = [p for p in (f"latency_{slug}.png", f"memory_{slug}.png", f"speedup_{slug}.png")
-             if (Path(run_dir) / "plots" / p).is_file()]
+        part("Tokens/s (batch x N / median time" + (", per rank" if sub["n_ranks"].max() > 1 else "") + "):",
+             _grid(sub, methods, lambda r: fmt(r["tokens_per_s"])))
+    plots = [p for p in (f"{kind}_{slug}.png" for kind in PLOT_KINDS) if (Path(run_dir) / "plots" / p).is_file()]
     if plots:
         lines += ["Plots: " + ", ".join(f"[{p}](plots/{p})" for p in plots), ""]
     return lines
@@ -137,8 +132,7 @@ HOW_TO_READ = [
 
 
 def write_summary(run_dir: Path, plots: bool = False) -> Path:
-    """Write run_dir/summary.md from run_dir/timings.csv and env.json, with `plots` after drawing plots/
-    (the summary links the plots it finds); return its path."""
+    """Write run_dir/summary.md (after drawing plots/ with `plots`: it links the plots it finds); return its path."""
     run_dir = Path(run_dir)
     if plots:
         make_plots(run_dir)
