@@ -185,8 +185,7 @@ def _torch_settings(settings, device) -> tuple:
     if settings.preset.wave_mode == "triton" and any(m in WAVE_METHODS for m in settings.methods):
         from wavefield_core.triton_scan import triton_available
 
-        why = triton_available(device)
-        if why:
+        if why := triton_available(device):
             raise UsageError(f"--wave-mode triton cannot run here: {why}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
