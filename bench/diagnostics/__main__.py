@@ -133,17 +133,17 @@ def load_model(args, device):
     torch.manual_seed(args.seed)
     model = build_model("wave", config)
     listed = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))  # noqa: E731
-    if not args.checkpoint:
-        info = {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
-        return model.to(device).eval(), info, None, ""
-    load_weights(model, ckpt, args.checkpoint)
-    meta = ckpt.get("meta") or {}
-    tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
-    if tok is not None and tok.vocab_size != model.config.vocab_size:
-        tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
-    info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config), "checkpoint meta": listed(meta)[:400]}
-    if ckpt["config"].get("mode") == "triton":
-        info["model"] += " (trained with mode triton, diagnosed with mode scan: the same operator in PyTorch)"
+    tok, tok_desc, info = None, "", {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
+    if args.checkpoint:
+        load_weights(model, ckpt, args.checkpoint)
+        meta = ckpt.get("meta") or {}
+        tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
+        if tok is not None and tok.vocab_size != model.config.vocab_size:
+            tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
+        info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config),
+                "checkpoint meta": listed(meta)[:400]}
+        if ckpt["config"].get("mode") == "triton":
+            info["model"] += " (trained with mode triton, diagnosed with mode scan: the same operator in PyTorch)"
     return model.to(device).eval(), info, tok, tok_desc
 
 

@@ -42,9 +42,8 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
             out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
             if q["untuned"]:  # none when the run did not sweep, or its env.json does not say its --lr
                 out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page.ci(q["untuned"])))
-            if q.get("ablation"):
-                out.append((f"wave-scaled-pos / standard test PPL [{run.rel}]", page.ci(q["ablation"]["vs_standard"])))
-                out.append((f"wave-scaled-pos / wave test PPL [{run.rel}]", page.ci(q["ablation"]["vs_wave"])))
+            out += [(f"wave-scaled-pos / {m} test PPL [{run.rel}]", page.ci(q["ablation"][f"vs_{m}"]))
+                    for m in ("standard", "wave") if q.get("ablation")]
     for run, h, c in diag:
         if ev.trained(run):
             out.append((f"head roles local / medium / long-range [{run.rel}]",
