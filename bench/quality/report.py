@@ -53,12 +53,10 @@ def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
         def sp(key, digits=3, pct=False):
             return spread(list(_col(rows, key).values())).fmt(digits, pct)
         params = sorted({int(r["params"]) for r in rows.values()})
-        in_order = [r for _, r in sorted(rows.items())]
         out.append([m, ", ".join(f"{p:,}" for p in params), len(rows), sp("test_ppl"), sp("test_bpc"),
                     sp("test_acc", 2, pct=True), sp("test_batch_mean_ppl"), f"{_mean(rows, 'tokens_per_s'):,.0f}",
                     f"{_mean(rows, 'wall_s'):.0f}", f"{_mean(rows, 'peak_mem_mb'):.0f}",
-                    ", ".join(str(r["best_step"]) for r in in_order),
-                    ", ".join(str(r["nonfinite_steps"]) for r in in_order)])
+                    *(", ".join(str(r[k]) for _, r in sorted(rows.items())) for k in ("best_step", "nonfinite_steps"))])
     return table(["method", "params", "seeds", "test PPL", "test bpc", "test acc %", "paper-style batch-mean PPL",
                   "tokens/s", "wall s", "peak MB", "best step", "non-finite steps"], out)
 
