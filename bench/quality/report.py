@@ -302,11 +302,9 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, rows in by.items():
             runs = [job_curve(curves, m, s, lr_of(r)) for s, r in rows.items()]
-            n = min((len(c) for c in runs), default=0)
-            if n == 0:
-                continue
-            x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
-            _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
+            if n := min((len(c) for c in runs), default=0):
+                x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
+                _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
         paths.append(_save(fig, out / name, ax, xlabel, "validation loss (nats/token)",
                            "validation loss: mean over seeds, band = min..max"))
 
