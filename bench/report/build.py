@@ -24,8 +24,7 @@ KEY_SPEEDUPS = [("core", "fwd", 2048), ("core", "fwd", 8192), ("core", "fwd", 32
 
 
 def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
-    """(what, value) for the numbers a reader quotes; the top-level README's findings are checked
-    against these (tests/test_report.py)."""
+    """(what, value) for the numbers a reader quotes (the top-level README's, checked by tests/test_report.py)."""
     keys = [(f"speedup over SDPA, {level} {'fwd' if pas == 'fwd' else 'fwd+bwd'}, {n // 1024}K",
              (level, pas, n, page.SDPA, "wave", "median_ms")) for level, pas, n in KEY_SPEEDUPS]
     keys.append(("peak memory wave / SDPA, core fwd, 32K", ("core", "fwd", 32768, "wave", page.SDPA, "peak_mem_mb")))
@@ -78,8 +77,7 @@ def _session_lines(runs: list[Run], cells, out: Path) -> tuple[list[str], list[s
 
 
 def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
-    """plots/speedup_<cpu|gpu>.png for each device with cells: the published figures, the authors' and the
-    suite's cost models, and the measured core and model levels (median over a setup's runs, band min-max)."""
+    """plots/speedup_<cpu|gpu>.png per device with cells: published, both cost models and the measured levels."""
     from bench.common.figures import color, length_axis, plt, save  # matplotlib only when drawing
 
     colors = {"published": "black", "authors' model": "0.45", "cost model": "0.65", "core": color("wave"),

@@ -91,8 +91,7 @@ class RunRange:
 
 def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str | None = None,
           col: str = "median_ms") -> dict[str, RunRange]:
-    """setup -> spread over runs of cells[num] / cells[den] in `col` at one (level, pass, N); without
-    `den`, of cells[num] itself."""
+    """setup -> spread over runs of cells[num] / cells[den] (or cells[num]) in `col` at one (level, pass, N)."""
     ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
                & (cells["status"] == "ok")]
     out: dict[str, RunRange] = {}
@@ -152,8 +151,7 @@ def trained(run: Run) -> bool:
 
 
 def diagnostics(run: Run) -> tuple[dict, dict]:
-    """From diagnostics.csv: the heads' role counts and largest reach (tokens), the verdict counts
-    of the causality checks, and how many leak demonstrations ran and how many showed their leak."""
+    """(role counts and largest reach in tokens, causality verdict counts and leak demonstrations shown / run)."""
     rows = read_table(run.csv, required=("check", "quantity", "value", "verdict"))
     heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
@@ -168,8 +166,7 @@ def diagnostics(run: Run) -> tuple[dict, dict]:
 
 
 def param_counts(vocab: int = 1000) -> dict[str, int]:
-    """Parameters of the paper-char wave and standard LMs at a ~1k-entry vocabulary (their
-    'character' tokenizer), counted on the models themselves (meta device: nothing allocated)."""
+    """Parameters of the paper-char wave and standard LMs at their ~1k-entry 'character' vocabulary."""
     from bench.quality.methods import resolve_methods
     from bench.quality.presets import PRESETS
 

@@ -114,8 +114,8 @@ def level_section(cells: pd.DataFrame) -> list[str]:
 
 
 def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[str]:
-    """The fla-core kernels timed on a device session (evidence/peers.txt: N, pass, then ms of sdpa,
-    hgrn, simple_gla) beside the wave core of the same session's scaling runs (bf16, B=8)."""
+    """The fla-core kernels of a device session's evidence/peers.txt (N, pass, ms of sdpa, hgrn, simple_gla)
+    beside the wave core of that session's scaling runs (bf16, B=8)."""
     ms: dict[tuple[str, str, int], float] = {}
     for n, pas, *rest in [ln.split("\t") for ln in tsv.strip().splitlines()][1:]:
         ms.update({(name, pas, int(n)): float(v) for name, v in zip((SDPA, *FLA_PEERS), rest)})
@@ -225,8 +225,7 @@ def _speed_cells(cells: pd.DataFrame, n: int, gpu: bool) -> tuple[str, list[floa
 
 
 def _verdict(near: list[bool], values: list[float] = (), mark: float = 0.0, above: str = "", below: str = "") -> str:
-    """reproduces when every measurement is near the published value, partly when some are; a miss
-    says on which side of `mark` the `values` fall, when given."""
+    """reproduces when every measurement is `near`, partly when some are; a miss says on which side of `mark`."""
     if not near:
         return "not measured"
     if any(near):
@@ -259,8 +258,7 @@ def _causality_text(group: list[tuple[Run, dict]]) -> str:
 
 
 def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]:
-    """One row per published claim: cost model or count, measured on CPU and GPU, verdict, evidence
-    (`docs`: the repository's docs/ relative to the page's folder)."""
+    """One row per published claim (CLAIMS_HEAD); `docs`: the repository's docs/ relative to the page's folder."""
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
         (cpu, cv), (gpu, gv) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
@@ -319,8 +317,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
 
 
 def _trained_on(run: Run) -> str:
-    """'tiny model trained at seq 1024, CPU': what the checkpoint of a diagnostics run learned, read from
-    the env.json of the quality run that wrote it when that run sits beside it."""
+    """'tiny model trained at seq 1024, CPU', from the env.json of the quality run beside it that wrote its checkpoint."""
     ckpt = Path(str(run.env.get("model", "")).removeprefix("checkpoint "))
     q = read_env(run.path.parent / ckpt.parts[-3]) if len(ckpt.parts) >= 3 else {}
     method = re.split(r"-lr|-seed", ckpt.stem)[0]
