@@ -317,7 +317,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
 
 
 def _trained_on(run: Run) -> str:
-    """'tiny model trained at seq 1024, CPU', from the env.json of the quality run beside it that wrote its checkpoint."""
+    """'tiny model trained at seq 1024, CPU', from the env.json of the quality run that wrote the checkpoint."""
     ckpt = Path(str(run.env.get("model", "")).removeprefix("checkpoint "))
     q = read_env(run.path.parent / ckpt.parts[-3]) if len(ckpt.parts) >= 3 else {}
     method = re.split(r"-lr|-seed", ckpt.stem)[0]
