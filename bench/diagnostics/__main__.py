@@ -82,8 +82,7 @@ def build_parser() -> ArgParser:
 
 
 def load_model(args, device):
-    """(model, description dict, tokenizer, tokenizer description). The model's size and the probes'
-    are checked against free memory before the model is built."""
+    """(model, description dict, tokenizer, its description), its and the probes' memory checked beforehand."""
     import torch
 
     from bench.common.checkpoint import build_model, load_weights, read_checkpoint

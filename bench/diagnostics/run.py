@@ -109,10 +109,9 @@ def attention_intermediates(layer: WaveFieldAttention, x: torch.Tensor) -> dict[
 
 
 def energy_flow(model, idx: torch.Tensor) -> dict:
-    """Run `model` on idx (B, N): {"per_token": {layer: {quantity: per-token RMS (B, N)}}, "fields":
-    {layer: (u, conv)}, "instrumentation_max_rel_diff": float}. The RMS is over D of an activation, over
-    (H, d) of a field. The residual stream "after block i" is what enters block i+1 (or the final
-    LayerNorm), so it includes the field-interference module that follows every 3rd block."""
+    """Run `model` on idx (B, N): {"per_token": {layer: {quantity: RMS over D, or (H, d) of a field, (B, N)}},
+    "fields": {layer: (u, conv)}, "instrumentation_max_rel_diff"}. The residual stream after block i is what
+    enters the next (or ln_f), so it includes the field-interference module that follows every 3rd block."""
     blocks = list(model.blocks)
     res_in, attn_in, attn_out = {}, {}, {}  # per block: its input, its attention's input and output
 
