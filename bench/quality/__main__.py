@@ -1,9 +1,7 @@
-"""`python -m bench.quality` (also under torchrun): train WaveFieldLM and StandardLM under one budget and
-report the gap; `--resume DIR` finishes an interrupted run with its saved settings.
-
-Exit codes: 0 ok (also after --stop-after-steps), 2 bad input (one line on stderr),
-3 too many non-finite steps in a row (state saved), 130 interrupted.
-"""
+"""`python -m bench.quality` (also under torchrun): train WaveFieldLM and StandardLM under one budget and report
+the gap; `--resume DIR` finishes an interrupted run with its saved settings. Exit codes: 0 ok (also after
+--stop-after-steps), 2 bad input (one line on stderr), 3 too many non-finite steps in a row (state saved),
+130 interrupted."""
 from __future__ import annotations
 
 import os
