@@ -235,8 +235,6 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
             missing = [f"{m}: no row at N={n}" for m, r in rows.items() if r.empty]
             bad = [f"{r['status'].iloc[0]}: {m}" + (f", {r['reason'].iloc[0]}" if r["reason"].iloc[0] else "")
                    for m, r in rows.items() if not r.empty and r["status"].iloc[0] != "ok"]
-            if missing or bad:
-                measured[n][s] = f"not measured ({'; '.join(bad + missing)})"
-            else:
-                measured[n][s] = float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
+            measured[n][s] = f"not measured ({'; '.join(bad + missing)})" if missing or bad else \
+                float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
     return measured, shape["batch"], shape["heads"], shape["head_dim"], "from " + " and ".join(sources)

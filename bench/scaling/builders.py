@@ -14,8 +14,13 @@ from typing import Callable
 
 import torch
 
+from baselines import (SoftmaxAttention, StandardLM, sdpa_backend_that_runs, softmax_flash_attn, softmax_naive,
+                       softmax_sdpa)
 from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
+from wavefield_core import (WaveFieldAttention, WaveFieldLM, causal_conv_direct, fft_floor, floor_spectrum, v35_init,
+                            wave_kernel, wave_mix)
+from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
 
 @dataclass
@@ -32,17 +37,19 @@ def _randn(spec: CellSpec, *shape, dtype=None) -> torch.Tensor:
     return torch.randn(*shape, device=spec.device, dtype=dtype or spec.dtype)
 
 
-def _qkv(spec: CellSpec):
-    """q, k, v of shape (B, H, N, d) in the cell's dtype, drawn from the cell's seed."""
-    torch.manual_seed(spec.seed)
+def qkv(spec: CellSpec, check: bool = False) -> list[torch.Tensor]:
+    """q, k, v (B, H, N, d) in the cell's device and dtype: the draw every method of a cell shares (the cell's seed),
+    or a correctness check's own (seed + 7, drawn on CPU)."""
     shape = (spec.batch, spec.heads, spec.seq_len, spec.head_dim)
-    return _randn(spec, *shape), _randn(spec, *shape), _randn(spec, *shape)
+    if check:
+        g = torch.Generator().manual_seed(spec.seed + 7)
+        return [torch.randn(*shape, generator=g).to(spec.device, spec.dtype) for _ in range(3)]
+    torch.manual_seed(spec.seed)
+    return [_randn(spec, *shape) for _ in range(3)]
 
 
 def wave_params(heads: int, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
     """frequency, damping, phase (H,) and coupling (H, H), float32, V3.5 init (as the layer has)."""
-    from wavefield_core import v35_init
-
     init = v35_init(heads)
     gen = torch.Generator().manual_seed(seed + 1)
     coupling = torch.eye(heads) + 0.01 * torch.randn(heads, heads, generator=gen)
@@ -66,23 +73,17 @@ def _autocast(spec: CellSpec):
 
 def wave_mixer(compiled: bool):
     """wave_mix, or wave_mix through torch.compile (inductor, static shapes: one compiled graph per shape)."""
-    from wavefield_core import wave_mix
-
     return torch.compile(wave_mix, dynamic=False) if compiled else wave_mix
 
 
 def softmax_function(impl: str, sdpa_backend: str | None):
     """The attention function (q, k, v) -> y of a softmax method."""
-    from baselines import softmax_flash_attn, softmax_naive, softmax_sdpa
-
     fixed = {"naive": softmax_naive, "flash_attn": softmax_flash_attn}
     return fixed.get(impl) or (lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend))
 
 
 def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
     """The wave kernel (H, L) an fft floor convolves with: L tokens (token path) or field cells."""
-    from wavefield_core import wave_kernel
-
     length = conv_length(spec.seq_len, spec.field_stride, path)[0]
     freq, damp, phase, _c = wave_params(spec.heads, device, spec.seed)
     step = spec.field_stride if path == "token" else 1.0
@@ -124,9 +125,9 @@ def build_levels(spec: CellSpec, core, module, backend) -> Built:
     """A cell at any level. Core: core(q, k, v) -> (forward, the inputs that get gradients) on the draw every method
     shares; layer and model: the module module() makes after the cell's seed. backend(q, k, v or the module)."""
     if spec.level == "core":
-        qkv = _qkv(spec)
-        forward, wrt = core(*qkv)
-        return Built(_pass_fn(spec, forward, wrt, qkv[0].shape), lambda: backend(qkv))
+        inputs = qkv(spec)
+        forward, wrt = core(*inputs)
+        return Built(_pass_fn(spec, forward, wrt, inputs[0].shape), lambda: backend(inputs))
     torch.manual_seed(spec.seed)
     mod = module()
     return (_layer if spec.level == "layer" else _model)(spec, mod, lambda: backend(mod))
@@ -134,8 +135,6 @@ def build_levels(spec: CellSpec, core, module, backend) -> Built:
 
 def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:
     """The wave layer (layer level) or WaveFieldLM (model level) of a cell."""
-    from wavefield_core import WaveFieldAttention, WaveFieldLM
-
     if spec.level == "layer":
         return WaveFieldAttention(spec.d_model, spec.heads, field_stride=spec.field_stride, mode=path)
     return WaveFieldLM(spec.vocab, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
@@ -144,8 +143,6 @@ def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:
 
 def softmax_module(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch.nn.Module:
     """The softmax attention layer (layer level) or StandardLM (model level) of a cell."""
-    from baselines import SoftmaxAttention, StandardLM
-
     if spec.level == "layer":
         return SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
     return StandardLM(spec.vocab, spec.model_dim, spec.model_layers, spec.heads, spec.d_ff,
@@ -188,8 +185,6 @@ def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
 
 def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> Built:
     """softmax-* methods: impl 'naive' | 'sdpa' | 'flash_attn', optionally one pinned SDPA kernel."""
-    from baselines import sdpa_backend_that_runs
-
     def core(q, k, v):
         return partial(softmax_function(impl, sdpa_backend), q, k, v), [q, k, v]
 
@@ -203,8 +198,6 @@ def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
 def build_floor(spec: CellSpec, path: str) -> Built:
     """fft-floor (path 'token', length N) and fft-floor-field (path 'field', length G), core fwd only: the
     bare FFT floor at the wave core's shape, x (B, H, d, L) float32 contiguous, cached spectrum."""
-    from wavefield_core import fft_floor, floor_spectrum
-
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
@@ -237,13 +230,6 @@ def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
 def small_spec(spec: CellSpec) -> CellSpec:
     """The cell a correctness check runs: the same method and shape at N = CHECK_LEN, batch 1."""
     return spec.at(seq_len=CHECK_LEN, batch=1)
-
-
-def qkv(spec: CellSpec) -> list[torch.Tensor]:
-    """The check's own q, k, v draw (seed + 7), in the cell's device and dtype."""
-    g = torch.Generator().manual_seed(spec.seed + 7)
-    shape = (spec.batch, spec.heads, spec.seq_len, spec.head_dim)
-    return [torch.randn(*shape, generator=g).to(spec.device, spec.dtype) for _ in range(3)]
 
 
 def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) -> CheckResult:
@@ -291,14 +277,12 @@ def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
-    from wavefield_core.reference import reference_wave_layer, reference_wave_mix
-
     spec = small_spec(spec)
     s = spec.field_stride
     if spec.level != "core":
         reference = (lambda m: partial(reference_wave_layer, m)) if spec.level == "layer" else naive_attention
         return compare_module(spec, partial(wave_module, spec, path), reference)
-    _q, k, v = qkv(spec)
+    _q, k, v = qkv(spec, check=True)
     mix = wave_mixer(compiled)  # the compiled graph is what gets checked
 
     def fn(k, v, *params):  # v handed over in the layout the benchmark feeds
@@ -309,18 +293,14 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
 
 
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
-    from baselines import softmax_naive
-
     spec = small_spec(spec)
     if spec.level == "core":
-        return compare_core(spec, softmax_function(impl, sdpa_backend), softmax_naive, qkv(spec))
+        return compare_core(spec, softmax_function(impl, sdpa_backend), softmax_naive, qkv(spec, check=True))
     return compare_module(spec, partial(softmax_module, spec, impl, sdpa_backend),
                           lambda m: naive_attention(m.double()))
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:
-    from wavefield_core import causal_conv_direct, fft_floor, floor_spectrum
-
     spec = small_spec(spec)
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     g = torch.Generator().manual_seed(spec.seed + 13)

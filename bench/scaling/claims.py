@@ -1,7 +1,5 @@
-"""Every published number the suite audits, defined once (sources: docs/claims.md), and the
-"advantage vs sequence length" claim beside three operation models and a run's measurements
-(docs/method.md, "The published 31x / 107x / 367x").
-"""
+"""Every published number the suite audits, defined once (sources: docs/claims.md), and the "advantage vs sequence
+length" claim beside three operation models and a run's measurements (docs/method.md, "The published 31x ...")."""
 from __future__ import annotations
 
 import math
@@ -38,12 +36,12 @@ LEAK_NOTE = (
 
 
 def authors_advantage(n: int) -> float:
-    """The authors' operation counts, standard 512 n^2 over wave about 3000 n log2 n (31.8x at 2K, 107.5x at 8K)."""
+    """The authors' operation counts, standard 512 n^2 over wave 3000 n log2 n (31.8x at 2K, 107.5x at 8K)."""
     return AUTHORS_STANDARD_COEF * n * n / (AUTHORS_WAVE_COEF * n * math.log2(n))
 
 
 def plain_ratio(n: int) -> float:
-    """n^2 / (n log2 n) = n / log2 n, the asymptotic ratio with both constants set to 1."""
+    """n^2 / (n log2 n) = n / log2 n: both constants set to 1."""
     return n / math.log2(n)
 
 
@@ -53,8 +51,7 @@ def softmax_attention_flops(n: int, batch: int = 1, heads: int = 8, head_dim: in
 
 
 def fft_conv_flops(n: int, batch: int = 1, heads: int = 8, head_dim: int = 64) -> float:
-    """Causal FFT convolution forward FLOPs of B H d rows padded to fast_fft_size(2N - 1), the kernel's
-    own FFT left out, as for fft-floor (the sweep's cost model)."""
+    """Causal FFT convolution forward FLOPs of B H d rows padded to fast_fft_size(2N - 1), kernel FFT left out."""
     return costs.fft_conv_flops(batch * heads * head_dim, fast_fft_size(2 * n - 1))
 
 
@@ -78,12 +75,8 @@ def _verdict(n: int, published: float, measured: dict[str, object]) -> str:
 
 def claims_section(measured: dict[int, dict[str, object]], batch: int, heads: int, head_dim: int,
                    shape_source: str) -> list[str]:
-    """Markdown lines for the claims section.
-
-    measured: {N: {"softmax-naive": speedup float | "not measured (...)" text, "softmax-sdpa": ...,
-    optionally "softmax-sdpa:via": the fused method that stood in for plain SDPA}} for wave vs each
-    softmax method at level core, pass fwd.
-    """
+    """Markdown lines for the claims section. measured: {N: {"softmax-naive": speedup or "not measured (...)",
+    "softmax-sdpa": ..., optionally "softmax-sdpa:via": the fused method standing in for SDPA}} at core fwd."""
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
         soft, fft = softmax_attention_flops(n, batch, heads, head_dim), fft_conv_flops(n, batch, heads, head_dim)

@@ -15,6 +15,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from baselines.peer_model import PeerLM, PeerMixer, peer_core
+from baselines.peers import ATTN_CHUNK, HGRN_CHUNK, SSM_CHUNK, fla_available, retnet_log_decay
 from bench.scaling import budget, builders, costs
 from bench.scaling.grid import CellSpec
 
@@ -28,11 +30,8 @@ DESCRIPTIONS = {
     "retnet": "RetNet retention: decayed linear attention with a fixed decay per head",
     "diag-ssm": "diagonal SSM, one complex pole per head: Wave Field without ||k|| deposit and head coupling",
 }
-IMPL_NOTES = {
-    "torch": "torch reference formulation (chunked PyTorch, float32 math; fla-core has no CPU kernels, so on CPU "
-             "this is the method)",
-    "fla": "flash-linear-attention kernel {kernel} (fla-core, CUDA only)",
-}
+IMPL_NOTES = {"torch": "torch reference formulation (chunked PyTorch, float32 math; fla-core has no CPU kernels, so on "
+                       "CPU this is the method)", "fla": "flash-linear-attention kernel {kernel} (fla-core, CUDA only)"}
 
 
 def _fla_kernel(op: str) -> str:  # retnet is simple GLA with fixed decays
@@ -40,10 +39,7 @@ def _fla_kernel(op: str) -> str:  # retnet is simple GLA with fixed decays
 
 
 def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
-    """(inputs that get gradients, extra fixed arguments) of the core for op; decays and wave parameters
-    in float32 (a check's float64 reference gets float64 copies)."""
-    from baselines import peers
-
+    """(inputs that get gradients, extra fixed arguments) of the core for op; decays and wave parameters in float32."""
     if op == "hgrn":
         return [v, k], []
     if op == "simple-gla":
@@ -52,21 +48,17 @@ def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
                         dtype=torch.float64)
         return [q, k, v, (F.logsigmoid(z) / GATE_NORMALIZER).to(q.device, q.dtype)], []
     if op == "retnet":
-        return [q, k, v], [peers.retnet_log_decay(spec.heads, q.device)]
+        return [q, k, v], [retnet_log_decay(spec.heads, q.device)]
     return [v, *builders.wave_params(spec.heads, q.device, seed)[:3]], []
 
 
 def core_function(op: str, impl: str, stride: float):
     """inputs... -> y (B, H, N, d) for op with impl 'torch', 'fla' or 'reference' (diag-ssm also reads the stride)."""
-    from baselines.peer_model import peer_core
-
     return partial(peer_core, op, impl, **({"stride": stride} if op == "diag-ssm" else {}))
 
 
 def peer_module(spec: CellSpec, op: str, impl: str):
     """PeerMixer (layer level) or PeerLM (model level) of a cell."""
-    from baselines.peer_model import PeerLM, PeerMixer
-
     if spec.level == "layer":
         return PeerMixer(spec.d_model, spec.heads, op, impl=impl, field_stride=spec.field_stride)
     return PeerLM(spec.vocab, op, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
@@ -88,7 +80,7 @@ def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
     spec = builders.small_spec(spec)
     s = spec.field_stride
     if spec.level == "core":
-        wrt, extra = _core_inputs(op, *builders.qkv(spec), spec, spec.seed + 7)
+        wrt, extra = _core_inputs(op, *builders.qkv(spec, check=True), spec, spec.seed + 7)
         return builders.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
 
     def reference(ref):  # the check's CPU copy, in float64 on the reference implementation
@@ -102,26 +94,20 @@ def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
 
 def available(impl: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
     """torch: always; fla: CUDA with fla-core importable (float32, bfloat16, float16)."""
-    from baselines.peers import fla_available
-
     return None if impl == "torch" else fla_available(device)
 
 
-# cost model: elementwise operations count one FLOP each (exp and sigmoid too), matmuls 2 per
-# multiply-add, fwdbwd = 3 x fwd; the same count for a torch and an fla method. With R = B H d
-# rows, C the chunk, M = ceil(N / C), N' = M C:
-#   hgrn        fwd = R N' 11 + R M 3 log2 M   (gate and (1 - f) x: 4; f = exp log f: 1; intra-chunk
-#               step: 2; cumulative log decay and its exp: 2; carry-in: 2; doubling scan: 3 per state)
-#   simple-gla, retnet   fwd = B H [N' (4 C d + 3 C + 4 d^2 + 4 d + 3) + 2 M d^2]   ((C, C) scores and
-#               their product with v: 4 C d; decay mask: 3 C; chunk states and carry-in: 4 d^2;
-#               q scale, decayed k and q, carry-in add: 4 d; decay factors: 3; state loop: 2 d^2)
-#   diag-ssm    costs.scan_flops (the wave-scan path: the same chunked recurrence, and its fwdbwd
-#               multiple, 2.5 x fwd, not the 3 x above)
+# cost model: elementwise operations one FLOP each (exp and sigmoid too), matmuls 2 per multiply-add, fwdbwd = 3 x
+# fwd, the same for torch and fla. With R = B H d rows, C the chunk, M = ceil(N / C), N' = M C:
+#   hgrn    fwd = R N' 11 + R M 3 log2 M   (gate and (1 - f) x: 4; f = exp log f: 1; intra-chunk step: 2;
+#           cumulative log decay and its exp: 2; carry-in: 2; doubling scan: 3 per state)
+#   simple-gla, retnet   fwd = B H [N' (4 C d + 3 C + 4 d^2 + 4 d + 3) + 2 M d^2]   ((C, C) scores and their
+#           product with v: 4 C d; decay mask: 3 C; chunk states and carry-in: 4 d^2; q scale, decayed k and q,
+#           carry-in add: 4 d; decay factors: 3; state loop: 2 d^2)
+#   diag-ssm    costs.scan_flops (the wave-scan path's chunked recurrence, and its fwdbwd 2.5 x fwd)
 
 
 def core_flops(op: str, b: int, h: int, n: int, d: int, pass_: str) -> float:
-    from baselines.peers import ATTN_CHUNK, HGRN_CHUNK, SSM_CHUNK
-
     if op == "diag-ssm":
         return costs.scan_flops(b, h, n, d, pass_, chunk=SSM_CHUNK)
     c = max(1, min(HGRN_CHUNK if op == "hgrn" else ATTN_CHUNK, n))
@@ -153,21 +139,12 @@ def peer_cost(op: str, spec: CellSpec) -> costs.Cost:
     return costs.level_cost(spec, core, mixer_matmul_params(op, spec.d_model, h))
 
 
-# Peak above the inputs, in float32 (B, H, N, d) units, measured with the torch profiler on CPU
-# (torch formulation) and rounded up with about 50% margin (generous, like the estimates in
-# bench.scaling.budget: a cell predicted to fit must fit); fla's fused kernels keep less and get
-# the same allowance.
-CORE_UNITS = {  # op -> (fwd, fwdbwd)
-    "hgrn": (12.0, 24.0),
-    "simple-gla": (8.0, 24.0),
-    "retnet": (8.0, 24.0),
-    "diag-ssm": (8.0, 18.0),
-}
+# Peak above the inputs, (fwd, fwdbwd) in float32 (B, H, N, d) units: torch-profiler peaks of the torch formulation
+# on CPU with about 50% margin (generous, like bench.scaling.budget's); fla's fused kernels keep less, same allowance.
+CORE_UNITS = {"hgrn": (12.0, 24.0), "simple-gla": (8.0, 24.0), "retnet": (8.0, 24.0), "diag-ssm": (8.0, 18.0)}
 
 
 def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
-    from baselines.peers import ATTN_CHUNK
-
     fwd = pass_ == "fwd"
     extra = 0.0
     if op in ("simple-gla", "retnet"):  # (C, C) score blocks and (d, d) chunk states, float32

@@ -11,7 +11,9 @@ from functools import partial
 from typing import Callable
 
 import torch
+import torch.nn.attention
 
+from baselines import SDPA_BACKENDS, flash_attn_available
 from bench.scaling import budget, builders, costs, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
@@ -54,8 +56,6 @@ def _half_only(what: str, dtype) -> str | None:
 
 
 def _flash_attn(device: torch.device, dtype=None) -> str | None:
-    from baselines import flash_attn_available
-
     if device.type != "cuda":
         return f"needs a CUDA device (device is {device.type})"
     if not flash_attn_available():
@@ -64,12 +64,8 @@ def _flash_attn(device: torch.device, dtype=None) -> str | None:
 
 
 def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None) -> str | None:
-    from torch.nn import attention
-
-    from baselines.attention import SDPA_BACKENDS
-
     enum = SDPA_BACKENDS[backend]
-    if not hasattr(attention.SDPBackend, enum):
+    if not hasattr(torch.nn.attention.SDPBackend, enum):
         return f"torch {torch.__version__} has no SDPBackend.{enum}"
     if cuda_only and device.type != "cuda":
         return f"a CUDA-only SDPA kernel (device is {device.type})"

@@ -1,7 +1,5 @@
-"""The sweep engine: walk the grid, gate each method by the budget predictor and its correctness
-check, build, warm up, measure memory, time the methods of one length interleaved, and write one
-row per cell with its status (docs/method.md, "Run order" and "Statuses").
-"""
+"""The sweep engine: gate each cell by the budget predictor and its method's correctness check, build, warm up,
+measure memory, time the methods of one length interleaved, write one row per cell (docs/method.md, "Run order")."""
 from __future__ import annotations
 
 import contextlib
@@ -157,9 +155,7 @@ class Sweep:
         warmup = 1 if decision.reduced else self.cfg.warmup
         try:
             built = method.build(spec)
-            if self.device.type == "cpu":
-                # the first call is both the warm-up and the memory measurement (no caching
-                # allocator on CPU, so the first call allocates like every later one)
+            if self.device.type == "cpu":  # the first call is warm-up and memory measurement: no caching allocator
                 mem = measure_peak(built.fn, self.device)
                 est = time.perf_counter() - t0
                 if warmup > 1:
@@ -177,8 +173,7 @@ class Sweep:
         return _Prepared(method, spec, built.fn, est, time.perf_counter() - t0, mem, backend, decision.reason)
 
     def _failure(self, method: Method, spec: CellSpec, exc: BaseException) -> dict:
-        """The row of a cell that raised: oom for a CUDA OOM, the RuntimeError of torch's CPU allocator or a
-        MemoryError (longer lengths of the method are then skipped), else error."""
+        """The row of a cell that raised: oom (then longer lengths of the method are skipped) or error."""
         oom = is_oom(exc)
         if oom:
             free_memory(self.device)
@@ -191,12 +186,12 @@ class Sweep:
         sec = res.median_ms / 1e3
         cost = _safe_cost(method, spec)
         mb = lambda nbytes: None if nbytes is None else nbytes / 2**20  # noqa: E731
+        per_s = lambda attr, unit: getattr(cost, attr) / sec / unit if cost and sec > 0 else None  # noqa: E731
         metrics = {
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
             "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method,
             "reserved_mem_mb": mb(p.mem.reserved_bytes), "device_used_mb": mb(p.mem.device_used_bytes),
-            "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
-            "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None,
+            "tflops": per_s("flops", 1e12), "gbps": per_s("bytes", 1e9),
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
             "over_mem_bound": costs.over_memory_bound(cost, sec, self.copy_bw),
             "copy_gbps": self.copy_bw / 1e9 if self.copy_bw else None,
@@ -237,9 +232,7 @@ class Sweep:
             else:
                 prepared[name] = got
         if self.device.type == "cuda":
-            # each memory measurement began with empty_cache(), which also returned the blocks of
-            # the methods prepared before it; one untimed call each refills the caching allocator
-            # so no timed repetition pays for cudaMalloc
+            # refill the caching allocator the memory measurements' empty_cache() emptied: no timed call pays cudaMalloc
             for name in list(prepared):
                 try:
                     prepared[name].fn()
