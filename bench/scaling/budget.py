@@ -126,33 +126,6 @@ def share_out(total_left: float, segments: list[tuple[str, str]]) -> float:
     return total_left * weights[0] / sum(weights) if weights else total_left
 
 
-def softmax_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, materializes: bool) -> float:
-    """Naive attention (or SDPA's math kernel) keeps (B, H, N, N) float32 scores: about 2 alive in the forward
-    (scores, the next elementwise result), 4 in fwdbwd (saved probs, their gradient, the softmax gradient, a
-    temporary). Fused kernels keep O(B H N d)."""
-    unit = b * h * n * d * elem
-    if materializes:
-        scores = b * h * n * n * 4
-        mask = n * n
-        return (4 * unit + 2.5 * scores + mask) if pass_ == "fwd" else (8 * unit + 4.5 * scores + mask)
-    lse = b * h * n * 4
-    return (5 * unit + lse) if pass_ == "fwd" else (12 * unit + 2 * lse)
-
-
-def wave_core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str, path: str, stride: float) -> float:
-    """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex)
-    and the irfft output (M reals), L = N (token) or G (field)."""
-    length, m = conv_length(n, stride, path)  # scan: bounded by the token path's
-    rows = b * h * d
-    unit = b * h * n * d * elem
-    f32 = b * h * n * d * 4
-    fft = rows * ((m // 2 + 1) * 8 + m * 4)  # spectrum + irfft output
-    field = rows * length * 4
-    if pass_ == "fwd":
-        return 4 * unit + 3 * f32 + field + fft
-    return 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
-
-
 def floor_memory(spec: CellSpec, path: str) -> float:
     """fft-floor: input and output, spectrum and irfft output per row, the cached kernel spectrum."""
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
@@ -183,9 +156,26 @@ def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
 
 
 def wave_memory(spec: CellSpec, path: str) -> float:
-    return level_memory(spec, lambda *cell: wave_core_bytes(*cell, path, spec.field_stride))
+    def core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
+        """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex) and the irfft
+        output (M reals), L = N (token) or G (field)."""
+        length, m = conv_length(n, spec.field_stride, path)  # scan: bounded by the token path's
+        rows, unit, f32 = b * h * d, b * h * n * d * elem, b * h * n * d * 4
+        fft = rows * ((m // 2 + 1) * 8 + m * 4)  # spectrum + irfft output
+        field = rows * length * 4
+        return 4 * unit + 3 * f32 + field + fft if pass_ == "fwd" else 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
+    return level_memory(spec, core_bytes)
 
 
 def softmax_memory(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> float:
-    materializes = impl == "naive" or sdpa_backend == "math"
-    return level_memory(spec, lambda *cell: softmax_core_bytes(*cell, materializes))
+    def core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
+        """Naive attention (or SDPA's math kernel) keeps (B, H, N, N) float32 scores: about 2 alive in the forward
+        (scores, the next elementwise result), 4 in fwdbwd (saved probs, their gradient, the softmax gradient, a
+        temporary). Fused kernels keep O(B H N d)."""
+        unit = b * h * n * d * elem
+        if impl == "naive" or sdpa_backend == "math":
+            scores, mask = b * h * n * n * 4, n * n
+            return (4 * unit + 2.5 * scores + mask) if pass_ == "fwd" else (8 * unit + 4.5 * scores + mask)
+        lse = b * h * n * 4
+        return (5 * unit + lse) if pass_ == "fwd" else (12 * unit + 2 * lse)
+    return level_memory(spec, core_bytes)

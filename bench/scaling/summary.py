@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,24 +50,17 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
                        for v in df[names[0]].dropna() if str(v) not in ("", "nan")})
         return ", ".join(vals) or "unknown"
 
+    e = partial(env_get, env)
     items = [
-        ("run", run_dir.resolve().name),
-        ("git", f"{sha} ({dirty_txt})"),
-        ("created", env_get(env, "created", default="unknown")),
-        ("command", f"`{command_line(env)}`"),
-        ("device", known("device")),
-        ("GPU", gpu_txt),
-        ("CPU", f"{env_get(env, 'cpu_model', default='unknown')}, "
-                f"{env_get(env, 'cpu_cores_physical', default='?')} physical / "
-                f"{env_get(env, 'cpu_cores_logical', default='?')} logical cores, "
-                f"{env_get(env, 'ram_total_gb', default='?')} GB RAM"),
-        ("torch threads", env_get(env, "torch_threads", "threads", default="unknown")),
-        ("software", f"python {env_get(env, 'python', default='?')}, torch {env_get(env, 'torch', default='?')}, "
-                     f"CUDA {env_get(env, 'cuda', default='none')}, cuDNN {env_get(env, 'cudnn', default='none')}"),
-        ("dtype", known("dtype")),
-        ("batch / heads / head_dim", " / ".join(known(k) for k in ("batch", "heads", "head_dim"))),
-        ("memory method", known("mem_method", "memory_method")),
-        ("seed", env_get(env, "seed", default="unknown")),
+        ("run", run_dir.resolve().name), ("git", f"{sha} ({dirty_txt})"), ("created", e("created", default="unknown")),
+        ("command", f"`{command_line(env)}`"), ("device", known("device")), ("GPU", gpu_txt),
+        ("CPU", f"{e('cpu_model', default='unknown')}, {e('cpu_cores_physical', default='?')} physical / "
+                f"{e('cpu_cores_logical', default='?')} logical cores, {e('ram_total_gb', default='?')} GB RAM"),
+        ("torch threads", e("torch_threads", "threads", default="unknown")),
+        ("software", f"python {e('python', default='?')}, torch {e('torch', default='?')}, "
+                     f"CUDA {e('cuda', default='none')}, cuDNN {e('cudnn', default='none')}"),
+        ("dtype", known("dtype")), ("batch / heads / head_dim", " / ".join(map(known, ("batch", "heads", "head_dim")))),
+        ("memory method", known("mem_method", "memory_method")), ("seed", e("seed", default="unknown")),
         ("rows", f"{len(df)} in timings.csv; statuses: "
                  + (", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none")),
     ]
