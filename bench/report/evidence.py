@@ -105,7 +105,8 @@ def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str 
 def quality(run: Run) -> dict:
     """A quality run's wave / standard gap: per-seed test PPL ratios at the kept LRs, at --lr when it swept,
     at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192 L=4 (cpu-small), ...')."""
-    finals, env = read_table(run.csv, required=("method", "seed", "test_ppl", "test_acc", "params")), run.env
+    env, finals = run.env, read_table(run.path / "final.csv",
+                                      required=("method", "seed", "test_ppl", "test_acc", "params"))
     p = (env.get("settings") or {}).get("preset") or {}
     tok, ref_lr = env.get("tokenizer") or {}, p.get("lr", math.nan)
     by = tuned_rows(finals, first_seed(env))
@@ -152,7 +153,7 @@ def trained(run: Run) -> bool:
 
 def diagnostics(run: Run) -> tuple[dict, dict]:
     """(role counts and largest reach in tokens, causality verdict counts and leak demonstrations shown / run)."""
-    rows = read_table(run.csv, required=("check", "quantity", "value", "verdict"))
+    rows = read_table(run.path / "diagnostics.csv", required=("check", "quantity", "value", "verdict"))
     heads = [r for r in rows if r["check"] == "heads"]
     roles = [r["quantity"].split(":", 1)[1] for r in heads if r["quantity"].startswith("role:")]
     reach = [float(r["value"] or "nan") for r in heads if r["quantity"] == "reach_tokens"]

@@ -25,10 +25,6 @@ class Run:
     rel: str  # the folder relative to the README's folder, posix style ("runs/<run>")
     env: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def csv(self) -> Path:
-        return self.path / KIND_CSV[self.kind]
-
 
 def load_runs(paths: list[str], base: Path) -> list[Run]:
     """Check every folder before anything is written; raise UsageError naming the first bad one."""
