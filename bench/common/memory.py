@@ -43,8 +43,6 @@ class PeakMemory:
 def nvml_used_bytes(device: torch.device) -> int | None:
     """The device's used memory according to NVML (what nvidia-smi shows), or None without NVML."""
     nv = nvml()
-    if nv is None:
-        return None
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
         try:  # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: by UUID first
@@ -52,7 +50,7 @@ def nvml_used_bytes(device: torch.device) -> int | None:
         except nv.NVMLError:
             handle = nv.nvmlDeviceGetHandleByIndex(index)
         return int(nv.nvmlDeviceGetMemoryInfo(handle).used)
-    except Exception:  # noqa: BLE001 - pynvml.NVMLError, lookups that differ between drivers
+    except Exception:  # noqa: BLE001 - no NVML (nv is None), pynvml.NVMLError, lookups that differ between drivers
         return None
 
 
@@ -67,36 +65,24 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
-    free_memory(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    out = fn()
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) - base
-    used = nvml_used_bytes(device)
-    del out
-    return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
-
-
-def _memory_events(prof) -> list[tuple[int, int]]:
-    """(time_ns, signed bytes) of every CPU allocation/free event the profiler saw, in time order."""
-    try:
-        events = [(int(e.start_ns()), int(e.nbytes())) for e in prof.profiler.kineto_results.events()
-                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    except (AttributeError, RuntimeError):  # a torch without kineto event access
-        events = [(int(e.time_range.start * 1e3), int(e.cpu_memory_usage)) for e in prof.events()
-                  if e.name == "[memory]"]
-    return sorted(events, key=lambda t: t[0])
-
-
 def high_water(deltas: list[int]) -> int:
     """Largest running sum of signed byte deltas, starting from 0 (never below 0)."""
     return int(np.cumsum(deltas, dtype=np.int64).max(initial=0))
 
 
-def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
+def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
+    """Peak bytes that one call of fn allocates above what was alive before it."""
+    if device.type == "cuda":
+        free_memory(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        used = nvml_used_bytes(device)
+        del out
+        return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
     from torch.profiler import ProfilerActivity, profile
 
     # no gc.collect() here: refcounting already freed the previous cell's tensors, and a full
@@ -104,18 +90,19 @@ def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
         out = fn()
         del out  # freeing the output inside the window keeps the event stream balanced
-    return PeakMemory(high_water([b for _, b in _memory_events(prof)]), None, CPU_METHOD)
+    try:  # (time_ns, signed bytes) of every CPU allocation/free event the profiler saw
+        events = [(int(e.start_ns()), int(e.nbytes())) for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    except (AttributeError, RuntimeError):  # a torch without kineto event access
+        events = [(int(e.time_range.start * 1e3), int(e.cpu_memory_usage)) for e in prof.events()
+                  if e.name == "[memory]"]
+    return PeakMemory(high_water([b for _, b in sorted(events, key=lambda t: t[0])]), None, CPU_METHOD)
 
 
 @functools.cache
 def prepare_profiler() -> None:
     """Pay the profiler's one-time start-up (about 2 s on a small CPU) outside any measured cell."""
-    _cpu_peak(lambda: None)
-
-
-def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
-    """Peak bytes that one call of fn allocates above what was alive before it."""
-    return _cuda_peak(fn, device) if device.type == "cuda" else _cpu_peak(fn)
+    measure_peak(lambda: None, torch.device("cpu"))
 
 
 class JobPeak:
@@ -159,9 +146,7 @@ class JobPeak:
 
 def available_bytes(device: torch.device) -> int:
     """Memory a new allocation can get: free GPU memory, or the RAM psutil calls available."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return int(psutil.virtual_memory().available)
+    return int(torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available)
 
 
 def gib(n: float) -> str:
