@@ -34,13 +34,10 @@ class TimingResult:
     samples_s: list[float]
     stopped_by: str  # "target" | "budget" | "max_reps"
 
-    @property
-    def reps(self) -> int:
-        return len(self.samples_s)
-
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.samples_s, q)) * 1e3
 
+    reps = property(lambda self: len(self.samples_s))
     median_ms = property(lambda self: self.percentile_ms(50))
     p20_ms = property(lambda self: self.percentile_ms(20))
     p80_ms = property(lambda self: self.percentile_ms(80))
@@ -77,9 +74,8 @@ def warm_up(fn: Fn, device: torch.device, calls: int = 1, clock: Callable[[], fl
 
 def calibrate_inner(est_call_s: float, rep_target_s: float) -> int:
     """Calls per repetition so that one repetition lasts about rep_target_s (1 to 1000)."""
-    if not math.isfinite(est_call_s) or est_call_s <= 0:
-        return 1
-    return max(1, min(1000, math.ceil(rep_target_s / est_call_s)))
+    ok = math.isfinite(est_call_s) and est_call_s > 0
+    return max(1, min(1000, math.ceil(rep_target_s / est_call_s))) if ok else 1
 
 
 @dataclass
@@ -117,14 +113,10 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
                         est_call_s: dict[str, float] | None = None, spent_s: dict[str, float] | None = None,
                         on_done: Callable[[str, "TimingResult | BaseException"], None] | None = None,
                         ) -> dict[str, "TimingResult | BaseException"]:
-    """Time closures round-robin, the order reversed every round (A B C C B A A B C ...); return
-    {name: TimingResult or the exception it raised}.
-
-    est_call_s: seconds per call from the caller's warm-up (calibrates `inner`); a closure without
-        one is warmed up here first, with policy.warmup calls (at least 1).
-    spent_s: wall seconds already spent per closure, counted against policy.max_cell_s.
-    on_done(name, result) is called as soon as a closure finishes (so its row can be written).
-    """
+    """Time closures round-robin, the order reversed every round (docs/method.md, "Timing protocol"); return
+    {name: TimingResult or the exception it raised}. est_call_s: seconds per call from the caller's warm-up
+    (a closure without one gets policy.warmup calls here); spent_s: wall seconds already spent per closure,
+    counted against policy.max_cell_s; on_done(name, result) as soon as a closure finishes."""
     est_call_s, spent_s = est_call_s or {}, spent_s or {}
     slots: dict[str, _Slot] = {}
     results: dict[str, TimingResult | BaseException] = {}
@@ -147,9 +139,7 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
         inner = calibrate_inner(est, policy.rep_target_s)
         slots[name] = _Slot(fn, inner, est * inner, spent)
 
-    for rnd in itertools.count():
-        if not slots:
-            break
+    for rnd in itertools.takewhile(lambda _: slots, itertools.count()):
         for name, slot in list(slots.items())[::-1 if rnd % 2 else 1]:
             try:
                 reason = slot.stop_reason(policy)
