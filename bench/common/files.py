@@ -1,11 +1,7 @@
-"""Every file a bench CLI writes or reads; a fault is one line and exit 2.
-
-Output folders are checked before any work (check_out_dir), then created and held under an
-fcntl.flock on <folder>/.lock for the run (claim_run_dir; the kernel drops the lock of a killed
-run). CSV rows are appended whole and fsynced, so a crash cuts at most the last line; as it may
-hold a cut number it is never data (read_table refuses or leaves it out, drop_cut_tail truncates it
-before a resume appends again). Whole files are replaced atomically: a reader sees the old or the new.
-"""
+"""Every file a bench CLI writes or reads; a fault is one line and exit 2. Output folders are checked before any
+work, then held under an fcntl.flock on <folder>/.lock (the kernel drops a killed run's lock). CSV rows are appended
+whole and fsynced, so a crash cuts at most the last line, which may hold a cut number and so is never data
+(read_table refuses or leaves it out, drop_cut_tail truncates it). Whole files are replaced atomically."""
 from __future__ import annotations
 
 import atexit
@@ -68,11 +64,9 @@ def check_out_file(out: str | Path) -> None:
 
 def claim_run_dir(out: str | Path | None, *, tag: str = "cpu", kind: str = "", resume: bool = False,
                   resumable: bool = True, main: bool = True, broadcast: Callable[[Any], Any] | None = None) -> Path:
-    """Create the run folder (default results/runs/<time>_<sha>_<tag>[_<kind>]) and lock it until
-    the process ends or release_run_dirs(). Call it once the inputs are known to be valid.
-
-    Under torchrun rank 0 (`main`) claims and `broadcast` hands its answer to every rank, so all
-    get the folder or the same one-line error, and none waits forever."""
+    """Create the run folder (default results/runs/<time>_<sha>_<tag>[_<kind>]) once the inputs are valid and
+    lock it until the process ends. Under torchrun rank 0 (`main`) claims and `broadcast` hands its answer to
+    every rank, so all get the folder or the same one-line error, and none waits forever."""
     made = None
     if main:
         try:
@@ -110,8 +104,7 @@ def _claim(out: str | Path | None, tag: str, kind: str, resume: bool, resumable:
     return path
 
 
-def _holder(fd: int) -> str:
-    """The pid a lock file names (its holder writes it there)."""
+def _holder(fd: int) -> str:  # the pid its holder wrote in the lock file
     return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
 
 
@@ -210,20 +203,18 @@ def read_json(path: str | Path, what: str = "") -> dict:
 
 def read_env(run_dir: str | Path) -> dict:
     """A run folder's env.json as a dict; {} when missing or unreadable (callers say 'unknown')."""
-    try:
+    with suppress(UsageError):
         return read_json(Path(run_dir) / "env.json")
-    except UsageError:
-        return {}
+    return {}
 
 
 def read_run_env(run_dir: str | Path, prog: str) -> dict:
     """The env.json of a folder given to --resume; UsageError (one line) when it is not a run of `prog`."""
-    env = Path(run_dir) / "env.json"
-    if not env.is_file():
-        p = Path(run_dir)
+    p = Path(run_dir)
+    if not (p / "env.json").is_file():
         where = "no env.json there" if p.is_dir() else "a file, not a folder" if p.exists() else "no such folder"
         raise UsageError(f"--resume {str(run_dir)!r}: {where}; give a run folder written by {prog}")
-    return read_json(env, f"--resume {str(run_dir)!r}: env.json")
+    return read_json(p / "env.json", f"--resume {str(run_dir)!r}: env.json")
 
 
 def note_resume(run_dir: Path, env: dict, **facts: Any) -> None:
@@ -286,12 +277,10 @@ def drop_cut_tail(path: str | Path) -> str | None:
 
 def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, text: frozenset[str] | None = None,
                cut: str = "error") -> list[dict]:
-    """Rows of a CSV the suite wrote, as dicts of strings ([] when there is no file).
-
-    The header must name `required`, every row must have the header's field count and a number
-    (or nothing) in each column outside `text` (both default to SCHEMAS by file name); otherwise
-    UsageError. A cut last line raises UsageError (cut="error") or is left out (cut="drop").
-    """
+    """Rows of a CSV the suite wrote, as dicts of strings ([] when there is no file). The header must name
+    `required`, every row must have the header's field count and a number (or nothing) in each column outside
+    `text` (both default to SCHEMAS by file name); otherwise UsageError. A cut last line raises UsageError
+    (cut="error") or is left out (cut="drop")."""
     path = Path(path)
     req, txt = SCHEMAS.get(re.sub(r"\.rank\d+\.csv$", ".csv", path.name), ((), frozenset()))
     required, text = req if required is None else required, txt if text is None else text
