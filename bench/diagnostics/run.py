@@ -120,10 +120,9 @@ def energy_flow(model, idx: torch.Tensor) -> dict:
             store[i] = (args[0] if pre else out).detach()
         return hook
 
-    handles = [model.ln_f.register_forward_pre_hook(keep(res_in, len(blocks)))]
+    handles = [m.register_forward_pre_hook(keep(res_in, i)) for i, m in enumerate([*blocks, model.ln_f])]
     for i, blk in enumerate(blocks):
-        handles += [blk.register_forward_pre_hook(keep(res_in, i)),
-                    blk.attn.register_forward_pre_hook(keep(attn_in, i)),
+        handles += [blk.attn.register_forward_pre_hook(keep(attn_in, i)),
                     blk.attn.register_forward_hook(keep(attn_out, i, pre=False))]
     try:
         with torch.no_grad():

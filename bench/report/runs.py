@@ -29,15 +29,14 @@ class Run:
 def load_runs(paths: list[str], base: Path) -> list[Run]:
     """Check every folder before anything is written; raise UsageError naming the first bad one."""
     base = base.resolve()
-    runs, seen = [], set()
+    runs: dict[Path, Run] = {}  # by resolved folder: a folder given twice is one run
     for text in paths:
         if not Path(text).exists():
             raise UsageError(f"run folder {text!r} does not exist")
         if not Path(text).is_dir():
             raise UsageError(f"{text!r} is not a folder (expected a run folder such as results/runs/<run>)")
-        if (path := Path(text).resolve()) in seen:
+        if (path := Path(text).resolve()) in runs:
             continue
-        seen.add(path)
         kind = next((kind for kind, csv in KIND_CSV.items() if (path / csv).is_file()), None)
         if kind is None:
             raise UsageError(f"{text!r} is not a run folder of a known kind: it holds none of "
@@ -54,8 +53,8 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
         for name in (*KIND_CSV.values(), "curves.csv"):
             read_table(path / name)  # refuses a cut or damaged file: no number from a cut row may reach the page
         env = read_json(path / "env.json") if (path / "env.json").exists() else {}
-        runs.append(Run(path=path, kind=kind, rel=rel, env=env))
-    return runs
+        runs[path] = Run(path=path, kind=kind, rel=rel, env=env)
+    return list(runs.values())
 
 
 def code(text: str) -> str:
