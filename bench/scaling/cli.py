@@ -102,9 +102,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
             return _given(explicit, base, name)
         return QUICK[name] if quick and name in QUICK else dd.get(name, COMMON_DEFAULTS.get(name))
 
-    dtype_name = pick(args.dtype, "dtype")
-    dtype = resolve_dtype(dtype_name, device)
-
+    dtype = resolve_dtype(dtype_name := pick(args.dtype, "dtype"), device)
     ranged = args.min_len is not None or args.max_len is not None
     if args.seq_lens is not None and ranged:
         raise UsageError("give either --seq-lens or --min-len/--max-len, not both")
@@ -120,8 +118,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     methods = list(pick(args.methods, "methods") or default_methods(device, dtype))
     if "all" in methods:
         methods = [m for m, rec in METHODS.items() if m not in FLOOR_METHODS and rec.why_unavailable(device) is None]
-    gone = [m for m in methods if m not in METHODS]  # only a resumed run's env.json can name one (flags are checked)
-    if gone:
+    if gone := [m for m in methods if m not in METHODS]:  # only a resumed run's env.json can name one
         raise UsageError(f"method {', '.join(map(repr, gone))} of the run is not in this version of the registry; "
                          f"finish the run with the version that started it (git in env.json); valid choices: "
                          f"{', '.join(METHODS)}")
@@ -138,12 +135,10 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          f"--passes {','.join(taken['passes'])} ({runs})")
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
-    if args.mem_budget is not None:
-        have = available_bytes(device) / 1e9
-        if args.mem_budget > have:
-            where = "free GPU memory" if device.type == "cuda" else "available RAM"
-            raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
-                             "give at most that, or leave it out for the default")
+    if args.mem_budget is not None and args.mem_budget > (have := available_bytes(device) / 1e9):
+        where = "free GPU memory" if device.type == "cuda" else "available RAM"
+        raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
+                         "give at most that, or leave it out for the default")
     mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name,
@@ -188,18 +183,15 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
     mm = memory_method(device)
     return collect_env(
         argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=asdict(cfg),
-        world_size=info.world, rank_assignment='docs/method.md, "Run order"',
-        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        memory_method=mm, memory_method_note=METHOD_NOTES[mm],
-        budgets={"time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb,
-                 "total_budget_s": cfg.total_budget},
+        world_size=info.world, rank_assignment='docs/method.md, "Run order"', device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        memory_method=mm, memory_method_note=METHOD_NOTES[mm], budgets={
+            "time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb, "total_budget_s": cfg.total_budget},
         timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
         cost_model='docs/method.md, "Cost model"',
-        methods={m: METHODS[m].description for m in chosen_methods(cfg.methods, cfg.floor)},
-        torch_threads=cfg.threads,
-        allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""),
-    )
+        methods={m: METHODS[m].description for m in chosen_methods(cfg.methods, cfg.floor)}, torch_threads=cfg.threads,
+        allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""))
 
 
 def _derived_outputs(run_dir: Path) -> None:

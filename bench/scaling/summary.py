@@ -113,14 +113,14 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
 
 
 HOW_TO_READ = [
-    "- Times are medians of many repetitions (see `reps` in timings.csv) with the 20th-80th percentile "
-    "range in brackets; a wide bracket means a noisy cell.",
-    "- Ratios measured in one run (speedups, floor ratios, exponents) are more trustworthy than absolute "
-    "times: machine noise and clock drift hit the interleaved methods alike, while absolute times move "
-    "from machine to machine and run to run.",
+    "- Times are medians of many repetitions (see `reps` in timings.csv) with the 20th-80th percentile range in "
+    "brackets; a wide bracket means a noisy cell.",
+    "- Ratios measured in one run (speedups, floor ratios, exponents) are more trustworthy than absolute times: "
+    "machine noise and clock drift hit the interleaved methods alike, while absolute times move from machine to "
+    "machine and run to run.",
     "- Everything here is for the hardware and software stated in section 1; compare runs only on the same setup.",
-    "- Scaling exponents on short lengths are flattened by fixed overheads (launches, allocation, Python); "
-    "the upper-half exponent is the better guide to asymptotic growth.",
+    "- Scaling exponents on short lengths are flattened by fixed overheads (launches, allocation, Python); the "
+    "upper-half exponent is the better guide to asymptotic growth.",
     "- A status word (skipped, oom, error) means the cell has no time; its reason is listed under the table.",
 ]
 

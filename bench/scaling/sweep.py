@@ -98,13 +98,10 @@ class Sweep:
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
-        return {
-            **dict(zip(KEY_COLUMNS, cell_key(method.name, spec))), "d_model": spec.d_model,
-            "field_stride": spec.field_stride if method.uses_stride else None,
-            "status": status, "reason": reason, "rank": self.rank,
-            "flops": cost.flops if cost else None, "bytes": cost.bytes if cost else None,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **metrics,
-        }
+        return {**dict(zip(KEY_COLUMNS, cell_key(method.name, spec))), "d_model": spec.d_model,
+                "field_stride": spec.field_stride if method.uses_stride else None, "status": status, "reason": reason,
+                "rank": self.rank, "flops": cost.flops if cost else None, "bytes": cost.bytes if cost else None,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **metrics}
 
     def _emit(self, row: dict) -> None:
         self.writer.append(row)
@@ -189,15 +186,13 @@ class Sweep:
         per_s = lambda attr, unit: getattr(cost, attr) / sec / unit if cost and sec > 0 else None  # noqa: E731
         metrics = {
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
-            "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method,
+            "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method, "backend": p.backend,
             "reserved_mem_mb": mb(p.mem.reserved_bytes), "device_used_mb": mb(p.mem.device_used_bytes),
-            "tflops": per_s("flops", 1e12), "gbps": per_s("bytes", 1e9),
+            "tflops": per_s("flops", 1e12), "gbps": per_s("bytes", 1e9), "setup_s": p.spent_s,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
             "over_mem_bound": costs.over_memory_bound(cost, sec, self.copy_bw),
             "copy_gbps": self.copy_bw / 1e9 if self.copy_bw else None,
-            "tokens_per_s": spec.batch * spec.seq_len / sec if sec > 0 else None,
-            "backend": p.backend, "setup_s": p.spent_s,
-        }
+            "tokens_per_s": spec.batch * spec.seq_len / sec if sec > 0 else None}
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
         return self._row(method, spec, "ok", p.note, **metrics)
 
