@@ -37,18 +37,13 @@ def _registry() -> dict[str, str]:
 
 def method_kind(method: str) -> str:
     """wave | softmax | peer | reference | other: the registry's kind, else the name's prefix."""
-    kind = _registry().get(method)
-    return kind or next((kind for prefix, kind in _PREFIX_KIND if method.startswith(prefix)), "other")
+    return _registry().get(method) or next((k for prefix, k in _PREFIX_KIND if method.startswith(prefix)), "other")
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
     """Wave, softmax, peers, references, others; registry order inside each kind, then by name."""
-    known = list(_registry())
-
-    def key(m: str):
-        kind = method_kind(m)
-        return (KINDS.index(kind) if kind in KINDS else len(KINDS), known.index(m) if m in known else len(known), m)
-    return sorted(set(methods), key=key)
+    known, kinds = {m: i for i, m in enumerate(_registry())}, {k: i for i, k in enumerate(KINDS)}
+    return sorted(set(methods), key=lambda m: (kinds.get(method_kind(m), len(kinds)), known.get(m, len(known)), m))
 
 
 def config_label(get) -> str:
@@ -88,18 +83,14 @@ def load_timings(run: str | Path, cut: str = "drop", required: tuple[str, ...] |
     path = path / "timings.csv" if path.is_dir() else path
     if not path.is_file():
         raise UsageError(f"{str(run)!r} holds no timings.csv (expected a folder written by python -m bench.scaling)")
-    # the timings schema whatever the file is called (regress compares any two CSV paths)
-    required_cols, text_cols = SCHEMAS["timings.csv"]
-    return frame(read_table(path, cut=cut, required=required or required_cols, text=text_cols))
+    req, text = SCHEMAS["timings.csv"]  # whatever the file is called (regress compares any two CSV paths)
+    return frame(read_table(path, cut=cut, required=required or req, text=text))
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (level, pass, config, method, seq_len) cell, with n_ranks.
-
-    Per rank the last row written wins (a resumed run may repeat a key). Across ranks the slowest
-    ok rank is kept (a synchronous step waits for it) and the peak memory is the largest; without
-    an ok rank the status is the first of oom, error, other, skipped.
-    """
+    """One row per (level, pass, config, method, seq_len) cell, with n_ranks. Per rank the last row written wins
+    (a resumed run may repeat a key). Across ranks the slowest ok rank is kept (a synchronous step waits for it)
+    and the peak memory is the largest; without an ok rank the status is the first of oom, error, other, skipped."""
     if df.empty:
         return df.assign(n_ranks=0)
     df = df.assign(_order=np.arange(len(df)))
@@ -137,10 +128,8 @@ def panels(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
 
 def panel_slug(level: str, pas: str, config: str) -> str:
     """File-name part for a panel: core_fwd, or core_fwd_cuda-bfloat16-B8-H8-d64 with several configs."""
-    slug = f"{level}_{pas}"
-    if config:
-        slug += "_" + "".join(c if c.isalnum() else "-" for c in config.replace("=", "")).strip("-")
-    return slug
+    slug = "".join(c if c.isalnum() else "-" for c in config.replace("=", "")).strip("-")
+    return f"{level}_{pas}_{slug}" if config else f"{level}_{pas}"
 
 
 def ok_series(sub: pd.DataFrame, method: str, col: str = "median_ms") -> pd.Series:
@@ -160,10 +149,8 @@ def times(cells: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, dict[int,
 
 
 def fit_exponent(ns: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
-    """Least-squares slope of log(t) against log(N), with R^2 and the length range used.
-
-    Points with N <= 0 or t <= 0 are left out; fewer than two distinct lengths give NaN slope and R^2.
-    """
+    """Least-squares slope of log(t) against log(N), with R^2 and the length range used. Points with N <= 0 or
+    t <= 0 are left out; fewer than two distinct lengths give NaN slope and R^2."""
     ns, ts = np.asarray(ns, float), np.asarray(ts, float)
     keep = (ns > 0) & (ts > 0) & np.isfinite(ts)
     ns, ts = ns[keep], ts[keep]
