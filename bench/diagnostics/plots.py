@@ -55,8 +55,7 @@ def plot_kernels(kern: dict, path: Path, layer_idx: int, footer: str) -> None:
     axes.flat[0].legend(fontsize=6, loc="upper right")
     fig.suptitle(f"Layer {layer_idx}: wave kernels (impulse response measured through wave_conv_bhdn)", fontsize=10)
     height = fig.get_figheight()  # inches: room for the suptitle + two-line titles on top, labels + footer below
-    save(fig, path, footer, left=0.05, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height, hspace=0.6,
-          wspace=0.25)
+    save(fig, path, footer, left=0.05, right=0.98, bottom=0.55 / height, top=1 - 0.85 / height, hspace=0.6, wspace=0.25)
 
 
 def plot_impulse_error(df: pd.DataFrame, path: Path, footer: str) -> None:

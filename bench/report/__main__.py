@@ -38,8 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.report.build import build_report
 
     raw = list(sys.argv[1:] if argv is None else argv)
-    build_report(args.runs, out, f"{PROG} {shlex.join(raw)}", regen=not args.no_regenerate,
-                 plots=not args.no_plots)
+    build_report(args.runs, out, f"{PROG} {shlex.join(raw)}", regen=not args.no_regenerate, plots=not args.no_plots)
     print(f"wrote {out} from {len({Path(r).resolve() for r in args.runs})} run folder(s)")  # as load_runs counts
     return 0
 

@@ -92,8 +92,7 @@ class RunRange:
 def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str | None = None,
           col: str = "median_ms") -> dict[str, RunRange]:
     """setup -> spread over runs of cells[num] / cells[den] (or cells[num]) in `col` at one (level, pass, N)."""
-    ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n)
-               & (cells["status"] == "ok")]
+    ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
     out: dict[str, RunRange] = {}
     for (setup, _), g in ok.groupby(["setup", "run"], sort=False):
         by = g.set_index("method")[col]
