@@ -1,10 +1,7 @@
-"""One checkpoint format for every harness: bench.quality writes it, bench.diagnostics reads it.
-
-A torch.save'd dict {"format": FORMAT, "kind": one of KINDS, "config": constructor kwargs, "state_dict":
-weights, "meta": free-form (tokenizer path, step, metrics), "train_state": optional optimizer, scheduler,
-batcher and RNG state for --resume}, written atomically; anything unreadable or inconsistent is a
-UsageError naming the file and what is wrong.
-"""
+"""One checkpoint format: bench.quality writes it, bench.diagnostics reads it. A torch.save'd dict {"format": FORMAT,
+"kind": one of KINDS, "config": constructor kwargs, "state_dict": weights, "meta": free-form (tokenizer path, step,
+metrics), "train_state": optional optimizer, scheduler, batcher and RNG state for --resume}, written atomically;
+anything unreadable or inconsistent is a UsageError naming the file and what is wrong."""
 from __future__ import annotations
 
 import importlib

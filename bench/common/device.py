@@ -15,10 +15,8 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is a UsageError."""
     if name not in DEVICES and not re.fullmatch(r"cuda:(0|[1-9][0-9]*)", name):  # what torch.device accepts
         raise UsageError(f"unknown device {name!r}; valid choices: {', '.join(DEVICES)} (or cuda:N)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
+    if name in ("auto", "cpu"):
+        return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but no CUDA GPU is available here; valid choices: cpu, auto")
     dev = torch.device(name)

@@ -24,13 +24,8 @@ class Dist:
     local_world: int = 1
     backend: str | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    enabled = property(lambda self: self.world > 1)
+    is_main = property(lambda self: self.rank == 0)
 
     def join(self, device_type: str) -> "Dist":
         """Join the process group: nccl on CUDA (after selecting cuda:LOCAL_RANK), gloo on CPU."""
@@ -64,10 +59,9 @@ class Dist:
 
     def gather(self, obj) -> list:
         """[obj of rank 0, obj of rank 1, ...] on every rank."""
-        if not self.enabled:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        out = [obj] * self.world
+        if self.enabled:
+            dist.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:

@@ -70,22 +70,13 @@ def gpu_info() -> list[dict[str, Any]]:
 def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     """A dict for env.json. `extra` adds harness-specific facts (memory method, budgets, ...)."""
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": list(sys.argv if argv is None else argv),
-        "seed": seed,
-        "git": git_info(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": list(sys.argv if argv is None else argv),
+        "seed": seed, "git": git_info(), "python": sys.version.split()[0], "platform": platform.platform(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cuda_available": torch.cuda.is_available(),
-        "gpus": gpu_info(),
-        "cpu_model": cpu_model(),
-        "cpu_cores_logical": psutil.cpu_count(logical=True),
-        "cpu_cores_physical": psutil.cpu_count(logical=False),
-        "torch_threads": torch.get_num_threads(),
-        "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
+        "cuda_available": torch.cuda.is_available(), "gpus": gpu_info(), "cpu_model": cpu_model(),
+        "cpu_cores_logical": psutil.cpu_count(logical=True), "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "torch_threads": torch.get_num_threads(), "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
         "hostname": platform.node(),
         "env_vars": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
                      if k in os.environ},
