@@ -45,11 +45,9 @@ class ProbeResult:
     causal = property(lambda self: self.max_score <= self.tol)
 
     def add(self, pos: int, leak: float, ref: float) -> None:
+        score = leak / ref if ref > 0 else (math.inf if leak > 0 else 0.0)
         # A NaN output proves nothing either way: its score is NaN, which fails every threshold.
-        if math.isnan(leak) or math.isnan(ref):
-            score = math.nan
-        else:
-            score = leak / ref if ref > 0 else (float("inf") if leak > 0 else 0.0)
+        score = math.nan if math.isnan(leak) or math.isnan(ref) else score
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
