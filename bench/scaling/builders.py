@@ -90,37 +90,6 @@ def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tenso
     return wave_kernel(freq, damp, phase, torch.arange(length, device=device, dtype=torch.float32) * step)
 
 
-def _layer(spec: CellSpec, module: torch.nn.Module, backend: Callable[[], str]) -> Built:
-    module = module.to(device=spec.device, dtype=spec.dtype)
-    torch.manual_seed(spec.seed)
-    x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
-    module.train(spec.pass_ != "fwd")
-    return Built(_pass_fn(spec, lambda: module(x), [x, *module.parameters()], x.shape), backend)
-
-
-def _model(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -> Built:
-    model = model.to(spec.device)  # float32 weights; low precision through autocast
-    torch.manual_seed(spec.seed)
-    idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
-    tgt = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
-    model.train(spec.pass_ != "fwd")
-
-    def loss():
-        with _autocast(spec):
-            return model(idx, tgt)[1]
-    if spec.pass_ == "fwd":
-        return Built(torch.no_grad()(loss), backend)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-
-    def step():
-        value = loss()
-        value.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return value.detach()
-    return Built(step, backend)
-
-
 def build_levels(spec: CellSpec, core, module, backend) -> Built:
     """A cell at any level. Core: core(q, k, v) -> (forward, the inputs that get gradients) on the draw every method
     shares; layer and model: the module module() makes after the cell's seed. backend(q, k, v or the module)."""
@@ -130,7 +99,32 @@ def build_levels(spec: CellSpec, core, module, backend) -> Built:
         return Built(_pass_fn(spec, forward, wrt, inputs[0].shape), lambda: backend(inputs))
     torch.manual_seed(spec.seed)
     mod = module()
-    return (_layer if spec.level == "layer" else _model)(spec, mod, lambda: backend(mod))
+    if spec.level == "layer":
+        mod.to(device=spec.device, dtype=spec.dtype)
+        torch.manual_seed(spec.seed)
+        x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
+        mod.train(spec.pass_ != "fwd")
+        return Built(_pass_fn(spec, lambda: mod(x), [x, *mod.parameters()], x.shape), lambda: backend(mod))
+    mod.to(spec.device)  # the LM: float32 weights, low precision through autocast
+    torch.manual_seed(spec.seed)
+    idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
+    tgt = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
+    mod.train(spec.pass_ != "fwd")
+
+    def loss():
+        with _autocast(spec):
+            return mod(idx, tgt)[1]
+    if spec.pass_ == "fwd":
+        return Built(torch.no_grad()(loss), lambda: backend(mod))
+    opt = torch.optim.AdamW(mod.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step():
+        value = loss()
+        value.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return value.detach()
+    return Built(step, lambda: backend(mod))
 
 
 def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:

@@ -3,7 +3,6 @@ band) and the speedup of each wave method over each softmax and peer method; onl
 are listed in a note under the axes."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import matplotlib.ticker as mticker
@@ -16,7 +15,11 @@ from bench.common.timings import (
 from bench.scaling.analysis import pairs, waves
 
 FIGSIZE = (7.5, 4.8)
-PLOT_KINDS = ("latency", "memory", "speedup")
+PLOT_KINDS = {  # plots/<kind>_<panel>.png: (title, y label, column; None: the speedup of each pair)
+    "latency": ("latency", "median time per call (ms; band: p20-p80)", "median_ms"),
+    "memory": ("peak memory", "peak memory (MB)", "peak_mem_mb"),
+    "speedup": ("speedup of wave", "speedup of wave = other ms / wave ms (x)", None),
+}
 
 
 def _value_axis(ax) -> None:
@@ -25,12 +28,6 @@ def _value_axis(ax) -> None:
     ax.yaxis.set_major_formatter(plain)
     lo, hi = ax.get_ylim()
     ax.yaxis.set_minor_formatter(plain if hi / lo < 10 ** 1.5 else mticker.NullFormatter())
-
-
-def _title(kind: str, level: str, pas: str, config: str, sub, env) -> str:
-    cfg = config or sub["config"].iloc[0]
-    hw = env["gpus"][0].get("name") if env.get("gpus") else env.get("cpu_model")
-    return f"{kind}: {level} {pas} [{cfg}]" + (f"\n{hw}" if hw else "")
 
 
 def _not_run_note(sub, methods) -> str:
@@ -43,48 +40,39 @@ def _not_run_note(sub, methods) -> str:
     return ("not run (no point drawn): " + "; ".join(parts)) if parts else ""
 
 
-def _axes(ylabel: str, title: str):
+def _plot(kind: str, sub, methods, title: str, path: Path) -> Path | None:
+    """One plot of a panel, None when it has no ok data: a line per method of the kind's column vs N (latency with
+    its p20-p80 band), or for speedup, baseline ms / wave ms of each (wave, softmax or peer) pair."""
+    what, ylabel, col = PLOT_KINDS[kind]
+    if col is None:
+        styles = dict(zip(waves(methods), ["-", "--", ":", "-."] * 3))
+        lines = [(w, tw.index, ts.values / tw.values, styles[w], color(s), f"{w} over {s}")
+                 for w, s, tw, ts in pairs(sub, methods) if len(tw)]
+    else:
+        series = {m: s[s > 0] for m, s in ((m, ok_series(sub, m, col)) for m in methods)}
+        lines = [(m, s.index, s.values, "--" if method_kind(m) == "reference" else "-", color(m), m)
+                 for m, s in series.items() if len(s)]
+    if not lines:
+        return None
     fig, ax = plt.subplots(figsize=FIGSIZE)  # a log2 length axis and a log value axis
     length_axis(ax)
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    return fig, ax
-
-
-def _series_plot(sub, methods, col, band, ylabel, title, path) -> Path | None:
-    """One line per method of `col` vs N on log-log axes; None when no method has ok data."""
-    series = {m: ok_series(sub, m, col) for m in methods}
-    series = {m: s[s > 0] for m, s in series.items() if len(s[s > 0])}
-    if not series:
-        return None
-    fig, ax = _axes(ylabel, title)
-    for m, s in series.items():
-        ax.plot(s.index, s.values, "--" if method_kind(m) == "reference" else "-", marker="o", ms=3.5, color=color(m),
-                label=m)
-        if band:
-            lo, hi = (ok_series(sub, m, q).reindex(s.index) for q in ("p20_ms", "p80_ms"))
+    ax.set_title(f"{what}: {title}", fontsize=9)
+    for m, ns, values, style, line_color, label in lines:
+        ax.plot(ns, values, style, marker="o", ms=3.5, color=line_color, label=label)
+        if kind == "latency":
+            lo, hi = (ok_series(sub, m, q).reindex(ns) for q in ("p20_ms", "p80_ms"))
             fine = lo.notna() & hi.notna() & (lo > 0)
             if fine.any():
-                ax.fill_between(s.index[fine], lo[fine], hi[fine], color=color(m), alpha=0.2, lw=0)
-    _value_axis(ax)
-    ax.legend(fontsize=7, loc="best", framealpha=0.85)
-    return save(fig, path, _not_run_note(sub, methods))
-
-
-def _speedup_plot(sub, methods, title, path) -> Path | None:
-    """baseline ms / wave ms vs N for each (wave, softmax or peer) pair; None without a pair with ok data."""
-    drawn = [(w, s, tw.index, ts.values / tw.values) for w, s, tw, ts in pairs(sub, methods) if len(tw)]
-    if not drawn:
-        return None
-    fig, ax = _axes("speedup of wave = other ms / wave ms (x)", title)
-    styles = dict(zip(waves(methods), ["-", "--", ":", "-."] * 3))
-    for w, s, ns, ratio in drawn:
-        ax.plot(ns, ratio, styles[w], marker="o", ms=3.5, color=color(s), label=f"{w} over {s}")
-    ax.axhline(1.0, color="0.2", lw=1, label="1x (equal time)")
-    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
-    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+                ax.fill_between(ns[fine], lo[fine], hi[fine], color=line_color, alpha=0.2, lw=0)
+    if col is None:
+        ax.axhline(1.0, color="0.2", lw=1, label="1x (equal time)")
+        ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
+        ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+    else:
+        _value_axis(ax)
     ax.legend(fontsize=7, loc="best", framealpha=0.85)
     return save(fig, path, _not_run_note(sub, methods))
 
@@ -99,16 +87,12 @@ def make_plots(run_dir: Path) -> list[Path]:
         return written
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
+    hw = env["gpus"][0].get("name") if env.get("gpus") else env.get("cpu_model")
     with plt.style.context("seaborn-v0_8-whitegrid"), plt.rc_context({"axes.titlesize": 9}):
         for level, pas, cfg, sub in panels(cells):
             methods = order_methods(sub["method"])
             slug = panel_slug(level, pas, cfg)
-            title = partial(_title, level=level, pas=pas, config=cfg, sub=sub, env=env)
-            path = {kind: out_dir / f"{kind}_{slug}.png" for kind in PLOT_KINDS}
-            made = [_series_plot(sub, methods, "median_ms", True, "median time per call (ms; band: p20-p80)",
-                                 title("latency"), path["latency"]),
-                    _series_plot(sub, methods, "peak_mem_mb", False, "peak memory (MB)", title("peak memory"),
-                                 path["memory"]),
-                    _speedup_plot(sub, methods, title("speedup of wave"), path["speedup"])]
+            title = f"{level} {pas} [{cfg or sub['config'].iloc[0]}]" + (f"\n{hw}" if hw else "")
+            made = [_plot(kind, sub, methods, title, out_dir / f"{kind}_{slug}.png") for kind in PLOT_KINDS]
             written += [p for p in made if p is not None]
     return written
