@@ -28,14 +28,8 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
     keys = [(f"speedup over SDPA, {level} {'fwd' if pas == 'fwd' else 'fwd+bwd'}, {n // 1024}K",
              (level, pas, n, page.SDPA, "wave", "median_ms")) for level, pas, n in KEY_SPEEDUPS]
     keys.append(("peak memory wave / SDPA, core fwd, 32K", ("core", "fwd", 32768, "wave", page.SDPA, "peak_mem_mb")))
-    out = []
-    for gpu in (False, True):
-        sub = cells[cells["gpu"] == gpu]
-        for setup in page.setups(sub):
-            for what, args in keys:
-                got = ev.ratio(sub, *args).get(setup)
-                if got:
-                    out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
+    out = [(f"{what} [{setup}, {got.commits_text()}]", got.text("x")) for setup in page.setups(cells)  # CPU first
+           for what, args in keys if (got := ev.ratio(cells, *args).get(setup))]
     for run, q in quality_runs:
         if q:
             out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
