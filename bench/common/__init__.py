@@ -1,3 +1,2 @@
-"""Pieces every bench CLI shares (cli, files, env, checkpoint, memory, dist, device, allocator, timing, timings,
-tables; each module's docstring says what it holds). Import the modules themselves: this package imports
-nothing, so that `--help` and argument errors do not wait for torch."""
+"""Pieces every bench CLI shares; each module's docstring says what it holds. Import the modules themselves: this
+package imports nothing, so that `--help` and argument errors do not wait for torch."""

@@ -149,12 +149,10 @@ def available_bytes(device: torch.device) -> int:
     return int(torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available)
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
-
-
 def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
     """UsageError (one line) when `need` bytes exceed what the device has free now."""
+    def gib(n: float) -> str:
+        return f"{n / 2**30:,.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
     have = available_bytes(device)
     if need > have:
         raise UsageError(f"{what} needs at least {gib(need)} but {device.type} has {gib(have)} available; {hint}")

@@ -5,15 +5,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-def cell(value: Any) -> str:
-    """Text safe inside a markdown table cell: "|" escaped, line breaks as spaces."""
-    return " ".join(str(value).split()).replace("|", "\\|")
-
-
 def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """Lines of a pipe table; short rows are padded with empty cells."""
+    """Lines of a pipe table ("|" escaped, line breaks as spaces); short rows are padded with empty cells."""
     width = len(headers)
-    cells = [[cell(v) for v in row] + [""] * (width - len(row)) for row in [headers, *rows]]
+    cells = [[" ".join(str(v).split()).replace("|", "\\|") for v in row] + [""] * (width - len(row))
+             for row in [headers, *rows]]
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return [lines[0], "|" + "---|" * width] + lines[1:]
 

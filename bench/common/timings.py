@@ -109,8 +109,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
 def _in_order(values: pd.Series, known: Sequence[str]) -> list[str]:
     """The distinct values, those of `known` first in its order, then the rest sorted."""
-    present = set(values)
-    return [v for v in known if v in present] + sorted(present - set(known))
+    return sorted(set(values), key=lambda v: (known.index(v) if v in known else len(known), v))
 
 
 def panels(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
