@@ -108,8 +108,7 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
                    for m in sorted(b) if method_kind(m) in ("wave", "softmax")
                    for n, t in sorted(b[m].items()) if n in timed and n not in c.get(m, {})]
         methods = sorted(set(b) & set(c))
-        waves = [m for m in methods if method_kind(m) == "wave"]
-        softs = [m for m in methods if method_kind(m) == "softmax"]
+        waves, softs = ([m for m in methods if method_kind(m) == kind] for kind in ("wave", "softmax"))
         for w in waves:
             for s in softs:
                 ns = sorted(set(b[w]) & set(b[s]) & set(c[w]) & set(c[s]))
