@@ -22,7 +22,6 @@ def leak_tol(dtype: torch.dtype) -> float:
 
 
 def inside(ts, lo: int, hi: int) -> list[int]:
-    """The distinct positions of ts with lo <= t < hi, sorted."""
     return sorted({t for t in ts if lo <= t < hi})
 
 
@@ -122,7 +121,6 @@ def token_id_probe(model, idx: torch.Tensor, positions=None) -> ProbeResult:
 
 
 def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """An eval-mode copy in `dtype` (the original model is left untouched)."""
     return copy.deepcopy(module).to(dtype).eval()
 
 

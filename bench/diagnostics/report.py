@@ -145,7 +145,6 @@ def leak_positions_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _md(df: pd.DataFrame) -> str:
-    """Floats to four significant digits."""
     return frame_table(df.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)) if len(df) else "(none)"
 
 
