@@ -1,8 +1,6 @@
-"""torchrun support for every harness: `torchrun --nproc-per-node K -m bench.<harness> ...`.
-
-Each rank joins one process group (nccl on cuda:LOCAL_RANK, gloo on the CPU); rank 0 writes the
-files. A plain process is world 1, rank 0, and every helper is then a no-op, so callers never branch on it.
-"""
+"""torchrun support for every harness (`torchrun --nproc-per-node K -m bench.<harness> ...`): each rank joins one
+process group (nccl on cuda:LOCAL_RANK, gloo on the CPU); rank 0 writes the files. A plain process is world 1,
+rank 0, and every helper is then a no-op, so callers never branch on it."""
 from __future__ import annotations
 
 import datetime

@@ -160,10 +160,9 @@ def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
 
 def lm_bytes(params: int, batch: int, seq_len: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
              field_cells: int = 0, train: bool = False, elem: int = 4) -> float:
-    """A lower bound on the peak bytes of a language model over one (batch, seq_len) input: the
-    weights (plus gradient and AdamW state when training), the activations kept per layer (the
-    wave field of `field_cells` cells per channel included) and the logits. Meant to refuse
-    sizes that cannot fit, not to predict a peak: real peaks are higher."""
+    """A lower bound on the peak bytes of a language model over one (batch, seq_len) input: the weights (plus
+    gradient and AdamW state when training), the activations kept per layer (the wave field of `field_cells`
+    cells per channel included) and the logits. Meant to refuse sizes that cannot fit: real peaks are higher."""
     tokens = batch * seq_len
     per_layer = tokens * (4 * d_model + d_ff) + batch * d_model * field_cells
     layers = n_layers if train else 1  # inference keeps one layer's activations alive at a time

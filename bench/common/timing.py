@@ -1,6 +1,5 @@
-"""The one timing protocol every harness uses, step by step in docs/method.md ("Timing protocol").
-A closure that raises is dropped from the rotation and its exception returned in its place;
-KeyboardInterrupt is never swallowed."""
+"""The one timing protocol every harness uses, step by step in docs/method.md ("Timing protocol"). A closure that
+raises is dropped from the rotation and its exception returned in its place; KeyboardInterrupt is never swallowed."""
 from __future__ import annotations
 
 import itertools

@@ -93,10 +93,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     and the peak memory is the largest; without an ok rank the status is the first of oom, error, other, skipped."""
     if df.empty:
         return df.assign(n_ranks=0)
-    df = df.assign(_order=np.arange(len(df)))
-    if (df["finished_at"] != "").any():
-        df = df.sort_values(["finished_at", "_order"], kind="stable")
-    df = df.drop_duplicates(CELL + ["rank"], keep="last")
+    df = df.sort_values("finished_at", kind="stable").drop_duplicates(CELL + ["rank"], keep="last")
     df["_prio"] = df["status"].map({"ok": 0, "oom": 1, "error": 2, "skipped": 4}).fillna(3)
     df["_slow"] = -df["median_ms"].fillna(-np.inf)
     n_ranks = df.groupby(CELL)["rank"].nunique().rename("n_ranks")
@@ -104,7 +101,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     best = df.sort_values(["_prio", "_slow"], kind="stable").drop_duplicates(CELL, keep="first")
     best = best.merge(n_ranks.reset_index(), on=CELL).merge(peak.reset_index(), on=CELL, how="left")
     best["peak_mem_mb"] = best["_peak"].where(best["status"] == "ok")
-    return best.drop(columns=["_order", "_prio", "_slow", "_peak"]).reset_index(drop=True)
+    return best.drop(columns=["_prio", "_slow", "_peak"]).reset_index(drop=True)
 
 
 def _in_order(values: pd.Series, known: Sequence[str]) -> list[str]:
