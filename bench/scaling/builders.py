@@ -1,10 +1,6 @@
-"""Builders and checks (docs/method.md, "Levels and passes" and "Run order"). A builder makes one cell's inputs and
-returns Built(fn, backend): fn() runs one call of the cell's pass, backend() names the kernel that ran (after a
-warm-up call); nothing is timed here. Inputs are drawn after torch.manual_seed(seed) in the same order (q, k, v,
-then the output gradient) for every method, so all methods of one length see the same numbers. A check compares the
-method at N = CHECK_LEN, B = 1 with a float64 reference on CPU (outputs, and input gradients at fwdbwd) as a
-relative RMS error against a tolerance keyed by dtype; a method that fails is not timed.
-"""
+"""Builders and correctness checks (docs/method.md, "Levels and passes" and "Run order"). A builder makes one cell's
+inputs and returns Built(fn, backend): fn() runs one call of the cell's pass, backend() names the kernel that ran
+(after a warm-up call). A check's error is a relative RMS error against a tolerance keyed by dtype."""
 from __future__ import annotations
 
 import copy
@@ -144,9 +140,8 @@ def softmax_module(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch
 
 
 def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
-    """The cell build(spec, **kw) makes, replayed from a CUDA graph (docs/method.md, "CUDA graphs and host
-    overhead"): its inputs are static, so a replay recomputes the same work into the same output buffers. Warm-up
-    runs on a side stream first, as capture requires; a capture failure is the cell's error row."""
+    """The cell build(spec, **kw) makes, replayed from a CUDA graph (docs/method.md, "CUDA graphs and host overhead");
+    warm-up runs on a side stream first, as capture requires; a capture failure is the cell's error row."""
     built = build(spec, **kw)
     side = torch.cuda.Stream(spec.device)
     side.wait_stream(torch.cuda.current_stream(spec.device))
@@ -165,9 +160,8 @@ def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
 
 
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
-    """wave (path 'token'), wave-scan ('scan'), wave-field ('field') and their variants at any level. The core
-    runs on the softmax methods' k, v; v_layout "bhdn" hands v over channel-major (B, H, d, N), made outside the
-    timed call (the layout the layer's own projection writes at no cost), "bhnd" makes the core pay the transpose."""
+    """wave (path 'token'), wave-scan ('scan'), wave-field ('field') and their variants at any level; the core's v
+    layout (v_layout): docs/method.md, "Levels and passes"."""
     def core(_q, k, v):  # q drawn to keep k, v equal to the softmax methods' inputs
         mix = wave_mixer(compiled)  # compiled on the first (warm-up) call, outside the timings
         v = v.transpose(-1, -2).contiguous() if v_layout == "bhdn" else v

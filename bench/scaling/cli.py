@@ -1,6 +1,5 @@
 """`python -m bench.scaling`: flags, configuration and the run. Every flag defaults to None so that what the user
-typed is known: explicit flag > the resumed run's env.json > the --quick preset > the device's defaults (grid.py).
-"""
+typed is known: explicit flag > the resumed run's env.json > the --quick preset > the device's defaults (grid.py)."""
 from __future__ import annotations
 
 import argparse
@@ -253,18 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.scaling.sweep import run_sweep
 
     existing = finished_rows(run_dir) if base is not None else []  # damaged rows refused before any write
-    load = _busy_warning(device, cfg.threads) if info.rank == 0 else None
-    if info.rank == 0 and base is None:
-        write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
-    elif info.rank == 0:
-        note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list)  # env.json again, under the lock
-
+    if info.rank == 0:
+        load = _busy_warning(device, cfg.threads)
+        if base is None:
+            write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
+        else:
+            note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list)  # env.json again, under the lock
+        print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, lengths "
+              f"{cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, passes {','.join(cfg.passes)} "
+              f"-> {run_dir}", file=sys.stderr, flush=True)
     csv_path = run_dir / CSV_NAME if not info.enabled else part_path(run_dir, info.rank)
     t0 = time.perf_counter()
-    if info.rank == 0:
-        print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, "
-              f"lengths {cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, "
-              f"passes {','.join(cfg.passes)} -> {run_dir}", file=sys.stderr, flush=True)
     by_status = run_sweep(cfg, csv_path, device, existing, info.rank, info.world, progress=not args.no_progress)
     info.barrier()
     counts = info.gather(dict(by_status))

@@ -22,14 +22,6 @@ PLOT_KINDS = {  # plots/<kind>_<panel>.png: (title, y label, column; None: the s
 }
 
 
-def _value_axis(ax) -> None:
-    """Plain numbers on a log y axis (0.5, 20, 1000); minor labels only when it spans < 1.5 decades."""
-    plain = mticker.FuncFormatter(lambda y, _: f"{y:g}")
-    ax.yaxis.set_major_formatter(plain)
-    lo, hi = ax.get_ylim()
-    ax.yaxis.set_minor_formatter(plain if hi / lo < 10 ** 1.5 else mticker.NullFormatter())
-
-
 def _not_run_note(sub, methods) -> str:
     bad = sub[sub["method"].isin(methods) & (sub["status"] != "ok")]
     parts = []
@@ -71,8 +63,11 @@ def _plot(kind: str, sub, methods, title: str, path: Path) -> Path | None:
         ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda y, _: f"{y:g}x"))
         ax.yaxis.set_minor_formatter(mticker.NullFormatter())
-    else:
-        _value_axis(ax)
+    else:  # plain numbers on the log axis (0.5, 20, 1000); minor labels only when it spans < 1.5 decades
+        plain = mticker.FuncFormatter(lambda y, _: f"{y:g}")
+        ax.yaxis.set_major_formatter(plain)
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_minor_formatter(plain if hi / lo < 10 ** 1.5 else mticker.NullFormatter())
     ax.legend(fontsize=7, loc="best", framealpha=0.85)
     return save(fig, path, _not_run_note(sub, methods))
 

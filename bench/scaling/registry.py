@@ -76,10 +76,6 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None
     return None
 
 
-def _cuda(device: torch.device, dtype=None) -> str | None:
-    return None if device.type == "cuda" else f"CUDA graphs need a CUDA device (device is {device.type})"
-
-
 def _triton(device: torch.device, dtype=None) -> str | None:
     from wavefield_core.triton_scan import triton_available
 
@@ -117,8 +113,10 @@ def _softmax(name: str, impl: str, backend: str | None, description: str, availa
 
 def _graphed(base: Method, description: str) -> Method:
     """base's core cells replayed from a CUDA graph: what the GPU executes, without per-call host overhead."""
+    def on_cuda(device: torch.device, dtype=None) -> str | None:
+        return None if device.type == "cuda" else f"CUDA graphs need a CUDA device (device is {device.type})"
     return replace(base, name=f"{base.name}-graphed", description=description, default=False, tier=EXTRA,
-                   levels=("core",), why_unavailable=_cuda,
+                   levels=("core",), why_unavailable=on_cuda,
                    build=partial(builders.build_graphed, build=base.build.func, **base.build.keywords))
 
 

@@ -265,11 +265,10 @@ class Sweep:
                 prepare_profiler()
             with contextlib.suppress(Exception):  # no bound then (copy_bw None); the cells still run
                 self.copy_bw = costs.copy_bandwidth(self.device)
-        total = sum(len(names) for _, names in todo)
-        prefix = f"rank {self.rank} " if self.world > 1 else ""
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs get one line per cell)
-        self._bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, position=self.rank,
-                         disable=None if self.progress else True, desc=f"{prefix}scaling")
+        self._bar = tqdm(total=sum(len(names) for _, names in todo), unit="cell", file=sys.stderr, dynamic_ncols=True,
+                         position=self.rank, disable=None if self.progress else True,
+                         desc=f"rank {self.rank} scaling" if self.world > 1 else "scaling")
         segments = list(dict.fromkeys((lv, p) for (lv, p, _n), _names in todo))
         try:
             for (level, pass_, n), names in todo:
