@@ -11,8 +11,7 @@ import sys
 
 @functools.cache
 def retain_freed_memory() -> str:
-    """Ask glibc to keep freed memory for reuse; returns what the allocator does now
-    ("glibc-retain" or "default"). Idempotent; a no-op off Linux/glibc."""
+    """Ask glibc to keep freed memory; returns what it does now: "glibc-retain", or "default" (off Linux/glibc)."""
     if not sys.platform.startswith("linux"):
         return "default"
     try:

@@ -97,8 +97,7 @@ def device_tag(device: torch.device) -> str:
     """Short name for folder names: 'cpu' or a slug of the GPU name."""
     if device.type != "cuda":
         return "cpu"
-    name = torch.cuda.get_device_name(device)
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    return "".join(c if c.isalnum() else "-" for c in torch.cuda.get_device_name(device).lower()).strip("-")
 
 
 def command_line(env: dict[str, Any]) -> str:

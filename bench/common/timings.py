@@ -1,6 +1,5 @@
-"""timings.csv as data, shared by the scaling summary, its plots, the regression gate and the results
-page: cells = aggregate(load_timings(run_dir)), one row per (level, pass, config, method, N); then
-panels(), ok_series(), fit_exponent() and the method kinds of the scaling registry."""
+"""timings.csv as data for the scaling summary, its plots, the regression gate and the results page: cells =
+aggregate(load_timings(run_dir)), one row per (level, pass, config, method, N); panels, series, fits, method kinds."""
 from __future__ import annotations
 
 import functools
