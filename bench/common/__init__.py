@@ -1,2 +1,1 @@
-"""Pieces every bench CLI shares; each module's docstring says what it holds. Import the modules themselves: this
-package imports nothing, so that `--help` and argument errors do not wait for torch."""
+"""Pieces every bench CLI shares; this package imports nothing, so `--help` and argument errors never wait for torch."""

@@ -30,8 +30,7 @@ def build_model(kind: str, config: dict[str, Any]) -> torch.nn.Module:
 
 def save_checkpoint(path: str | Path, kind: str, config: dict[str, Any], model: torch.nn.Module,
                     meta: dict[str, Any] | None = None, train_state: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         torch.save({"format": FORMAT, "kind": kind, "config": dict(config), "state_dict": model.state_dict(),
                     "meta": meta or {}, "train_state": train_state}, tmp)

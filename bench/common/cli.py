@@ -23,8 +23,7 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
-    """An exception as one line of at most `limit` characters ("Type: message" when `named`; the type
-    alone when the message is empty)."""
+    """An exception in one line of at most `limit` characters: "Type: message" when `named`, the type if empty."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = f"{type(exc).__name__}: {text}" if named and text != type(exc).__name__ else text
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,7 +26,6 @@ class Dist:
     is_main = property(lambda self: self.rank == 0)
 
     def join(self, device_type: str) -> "Dist":
-        """Join the process group: nccl on CUDA (after selecting cuda:LOCAL_RANK), gloo on CPU."""
         if not self.enabled:
             return self
         if not dist.is_initialized():

@@ -16,8 +16,7 @@ import torch
 from bench.common.cli import UsageError
 from bench.common.env import nvml
 
-# kineto prints "profiler_start/stop" lines on stderr at every profile() unless told not to;
-# they would tear the progress bar. Only a default: a value the user set is kept.
+# kineto's "profiler_start/stop" lines on stderr at every profile() would tear the progress bar; a user's value is kept
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")
 
 CUDA_METHOD = "cuda-max-allocated"
@@ -85,8 +84,7 @@ def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
         return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
     from torch.profiler import ProfilerActivity, profile
 
-    # no gc.collect() here: refcounting already freed the previous cell's tensors, and a full
-    # collection with torch loaded costs about 0.1 s on a small CPU
+    # no gc.collect(): refcounting freed the previous cell's tensors; a full collection costs ~0.1 s on a small CPU
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
         out = fn()
         del out  # freeing the output inside the window keeps the event stream balanced

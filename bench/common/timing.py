@@ -116,15 +116,9 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
     {name: TimingResult or the exception it raised}. est_call_s: seconds per call from the caller's warm-up
     (a closure without one gets policy.warmup calls here); spent_s: wall seconds already spent per closure,
     counted against policy.max_cell_s; on_done(name, result) as soon as a closure finishes."""
-    est_call_s, spent_s = est_call_s or {}, spent_s or {}
+    est_call_s, spent_s, on_done = est_call_s or {}, spent_s or {}, on_done or (lambda name, res: None)
     slots: dict[str, _Slot] = {}
     results: dict[str, TimingResult | BaseException] = {}
-
-    def finish(name: str, res) -> None:
-        results[name] = res
-        if on_done is not None:
-            on_done(name, res)
-
     for name, fn in fns.items():
         est, spent = est_call_s.get(name), spent_s.get(name, 0.0)
         if est is None:
@@ -132,7 +126,8 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
             try:
                 est = warm_up(fn, device, policy.warmup, policy.clock)
             except Exception as exc:  # noqa: BLE001 - reported as this closure's result
-                finish(name, exc.with_traceback(None))
+                results[name] = exc.with_traceback(None)
+                on_done(name, results[name])
                 continue
             spent += time.perf_counter() - wall0
         inner = calibrate_inner(est, policy.rep_target_s)
@@ -150,5 +145,6 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
                 # drop the traceback: its frames hold the failed call's tensors (an OOM's memory)
                 res = exc.with_traceback(None)
             del slots[name]
-            finish(name, res)
+            results[name] = res
+            on_done(name, res)
     return results
