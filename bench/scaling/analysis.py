@@ -21,14 +21,11 @@ def waves(methods) -> list[str]:
     return [m for m in methods if method_kind(m) == "wave"]
 
 
-def baselines(methods) -> list[str]:
-    """What a wave method is compared with: softmax attention and the sub-quadratic peers."""
-    return [m for m in methods if method_kind(m) in ("softmax", "peer")]
-
-
 def pairs(sub: pd.DataFrame, methods) -> list[tuple[str, str, pd.Series, pd.Series]]:
-    """(wave method, baseline, wave ms, baseline ms) of every pair, over the lengths both have ok."""
-    found = [(w, s, ok_series(sub, w), ok_series(sub, s)) for w in waves(methods) for s in baselines(methods)]
+    """(wave method, baseline, wave ms, baseline ms) of every pair over the lengths both have ok; a wave method's
+    baselines are softmax attention and the sub-quadratic peers."""
+    found = [(w, s, ok_series(sub, w), ok_series(sub, s)) for w in waves(methods) for s in methods
+             if method_kind(s) in ("softmax", "peer")]
     return [(w, s, tw[common], ts[common]) for w, s, tw, ts in found for common in [tw.index.intersection(ts.index)]]
 
 
@@ -211,15 +208,14 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
         core = core[core["config"] == core["config"].value_counts().index[0]]
     shape, sources = {}, {}
     for name, default in (("batch", 1), ("heads", 8), ("head_dim", 64)):
-        v, src = env_get(env, name), "env.json"
+        v, src, col = env_get(env, name), "env.json", core[name].dropna()
         try:
             v = None if v is None else int(v[0] if isinstance(v, (list, tuple)) else v)
         except (TypeError, ValueError):
             v = None
-        if v is None and core[name].notna().any():
-            v, src = int(core[name].dropna().mode().iloc[0]), "timings.csv"
-        shape[name], src = (default, "a default") if v is None else (v, src)
-        sources[src] = None
+        if v is None:
+            v, src = (int(col.mode().iloc[0]), "timings.csv") if len(col) else (default, "a default")
+        shape[name], sources[src] = v, None
     measured: dict[int, dict[str, object]] = {n: {} for n in lengths}
     for n in lengths:
         at_n = core[core["seq_len"] == n]

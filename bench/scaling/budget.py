@@ -16,11 +16,9 @@ from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 
 # FLOP/s assumed before anything is measured (deliberately low: first lengths are short anyway)
-ASSUMED_RATE = {
-    ("cpu", "wave"): 5e9, ("cpu", "reference"): 5e9, ("cpu", "softmax"): 3e10,
-    ("cuda", "wave"): 2e12, ("cuda", "reference"): 2e12, ("cuda", "softmax"): 1e14,
-    ("cpu", "peer"): 1e9, ("cuda", "peer"): 1e11,  # elementwise recurrences run far below GEMM rates
-}
+ASSUMED_RATE = {  # peer: elementwise recurrences run far below GEMM rates
+    ("cpu", "wave"): 5e9, ("cpu", "reference"): 5e9, ("cpu", "softmax"): 3e10, ("cpu", "peer"): 1e9,
+    ("cuda", "wave"): 2e12, ("cuda", "reference"): 2e12, ("cuda", "softmax"): 1e14, ("cuda", "peer"): 1e11}
 ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
 FIT_POINTS = 3
 

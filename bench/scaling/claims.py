@@ -26,12 +26,11 @@ PUBLISHED_PARAMS = 6e6  # "about 6M parameters", the char-level model
 AUTHORS_STANDARD_COEF = 512.0
 AUTHORS_WAVE_COEF = 3000.0
 
-LEAK_NOTE = (
-    "The published long-context timings used a leaking configuration: a fixed field of G = 1024 cells with max length "
-    "L = 8192, i.e. stride s = (G - 1) / (L - 1) ~ 0.125 cells per token. Several tokens share a cell, so later tokens "
-    "leak into earlier outputs (docs/mechanism.md, section Causality), and the FFT size (2G) does not grow with N: "
-    "those timings say nothing about a causal model, whose FFT must cover >= 2N - 1 points."
-)
+LEAK_NOTE = ("The published long-context timings used a leaking configuration: a fixed field of G = 1024 cells with "
+             "max length L = 8192, i.e. stride s = (G - 1) / (L - 1) ~ 0.125 cells per token. Several tokens share a "
+             "cell, so later tokens leak into earlier outputs (docs/mechanism.md, section Causality), and the FFT size "
+             "(2G) does not grow with N: those timings say nothing about a causal model, whose FFT must cover "
+             ">= 2N - 1 points.")
 
 
 def authors_advantage(n: int) -> float:

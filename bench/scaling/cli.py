@@ -140,10 +140,10 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          "give at most that, or leave it out for the default")
     mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
     return SweepConfig(
-        device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name,
-        field_stride=float(stride), methods=methods, seq_lens=list(seq_lens), floor=floor,
-        threads=pick(args.threads, "threads") or default_threads(local_world), mem_budget_gb=float(mem),
-        vocab=COMMON_DEFAULTS["vocab"], quick=quick, **taken)
+        device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
+        field_stride=float(stride), methods=methods, seq_lens=list(seq_lens), vocab=COMMON_DEFAULTS["vocab"],
+        threads=pick(args.threads, "threads") or default_threads(local_world), mem_budget_gb=float(mem), quick=quick,
+        **taken)
 
 
 # SweepConfig fields set straight from a flag, and the flag's argparse name where it differs
@@ -272,8 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = read_json(run_dir / "env.json")
         total = dict(sum((Counter(c) for c in counts), Counter()))
         env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "sweep_wall_s": round(time.perf_counter() - t0, 1),
-                                           "rows_written": total})
+                                           "sweep_wall_s": round(time.perf_counter() - t0, 1), "rows_written": total})
         write_json(run_dir / "env.json", env)
         _derived_outputs(run_dir)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"

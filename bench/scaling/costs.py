@@ -121,11 +121,8 @@ class DevicePeak:
     bandwidth: float  # bytes/s
 
 
-# Datasheet numbers (dense, no sparsity).
-PEAKS = (
-    DevicePeak("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}, 4.8e12),
-    DevicePeak("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}, 3.35e12),
-)
+HOPPER_FLOPS = {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}  # datasheet numbers (dense, no sparsity)
+PEAKS = (DevicePeak("H200", HOPPER_FLOPS, 4.8e12), DevicePeak("H100", HOPPER_FLOPS, 3.35e12))
 
 
 def device_peak(device_name: str | None) -> DevicePeak | None:

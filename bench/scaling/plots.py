@@ -9,9 +9,7 @@ import matplotlib.ticker as mticker
 
 from bench.common.figures import color, length_axis, plt, save
 from bench.common.files import read_env
-from bench.common.timings import (
-    aggregate, load_timings, method_kind, ok_series, order_methods, panel_slug, panels,
-)
+from bench.common.timings import aggregate, load_timings, method_kind, ok_series, order_methods, panel_slug, panels
 from bench.scaling.analysis import pairs, waves
 
 FIGSIZE = (7.5, 4.8)

@@ -14,10 +14,8 @@ from bench.common.env import command_line, env_get, machine
 from bench.common.files import read_env, write_text
 from bench.common.tables import frame_table, table
 from bench.common.timings import aggregate, fmt, load_timings, order_methods, panel_slug, panels
-from bench.scaling.analysis import (
-    backward_lines, claim_inputs, compiled_lines, crossover_lines, floor_lines, memory_lines, panel_heading,
-    scaling_lines, speedup_table,
-)
+from bench.scaling.analysis import (backward_lines, claim_inputs, compiled_lines, crossover_lines, floor_lines,
+                                    memory_lines, panel_heading, scaling_lines, speedup_table)
 from bench.scaling.claims import CLAIM_LENGTHS, claims_section
 from bench.scaling.plots import PLOT_KINDS, make_plots
 
@@ -142,17 +140,15 @@ def write_summary(run_dir: Path, plots: bool = False) -> Path:
     for level, pas, cfg, sub in groups:
         lines += measurement_lines(level, pas, cfg, sub, env, run_dir)
 
-    lines += ["## 3. Scaling exponents", "",
-              "Slope of log(median ms) against log(N) by least squares over the ok cells. On short lengths "
-              "fixed overheads flatten the slope, so the slope over the upper half of the lengths is also "
-              "given when there are at least 4 points.", ""]
+    lines += ["## 3. Scaling exponents", "", "Slope of log(median ms) against log(N) by least squares over the ok "
+              "cells. On short lengths fixed overheads flatten the slope, so the slope over the upper half of the "
+              "lengths is also given when there are at least 4 points.", ""]
     for level, pas, cfg, sub in groups:
         lines += scaling_lines(level, pas, cfg, sub)
 
-    lines += ["## 4. Crossover lengths", "",
-              "The length from which each wave method stays faster than each softmax and peer method: the first "
-              "measured length of the final all-faster run, and the crossing interpolated in log-log (log speedup "
-              "linear in log N) between the two bracketing lengths.", ""]
+    lines += ["## 4. Crossover lengths", "", "The length from which each wave method stays faster than each softmax "
+              "and peer method: the first measured length of the final all-faster run, and the crossing interpolated "
+              "in log-log (log speedup linear in log N) between the two bracketing lengths.", ""]
     cross = [c for g in groups if (c := crossover_lines(*g))]
     lines += [ln for c in cross for ln in c] or ["No level/pass has both a wave and a softmax or peer method.", ""]
 

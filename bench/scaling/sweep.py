@@ -53,8 +53,7 @@ class Sweep:
         self.copy_bw: float | None = None  # measured when the sweep starts (run())
         self.mem_method = memory_method(device)
         self.policy = TimingPolicy(warmup=cfg.warmup, min_run_time=cfg.min_run_time, min_reps=cfg.min_reps,
-                                   max_cell_s=cfg.time_budget,
-                                   rep_target_s=1e-3 if device.type == "cuda" else 2e-3)
+                                   max_cell_s=cfg.time_budget, rep_target_s=1e-3 if device.type == "cuda" else 2e-3)
         # calls a cell needs at least: warm-up + timed reps (+ on CUDA a separate memory call and a refill call)
         calls = cfg.warmup + MIN_TIMED_REPS + (2 if device.type == "cuda" else 0)
         self.predictor = Predictor(device.type, cfg.time_budget, cfg.mem_budget_gb * 1e9, calls, cfg.total_budget)
@@ -131,19 +130,6 @@ class Sweep:
                 self.checks[key] = (False, f"correctness check raised {one_line(exc, named=True)}")
         return self.checks[key]
 
-    def _decide(self, method: Method, spec: CellSpec):
-        def cost_at(n: int) -> costs.Cost:
-            return _safe_cost(method, spec.at(seq_len=n)) or costs.Cost(0.0, 0.0)
-
-        now = time.perf_counter()
-        share_left = None if self._share_end is None else self._share_end - now
-        # protected: a cell that answers a published claim (the claims are forward operation counts);
-        # its backward on CPU would cost minutes at 32K
-        protected = method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd"
-        return self.predictor.decide((method.name, spec.level, spec.pass_), spec.seq_len, method.kind,
-                                     method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
-                                     elapsed_s=now - self._t0, share_left_s=share_left, protected=protected)
-
     def _prepare(self, method: Method, spec: CellSpec, decision: Decision) -> "_Prepared | dict":
         """Build, warm up (once only for a protected cell on reduced calls), measure peak memory: the prepared
         cell or a failure row."""
@@ -201,8 +187,15 @@ class Sweep:
         why = method.why_unavailable(self.device, self.dtype)
         if why is not None:
             return self._row(method, spec, "skipped", f"not available here: {why}")
-        # budgets first: a cell that will not be timed costs no correctness check either
-        decision = self._decide(method, spec)
+        # budgets first: a cell that will not be timed costs no correctness check either. Protected: a cell that
+        # answers a published claim (the claims are forward operation counts; a backward on CPU would cost minutes)
+        cost_at = lambda n: _safe_cost(method, spec.at(seq_len=n)) or costs.Cost(0.0, 0.0)  # noqa: E731
+        now = time.perf_counter()
+        decision = self.predictor.decide(
+            (method.name, spec.level, spec.pass_), spec.seq_len, method.kind, method.memory(spec),
+            lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes, elapsed_s=now - self._t0,
+            share_left_s=None if self._share_end is None else self._share_end - now,
+            protected=method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd")
         if not decision.run:
             est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
             return self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
