@@ -1,12 +1,12 @@
 """Shared helpers of the fault tests: run a CLI as a user would (a subprocess from the repository
-root), or its main() in this process as its `python -m` entry point calls it (no torch import to pay
-for), and check that a refusal is one line with exit 2."""
+root), or its `python -m` entry point in this process (no torch import to pay for), and check that a
+refusal is one line with exit 2."""
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -37,42 +37,37 @@ def bench(module: str, *args, timeout: float = 180) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=timeout)
 
 
-# each CLI: the module of its main(), the module of its PROG, and whether its entry point offers --resume
-# on Ctrl-C (run_cli's `resumable`)
-ENTRY = {"scaling": ("bench.scaling.cli", "bench.scaling.cli", True),
-         "quality": ("bench.quality.__main__", "bench.quality.cli", True),
-         "diagnostics": ("bench.diagnostics.__main__", "bench.diagnostics.__main__", False),
-         "report": ("bench.report.__main__", "bench.report.__main__", False),
-         "regress": ("bench.regress", "bench.regress", True)}
 # what a Python process does not print unless asked (its default warning filters)
 SILENT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 def bench_in(module: str, *args, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """bench(), but main() runs in this process, from `cwd`: its exit code (argparse's SystemExit too),
-    stdout, and stderr with the warnings a process would print there as lines of their own. The working
-    folder, environment and torch settings (threads, deterministic mode) it changes are put back."""
+    """bench(), but in this process, from `cwd`: the module runs as `python -m bench.<module>` runs it (its
+    `__main__` block, so the entry point's own error handling), with its exit code, stdout, and stderr with
+    the warnings a process would print there as lines of their own. The working folder, argv, environment
+    and torch settings (threads, deterministic mode) it changes are put back."""
     import torch
 
-    from bench.common.cli import run_cli
-
-    name, prog, resumable = ENTRY[module]
-    entry, prog = importlib.import_module(name), importlib.import_module(prog).PROG
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     saved = (os.getcwd(), dict(os.environ), torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled())
+             torch.is_deterministic_algorithms_warn_only_enabled(), sys.argv)
     try:
         with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
             warnings.simplefilter("always")
             for category in SILENT:
                 warnings.filterwarnings("ignore", category=category)
+            # runpy's note that the module was imported before (by a test); `python -m` has no such history
+            warnings.filterwarnings("ignore", "'bench.* found in sys.modules", RuntimeWarning)
             os.chdir(cwd)
+            sys.argv = [f"bench.{module}", *argv]
             try:
-                code = run_cli(entry.main, argv, prog=prog, resumable=resumable)
+                runpy.run_module(f"bench.{module}", run_name="__main__", alter_sys=True)
+                code = 0
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     finally:
+        sys.argv = saved[5]
         os.chdir(saved[0])
         for key in set(os.environ) - set(saved[1]):
             del os.environ[key]

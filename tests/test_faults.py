@@ -5,11 +5,12 @@ test_faults_limits.py).
 A refused command must exit 2 with one line on stderr (no traceback), create nothing, and leave
 every row measured before it untouched. The output-folder faults (but bench.scaling's), the stopped runs
 and the memory cap run each CLI as a user meets it (a subprocess from the repository root); the other
-faults call its main() in this process as its entry point does (bench_in), against folders another
+faults run its `python -m` entry point in this process (bench_in), against folders another
 process holds where a lock is the fault.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import signal
@@ -50,7 +51,7 @@ def quality_run(tmp_path_factory) -> Path:
                                           for fault in ("is-a-file", "under-a-file", "not-writable", "holds-results")])
 def test_unusable_output_folder(module, fault, tmp_path):
     # quality and diagnostics refuse before torch is imported: their real command line, a subprocess each;
-    # bench.scaling imports torch first: its main() in process (its command line: test_scaling.py)
+    # bench.scaling imports torch first: its entry point in process (its command line: test_scaling.py)
     run = bench_in if module == "scaling" else bench
     (tmp_path / "file").write_text("x\n")
     (tmp_path / "full").mkdir()
@@ -271,6 +272,21 @@ def test_sigint_mid_sweep_then_resume(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tmp_path):
     _stopped_sweep_resumes(tmp_path, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("module", ["scaling", "quality", "diagnostics", "report", "regress", "profile",
+                                    "scaling.summary"])
+def test_ctrl_c_hints_at_resume_only_where_the_command_has_it(module, monkeypatch):
+    # bench.regress answered Ctrl-C with "use --resume DIR to finish", a flag it does not have
+    resumable = "--resume" in bench_in(module, "--help").stdout
+    assert resumable == (module in ("scaling", "quality"))
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", stop)
+    proc = bench_in(module, "x")
+    hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""
+    assert proc.returncode == 130 and proc.stderr == f"python -m bench.{module}: interrupted{hint}\n", proc.stderr
 
 
 def _stopped_training_resumes(tmp_path: Path, sig: int) -> None:

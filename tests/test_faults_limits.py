@@ -1,6 +1,6 @@
 """Faults of size and number: sizes that cannot fit and inf/nan flags are refused in one line before
-any work, and a corpus too small for the run creates nothing. Each CLI's main() runs in this process as its
-entry point calls it (the real command line's exit 2 and one line: test_faults.py's output-folder faults)."""
+any work, and a corpus too small for the run creates nothing. Each CLI's `python -m` entry point runs in
+this process (the real command line's exit 2 and one line: test_faults.py's output-folder faults)."""
 import time
 
 import pytest

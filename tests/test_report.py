@@ -97,7 +97,7 @@ def make_diagnostics_run(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    """results/ with three runs and a README built by the command line, its main() called in this process from
+    """results/ with three runs and a README built by the command line, its entry point run in this process from
     the tree's root (the real command line's refusals: test_faults.py)."""
     root = tmp_path_factory.mktemp("report")
     runs = root / "results" / "runs"
