@@ -118,7 +118,8 @@ def assert_grads_match_reference(mod, x, g):
     names = ["frequency", "damping", "phase", "coupling"]
     xr, xd = x.clone().requires_grad_(), x.double().requires_grad_()
     fast = torch.autograd.grad((mod(xr) * g).sum(), [xr] + [getattr(mod, p) for p in names])
-    slow = torch.autograd.grad((reference_wave_layer(mod, xd) * g.double()).sum(), [xd] + [getattr(mod, p) for p in names])
+    slow = torch.autograd.grad((reference_wave_layer(mod, xd) * g.double()).sum(),
+                               [xd] + [getattr(mod, p) for p in names])
     for name, a, b in zip(["x"] + names, fast, slow):
         assert rel_err(a, b) < 1e-4, f"{mod.path} grad of {name}: {rel_err(a, b):.2e}"
 
@@ -287,7 +288,8 @@ def test_mix_heads_gradcheck_on_a_strided_view():
     torch.manual_seed(0)
     c = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     buf = torch.randn(2, 3, 4, 13, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda cc, b: mix_heads(cc, b[..., :7]), (c, buf))  # rows 13 apart, like the FFT output
+    # rows 13 apart, like the FFT output
+    assert torch.autograd.gradcheck(lambda cc, b: mix_heads(cc, b[..., :7]), (c, buf))
 
 
 @pytest.mark.parametrize("bias", [True, False])
