@@ -92,8 +92,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except OSError as exc:  # disk full, read-only, permissions: the machine's answer, not a bug
         where = f" {exc.filename!r}" if exc.filename else ""
         msg = f"cannot write or read{where}: {' '.join(str(exc.strerror or exc).split())}"
-    except (MemoryError, RuntimeError) as exc:
-        # the size checks are lower bounds: a run at the edge of memory still ends in one line
+    except (MemoryError, RuntimeError) as exc:  # size checks are lower bounds: at the edge of memory, still one line
         if not is_oom(exc):
             raise
         msg = f"out of memory ({' '.join(str(exc).split())[:160]}); choose smaller sizes"

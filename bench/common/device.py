@@ -40,10 +40,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Map a dtype name to torch, refusing one the device cannot run."""
     if name not in DTYPES:
         raise UsageError(f"unknown dtype {name!r}; valid choices: {', '.join(DTYPES)}")
-    dtype = DTYPES[name]
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and name == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise UsageError("bfloat16 is not supported by this GPU; valid choices here: float32, float16")
-    if device.type == "cpu" and dtype == torch.float16:
+    if device.type == "cpu" and name == "float16":
         # CPU half matmuls and FFTs are either missing or emulated; timings would be meaningless.
         raise UsageError("float16 is not supported on cpu; valid choices on cpu: float32, bfloat16")
-    return dtype
+    return DTYPES[name]

@@ -57,10 +57,9 @@ def gpu_info() -> list[dict[str, Any]]:
     nv = nvml()
     try:
         driver = nv.nvmlSystemGetDriverVersion()
-        handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
         return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
                  "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
-                for i, h in enumerate(handles)]
+                for i, h in enumerate(map(nv.nvmlDeviceGetHandleByIndex, range(nv.nvmlDeviceGetCount())))]
     except Exception:  # noqa: BLE001 - no NVML (nv is None) or pynvml.NVMLError
         props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
         return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
@@ -86,11 +85,8 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
 
 def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
     """The first present, non-empty key among `names`, at the top level or one dict below."""
-    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
-        for name in names:
-            if scope.get(name) not in (None, "", [], {}):
-                return scope[name]
-    return default
+    scopes = [env] + [v for v in env.values() if isinstance(v, dict)]
+    return next((s[n] for s in scopes for n in names if s.get(n) not in (None, "", [], {})), default)
 
 
 def device_tag(device: torch.device) -> str:
@@ -113,8 +109,7 @@ def command_line(env: dict[str, Any]) -> str:
 
 
 def machine(env: dict[str, Any]) -> str:
-    """The hardware of a run's env.json in one phrase: its GPUs (name, driver, memory) when it ran on
-    one, else the CPU model, logical cores and torch threads."""
+    """A run's hardware in one phrase: its GPUs (name, driver, memory) if it ran on one, else CPU, cores, threads."""
     gpus = [g for g in (env.get("gpus") or []) if isinstance(g, dict)]
     if gpus and not str(env.get("device") or "").startswith("cpu"):
         labels = Counter(f"{g.get('name', '?')} (driver {g.get('driver', '?')}"

@@ -40,9 +40,8 @@ def length_axis(ax, label: str = "sequence length N (tokens)") -> None:
 
 
 def save(fig, path: Path, note: str = "", tight: bool = True, **margins) -> Path:
-    """Write the figure and close it. `note` (provenance, cells not drawn) goes in small grey type
-    along the bottom. Layout: `margins` (subplots_adjust) when given, else tight_layout (making room
-    for the note) unless `tight` is False (the caller laid the figure out)."""
+    """Write the figure and close it; `note` (provenance, cells not drawn) in small grey type along the bottom.
+    Layout: `margins` (subplots_adjust) if given, else tight_layout (room for the note) unless `tight` is False."""
     if note:
         fig.text(0.01, 0.01, note, fontsize=6.5, color="0.35", wrap=True, va="bottom")
     if margins:

@@ -277,10 +277,9 @@ def drop_cut_tail(path: str | Path) -> str | None:
 
 def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, text: frozenset[str] | None = None,
                cut: str = "error") -> list[dict]:
-    """Rows of a CSV the suite wrote, as dicts of strings ([] when there is no file). The header must name
-    `required`, every row must have the header's field count and a number (or nothing) in each column outside
-    `text` (both default to SCHEMAS by file name); otherwise UsageError. A cut last line raises UsageError
-    (cut="error") or is left out (cut="drop")."""
+    """Rows of a CSV the suite wrote, as dicts of strings ([] without a file). The header must name `required`,
+    every row must have its field count and a number (or nothing) in each column outside `text` (both default to
+    SCHEMAS by file name), else UsageError. A cut last line is a UsageError too (cut="error") or left out ("drop")."""
     path = Path(path)
     req, txt = SCHEMAS.get(re.sub(r"\.rank\d+\.csv$", ".csv", path.name), ((), frozenset()))
     required, text = req if required is None else required, txt if text is None else text

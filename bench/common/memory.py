@@ -104,10 +104,9 @@ def prepare_profiler() -> None:
 
 
 class JobPeak:
-    """Peak memory of a long job (a training run), where a profiler around every step would cost too
-    much. CUDA: max_memory_allocated since reset(). CPU: the process's peak resident set (VmHWM),
-    reset by writing 5 to /proc/self/clear_refs; where that is refused, the peak since the process
-    started; where /proc is missing, the largest RSS seen at sample(). `method` says which."""
+    """Peak memory of a training run (a profiler around every step would cost too much). CUDA: max_memory_allocated
+    since reset(). CPU: peak resident set (VmHWM), reset by writing 5 to /proc/self/clear_refs, else since the process
+    started; without /proc, the largest RSS seen at sample(). `method` says which."""
 
     def __init__(self, device: torch.device):
         self.device, self.method, self._rss = device, "", 0

@@ -76,8 +76,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def load_timings(run: str | Path, cut: str = "drop", required: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """A run folder's timings.csv (or the CSV itself) through the validated reader; a cut last row
-    (a run stopped while writing it) is left out with cut="drop", refused with cut="error"."""
+    """A run folder's timings.csv (or the CSV itself), validated; a cut last row is left out (cut="drop") or refused."""
     path = Path(run)
     path = path / "timings.csv" if path.is_dir() else path
     if not path.is_file():
