@@ -89,28 +89,23 @@ class Predictor:
                             bytes=est_bytes)
         call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
         cell_s = call_s * self.calls
-        over = self._over_budget(cell_s, call_s, basis, elapsed_s, share_left_s)
+        over = ""  # why the cell is over the per-cell budget, the total or its level/pass's share of the total
+        if cell_s > self.time_budget:
+            per_call = f"{call_s * 1e3:.1f} ms" if call_s < 1 else f"{call_s:.2f} s"
+            over = (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s ({self.calls} calls of {per_call}; "
+                    f"{basis})")
+        elif self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
+            over = (f"predicted {secs(cell_s)} > {secs(max(0.0, self.total_budget - elapsed_s))} left of the total "
+                    f"budget {self.total_budget:g} s")
+        elif share_left_s is not None and cell_s > share_left_s:
+            over = (f"predicted {secs(cell_s)} > {secs(max(0.0, share_left_s))} left of this level/pass's share of the "
+                    f"total budget {self.total_budget:g} s")
         if protected:
             reason = f"fewest calls: predicted {secs(cell_s)} at full repetitions is over a time budget ({basis})"
             return Decision(True, reason if over else "", est_bytes, reduced=bool(over))
         if cell_s > self.time_budget:
             self.block_longer(series, f"longer than N={n}, which was predicted over the time budget")
         return Decision(not over, over, est_bytes)
-
-    def _over_budget(self, cell_s: float, call_s: float, basis: str, elapsed_s: float,
-                     share_left_s: float | None) -> str:
-        """Why a cell of cell_s seconds is over the per-cell budget, the total or its level/pass's share; '' if not."""
-        if cell_s > self.time_budget:
-            per_call = f"{call_s * 1e3:.1f} ms" if call_s < 1 else f"{call_s:.2f} s"
-            return (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s "
-                    f"({self.calls} calls of {per_call}; {basis})")
-        if self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
-            left = max(0.0, self.total_budget - elapsed_s)
-            return f"predicted {secs(cell_s)} > {secs(left)} left of the total budget {self.total_budget:g} s"
-        if share_left_s is not None and cell_s > share_left_s:
-            return (f"predicted {secs(cell_s)} > {secs(max(0.0, share_left_s))} left of this level/pass's share "
-                    f"of the total budget {self.total_budget:g} s")
-        return ""
 
 
 # weights of the (level, pass) shares of a total budget: core fwd, the headline, gets the most

@@ -160,11 +160,10 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 
 def methods(method_cls) -> list:
     """The peer Method records, made with registry.Method (passed in: registry.py imports this module)."""
-    return [method_cls(
-        f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer",
-        f"{DESCRIPTIONS[op]}; {IMPL_NOTES[impl].format(kernel=f'fla.ops.{_fla_kernel(op)}')}",
-        build=partial(build_peer, op=op, impl=impl),
-        memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
-        cost=partial(peer_cost, op), check=partial(check_peer, op=op, impl=impl),
-        why_unavailable=partial(available, impl), uses_stride=op == "diag-ssm",
-    ) for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]]
+    return [method_cls(f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer",
+                       f"{DESCRIPTIONS[op]}; {IMPL_NOTES[impl].format(kernel=f'fla.ops.{_fla_kernel(op)}')}",
+                       partial(build_peer, op=op, impl=impl),
+                       partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
+                       partial(peer_cost, op), partial(check_peer, op=op, impl=impl), partial(available, impl),
+                       uses_stride=op == "diag-ssm")
+            for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]]
