@@ -79,8 +79,7 @@ def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
         out = fn()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
-        used = nvml_used_bytes(device)
-        del out
+        used = nvml_used_bytes(device)  # while the output is still alive
         return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
     from torch.profiler import ProfilerActivity, profile
 
