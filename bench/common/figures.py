@@ -21,8 +21,7 @@ COLORS = {
     "softmax-naive": "#393b79", "softmax-sdpa-graphed": "#6baed6",
     "peer-hgrn": "#9467bd", "peer-simple-gla": "#8c564b", "peer-retnet": "#c5b0d5", "peer-diag-ssm": "#c49c94",
     "peer-hgrn-fla": "#7b4173", "peer-simple-gla-fla": "#5a3a29",
-    "fft-floor": "#7f7f7f", "fft-floor-field": "#b0b0b0",
-    "standard": "#1f77b4", "standard-matched": "#2ca02c",
+    "fft-floor": "#7f7f7f", "fft-floor-field": "#b0b0b0", "standard": "#1f77b4", "standard-matched": "#2ca02c",
 }
 _SPARE = ["#637939", "#8ca252", "#bd9e39", "#843c39", "#d6616b", "#7b4173", "#a55194", "#3182bd"]
 

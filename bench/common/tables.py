@@ -1,5 +1,4 @@
-"""The one markdown table renderer of the suite (summaries, the results page, the regression gate).
-Any text is safe in a cell; columns are not padded (a rendered table does not need it)."""
+"""The suite's one markdown table renderer: any text is safe in a cell; columns are not padded."""
 from __future__ import annotations
 
 from typing import Any, Sequence

@@ -91,10 +91,9 @@ class _Slot:
         n = len(self.samples)
         if n >= policy.max_reps:
             return "max_reps"
-        if policy.max_cell_s is not None and n >= 1:
-            over = self.spent_s + self.est_rep_s
-            if (n >= policy.budget_min_reps and over > policy.max_cell_s) or over > 2 * policy.max_cell_s:
-                return "budget"
+        over, cap = self.spent_s + self.est_rep_s, policy.max_cell_s
+        if cap is not None and n >= 1 and ((n >= policy.budget_min_reps and over > cap) or over > 2 * cap):
+            return "budget"
         if n >= policy.min_reps and self.timed_s >= policy.min_run_time:
             return "target"
         return None

@@ -154,8 +154,7 @@ def fit_exponent(ns: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
         return out
     x, y = np.log(ns), np.log(ts)
     slope, icpt = np.polyfit(x, y, 1)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    ss_res = float(((y - (slope * x + icpt)) ** 2).sum())
+    ss_tot, ss_res = float(((y - y.mean()) ** 2).sum()), float(((y - (slope * x + icpt)) ** 2).sum())
     out.update(slope=float(slope), intercept=float(icpt), r2=1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan)
     return out
 
