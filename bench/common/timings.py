@@ -69,8 +69,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     df = df[(df["method"] != "") & df["seq_len"].notna()].copy()
     df["seq_len"] = df["seq_len"].astype(int)
     bad = (df["status"] == "ok") & ~(df["median_ms"] > 0)
-    df.loc[bad, "status"] = "no-time"
-    df.loc[bad, "reason"] = "status ok but no positive median_ms"
+    df.loc[bad, ["status", "reason"]] = ["no-time", "status ok but no positive median_ms"]
     df["config"] = [config_label(r.get) for r in df[[f for f, _ in CONFIG_FIELDS]].to_dict("records")]
     return df
 
