@@ -1,5 +1,4 @@
-"""Peak memory of one call (the protocol: docs/method.md, "Memory protocol"), of a long job
-(JobPeak), and whether a size can fit at all (check_fits, lm_bytes)."""
+"""Peak memory of one call (docs/method.md, "Memory protocol") or a long job (JobPeak); whether a size can fit."""
 from __future__ import annotations
 
 import functools
