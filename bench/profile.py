@@ -59,8 +59,7 @@ def _method(name: str, args, device: torch.device, dtype: torch.dtype):
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
-    """Seconds per call of `reps` back-to-back calls (the suite's clock) and the profiler's key_averages of `reps`
-    more."""
+    """Seconds per call of `reps` calls (the suite's clock) and the profiler's key_averages of `reps` more."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(warmup):

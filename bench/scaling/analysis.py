@@ -30,9 +30,8 @@ def pairs(sub: pd.DataFrame, methods) -> list[tuple[str, str, pd.Series, pd.Seri
 
 
 def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[float]) -> dict[str, Any]:
-    """Where wave becomes faster than a baseline, over the lengths both have: kind 'always', 'none' (not at the
-    longest), 'no-data' or 'cross' (first_n: the first length of the final all-faster run; n_star: the crossing
-    interpolated in log-log between the bracketing lengths)."""
+    """Where wave becomes faster than a baseline: kind 'always', 'none' (not at the longest), 'no-data' or 'cross'
+    (first_n: the first length of the final all-faster run; n_star: the crossing interpolated in log-log)."""
     ns, w, s = (np.asarray(a, float) for a in (ns, wave_ms, soft_ms))
     order = np.argsort(ns)
     ns, ratio = ns[order], (s / w)[order]
@@ -81,16 +80,13 @@ def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
     return out
 
 
-def _f(x: float, digits: int) -> str:
-    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
-
-
 def _fit_cells(fit: dict) -> list[str]:
     k, lengths = fit["points"], "no ok cell"
+    num = lambda x, digits: f"{x:.{digits}f}" if math.isfinite(x) else "n/a"  # noqa: E731
     if k:
         lo, hi = int(fit["n_min"]), int(fit["n_max"])
         lengths = (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
-    return [_f(fit["slope"], 2), _f(fit["r2"], 3), lengths]
+    return [num(fit["slope"], 2), num(fit["r2"], 3), lengths]
 
 
 def _section(intro: str, head: list[str], rows: list) -> list[str] | None:

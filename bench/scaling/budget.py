@@ -78,9 +78,8 @@ class Predictor:
 
     def decide(self, series: tuple, n: int, kind: str, est_bytes: float, flops_at, bytes_at,
                elapsed_s: float = 0.0, share_left_s: float | None = None, protected: bool = False) -> Decision:
-        """Run or skip (with the reason) a cell of `series` at length n. elapsed_s: seconds the sweep has run;
-        share_left_s: seconds left of the current (level, pass)'s share (share_out); protected: reduced, not skipped,
-        for time."""
+        """Run or skip (with the reason) a cell of `series` at length n; share_left_s: seconds left of the current
+        (level, pass)'s share (share_out); protected: reduced, not skipped, for time."""
         stuck = self.stuck.get(series)
         if stuck is not None and (not protected or stuck[1] == "memory"):
             return Decision(False, stuck[0])
@@ -113,8 +112,7 @@ SHARE_WEIGHTS = {("core", "fwd"): 3.0}
 
 
 def share_out(total_left: float, segments: list[tuple[str, str]]) -> float:
-    """Seconds the first of `segments` (the (level, pass) pairs still to run) may use: its weighted share of what is
-    left; unused time rolls over, so on a slow machine every level still gets its shorter lengths."""
+    """Seconds the first of `segments` (the (level, pass) pairs still to run) may use: its share of what is left."""
     weights = [SHARE_WEIGHTS.get(seg, 1.0) for seg in segments]
     return total_left * weights[0] / sum(weights) if weights else total_left
 
@@ -138,10 +136,7 @@ def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
         params = 6 * d_model * d_model * spec.elem
         return core + (8 if spec.pass_ == "fwd" else 16) * act + 3 * params
     # model: float32 weights (+ grad + AdamW state), activations per layer, logits (+ float32 copy)
-    layers = spec.model_layers
-    act = b * n * d_model * 4
-    ffn = b * n * spec.d_ff * 4
-    logits = b * n * spec.vocab * 4
+    layers, act, ffn, logits = spec.model_layers, b * n * d_model * 4, b * n * spec.d_ff * 4, b * n * spec.vocab * 4
     params = (layers * (6 * d_model * d_model + 2 * d_model * spec.d_ff) + spec.vocab * d_model) * 4
     if spec.pass_ == "fwd":
         return core + 10 * act + 2 * ffn + 3 * logits + params

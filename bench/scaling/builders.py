@@ -53,8 +53,7 @@ def wave_params(heads: int, device: torch.device, seed: int = 0) -> list[torch.T
 
 
 def _pass_fn(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], out_shape):
-    """fwd: forward() under no_grad; fwdbwd: forward() and the gradients w.r.t. `wrt` of a fixed random
-    output gradient of `out_shape` (drawn here, after the inputs)."""
+    """fwd: forward() under no_grad; fwdbwd: also the gradients w.r.t. `wrt` of a fixed random output gradient."""
     if spec.pass_ == "fwd":
         return torch.no_grad()(forward)
     for t in wrt:
@@ -184,8 +183,7 @@ def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) ->
 
 
 def build_floor(spec: CellSpec, path: str) -> Built:
-    """fft-floor (path 'token', length N) and fft-floor-field (path 'field', length G), core fwd only: the
-    bare FFT floor at the wave core's shape, x (B, H, d, L) float32 contiguous, cached spectrum."""
+    """fft-floor (path 'token') and fft-floor-field ('field'): the bare FFT floor at the wave core's shape."""
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.heads, spec.head_dim, length, dtype=torch.float32)  # (B, H, d, L)
@@ -221,8 +219,7 @@ def small_spec(spec: CellSpec) -> CellSpec:
 
 
 def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) -> CheckResult:
-    """fn(*wrt, *extra) on the cell's device against ref_fn on float64 CPU copies; at fwdbwd also the
-    gradients with respect to `wrt` of a random output gradient."""
+    """fn(*wrt, *extra) on the cell's device against ref_fn on float64 CPU copies, at fwdbwd gradients too."""
     grad = spec.pass_ == "fwdbwd"
     wrt = [t.detach().requires_grad_(grad) for t in wrt]
     ref_wrt = [t.detach().cpu().double().requires_grad_(grad) for t in wrt]
@@ -237,9 +234,8 @@ def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) 
 
 
 def compare_module(spec: CellSpec, make, reference) -> CheckResult:
-    """The module make() builds after the cell's seed against reference(its CPU copy), a float64 forward of the same
-    weights. Layer: on x (1, N, D), input gradients too at fwdbwd; model: logits (float32 weights, autocast for low
-    precision), the copy already float64."""
+    """The module make() builds after the cell's seed against reference(its CPU copy; the LM's already float64), a
+    float64 forward of the same weights: a layer on x (1, N, D), gradients too at fwdbwd; an LM's logits."""
     torch.manual_seed(spec.seed)
     if spec.level == "layer":
         layer = make().to(spec.device, spec.dtype).eval()

@@ -83,8 +83,7 @@ def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: in
 
 
 def level_cost(spec, core: Cost, layer_params: int, interference: bool = False) -> Cost:
-    """The cost of a cell (a CellSpec) from its mixer's cost and the matmul weights of one layer (docs/method.md,
-    "Cost model": layer and model, minimum bytes)."""
+    """A cell's cost from its mixer's and one layer's matmul weights (docs/method.md, "Cost model")."""
     if spec.level == "core":
         return core
     b, n, d_model, elem, fwd = spec.batch, spec.seq_len, spec.d_model, spec.elem, spec.pass_ == "fwd"
@@ -131,8 +130,7 @@ def device_peak(device_name: str | None) -> DevicePeak | None:
 
 
 def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str, dtype: str) -> float | None:
-    """max(flops / peak_flops, bytes / peak_bw) / seconds, None when the peak is unknown; wave and reference rows
-    against the fp32 peak (their FFT math is float32 whatever the dtype)."""
+    """max(flops / peak_flops, bytes / peak_bw) / seconds, None for an unknown peak; wave FFT math is fp32."""
     if peak is None or not seconds or seconds <= 0:
         return None
     fp32 = peak.flops["float32"]
@@ -141,8 +139,7 @@ def roofline_frac(cost: Cost, seconds: float, peak: DevicePeak | None, kind: str
 
 
 def copy_bandwidth(device, nbytes: int = 1 << 29, reps: int = 5) -> float:
-    """Bytes/s of a device-to-device copy (read + write), best of `reps`: the memory roofline a memory-bound
-    operator is held to, measured in this run rather than taken from a datasheet."""
+    """Bytes/s of a device-to-device copy (read + write), best of `reps`: the memory roofline measured in this run."""
     import torch
 
     from bench.common.timing import time_calls, warm_up

@@ -1,6 +1,5 @@
-"""The sweep configuration (env.json's "sweep", reused by --resume), the per-device defaults and the --quick
-preset (reasons: docs/method.md), what one cell is, its CSV key and the order cells run in (docs/method.md, "Run
-order")."""
+"""The sweep configuration (env.json's "sweep", reused by --resume), the per-device defaults and the --quick preset,
+what one cell is, its CSV key and the order cells run in (reasons and rules: docs/method.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace

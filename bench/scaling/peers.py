@@ -75,8 +75,7 @@ def build_peer(spec: CellSpec, op: str, impl: str) -> builders.Built:
 
 
 def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
-    """builders' check (core: every input that gets a gradient, parameters included) against the peer's float64
-    reference implementation."""
+    """builders' check against the peer's float64 reference (core gradients: every input, parameters included)."""
     spec = builders.small_spec(spec)
     s = spec.field_stride
     if spec.level == "core":
@@ -150,11 +149,9 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
     if op in ("simple-gla", "retnet"):  # (C, C) score blocks and (d, d) chunk states, float32
         c = max(1, min(ATTN_CHUNK, n))
         m = math.ceil(n / c)
-        blocks = b * h * m * c * c * 4
-        states = b * h * m * d * d * 4
+        blocks, states = b * h * m * c * c * 4, b * h * m * d * d * 4
         extra = (3 * blocks + 2 * states) if fwd else (6 * blocks + 4 * states)
-    inputs = INPUTS[op] * b * h * n * d * elem
-    f32 = b * h * n * d * 4
+    inputs, f32 = INPUTS[op] * b * h * n * d * elem, b * h * n * d * 4
     return (1 if fwd else 2) * inputs + CORE_UNITS[op][0 if fwd else 1] * f32 + extra
 
 

@@ -1,6 +1,5 @@
-"""plots/<kind>_<panel>.png of a scaling run (PLOT_KINDS): per panel, latency and peak memory vs N (log-log, p20-p80
-band) and the speedup of each wave method over each softmax and peer method; only ok cells are drawn, the others
-are listed in a note under the axes."""
+"""plots/<kind>_<panel>.png of a scaling run (PLOT_KINDS), log-log against N; only ok cells are drawn, the others are
+listed in a note under the axes."""
 from __future__ import annotations
 
 from pathlib import Path

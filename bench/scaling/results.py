@@ -62,8 +62,7 @@ def finished_rows(run_dir: Path) -> list[dict]:
 
 
 def merge_parts(run_dir: Path) -> Path:
-    """Rank 0 after the barrier: fold parts/timings.rank*.csv into timings.csv (keeping its rows), ordered by level,
-    pass, length, method; then delete the merged part files."""
+    """Rank 0 after the barrier: fold the part files into timings.csv (keeping its rows) in run order, delete them."""
     run_dir = Path(run_dir)
     final = run_dir / CSV_NAME
     rows = sorted(finished_rows(run_dir), key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]),

@@ -83,8 +83,7 @@ class Sweep:
                         c.model_dim, c.model_layers, c.vocab, c.seed)
 
     def pending(self) -> list[tuple[tuple[str, str, int], list[str]]]:
-        """(group, methods still to run) for this rank, in run order: every group with the HEADLINE and FIRST
-        tiers, then every group again with the extras (docs/method.md, "Run order")."""
+        """(group, methods still to run) for this rank in run order (docs/method.md, "Run order": two phases)."""
         names = chosen_methods(self.cfg.methods, self.cfg.floor)
         mine = [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
                 if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
@@ -131,8 +130,7 @@ class Sweep:
         return self.checks[key]
 
     def _prepare(self, method: Method, spec: CellSpec, decision: Decision) -> "_Prepared | dict":
-        """Build, warm up (once only for a protected cell on reduced calls), measure peak memory: the prepared
-        cell or a failure row."""
+        """Build, warm up (once on reduced calls), measure peak memory: the prepared cell or a failure row."""
         self._status(f"{spec.level} {spec.pass_} N={spec.seq_len} {method.name}: warm-up")
         t0 = time.perf_counter()
         warmup = 1 if decision.reduced else self.cfg.warmup
@@ -284,6 +282,5 @@ def _safe_cost(method: Method, spec: CellSpec):
 
 def run_sweep(cfg: SweepConfig, csv_path: Path, device: torch.device, existing_rows: list[dict] | None = None,
               rank: int = 0, world: int = 1, **options) -> Counter:
-    """Run this rank's share of the sweep, appending rows to csv_path (each one whole and synced);
-    returns the rows written by status. options: Sweep's progress and registry."""
+    """Run this rank's share of the sweep, appending rows to csv_path; the rows written by status. options: Sweep's."""
     return Sweep(cfg, RowWriter(csv_path), device, existing_rows, rank, world, **options).run()
