@@ -1,8 +1,7 @@
 """Budget predictor: whether a cell fits the time and memory budgets, decided before it runs (docs/method.md, "The
 budget predictor" and "Run order"). The memory estimates (bytes, inputs included) are deliberately generous: a cell
 predicted just under the budget that then needs more would meet the OOM killer on CPU. `unit` = one (B, H, N, d)
-tensor of the dtype, `f32` = one in float32 (the FFT math dtype); constants checked against torch-profiler peaks.
-"""
+tensor of the dtype, `f32` = one in float32 (the FFT math dtype); constants checked against torch-profiler peaks."""
 from __future__ import annotations
 
 import math

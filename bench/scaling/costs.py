@@ -30,8 +30,7 @@ def fft_conv_flops(rows: int, m: int) -> float:
 
 
 def conv_length(n: int, stride: float, path: str) -> tuple[int, int]:
-    """(L, M): the length the wave core (or its fft floor) convolves, N tokens or G = ceil((N - 1) s) + 2 field
-    cells, and the FFT length M it pads to (the scan path has no FFT; its memory estimate borrows the token path's)."""
+    """(L, M): the length the wave core (or its fft floor) convolves, N tokens or G field cells, and its FFT length."""
     length = field_cells(n, stride) if path == "field" else n
     return length, fast_fft_size(2 * length - 1)
 

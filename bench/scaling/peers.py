@@ -1,12 +1,8 @@
-"""Sub-quadratic peer methods as registry Method records (kind "peer", every level and pass, none default):
-peer-hgrn, peer-simple-gla, peer-retnet, peer-diag-ssm run the chunked PyTorch formulations of baselines/peers.py on
-any device; peer-hgrn-fla, peer-simple-gla-fla, peer-retnet-fla fla-core's Triton kernels (CUDA only).
-
-Core inputs come from the draw every method of one length shares: hgrn x = v, forget logits = k; simple-gla q, k,
-v and a log decay (an input: it gets a gradient); retnet q, k, v and RetNet's fixed decays; diag-ssm v and the
-wave methods' frequency, damping and phase. Layer: PeerMixer; model: PeerLM (d_ff = 4 D). Checked against the token
-loop or explicit (N, N) form in float64 on CPU.
-"""
+"""Sub-quadratic peer methods as registry Method records (kind "peer", every level and pass, none default): peer-<op>
+runs the chunked PyTorch formulation of baselines/peers.py on any device, peer-<op>-fla fla-core's Triton kernels
+(CUDA only). Core inputs come from the draw every method of one length shares: hgrn x = v, forget logits = k;
+simple-gla q, k, v and a log decay (an input: it gets a gradient); retnet q, k, v and RetNet's fixed decays; diag-ssm
+v and the wave methods' frequency, damping and phase. Layer: PeerMixer; model: PeerLM (d_ff = 4 D)."""
 from __future__ import annotations
 
 import math

@@ -27,8 +27,7 @@ def _fmt(value) -> str:
 
 
 class RowWriter(CsvLog):
-    """Appends rows to a timings CSV; on a resumed file it first drops a cut last row (measured again) and brings an
-    older header to the current schema, keeping every row."""
+    """Appends rows to a timings CSV; a resumed file first loses a cut last row and gets the current header."""
 
     def __init__(self, path: Path):
         super().__init__(path, COLUMNS, _fmt)
@@ -40,8 +39,7 @@ class RowWriter(CsvLog):
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a timings CSV as dicts of strings ([] without the file); a cut last row is left out, any other damage
-    is a UsageError."""
+    """Rows of a timings CSV as dicts of strings ([] without the file; a cut last row left out, damage refused)."""
     return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut="drop")
             if row.get("method")]
 
