@@ -44,29 +44,36 @@ def nvml():
         return None
 
 
-def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
-    """A dict for env.json. `extra` adds harness-specific facts (memory method, budgets, ...)."""
-    created, nv = time.strftime("%Y-%m-%dT%H:%M:%S%z"), nvml()
-    try:  # GPU name, driver and memory from NVML, as nvidia-smi shows them; else torch's view
+def gpu_info() -> list[dict[str, Any]]:
+    """GPU name, driver and memory from NVML, as nvidia-smi shows them; else torch's view."""
+    nv = nvml()
+    try:
         driver = nv.nvmlSystemGetDriverVersion()
-        gpus = [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
+        return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
                  "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
                 for i, h in enumerate(map(nv.nvmlDeviceGetHandleByIndex, range(nv.nvmlDeviceGetCount())))]
     except Exception:  # noqa: BLE001 - no NVML (nv is None) or pynvml.NVMLError
         props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
-        gpus = [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
+        return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
                 for i, p in enumerate(props)]
+
+
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+
+
+def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A dict for env.json. `extra` adds harness-specific facts (memory method, budgets, ...)."""
     return {
-        "created": created, "argv": list(sys.argv if argv is None else argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": list(sys.argv if argv is None else argv),
         "seed": seed, "git": git_info(), "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cuda_available": torch.cuda.is_available(), "gpus": gpus, "cpu_model": cpu,
+        "cuda_available": torch.cuda.is_available(), "gpus": gpu_info(), "cpu_model": cpu_model(),
         "cpu_cores_logical": psutil.cpu_count(logical=True), "cpu_cores_physical": psutil.cpu_count(logical=False),
         "torch_threads": torch.get_num_threads(), "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
         "hostname": platform.node(),

@@ -132,7 +132,9 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
         inner = calibrate_inner(est, policy.rep_target_s)
         slots[name] = _Slot(fn, inner, est * inner, spent)
 
-    for rnd in itertools.takewhile(lambda _: slots, itertools.count()):
+    for rnd in itertools.count():
+        if not slots:
+            break
         for name, slot in list(slots.items())[::-1 if rnd % 2 else 1]:
             try:
                 reason = slot.stop_reason(policy)
