@@ -7,13 +7,12 @@ docs/regression.md has the metrics, the tolerances, the measurements behind them
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import ArgParser, UsageError, nonneg_float, positive_float, positive_int, run_cli
+from bench.common.cli import ArgParser, UsageError, int_at_least, nonneg_float, positive_float, run_cli
 from bench.common.files import read_json, write_json
 from bench.common.tables import table as md_table
 from bench.common.timings import aggregate, config_label, fit_exponent, load_timings, method_kind, times
@@ -147,13 +146,6 @@ def fraction(text: str) -> float:
     return positive_float(text[:-1]) / 100 if text.endswith("%") else positive_float(text)
 
 
-def at_least_two(text: str) -> int:
-    value = positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{value} is below 2 (a slope needs two lengths)")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = ArgParser(prog=PROG, description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
                    "(pytest-benchmark .json or bench.scaling timings.csv).")
@@ -167,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"largest allowed growth of a wave scaling exponent (default {EXPONENT_TOL})")
     ap.add_argument("--min-seq-len", type=int, default=0, help="ignore lengths below this N in both files "
                     "(default 0, keep all; the CI gate script uses 512, docs/regression.md)")
-    ap.add_argument("--min-lengths", type=at_least_two, default=MIN_LENGTHS,
+    ap.add_argument("--min-lengths", type=int_at_least(2, "{value} is below 2 (a slope needs two lengths)"),
+                    default=MIN_LENGTHS,
                     help=f"lengths both files must share for an exponent or a mean ratio, >= 2 (default {MIN_LENGTHS})")
     ap.add_argument("--json-out", help="also write every derived metric and verdict to this JSON file")
     ap.add_argument("--show-all", action="store_true", help="print the table of every metric, not only regressions")

@@ -53,6 +53,16 @@ positive_int, nonneg_int, finite_float = _number(int, "positive"), _number(int, 
 positive_float, nonneg_float = _number(float, "positive"), _number(float, "nonneg")
 
 
+def int_at_least(least: int, refusal: str) -> Callable[[str], int]:
+    """An argparse type: a positive integer >= `least`; `refusal` (formatted with value and least) says why not."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(refusal.format(value=value, least=least))
+        return value
+    return parse
+
+
 def thread_count(text: str) -> int:
     """An argparse type for --threads: an integer >= 0 (0: torch's default) and at most 4x the cores here
     (torch starts every thread it is asked for: 100000 exhausts the memory)."""

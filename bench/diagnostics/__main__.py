@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common.cli import ArgParser, UsageError, one_line, positive_float, positive_int, run_cli, thread_count
+from bench.common.cli import (ArgParser, UsageError, int_at_least, one_line, positive_float, positive_int, run_cli,
+                              thread_count)
 
 PROG = "python -m bench.diagnostics"
 RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
@@ -27,20 +28,11 @@ def role_thresholds(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def tokens_at_least(least: int, why: str):
-    """An argparse type: an integer of at least `least` tokens; `why` says what fewer cannot do."""
-    def parse(text: str) -> int:
-        value = positive_int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is too short {why} (at least {least} tokens)")
-        return value
-    return parse
-
-
 # A causality probe needs a token with a later one (at N = 1 the full-model probe crashed, an IndexError).
 # The leak demonstrations need 3: before token 2 the s = 1.29 and clamping configurations cannot leak (its
 # deposit is the first to reach a cell an earlier token reads), and the run failed as 'probe broken'.
-probe_len, leak_len = tokens_at_least(2, "for a causality probe"), tokens_at_least(3, "to show every leak")
+probe_len = int_at_least(2, "{value} is too short for a causality probe (at least {least} tokens)")
+leak_len = int_at_least(3, "{value} is too short to show every leak (at least {least} tokens)")
 
 
 def build_parser() -> ArgParser:
