@@ -8,7 +8,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -193,18 +192,6 @@ def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float |
         allocator=ALLOCATOR_NOTE.get(retain_freed_memory() if device.type == "cpu" else "cuda", ""))
 
 
-def _derived_outputs(run_dir: Path) -> None:
-    """Write plots/, then summary.md (it links them); a failure is a note on stderr, never the loss of the CSV."""
-    from bench.scaling.plots import make_plots
-    from bench.scaling.summary import write_summary
-
-    for fn in (make_plots, write_summary):
-        try:
-            fn(run_dir)
-        except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
-            print(f"{PROG}: {fn.__name__} failed: {one_line(exc, limit=200, named=True)}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_methods:
@@ -274,7 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.setdefault("runs", []).append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                            "sweep_wall_s": round(time.perf_counter() - t0, 1), "rows_written": total})
         write_json(run_dir / "env.json", env)
-        _derived_outputs(run_dir)
+        from bench.scaling.plots import make_plots
+        from bench.scaling.summary import write_summary
+
+        for fn in (make_plots, write_summary):  # plots/ first: summary.md links them
+            try:
+                fn(run_dir)
+            except Exception as exc:  # noqa: BLE001 - the CSV is the result; a derived file must not lose it
+                print(f"{PROG}: {fn.__name__} failed: {one_line(exc, limit=200, named=True)}", file=sys.stderr)
         shown = ", ".join(f"{k} {v}" for k, v in sorted(total.items())) or "nothing left to run"
         print(f"{PROG}: {shown} in {time.perf_counter() - t0:.0f} s; results in {run_dir}", file=sys.stderr)
         print(run_dir)

@@ -58,16 +58,12 @@ def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> f
 def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
                 stride: float = 4.0) -> Cost:
     """The core level: the sequence mixer on ready (B, H, N, d) inputs (softmax: q, k, v; wave: k, v)."""
-    n_in = 3 if kind == "softmax" else 2
-    nbytes = (n_in + 1) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)
+    nbytes = (4 if kind == "softmax" else 3) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)  # inputs and y
     if kind == "softmax":
         return Cost(softmax_flops(b, h, n, d, pass_), nbytes)
-    if path == "scan":
-        return Cost(scan_flops(b, h, n, d, pass_), nbytes)
-    if path == "triton":  # the same chunked recurrence, no FFT; chunks of 32 tokens in fp32, else 64 (its _config)
-        return Cost(scan_flops(b, h, n, d, pass_, chunk=32 if elem == 4 else 64), nbytes)
-    m = conv_length(n, stride, path or "token")[1]
-    return Cost(wave_flops(b, h, n, d, m, pass_), nbytes)
+    if path in ("scan", "triton"):  # triton: the same chunked recurrence, chunks of 64 tokens below fp32 (its _config)
+        return Cost(scan_flops(b, h, n, d, pass_, chunk=64 if path == "triton" and elem != 4 else 32), nbytes)
+    return Cost(wave_flops(b, h, n, d, conv_length(n, stride, path or "token")[1], pass_), nbytes)
 
 
 def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: int, vocab: int,
