@@ -182,8 +182,7 @@ class Sweep:
 
     def _gate(self, method: Method, spec: CellSpec):
         """The row of a cell that will not be timed, or the budget decision of one that will."""
-        why = method.why_unavailable(self.device, self.dtype)
-        if why is not None:
+        if (why := method.why_unavailable(self.device, self.dtype)) is not None:
             return self._row(method, spec, "skipped", f"not available here: {why}")
         # budgets first: a cell that will not be timed costs no correctness check either. Protected: a cell that
         # answers a published claim (the claims are forward operation counts; a backward on CPU would cost minutes)
@@ -198,8 +197,8 @@ class Sweep:
             est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
             return self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
                              mem_method="estimate" if est_mb is not None else None)
-        # the check runs the method at a short length beside a float64 reference (about 3x the
-        # method's own memory there); at a huge width even that may not fit
+        # the check runs the method at a short length beside a float64 reference (about 3x the method's own memory
+        # there); at a huge width even that may not fit
         need = 3 * method.memory(builders.small_spec(spec))
         if need > self.cfg.mem_budget_gb * 1e9:
             return self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
