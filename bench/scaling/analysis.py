@@ -182,9 +182,8 @@ def memory_lines(sub: pd.DataFrame) -> list[str] | None:
 def compiled_lines(cells: pd.DataFrame) -> list[str] | None:
     """torch.compile methods (name ends in -compiled) against their eager method, with compile time."""
     rows = []
-    for (level, pas, cfg, method), sub in cells.groupby(["level", "pass", "config", "method"]):
-        if not method.endswith("-compiled"):
-            continue
+    compiled = cells[cells["method"].str.endswith("-compiled")]
+    for (level, pas, cfg, method), sub in compiled.groupby(["level", "pass", "config", "method"]):
         ref = ok_series(cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["config"] == cfg)],
                         method[: -len("-compiled")])
         comp = ok_series(sub, method)

@@ -71,8 +71,7 @@ class Predictor:
                 fit = float(np.exp(icpt + slope * math.log(n)))
                 return max(fit, ratio), f"fit of {len(use)} lengths (slope {slope:.2f})"
             return ratio, f"N={m_last} scaled by the cost model"
-        rate = ASSUMED_RATE.get((self.device_type, kind), 1e10)
-        bw = ASSUMED_BANDWIDTH.get(self.device_type, 5e9)
+        rate, bw = ASSUMED_RATE.get((self.device_type, kind), 1e10), ASSUMED_BANDWIDTH.get(self.device_type, 5e9)
         return max(flops_at(n) / rate, bytes_at(n) / bw), "cost model only"
 
     def decide(self, series: tuple, n: int, kind: str, est_bytes: float, flops_at, bytes_at,

@@ -135,16 +135,12 @@ def write_summary(run_dir: Path, plots: bool = False) -> Path:
     groups = panels(cells)
 
     lines += ["## 2. Measurements per level and pass", ""]
-    if not groups:
-        lines += ["No rows in timings.csv yet.", ""]
-    for level, pas, cfg, sub in groups:
-        lines += measurement_lines(level, pas, cfg, sub, env, run_dir)
+    lines += [ln for g in groups for ln in measurement_lines(*g, env, run_dir)] or ["No rows in timings.csv yet.", ""]
 
     lines += ["## 3. Scaling exponents", "", "Slope of log(median ms) against log(N) by least squares over the ok "
               "cells. On short lengths fixed overheads flatten the slope, so the slope over the upper half of the "
               "lengths is also given when there are at least 4 points.", ""]
-    for level, pas, cfg, sub in groups:
-        lines += scaling_lines(level, pas, cfg, sub)
+    lines += [ln for g in groups for ln in scaling_lines(*g)]
 
     lines += ["## 4. Crossover lengths", "", "The length from which each wave method stays faster than each softmax "
               "and peer method: the first measured length of the final all-faster run, and the crossing interpolated "
