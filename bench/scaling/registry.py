@@ -79,9 +79,8 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None
 def _triton(device: torch.device, dtype=None) -> str | None:
     from wavefield_core.triton_scan import triton_available
 
-    if dtype == torch.float64:
-        return "the Triton kernels take float32, bfloat16 or float16"
-    return triton_available(device)
+    return "the Triton kernels take float32, bfloat16 or float16" if dtype == torch.float64 else \
+        triton_available(device)
 
 
 def _compiler(device: torch.device, dtype=None) -> str | None:
