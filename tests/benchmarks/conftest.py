@@ -92,6 +92,8 @@ def time_cell(benchmark, allocator):
             "flops": cost.flops, "bytes": cost.bytes, "rounds": rounds,
         })
         benchmark.pedantic(built.fn, rounds=rounds, iterations=1, warmup_rounds=0)
+        if benchmark.stats is None:  # --benchmark-disable: the closure ran once as a smoke test, nothing timed
+            return
         median_s = benchmark.stats.stats.median
         benchmark.extra_info["gflops"] = cost.flops / median_s / 1e9 if median_s > 0 else None
         benchmark.extra_info["allocator"] = allocator
