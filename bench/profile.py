@@ -148,4 +148,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog=PROG, resumable=False))  # nothing to resume: no "--resume" hint on Ctrl-C
+    raise SystemExit(run_cli(main, prog=PROG))

@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """main() with the suite's error handling: a UsageError is one line on stderr and exit code 2."""
-    return run_cli(main, argv, prog=PROG, resumable=False)  # no --resume: no hint for it on Ctrl-C
+    return run_cli(main, argv, prog=PROG)
 
 
 if __name__ == "__main__":

@@ -57,18 +57,6 @@ def test_module_entry_point_rejects_a_bad_length():
     assert "--seq-len: 0 is not positive" in proc.stderr and proc.stderr.strip().count("\n") == 0
 
 
-def test_ctrl_c_is_one_line_without_a_resume_hint():
-    # bench.profile writes no rows and has no --resume: run_cli's default hint said "use --resume DIR to finish"
-    script = ("import dataclasses, runpy, sys\n"
-              "from bench.scaling import registry\n"
-              "def stop(spec):\n    raise KeyboardInterrupt\n"
-              "registry.METHODS['wave'] = dataclasses.replace(registry.METHODS['wave'], build=stop)\n"
-              "sys.argv = ['bench.profile', '--method', 'wave', '--seq-len', '8', '--device', 'cpu']\n"
-              "runpy.run_module('bench.profile', run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 130 and proc.stderr.strip() == f"{PROG}: interrupted", proc.stderr
-
-
 def test_a_failed_cell_is_a_line_and_its_tensors_are_gone_before_the_next_cell(capsys, monkeypatch):
     import dataclasses
     import weakref

@@ -285,21 +285,6 @@ def test_peak_memory_heading_names_only_the_methods_of_the_numbers_shown(tmp_pat
     assert "Peak memory, MB (torch-profiler):" in text, section(text, "### core fwd", "Speedup")
 
 
-def test_summary_ctrl_c_is_one_line_without_a_resume_hint(fixture_run):
-    import subprocess
-    import sys
-
-    # the regenerator has no --resume: run_cli's default hint said "use --resume DIR to finish"
-    script = ("import runpy, sys\n"
-              "import bench.scaling.plots as plots\n"
-              "def stop(run_dir):\n    raise KeyboardInterrupt\n"
-              "plots.make_plots = stop\n"
-              f"sys.argv = ['bench.scaling.summary', {str(fixture_run)!r}]\n"
-              "runpy.run_module('bench.scaling.summary', run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 130 and proc.stderr.strip() == "python -m bench.scaling.summary: interrupted", proc.stderr
-
-
 def test_fmt_writes_small_numbers_without_exponents():
     from bench.common.timings import fmt
 

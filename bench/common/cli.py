@@ -92,7 +92,7 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "bench",
-            resumable: bool = True) -> int:
+            resumable: bool = False) -> int:
     """Run `main(argv)`; turn UsageError (and a file system refusal, or running out of memory) into one
     line + exit 2, Ctrl-C into exit 130. Rows already written stay; claimed output folders are unlocked."""
     try:

@@ -268,4 +268,4 @@ def write_summary(run_dir, plots: bool = False) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog=PROG, resumable=False))
+    sys.exit(run_cli(main, prog=PROG))

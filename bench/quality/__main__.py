@@ -222,4 +222,4 @@ def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> No
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog=qcli.PROG))
+    sys.exit(run_cli(main, prog=qcli.PROG, resumable=True))

@@ -44,4 +44,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog=PROG, resumable=False))
+    sys.exit(run_cli(main, prog=PROG))

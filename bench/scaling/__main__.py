@@ -3,4 +3,4 @@ from bench.common.cli import run_cli
 from bench.scaling.cli import PROG, main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog=PROG))
+    raise SystemExit(run_cli(main, prog=PROG, resumable=True))

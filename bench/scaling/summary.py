@@ -183,4 +183,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main, prog="python -m bench.scaling.summary", resumable=False))  # no --resume here
+    raise SystemExit(run_cli(main, prog="python -m bench.scaling.summary"))
