@@ -30,17 +30,23 @@ def color(method: str) -> str:
     return COLORS.get(method) or _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
 
 
-def length_axis(ax, label: str = "sequence length N (tokens)") -> None:
-    """log2 x axis labelled 512, 1K, 2K, ... rather than 2^9."""
+def length_axis(ax) -> None:
+    """log2 x axis, "sequence length N (tokens)", labelled 512, 1K, 2K, ... rather than 2^9."""
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda x, _: f"{x / 1024:g}K" if x >= 1024 else f"{x:g}"))
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.set_xlabel(label)
+    ax.set_xlabel("sequence length N (tokens)")
 
 
-def save(fig, path: Path, note: str = "", tight: bool = True, **margins) -> Path:
-    """Write the figure and close it; `note` (provenance, cells not drawn) in small grey type along the bottom.
+def save(fig, path: Path, note: str = "", tight: bool = True, labels: tuple[str, str, str] = (), **margins) -> Path:
+    """Write the figure and close it; `note` (provenance, cells not drawn) in small grey type along the bottom;
+    `labels` (x label, y label, title) for a one-axes figure, which then also gets a grid and a legend.
     Layout: `margins` (subplots_adjust) if given, else tight_layout (room for the note) unless `tight` is False."""
+    if labels:
+        xlabel, ylabel, title = labels
+        fig.gca().set(xlabel=xlabel, ylabel=ylabel, title=title)
+        fig.gca().grid(alpha=0.3)
+        fig.gca().legend()
     if note:
         fig.text(0.01, 0.01, note, fontsize=6.5, color="0.35", wrap=True, va="bottom")
     if margins:

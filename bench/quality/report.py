@@ -273,15 +273,6 @@ PLOT_NAMES = ("val_loss_vs_tokens.png", "val_loss_vs_wall.png", "ratio_vs_tokens
               "final_metrics.png")
 
 
-def _save(fig, path: Path, ax=None, xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
-    """Label `ax` (with a grid and a legend) when given, and write the figure."""
-    if ax is not None:
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return save(fig, path)
-
-
 def _band(ax, x, ys, colour: str, label: str) -> None:
     """Mean line and a min..max band over seeds (ys: one list per x)."""
     mean = [sum(v) / len(v) for v in ys]
@@ -305,8 +296,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
             if n := min((len(c) for c in runs), default=0):
                 x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
                 _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
-        paths.append(_save(fig, out / name, ax, xlabel, "validation loss (nats/token)",
-                           "validation loss: mean over seeds, band = min..max"))
+        paths.append(save(fig, out / name, labels=(xlabel, "validation loss (nats/token)",
+                                                   "validation loss: mean over seeds, band = min..max")))
 
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -318,8 +309,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.axhline(pub["wave_ppl"] / pub["std_ppl"], color="black", linestyle="--",
                    label=f"published V3.5 {pub['key']}: {pub['wave_ppl'] / pub['std_ppl']:.2f}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        paths.append(_save(fig, out / ratio_png, ax, "training tokens",
-                           "validation PPL ratio (> 1: wave worse)", "wave / baseline validation perplexity"))
+        paths.append(save(fig, out / ratio_png, labels=("training tokens", "validation PPL ratio (> 1: wave worse)",
+                                                       "wave / baseline validation perplexity")))
 
     lrs = {lr_of(r) for r in finals if not math.isnan(lr_of(r))}
     if len(lrs) > 1:
@@ -329,8 +320,8 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
                          if r["method"] == m and (seed0 is None or int(float(r["seed"])) == seed0))
             ax.plot([a for a, _ in pts], [b for _, b in pts], color=_color(m), marker="o", label=m)
         ax.set_xscale("log")
-        paths.append(_save(fig, out / lr_png, ax, "peak learning rate", "best validation loss (nats/token)",
-                           f"learning-rate sweep (seed {seed0}, same budget)"))
+        paths.append(save(fig, out / lr_png, labels=("peak learning rate", "best validation loss (nats/token)",
+                                                    f"learning-rate sweep (seed {seed0}, same budget)")))
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for ax, (key, label, scale) in zip(axes, (("test_ppl", "test perplexity", 1.0), ("test_bpc", "test bits/char", 1.0),
@@ -345,5 +336,5 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.set_title(label)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("test metrics (best-validation weights): mean ± std over seeds, dots = seeds")
-    paths.append(_save(fig, out / final_png))
+    paths.append(save(fig, out / final_png))
     return paths
