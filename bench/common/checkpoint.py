@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from bench.common.cli import UsageError
+from bench.common.cli import UsageError, squash
 from bench.common.files import replacing
 
 FORMAT = "wavefield-bench/1"
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - cut, corrupt or not a torch file: torch raises many kinds
         raise UsageError(f"cannot read checkpoint {str(path)!r} (cut or not a torch file: "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+                         f"{type(exc).__name__}: {squash(exc)[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{str(path)!r} is not a {FORMAT} checkpoint (written by bench.quality)")
     if ckpt.get("kind") not in KINDS:

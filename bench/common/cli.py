@@ -15,16 +15,21 @@ class UsageError(Exception):
     """Bad input from the user. The message is printed as one line; the process exits 2."""
 
 
+def squash(value: Any) -> str:
+    """str(value) on one line: each run of whitespace (line breaks too) becomes one space, none at the ends."""
+    return " ".join(str(value).split())
+
+
 class ArgParser(argparse.ArgumentParser):
     """argparse, but an error is a single line naming what is wrong (and the valid choices)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+        self.exit(2, f"{self.prog}: error: {squash(message)}\n")
 
 
 def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
     """An exception in one line of at most `limit` characters: "Type: message" when `named`, the type if empty."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = squash(exc) or type(exc).__name__
     text = f"{type(exc).__name__}: {text}" if named and text != type(exc).__name__ else text
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -98,14 +103,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
-        msg = " ".join(str(exc).split())
+        msg = squash(exc)
     except OSError as exc:  # disk full, read-only, permissions: the machine's answer, not a bug
         where = f" {exc.filename!r}" if exc.filename else ""
-        msg = f"cannot write or read{where}: {' '.join(str(exc.strerror or exc).split())}"
+        msg = f"cannot write or read{where}: {squash(exc.strerror or exc)}"
     except (MemoryError, RuntimeError) as exc:  # size checks are lower bounds: at the edge of memory, still one line
         if not is_oom(exc):
             raise
-        msg = f"out of memory ({' '.join(str(exc).split())[:160]}); choose smaller sizes"
+        msg = f"out of memory ({squash(exc)[:160]}); choose smaller sizes"
     except KeyboardInterrupt:
         hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr)

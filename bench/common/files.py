@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench.common.cli import AT_EXIT, UsageError
+from bench.common.cli import AT_EXIT, UsageError, squash
 
 LOCK = ".lock"
 # Per CSV the suite writes: (columns a reader needs, columns holding text); every other column
@@ -195,7 +195,7 @@ def read_json(path: str | Path, what: str = "") -> dict:
     except OSError as exc:
         raise UsageError(f"cannot read {name} ({_why(exc)})") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise UsageError(f"{name} is cut or not JSON ({' '.join(str(exc).split())})") from None
+        raise UsageError(f"{name} is cut or not JSON ({squash(exc)})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{name} holds a JSON {type(data).__name__}, not an object")
     return data
@@ -227,7 +227,7 @@ def cell(value: Any) -> str:
     """One CSV field: floats round-trip (repr), None is empty, text is one line."""
     if isinstance(value, float):
         return repr(float(value))  # a numpy float's own repr is "np.float64(...)"
-    return "" if value is None else " ".join(str(value).split())
+    return "" if value is None else squash(value)
 
 
 class CsvLog:

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from bench.common.cli import squash
+
 
 def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Lines of a pipe table ("|" escaped, line breaks as spaces); short rows are padded with empty cells."""
     width = len(headers)
-    cells = [[" ".join(str(v).split()).replace("|", "\\|") for v in row] + [""] * (width - len(row))
+    cells = [[squash(v).replace("|", "\\|") for v in row] + [""] * (width - len(row))
              for row in [headers, *rows]]
     lines = ["| " + " | ".join(r) + " |" for r in cells]
     return [lines[0], "|" + "---|" * width] + lines[1:]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.common.cli import squash
 from bench.common.files import read_env
 from bench.common.tables import table
 from bench.common.timings import fmt, fmt_x
@@ -54,7 +55,7 @@ class Notes(dict):
 
     def mark(self, status: str, reason: str) -> str:
         text = next((t for p, t in self.PATTERNS if re.search(p, reason or "")),
-                    f"{status}: " + " ".join((reason or "no reason recorded").split())[:110])
+                    f"{status}: " + squash(reason or "no reason recorded")[:110])
         return f"- ({self.setdefault(text, chr(ord('a') + len(self)))})"
 
     def line(self) -> str:

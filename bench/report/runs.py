@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common.cli import UsageError, one_line
+from bench.common.cli import UsageError, one_line, squash
 from bench.common.files import in_use, read_json, read_table
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
@@ -59,7 +59,7 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
 
 def code(text: str) -> str:
     """Inline code that survives backticks and table pipes inside the text."""
-    text = " ".join(str(text).split())
+    text = squash(text)
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
