@@ -74,10 +74,8 @@ def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
     def missing(n, *methods) -> str:
         why = ", ".join(f"{m} {status[(m, n)]}" for m in methods if status.get((m, n), "ok") != "ok")
         return f"n/a ({why})" if why else ""
-    out = pd.DataFrame(index=pd.Index(ns, name="N"))
-    for w, s, tw, ts in found:
-        out[f"{w} vs {s}"] = [fmt_x(ts[n] / tw[n]) if n in tw.index else missing(n, w, s) for n in ns]
-    return out
+    return pd.DataFrame({f"{w} vs {s}": [fmt_x(ts[n] / tw[n]) if n in tw.index else missing(n, w, s) for n in ns]
+                         for w, s, tw, ts in found}, index=pd.Index(ns, name="N"))
 
 
 def _fit_cells(fit: dict) -> list[str]:

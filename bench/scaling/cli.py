@@ -178,12 +178,11 @@ ALLOCATOR_NOTE = {
 
 
 def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
-    mm = memory_method(device)
     return collect_env(
         argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=asdict(cfg),
         world_size=info.world, rank_assignment='docs/method.md, "Run order"', device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        memory_method=mm, memory_method_note=METHOD_NOTES[mm], budgets={
+        memory_method=(mm := memory_method(device)), memory_method_note=METHOD_NOTES[mm], budgets={
             "time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb, "total_budget_s": cfg.total_budget},
         timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
