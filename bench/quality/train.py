@@ -49,9 +49,12 @@ class Plan:
 
 
 def make_plan(p, batches_per_epoch: int) -> Plan:
-    total, budget = ((p.steps, f"steps={p.steps}") if p.steps > 0 else
-                     (max(1, round(p.epochs * batches_per_epoch)), f"epochs={p.epochs:g}") if p.epochs > 0 else
-                     (max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))), f"tokens={p.tokens}"))
+    if p.steps > 0:
+        total, budget = p.steps, f"steps={p.steps}"
+    elif p.epochs > 0:
+        total, budget = max(1, round(p.epochs * batches_per_epoch)), f"epochs={p.epochs:g}"
+    else:
+        total, budget = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))), f"tokens={p.tokens}"
     warmup = round(p.warmup_epochs * batches_per_epoch) if p.warmup_epochs > 0 else p.warmup_steps
     eval_every = p.eval_every or batches_per_epoch
     return Plan(total_steps=total, warmup_steps=min(warmup, total), eval_every=eval_every,
@@ -135,6 +138,19 @@ class JobState:
     curves: list = field(default_factory=list)
 
 
+def _rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     """Train (or finish training) one method at one seed and peak LR, test the best-validation weights
     and return the final.csv row. Curve rows are appended to curves.csv as they are measured."""
@@ -167,11 +183,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             train_b.load_state_dict(ts["batcher"])
             st = JobState(**ts["job"])
             mine = ts["ranks"][ctx.rank]
-            torch.set_rng_state(mine["rng"]["torch"])
-            random.setstate(mine["rng"]["python"])
-            np.random.set_state(mine["rng"]["numpy"])
-            if dev.type == "cuda" and mine["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(mine["rng"]["cuda"], dev)
+            _set_rng_state(mine["rng"], dev)
             acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise UsageError(f"{last_path} holds no usable resume state ({one_line(exc, 200, named=True)}); "
@@ -203,9 +215,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             CsvLog(rc.run_dir / "curves.csv", CURVE_COLUMNS).append(row)
 
     def save_state() -> None:
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-               "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
-        ranks = ctx.gather({"rng": rng, "acc": acc.tolist()})
+        ranks = ctx.gather({"rng": _rng_state(dev), "acc": acc.tolist()})
         if ctx.is_main:
             st.wall_s = wall()
             save(last_path, meta={**meta, "step": st.step},

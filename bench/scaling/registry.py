@@ -168,7 +168,8 @@ def chosen_methods(methods, floor: bool) -> list[str]:
 
 def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     """DEFAULT_METHODS, and softmax-flash-attn (the strongest softmax baseline) where it runs: CUDA bf16/fp16."""
-    return [*DEFAULT_METHODS, *[m for m in ["softmax-flash-attn"] if METHODS[m].why_unavailable(device, dtype) is None]]
+    flash = METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None
+    return [*DEFAULT_METHODS, *(["softmax-flash-attn"] if flash else [])]
 
 
 def stride_refusal(stride: float, names) -> str | None:
