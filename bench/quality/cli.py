@@ -89,8 +89,9 @@ def build_parser() -> ArgParser:
                      help=f"methods to train instead of a --pairing, e.g. wave,standard,peer-hgrn (choices: "
                           f"{', '.join(METHOD_CHOICES)})")
     run.add_argument("--lr-sweep", type=finite_float, nargs="+", default=None, metavar="LR",
-                     help="more peak LRs: each method trains at them and --lr with the first seed, keeps the lowest "
-                          "validation loss's LR for the other seeds; reported beside --lr's result")
+                     help="peak learning rates to try besides --lr: every method trains at each of them (and at "
+                          "--lr) with the first seed, keeps the one with the lowest validation loss, and trains the "
+                          "other seeds at that LR; the report shows the tuned result beside the --lr one")
     run.add_argument("--data-dir", default=None, help="folder with the WikiText-2 files (corpus wikitext2)")
     run.add_argument("--text-file", default=None, help="UTF-8 text file (corpus text-file)")
     run.add_argument("--out", default=None, help="results folder (must be new or empty); default "
@@ -158,36 +159,45 @@ def parse(argv: Sequence[str] | None = None) -> Settings | None:
 def validate(s: Settings) -> None:
     """Checks that need no data or torch, the first failing one raised; the rest (vocab, stride, data) are the run's."""
     p = s.preset
+    if len(set(s.seeds)) != len(s.seeds):
+        raise UsageError(f"--seeds has duplicates: {s.seeds}")
+    if max(s.seeds) > MAX_SEED:  # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
+        raise UsageError(f"--seeds takes values from 0 to {MAX_SEED} (got {max(s.seeds)})")
     budgets = [k for k in BUDGET_FIELDS if getattr(p, k) > 0]
-    problems = [
-        (len(set(s.seeds)) != len(s.seeds), f"--seeds has duplicates: {s.seeds}"),
-        # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
-        (max(s.seeds) > MAX_SEED, f"--seeds takes values from 0 to {MAX_SEED} (got {max(s.seeds)})"),
-        (len(budgets) != 1, "the budget needs exactly one positive value among --steps, --epochs, --tokens "
-                            f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})"),
-        *((not 1 <= getattr(p, k) <= MAX_SIZE, f"{_flag(k)} must be from 1 to {MAX_SIZE:,} (got {getattr(p, k)})")
-          for k in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count")),
-        *((getattr(p, k) < 0, f"{_flag(k)} must be >= 0 (got {getattr(p, k)})")
-          for k in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
-                    "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr")),
-        (not 0 < p.lr <= MAX_LR, f"--lr must be positive and at most {MAX_LR:g} (got {p.lr})"),
-        (p.min_lr > p.lr, f"--min-lr {p.min_lr} exceeds --lr {p.lr}"),
-        *((not (p.min_lr <= lr <= MAX_LR and lr > 0), f"--lr-sweep value {lr} must be positive, at least --min-lr "
-           f"{p.min_lr} and at most {MAX_LR:g}") for lr in s.lr_sweep),
-        (not 0 <= p.dropout < 1, f"--dropout must be in [0, 1) (got {p.dropout})"),
-        (not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1), f"--beta1/--beta2 must be in [0, 1) (got {p.beta1}, {p.beta2})"),
-        # n_heads < 1 was refused above: max() only keeps this line from dividing by zero first
-        (p.d_model % max(1, p.n_heads) != 0, f"--d-model {p.d_model} is not divisible by --n-heads {p.n_heads}"),
-        (p.d_model % 2 != 0, f"--d-model must be even for the sinusoidal positions (got {p.d_model})"),
-        (p.corpus == "wikitext2" and s.data_dir is not None and not Path(s.data_dir).is_dir(),
-         f"--data-dir {s.data_dir} is not a folder (expected wiki.train.raw, wiki.valid.raw, wiki.test.raw in it)"),
-        (p.corpus == "text-file" and s.text_file is None, "corpus 'text-file' needs --text-file PATH"),
-        *((getattr(s, k) is not None and p.corpus != corpus,
-           f"{_flag(k)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
-          for k, corpus in (("data_dir", "wikitext2"), ("text_file", "text-file"))),
-    ]
-    for message in (message for bad, message in problems if bad):
-        raise UsageError(message)
+    if len(budgets) != 1:
+        raise UsageError(f"the budget needs exactly one positive value among --steps, --epochs, --tokens "
+                         f"(got {', '.join(f'{k}={getattr(p, k)}' for k in BUDGET_FIELDS)})")
+    for name in ("seq_len", "batch_size", "d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "min_count"):
+        if not 1 <= getattr(p, name) <= MAX_SIZE:
+            raise UsageError(f"{_flag(name)} must be from 1 to {MAX_SIZE:,} (got {getattr(p, name)})")
+    for name in ("warmup_steps", "eval_every", "eval_batches", "test_batches", "log_every", "steps", "tokens",
+                 "warmup_epochs", "epochs", "weight_decay", "grad_clip", "min_lr"):
+        if getattr(p, name) < 0:
+            raise UsageError(f"{_flag(name)} must be >= 0 (got {getattr(p, name)})")
+    if not 0 < p.lr <= MAX_LR:
+        raise UsageError(f"--lr must be positive and at most {MAX_LR:g} (got {p.lr})")
+    if p.min_lr > p.lr:
+        raise UsageError(f"--min-lr {p.min_lr} exceeds --lr {p.lr}")
+    for lr in s.lr_sweep:
+        if not (p.min_lr <= lr <= MAX_LR and lr > 0):
+            raise UsageError(f"--lr-sweep value {lr} must be positive, at least --min-lr {p.min_lr} and at most "
+                             f"{MAX_LR:g}")
+    if not 0 <= p.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1) (got {p.dropout})")
+    if not (0 <= p.beta1 < 1 and 0 <= p.beta2 < 1):
+        raise UsageError(f"--beta1/--beta2 must be in [0, 1) (got {p.beta1}, {p.beta2})")
+    if p.d_model % p.n_heads:
+        raise UsageError(f"--d-model {p.d_model} is not divisible by --n-heads {p.n_heads}")
+    if p.d_model % 2:
+        raise UsageError(f"--d-model must be even for the sinusoidal positions (got {p.d_model})")
+    if p.corpus == "wikitext2" and s.data_dir is not None and not Path(s.data_dir).is_dir():
+        raise UsageError(f"--data-dir {s.data_dir} is not a folder (expected wiki.train.raw, wiki.valid.raw, "
+                         "wiki.test.raw in it)")
+    if p.corpus == "text-file" and s.text_file is None:
+        raise UsageError("corpus 'text-file' needs --text-file PATH")
+    for name, corpus in (("data_dir", "wikitext2"), ("text_file", "text-file")):
+        if getattr(s, name) is not None and p.corpus != corpus:
+            raise UsageError(f"{_flag(name)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
 
 
 def settings_from_saved(saved: dict, cli: Settings) -> Settings:
