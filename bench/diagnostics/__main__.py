@@ -41,22 +41,23 @@ def build_parser() -> ArgParser:
                   "probes with leak demonstrations. Writes env.json, diagnostics.csv, summary.md, plots/.")
     m = p.add_argument_group("model (a checkpoint, or a random-init WaveFieldLM)")
     m.add_argument("--checkpoint", metavar="PATH", help="a bench.common.checkpoint file written by bench.quality")
-    for flag, kind, what in (("d-model", positive_int, "width D (default 256)"),
-                             ("n-layers", positive_int, "blocks (default 6)"),
-                             ("n-heads", positive_int, "heads H (default 8)"),
-                             ("field-stride", positive_float, "cells per token s (default 4; exactly causal strides "
-                              "only: integers >= 1 or any value >= 2)"),
-                             ("vocab-size", positive_int, "vocabulary (default 256 = bytes)")):
-        m.add_argument(f"--{flag}", type=kind, help=f"random init: {what}")
+    m.add_argument("--d-model", type=positive_int, help="random init: width D (default 256)")
+    m.add_argument("--n-layers", type=positive_int, help="random init: blocks (default 6)")
+    m.add_argument("--n-heads", type=positive_int, help="random init: heads H (default 8)")
+    m.add_argument("--field-stride", type=positive_float, help="random init: cells per token s (default 4; "
+                   "exactly causal strides only: integers >= 1 or any value >= 2)")
+    m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
     d = p.add_argument_group("data and probes")
     d.add_argument("--seq-len", type=positive_int, default=256, help="tokens per text sequence (default 256)")
     d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")
     d.add_argument("--text-file", metavar="PATH", help="UTF-8 text for the energy batch (default: "
                    "tests/fixtures/tiny_corpus.txt)")
-    d.add_argument("--probe-len", type=probe_len, default=2048, help="N of the per-layer probes (default 2048)")
-    d.add_argument("--model-probe-len", type=probe_len, default=1024, help="N of the full-model probes (default 1024)")
+    d.add_argument("--probe-len", type=probe_len, default=2048,
+                   help="N of the per-layer causality probes (default 2048, at least 2)")
+    d.add_argument("--model-probe-len", type=probe_len, default=1024,
+                   help="N of the full-model causality probes (default 1024, at least 2)")
     d.add_argument("--leak-len", type=leak_len, default=128, help="N of the leak demonstrations on the float64 "
-                   "reference (default 128; the clamping demo sizes its field for 3N/4 tokens)")
+                   "reference (default 128, at least 3; the clamping demo sizes its field for 3N/4 tokens)")
     d.add_argument("--probe-dtype", default="float64", choices=("float64", "float32"),
                    help="dtype of the probe copies (default float64; leak threshold 1e-9, float32: 1e-4)")
     d.add_argument("--no-leak-demos", action="store_true", help="skip the leak demonstrations")
@@ -69,17 +70,17 @@ def build_parser() -> ArgParser:
     r.add_argument("--seed", type=int, default=0, help="seed for init, text windows and probes (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--threads", type=thread_count, help="CPU threads for torch (default or 0: torch's choice)")
-    r.add_argument("--out", metavar="DIR", help="result folder (default results/runs/<run>_diagnostics)")
+    r.add_argument("--out", metavar="DIR",
+                   help="result folder (default results/runs/<time>_<sha>_<device>_diagnostics)")
     return p
 
 
 def load_model(args, device):
-    """(model, description dict, tokenizer, its description), its and the probes' memory checked beforehand."""
+    """(model, description dict, tokenizer, tokenizer description). The model's size and the probes'
+    are checked against free memory before the model is built."""
     import torch
 
     from bench.common.checkpoint import build_model, load_weights, read_checkpoint
-    from bench.common.memory import check_fits, lm_bytes
-    from wavefield_core.fftconv import field_cells
     from wavefield_core.kernel import check_stride
 
     given = [f"--{k.replace('_', '-')}" for k in RANDOM_INIT_DEFAULTS if getattr(args, k) is not None]
@@ -109,33 +110,46 @@ def load_model(args, device):
     except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: sizes past torch's shape arithmetic
         raise UsageError(f"{args.checkpoint or 'the model'}: its config does not build a wave model "
                          f"({one_line(exc, 200)})") from None
-    # The model and its probe copy, plus the largest of the energy batch, the full-model probe and the
-    # per-layer probe (whose autograd rows measured about twice lm_bytes' training bound at D=16, N=400k).
-    d, layers, vocab, s, d_ff = (sized.config_dict()[k] for k in ("d_model", "n_layers", "vocab_size",
-                                                                  "field_stride", "d_ff"))
+    check_memory(args, sized.config_dict(), sum(t.numel() for t in sized.parameters()), device)
+    torch.manual_seed(args.seed)
+    model = build_model("wave", config)
+
+    def listed(d: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))
+
+    if not args.checkpoint:
+        info = {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
+        return model.to(device).eval(), info, None, ""
+    load_weights(model, ckpt, args.checkpoint)
+    meta = ckpt.get("meta") or {}
+    tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
+    if tok is not None and tok.vocab_size != model.config.vocab_size:
+        tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
+    info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config), "checkpoint meta": listed(meta)[:400]}
+    if ckpt["config"].get("mode") == "triton":
+        info["model"] += " (trained with mode triton, diagnosed with mode scan: the same operator in PyTorch)"
+    return model.to(device).eval(), info, tok, tok_desc
+
+
+def check_memory(args, config: dict, params: int, device) -> None:
+    """Refuse sizes that cannot fit: the model and its probe copy, plus the largest of the energy
+    batch, the full-model probe and the per-layer probe (whose autograd rows measured about twice
+    lm_bytes' training bound at D=16, N=400k)."""
+    from bench.common.memory import check_fits, lm_bytes
+    from wavefield_core.fftconv import field_cells
+
+    d, layers, vocab, s, d_ff = (config[k] for k in ("d_model", "n_layers", "vocab_size", "field_stride", "d_ff"))
     elem = 8 if args.probe_dtype == "float64" else 4
-    phases = [lm_bytes(0, b, n, d, layers, d_ff, vocab, field_cells(n, s), train, size) for b, n, train, size in
-              ((args.batch_size, args.seq_len, False, 4), (1, args.model_probe_len, True, elem))]
-    phases.append(2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem))
-    check_fits(sum(t.numel() for t in sized.parameters()) * (4 + elem) + max(phases), device,
+
+    def model(batch: int, n: int, train: bool, size: int) -> float:
+        return lm_bytes(0, batch, n, d, layers, d_ff, vocab, field_cells(n, s), train, size)
+
+    phases = [model(args.batch_size, args.seq_len, False, 4), model(1, args.model_probe_len, True, elem),
+              2 * lm_bytes(0, 1, args.probe_len, d, 1, 0, 0, field_cells(args.probe_len, s), True, elem)]
+    check_fits(params * (4 + elem) + max(phases), device,
                f"diagnostics of a D={d}, {layers}-layer model (--seq-len {args.seq_len}, --batch-size "
                f"{args.batch_size}, --probe-len {args.probe_len}, --model-probe-len {args.model_probe_len})",
                "lower --d-model, --seq-len, --batch-size or the probe lengths")
-    torch.manual_seed(args.seed)
-    model = build_model("wave", config)
-    listed = lambda d: ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str)))  # noqa: E731
-    tok, tok_desc, info = None, "", {"model": f"random init (seed {args.seed})", "config": listed(model.config_dict())}
-    if args.checkpoint:
-        load_weights(model, ckpt, args.checkpoint)
-        meta = ckpt.get("meta") or {}
-        tok, tok_desc = tokenizer_from_meta(meta, args.checkpoint)
-        if tok is not None and tok.vocab_size != model.config.vocab_size:
-            tok, tok_desc = None, (f"tokenizer vocab {tok.vocab_size} != model vocab {model.config.vocab_size}")
-        info = {"model": f"checkpoint {args.checkpoint}", "config": listed(config),
-                "checkpoint meta": listed(meta)[:400]}
-        if ckpt["config"].get("mode") == "triton":
-            info["model"] += " (trained with mode triton, diagnosed with mode scan: the same operator in PyTorch)"
-    return model.to(device).eval(), info, tok, tok_desc
 
 
 def tokenizer_from_meta(meta: dict, ckpt_path: str):
@@ -207,8 +221,9 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     model, info, tok, tok_desc = load_model(args, device)
     idx, text_desc, real = text_batch(args, model.embed.num_embeddings, tok, tok_desc, device)
-    cfg = DiagConfig(**{k: getattr(args, k) for k in ("seq_len", "seed", "role_thresholds", "conservation_tol",
-                                                       "probe_len", "model_probe_len", "leak_len")},
+    cfg = DiagConfig(seq_len=args.seq_len, seed=args.seed,
+                     role_thresholds=args.role_thresholds, conservation_tol=args.conservation_tol,
+                     probe_len=args.probe_len, model_probe_len=args.model_probe_len, leak_len=args.leak_len,
                      probe_dtype=getattr(torch, args.probe_dtype), leak_demos=not args.no_leak_demos)
     run_dir = claim_run_dir(args.out, tag=device_tag(device), kind="diagnostics", resumable=False)
     env = collect_env(argv=[PROG] + list(sys.argv[1:] if argv is None else argv), seed=args.seed,
