@@ -44,20 +44,20 @@ class ProbeResult:
     causal = property(lambda self: self.max_score <= self.tol)
 
     def add(self, pos: int, leak: float, ref: float) -> None:
-        score = leak / ref if ref > 0 else (math.inf if leak > 0 else 0.0)
         # A NaN output proves nothing either way: its score is NaN, which fails every threshold.
-        score = math.nan if math.isnan(leak) or math.isnan(ref) else score
+        if math.isnan(leak) or math.isnan(ref):
+            score = math.nan
+        else:
+            score = leak / ref if ref > 0 else (math.inf if leak > 0 else 0.0)
         self.rows.append({"pos": pos, "leak_abs": leak, "ref_abs": ref, "score": score})
 
 
-def _perturbations(res: ProbeResult, fn: Callable, x: torch.Tensor, perturb: Callable, positions) -> ProbeResult:
-    """Compare fn(perturb(copy of x, t)) with fn(x) before t (the leak) and from t on (the response).
+def _perturbations(res: ProbeResult, base: torch.Tensor, changed: Callable, positions) -> ProbeResult:
+    """Compare changed(t) with base (B, N, ...) before t (the leak) and from t on (the response).
     Default positions: near the start, odd interior points, the last token."""
-    base, n = fn(x), x.shape[1]
+    n = base.shape[1]
     for t in inside((1, n // 7, n // 3, n // 2 + 1, n - 1), 1, n) if positions is None else positions:
-        x2 = x.clone()
-        x2[:, t] = perturb(x2[:, t])
-        change = (fn(x2) - base).abs()  # (B, N, ...)
+        change = (changed(t) - base).abs()  # (B, N, ...)
         res.add(t, change[:, :t].max().item() if t > 0 else 0.0, change[:, t:].max().item())
     return res
 
@@ -67,8 +67,13 @@ def perturbation_probe(fn: Callable, x: torch.Tensor, positions=None, seed: int 
     """The perturbation probe of fn on x (B, N, D_in) at each t in `positions`."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     scale = x.std().clamp_min(1e-12)
-    fresh = lambda old: torch.randn(old.shape, generator=gen, dtype=torch.float64).to(old) * scale  # noqa: E731
-    return _perturbations(ProbeResult("perturbation", leak_tol(x.dtype)), fn, x, fresh, positions)
+
+    def changed(t: int) -> torch.Tensor:
+        x2 = x.clone()
+        x2[:, t] = torch.randn(x[:, t].shape, generator=gen, dtype=torch.float64).to(x) * scale
+        return fn(x2)
+
+    return _perturbations(ProbeResult("perturbation", leak_tol(x.dtype)), fn(x), changed, positions)
 
 
 def gradient_probe(fn: Callable, x: torch.Tensor, out_positions=None, seed: int = 0) -> ProbeResult:
@@ -116,8 +121,14 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
 def token_id_probe(model, idx: torch.Tensor, positions=None) -> ProbeResult:
     """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
     vocab = model.embed.num_embeddings
+
+    def changed(t: int) -> torch.Tensor:
+        idx2 = idx.clone()
+        idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
+        return model(idx2)[0]
+
     res = ProbeResult("perturbation-ids", leak_tol(model.embed.weight.dtype))
-    return _perturbations(res, lambda ids: model(ids)[0], idx, lambda old: (old + 1 + vocab // 2) % vocab, positions)
+    return _perturbations(res, model(idx)[0], changed, positions)
 
 
 def as_probe_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
