@@ -102,8 +102,9 @@ def plot_energy(energy: dict, etable: pd.DataFrame, path: Path, text_desc: str, 
     for color, (i, per) in zip(colors, energy.items()):
         a2.plot(per["residual_out"][0], color=color, lw=0.8, label=f"after block {i}")
     a2.set(yscale="log", xlabel="token position (batch element 0)", ylabel="per-token RMS of residual stream")
-    for set_formatter in (a2.yaxis.set_major_formatter, a2.yaxis.set_minor_formatter):
-        set_formatter(FuncFormatter(lambda y, _: f"{y:.3g}"))  # 0.71, not 7.1 x 10^-1 (ran into the axis label)
+    plain = FuncFormatter(lambda y, _: f"{y:.3g}")  # 0.71, not 7.1 x 10^-1 (which ran into the axis label)
+    a2.yaxis.set_major_formatter(plain)
+    a2.yaxis.set_minor_formatter(plain)
     a2.set_title("residual stream per token", fontsize=9)
     a2.legend(fontsize=6)
     for color, (i, per) in zip(colors, energy.items()):

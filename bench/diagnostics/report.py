@@ -11,7 +11,8 @@ from bench.diagnostics.run import COLUMNS, QUANTITIES
 
 
 def write_csv(rows: list[dict], path: str | Path) -> pd.DataFrame:
-    (df := pd.DataFrame(rows, columns=COLUMNS)).to_csv(path, index=False)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.to_csv(path, index=False)
     return df
 
 

@@ -168,14 +168,13 @@ def diagnose_energy_and_conservation(model, idx: torch.Tensor, res: Results, cfg
             res.gate("conservation", i, h, "sum_abs_k_all_lags", float(full[h]), bound)
 
 
-def _add_probes(res: Results, check: str, layer, probes: list, n: int, gate: bool) -> None:
-    """Rows for each probe (gate: a model check, PASS/FAIL per position; else INFO)."""
-    for probe in probes:
-        for r in probe.rows:
-            verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
-            res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
-            res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
-        res.add(check, layer, "", f"{probe.kind}:N", n)
+def _add_probe(res: Results, check: str, layer, probe: cz.ProbeResult, n: int, gate: bool) -> None:
+    """Rows for one probe (gate: a model check, PASS/FAIL per position; else INFO)."""
+    for r in probe.rows:
+        verdict = _pf(r["score"] <= probe.tol) if gate else "INFO"
+        res.add(check, layer, "", f"{probe.kind}:score@{r['pos']}", r["score"], probe.tol, verdict)
+        res.add(check, layer, "", f"{probe.kind}:abs@{r['pos']}", r["leak_abs"])
+    res.add(check, layer, "", f"{probe.kind}:N", n)
 
 
 def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.device) -> None:
@@ -191,8 +190,8 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
             # last token plus a seeded interior t (different per layer), so the run covers many positions.
             t_mid, i_mid = (int(v) for v in torch.randint(2, max(3, n - 2), (2,), generator=gen))
             positions, out_positions = cz.inside((1, t_mid, n - 1), 1, n), cz.inside((i_mid, n - 2), 0, n - 1)
-            _add_probes(res, "causality", i, cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i),
-                        n, True)
+            for probe in cz.probe_causality(lay, x, positions, out_positions, seed=cfg.seed + i):
+                _add_probe(res, "causality", i, probe, n, True)
     n = cfg.model_probe_len
     with res.timed("causality_model_s"):
         mdl = cz.as_probe_copy(model, dt)
@@ -200,8 +199,8 @@ def diagnose_causality(model, res: Results, cfg: DiagConfig, device: torch.devic
         fn, e0 = cz.embedding_operator(mdl, idx)
         positions = cz.inside((1, n // 2 + 1, n - 1), 1, n)
         probes = cz.probe_causality(fn, e0, positions, cz.inside((n // 3, n - 2), 0, n - 1), seed=cfg.seed)
-        _add_probes(res, "causality", "model", probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)])],
-                    n, True)
+        for probe in probes + [cz.token_id_probe(mdl, idx, positions=[max(1, n // 3 + 1)])]:
+            _add_probe(res, "causality", "model", probe, n, True)
     if cfg.leak_demos:
         with res.timed("leak_demos_s"):
             leak_demos(model.attention_layers[0], res, cfg, gen)
@@ -219,7 +218,8 @@ def leak_demos(layer: WaveFieldAttention, res: Results, cfg: DiagConfig, gen: to
         x = torch.randn(1, n, lay.d_model, generator=gen, dtype=torch.float64)
         probes = cz.probe_causality(partial(reference_wave_layer, lay, **ov), x, seed=cfg.seed)
         check = "leak_demo" if leaky else "causality_reference"
-        _add_probes(res, check, name, probes, n, not leaky)
+        for probe in probes:
+            _add_probe(res, check, name, probe, n, not leaky)
         score, tol = cz.nan_max(p.max_score for p in probes), probes[0].tol
         res.add(check, name, "", "max_score", score, tol,
                 ("EXPECTED-LEAK" if score > tol else "FAIL") if leaky else _pf(score <= tol))
