@@ -107,7 +107,8 @@ def compare(base: Times, cur: Times, ratio_tol: float = RATIO_TOL, exponent_tol:
                    for m in sorted(b) if method_kind(m) in ("wave", "softmax")
                    for n, t in sorted(b[m].items()) if n in timed and n not in c.get(m, {})]
         methods = sorted(set(b) & set(c))
-        waves, softs = ([m for m in methods if method_kind(m) == kind] for kind in ("wave", "softmax"))
+        waves = [m for m in methods if method_kind(m) == "wave"]
+        softs = [m for m in methods if method_kind(m) == "softmax"]
         for w in waves:
             for s in softs:
                 ns = sorted(set(b[w]) & set(b[s]) & set(c[w]) & set(c[s]))
@@ -146,15 +147,23 @@ def fraction(text: str) -> float:
     return positive_float(text[:-1]) / 100 if text.endswith("%") else positive_float(text)
 
 
+def drop_short(times: Times, min_seq_len: int) -> Times:
+    """The same times without lengths below min_seq_len."""
+    return {key: {m: {n: t for n, t in per.items() if n >= min_seq_len} for m, per in methods.items()}
+            for key, methods in times.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = ArgParser(prog=PROG, description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
                    "(pytest-benchmark .json or bench.scaling timings.csv).")
     ap.add_argument("--baseline", required=True, help="committed reference (.json or .csv)")
     ap.add_argument("--current", required=True, help="the run to check (.json or .csv)")
-    ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL, help="largest allowed relative growth of a "
-                    f"wave/softmax ratio at one length, as 0.6 or 60%% (default {RATIO_TOL})")
-    ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL, help="the same for the geometric mean over "
-                    f"lengths of a wave/softmax ratio (default {GMEAN_TOL})")
+    ap.add_argument("--ratio-tol", type=fraction, default=RATIO_TOL,
+                    help="largest allowed relative growth of a wave/softmax ratio at one length, as 0.6 or 60%% "
+                         f"(default {RATIO_TOL})")
+    ap.add_argument("--gmean-tol", type=fraction, default=GMEAN_TOL,
+                    help=f"largest allowed relative growth of the geometric mean over lengths of a wave/softmax "
+                         f"ratio (default {GMEAN_TOL})")
     ap.add_argument("--exponent-tol", type=nonneg_float, default=EXPONENT_TOL,
                     help=f"largest allowed growth of a wave scaling exponent (default {EXPONENT_TOL})")
     ap.add_argument("--min-seq-len", type=int, default=0, help="ignore lengths below this N in both files "
@@ -174,9 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not got:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, "
                              "seq_len)")
-    if args.min_seq_len:  # the same times without lengths below it
-        base, cur = ({key: {m: {n: t for n, t in per.items() if n >= args.min_seq_len} for m, per in methods.items()}
-                      for key, methods in got.items()} for got in (base, cur))
+    if args.min_seq_len:
+        base, cur = drop_short(base, args.min_seq_len), drop_short(cur, args.min_seq_len)
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
     if not checks:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a "
@@ -196,8 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "ok" if c.ok else "REGRESSED"]
                 for c in (checks if args.show_all else bad)]
         print("\n".join(md_table(["metric", "baseline", "current", "change", "tolerance", "status"], rows)))
-    print(f"bench.regress: REGRESSED: {len(bad)} of {summary}" if bad else f"bench.regress: ok: {summary}")
-    return 1 if bad else 0
+    if bad:
+        print(f"bench.regress: REGRESSED: {len(bad)} of {summary}")
+        return 1
+    print(f"bench.regress: ok: {summary}")
+    return 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
