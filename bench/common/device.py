@@ -15,8 +15,10 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is a UsageError."""
     if name not in DEVICES and not re.fullmatch(r"cuda:(0|[1-9][0-9]*)", name):  # what torch.device accepts
         raise UsageError(f"unknown device {name!r}; valid choices: {', '.join(DEVICES)} (or cuda:N)")
-    if name in ("auto", "cpu"):
-        return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
     if not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but no CUDA GPU is available here; valid choices: cpu, auto")
     dev = torch.device(name)
@@ -40,9 +42,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Map a dtype name to torch, refusing one the device cannot run."""
     if name not in DTYPES:
         raise UsageError(f"unknown dtype {name!r}; valid choices: {', '.join(DTYPES)}")
-    if device.type == "cuda" and name == "bfloat16" and not torch.cuda.is_bf16_supported():
+    dtype = DTYPES[name]
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise UsageError("bfloat16 is not supported by this GPU; valid choices here: float32, float16")
-    if device.type == "cpu" and name == "float16":
+    if device.type == "cpu" and dtype == torch.float16:
         # CPU half matmuls and FFTs are either missing or emulated; timings would be meaningless.
         raise UsageError("float16 is not supported on cpu; valid choices on cpu: float32, bfloat16")
-    return DTYPES[name]
+    return dtype
