@@ -160,6 +160,7 @@ NO_CUDA = (["--device", "cuda"], "no CUDA GPU")  # refused by the configuration,
     (["--passes", "bwd"], "valid choices: fwd, fwdbwd"),
     (["--dtype", "float8"], "choose from"),
     (["--device", "tpu"], "valid choices: auto, cpu, cuda"),
+    (["--device", ""], "unknown device ''; valid choices: auto, cpu, cuda"),  # empty is not "not given" (auto)
     NO_CUDA,
     (["--device", "cpu", "--dtype", "float16"], "valid choices on cpu: float32, bfloat16"),
     (["--field-stride", "1.5"], "safe strides"),

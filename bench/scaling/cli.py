@@ -82,25 +82,34 @@ def build_parser() -> ArgParser:
     return p
 
 
-def _given(explicit, base: SweepConfig | None, name: str):
-    """The flag's value, else the resumed run's (None when neither has one)."""
-    return explicit if explicit is not None or base is None else getattr(base, name)
+def _wanted_device(flag: str | None, base: SweepConfig | None) -> str:
+    """--device as typed, else the resumed run's device, else auto. Only None means "not given": --device '' is
+    passed on, for resolve_device to refuse."""
+    if flag is not None:
+        return flag
+    if base is not None:
+        return base.device
+    return "auto"
 
 
 def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
     """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
-    device_str = _given(args.device, base, "device") or "auto"
+    device_str = _wanted_device(args.device, base)
     device = resolve_device(device_str)
     dd = DEVICE_DEFAULTS[device.type]
-    quick = bool(_given(args.quick, base, "quick"))
+    quick = bool(args.quick if args.quick is not None else base is not None and base.quick)
 
     def pick(explicit, name):
         """explicit flag > the resumed run's value > the --quick preset > the device's default"""
-        if explicit is not None or base is not None:
-            return _given(explicit, base, name)
+        if explicit is not None:
+            return explicit
+        if base is not None:
+            return getattr(base, name)
         return QUICK[name] if quick and name in QUICK else dd.get(name, COMMON_DEFAULTS.get(name))
 
-    dtype = resolve_dtype(dtype_name := pick(args.dtype, "dtype"), device)
+    dtype_name = pick(args.dtype, "dtype")
+    dtype = resolve_dtype(dtype_name, device)
+
     ranged = args.min_len is not None or args.max_len is not None
     if args.seq_lens is not None and ranged:
         raise UsageError("give either --seq-lens or --min-len/--max-len, not both")
@@ -133,10 +142,12 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          f"--passes {','.join(taken['passes'])} ({runs})")
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
-    if args.mem_budget is not None and args.mem_budget > (have := available_bytes(device) / 1e9):
-        where = "free GPU memory" if device.type == "cuda" else "available RAM"
-        raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
-                         "give at most that, or leave it out for the default")
+    if args.mem_budget is not None:
+        have = available_bytes(device) / 1e9
+        if args.mem_budget > have:
+            where = "free GPU memory" if device.type == "cuda" else "available RAM"
+            raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
+                             "give at most that, or leave it out for the default")
     mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
@@ -153,9 +164,13 @@ FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_b
 
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
-    flag = lambda name: special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")  # noqa: E731
-    return [f"{flag(name)} {getattr(cfg, name)} (the run has {old})" for name, old in asdict(base).items()
-            if getattr(cfg, name) != old]
+    out = []
+    for name, old in asdict(base).items():
+        new = getattr(cfg, name)
+        if new != old:
+            flag = special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")
+            out.append(f"{flag} {new} (the run has {old})")
+    return out
 
 
 def _busy_warning(device: torch.device, threads: int) -> float | None:
@@ -178,12 +193,14 @@ ALLOCATOR_NOTE = {
 
 
 def _env(cfg: SweepConfig, device: torch.device, argv, info: Dist, load: float | None = None) -> dict:
+    mm = memory_method(device)
     return collect_env(
         argv, seed=cfg.seed, load_avg_1m_at_start=load, harness="bench.scaling", sweep=asdict(cfg),
         world_size=info.world, rank_assignment='docs/method.md, "Run order"', device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        memory_method=(mm := memory_method(device)), memory_method_note=METHOD_NOTES[mm], budgets={
-            "time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb, "total_budget_s": cfg.total_budget},
+        memory_method=mm, memory_method_note=METHOD_NOTES[mm],
+        budgets={"time_budget_s": cfg.time_budget, "mem_budget_gb": cfg.mem_budget_gb,
+                 "total_budget_s": cfg.total_budget},
         timing={"protocol": 'docs/method.md, "Timing protocol"', "warmup_calls": cfg.warmup,
                 "min_run_time_s": cfg.min_run_time, "min_reps": cfg.min_reps},
         cost_model='docs/method.md, "Cost model"',
@@ -214,13 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = SweepConfig.from_dict(read_run_env(args.resume, PROG)["sweep"])
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--resume {args.resume!r}: env.json has no usable sweep configuration ({exc})")
-    if info.enabled and _given(args.device, base, "device") != "cpu" and torch.cuda.is_available():
+    if info.enabled and _wanted_device(args.device, base) != "cpu" and torch.cuda.is_available():
         # before anything touches CUDA: each rank's context (and its free-memory budget) on its own GPU
         torch.cuda.set_device(info.local_rank)
     cfg = resolve_config(args, info.local_world, base)
-    if base is not None and (conflicts := resume_conflicts(cfg, base)):
-        raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
-                         f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
+    if base is not None:
+        conflicts = resume_conflicts(cfg, base)
+        if conflicts:
+            raise UsageError(f"--resume {args.resume}: flags conflict with the run's configuration in env.json: "
+                             f"{'; '.join(conflicts)}; drop them to finish the run as it was started")
     device = rank_device(cfg.device, info.local_rank if info.enabled else None)
     info = info.join(device.type)
     torch.set_num_threads(cfg.threads)
