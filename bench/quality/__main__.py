@@ -59,9 +59,13 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings "
                              f"({one_line(exc, named=True)}; not a bench.quality run folder?)") from None
     p = settings.preset
-    say = lambda msg: ctx.is_main and print(f"bench.quality: {msg}", file=sys.stderr)  # noqa: E731
 
-    deterministic, amp_dtype = _torch_settings(settings, device)
+    def say(msg) -> None:  # one line on stderr, from the main process only
+        if ctx.is_main:
+            print(f"bench.quality: {msg}", file=sys.stderr)
+
+    deterministic = _torch_settings(settings, device)
+    amp_dtype = _amp_dtype(p.amp, device)
     if p.batch_size % ctx.world:
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
 
@@ -173,9 +177,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     return 0
 
 
-def _torch_settings(settings, device) -> tuple:
-    """(deterministic or not, the autocast dtype or None) once the threads, determinism and the Triton and
-    --amp checks are done, all before any data or model work."""
+def _torch_settings(settings, device) -> bool:
+    """Torch threads and determinism (returned: on or off), and the Triton check, all before any data or
+    model work."""
     import torch
 
     from bench.quality.analysis import WAVE_METHODS
@@ -187,14 +191,21 @@ def _torch_settings(settings, device) -> tuple:
             raise UsageError(f"--wave-mode triton cannot run here: {why}")
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    cuda, amp = device.type == "cuda", settings.preset.amp
-    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and not cuda)
+    deterministic = settings.deterministic == "on" or (settings.deterministic == "auto" and device.type == "cpu")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif cuda:
+    elif device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    return deterministic
+
+
+def _amp_dtype(amp: str, device):
+    """The autocast dtype of --amp on this device (None: off); a choice the device cannot run is a UsageError."""
+    import torch
+
+    cuda = device.type == "cuda"
     if amp == "fp16" and not cuda:
         raise UsageError("--amp fp16 needs a CUDA device (fp16 autocast on CPU is not supported here); "
                          "valid choices on cpu: auto, off, bf16")
@@ -202,7 +213,7 @@ def _torch_settings(settings, device) -> tuple:
         raise UsageError("--amp bf16 is not supported by this GPU; valid choices here: auto, off, fp16")
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
-    return deterministic, {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> None:
