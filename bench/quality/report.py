@@ -24,8 +24,10 @@ def write_report(run_dir: str | Path, plots: bool = True) -> Path:
     env = read_json(run_dir / "env.json")
     finals = read_table(run_dir / "final.csv", cut="drop")
     curves = read_table(run_dir / "curves.csv", cut="drop")
-    linked = ((write_plots(run_dir, curves, finals, env) if curves or finals else []) if plots
-              else [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()])
+    if plots:
+        linked = write_plots(run_dir, curves, finals, env) if curves or finals else []
+    else:
+        linked = [p for p in (run_dir / "plots" / name for name in PLOT_NAMES) if p.is_file()]
     path = run_dir / "summary.md"
     write_text(path, render(env, finals, curves, linked, run_dir))
     return path
@@ -53,10 +55,12 @@ def gap_table(by: dict[str, dict[int, dict]]) -> list[str]:
         def sp(key, digits=3, pct=False):
             return spread(list(_col(rows, key).values())).fmt(digits, pct)
         params = sorted({int(r["params"]) for r in rows.values()})
+        in_order = [r for _, r in sorted(rows.items())]
         out.append([m, ", ".join(f"{p:,}" for p in params), len(rows), sp("test_ppl"), sp("test_bpc"),
                     sp("test_acc", 2, pct=True), sp("test_batch_mean_ppl"), f"{_mean(rows, 'tokens_per_s'):,.0f}",
                     f"{_mean(rows, 'wall_s'):.0f}", f"{_mean(rows, 'peak_mem_mb'):.0f}",
-                    *(", ".join(str(r[k]) for _, r in sorted(rows.items())) for k in ("best_step", "nonfinite_steps"))])
+                    ", ".join(str(r["best_step"]) for r in in_order),
+                    ", ".join(str(r["nonfinite_steps"]) for r in in_order)])
     return table(["method", "params", "seeds", "test PPL", "test bpc", "test acc %", "paper-style batch-mean PPL",
                   "tokens/s", "wall s", "peak MB", "best step", "non-finite steps"], out)
 
@@ -187,18 +191,22 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
     for m in dict.fromkeys(r["method"] for r in finals):
         start = [r for r in finals if r["method"] == m and (seed is None or int(float(r["seed"])) == seed)]
         kept = lr_of(next(iter(tuned[m].values()))) if tuned.get(m) else math.nan
-        edges = (min(map(lr_of, start)), max(map(lr_of, start))) if start else ()
         for r in sorted(start, key=lr_of):
             # stopped by --max-nonfinite (no test result) or never validated; skipped steps alone are no divergence
             diverged = not all(math.isfinite(float(r[k] or "nan")) for k in ("best_val_loss", "test_loss"))
-            choice = "kept (edge of the sweep: the best LR may lie beyond it)" if lr_of(r) in edges else "kept"
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
                          f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
-                         choice if lr_of(r) == kept else ""])
+                         _kept(lr_of(r), kept, [lr_of(x) for x in start])])
     return _section(f"Learning-rate sweep (seed {seed})",
                     "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.",
                     ["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
                      "choice"], rows)
+
+
+def _kept(lr: float, kept: float, swept: list[float]) -> str:
+    if lr != kept:
+        return ""
+    return "kept (edge of the sweep: the best LR may lie beyond it)" if lr in (min(swept), max(swept)) else "kept"
 
 
 def wall_section(curves: list[dict], by: dict) -> list[str]:
@@ -210,7 +218,9 @@ def wall_section(curves: list[dict], by: dict) -> list[str]:
             if r.n:
                 tw, tb = (_mean(by[m], "train_s") for m in ("wave", base))
                 rows.append([f"wave / {base}", f"{t:,.0f}", r.fmt_ci(3), f"{tw:,.0f} / {tb:,.0f}"])
-    return [] if not rows else _section(
+    if not rows:
+        return []
+    return _section(
         "Equal wall-clock", "Validation PPL ratio wave / baseline when both have run for the same time: the shorter "
         "job's length, per seed (job wall time, evaluations included). Times are only comparable within one machine "
         "and load; see the hardware line.",
@@ -227,7 +237,9 @@ def convergence_section(curves: list[dict], by: dict, finals: list[dict], ref_lr
         rows.append([r["method"], r["seed"], f"{lr_of(r, ref_lr):g}", f"{c.best_step} / {c.steps}",
                      "-" if math.isnan(c.val_fall) else f"{100 * c.val_fall:.2f}%",
                      "-" if math.isnan(c.train_change) else f"{c.train_change:+.4f}", c.verdict])
-    return [] if not rows else _section(
+    if not rows:
+        return []
+    return _section(
         "Convergence", "Where each job stands at its last step: the step with the best validation loss, how much the "
         "validation loss still fell over the last 10% of training tokens, and the least-squares change of the "
         "training loss over the last 10% of steps (nats). Still improving: the validation loss fell by 1% or more "
