@@ -31,7 +31,8 @@ TEXT_SPLIT_RULE = ("contiguous by position, cut at line boundaries: lines up to 
 
 @dataclass(frozen=True)
 class Corpus:
-    """Three text splits and where they came from; `doc_ids`: each split's documents (empty if split by position)."""
+    """Three text splits and where they came from. `doc_ids` lists, per split, the documents in it (empty for
+    corpora split by position or shipped pre-split, as WikiText-2 is)."""
     name: str
     train: str
     valid: str
@@ -290,9 +291,9 @@ def make_batches(mode: str, data, seq_len: int, batch_size: int, seed: int = 0, 
     _check_mode(mode)
     if isinstance(data, torch.Tensor) != (mode == "contiguous"):
         raise TypeError(f"mode {mode!r} needs the data of encode_splits(..., mode={mode!r})")
-    kw = dict(seed=seed, shuffle=shuffle, drop_last=drop_last)
-    return (ContiguousBatches(data, seq_len, batch_size, **kw) if mode == "contiguous"
-            else LineBatches(data, seq_len, batch_size, pad_id=pad_id, **kw))
+    if mode == "contiguous":
+        return ContiguousBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last)
+    return LineBatches(data, seq_len, batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last, pad_id=pad_id)
 
 
 def _check_mode(mode: str) -> None:

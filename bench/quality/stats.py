@@ -29,8 +29,11 @@ class Spread:
 
     def fmt(self, digits: int = 3, pct: bool = False) -> str:
         """'mean ± std [min, max]' (just the mean for one seed)."""
-        f = lambda v: f"{v * (100.0 if pct else 1.0):.{digits}f}"  # noqa: E731
-        return f(self.mean) if self.n < 2 else f"{f(self.mean)} ± {f(self.std)} [{f(self.min)}, {f(self.max)}]"
+        k = 100.0 if pct else 1.0
+        f = lambda v: f"{v * k:.{digits}f}"  # noqa: E731
+        if self.n < 2:
+            return f(self.mean)
+        return f"{f(self.mean)} ± {f(self.std)} [{f(self.min)}, {f(self.max)}]"
 
     def fmt_ci(self, digits: int = 3, interval: bool = True) -> str:
         """'1.44 (95% CI 1.09 to 1.79, 3 seeds)': the mean with its 95% interval; without `interval`,
@@ -39,7 +42,8 @@ class Spread:
             return "-"
         if self.n < 2:
             return f"{self.mean:.{digits}f} (1 seed{': no interval' if interval else ''})"
-        lo, hi, what = (self.ci_low, self.ci_high, "95% CI ") if interval else (self.min, self.max, "")
+        lo, hi = (self.ci_low, self.ci_high) if interval else (self.min, self.max)
+        what = "95% CI " if interval else ""
         return f"{self.mean:.{digits}f} ({what}{lo:.{digits}f} to {hi:.{digits}f}, {self.n} seeds)"
 
 

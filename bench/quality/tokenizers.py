@@ -139,9 +139,11 @@ class BPETokenizer:
 
 def build_tokenizer(kind: str, train_text: str, vocab_size: int = 8000, min_count: int = 5):
     """Train a tokenizer of `kind` ("char" or "bpe") on the train split."""
-    if kind not in TOKENIZER_KINDS:
-        raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
-    return CharTokenizer.train(train_text, min_count) if kind == "char" else BPETokenizer.train(train_text, vocab_size)
+    if kind == "char":
+        return CharTokenizer.train(train_text, min_count=min_count)
+    if kind == "bpe":
+        return BPETokenizer.train(train_text, vocab_size=vocab_size)
+    raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
 
 
 def load_tokenizer(path: str | os.PathLike):  # saved by either class
