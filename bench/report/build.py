@@ -28,15 +28,20 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
     keys = [(f"speedup over SDPA, {level} {'fwd' if pas == 'fwd' else 'fwd+bwd'}, {n // 1024}K",
              (level, pas, n, page.SDPA, "wave", "median_ms")) for level, pas, n in KEY_SPEEDUPS]
     keys.append(("peak memory wave / SDPA, core fwd, 32K", ("core", "fwd", 32768, "wave", page.SDPA, "peak_mem_mb")))
-    out = [(f"{what} [{setup}, {got.commits_text()}]", got.text("x")) for setup in page.setups(cells)  # CPU first
-           for what, args in keys if (got := ev.ratio(cells, *args).get(setup))]
+    out = []
+    for setup in page.setups(cells):  # CPU setups first
+        for what, args in keys:
+            got = ev.ratio(cells, *args).get(setup)
+            if got:
+                out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
     for run, q in quality_runs:
         if q:
             out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
             if q["untuned"]:  # none when the run did not sweep, or its env.json does not say its --lr
                 out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page.ci(q["untuned"])))
-            out += [(f"wave-scaled-pos / {m} test PPL [{run.rel}]", page.ci(q["ablation"][f"vs_{m}"]))
-                    for m in ("standard", "wave") if q.get("ablation")]
+            if q.get("ablation"):
+                out.append((f"wave-scaled-pos / standard test PPL [{run.rel}]", page.ci(q["ablation"]["vs_standard"])))
+                out.append((f"wave-scaled-pos / wave test PPL [{run.rel}]", page.ci(q["ablation"]["vs_wave"])))
     for run, h, c in diag:
         if ev.trained(run):
             out.append((f"head roles local / medium / long-range [{run.rel}]",
@@ -113,6 +118,15 @@ def speedup_figures(cells: pd.DataFrame, out_dir: Path) -> None:
         save(fig, out_dir / f"speedup_{name}.png")
 
 
+def index_section(runs: list[Run]) -> list[str]:
+    rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
+             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command_line(r.env))]
+            for r in runs]
+    return ["## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
+            "crossovers, floor ratios); its plots/ the per-run figures.", "",
+            *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
+
+
 def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = True, plots: bool = True) -> None:
     """Write `out` from the run folders (every run must lie under out's folder); `cmd` is the command named on it."""
     runs = load_runs(list(run_paths), out.parent)  # checks everything before writing anything
@@ -142,12 +156,7 @@ def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = Tr
     for name in ("cpu", "gpu"):
         if (out.parent / "plots" / f"speedup_{name}.png").is_file():
             lines += [f"![speedup of wave over SDPA, {name.upper()}](plots/speedup_{name}.png)", ""]
-    rows = [[f"[{r.rel}]({r.rel}/summary.md)", r.kind + (" (SYNTHETIC)" if r.env.get("synthetic") else ""),
-             machine(r.env), ev.commit(r), str(r.env.get("created", "unknown"))[:16], code(command_line(r.env))]
-            for r in runs]
     lines += ["Per-run plots (latency, memory, speedup per level and pass) are in each run's plots/ folder.", "",
-              "## Runs", "", "Each run's summary.md has every table of that run (all methods, lengths, exponents, "
-              "crossovers, floor ratios); its plots/ the per-run figures.", "",
-              *table(["run (summary)", "kind", "machine", "commit", "date", "exact command"], rows), ""]
+              *index_section(runs)]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, "\n".join(lines).rstrip() + "\n")
