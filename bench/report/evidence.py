@@ -114,7 +114,11 @@ def quality(run: Run) -> dict:
     w, s, abl = by["wave"], by["standard"], by.get("wave-scaled-pos")
     seeds = sorted(set(w) & set(s))
     first = {m: next(iter(rows.values())) for m, rows in by.items()}
-    ppl = lambda rows: {k: float(r["test_ppl"] or "nan") for k, r in rows.items()}  # noqa: E731
+
+    def ratio(a: dict, b: dict) -> list[float]:  # per-seed test PPL of a over b
+        return paired_ratios({k: float(r["test_ppl"] or "nan") for k, r in a.items()},
+                             {k: float(r["test_ppl"] or "nan") for k, r in b.items()})
+
     ref = rows_at(finals, ref_lr)
     lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
@@ -125,10 +129,10 @@ def quality(run: Run) -> dict:
     setting = (f"{kind}{f' {vocab // 1000}K' if kind == 'bpe' and vocab else ''}, seq {p.get('seq_len')}, "
                f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
                f"{device}")
-    return {"seeds": seeds, "ppl_ratio": paired_ratios(ppl(w), ppl(s)),
-            "ablation": {"vs_standard": paired_ratios(ppl(abl), ppl(s)), "vs_wave": paired_ratios(ppl(abl), ppl(w)),
+    return {"seeds": seeds, "ppl_ratio": ratio(w, s),
+            "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
                          "lr": lr_of(first["wave-scaled-pos"])} if abl else None,
-            "untuned": paired_ratios(ppl(ref.get("wave", {})), ppl(ref.get("standard", {}))) if swept else None,
+            "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
             "lr": {m: lr_of(first[m], ref_lr) for m in ("wave", "standard")},
             "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
             "ref_lr": ref_lr, "wall": wall, "wall_s": wall_s,

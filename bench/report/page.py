@@ -124,7 +124,10 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
                  & (cells["method"] == "wave") & (cells["status"] == "ok") & (cells["commit"] == sha)]
     for (pas, n), g in wave.groupby(["pass", "seq_len"]):
         ms[("wave", pas, int(n))] = float(g["median_ms"].median())
-    text = lambda m, pas, n: fmt(ms[(m, pas, n)]) if (m, pas, n) in ms else "-"  # noqa: E731
+
+    def text(m: str, pas: str, n: int) -> str:
+        return fmt(ms[(m, pas, n)]) if (m, pas, n) in ms else "-"
+
     top = ("wave", "fwd", 32768)
     rows = [[m, *(text(m, "fwd", n) for n in CLAIM_LENGTHS), text(m, "fwdbwd", 32768),
              fmt_x(ms[(m, "fwd", 32768)] / ms[top]) if (m, "fwd", 32768) in ms and top in ms else "-"]
