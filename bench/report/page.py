@@ -41,8 +41,8 @@ PEER_RELATIONS = {
 }
 
 
-class Notes(dict):
-    """Footnotes shared by the tables of one section, one per distinct reason: reason -> its letter."""
+class Notes:
+    """Footnotes shared by the tables of one section: one per distinct reason, not per cell."""
 
     PATTERNS = [
         (r"left of (this level/pass's share of )?the total budget", "skipped: the run's total time budget was spent"),
@@ -53,13 +53,16 @@ class Notes(dict):
         (r"needs a CUDA device|CUDA only", "skipped: the kernel needs CUDA"),
     ]
 
+    def __init__(self):
+        self.letters: dict[str, str] = {}  # reason -> its letter, in order of first use
+
     def mark(self, status: str, reason: str) -> str:
         text = next((t for p, t in self.PATTERNS if re.search(p, reason or "")),
                     f"{status}: " + squash(reason or "no reason recorded")[:110])
-        return f"- ({self.setdefault(text, chr(ord('a') + len(self)))})"
+        return f"- ({self.letters.setdefault(text, chr(ord('a') + len(self.letters)))})"
 
     def line(self) -> str:
-        return "Notes: " + "   ".join(f"({letter}) {text}" for text, letter in self.items())
+        return "Notes: " + "   ".join(f"({letter}) {text}" for text, letter in self.letters.items())
 
 
 def _cell(cells: pd.DataFrame, setup: str, level: str, pas: str, n: int, method: str, notes: Notes,
