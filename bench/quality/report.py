@@ -305,16 +305,21 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, rows in by.items():
             runs = [job_curve(curves, m, s, lr_of(r)) for s, r in rows.items()]
-            if n := min((len(c) for c in runs), default=0):
-                x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
-                _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
+            n = min((len(c) for c in runs), default=0)
+            if n == 0:
+                continue
+            x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
+            _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
         paths.append(save(fig, out / name, labels=(xlabel, "validation loss (nats/token)",
                                                    "validation loss: mean over seeds, band = min..max")))
 
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for base in (b for b in by if b in RATIO_BASELINES):
-            if pts := ratio_by_tokens(curves, by["wave"], by[base]):
+        for base, rows in by.items():
+            if base not in RATIO_BASELINES:
+                continue
+            pts = ratio_by_tokens(curves, by["wave"], rows)
+            if pts:
                 _band(ax, [t for t, _ in pts], [v for _, v in pts], _color(base), f"wave / {base}")
         kind = (env.get("tokenizer") or {}).get("kind", "char")
         pub = next(q for q in PUBLISHED_QUALITY if q["key"] == ("bpe" if kind == "bpe" else "char"))
