@@ -10,13 +10,13 @@ from typing import Callable
 
 import torch
 
-from baselines import (SoftmaxAttention, StandardLM, sdpa_backend_that_runs, softmax_flash_attn, softmax_naive,
-                       softmax_sdpa)
 from bench.scaling.costs import conv_length
 from bench.scaling.grid import CellSpec
 from wavefield_core import (WaveFieldAttention, WaveFieldLM, causal_conv_direct, fft_floor, floor_spectrum, v35_init,
                             wave_kernel, wave_mix)
-from wavefield_core.reference import reference_wave_layer, reference_wave_mix
+
+# baselines and wavefield_core.reference are imported inside the functions that use them: importing the registry
+# must not need them, so a broken baselines import only turns the softmax and peer cells into error rows
 
 
 @dataclass
@@ -73,8 +73,13 @@ def wave_mixer(compiled: bool):
 
 def softmax_function(impl: str, sdpa_backend: str | None):
     """The attention function (q, k, v) -> y of a softmax method."""
-    fixed = {"naive": softmax_naive, "flash_attn": softmax_flash_attn}
-    return fixed.get(impl) or (lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend))
+    from baselines import softmax_flash_attn, softmax_naive, softmax_sdpa
+
+    if impl == "naive":
+        return softmax_naive
+    if impl == "flash_attn":
+        return softmax_flash_attn
+    return lambda q, k, v: softmax_sdpa(q, k, v, sdpa_backend)
 
 
 def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tensor:
@@ -85,33 +90,35 @@ def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tenso
     return wave_kernel(freq, damp, phase, torch.arange(length, device=device, dtype=torch.float32) * step)
 
 
-def build_levels(spec: CellSpec, core, module, backend) -> Built:
-    """A cell at any level. Core: core(q, k, v) -> (forward, the inputs that get gradients) on the draw every method
-    shares; layer and model: the module module() makes after the cell's seed. backend(q, k, v or the module)."""
-    if spec.level == "core":
-        inputs = qkv(spec)
-        forward, wrt = core(*inputs)
-        return Built(_pass_fn(spec, forward, wrt, inputs[0].shape), lambda: backend(inputs))
+def core_cell(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], out_shape,
+              backend: Callable[[], str]) -> Built:
+    """A core cell: forward() on inputs drawn by the caller (qkv(spec), the draw every method shares)."""
+    return Built(_pass_fn(spec, forward, wrt, out_shape), backend)
+
+
+def layer_cell(spec: CellSpec, layer: torch.nn.Module, backend: Callable[[], str]) -> Built:
+    """A layer cell: the layer (made after the cell's seed) on x (B, N, D) in the cell's dtype."""
+    layer.to(device=spec.device, dtype=spec.dtype)
     torch.manual_seed(spec.seed)
-    mod = module()
-    if spec.level == "layer":
-        mod.to(device=spec.device, dtype=spec.dtype)
-        torch.manual_seed(spec.seed)
-        x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
-        mod.train(spec.pass_ != "fwd")
-        return Built(_pass_fn(spec, lambda: mod(x), [x, *mod.parameters()], x.shape), lambda: backend(mod))
-    mod.to(spec.device)  # the LM: float32 weights, low precision through autocast
+    x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
+    layer.train(spec.pass_ != "fwd")
+    return Built(_pass_fn(spec, lambda: layer(x), [x, *layer.parameters()], x.shape), backend)
+
+
+def model_cell(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -> Built:
+    """A model cell: the LM's loss (made after the cell's seed), fwdbwd a full AdamW training step."""
+    model.to(spec.device)  # float32 weights, low precision through autocast
     torch.manual_seed(spec.seed)
     idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
     tgt = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
-    mod.train(spec.pass_ != "fwd")
+    model.train(spec.pass_ != "fwd")
 
     def loss():
         with _autocast(spec):
-            return mod(idx, tgt)[1]
+            return model(idx, tgt)[1]
     if spec.pass_ == "fwd":
-        return Built(torch.no_grad()(loss), lambda: backend(mod))
-    opt = torch.optim.AdamW(mod.parameters(), lr=1e-4, weight_decay=0.01)
+        return Built(torch.no_grad()(loss), backend)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
     def step():
         value = loss()
@@ -119,7 +126,7 @@ def build_levels(spec: CellSpec, core, module, backend) -> Built:
         opt.step()
         opt.zero_grad(set_to_none=True)
         return value.detach()
-    return Built(step, lambda: backend(mod))
+    return Built(step, backend)
 
 
 def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:
@@ -132,6 +139,8 @@ def wave_module(spec: CellSpec, path: str) -> torch.nn.Module:
 
 def softmax_module(spec: CellSpec, impl: str, sdpa_backend: str | None) -> torch.nn.Module:
     """The softmax attention layer (layer level) or StandardLM (model level) of a cell."""
+    from baselines import SoftmaxAttention, StandardLM
+
     if spec.level == "layer":
         return SoftmaxAttention(spec.d_model, spec.heads, impl=impl, sdpa_backend=sdpa_backend)
     return StandardLM(spec.vocab, spec.model_dim, spec.model_layers, spec.heads, spec.d_ff,
@@ -161,25 +170,38 @@ def build_graphed(spec: CellSpec, build: Callable[..., Built], **kw) -> Built:
 def build_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> Built:
     """wave (path 'token'), wave-scan ('scan'), wave-field ('field') and their variants at any level; the core's v
     layout (v_layout): docs/method.md, "Levels and passes"."""
-    def core(_q, k, v):  # q drawn to keep k, v equal to the softmax methods' inputs
+    def fft() -> str:
+        return fft_backend(spec.device)
+    if spec.level == "core":
         mix = wave_mixer(compiled)  # compiled on the first (warm-up) call, outside the timings
-        v = v.transpose(-1, -2).contiguous() if v_layout == "bhdn" else v
+        _q, k, v = qkv(spec)  # (B, H, N, d); q drawn to keep k, v equal to the softmax methods' inputs
+        if v_layout == "bhdn":
+            v = v.transpose(-1, -2).contiguous()  # (B, H, d, N)
         params = wave_params(spec.heads, spec.device, spec.seed)
-        fwd = partial(mix, k, v, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
-        return fwd, [k, v, *params]
-    return build_levels(spec, core, partial(wave_module, spec, path), lambda _: fft_backend(spec.device))
+        forward = partial(mix, k, v, *params, field_stride=spec.field_stride, mode=path, v_layout=v_layout)
+        return core_cell(spec, forward, [k, v, *params], k.shape, fft)
+    torch.manual_seed(spec.seed)
+    module = wave_module(spec, path)
+    if spec.level == "layer":
+        return layer_cell(spec, module, fft)
+    return model_cell(spec, module, fft)
 
 
 def build_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> Built:
     """softmax-* methods: impl 'naive' | 'sdpa' | 'flash_attn', optionally one pinned SDPA kernel."""
-    def core(q, k, v):
-        return partial(softmax_function(impl, sdpa_backend), q, k, v), [q, k, v]
+    if spec.level == "core":
+        from baselines import sdpa_backend_that_runs
 
-    def backend(got) -> str:  # SDPA's kernel is asked on the cell's own inputs (grad flags too)
-        if spec.level == "core":
-            return sdpa_backend_that_runs(*got, sdpa_backend) if impl == "sdpa" else impl
-        return (got.last_backend or impl) if spec.level == "layer" else (got.attention_backends() or [impl])[0] or impl
-    return build_levels(spec, core, partial(softmax_module, spec, impl, sdpa_backend), backend)
+        q, k, v = qkv(spec)
+        forward = partial(softmax_function(impl, sdpa_backend), q, k, v)
+        # SDPA's kernel is asked on the cell's own inputs (grad flags too)
+        return core_cell(spec, forward, [q, k, v], q.shape,
+                         lambda: sdpa_backend_that_runs(q, k, v, sdpa_backend) if impl == "sdpa" else impl)
+    torch.manual_seed(spec.seed)
+    module = softmax_module(spec, impl, sdpa_backend)
+    if spec.level == "layer":
+        return layer_cell(spec, module, lambda: module.last_backend or impl)
+    return model_cell(spec, module, lambda: (module.attention_backends() or [impl])[0] or impl)
 
 
 def build_floor(spec: CellSpec, path: str) -> Built:
@@ -233,15 +255,20 @@ def compare_core(spec: CellSpec, fn, ref_fn, wrt: list[torch.Tensor], extra=()) 
     return CheckResult(max(map(rel_rms, outs, refs)), TOLERANCE[spec.dtype])
 
 
-def compare_module(spec: CellSpec, make, reference) -> CheckResult:
-    """The module make() builds after the cell's seed against reference(its CPU copy; the LM's already float64), a
-    float64 forward of the same weights: a layer on x (1, N, D), gradients too at fwdbwd; an LM's logits."""
+def compare_layer(spec: CellSpec, make, reference) -> CheckResult:
+    """The layer make() builds (after the cell's seed) on x (1, N, D) against reference(its CPU copy), a float64
+    forward of the same weights; input gradients too at fwdbwd."""
     torch.manual_seed(spec.seed)
-    if spec.level == "layer":
-        layer = make().to(spec.device, spec.dtype).eval()
-        ref = reference(copy.deepcopy(layer).cpu())
-        x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype)
-        return compare_core(spec, layer, ref, [x])
+    layer = make().to(spec.device, spec.dtype).eval()
+    ref = reference(copy.deepcopy(layer).cpu())
+    x = torch.randn(1, spec.seq_len, spec.d_model).to(spec.device, spec.dtype)
+    return compare_core(spec, layer, ref, [x])
+
+
+def compare_model(spec: CellSpec, make, reference) -> CheckResult:
+    """Logits of the LM make() builds after the cell's seed (float32 weights, autocast for low precision) against
+    reference(its float64 CPU copy)."""
+    torch.manual_seed(spec.seed)
     model = make().to(spec.device).eval()
     ref = reference(copy.deepcopy(model).cpu().double().eval())
     idx = torch.randint(0, spec.vocab, (1, spec.seq_len), generator=torch.Generator().manual_seed(spec.seed))
@@ -261,11 +288,14 @@ def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
+    from wavefield_core.reference import reference_wave_layer, reference_wave_mix
+
     spec = small_spec(spec)
     s = spec.field_stride
-    if spec.level != "core":
-        reference = (lambda m: partial(reference_wave_layer, m)) if spec.level == "layer" else naive_attention
-        return compare_module(spec, partial(wave_module, spec, path), reference)
+    if spec.level == "layer":
+        return compare_layer(spec, partial(wave_module, spec, path), lambda layer: partial(reference_wave_layer, layer))
+    if spec.level == "model":
+        return compare_model(spec, partial(wave_module, spec, path), naive_attention)
     _q, k, v = qkv(spec, check=True)
     mix = wave_mixer(compiled)  # the compiled graph is what gets checked
 
@@ -277,11 +307,15 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
 
 
 def check_softmax(spec: CellSpec, impl: str, sdpa_backend: str | None = None) -> CheckResult:
+    from baselines import softmax_naive
+
     spec = small_spec(spec)
     if spec.level == "core":
         return compare_core(spec, softmax_function(impl, sdpa_backend), softmax_naive, qkv(spec, check=True))
-    return compare_module(spec, partial(softmax_module, spec, impl, sdpa_backend),
-                          lambda m: naive_attention(m.double()))
+    make = partial(softmax_module, spec, impl, sdpa_backend)
+    if spec.level == "layer":
+        return compare_layer(spec, make, lambda layer: naive_attention(layer.double()))
+    return compare_model(spec, make, naive_attention)
 
 
 def check_floor(spec: CellSpec, path: str) -> CheckResult:

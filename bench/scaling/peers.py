@@ -11,10 +11,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from baselines.peer_model import PeerLM, PeerMixer, peer_core
-from baselines.peers import ATTN_CHUNK, HGRN_CHUNK, SSM_CHUNK, fla_available, retnet_log_decay
 from bench.scaling import budget, builders, costs
 from bench.scaling.grid import CellSpec
+
+# baselines is imported inside the functions that use it (as in builders): importing the registry must not need it
 
 FLA_OPS = ("hgrn", "simple-gla", "retnet")
 INPUTS = {"hgrn": 2, "simple-gla": 3, "retnet": 3, "diag-ssm": 1}  # (B, H, N, d) tensors the core reads
@@ -36,6 +36,8 @@ def _fla_kernel(op: str) -> str:  # retnet is simple GLA with fixed decays
 
 def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
     """(inputs that get gradients, extra fixed arguments) of the core for op; decays and wave parameters in float32."""
+    from baselines.peers import retnet_log_decay
+
     if op == "hgrn":
         return [v, k], []
     if op == "simple-gla":
@@ -50,11 +52,15 @@ def _core_inputs(op: str, q, k, v, spec: CellSpec, seed: int):
 
 def core_function(op: str, impl: str, stride: float):
     """inputs... -> y (B, H, N, d) for op with impl 'torch', 'fla' or 'reference' (diag-ssm also reads the stride)."""
+    from baselines.peer_model import peer_core
+
     return partial(peer_core, op, impl, **({"stride": stride} if op == "diag-ssm" else {}))
 
 
 def peer_module(spec: CellSpec, op: str, impl: str):
     """PeerMixer (layer level) or PeerLM (model level) of a cell."""
+    from baselines.peer_model import PeerLM, PeerMixer
+
     if spec.level == "layer":
         return PeerMixer(spec.d_model, spec.heads, op, impl=impl, field_stride=spec.field_stride)
     return PeerLM(spec.vocab, op, d_model=spec.model_dim, n_layers=spec.model_layers, n_heads=spec.heads,
@@ -63,11 +69,20 @@ def peer_module(spec: CellSpec, op: str, impl: str):
 
 def build_peer(spec: CellSpec, op: str, impl: str) -> builders.Built:
     """peer-* methods at any level; impl 'torch' (chunked PyTorch) or 'fla' (fla-core kernels)."""
-    def core(q, k, v):
+    kernel = "fla-" + _fla_kernel(op).split(".")[1] if impl == "fla" else "torch-chunked"
+
+    def backend() -> str:
+        return kernel
+    if spec.level == "core":
+        q, k, v = builders.qkv(spec)  # the draw every method of this length shares
         wrt, extra = _core_inputs(op, q, k, v, spec, spec.seed)
-        return partial(core_function(op, impl, spec.field_stride), *wrt, *extra), wrt
-    backend = "fla-" + _fla_kernel(op).split(".")[1] if impl == "fla" else "torch-chunked"
-    return builders.build_levels(spec, core, partial(peer_module, spec, op, impl), lambda _: backend)
+        forward = partial(core_function(op, impl, spec.field_stride), *wrt, *extra)
+        return builders.core_cell(spec, forward, wrt, v.shape, backend)
+    torch.manual_seed(spec.seed)
+    module = peer_module(spec, op, impl)
+    if spec.level == "layer":
+        return builders.layer_cell(spec, module, backend)
+    return builders.model_cell(spec, module, backend)
 
 
 def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
@@ -77,19 +92,23 @@ def check_peer(spec: CellSpec, op: str, impl: str) -> builders.CheckResult:
     if spec.level == "core":
         wrt, extra = _core_inputs(op, *builders.qkv(spec, check=True), spec, spec.seed + 7)
         return builders.compare_core(spec, core_function(op, impl, s), core_function(op, "reference", s), wrt, extra)
-
-    def reference(ref):  # the check's CPU copy, in float64 on the reference implementation
-        if spec.level == "model":
-            return ref.set_impl("reference")
-        ref = ref.double()
-        ref.impl = "reference"
-        return ref
-    return builders.compare_module(spec, partial(peer_module, spec, op, impl), reference)
+    make = partial(peer_module, spec, op, impl)
+    if spec.level == "layer":
+        def reference(layer):  # the check's CPU copy, in float64 on the reference implementation
+            layer = layer.double()
+            layer.impl = "reference"
+            return layer
+        return builders.compare_layer(spec, make, reference)
+    return builders.compare_model(spec, make, lambda model: model.set_impl("reference"))
 
 
 def available(impl: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
     """torch: always; fla: CUDA with fla-core importable (float32, bfloat16, float16)."""
-    return None if impl == "torch" else fla_available(device)
+    if impl == "torch":
+        return None
+    from baselines.peers import fla_available
+
+    return fla_available(device)
 
 
 # cost model: elementwise operations one FLOP each (exp and sigmoid too), matmuls 2 per multiply-add, fwdbwd = 3 x
@@ -103,6 +122,8 @@ def available(impl: str, device: torch.device, dtype: torch.dtype | None = None)
 
 
 def core_flops(op: str, b: int, h: int, n: int, d: int, pass_: str) -> float:
+    from baselines.peers import ATTN_CHUNK, HGRN_CHUNK, SSM_CHUNK
+
     if op == "diag-ssm":
         return costs.scan_flops(b, h, n, d, pass_, chunk=SSM_CHUNK)
     c = max(1, min(HGRN_CHUNK if op == "hgrn" else ATTN_CHUNK, n))
@@ -140,6 +161,8 @@ CORE_UNITS = {"hgrn": (12.0, 24.0), "simple-gla": (8.0, 24.0), "retnet": (8.0, 2
 
 
 def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
+    from baselines.peers import ATTN_CHUNK
+
     fwd = pass_ == "fwd"
     extra = 0.0
     if op in ("simple-gla", "retnet"):  # (C, C) score blocks and (d, d) chunk states, float32
@@ -153,10 +176,16 @@ def core_memory_bytes(op: str, b: int, h: int, n: int, d: int, elem: int, pass_:
 
 def methods(method_cls) -> list:
     """The peer Method records, made with registry.Method (passed in: registry.py imports this module)."""
-    return [method_cls(f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer",
-                       f"{DESCRIPTIONS[op]}; {IMPL_NOTES[impl].format(kernel=f'fla.ops.{_fla_kernel(op)}')}",
-                       partial(build_peer, op=op, impl=impl),
-                       partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
-                       partial(peer_cost, op), partial(check_peer, op=op, impl=impl), partial(available, impl),
-                       uses_stride=op == "diag-ssm")
-            for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]]
+    out = []
+    for impl, op in [("torch", op) for op in DESCRIPTIONS] + [("fla", op) for op in FLA_OPS]:
+        note = IMPL_NOTES[impl].format(kernel=f"fla.ops.{_fla_kernel(op)}")
+        out.append(method_cls(
+            f"peer-{op}" + ("-fla" if impl == "fla" else ""), "peer", f"{DESCRIPTIONS[op]}; {note}",
+            build=partial(build_peer, op=op, impl=impl),
+            memory=partial(budget.level_memory, core_bytes=partial(core_memory_bytes, op)),
+            cost=partial(peer_cost, op),
+            check=partial(check_peer, op=op, impl=impl),
+            why_unavailable=partial(available, impl),
+            uses_stride=op == "diag-ssm",
+        ))
+    return out

@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 import torch.nn.attention
 
-from baselines import SDPA_BACKENDS, flash_attn_available
 from bench.scaling import budget, builders, costs, peers
 from bench.scaling.grid import CellSpec
 from bench.scaling.schema import LEVELS, PASSES
@@ -55,7 +54,13 @@ def _half_only(what: str, dtype) -> str | None:
     return None
 
 
+# baselines is imported inside the availability checks: importing the registry (bench.common.timings does, for the
+# method kinds) must not need it, so a broken baselines import only turns the softmax and peer cells into error rows
+
+
 def _flash_attn(device: torch.device, dtype=None) -> str | None:
+    from baselines import flash_attn_available
+
     if device.type != "cuda":
         return f"needs a CUDA device (device is {device.type})"
     if not flash_attn_available():
@@ -64,6 +69,8 @@ def _flash_attn(device: torch.device, dtype=None) -> str | None:
 
 
 def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None) -> str | None:
+    from baselines.attention import SDPA_BACKENDS
+
     enum = SDPA_BACKENDS[backend]
     if not hasattr(torch.nn.attention.SDPBackend, enum):
         return f"torch {torch.__version__} has no SDPBackend.{enum}"
@@ -76,53 +83,68 @@ def _sdpa_pinned(backend: str, cuda_only: bool, device: torch.device, dtype=None
     return None
 
 
+def _cuda(device: torch.device, dtype=None) -> str | None:
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device (device is {device.type})"
+    return None
+
+
 def _triton(device: torch.device, dtype=None) -> str | None:
     from wavefield_core.triton_scan import triton_available
 
-    return "the Triton kernels take float32, bfloat16 or float16" if dtype == torch.float64 else \
-        triton_available(device)
+    if dtype == torch.float64:
+        return "the Triton kernels take float32, bfloat16 or float16"
+    return triton_available(device)
 
 
 def _compiler(device: torch.device, dtype=None) -> str | None:
     """torch.compile's inductor needs a C++ compiler on CPU and triton on CUDA."""
     if device.type == "cuda":
-        return None if importlib.util.find_spec("triton") else \
-            "torch.compile on CUDA needs triton, which is not installed"
+        if importlib.util.find_spec("triton") is None:
+            return "torch.compile on CUDA needs triton, which is not installed"
+        return None
     cxx = os.environ.get("CXX", "g++")
-    return None if shutil.which(cxx) or shutil.which("c++") else \
-        f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
+    if shutil.which(cxx) is None and shutil.which("c++") is None:
+        return f"torch.compile on CPU needs a C++ compiler ({cxx} not found)"
+    return None
 
 
-def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", compiled: bool = False,
-          default: bool = True, **fields) -> Method:
-    bind = dict(path=path, v_layout=v_layout, compiled=compiled)
-    fields.setdefault("why_unavailable", _compiler if compiled else _always)
-    return Method(name, "wave", description, partial(builders.build_wave, **bind),
-                  partial(budget.wave_memory, path=path), partial(costs.method_cost, "wave", path),
-                  partial(builders.check_wave, **bind), default=default, uses_stride=True,
-                  integer_stride=path != "field", **fields)
+def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True, levels=LEVELS,
+          compiled: bool = False, tier: int = EXTRA, why_unavailable=None) -> Method:
+    if why_unavailable is None:
+        why_unavailable = _compiler if compiled else _always
+    return Method(name, "wave", description,
+                  build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
+                  memory=partial(budget.wave_memory, path=path),
+                  cost=partial(costs.method_cost, "wave", path),
+                  check=partial(builders.check_wave, path=path, v_layout=v_layout, compiled=compiled),
+                  why_unavailable=why_unavailable, default=default, levels=levels, tier=tier,
+                  uses_stride=True, integer_stride=path != "field")
 
 
-def _softmax(name: str, impl: str, backend: str | None, description: str, available, **fields) -> Method:
-    bind = dict(impl=impl, sdpa_backend=backend)
-    return Method(name, "softmax", description, partial(builders.build_softmax, **bind),
-                  partial(budget.softmax_memory, **bind), partial(costs.method_cost, "softmax", None),
-                  partial(builders.check_softmax, **bind), available, **fields)
+def _softmax(name: str, impl: str, backend: str | None, description: str, available, default: bool = False,
+             tier: int = EXTRA) -> Method:
+    return Method(name, "softmax", description,
+                  build=partial(builders.build_softmax, impl=impl, sdpa_backend=backend),
+                  memory=partial(budget.softmax_memory, impl=impl, sdpa_backend=backend),
+                  cost=partial(costs.method_cost, "softmax", None),
+                  check=partial(builders.check_softmax, impl=impl, sdpa_backend=backend),
+                  why_unavailable=available, default=default, tier=tier)
 
 
 def _graphed(base: Method, description: str) -> Method:
     """base's core cells replayed from a CUDA graph: what the GPU executes, without per-call host overhead."""
-    def on_cuda(device: torch.device, dtype=None) -> str | None:
-        return None if device.type == "cuda" else f"CUDA graphs need a CUDA device (device is {device.type})"
     return replace(base, name=f"{base.name}-graphed", description=description, default=False, tier=EXTRA,
-                   levels=("core",), why_unavailable=on_cuda,
-                   build=partial(builders.build_graphed, build=base.build.func, **base.build.keywords))
+                   levels=("core",), why_unavailable=_cuda, build=partial(builders.build_graphed, build=base.build))
 
 
 def _floor(name: str, path: str, description: str) -> Method:
-    return Method(name, "reference", description, *(partial(fn, path=path) for fn in (
-        builders.build_floor, budget.floor_memory, costs.floor_cost, builders.check_floor)),
-        why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
+    return Method(name, "reference", description,
+                  build=partial(builders.build_floor, path=path),
+                  memory=partial(budget.floor_memory, path=path),
+                  cost=partial(costs.floor_cost, path=path),
+                  check=partial(builders.check_floor, path=path),
+                  why_unavailable=_always, levels=("core",), passes=("fwd",), tier=HEADLINE, uses_stride=True)
 
 
 PINNED_SDPA = [("flash", False, "SDPA pinned to its flash kernel (cpu-flash on CPU)"),
@@ -168,8 +190,10 @@ def chosen_methods(methods, floor: bool) -> list[str]:
 
 def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     """DEFAULT_METHODS, and softmax-flash-attn (the strongest softmax baseline) where it runs: CUDA bf16/fp16."""
-    flash = METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None
-    return [*DEFAULT_METHODS, *(["softmax-flash-attn"] if flash else [])]
+    names = list(DEFAULT_METHODS)
+    if METHODS["softmax-flash-attn"].why_unavailable(device, dtype) is None:
+        names.append("softmax-flash-attn")
+    return names
 
 
 def stride_refusal(stride: float, names) -> str | None:
@@ -188,6 +212,10 @@ def stride_refusal(stride: float, names) -> str | None:
 
 def method_table(device: torch.device) -> list[list[str]]:
     """Rows for --list-methods: name, kind, levels, passes, default, available here (or why not)."""
-    return [[m.name, m.kind, ",".join(m.levels), ",".join(m.passes), "yes" if m.default or m.name in FLOOR_METHODS
-             else "", "yes" if (why := m.why_unavailable(device)) is None else f"no: {why}", m.description]
-            for m in METHODS.values()]
+    rows = []
+    for m in METHODS.values():
+        why = m.why_unavailable(device)
+        rows.append([m.name, m.kind, ",".join(m.levels), ",".join(m.passes),
+                     "yes" if m.default or m.name in FLOOR_METHODS else "",
+                     "yes" if why is None else f"no: {why}", m.description])
+    return rows
