@@ -87,12 +87,15 @@ class Sweep:
         names = chosen_methods(self.cfg.methods, self.cfg.floor)
         mine = [g for g in groups(self.cfg.levels, self.cfg.passes, self.cfg.seq_lens)
                 if rank_of_group(g[2], self.cfg.seq_lens, self.world) == self.rank]
-
-        def todo(grp, phase: bool) -> list[str]:
-            spec = self.spec_for(*grp)
-            return [n for n in names if (self.registry[n].tier <= FIRST) == phase
-                    and self.registry[n].supports(*grp[:2]) and cell_key(n, spec) not in self.done]
-        return [(grp, todo_names) for phase in (True, False) for grp in mine if (todo_names := todo(grp, phase))]
+        out = []
+        for phase in (True, False):  # True: the HEADLINE and FIRST tiers (the methods answering published claims)
+            for grp in mine:
+                spec = self.spec_for(*grp)
+                todo = [n for n in names if (self.registry[n].tier <= FIRST) == phase
+                        and self.registry[n].supports(grp[0], grp[1]) and cell_key(n, spec) not in self.done]
+                if todo:
+                    out.append((grp, todo))
+        return out
 
     def _row(self, method: Method, spec: CellSpec, status: str, reason: str = "", **metrics) -> dict:
         cost = _safe_cost(method, spec)
@@ -166,13 +169,13 @@ class Sweep:
         spec, method = p.spec, p.method
         sec = res.median_ms / 1e3
         cost = _safe_cost(method, spec)
-        mb = lambda nbytes: None if nbytes is None else nbytes / 2**20  # noqa: E731
-        per_s = lambda attr, unit: getattr(cost, attr) / sec / unit if cost and sec > 0 else None  # noqa: E731
         metrics = {
             "median_ms": res.median_ms, "p20_ms": res.p20_ms, "p80_ms": res.p80_ms, "reps": res.reps,
             "peak_mem_mb": p.mem.peak_bytes / 2**20, "mem_method": self.mem_method, "backend": p.backend,
-            "reserved_mem_mb": mb(p.mem.reserved_bytes), "device_used_mb": mb(p.mem.device_used_bytes),
-            "tflops": per_s("flops", 1e12), "gbps": per_s("bytes", 1e9), "setup_s": p.spent_s,
+            "reserved_mem_mb": p.mem.reserved_bytes / 2**20 if p.mem.reserved_bytes is not None else None,
+            "device_used_mb": p.mem.device_used_bytes / 2**20 if p.mem.device_used_bytes is not None else None,
+            "tflops": cost.flops / sec / 1e12 if cost and sec > 0 else None,
+            "gbps": cost.bytes / sec / 1e9 if cost and sec > 0 else None, "setup_s": p.spent_s,
             "roofline_frac": costs.roofline_frac(cost, sec, self.peak, method.kind, self.cfg.dtype) if cost else None,
             "over_mem_bound": costs.over_memory_bound(cost, sec, self.copy_bw),
             "copy_gbps": self.copy_bw / 1e9 if self.copy_bw else None,
@@ -180,19 +183,23 @@ class Sweep:
         self.predictor.record((method.name, spec.level, spec.pass_), spec.seq_len, sec)
         return self._row(method, spec, "ok", p.note, **metrics)
 
-    def _gate(self, method: Method, spec: CellSpec):
+    def _gate(self, method: Method, spec: CellSpec) -> "dict | Decision":
         """The row of a cell that will not be timed, or the budget decision of one that will."""
-        if (why := method.why_unavailable(self.device, self.dtype)) is not None:
+        why = method.why_unavailable(self.device, self.dtype)
+        if why is not None:
             return self._row(method, spec, "skipped", f"not available here: {why}")
-        # budgets first: a cell that will not be timed costs no correctness check either. Protected: a cell that
-        # answers a published claim (the claims are forward operation counts; a backward on CPU would cost minutes)
-        cost_at = lambda n: _safe_cost(method, spec.at(seq_len=n)) or costs.Cost(0.0, 0.0)  # noqa: E731
+
+        # budgets first: a cell that will not be timed costs no correctness check either
+        def cost_at(n: int) -> costs.Cost:
+            return _safe_cost(method, spec.at(seq_len=n)) or costs.Cost(0.0, 0.0)
         now = time.perf_counter()
-        decision = self.predictor.decide(
-            (method.name, spec.level, spec.pass_), spec.seq_len, method.kind, method.memory(spec),
-            lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes, elapsed_s=now - self._t0,
-            share_left_s=None if self._share_end is None else self._share_end - now,
-            protected=method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd")
+        share_left = None if self._share_end is None else self._share_end - now
+        # protected: a cell that answers a published claim (the claims are forward operation counts); its backward on
+        # CPU would cost minutes at 32K
+        protected = method.tier == HEADLINE and spec.level == "core" and spec.pass_ == "fwd"
+        decision = self.predictor.decide((method.name, spec.level, spec.pass_), spec.seq_len, method.kind,
+                                         method.memory(spec), lambda n: cost_at(n).flops, lambda n: cost_at(n).bytes,
+                                         elapsed_s=now - self._t0, share_left_s=share_left, protected=protected)
         if not decision.run:
             est_mb = decision.bytes / 2**20 if decision.bytes == decision.bytes else None
             return self._row(method, spec, "skipped", decision.reason, peak_mem_mb=est_mb,
@@ -204,14 +211,20 @@ class Sweep:
             return self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
                              f"about {gb(need)} > memory budget {self.cfg.mem_budget_gb:g} GB")
         ok, reason = self._check(method, spec)
-        return decision if ok else self._row(method, spec, "error", reason)
+        if not ok:
+            return self._row(method, spec, "error", reason)
+        return decision
 
     def run_group(self, level: str, pass_: str, n: int, names: list[str]) -> None:
         spec = self.spec_for(level, pass_, n)
         prepared: dict[str, _Prepared] = {}
         for name in names:
-            gate = self._gate(self.registry[name], spec)
-            got = gate if isinstance(gate, dict) else self._prepare(self.registry[name], spec, gate)
+            method = self.registry[name]
+            gate = self._gate(method, spec)
+            if isinstance(gate, dict):  # not timed: its row
+                self._emit(gate)
+                continue
+            got = self._prepare(method, spec, gate)
             if isinstance(got, dict):
                 self._emit(got)
             else:
@@ -256,9 +269,10 @@ class Sweep:
             with contextlib.suppress(Exception):  # no bound then (copy_bw None); the cells still run
                 self.copy_bw = costs.copy_bandwidth(self.device)
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs get one line per cell)
-        self._bar = tqdm(total=sum(len(names) for _, names in todo), unit="cell", file=sys.stderr, dynamic_ncols=True,
-                         position=self.rank, disable=None if self.progress else True,
-                         desc=f"rank {self.rank} scaling" if self.world > 1 else "scaling")
+        total = sum(len(names) for _, names in todo)
+        prefix = f"rank {self.rank} " if self.world > 1 else ""
+        self._bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True, position=self.rank,
+                         disable=None if self.progress else True, desc=f"{prefix}scaling")
         segments = list(dict.fromkeys((lv, p) for (lv, p, _n), _names in todo))
         try:
             for (level, pass_, n), names in todo:
