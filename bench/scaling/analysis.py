@@ -24,9 +24,14 @@ def waves(methods) -> list[str]:
 def pairs(sub: pd.DataFrame, methods) -> list[tuple[str, str, pd.Series, pd.Series]]:
     """(wave method, baseline, wave ms, baseline ms) of every pair over the lengths both have ok; a wave method's
     baselines are softmax attention and the sub-quadratic peers."""
-    found = [(w, s, ok_series(sub, w), ok_series(sub, s)) for w in waves(methods) for s in methods
-             if method_kind(s) in ("softmax", "peer")]
-    return [(w, s, tw[common], ts[common]) for w, s, tw, ts in found for common in [tw.index.intersection(ts.index)]]
+    baselines = [m for m in methods if method_kind(m) in ("softmax", "peer")]
+    out = []
+    for w in waves(methods):
+        for s in baselines:
+            tw, ts = ok_series(sub, w), ok_series(sub, s)
+            common = tw.index.intersection(ts.index)
+            out.append((w, s, tw[common], ts[common]))
+    return out
 
 
 def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[float]) -> dict[str, Any]:
@@ -78,13 +83,17 @@ def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
                          for w, s, tw, ts in found}, index=pd.Index(ns, name="N"))
 
 
+def _num(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
 def _fit_cells(fit: dict) -> list[str]:
+    """A fit's exponent, R^2 and lengths (with the point count)."""
     k, lengths = fit["points"], "no ok cell"
-    num = lambda x, digits: f"{x:.{digits}f}" if math.isfinite(x) else "n/a"  # noqa: E731
     if k:
         lo, hi = int(fit["n_min"]), int(fit["n_max"])
         lengths = (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
-    return [num(fit["slope"], 2), num(fit["r2"], 3), lengths]
+    return [_num(fit["slope"], 2), _num(fit["r2"], 3), lengths]
 
 
 def _section(intro: str, head: list[str], rows: list) -> list[str] | None:
@@ -125,6 +134,14 @@ def crossover_lines(level, pas, cfg, sub) -> list[str] | None:
     return _section(panel_heading(level, pas, cfg), head, rows)
 
 
+def _floor_verdict(n: int, ratio: float, target: float) -> str:
+    if math.isnan(ratio):
+        return ""
+    if not FLOOR_RANGE[0] <= n <= FLOOR_RANGE[1]:
+        return "(outside target range)"
+    return "pass" if ratio <= target else "miss"
+
+
 def floor_lines(sub: pd.DataFrame) -> list[str] | None:
     """Section 5: wave / fft-floor and wave-field / fft-floor-field at core fwd, with targets."""
     present = [(w, f, tgt) for w, f, tgt in FLOOR_PAIRS if (sub["method"] == f).any() and (sub["method"] == w).any()]
@@ -135,9 +152,7 @@ def floor_lines(sub: pd.DataFrame) -> list[str] | None:
     for w, f, tgt in present:
         ratio = (ok_series(sub, w) / ok_series(sub, f)).reindex(ns)  # NaN unless both are ok
         out[f"{w} / {f}"] = ratio.map(fmt_x)
-        out[f"{w} <= {tgt}x"] = ["" if math.isnan(r) else ("pass" if r <= tgt else "miss")
-                                 if FLOOR_RANGE[0] <= n <= FLOOR_RANGE[1] else "(outside target range)"
-                                 for n, r in ratio.items()]
+        out[f"{w} <= {tgt}x"] = [_floor_verdict(n, r, tgt) for n, r in ratio.items()]
     targets = "; ".join(f"{w} within {tgt}x of {f}" for w, f, tgt in present)
     return [f"Target for N = {FLOOR_RANGE[0]}..{FLOOR_RANGE[1]}: {targets} (the bare rfft + multiply + irfft "
             "at the same FFT size, measured in this run). Ratio = method median / floor median.", "",
@@ -199,19 +214,24 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
     core = cells[(cells["level"] == "core") & (cells["pass"] == "fwd")]
     if core["config"].nunique() > 1:  # several shapes: use the most common one
         core = core[core["config"] == core["config"].value_counts().index[0]]
-    shape, sources = {}, {}
+    shape, sources = {}, []
     for name, default in (("batch", 1), ("heads", 8), ("head_dim", 64)):
-        v, src, col = env_get(env, name), "env.json", core[name].dropna()
+        v, src = env_get(env, name), "env.json"
         try:
             v = None if v is None else int(v[0] if isinstance(v, (list, tuple)) else v)
         except (TypeError, ValueError):
             v = None
+        if v is None and core[name].notna().any():
+            v, src = int(core[name].dropna().mode().iloc[0]), "timings.csv"
         if v is None:
-            v, src = (int(col.mode().iloc[0]), "timings.csv") if len(col) else (default, "a default")
-        shape[name], sources[src] = v, None
-    measured: dict[int, dict[str, object]] = {n: {} for n in lengths}
+            v, src = default, "a default"
+        shape[name] = v
+        if src not in sources:
+            sources.append(src)
+    measured: dict[int, dict[str, object]] = {}
     for n in lengths:
         at_n = core[core["seq_len"] == n]
+        measured[n] = {}
         for s in ("softmax-naive", "softmax-sdpa"):
             base = s
             if s == "softmax-sdpa" and not (at_n["method"] == s).any():
@@ -224,6 +244,8 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
             missing = [f"{m}: no row at N={n}" for m, r in rows.items() if r.empty]
             bad = [f"{r['status'].iloc[0]}: {m}" + (f", {r['reason'].iloc[0]}" if r["reason"].iloc[0] else "")
                    for m, r in rows.items() if not r.empty and r["status"].iloc[0] != "ok"]
-            measured[n][s] = f"not measured ({'; '.join(bad + missing)})" if missing or bad else \
-                float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
+            if missing or bad:
+                measured[n][s] = f"not measured ({'; '.join(bad + missing)})"
+            else:
+                measured[n][s] = float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
     return measured, shape["batch"], shape["heads"], shape["head_dim"], "from " + " and ".join(sources)
