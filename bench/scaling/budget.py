@@ -22,13 +22,18 @@ ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
 FIT_POINTS = 3
 
 
-def secs(x: float, unit: str = "s") -> str:
-    """'3.2 s'; below 1 two significant digits ('0.008 s > 0.0004 s left', where one decimal compared 0.0 with 0)."""
+def _two_sig(x: float, unit: str) -> str:
+    """'3.2 s', '34.4 GB'; below 1 two significant digits ('0.008 s > 0.0004 s left', '0.0027 GB', where one
+    decimal compared 0.0 with 0)."""
     return f"{x:.1f} {unit}" if x >= 1 else f"{x:.2g} {unit}"
 
 
+def secs(seconds: float) -> str:
+    return _two_sig(seconds, "s")
+
+
 def gb(nbytes: float) -> str:
-    return secs(nbytes / 1e9, "GB")
+    return _two_sig(nbytes / 1e9, "GB")
 
 
 @dataclass
@@ -134,7 +139,10 @@ def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
         params = 6 * d_model * d_model * spec.elem
         return core + (8 if spec.pass_ == "fwd" else 16) * act + 3 * params
     # model: float32 weights (+ grad + AdamW state), activations per layer, logits (+ float32 copy)
-    layers, act, ffn, logits = spec.model_layers, b * n * d_model * 4, b * n * spec.d_ff * 4, b * n * spec.vocab * 4
+    layers = spec.model_layers
+    act = b * n * d_model * 4
+    ffn = b * n * spec.d_ff * 4
+    logits = b * n * spec.vocab * 4
     params = (layers * (6 * d_model * d_model + 2 * d_model * spec.d_ff) + spec.vocab * d_model) * 4
     if spec.pass_ == "fwd":
         return core + 10 * act + 2 * ffn + 3 * logits + params
@@ -146,7 +154,8 @@ def wave_memory(spec: CellSpec, path: str) -> float:
         """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex) and the irfft
         output (M reals), L = N (token) or G (field)."""
         length, m = conv_length(n, spec.field_stride, path)  # scan: bounded by the token path's
-        rows, unit, f32 = b * h * d, b * h * n * d * elem, b * h * n * d * 4
+        rows = b * h * d
+        unit, f32 = b * h * n * d * elem, b * h * n * d * 4  # one (B, H, N, d) tensor of the dtype, of float32
         fft = rows * ((m // 2 + 1) * 8 + m * 4)  # spectrum + irfft output
         field = rows * length * 4
         return 4 * unit + 3 * f32 + field + fft if pass_ == "fwd" else 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
