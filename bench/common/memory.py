@@ -41,6 +41,8 @@ class PeakMemory:
 def nvml_used_bytes(device: torch.device) -> int | None:
     """The device's used memory according to NVML (what nvidia-smi shows), or None without NVML."""
     nv = nvml()
+    if nv is None:
+        return None
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
         try:  # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: by UUID first
@@ -48,7 +50,7 @@ def nvml_used_bytes(device: torch.device) -> int | None:
         except nv.NVMLError:
             handle = nv.nvmlDeviceGetHandleByIndex(index)
         return int(nv.nvmlDeviceGetMemoryInfo(handle).used)
-    except Exception:  # noqa: BLE001 - no NVML (nv is None), pynvml.NVMLError, lookups that differ between drivers
+    except Exception:  # noqa: BLE001 - pynvml.NVMLError, lookups that differ between drivers
         return None
 
 
@@ -68,37 +70,51 @@ def high_water(deltas: list[int]) -> int:
     return int(np.cumsum(deltas, dtype=np.int64).max(initial=0))
 
 
-def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
-    """Peak bytes that one call of fn allocates above what was alive before it."""
-    if device.type == "cuda":
-        free_memory(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        out = fn()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        used = nvml_used_bytes(device)  # while the output is still alive
-        return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
+def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
+    free_memory(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    used = nvml_used_bytes(device)
+    del out  # after NVML's reading: the output counts as used memory
+    return PeakMemory(max(0, int(peak)), int(torch.cuda.max_memory_reserved(device)), CUDA_METHOD, used)
+
+
+def _memory_events(prof) -> list[tuple[int, int]]:
+    """(time_ns, signed bytes) of every CPU allocation/free event the profiler saw, in time order."""
+    try:
+        events = [(int(e.start_ns()), int(e.nbytes())) for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    except (AttributeError, RuntimeError):  # a torch without kineto event access
+        events = [(int(e.time_range.start * 1e3), int(e.cpu_memory_usage)) for e in prof.events()
+                  if e.name == "[memory]"]
+    return sorted(events, key=lambda t: t[0])
+
+
+def _cpu_peak(fn: Callable[[], object]) -> PeakMemory:
     from torch.profiler import ProfilerActivity, profile
 
     # no gc.collect(): refcounting freed the previous cell's tensors; a full collection costs ~0.1 s on a small CPU
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
         out = fn()
         del out  # freeing the output inside the window keeps the event stream balanced
-    try:  # (time_ns, signed bytes) of every CPU allocation/free event the profiler saw
-        events = [(int(e.start_ns()), int(e.nbytes())) for e in prof.profiler.kineto_results.events()
-                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    except (AttributeError, RuntimeError):  # a torch without kineto event access
-        events = [(int(e.time_range.start * 1e3), int(e.cpu_memory_usage)) for e in prof.events()
-                  if e.name == "[memory]"]
-    return PeakMemory(high_water([b for _, b in sorted(events, key=lambda t: t[0])]), None, CPU_METHOD)
+    return PeakMemory(high_water([b for _, b in _memory_events(prof)]), None, CPU_METHOD)
 
 
 @functools.cache
 def prepare_profiler() -> None:
     """Pay the profiler's one-time start-up (about 2 s on a small CPU) outside any measured cell."""
-    measure_peak(lambda: None, torch.device("cpu"))
+    _cpu_peak(lambda: None)
+
+
+def measure_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
+    """Peak bytes that one call of fn allocates above what was alive before it."""
+    if device.type == "cuda":
+        return _cuda_peak(fn, device)
+    return _cpu_peak(fn)
 
 
 class JobPeak:
@@ -141,7 +157,9 @@ class JobPeak:
 
 def available_bytes(device: torch.device) -> int:
     """Memory a new allocation can get: free GPU memory, or the RAM psutil calls available."""
-    return int(torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else psutil.virtual_memory().available)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)
 
 
 def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
