@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,17 +47,24 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
                        for v in df[names[0]].dropna() if str(v) not in ("", "nan")})
         return ", ".join(vals) or "unknown"
 
-    e = partial(env_get, env)
     items = [
-        ("run", run_dir.resolve().name), ("git", f"{sha} ({dirty_txt})"), ("created", e("created", default="unknown")),
-        ("command", f"`{command_line(env)}`"), ("device", known("device")), ("GPU", gpu_txt),
-        ("CPU", f"{e('cpu_model', default='unknown')}, {e('cpu_cores_physical', default='?')} physical / "
-                f"{e('cpu_cores_logical', default='?')} logical cores, {e('ram_total_gb', default='?')} GB RAM"),
-        ("torch threads", e("torch_threads", "threads", default="unknown")),
-        ("software", f"python {e('python', default='?')}, torch {e('torch', default='?')}, "
-                     f"CUDA {e('cuda', default='none')}, cuDNN {e('cudnn', default='none')}"),
-        ("dtype", known("dtype")), ("batch / heads / head_dim", " / ".join(map(known, ("batch", "heads", "head_dim")))),
-        ("memory method", known("mem_method", "memory_method")), ("seed", e("seed", default="unknown")),
+        ("run", run_dir.resolve().name),
+        ("git", f"{sha} ({dirty_txt})"),
+        ("created", env_get(env, "created", default="unknown")),
+        ("command", f"`{command_line(env)}`"),
+        ("device", known("device")),
+        ("GPU", gpu_txt),
+        ("CPU", f"{env_get(env, 'cpu_model', default='unknown')}, "
+                f"{env_get(env, 'cpu_cores_physical', default='?')} physical / "
+                f"{env_get(env, 'cpu_cores_logical', default='?')} logical cores, "
+                f"{env_get(env, 'ram_total_gb', default='?')} GB RAM"),
+        ("torch threads", env_get(env, "torch_threads", "threads", default="unknown")),
+        ("software", f"python {env_get(env, 'python', default='?')}, torch {env_get(env, 'torch', default='?')}, "
+                     f"CUDA {env_get(env, 'cuda', default='none')}, cuDNN {env_get(env, 'cudnn', default='none')}"),
+        ("dtype", known("dtype")),
+        ("batch / heads / head_dim", " / ".join(known(k) for k in ("batch", "heads", "head_dim"))),
+        ("memory method", known("mem_method", "memory_method")),
+        ("seed", env_get(env, "seed", default="unknown")),
         ("rows", f"{len(df)} in timings.csv; statuses: "
                  + (", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none")),
     ]
@@ -91,7 +97,8 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
         mem_how = ", ".join(sorted({m for m in sub.loc[sub["status"] == "ok", "mem_method"] if m})) \
             or "method not recorded"
         part(f"Peak memory, MB ({mem_how}):", _grid(sub, methods, lambda r: fmt(r["peak_mem_mb"])))
-    if (sp := speedup_table(sub, methods)) is not None:
+    sp = speedup_table(sub, methods)
+    if sp is not None:
         part("Speedup of each wave method over each softmax and peer method = that method's median ms / wave median "
              "ms (> 1x: wave is faster):", sp)
     if sub["tflops"].notna().any():
@@ -135,12 +142,16 @@ def write_summary(run_dir: Path, plots: bool = False) -> Path:
     groups = panels(cells)
 
     lines += ["## 2. Measurements per level and pass", ""]
-    lines += [ln for g in groups for ln in measurement_lines(*g, env, run_dir)] or ["No rows in timings.csv yet.", ""]
+    if not groups:
+        lines += ["No rows in timings.csv yet.", ""]
+    for level, pas, cfg, sub in groups:
+        lines += measurement_lines(level, pas, cfg, sub, env, run_dir)
 
     lines += ["## 3. Scaling exponents", "", "Slope of log(median ms) against log(N) by least squares over the ok "
               "cells. On short lengths fixed overheads flatten the slope, so the slope over the upper half of the "
               "lengths is also given when there are at least 4 points.", ""]
-    lines += [ln for g in groups for ln in scaling_lines(*g)]
+    for level, pas, cfg, sub in groups:
+        lines += scaling_lines(level, pas, cfg, sub)
 
     lines += ["## 4. Crossover lengths", "", "The length from which each wave method stays faster than each softmax "
               "and peer method: the first measured length of the final all-faster run, and the crossing interpolated "
