@@ -42,8 +42,11 @@ def softmax_flops(b: int, h: int, n: int, d: int, pass_: str, causal: bool = Tru
 
 def wave_flops(b: int, h: int, n: int, d: int, m: int, pass_: str) -> float:
     """The long convolution of B H d rows plus the kernel's own FFT (H rows), both again in the backward."""
-    conv, kern = fft_conv_flops(b * h * d, m), rfft_flops(h, m)
-    return conv + kern if pass_ == "fwd" else conv * (1.0 + WAVE_BWD_FACTOR) + 2.0 * kern
+    conv = fft_conv_flops(b * h * d, m)
+    kern = rfft_flops(h, m)
+    if pass_ == "fwd":
+        return conv + kern
+    return conv * (1.0 + WAVE_BWD_FACTOR) + 2.0 * kern
 
 
 def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> float:
@@ -58,12 +61,16 @@ def scan_flops(b: int, h: int, n: int, d: int, pass_: str, chunk: int = 32) -> f
 def mixing_cost(kind: str, path: str | None, b: int, h: int, n: int, d: int, elem: int, pass_: str,
                 stride: float = 4.0) -> Cost:
     """The core level: the sequence mixer on ready (B, H, N, d) inputs (softmax: q, k, v; wave: k, v)."""
-    nbytes = (4 if kind == "softmax" else 3) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)  # inputs and y
+    n_in = 3 if kind == "softmax" else 2
+    nbytes = (n_in + 1) * b * h * n * d * elem * (1 if pass_ == "fwd" else 2)  # the inputs read, y written
     if kind == "softmax":
         return Cost(softmax_flops(b, h, n, d, pass_), nbytes)
-    if path in ("scan", "triton"):  # triton: the same chunked recurrence, chunks of 64 tokens below fp32 (its _config)
-        return Cost(scan_flops(b, h, n, d, pass_, chunk=64 if path == "triton" and elem != 4 else 32), nbytes)
-    return Cost(wave_flops(b, h, n, d, conv_length(n, stride, path or "token")[1], pass_), nbytes)
+    if path == "scan":
+        return Cost(scan_flops(b, h, n, d, pass_), nbytes)
+    if path == "triton":  # the same chunked recurrence, no FFT; chunks of 32 tokens in fp32, else 64 (its _config)
+        return Cost(scan_flops(b, h, n, d, pass_, chunk=32 if elem == 4 else 64), nbytes)
+    m = conv_length(n, stride, path or "token")[1]
+    return Cost(wave_flops(b, h, n, d, m, pass_), nbytes)
 
 
 def model_matmul_params(layer_params: int, d_model: int, n_layers: int, d_ff: int, vocab: int,

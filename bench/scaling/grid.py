@@ -110,8 +110,11 @@ def row_key(row: dict) -> tuple[str, ...]:
 
 def length_grid(min_len: int, max_len: int) -> list[int]:
     """min_len, 2 min_len, 4 min_len, ... up to max_len; max_len itself is added if not on the grid."""
-    lens = [min_len * 2**i for i in range((max_len // min_len).bit_length())]  # min_len * 2**i <= max_len
-    return lens + ([max_len] if lens[-1] != max_len else [])
+    # min_len * 2**i <= max_len exactly while 2**i <= max_len // min_len
+    lens = [min_len * 2**i for i in range((max_len // min_len).bit_length())]
+    if lens[-1] != max_len:
+        lens.append(max_len)
+    return lens
 
 
 def groups(levels: list[str], passes: list[str], seq_lens: list[int]) -> list[tuple[str, str, int]]:

@@ -52,9 +52,11 @@ def read_header(path: Path) -> list[str]:
 def finished_rows(run_dir: Path) -> list[dict]:
     """Every row already written in a run folder: timings.csv plus any unmerged part files."""
     run_dir = Path(run_dir)
-    parts = sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv"))  # none when there is no parts/
+    rows = read_rows(run_dir / CSV_NAME)
+    for part in sorted((run_dir / PARTS_DIR).glob("timings.rank*.csv")):  # none when there is no parts/
+        rows.extend(read_rows(part))
     first: dict = {}  # one row per key; the first one written wins (a finished cell is never measured twice)
-    for row in (row for path in [run_dir / CSV_NAME, *parts] for row in read_rows(path)):
+    for row in rows:
         first.setdefault(row_key(row), row)
     return list(first.values())
 
@@ -63,8 +65,8 @@ def merge_parts(run_dir: Path) -> Path:
     """Rank 0 after the barrier: fold the part files into timings.csv (keeping its rows) in run order, delete them."""
     run_dir = Path(run_dir)
     final = run_dir / CSV_NAME
-    rows = sorted(finished_rows(run_dir), key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]),
-                                                          int(r["seq_len"]), r["method"]))
+    rows = finished_rows(run_dir)
+    rows.sort(key=lambda r: (LEVELS.index(r["level"]), PASSES.index(r["pass"]), int(r["seq_len"]), r["method"]))
     CsvLog(final, COLUMNS, _fmt).rewrite(rows)
     for part in (run_dir / PARTS_DIR).glob("timings.rank*.csv"):  # none when there is no parts/
         part.unlink()
