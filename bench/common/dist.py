@@ -22,8 +22,13 @@ class Dist:
     local_world: int = 1
     backend: str | None = None
 
-    enabled = property(lambda self: self.world > 1)
-    is_main = property(lambda self: self.rank == 0)
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
     def join(self, device_type: str) -> "Dist":
         if not self.enabled:

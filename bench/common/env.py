@@ -47,15 +47,18 @@ def nvml():
 def gpu_info() -> list[dict[str, Any]]:
     """GPU name, driver and memory from NVML, as nvidia-smi shows them; else torch's view."""
     nv = nvml()
-    try:
-        driver = nv.nvmlSystemGetDriverVersion()
-        return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
-                 "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
-                for i, h in enumerate(map(nv.nvmlDeviceGetHandleByIndex, range(nv.nvmlDeviceGetCount())))]
-    except Exception:  # noqa: BLE001 - no NVML (nv is None) or pynvml.NVMLError
-        props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
-        return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
-                for i, p in enumerate(props)]
+    if nv is not None:
+        try:
+            driver = nv.nvmlSystemGetDriverVersion()
+            handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+            return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
+                     "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
+                    for i, h in enumerate(handles)]
+        except Exception:  # noqa: BLE001 - pynvml.NVMLError: torch's view below
+            pass
+    props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
+    return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
+            for i, p in enumerate(props)]
 
 
 def cpu_model() -> str:
@@ -85,8 +88,11 @@ def collect_env(argv: list[str] | None = None, seed: int | None = None, **extra:
 
 def env_get(env: dict[str, Any], *names: str, default: Any = None) -> Any:
     """The first present, non-empty key among `names`, at the top level or one dict below."""
-    scopes = [env] + [v for v in env.values() if isinstance(v, dict)]
-    return next((s[n] for s in scopes for n in names if s.get(n) not in (None, "", [], {})), default)
+    for scope in [env] + [v for v in env.values() if isinstance(v, dict)]:
+        for name in names:
+            if scope.get(name) not in (None, "", [], {}):
+                return scope[name]
+    return default
 
 
 def device_tag(device: torch.device) -> str:

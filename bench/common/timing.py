@@ -73,8 +73,9 @@ def warm_up(fn: Fn, device: torch.device, calls: int = 1, clock: Callable[[], fl
 
 def calibrate_inner(est_call_s: float, rep_target_s: float) -> int:
     """Calls per repetition so that one repetition lasts about rep_target_s (1 to 1000)."""
-    ok = math.isfinite(est_call_s) and est_call_s > 0
-    return max(1, min(1000, math.ceil(rep_target_s / est_call_s))) if ok else 1
+    if not math.isfinite(est_call_s) or est_call_s <= 0:
+        return 1
+    return max(1, min(1000, math.ceil(rep_target_s / est_call_s)))
 
 
 @dataclass
@@ -91,9 +92,10 @@ class _Slot:
         n = len(self.samples)
         if n >= policy.max_reps:
             return "max_reps"
-        over, cap = self.spent_s + self.est_rep_s, policy.max_cell_s
-        if cap is not None and n >= 1 and ((n >= policy.budget_min_reps and over > cap) or over > 2 * cap):
-            return "budget"
+        if policy.max_cell_s is not None and n >= 1:
+            over = self.spent_s + self.est_rep_s
+            if (n >= policy.budget_min_reps and over > policy.max_cell_s) or over > 2 * policy.max_cell_s:
+                return "budget"
         if n >= policy.min_reps and self.timed_s >= policy.min_run_time:
             return "target"
         return None
@@ -115,9 +117,15 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
     {name: TimingResult or the exception it raised}. est_call_s: seconds per call from the caller's warm-up
     (a closure without one gets policy.warmup calls here); spent_s: wall seconds already spent per closure,
     counted against policy.max_cell_s; on_done(name, result) as soon as a closure finishes."""
-    est_call_s, spent_s, on_done = est_call_s or {}, spent_s or {}, on_done or (lambda name, res: None)
+    est_call_s, spent_s = est_call_s or {}, spent_s or {}
     slots: dict[str, _Slot] = {}
     results: dict[str, TimingResult | BaseException] = {}
+
+    def finish(name: str, res) -> None:
+        results[name] = res
+        if on_done is not None:
+            on_done(name, res)
+
     for name, fn in fns.items():
         est, spent = est_call_s.get(name), spent_s.get(name, 0.0)
         if est is None:
@@ -125,8 +133,7 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
             try:
                 est = warm_up(fn, device, policy.warmup, policy.clock)
             except Exception as exc:  # noqa: BLE001 - reported as this closure's result
-                results[name] = exc.with_traceback(None)
-                on_done(name, results[name])
+                finish(name, exc.with_traceback(None))
                 continue
             spent += time.perf_counter() - wall0
         inner = calibrate_inner(est, policy.rep_target_s)
@@ -146,6 +153,5 @@ def measure_interleaved(fns: dict[str, Fn], device: torch.device, policy: Timing
                 # drop the traceback: its frames hold the failed call's tensors (an OOM's memory)
                 res = exc.with_traceback(None)
             del slots[name]
-            results[name] = res
-            on_done(name, res)
+            finish(name, res)
     return results

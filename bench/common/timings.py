@@ -41,8 +41,12 @@ def method_kind(method: str) -> str:
 
 def order_methods(methods: Iterable[str]) -> list[str]:
     """Wave, softmax, peers, references, others; registry order inside each kind, then by name."""
-    known, kinds = {m: i for i, m in enumerate(_registry())}, {k: i for i, k in enumerate(KINDS)}
-    return sorted(set(methods), key=lambda m: (kinds.get(method_kind(m), len(kinds)), known.get(m, len(known)), m))
+    known = {m: i for i, m in enumerate(_registry())}
+    kinds = {k: i for i, k in enumerate(KINDS)}
+
+    def key(m: str) -> tuple[int, int, str]:
+        return kinds.get(method_kind(m), len(kinds)), known.get(m, len(known)), m
+    return sorted(set(methods), key=key)
 
 
 def config_label(get) -> str:
@@ -103,7 +107,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
 def _in_order(values: pd.Series, known: Sequence[str]) -> list[str]:
     """The distinct values, those of `known` first in its order, then the rest sorted."""
-    return sorted(set(values), key=lambda v: (known.index(v) if v in known else len(known), v))
+    present = set(values)
+    return [v for v in known if v in present] + sorted(present - set(known))
 
 
 def panels(cells: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
@@ -153,7 +158,8 @@ def fit_exponent(ns: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
         return out
     x, y = np.log(ns), np.log(ts)
     slope, icpt = np.polyfit(x, y, 1)
-    ss_tot, ss_res = float(((y - y.mean()) ** 2).sum()), float(((y - (slope * x + icpt)) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    ss_res = float(((y - (slope * x + icpt)) ** 2).sum())
     out.update(slope=float(slope), intercept=float(icpt), r2=1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan)
     return out
 
