@@ -92,12 +92,14 @@ def floor_kernel(spec: CellSpec, path: str, device: torch.device) -> torch.Tenso
 
 def core_cell(spec: CellSpec, forward: Callable[[], torch.Tensor], wrt: list[torch.Tensor], out_shape,
               backend: Callable[[], str]) -> Built:
-    """A core cell: forward() on inputs drawn by the caller (qkv(spec), the draw every method shares)."""
+    """A core cell: forward() on inputs the caller drew (from qkv(spec), the draw every method shares); `wrt` get
+    gradients at fwdbwd; backend() names the kernel that ran."""
     return Built(_pass_fn(spec, forward, wrt, out_shape), backend)
 
 
 def layer_cell(spec: CellSpec, layer: torch.nn.Module, backend: Callable[[], str]) -> Built:
-    """A layer cell: the layer (made after the cell's seed) on x (B, N, D) in the cell's dtype."""
+    """A layer cell: the layer (the caller makes it right after torch.manual_seed(spec.seed)) on x (B, N, D), both in
+    the cell's dtype; backend() names the kernel that ran."""
     layer.to(device=spec.device, dtype=spec.dtype)
     torch.manual_seed(spec.seed)
     x = _randn(spec, spec.batch, spec.seq_len, spec.d_model)  # (B, N, D)
@@ -106,7 +108,8 @@ def layer_cell(spec: CellSpec, layer: torch.nn.Module, backend: Callable[[], str
 
 
 def model_cell(spec: CellSpec, model: torch.nn.Module, backend: Callable[[], str]) -> Built:
-    """A model cell: the LM's loss (made after the cell's seed), fwdbwd a full AdamW training step."""
+    """A model cell: the LM's loss (the caller makes the LM right after torch.manual_seed(spec.seed)); fwdbwd is a
+    full AdamW training step; backend() names the kernel that ran."""
     model.to(spec.device)  # float32 weights, low precision through autocast
     torch.manual_seed(spec.seed)
     idx = torch.randint(0, spec.vocab, (spec.batch, spec.seq_len), device=spec.device)
