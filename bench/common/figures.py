@@ -38,15 +38,9 @@ def length_axis(ax) -> None:
     ax.set_xlabel("sequence length N (tokens)")
 
 
-def save(fig, path: Path, note: str = "", tight: bool = True, labels: tuple[str, str, str] = (), **margins) -> Path:
-    """Write the figure and close it; `note` (provenance, cells not drawn) in small grey type along the bottom;
-    `labels` (x label, y label, title) for a one-axes figure, which then also gets a grid and a legend.
+def save(fig, path: Path, note: str = "", tight: bool = True, **margins) -> Path:
+    """Write the figure and close it; `note` (provenance, cells not drawn) in small grey type along the bottom.
     Layout: `margins` (subplots_adjust) if given, else tight_layout (room for the note) unless `tight` is False."""
-    if labels:
-        xlabel, ylabel, title = labels
-        fig.gca().set(xlabel=xlabel, ylabel=ylabel, title=title)
-        fig.gca().grid(alpha=0.3)
-        fig.gca().legend()
     if note:
         fig.text(0.01, 0.01, note, fontsize=6.5, color="0.35", wrap=True, va="bottom")
     if margins:

@@ -285,6 +285,13 @@ PLOT_NAMES = ("val_loss_vs_tokens.png", "val_loss_vs_wall.png", "ratio_vs_tokens
               "final_metrics.png")
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Axis labels, title, grid and legend of a one-axes quality plot."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
 def _band(ax, x, ys, colour: str, label: str) -> None:
     """Mean line and a min..max band over seeds (ys: one list per x)."""
     mean = [sum(v) / len(v) for v in ys]
@@ -310,8 +317,9 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
                 continue
             x = [sum(float(c[i][xkey]) for c in runs) / len(runs) for i in range(n)]  # wall time: mean over seeds
             _band(ax, x, [[float(c[i]["loss"]) for c in runs] for i in range(n)], _color(m), m)
-        paths.append(save(fig, out / name, labels=(xlabel, "validation loss (nats/token)",
-                                                   "validation loss: mean over seeds, band = min..max")))
+        _label(ax, xlabel, "validation loss (nats/token)",
+               "validation loss: mean over seeds, band = min..max")
+        paths.append(save(fig, out / name))
 
     if "wave" in by and len(by) > 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -326,8 +334,9 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
         ax.axhline(pub["wave_ppl"] / pub["std_ppl"], color="black", linestyle="--",
                    label=f"published V3.5 {pub['key']}: {pub['wave_ppl'] / pub['std_ppl']:.2f}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
-        paths.append(save(fig, out / ratio_png, labels=("training tokens", "validation PPL ratio (> 1: wave worse)",
-                                                       "wave / baseline validation perplexity")))
+        _label(ax, "training tokens", "validation PPL ratio (> 1: wave worse)",
+               "wave / baseline validation perplexity")
+        paths.append(save(fig, out / ratio_png))
 
     lrs = {lr_of(r) for r in finals if not math.isnan(lr_of(r))}
     if len(lrs) > 1:
@@ -337,8 +346,9 @@ def write_plots(run_dir: Path, curves: list[dict], finals: list[dict], env: dict
                          if r["method"] == m and (seed0 is None or int(float(r["seed"])) == seed0))
             ax.plot([a for a, _ in pts], [b for _, b in pts], color=_color(m), marker="o", label=m)
         ax.set_xscale("log")
-        paths.append(save(fig, out / lr_png, labels=("peak learning rate", "best validation loss (nats/token)",
-                                                    f"learning-rate sweep (seed {seed0}, same budget)")))
+        _label(ax, "peak learning rate", "best validation loss (nats/token)",
+               f"learning-rate sweep (seed {seed0}, same budget)")
+        paths.append(save(fig, out / lr_png))
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for ax, (key, label, scale) in zip(axes, (("test_ppl", "test perplexity", 1.0), ("test_bpc", "test bits/char", 1.0),
