@@ -15,7 +15,7 @@
 #
 # Environment: PYTHON (default python), BENCH_JSON (where the run's JSON goes, default
 # results/scratch/regress/current.json), WAVEBENCH_CELL_S (timed seconds per cell, default 0.5).
-# The benchmark run took 76-106 s on the shared 2-core CPU here (73 s of CPU).
+# The benchmark run took 76-111 s on the shared 2-core CPU here (73 s of CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -69,8 +69,8 @@ def build_parser() -> ArgParser:
       "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
     a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
       "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped (default: "
-      "240); the core fwd cells of wave, fft-floor and softmax-sdpa are never skipped for time, they run with the "
-      "fewest calls instead")
+      "240); the core fwd cells of wave, softmax-sdpa and the fft-floor references are never skipped for time, they "
+      "run with the fewest calls instead")
     a = p.add_argument_group("run").add_argument
     a("--out", help="result folder (must be new or empty; default results/runs/<time>_<sha>_<device>/)")
     a("--resume", metavar="DIR", help="finish an interrupted run in DIR: its cells already in timings.csv are "
