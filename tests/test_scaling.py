@@ -171,6 +171,7 @@ NO_CUDA = (["--device", "cuda"], "no CUDA GPU")  # refused by the configuration,
     (["--threads", "100000"], "more than 4x the"),  # torch would start them all
     (["--seq-lens", "512", "--max-len", "1024"], "either --seq-lens"),
     (["--resume", "/nonexistent/run"], "no such folder"),
+    (["--resume", ""], "--resume '': no env.json there"),  # not "not given": it started a new sweep
 ])
 def test_bad_input_in_process(argv, needle, capsys):
     if argv == NO_CUDA[0] and torch.cuda.is_available():

@@ -219,14 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tabulate(method_table(device), headers=["method", "kind", "levels", "passes", "default",
                                                       "available here", "what"]))
         return 0
-    if args.resume and args.out:
+    if args.resume is not None and args.out is not None:
         raise UsageError("--resume DIR continues that folder; do not give --out with it")
     if args.out is not None:
         check_out_dir(args.out)
 
     info = from_env()
     base = None
-    if args.resume:
+    if args.resume is not None:
         try:
             base = SweepConfig.from_dict(read_run_env(args.resume, PROG)["sweep"])
         except (ValueError, KeyError, TypeError) as exc:
