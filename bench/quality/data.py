@@ -125,9 +125,9 @@ def _wikitext2_from_datasets():
 def _load_text_file(path, name: str) -> Corpus:
     if path is None:
         raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
-    path = Path(path)
+    given, path = path, Path(path)  # as typed: Path("") prints as "."
     if not path.is_file():
-        what = f"{path} is not a file" if path.exists() else f"not found: {path}"
+        what = f"{str(given)!r} is not a file" if path.exists() else f"not found: {str(given)!r}"
         raise UsageError(f"text file {what} (corpus {name!r} expects a UTF-8 text file)")
     try:
         text = path.read_text(encoding="utf-8")
