@@ -176,6 +176,9 @@ def test_text_file_corpus(tmp_path):
         load_corpus("text-file", text_file=tmp_path)
     with pytest.raises(UsageError, match="--text-file"):
         load_corpus("text-file")
+    (tmp_path / "latin.txt").write_bytes(b"caf\xe9\n" * 5)
+    with pytest.raises(UsageError, match="latin.txt is not UTF-8 text"):
+        load_corpus("text-file", text_file=tmp_path / "latin.txt")
     (tmp_path / "short.txt").write_text("one line only\n", encoding="utf-8")
     with pytest.raises(UsageError, match="too short"):
         load_corpus("text-file", text_file=tmp_path / "short.txt")
@@ -196,6 +199,10 @@ def test_wikitext2_errors(tmp_path, monkeypatch):
         load_corpus("wikitext2", data_dir=tmp_path)  # folder without the files
     with pytest.raises(UsageError, match="not found"):
         load_corpus("wikitext2", data_dir=tmp_path / "missing")
+    for s in SPLITS:  # Latin-1 bytes: one line naming the file, not a UnicodeDecodeError traceback
+        (tmp_path / f"wiki.{s}.raw").write_bytes(b"\xe9\xe9 latin\n")
+    with pytest.raises(UsageError, match=r"wiki\.train\.raw is not UTF-8 text"):
+        load_corpus("wikitext2", data_dir=tmp_path)
     monkeypatch.setattr(qdata, "_wikitext2_from_datasets", lambda: None)  # as without `datasets` / offline
     with pytest.raises(UsageError, match="--data-dir"):
         load_corpus("wikitext2")

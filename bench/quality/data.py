@@ -104,7 +104,7 @@ def _load_wikitext2(data_dir) -> Corpus:
         found = next((paths for paths in candidates if all(p.is_file() for p in paths)), None)
         if found is None:
             raise UsageError(f"wikitext2 files not found: expected {expected} in {root} or {root / 'wikitext-2-raw'}")
-        texts = [p.read_text(encoding="utf-8") for p in found]
+        texts = [_read_utf8(p, "wikitext2") for p in found]
         source = f"WikiText-2 files {', '.join(str(p) for p in found)}"
     return Corpus("wikitext2", *texts, source=source, license="CC BY-SA 3.0 (WikiText-2, Merity et al. 2016)",
                   split_rule="official WikiText-2 train/valid/test split")
@@ -122,6 +122,13 @@ def _wikitext2_from_datasets():
         return None
 
 
+def _read_utf8(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text (corpus {name!r} expects UTF-8 text)") from None
+
+
 def _load_text_file(path, name: str) -> Corpus:
     if path is None:
         raise UsageError("corpus 'text-file' needs a file: pass --text-file PATH (a UTF-8 text file)")
@@ -129,10 +136,7 @@ def _load_text_file(path, name: str) -> Corpus:
     if not path.is_file():
         what = f"{str(given)!r} is not a file" if path.exists() else f"not found: {str(given)!r}"
         raise UsageError(f"text file {what} (corpus {name!r} expects a UTF-8 text file)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text (corpus {name!r} expects a UTF-8 text file)") from None
+    text = _read_utf8(path, name)
     train, valid, test = split_by_position(text)
     if not all(s.strip() for s in (train, valid, test)):
         raise UsageError(f"{path} is too short to split: need at least 3 non-empty lines")
