@@ -206,3 +206,20 @@ def test_bad_input_from_the_command_line():
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
+
+
+def test_a_relative_text_file_resumes_from_another_folder(tmp_path, monkeypatch):
+    """env.json keeps the data path absolute: a --resume started elsewhere reads the same file (it was refused
+    as 'text file not found', and the absolute path as a changed setting)."""
+    from bench.quality.data import FIXTURE_PATH
+
+    (tmp_path / "corpus.txt").write_text(FIXTURE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    argv = [{"fixture": "text-file"}.get(a, a) for a in SMALL]
+    assert run(argv + ["--text-file", "corpus.txt", "--methods", "wave", "--steps", "2", "--eval-every", "2",
+                       "--stop-after-steps", "1", "--out", "run"]) == 0
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["settings"]["text_file"] == \
+        str(tmp_path.resolve() / "corpus.txt")
+    monkeypatch.chdir(tmp_path / "run")
+    assert run(["--resume", tmp_path / "run", "--no-progress"]) == 0
+    assert [r["method"] for r in rows(tmp_path / "run" / "final.csv")] == ["wave"]

@@ -53,8 +53,13 @@ class Settings:
         return sorted({self.preset.lr, *self.lr_sweep})
 
     def saved(self) -> dict:
-        """What defines the experiment (env.json; restored by --resume): all but the run flags, --out, --resume."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in (*RUN_FLAGS, "out", "resume")}
+        """What defines the experiment (env.json; restored by --resume): all but the run flags, --out, --resume.
+        The data paths are saved absolute, so that a --resume from another folder reads the same files."""
+        kept = {k: v for k, v in dataclasses.asdict(self).items() if k not in (*RUN_FLAGS, "out", "resume")}
+        for name in ("data_dir", "text_file"):
+            if kept[name] is not None:
+                kept[name] = str(Path(kept[name]).resolve())
+        return kept
 
 
 def _flag(name: str) -> str:
