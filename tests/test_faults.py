@@ -161,6 +161,25 @@ def test_damaged_rows_are_refused_not_read(scaling_run, tmp_path):
     assert snapshot(run) == before  # env.json gets no resume entry either
 
 
+@pytest.mark.parametrize("seq_len", ["inf", "", "nan", "128.0", "1e3", "1e30", "0", "-128"])
+def test_a_length_that_is_not_a_whole_number_is_refused(scaling_run, tmp_path, seq_len):
+    """A seq_len the sweep cannot have written crashed every reader (int() of inf or nan) or read 1e30 as a
+    wrong integer; 128.0 keyed another cell than 128."""
+    runs = tmp_path / "results" / "runs"
+    run = copy(scaling_run, runs, "s")
+    path = run / "timings.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1] + lines[2].replace(",128,", f",{seq_len},", 1))
+    before = snapshot(run)
+    needle = f"line 3: seq_len = {seq_len!r} is not a whole number"
+    refused(bench_in("regress", "--baseline", path, "--current", path), needle)
+    refused(bench_in("report", run, "--out", tmp_path / "results" / "README.md", "--no-plots"), needle)
+    refused(bench_in("scaling.summary", run, "--no-plots"), needle)
+    refused(bench_in("scaling", "--resume", run), needle)
+    assert snapshot(run) == before
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["runs"]
+
+
 def test_numpy_floats_are_written_as_numbers(tmp_path):
     """A row holding numpy floats (a rounded np.float64) reads back as numbers, not "np.float64(...)"."""
     import numpy as np

@@ -20,15 +20,17 @@ from typing import Any, Callable, Iterator
 from bench.common.cli import AT_EXIT, UsageError, squash
 
 LOCK = ".lock"
-# Per CSV the suite writes: (columns a reader needs, columns holding text); every other column
-# holds a number or nothing. timings.rank<k>.csv (torchrun part files) are timings.
+# Per CSV the suite writes: (columns a reader needs, columns holding text, columns holding a count: digits of a
+# whole number >= 1, as the writer prints it, so it parses as an int and keys a cell; nothing only where the column
+# is not needed); every other column holds a number or nothing. timings.rank<k>.csv (torchrun part files) are timings.
 SCHEMAS = {
     "timings.csv": (("method", "level", "pass", "seq_len", "status"), frozenset(
-        {"method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"})),
-    "final.csv": (("method", "seed"), frozenset({"method", "mem_method"})),
-    "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"})),
+        {"method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"}),
+        frozenset({"seq_len", "batch", "heads", "head_dim"})),
+    "final.csv": (("method", "seed"), frozenset({"method", "mem_method"}), frozenset()),
+    "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"}), frozenset()),
     "diagnostics.csv": (("check", "verdict"),
-                        frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"})),
+                        frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"}), frozenset()),
 }
 _HELD: dict[Path, int] = {}  # lock file -> its descriptor, for every folder this process claimed
 
@@ -275,14 +277,15 @@ def drop_cut_tail(path: str | Path) -> str | None:
     return cut[1] + "; dropped, that row is measured again"
 
 
-def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, text: frozenset[str] | None = None,
+def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, schema: str | None = None,
                cut: str = "error") -> list[dict]:
-    """Rows of a CSV the suite wrote, as dicts of strings ([] without a file). The header must name `required`,
-    every row must have its field count and a number (or nothing) in each column outside `text` (both default to
-    SCHEMAS by file name), else UsageError. A cut last line is a UsageError too (cut="error") or left out ("drop")."""
+    """Rows of a CSV the suite wrote, as dicts of strings ([] without a file). The header must name `required`
+    and every row must have its field count and in each column what its schema says (SCHEMAS[schema], by default
+    the file's name), else UsageError. A cut last line is a UsageError too (cut="error") or left out ("drop")."""
     path = Path(path)
-    req, txt = SCHEMAS.get(re.sub(r"\.rank\d+\.csv$", ".csv", path.name), ((), frozenset()))
-    required, text = req if required is None else required, txt if text is None else text
+    schema = re.sub(r"\.rank\d+\.csv$", ".csv", path.name) if schema is None else schema
+    req, text, counts = SCHEMAS.get(schema, ((), frozenset(), frozenset()))
+    required = req if required is None else required
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -311,4 +314,7 @@ def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, tex
                 float(rec[i] or 0)
             except ValueError:
                 raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a number") from None
+            if header[i] in counts and (rec[i] or header[i] in required) and not re.fullmatch("[1-9][0-9]*", rec[i]):
+                raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a whole number >= 1 "
+                                 "(digits only)")
     return [dict(zip(header, rec)) for _, rec in records[1:]]

@@ -84,8 +84,8 @@ def load_timings(run: str | Path, cut: str = "drop", required: tuple[str, ...] |
     path = path / "timings.csv" if path.is_dir() else path
     if not path.is_file():
         raise UsageError(f"{str(run)!r} holds no timings.csv (expected a folder written by python -m bench.scaling)")
-    req, text = SCHEMAS["timings.csv"]  # whatever the file is called (regress compares any two CSV paths)
-    return frame(read_table(path, cut=cut, required=required or req, text=text))
+    # whatever the file is called (regress compares any two CSV paths)
+    return frame(read_table(path, cut=cut, required=required, schema="timings.csv"))
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
