@@ -146,6 +146,32 @@ def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeyp
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+@pytest.mark.parametrize("key, value, needle", [
+    ("lr", -1, "--lr must be positive"),
+    ("seq_len", 0, "--seq-len must be from 1"),
+    ("batch_size", 0, "--batch-size must be from 1"),
+    ("d_model", "abc", "field preset.d_model: 'abc' is not a number"),
+    ("dropout", True, "field preset.dropout: True is not a number"),
+    ("corpus", "nope", "field preset.corpus: 'nope' is not one of wiki-vital"),
+    ("seeds", "0", "field seeds: '0' is not a list"),
+    ("seeds", [], "--seeds needs at least one seed"),
+    ("seeds", [-1], "field seeds[0]: -1 is negative"),
+    ("method_names", ["wave", "nope"], "field method_names[1]: 'nope' is not one of wave"),
+    ("lr_sweep", [0.0], "--lr-sweep value 0.0 must be positive"),
+    ("deterministic", "maybe", "field deterministic: 'maybe' is not one of auto, on, off"),
+    ("text_file", 5, "field text_file: 5 is not a string"),
+])
+def test_resume_checks_the_saved_settings_as_the_flags(key, value, needle, tmp_path, capsys):
+    """An edited or damaged env.json: each saved value passes its flag's checks (they raised tracebacks)."""
+    saved = qcli.parse(SMALL).saved()
+    (saved["preset"] if key in saved["preset"] else saved)[key] = value
+    (tmp_path / "env.json").write_text(json.dumps({"settings": saved}))
+    assert run(["--resume", tmp_path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "env.json has no usable saved settings" in err, err
+    assert needle in err and "not a bench.quality run folder" not in err, err
+
+
 def test_testing_flags_work_but_stay_out_of_help(capsys):
     assert run(["--help"]) == 0
     shown = capsys.readouterr().out

@@ -55,7 +55,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
         resumed_env = read_run_env(run_dir, qcli.PROG)  # again, under the lock
         try:
             settings = qcli.settings_from_saved(resumed_env["settings"], settings)
-        except (KeyError, TypeError, ValueError) as exc:
+        except ValueError as exc:  # a saved value that its flag refuses: the file was edited or damaged
+            raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings ({one_line(exc)})") from None
+        except (KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"--resume {run_dir}: env.json has no usable saved settings "
                              f"({one_line(exc, named=True)}; not a bench.quality run folder?)") from None
     p = settings.preset

@@ -20,6 +20,8 @@ METHOD_CHOICES = tuple(METHODS)
 MAX_SEED = 2**32 - 1
 MAX_SIZE = 2**31 - 1  # sizes past int32 overflow torch's shape checks (a C++ traceback building the model)
 MAX_LR = 1e6  # far above any rate that trains; near 1e38 AdamW's float32 step (lr / (1 - beta1^t)) overflows mid-run
+FIELD_TYPES = {"int": int, "float": finite_float, "str": str}  # a Preset field's flag type, by its annotation
+DETERMINISTIC = ("auto", "on", "off")
 
 
 @dataclass
@@ -104,7 +106,7 @@ def build_parser() -> ArgParser:
     run.add_argument("--resume", default=None, metavar="DIR",
                      help="continue the run in DIR with its saved settings (finished methods are kept)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    run.add_argument("--deterministic", choices=("auto", "on", "off"), default=None,
+    run.add_argument("--deterministic", choices=DETERMINISTIC, default=None,
                      help="torch.use_deterministic_algorithms: auto = on for CPU, off for CUDA (default: auto)")
     run.add_argument("--max-nonfinite", type=positive_int, default=20,
                      help="stop (exit 3, state saved) after this many non-finite steps in a row; with --lr-sweep "
@@ -118,7 +120,7 @@ def build_parser() -> ArgParser:
 
     model = p.add_argument_group("preset fields (override the preset)")
     for f in preset_fields():
-        kind = {"int": int, "float": finite_float, "str": str}[f.type]  # a string: presets.py defers annotations
+        kind = FIELD_TYPES[f.type]  # a string: presets.py defers annotations
         model.add_argument(_flag(f.name), dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"),
                            help=f"{f.metadata.get('help', '')} (preset value if not given)")
     return p
@@ -164,6 +166,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings | None:
 def validate(s: Settings) -> None:
     """Checks that need no data or torch, the first failing one raised; the rest (vocab, stride, data) are the run's."""
     p = s.preset
+    if not s.seeds:
+        raise UsageError("--seeds needs at least one seed")
     if len(set(s.seeds)) != len(s.seeds):
         raise UsageError(f"--seeds has duplicates: {s.seeds}")
     if max(s.seeds) > MAX_SEED:  # numpy takes seeds below 2**32; torch's per-rank seed (seed * 1000003) must fit int64
@@ -205,11 +209,42 @@ def validate(s: Settings) -> None:
             raise UsageError(f"{_flag(name)} is only used with --corpus {corpus} (corpus is {p.corpus!r})")
 
 
+def _saved(name: str, value, kind=str, choices: Sequence | None = None):
+    """One value of env.json's settings through the type and choices of its flag; ValueError naming the field."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, str if kind is str else (int, float)):
+            raise ValueError(f"{value!r} is not a {'string' if kind is str else 'number'}")
+        parsed = kind(str(value))
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ValueError(f"field {name}: {exc}") from None
+    if choices is not None and parsed not in choices:
+        raise ValueError(f"field {name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return parsed
+
+
+def _saved_list(saved: dict, name: str, kind=str, choices: Sequence | None = None) -> list:
+    values = saved.get(name) or []  # an older env.json may lack the field
+    if not isinstance(values, list):
+        raise ValueError(f"field {name}: {values!r} is not a list")
+    return [_saved(f"{name}[{i}]", v, kind, choices) for i, v in enumerate(values)]
+
+
 def settings_from_saved(saved: dict, cli: Settings) -> Settings:
-    """Rebuild the Settings of a run from env.json['settings'], keeping the run flags of `cli`."""
-    known = {f.name for f in dataclasses.fields(Preset)}
-    return dataclasses.replace(
-        cli, preset=Preset(**{k: v for k, v in saved["preset"].items() if k in known}), seeds=list(saved["seeds"]),
-        pairing=saved["pairing"], data_dir=saved.get("data_dir"), text_file=saved.get("text_file"), out=None,
-        deterministic=saved.get("deterministic", "auto"),
-        **{k: list(saved.get(k) or []) for k in ("method_names", "inject_nan_at_step", "overrides", "lr_sweep")})
+    """Rebuild the Settings of a run from env.json['settings'], keeping the run flags of `cli`. The saved values
+    pass the checks their flags get (env.json may be edited or damaged): a ValueError names the first that fails."""
+    fields = {f.name: f for f in dataclasses.fields(Preset)}
+    preset = {k: _saved(f"preset.{k}", v, FIELD_TYPES[fields[k].type], fields[k].metadata.get("choices"))
+              for k, v in saved["preset"].items() if k in fields}
+    settings = dataclasses.replace(
+        cli, preset=Preset(**preset), seeds=_saved_list(saved, "seeds", nonneg_int),
+        pairing=_saved("pairing", saved["pairing"], choices=tuple(PAIRING_METHODS)),
+        deterministic=_saved("deterministic", saved.get("deterministic", "auto"), choices=DETERMINISTIC),
+        method_names=_saved_list(saved, "method_names", choices=METHOD_CHOICES),
+        inject_nan_at_step=_saved_list(saved, "inject_nan_at_step", positive_int),
+        overrides=_saved_list(saved, "overrides"), lr_sweep=_saved_list(saved, "lr_sweep", finite_float), out=None,
+        **{k: None if saved.get(k) is None else _saved(k, saved[k]) for k in ("data_dir", "text_file")})
+    try:
+        validate(settings)
+    except UsageError as exc:
+        raise ValueError(f"a saved value fails its flag's check: {exc}") from None
+    return settings
