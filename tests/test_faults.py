@@ -132,6 +132,23 @@ def test_resume_drops_a_cut_timings_row_and_measures_it_again(scaling_run, tmp_p
     assert all(len(r) == len(first) and None not in r for r in got)
 
 
+def test_resume_by_other_code_is_recorded_and_warned(scaling_run, tmp_path):
+    """A resume recorded only its time and argv: rows measured by other code were credited to the first commit."""
+    from bench.common.env import git_info
+
+    run = copy(scaling_run, tmp_path)
+    proc = bench_in("scaling", "--resume", run)
+    ok(proc)
+    assert "runs commit" not in proc.stderr
+    env = json.loads((run / "env.json").read_text())
+    assert env["resumes"][-1]["git"] == git_info()
+    (run / "env.json").write_text(json.dumps({**env, "git": {**env["git"], "sha": "0123456789" * 4}}))
+    proc = bench_in("scaling", "--resume", run)
+    ok(proc)
+    assert f"runs commit {git_info()['sha_short']}, but the run started at 01234567" in proc.stderr
+    assert len(json.loads((run / "env.json").read_text())["resumes"]) == 2
+
+
 def test_report_and_regress_refuse_a_cut_row(scaling_run, quality_run, tmp_path):
     runs = tmp_path / "results" / "runs"
     shutil.copytree(scaling_run, runs / "s")

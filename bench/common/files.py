@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from contextlib import contextmanager, suppress
@@ -220,8 +221,16 @@ def read_run_env(run_dir: str | Path, prog: str) -> dict:
 
 
 def note_resume(run_dir: Path, env: dict, **facts: Any) -> None:
-    """Record in env.json when and how a run was resumed."""
-    env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **facts})
+    """Record in env.json when, how and by which commit a run was resumed; warn on stderr when that commit is not
+    the one the run started at (env.json's git), whose rows the new ones join."""
+    from bench.common.env import git_info  # imports torch, which a resumed run has loaded already
+
+    git, started = git_info(), (env.get("git") or {}).get("sha")
+    if git["sha"] != started:
+        print(f"warning: --resume {str(run_dir)!r} runs commit {git['sha_short'] or 'unknown'}, but the run started "
+              f"at {str(started or 'unknown')[:8]}: its rows will come from both (env.json records each resume's "
+              "commit)", file=sys.stderr)
+    env.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git, **facts})
     write_json(Path(run_dir) / "env.json", env)
 
 
