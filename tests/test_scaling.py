@@ -118,17 +118,33 @@ def test_resume_finishes_without_remeasuring(tmp_path, monkeypatch):
     assert set(env["methods"]) == {"wave", "softmax-sdpa"}  # --no-floor: the floors were listed though never run
 
 
-def test_resume_of_a_run_with_a_method_this_version_lacks_is_one_line(tmp_path, capsys):
+SAVED_SWEEP = dict(device="cpu", dtype="float32", batch=1, heads=2, head_dim=8, field_stride=4.0, methods=["wave"],
+                   levels=["core"], passes=["fwd"], seq_lens=[64], floor=False, warmup=1, min_run_time=0.001,
+                   min_reps=3, seed=0, threads=1, time_budget=5.0, mem_budget_gb=1.0, total_budget=None, model_dim=16,
+                   model_layers=1, vocab=256, quick=True)
+NO_SWEEP = "env.json has no usable sweep configuration"
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("methods", ["wave", "wave-old"], "method 'wave-old' of the run is not in this version"),  # was a KeyError
+    # each was a TypeError traceback, or an error row for every cell, or a flag conflict the user never typed
+    ("seq_lens", [64, "abc"], f"{NO_SWEEP} (field seq_lens: 'abc' is not an integer"),
+    ("heads", "8", f"{NO_SWEEP} (field heads: '8' should be saved as 8)"),
+    ("batch", 0, f"{NO_SWEEP} (field batch: 0 is not positive"),
+    ("batch", -1, f"{NO_SWEEP} (field batch: -1 is not positive"),
+    ("min_run_time", None, f"{NO_SWEEP} (field min_run_time: 'None' is not a number"),
+    ("threads", 1000, f"{NO_SWEEP} (field threads: 1000 is more than 4x the"),  # --threads' cap
+    ("mem_budget_gb", 0, f"{NO_SWEEP} (field mem_budget_gb: 0.0 is not positive"),
+    ("levels", [], f"{NO_SWEEP} (field levels: empty level list; valid choices: core, layer, model"),
+    ("floor", 1, f"{NO_SWEEP} (field floor: '1' is not true or false"),
+])
+def test_resume_of_a_damaged_sweep_configuration_is_one_line(field, value, needle, tmp_path, capsys):
     run = tmp_path / "old"
     run.mkdir()
-    base = dict(device="cpu", dtype="float32", batch=1, heads=2, head_dim=8, field_stride=4.0,
-                methods=["wave", "wave-old"], levels=["core"], passes=["fwd"], seq_lens=[64], floor=False, warmup=1,
-                min_run_time=0.001, min_reps=3, seed=0, threads=1, time_budget=5.0, mem_budget_gb=1.0,
-                total_budget=None, model_dim=16, model_layers=1, vocab=256, quick=True)
-    (run / "env.json").write_text(json.dumps({"sweep": base}))
-    assert run_cli(main, ["--resume", str(run)], prog=PROG) == 2  # was a KeyError traceback
+    (run / "env.json").write_text(json.dumps({"sweep": {**SAVED_SWEEP, field: value}}))
+    assert run_cli(main, ["--resume", str(run)], prog=PROG) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "method 'wave-old' of the run is not in this version" in err, err
+    assert "\n" not in err and needle in err, err
     assert not (run / "timings.csv").exists()
 
 

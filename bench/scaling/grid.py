@@ -2,12 +2,21 @@
 what one cell is, its CSV key and the order cells run in (reasons and rules: docs/method.md)."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, fields, replace
 
 import psutil
 import torch
 
+from bench.common.cli import choice_list, nonneg_int, positive_float, positive_int, thread_count
 from bench.scaling.schema import KEY_COLUMNS, LEVELS, PASSES
+
+
+def saved_bool(text: str) -> bool:
+    """A saved true or false (floor, quick: their flags take no value)."""
+    if text not in ("True", "False"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text == "True"
 
 
 @dataclass
@@ -38,9 +47,38 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SweepConfig":
+        """env.json's "sweep", each value checked as its flag checks it; ValueError names the field."""
         if missing := {f.name for f in fields(cls)} - set(data):
             raise KeyError(f"missing {', '.join(sorted(missing))}")
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: _saved(f.name, data[f.name]) for f in fields(cls)})
+
+
+# Each saved field's rule: its flag's argparse type (for a field without a flag, the same kind of rule)
+SAVED_RULES = {
+    "device": str, "dtype": str,  # their names are checked as the flags' are (resolve_device, resolve_dtype)
+    "batch": positive_int, "heads": positive_int, "head_dim": positive_int, "field_stride": positive_float,
+    "methods": choice_list(["method names"], "method", str),  # the registry refuses an unknown one
+    "levels": choice_list(LEVELS, "level"), "passes": choice_list(PASSES, "pass"),
+    "seq_lens": choice_list(["positive integers"], "length", positive_int), "floor": saved_bool,
+    "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": nonneg_int,
+    "threads": thread_count, "time_budget": positive_float, "mem_budget_gb": positive_float,
+    "total_budget": positive_float, "model_dim": positive_int, "model_layers": positive_int, "vocab": positive_int,
+    "quick": saved_bool}
+
+
+def _saved(name: str, value):
+    """A value of env.json's "sweep" through its rule, which must give it back unchanged: a string "8" for heads
+    or a 1 for floor is damage, not a value."""
+    if value is None and name == "total_budget":  # no total budget (--quick)
+        return None
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    try:
+        parsed = SAVED_RULES[name](text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"field {name}: {exc}") from None
+    if parsed != value:
+        raise ValueError(f"field {name}: {value!r} should be saved as {parsed!r}")
+    return parsed
 
 
 DEVICE_DEFAULTS = {
