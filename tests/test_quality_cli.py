@@ -249,3 +249,23 @@ def test_a_relative_text_file_resumes_from_another_folder(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path / "run")
     assert run(["--resume", tmp_path / "run", "--no-progress"]) == 0
     assert [r["method"] for r in rows(tmp_path / "run" / "final.csv")] == ["wave"]
+
+
+def test_memory_check_counts_the_field_only_on_the_path_that_builds_it():
+    """The token path builds no field: a huge stride trains in megabytes (it was refused as needing 147.8 GiB);
+    on the field path the refusal names --field-stride and states a huge need in a few characters."""
+    import dataclasses
+
+    from bench.common.cli import UsageError
+    from bench.quality.__main__ import _check_memory
+    from bench.quality.methods import resolve_methods
+
+    p = dataclasses.replace(PRESETS["tiny"], d_model=32, n_layers=1, n_heads=2, d_ff=32, seq_len=32, batch_size=4,
+                            field_stride=1e7)
+    cpu = torch.device("cpu")
+    _check_memory(p, resolve_methods(["wave"], p, 50), 50, cpu, 1)
+    for stride in (1e7, 1e300, 1e307):
+        field = dataclasses.replace(p, wave_mode="field", field_stride=stride)
+        with pytest.raises(UsageError, match="lower --field-stride, --seq-len") as refused:
+            _check_memory(field, resolve_methods(["wave"], field, 50), 50, cpu, 1)
+        assert len(str(refused.value)) < 200, refused.value

@@ -165,7 +165,9 @@ def available_bytes(device: torch.device) -> int:
 def check_fits(need: float, device: torch.device, what: str, hint: str) -> None:
     """UsageError (one line) when `need` bytes exceed what the device has free now."""
     def gib(n: float) -> str:
-        return f"{n / 2**30:,.1f} GiB" if n < 2**40 else f"{n / 2**40:,.1f} TiB"
+        if n < 2**40:
+            return f"{n / 2**30:,.1f} GiB"
+        return f"{n / 2**40:,.1f} TiB" if n < 2**60 else f"{n / 2**40:.2g} TiB"  # 2**20 TiB and up: 1.2e+290 TiB
     have = available_bytes(device)
     if need > have:
         raise UsageError(f"{what} needs at least {gib(need)} but {device.type} has {gib(have)} available; {hint}")

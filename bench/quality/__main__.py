@@ -221,17 +221,30 @@ def _amp_dtype(amp: str, device):
 def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> None:
     """Refuse a model or sequence that cannot fit before anything of its size is allocated. Without
     `methods`, the bound every model shares (no weights, no feed-forward, no field), checked before
-    the models are sized: sizing 100,000 layers, even without memory, takes many minutes."""
+    the models are sized: sizing 100,000 layers, even without memory, takes many minutes. The wave field
+    counts only for a wave model whose path builds it (the token, scan and triton paths do not)."""
     from bench.common.memory import check_fits, lm_bytes
+    from wavefield_core import resolve_mode
     from wavefield_core.fftconv import field_cells
 
+    def cells(m: dict) -> int:
+        builds = m["kind"] == "wave" and resolve_mode(m["config"]["mode"], p.field_stride) == "field"
+        # 2**64 cells per token fit nowhere: the cap keeps a huge stride's count finite (1e308 overflows)
+        return field_cells(p.seq_len, min(p.field_stride, 2.0**64)) if builds else 0
+
+    def bound(params: int, d_ff: int, n_cells: int) -> float:
+        return lm_bytes(params, p.batch_size // world, p.seq_len, p.d_model, p.n_layers, d_ff, vocab, n_cells,
+                        train=True)
+
     sizes = {"any of the models": (0, 0, 0)} if methods is None else {
-        name: (m["params"], m["config"]["d_ff"], field_cells(p.seq_len, p.field_stride) if m["kind"] == "wave" else 0)
-        for name, m in methods.items()}
-    for name, (params, d_ff, cells) in sizes.items():
-        need = lm_bytes(params, p.batch_size // world, p.seq_len, p.d_model, p.n_layers, d_ff, vocab, cells, train=True)
+        name: (m["params"], m["config"]["d_ff"], cells(m)) for name, m in methods.items()}
+    for name, (params, d_ff, n_cells) in sizes.items():
+        need = bound(params, d_ff, n_cells)
+        hint = "--seq-len, --batch-size, --d-model or --n-layers"
+        if need > 2 * bound(params, d_ff, 0):  # the field is most of it
+            hint = "--field-stride, " + hint
         check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
-                   f"batch={p.batch_size})", "lower --seq-len, --batch-size, --d-model or --n-layers")
+                   f"batch={p.batch_size})", f"lower {hint}")
 
 
 if __name__ == "__main__":
