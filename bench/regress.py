@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.common.cli import ArgParser, UsageError, int_at_least, nonneg_float, positive_float, run_cli
-from bench.common.files import read_json, write_json
+from bench.common.files import check_out_file, read_json, write_json
 from bench.common.tables import table as md_table
 from bench.common.timings import aggregate, config_label, fit_exponent, load_timings, method_kind, times
 
@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json_out and Path(args.json_out).resolve() == Path(path).resolve():
             raise UsageError(f"--json-out {args.json_out!r} is the {flag} file, which it would replace; "
                              "choose another path")
+    if args.json_out:  # before the work, which a path that cannot be written would throw away
+        check_out_file(args.json_out, "--json-out")
     base, cur = load_times(args.baseline), load_times(args.current)
     for path, got in ((args.baseline, base), (args.current, cur)):
         if not got:
@@ -190,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a "
                          f"wave* and a softmax* method at a common length, nor a wave* method at >= "
                          f"{args.min_lengths} lengths")
-    if args.json_out:  # a folder that cannot take it is one line and exit 2 (run_cli)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json_out, {
             "baseline": args.baseline, "current": args.current, "ratio_tol": args.ratio_tol,
             "gmean_tol": args.gmean_tol, "exponent_tol": args.exponent_tol, "min_lengths": args.min_lengths,

@@ -5,8 +5,10 @@ bad input is one line and exit 2. No timing runs here: the whole file takes a fe
 """
 import copy
 import csv
+import errno
 import json
 import math
+import os
 import random
 import shutil
 import subprocess
@@ -344,13 +346,27 @@ def test_faster_short_lengths_raise_the_slope_without_failing(tmp_path, baseline
     assert code == 0, failed(checks)
 
 
-def test_json_out_that_cannot_be_written_names_the_path_given(tmp_path, capsys):
-    """The error named the hidden temp file the write goes through ('/tmp/.x.1234-ab12cd34.tmp: Is a directory')."""
-    for out, why in ((tmp_path, "Is a directory"), (tmp_path / "no" / "such" / "m.json", "No such file")):
-        code, _ = gate(BASELINE, BASELINE, "--json-out", str(out))
+def test_json_out_that_cannot_be_written_names_the_path_given(tmp_path, capsys, monkeypatch):
+    """The error named the hidden temp file the write goes through ('/tmp/.x.1234-ab12cd34.tmp: Is a directory'),
+    and came once both files were read and compared (here: a missing --current was named instead)."""
+    (tmp_path / "file").write_text("x\n")
+    for out, why in ((tmp_path, "is a folder"), (tmp_path / "file" / "m.json", "is a file"),
+                     (Path("/proc/bench-fault-test/m.json"), "cannot write")):
+        code, _ = gate(BASELINE, tmp_path / "missing.json", "--json-out", str(out))
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err
-        assert f"{str(out)!r}" in err and why in err and ".tmp" not in err, err
+        assert f"--json-out {str(out)!r}" in err and why in err and ".tmp" not in err, err
+    assert gate(BASELINE, BASELINE, "--json-out", str(tmp_path / "new" / "m.json"))[0] == 0  # its folder is made
+    assert (tmp_path / "new" / "m.json").is_file()
+
+    def read_only(*args, **kwargs):  # a read-only file system refuses the write, and removing the temp file too
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(args[0]))
+    monkeypatch.setattr(os, "replace", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    capsys.readouterr()
+    code, _ = gate(BASELINE, BASELINE, "--json-out", str(tmp_path / "m.json"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{str(tmp_path / 'm.json')!r}" in err and "Read-only" in err and ".tmp" not in err, err
 
 
 @pytest.mark.parametrize("which", ["--baseline", "--current"])

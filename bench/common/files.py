@@ -40,29 +40,38 @@ def _why(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def check_out_dir(out: str | Path, *, resume: bool = False, resumable: bool = True) -> None:
-    """Refuse an output folder that cannot take this run. Creates nothing (the probe folder that
-    tests writing is removed at once: os.access says yes to root on /proc, /sys, read-only mounts)."""
-    path, base = Path(out), Path(out)
+def _writable_base(folder: Path, out: str | Path, flag: str) -> Path:
+    """The nearest existing folder at or above `folder` (the rest is made later), refused for `flag` `out` when it
+    is a file or cannot be written in. Creates nothing (the probe folder that tests writing is removed at once:
+    os.access says yes to root on /proc, /sys, read-only mounts)."""
+    base = folder
     while not base.exists():
         base = base.parent
     if not base.is_dir():
-        where = "is a file, not a folder" if base == path else f"cannot be made: {str(base)!r} is a file"
-        raise UsageError(f"--out {str(out)!r} {where}; choose a folder path")
+        where = "is a file, not a folder" if base == Path(out) else f"cannot be made: {str(base)!r} is a file"
+        raise UsageError(f"{flag} {str(out)!r} {where}; choose another path")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".bench-probe-", dir=base))
     except OSError as exc:
-        raise UsageError(f"--out {str(out)!r}: cannot write in {str(base)!r} ({_why(exc)})") from None
+        raise UsageError(f"{flag} {str(out)!r}: cannot write in {str(base)!r} ({_why(exc)})") from None
+    return base
+
+
+def check_out_dir(out: str | Path, *, resume: bool = False, resumable: bool = True) -> None:
+    """Refuse an output folder that cannot take this run. Creates nothing."""
+    path = Path(out)
+    base = _writable_base(path, out, "--out")
     if not resume and base == path and any(p.name != LOCK for p in path.iterdir()):
         hint = f"use --resume {out}" if resumable else "delete it"
         raise UsageError(f"output folder {str(out)!r} already holds results; choose a new --out or {hint}")
 
 
-def check_out_file(out: str | Path) -> None:
-    """Refuse a file path that cannot be written (a folder, under a file, not writable)."""
+def check_out_file(out: str | Path, flag: str = "--out") -> None:
+    """Refuse a file path that cannot be written (a folder, under a file, not writable); its folder may be missing
+    (the writer makes it). Creates nothing."""
     if Path(out).is_dir():
-        raise UsageError(f"--out {str(out)!r} is a folder; give a file path")
-    check_out_dir(Path(out).parent, resume=True)
+        raise UsageError(f"{flag} {str(out)!r} is a folder; give a file path")
+    _writable_base(Path(out).parent, out, flag)
 
 
 def claim_run_dir(out: str | Path | None, *, tag: str = "cpu", kind: str = "", resume: bool = False,
@@ -178,7 +187,8 @@ def replacing(path: str | Path) -> Iterator[Path]:
             raise
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only file system refuses even this: the error above is the one to tell
+            tmp.unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> None:
