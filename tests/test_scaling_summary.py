@@ -215,6 +215,11 @@ def test_cli_missing_dir_exits_2(tmp_path, capsys):
     assert err.count("\n") == 0 and "does not exist" in err
     (tmp_path / "no_csv").mkdir()
     assert run_cli(main, [str(tmp_path / "no_csv")], prog="summary") == 2
+    capsys.readouterr()
+    (tmp_path / "timings.csv").write_text("method\n")  # the file given for its folder was said not to exist
+    assert run_cli(main, [str(tmp_path / "timings.csv")], prog="summary") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is a file, not a folder" in err, err
 
 
 def test_cli_regenerates_both(fixture_run, capsys):

@@ -186,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="only write summary.md")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    if run_dir.is_file():
+        raise UsageError(f"{str(run_dir)!r} is a file, not a folder; give the run folder that holds timings.csv "
+                         "(results/runs/<run>)")
     if not run_dir.is_dir():
         raise UsageError(f"run folder {str(run_dir)!r} does not exist")
     summary = write_summary(run_dir, plots=not args.no_plots)  # no timings.csv: refused by load_timings
