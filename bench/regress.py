@@ -185,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not got:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, "
                              "seq_len)")
+        longest = max(n for methods in got.values() for per in methods.values() for n in per)
+        if longest < args.min_seq_len:
+            raise UsageError(f"--min-seq-len {args.min_seq_len} leaves no length of {path} to compare: its longest "
+                             f"is N={longest}")
     if args.min_seq_len:
         base, cur = drop_short(base, args.min_seq_len), drop_short(cur, args.min_seq_len)
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)

@@ -309,6 +309,10 @@ def test_bad_input_exits_2(tmp_path, baseline_doc, capsys):
         err = capsys.readouterr().err
         assert code == 2, current
         assert err.count("\n") == 1 and err.startswith("python -m bench.regress: error:"), err
+    longest = max(b["extra_info"]["seq_len"] for b in baseline_doc["benchmarks"])
+    code, _ = gate(BASELINE, BASELINE, "--min-seq-len", str(longest + 1))  # was: "share no level/pass with ..."
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"--min-seq-len {longest + 1}" in err and f"N={longest}" in err, err
     for flags in (["--ratio-tol", "-1"], ["--ratio-tol", "abc%"], ["--min-lengths", "1"], ["--exponent-tol", "-0.1"]):
         with pytest.raises(SystemExit) as exc:
             cli(["--baseline", str(BASELINE), "--current", str(BASELINE), *flags])
