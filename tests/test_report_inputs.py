@@ -126,6 +126,7 @@ def test_a_csv_without_a_column_the_page_reads(kind, folder, csv_name, column, t
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "results" / "runs" / folder
     (make_quality_run if kind == "quality" else make_diagnostics_run)(run)
+    (run / "summary.md").write_text("# kept as it is (--no-regenerate)\n")
     with (run / csv_name).open() as fh:
         rows = list(csv.DictReader(fh))
     _write_csv(run / csv_name, [c for c in rows[0] if c != column], rows)
@@ -144,7 +145,7 @@ def test_quality_row_with_an_empty_number(tmp_path, capsys, monkeypatch):
         rows = list(csv.DictReader(fh))
     rows[0].update(test_ppl="", test_acc="", params="")  # wave, seed 0
     _write_csv(run / "final.csv", list(rows[0]), rows)
-    assert run_cli(main, ["results/runs/quality", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert run_cli(main, ["results/runs/quality", "--no-plots"], prog=PROG) == 0
     assert "| nan (95% CI nan to nan, 2 seeds)" in _section((tmp_path / "results" / "README.md").read_text(),
                                                             "## Quality")
 
@@ -166,9 +167,21 @@ def test_no_plots_help_says_the_page_plots_are_not_drawn_either(tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(FIXTURE, tmp_path / "results" / "runs" / "scaling")
-    assert run_cli(main, ["results/runs/scaling", "--no-plots", "--no-regenerate"], prog=PROG) == 0
+    assert run_cli(main, ["results/runs/scaling", "--no-plots"], prog=PROG) == 0
     assert not (tmp_path / "results" / "plots").exists()
     assert "plots/speedup_" in " ".join(build_parser().format_help().split())
+
+
+def test_no_regenerate_of_a_run_without_summary_is_refused(tmp_path, capsys, monkeypatch):
+    """--no-regenerate with a run folder holding no summary.md wrote a page linking that missing file."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(FIXTURE, tmp_path / "results" / "runs" / "scaling")
+    rc, err = _cli(["results/runs/scaling", "--no-plots", "--no-regenerate"], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "'results/runs/scaling' has no summary.md" in err and "drop --no-regenerate" in err, err
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["runs"]  # nothing written
+    assert sorted(p.name for p in (tmp_path / "results" / "runs" / "scaling").iterdir()) == sorted(
+        p.name for p in FIXTURE.iterdir())
 
 
 def test_runs_of_other_head_shapes_are_not_one_setups_range(tmp_path):
@@ -240,7 +253,7 @@ def test_a_session_page_does_not_cite_itself_as_the_session_readme(tmp_path, cap
     session = tmp_path / "results" / "gpu" / "20250101-h200_abcdef1"
     shutil.copytree(FIXTURE, session / "scaling")
     (session / "README.md").write_text("# an earlier page\n")
-    argv = [str(session / "scaling"), "--out", str(session / "README.md"), "--no-plots", "--no-regenerate"]
+    argv = [str(session / "scaling"), "--out", str(session / "README.md"), "--no-plots"]
     assert run_cli(main, argv, prog=PROG) == 0
     assert "Measured on another machine" not in (session / "README.md").read_text()
     argv[2] = str(session / "PAGE.md")  # a page beside the session's README still points at it

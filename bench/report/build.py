@@ -129,7 +129,7 @@ def index_section(runs: list[Run]) -> list[str]:
 
 def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = True, plots: bool = True) -> None:
     """Write `out` from the run folders (every run must lie under out's folder); `cmd` is the command named on it."""
-    runs = load_runs(list(run_paths), out.parent)  # checks everything before writing anything
+    runs = load_runs(list(run_paths), out.parent, summaries=not regen)  # checks everything before writing anything
     if regen:
         for run in runs:
             regenerate(run, plots=plots)

@@ -26,8 +26,9 @@ class Run:
     env: dict[str, Any] = field(default_factory=dict)
 
 
-def load_runs(paths: list[str], base: Path) -> list[Run]:
-    """Check every folder before anything is written; raise UsageError naming the first bad one."""
+def load_runs(paths: list[str], base: Path, summaries: bool = False) -> list[Run]:
+    """Check every folder (with `summaries`, that it holds the summary.md the page links) before anything is
+    written; raise UsageError naming the first bad one."""
     base = base.resolve()
     runs: dict[Path, Run] = {}  # by resolved folder: a folder given twice is one run
     for text in paths:
@@ -52,6 +53,9 @@ def load_runs(paths: list[str], base: Path) -> list[Run]:
             raise UsageError(f"run folder {text!r} is still being written (pid {pid}); report it once that run ends")
         for name in (*KIND_CSV.values(), "curves.csv"):
             read_table(path / name)  # refuses a cut or damaged file: no number from a cut row may reach the page
+        if summaries and not (path / "summary.md").is_file():
+            raise UsageError(f"run folder {text!r} has no summary.md for the page to link, and --no-regenerate "
+                             "keeps it from being written; drop --no-regenerate")
         env = read_json(path / "env.json") if (path / "env.json").exists() else {}
         runs[path] = Run(path=path, kind=kind, rel=rel, env=env)
     return list(runs.values())
