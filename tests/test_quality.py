@@ -224,3 +224,28 @@ def test_bpe_and_line_batching(tmp_path):
     from bench.quality.tokenizers import load_tokenizer
 
     assert load_tokenizer(out / "tokenizer.json").kind == "bpe"
+
+
+def test_a_job_out_of_memory_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """Out of memory is data: the job that ran out is a row (oom 1, NaN test metrics), the other models still
+    train and the summary names it (it exited 2 with no row, and the folder was refused for a rerun)."""
+    import bench.quality.train as qtrain
+
+    real, calls = qtrain.token_stats, []
+
+    def oom_at_first_step(logits, y):  # the first training step of the first job (wave)
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes")
+        return real(logits, y)
+
+    monkeypatch.setattr(qtrain, "token_stats", oom_at_first_step)
+    out = tmp_path / "oom"
+    assert run(SMALL + ["--pairing", "paper", "--steps", "2", "--eval-every", "2", "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "wave seed 0 lr 0.003: out of memory at step 1" in err and len(err.strip().splitlines()) == 3, err
+    finals = rows(out / "final.csv")
+    assert [(r["method"], r["oom"]) for r in finals] == [("wave", "1"), ("standard", "0")]
+    assert math.isnan(float(finals[0]["test_ppl"])) and math.isfinite(float(finals[1]["test_ppl"]))
+    assert "Out of memory (final.csv oom 1, NaN test metrics): wave seed 0" in (out / "summary.md").read_text()
+    assert not list((out / "checkpoints").glob("*-last.pt"))

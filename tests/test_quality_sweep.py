@@ -127,9 +127,10 @@ def test_sweep_table_calls_diverged_only_the_jobs_that_stopped():
     from bench.quality.report import sweep_section
 
     finals = [_final("wave", 0, 1e-3, 2.0, test_loss="2.1", nonfinite_steps="2"),  # two skipped steps, then fine
-              _final("wave", 0, 3e-3, float("inf"), test_loss="nan", test_ppl="nan", nonfinite_steps="3")]
+              _final("wave", 0, 3e-3, float("inf"), test_loss="nan", test_ppl="nan", nonfinite_steps="3"),
+              _final("wave", 0, 1e-2, float("inf"), test_loss="nan", test_ppl="nan", nonfinite_steps="0", oom="1")]
     text = "\n".join(sweep_section(finals, 0, tuned_rows(finals, 0)))
-    assert "| 2 | kept" in text and "| 3 (diverged) |" in text, text
+    assert "| 2 | kept" in text and "| 3 (diverged) |" in text and "| 0 (out of memory) |" in text, text
 
 
 def _curve(method, seed, points, split="val"):

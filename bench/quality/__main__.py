@@ -1,6 +1,7 @@
 """`python -m bench.quality` (also under torchrun): train WaveFieldLM and StandardLM under one budget and report
 the gap; `--resume DIR` finishes an interrupted run with its saved settings. Exit codes: 0 ok (also after
---stop-after-steps), 2 bad input (one line on stderr), 3 too many non-finite steps in a row (state saved),
+--stop-after-steps, and when a job ran out of memory: that job is a row with oom 1 and NaN test metrics, the
+other jobs train), 2 bad input (one line on stderr), 3 too many non-finite steps in a row (state saved),
 130 interrupted."""
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
     from bench.quality.sweep import NoStableLR, jobs, planned_jobs, tuned_rows
     from bench.quality.tokenizers import build_tokenizer, load_tokenizer
-    from bench.quality.train import (NonFiniteStop, RunContext, StopRequested, check_job_files, ckpt_paths, make_plan,
-                                     train_job)
+    from bench.quality.train import (NonFiniteStop, OutOfMemory, RunContext, StopRequested, check_job_files, ckpt_paths,
+                                     make_plan, train_job)
 
     # ---- settings and run folder (a resumed run takes its settings from env.json, read under the lock)
     resume = settings.resume is not None
@@ -156,6 +157,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
                 if not sweep:
                     return EXIT_NONFINITE
                 row = exc.row  # in a sweep a diverging LR is a result: its row has NaN test metrics
+            except OutOfMemory as exc:  # data, not a crash: the job is a row, the other models still train
+                say(exc)
+                row = exc.row
             except StopRequested as exc:
                 say(exc)
                 return 0

@@ -181,6 +181,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               + (f"a job stops after {limit} in a row and is kept as a diverged row (NaN "
                  "test metrics); the run stops only when every LR of a model diverged." if swept else
                  f"a run stops after {limit} in a row."), ""]
+    if oom := [f"{r['method']} seed {r['seed']} lr {lr_of(r):g}" for r in finals if r.get("oom") == "1"]:
+        lines += [f"- Out of memory (final.csv oom 1, NaN test metrics): {', '.join(oom)}; smaller sizes need a new "
+                  "run folder (--out).", ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots] + [""]
     return "\n".join(lines)
@@ -195,12 +198,18 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
             # stopped by --max-nonfinite (no test result) or never validated; skipped steps alone are no divergence
             diverged = not all(math.isfinite(float(r[k] or "nan")) for k in ("best_val_loss", "test_loss"))
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
-                         f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + (" (diverged)" if diverged else ""),
+                         f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + _stopped(r, diverged),
                          _kept(lr_of(r), kept, [lr_of(x) for x in start])])
     return _section(f"Learning-rate sweep (seed {seed})",
                     "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.",
                     ["method", "peak LR", "best val loss", "test PPL", "best step / steps", "non-finite steps",
                      "choice"], rows)
+
+
+def _stopped(row: dict, diverged: bool) -> str:
+    if row.get("oom") == "1":
+        return " (out of memory)"
+    return " (diverged)" if diverged else ""
 
 
 def _kept(lr: float, kept: float, swept: list[float]) -> str:

@@ -20,6 +20,7 @@ FINAL_COLUMNS = [
     # extras
     "best_val_loss", "best_val_ppl", "steps", "tokens", "train_s", "d_ff", "mem_method",
     "peak_lr",                                            # the job's peak learning rate (--lr or an --lr-sweep value)
+    "oom",                                                # 1: the job ran out of memory (NaN test metrics), else 0
 ]
 
 

@@ -13,7 +13,7 @@ from bench.quality.schema import is_job, lr_of, same_lr
 
 
 class NoStableLR(Exception):
-    """Every LR of the sweep diverged for a method (exit 3)."""
+    """Every LR of the sweep diverged (or ran out of memory) for a method (exit 3)."""
 
 
 def _val(row: dict) -> float:
@@ -42,7 +42,8 @@ def choose(finished: list[dict], method: str, seed: int, lrs: list[float]) -> fl
     best = _best(got)
     if _val(got[best]) == math.inf:
         raise NoStableLR(f"{method}: every learning rate of the sweep ({', '.join(f'{lr:g}' for lr in lrs)}) "
-                         "diverged or never validated; try smaller values")
+                         "diverged, ran out of memory or never validated (final.csv has their rows); try smaller "
+                         "values, or smaller sizes in a new --out where they ran out of memory")
     return best
 
 

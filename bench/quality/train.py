@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common.checkpoint import build_model, load_weights, read_checkpoint, save_checkpoint
-from bench.common.cli import UsageError, one_line
+from bench.common.cli import UsageError, is_oom, one_line
 from bench.common.files import CsvLog, read_table
 from bench.common.memory import JobPeak
 from bench.common.dist import Dist
@@ -25,12 +25,20 @@ from bench.quality.evaluate import bpc_from_loss, evaluate, ppl, token_stats
 from bench.quality.schema import CURVE_COLUMNS, is_job
 
 
-class NonFiniteStop(Exception):
-    """Too many non-finite steps in a row (a one-line message, exit 3); `row`: the job's NaN-metrics final.csv row."""
+class JobStopped(Exception):
+    """A job that ended without a test result (a one-line message); `row`: its NaN-metrics final.csv row."""
 
     def __init__(self, message: str, row: dict | None = None):
         super().__init__(message)
         self.row = row
+
+
+class NonFiniteStop(JobStopped):
+    """Too many non-finite steps in a row (exit 3; in a sweep the row is kept and the run goes on)."""
+
+
+class OutOfMemory(JobStopped):
+    """The job ran out of memory: its row (oom 1) is kept and the run goes on."""
 
 
 class StopRequested(Exception):
@@ -229,6 +237,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
                mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     stream = train_b.stream()
     shown_loss, lr = float("nan"), lr_at(max(0, st.step - 1), p, plan)
+    oom = ""  # the exception itself is not kept: its frames hold the model, which must be freed for the next job
     try:
         while st.step < plan.total_steps:
             t0 = time.perf_counter()
@@ -301,8 +310,16 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             if s.stop_after_steps and steps_here >= s.stop_after_steps and st.step < plan.total_steps:
                 raise StopRequested(f"stopped after {steps_here} steps (--stop-after-steps) at step {st.step} of "
                                     f"{plan.total_steps}; finish with --resume {rc.run_dir}")
+    except (MemoryError, RuntimeError) as exc:
+        if not is_oom(exc):
+            raise
+        oom = one_line(exc, 200)
     finally:
         bar.close()
+    if oom:
+        raise OutOfMemory(f"{method} seed {seed} lr {peak_lr:g}: out of memory at step {st.step + 1} ({oom}); its "
+                          "row is recorded with oom 1 and NaN test metrics, and the run goes on",
+                          row=_row(method, seed, peak_lr, spec, st, mem, wall(), oom=True))
 
     # Test the best-validation weights (the last weights if validation never gave a finite loss).
     if ctx.is_main and not best_path.exists():
@@ -320,8 +337,8 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
 
 
 def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: JobPeak, wall_s: float,
-         res: dict | None = None) -> dict:
-    """The final.csv row of a job; without a test result (a diverged job) the test metrics are NaN."""
+         res: dict | None = None, oom: bool = False) -> dict:
+    """The final.csv row of a job; without a test result (diverged, or out of memory) the test metrics are NaN."""
     nan = float("nan")
     test = {k: (res or {}).get(k, nan) for k in ("loss", "ppl", "bpc", "acc", "batch_mean_loss", "batch_mean_ppl")}
     return {
@@ -330,4 +347,5 @@ def _row(method: str, seed: int, peak_lr: float, spec: dict, st: JobState, mem: 
         "peak_mem_mb": round(mem.peak_mb(), 1), "best_step": st.best_step, "nonfinite_steps": st.nonfinite,
         "best_val_loss": st.best_val_loss, "best_val_ppl": st.best_val_ppl, "steps": st.step, "tokens": st.tokens,
         "train_s": round(st.train_s, 3), "d_ff": spec["config"]["d_ff"], "mem_method": mem.method, "peak_lr": peak_lr,
+        "oom": int(oom),
     }
