@@ -269,3 +269,22 @@ def test_memory_check_counts_the_field_only_on_the_path_that_builds_it():
         with pytest.raises(UsageError, match="lower --field-stride, --seq-len") as refused:
             _check_memory(field, resolve_methods(["wave"], field, 50), 50, cpu, 1)
         assert len(str(refused.value)) < 200, refused.value
+
+
+def test_out_of_memory_outside_a_job_is_one_whole_line(tmp_path, monkeypatch, capsys):
+    """Before the jobs (here: encoding the data) out of memory still ends the run: torch's whole message (it was cut
+    mid-word at 160 characters) and advice that can work (--resume cannot change a run's sizes)."""
+    from bench.common.cli import run_cli
+    from bench.quality import data as qdata
+    from bench.quality.__main__ import main
+
+    torch_says = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 31850496000 bytes. Error code 12 (Cannot allocate memory)")
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(torch_says)
+
+    monkeypatch.setattr(qdata, "encode_splits", out_of_memory)
+    assert run_cli(main, [*map(str, SMALL), "--out", str(tmp_path / "o")], prog=qcli.PROG, resumable=True) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and torch_says in err and "smaller sizes in a new --out" in err, err

@@ -110,7 +110,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except (MemoryError, RuntimeError) as exc:  # size checks are lower bounds: at the edge of memory, still one line
         if not is_oom(exc):
             raise
-        msg = f"out of memory ({squash(exc)[:160]}); choose smaller sizes"
+        where = " in a new --out (--resume keeps a run's sizes)" if resumable else ""
+        msg = f"out of memory ({one_line(exc)}); choose smaller sizes{where}"
     except KeyboardInterrupt:
         hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
