@@ -317,8 +317,8 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
     finally:
         bar.close()
     if oom:
-        raise OutOfMemory(f"{method} seed {seed} lr {peak_lr:g}: out of memory at step {st.step + 1} ({oom}); its "
-                          "row is recorded with oom 1 and NaN test metrics, and the run goes on",
+        raise OutOfMemory(f"{method} seed {seed} lr {peak_lr:g}: out of memory after {st.step} of {plan.total_steps} "
+                          f"steps ({oom}); its row is recorded with oom 1 and NaN test metrics, and the run goes on",
                           row=_row(method, seed, peak_lr, spec, st, mem, wall(), oom=True))
 
     # Test the best-validation weights (the last weights if validation never gave a finite loss).
