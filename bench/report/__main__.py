@@ -21,7 +21,8 @@ def build_parser() -> ArgParser:
     p.add_argument("--out", default="results/README.md",
                    help="the page to write (default results/README.md); every run must lie under its folder")
     p.add_argument("--no-regenerate", action="store_true",
-                   help="use each run's summary.md as it is instead of rewriting it from the CSV first")
+                   help="use each run's summary.md as it is (each run must hold one) instead of rewriting "
+                   "it from the CSV first")
     p.add_argument("--no-plots", action="store_true", help="redraw neither the runs' plots/ nor the page's "
                    "plots/speedup_<cpu|gpu>.png (faster; existing plots are linked)")
     return p
