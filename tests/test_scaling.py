@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench.common.cli import run_cli
+from bench.quality.cli import MAX_SEED
 from bench.scaling.cli import PROG, main
 from bench.scaling.grid import CellSpec, row_key
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS
@@ -137,6 +138,7 @@ NO_SWEEP = "env.json has no usable sweep configuration"
     ("mem_budget_gb", 0, f"{NO_SWEEP} (field mem_budget_gb: 0.0 is not positive"),
     ("levels", [], f"{NO_SWEEP} (field levels: empty level list; valid choices: core, layer, model"),
     ("floor", 1, f"{NO_SWEEP} (field floor: '1' is not true or false"),
+    ("seed", 2**64 - 1, f"{NO_SWEEP} (field seed: {2**64 - 1} is out of range"),
 ])
 def test_resume_of_a_damaged_sweep_configuration_is_one_line(field, value, needle, tmp_path, capsys):
     run = tmp_path / "old"
@@ -185,6 +187,8 @@ NO_CUDA = (["--device", "cuda"], "no CUDA GPU")  # refused by the configuration,
     (["--field-stride", "2.5", "--methods", "wave-field,wave-triton"], "wave-triton need an integer stride"),
     (["--seq-lens", "512,abc"], "not an integer"),
     (["--threads", "100000"], "more than 4x the"),  # torch would start them all
+    # every row was an error (--list-methods: a regression exits there, it does not run a sweep in results/)
+    (["--seed", str(2**64 - 1), "--list-methods"], f"--seed: {2**64 - 1} is out of range (valid: 0 to {MAX_SEED})"),
     (["--seq-lens", "512", "--max-len", "1024"], "either --seq-lens"),
     (["--resume", "/nonexistent/run"], "no such folder"),
     (["--resume", ""], "--resume '': no env.json there"),  # not "not given": it started a new sweep

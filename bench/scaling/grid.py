@@ -9,7 +9,16 @@ import psutil
 import torch
 
 from bench.common.cli import choice_list, nonneg_int, positive_float, positive_int, thread_count
+from bench.quality.cli import MAX_SEED
 from bench.scaling.schema import KEY_COLUMNS, LEVELS, PASSES
+
+
+def seed_int(text: str) -> int:
+    """An argparse type for --seed: 0 to bench.quality's MAX_SEED (the cells add small offsets; torch takes 64 bits)."""
+    value = nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (valid: 0 to {MAX_SEED})")
+    return value
 
 
 def saved_bool(text: str) -> bool:
@@ -60,7 +69,7 @@ SAVED_RULES = {
     "methods": choice_list(["method names"], "method", str),  # the registry refuses an unknown one
     "levels": choice_list(LEVELS, "level"), "passes": choice_list(PASSES, "pass"),
     "seq_lens": choice_list(["positive integers"], "length", positive_int), "floor": saved_bool,
-    "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": nonneg_int,
+    "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": seed_int,
     "threads": thread_count, "time_budget": positive_float, "mem_budget_gb": positive_float,
     "total_budget": positive_float, "model_dim": positive_int, "model_layers": positive_int, "vocab": positive_int,
     "quick": saved_bool}
