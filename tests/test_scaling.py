@@ -160,6 +160,18 @@ def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_resume_takes_the_runs_lists_in_any_order():
+    """--levels layer,core was refused as a conflict with the run's core,layer, shown as Python lists."""
+    from bench.scaling.cli import build_parser, resolve_config, resume_conflicts
+    from bench.scaling.grid import SweepConfig
+
+    base = SweepConfig.from_dict({**SAVED_SWEEP, "levels": ["core", "layer"], "methods": ["wave", "softmax-sdpa"]})
+    same = ["--levels", "layer,core", "--methods", "softmax-sdpa,wave", "--seq-lens", "64"]
+    assert resume_conflicts(resolve_config(build_parser().parse_args(same), base=base), base) == []
+    other = resolve_config(build_parser().parse_args(["--levels", "layer"]), base=base)
+    assert resume_conflicts(other, base) == ["--levels layer (the run has core,layer)"]
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

@@ -163,11 +163,18 @@ FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_b
 
 
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
+    """'FLAG NEW (the run has OLD)' for each value that differs; a list's order does not count (the sweep runs
+    levels, passes and lengths in its own order)."""
     special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
     out = []
     for name, old in asdict(base).items():
         new = getattr(cfg, name)
-        if new != old:
+        if isinstance(old, list):  # compared as sets, shown comma-joined
+            same = set(new) == set(old)
+            new, old = ",".join(map(str, new)), ",".join(map(str, old))
+        else:
+            same = new == old
+        if not same:
             flag = special.get(name) or "--" + FLAG_NAMES.get(name, name).replace("_", "-")
             out.append(f"{flag} {new} (the run has {old})")
     return out
