@@ -172,6 +172,16 @@ def test_resume_takes_the_runs_lists_in_any_order():
     assert resume_conflicts(other, base) == ["--levels layer (the run has core,layer)"]
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_busy_warning_suggests_threads_only_where_the_flag_is_taken(resume, monkeypatch, capsys):
+    from bench.scaling.cli import _busy_warning
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
+    _busy_warning(CPU, threads=2, resume=resume)
+    err = capsys.readouterr().err
+    assert "this machine is busy" in err and ("--threads" in err) == (not resume), err  # a resume refuses it
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

@@ -180,9 +180,9 @@ def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     return out
 
 
-def _busy_warning(device: torch.device, threads: int) -> float | None:
+def _busy_warning(device: torch.device, threads: int, resume: bool) -> float | None:
     """1-minute load average; warns when other work competes for the CPU cores the timings use (on a 2-core
-    machine with load 8, two torch threads ran 4-6x slower than one)."""
+    machine with load 8, two torch threads ran 4-6x slower than one). A resume keeps the run's --threads."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -190,7 +190,7 @@ def _busy_warning(device: torch.device, threads: int) -> float | None:
     cores = os.cpu_count() or 1
     if device.type == "cpu" and load > 0.5 * cores:
         print(f"{PROG}: warning: this machine is busy (load average {load:.1f} on {cores} cores); CPU timings "
-              f"will be slow and noisy{' (try --threads 1)' if threads > 1 else ''}", file=sys.stderr)
+              f"will be slow and noisy{' (try --threads 1)' if threads > 1 and not resume else ''}", file=sys.stderr)
     return round(load, 2)
 
 
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     existing = finished_rows(run_dir) if base is not None else []  # damaged rows refused before any write
     if info.rank == 0:
-        load = _busy_warning(device, cfg.threads)
+        load = _busy_warning(device, cfg.threads, resume=base is not None)
         if base is None:
             write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
         else:
