@@ -166,6 +166,37 @@ def test_total_budget_is_shared_out_over_levels_and_passes():
     assert d.run and d.reduced and d.reason.startswith("fewest calls: predicted 0.008 s at full repetitions")
 
 
+def _fft_conv_bytes(rows: int, length: int, m: int) -> tuple[int, int]:
+    """Bytes of one FFT convolution's tensors, made for real: (padded copy + spectrum + irfft output, padded copy +
+    spectrum), the latter being what an rfft holds at once (the next call's, or a backward's second rfft)."""
+    padded = torch.nn.functional.pad(torch.ones(rows, length), (0, m - length))  # what rfft(x, n=m) transforms
+    spectrum = torch.fft.rfft(padded)
+    out = torch.fft.irfft(spectrum, n=m)
+    return padded.nbytes + spectrum.nbytes + out.nbytes, padded.nbytes + spectrum.nbytes
+
+
+@pytest.mark.parametrize("name, pass_, path, inputs", [
+    ("fft-floor", "fwd", "token", 1),  # x (B, H, d, L)
+    ("fft-floor-field", "fwd", "field", 1),
+    ("wave", "fwd", "token", 3),  # k, v, y
+    ("wave-field", "fwd", "field", 3),
+    ("wave-scan", "fwd", "token", 3),  # bounded by the token path's estimate
+    ("wave", "fwdbwd", "token", 6),  # k, v, y, the output gradient, the gradients of k and v
+    ("wave-field", "fwdbwd", "field", 6)])
+def test_memory_estimates_cover_the_fft_buffers(name, pass_, path, inputs):
+    """The estimate holds every buffer the FFT path keeps resident on CPU, the zero-padded copy rfft(x, n=m) makes
+    included: it was left out, and a fft-floor-field cell estimated under the budget was OOM-killed at N=262144."""
+    spec = CellSpec("core", pass_, 1, 2, 16, 1000, CPU, torch.float32)
+    length, m = costs.conv_length(spec.seq_len, spec.field_stride, path)
+    rows = spec.batch * spec.heads * spec.head_dim
+    conv, rfft = _fft_conv_bytes(rows, length, m)
+    one = torch.empty(rows, length if name.startswith("fft-floor") else spec.seq_len).nbytes  # an input's bytes
+    # the allocator the harnesses set keeps freed memory: a call's buffers stay resident where the next rfft's may not
+    # fit; fwdbwd: the backward's rffts of the gradient and of the input, and its irfft output
+    need = inputs * one + conv + rfft if pass_ == "fwd" else inputs * one + 2 * conv + rfft
+    assert METHODS[name].memory(spec) >= need
+
+
 def test_length_grid_and_ranks():
     assert length_grid(512, 32768) == [512, 1024, 2048, 4096, 8192, 16384, 32768]
     assert length_grid(512, 3000) == [512, 1024, 2048, 3000]

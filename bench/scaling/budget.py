@@ -1,7 +1,8 @@
 """Budget predictor: whether a cell fits the time and memory budgets, decided before it runs (docs/method.md, "The
 budget predictor" and "Run order"). The memory estimates (bytes, inputs included) are deliberately generous: a cell
 predicted just under the budget that then needs more would meet the OOM killer on CPU. `unit` = one (B, H, N, d)
-tensor of the dtype, `f32` = one in float32 (the FFT math dtype); constants checked against torch-profiler peaks."""
+tensor of the dtype, `f32` = one in float32 (the FFT math dtype); the FFT terms checked against the peak RSS of single
+cells (docs/method.md), which the torch-profiler peaks understate (fft_buffers)."""
 from __future__ import annotations
 
 import math
@@ -120,11 +121,22 @@ def share_out(total_left: float, segments: list[tuple[str, str]]) -> float:
     return total_left * weights[0] / sum(weights) if weights else total_left
 
 
+def fft_buffers(rows: int, m: int) -> tuple[int, int]:
+    """Bytes of the zero-padded copy of `rows` rows an rfft at FFT size m transforms (m float32 each: rfft(x, n=m)
+    makes it; an irfft output is as large) and of their spectrum (m/2 + 1 complex64 each). On CPU the harnesses keep
+    freed memory resident (bench/common/allocator.py), so peak RSS holds a call's padded copy, spectrum and irfft
+    output at once, and the next call's padded copy and spectrum need not fit in the holes they leave (a spectrum is
+    8 bytes a row larger than the padded copy before it): 3 padded copies + 2 spectra per forward convolution, where
+    the torch profiler sees 2 buffers alive."""
+    return rows * m * 4, rows * (m // 2 + 1) * 8
+
+
 def floor_memory(spec: CellSpec, path: str) -> float:
-    """fft-floor: input and output, spectrum and irfft output per row, the cached kernel spectrum."""
+    """fft-floor: the input, its FFT buffers (fft_buffers) and the cached kernel spectrum."""
     length, m = conv_length(spec.seq_len, spec.field_stride, path)
     rows = spec.batch * spec.heads * spec.head_dim
-    return rows * (2 * length * 4 + (m // 2 + 1) * 8 + m * 4) + spec.heads * (m // 2 + 1) * 8
+    padded, spectrum = fft_buffers(rows, m)
+    return rows * length * 4 + 3 * padded + 2 * spectrum + spec.heads * (m // 2 + 1) * 8
 
 
 def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
@@ -151,14 +163,16 @@ def level_memory(spec: CellSpec, core_bytes: Callable[..., float]) -> float:
 
 def wave_memory(spec: CellSpec, path: str) -> float:
     def core_bytes(b: int, h: int, n: int, d: int, elem: int, pass_: str) -> float:
-        """Inputs (k, v; q when drawn), deposits, the (B, H, d, L) field, its spectrum (M/2+1 complex) and the irfft
-        output (M reals), L = N (token) or G (field)."""
-        length, m = conv_length(n, spec.field_stride, path)  # scan: bounded by the token path's
-        rows = b * h * d
+        """Inputs (k, v; q when drawn), deposits, the output, and the FFT buffers (fft_buffers) of the convolution
+        over L = N tokens (token) or G field cells (field): the forward's 3 padded copies (the irfft output counted as
+        one) and 2 spectra; fwdbwd: the forward's padded copy, spectrum and irfft output, and the backward's padded
+        copies and spectra of the gradient and of the input, and its irfft output."""
+        m = conv_length(n, spec.field_stride, path)[1]  # scan: bounded by the token path's
         unit, f32 = b * h * n * d * elem, b * h * n * d * 4  # one (B, H, N, d) tensor of the dtype, of float32
-        fft = rows * ((m // 2 + 1) * 8 + m * 4)  # spectrum + irfft output
-        field = rows * length * 4
-        return 4 * unit + 3 * f32 + field + fft if pass_ == "fwd" else 8 * unit + 8 * f32 + 3 * field + 2.5 * fft
+        padded, spectrum = fft_buffers(b * h * d, m)
+        if pass_ == "fwd":
+            return 4 * unit + 3 * f32 + 3 * padded + 2 * spectrum
+        return 8 * unit + 8 * f32 + 5 * padded + 3 * spectrum
     return level_memory(spec, core_bytes)
 
 
