@@ -248,6 +248,29 @@ def test_bad_input_subprocess(argv, needle):
     assert "Traceback" not in err and "\n" not in err and needle in err, err
 
 
+# a Ctrl-C in the first 1-2 s of a run, while torch imports: the import raises KeyboardInterrupt
+CTRL_C_AT_IMPORT = """
+import runpy, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("module", ["bench.scaling", "bench.profile"])
+def test_ctrl_c_while_torch_imports_is_one_line(module):
+    """It was a 25-35 line KeyboardInterrupt traceback: the entry point imported torch before run_cli ran."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_AT_IMPORT, module, "--seq-len", "64"], cwd=REPO,
+                          env=_py_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr.startswith(f"python -m {module}: interrupted"), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end
 
