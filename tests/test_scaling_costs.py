@@ -112,7 +112,7 @@ def test_predictor_fit_and_time_skip():
     assert p.decide(series, 4096, "wave", 1e6, _linear, _linear).run  # 4 x 0.08 = 0.32 s < 0.5 s
     d = p.decide(series, 8192, "wave", 1e6, _linear, _linear)  # 4 x 0.16 = 0.64 s > 0.5 s
     assert not d.run
-    assert d.reason.startswith("predicted 0.6 s > time budget 0.5 s")
+    assert d.reason.startswith("predicted 0.64 s > time budget 0.5 s (4 calls of 160 ms")
     later = p.decide(series, 16384, "wave", 1e6, _linear, _linear)
     assert not later.run and "longer than N=8192" in later.reason
 
@@ -136,6 +136,20 @@ def test_predictor_memory_and_cost_only():
     assert not d.run and d.reason == "predicted peak memory 0.0027 GB > memory budget 0.0005 GB"
     t, basis = p.call_seconds(("x", "core", "fwd"), 512, "softmax", lambda n: 3e10, lambda n: 0)
     assert basis == "cost model only" and t == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("at_512, time_budget, elapsed, share_left, want", [
+    (0.001, 1e-9, 0.0, None, "predicted 0.008 s > time budget 1e-09 s"),  # printed 'predicted 0.0 s > ...'
+    (1.005, 8.0, 0.0, None, "predicted 8.04 s > time budget 8 s"),  # printed 'predicted 8.0 s > time budget 8 s'
+    (1.00005, 8.0, 0.0, None, "predicted 8.0004 s > time budget 8 s"),
+    (1.005, 100.0, 231.97, None, "predicted 8.04 s > 8.03 s left of the total budget 240 s"),  # '8.0 s > 8.0 s left'
+    (1.005, 100.0, 0.0, 8.03, "predicted 8.04 s > 8.03 s left of this level/pass's share of the total budget 240 s")])
+def test_budget_reasons_print_the_prediction_above_the_limit(at_512, time_budget, elapsed, share_left, want):
+    p = Predictor("cpu", time_budget=time_budget, mem_budget=1e12, calls=4, total_budget=240)
+    s = ("wave", "core", "fwd")
+    p.record(s, 512, at_512)  # at N=1024 (linear cost model): 4 calls of twice that
+    d = p.decide(s, 1024, "wave", 1, _linear, _linear, elapsed_s=elapsed, share_left_s=share_left)
+    assert not d.run and d.reason.startswith(want), d.reason
 
 
 def test_predictor_total_budget():

@@ -37,6 +37,15 @@ def gb(nbytes: float) -> str:
     return _two_sig(nbytes / 1e9, "GB")
 
 
+def secs_over(seconds: float, limit: float) -> tuple[str, str]:
+    """Texts of seconds > limit, both with the fewest significant digits (3 or more) that print the first above the
+    second: '8.04 s > 8 s', where fixed decimals printed 'predicted 8.0 s > time budget 8 s' or '0.0 s > 1e-09 s'."""
+    digits = 3
+    while float(f"{seconds:.{digits}g}") <= float(f"{limit:.{digits}g}"):
+        digits += 1
+    return f"{seconds:.{digits}g} s", f"{limit:.{digits}g} s"
+
+
 @dataclass
 class Decision:
     run: bool
@@ -94,15 +103,17 @@ class Predictor:
         cell_s = call_s * self.calls
         over = ""  # why the cell is over the per-cell budget, the total or its level/pass's share of the total
         if cell_s > self.time_budget:
-            per_call = f"{call_s * 1e3:.1f} ms" if call_s < 1 else f"{call_s:.2f} s"
-            over = (f"predicted {cell_s:.1f} s > time budget {self.time_budget:g} s ({self.calls} calls of {per_call}; "
+            per_call = f"{call_s * 1e3:.3g} ms" if call_s < 1 else f"{call_s:.3g} s"
+            predicted = secs_over(cell_s, self.time_budget)[0]  # the budget as typed
+            over = (f"predicted {predicted} > time budget {self.time_budget:g} s ({self.calls} calls of {per_call}; "
                     f"{basis})")
         elif self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
-            over = (f"predicted {secs(cell_s)} > {secs(max(0.0, self.total_budget - elapsed_s))} left of the total "
-                    f"budget {self.total_budget:g} s")
+            predicted, left = secs_over(cell_s, max(0.0, self.total_budget - elapsed_s))
+            over = f"predicted {predicted} > {left} left of the total budget {self.total_budget:g} s"
         elif share_left_s is not None and cell_s > share_left_s:
-            over = (f"predicted {secs(cell_s)} > {secs(max(0.0, share_left_s))} left of this level/pass's share of the "
-                    f"total budget {self.total_budget:g} s")
+            predicted, left = secs_over(cell_s, max(0.0, share_left_s))
+            over = (f"predicted {predicted} > {left} left of this level/pass's share of the total budget "
+                    f"{self.total_budget:g} s")
         if protected:
             reason = f"fewest calls: predicted {secs(cell_s)} at full repetitions is over a time budget ({basis})"
             return Decision(True, reason if over else "", est_bytes, reduced=bool(over))
