@@ -339,14 +339,14 @@ def test_torchrun_two_gloo_ranks(tmp_path):
 def test_row_writer_migrates_an_older_header_keeping_every_row(tmp_path):
     # a folder written before a column was added (setup_s) must resume without losing or shifting rows
     from bench.scaling.results import RowWriter, read_header, read_rows
-    from bench.scaling.schema import COLUMNS
+    from bench.scaling.schema import COLUMNS, KEY_COLUMNS
 
     path = tmp_path / "timings.csv"
     old = COLUMNS[:-1]
-    path.write_text(",".join(old) + "\n" + ",".join("wave" if c == "method" else "7" if c == "seq_len" else ""
-                                                      for c in old) + "\n")
+    key = {c: "7" for c in KEY_COLUMNS}  # a row without its key is refused as damaged
+    path.write_text(",".join(old) + "\n" + ",".join({**key, "method": "wave"}.get(c, "") for c in old) + "\n")
     writer = RowWriter(path)
-    writer.append({"method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})
+    writer.append({**key, "method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})
     assert read_header(path) == COLUMNS
     rows = read_rows(path)
     got = [(r["method"], r["seq_len"], r["setup_s"]) for r in rows]
