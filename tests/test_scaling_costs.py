@@ -130,7 +130,10 @@ def test_predictor_uses_the_larger_of_fit_and_cost_ratio():
 def test_predictor_memory_and_cost_only():
     p = Predictor("cpu", time_budget=10, mem_budget=2e9, calls=4)
     d = p.decide(("softmax-naive", "core", "fwd"), 32768, "softmax", 34.4e9, _linear, _linear)
-    assert not d.run and d.reason == "predicted peak memory 34.4 GB > memory budget 2.0 GB"
+    assert not d.run and d.reason == "predicted peak memory 34.4 GB > memory budget 2 GB"
+    d = Predictor("cpu", time_budget=10, mem_budget=14.6995e9, calls=4).decide(  # printed '14.7 GB > ... 14.7 GB'
+        ("wave", "core", "fwd"), 32768, "wave", 14.72e9, _linear, _linear)
+    assert not d.run and d.reason == "predicted peak memory 14.72 GB > memory budget 14.6995 GB"
     tiny = Predictor("cpu", time_budget=10, mem_budget=5e5, calls=4)  # --mem-budget 0.0005: both said 0.0 GB
     d = tiny.decide(("softmax-naive", "core", "fwd"), 256, "softmax", 2.7e6, _linear, _linear)
     assert not d.run and d.reason == "predicted peak memory 0.0027 GB > memory budget 0.0005 GB"

@@ -37,13 +37,13 @@ def gb(nbytes: float) -> str:
     return _two_sig(nbytes / 1e9, "GB")
 
 
-def secs_over(seconds: float, limit: float) -> tuple[str, str]:
-    """Texts of seconds > limit, both with the fewest significant digits (3 or more) that print the first above the
+def above(value: float, limit: float, unit: str) -> tuple[str, str]:
+    """Texts of value > limit, both with the fewest significant digits (3 or more) that print the first above the
     second: '8.04 s > 8 s', where fixed decimals printed 'predicted 8.0 s > time budget 8 s' or '0.0 s > 1e-09 s'."""
     digits = 3
-    while float(f"{seconds:.{digits}g}") <= float(f"{limit:.{digits}g}"):
+    while float(f"{value:.{digits}g}") <= float(f"{limit:.{digits}g}"):
         digits += 1
-    return f"{seconds:.{digits}g} s", f"{limit:.{digits}g} s"
+    return f"{value:.{digits}g} {unit}", f"{limit:.{digits}g} {unit}"
 
 
 @dataclass
@@ -97,21 +97,22 @@ class Predictor:
         if stuck is not None and (not protected or stuck[1] == "memory"):
             return Decision(False, stuck[0])
         if est_bytes > self.mem_budget:
-            return Decision(False, f"predicted peak memory {gb(est_bytes)} > memory budget {gb(self.mem_budget)}",
+            predicted = above(est_bytes / 1e9, self.mem_budget / 1e9, "GB")[0]  # the budget as --mem-budget takes it
+            return Decision(False, f"predicted peak memory {predicted} > memory budget {self.mem_budget / 1e9:g} GB",
                             bytes=est_bytes)
         call_s, basis = self.call_seconds(series, n, kind, flops_at, bytes_at)
         cell_s = call_s * self.calls
         over = ""  # why the cell is over the per-cell budget, the total or its level/pass's share of the total
         if cell_s > self.time_budget:
             per_call = f"{call_s * 1e3:.3g} ms" if call_s < 1 else f"{call_s:.3g} s"
-            predicted = secs_over(cell_s, self.time_budget)[0]  # the budget as typed
+            predicted = above(cell_s, self.time_budget, "s")[0]  # the budget as typed
             over = (f"predicted {predicted} > time budget {self.time_budget:g} s ({self.calls} calls of {per_call}; "
                     f"{basis})")
         elif self.total_budget is not None and elapsed_s + cell_s > self.total_budget:
-            predicted, left = secs_over(cell_s, max(0.0, self.total_budget - elapsed_s))
+            predicted, left = above(cell_s, max(0.0, self.total_budget - elapsed_s), "s")
             over = f"predicted {predicted} > {left} left of the total budget {self.total_budget:g} s"
         elif share_left_s is not None and cell_s > share_left_s:
-            predicted, left = secs_over(cell_s, max(0.0, share_left_s))
+            predicted, left = above(cell_s, max(0.0, share_left_s), "s")
             over = (f"predicted {predicted} > {left} left of this level/pass's share of the total budget "
                     f"{self.total_budget:g} s")
         if protected:
