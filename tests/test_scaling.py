@@ -135,6 +135,7 @@ NO_SWEEP = "env.json has no usable sweep configuration"
     ("batch", -1, f"{NO_SWEEP} (field batch: -1 is not positive"),
     ("min_run_time", None, f"{NO_SWEEP} (field min_run_time: 'None' is not a number"),
     ("threads", 1000, f"{NO_SWEEP} (field threads: 1000 is more than 4x the"),  # --threads' cap
+    ("threads", 0, f"{NO_SWEEP} (field threads: 0 is not a thread count"),  # was a conflict with --threads
     ("mem_budget_gb", 0, f"{NO_SWEEP} (field mem_budget_gb: 0.0 is not positive"),
     ("levels", [], f"{NO_SWEEP} (field levels: empty level list; valid choices: core, layer, model"),
     ("floor", 1, f"{NO_SWEEP} (field floor: '1' is not true or false"),

@@ -21,6 +21,13 @@ def seed_int(text: str) -> int:
     return value
 
 
+def saved_threads(text: str) -> int:
+    """--threads' rule for the count a run saved, which is the count it used (0, "all cores", is resolved first)."""
+    if thread_count(text) == 0:
+        raise argparse.ArgumentTypeError("0 is not a thread count (a run saves the count it used)")
+    return int(text)
+
+
 def saved_bool(text: str) -> bool:
     """A saved true or false (floor, quick: their flags take no value)."""
     if text not in ("True", "False"):
@@ -70,7 +77,7 @@ SAVED_RULES = {
     "levels": choice_list(LEVELS, "level"), "passes": choice_list(PASSES, "pass"),
     "seq_lens": choice_list(["positive integers"], "length", positive_int), "floor": saved_bool,
     "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": seed_int,
-    "threads": thread_count, "time_budget": positive_float, "mem_budget_gb": positive_float,
+    "threads": saved_threads, "time_budget": positive_float, "mem_budget_gb": positive_float,
     "total_budget": positive_float, "model_dim": positive_int, "model_layers": positive_int, "vocab": positive_int,
     "quick": saved_bool}
 
