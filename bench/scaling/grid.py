@@ -21,20 +21,6 @@ def seed_int(text: str) -> int:
     return value
 
 
-def saved_threads(text: str) -> int:
-    """--threads' rule for the count a run saved, which is the count it used (0, "all cores", is resolved first)."""
-    if thread_count(text) == 0:
-        raise argparse.ArgumentTypeError("0 is not a thread count (a run saves the count it used)")
-    return int(text)
-
-
-def saved_bool(text: str) -> bool:
-    """A saved true or false (floor, quick: their flags take no value)."""
-    if text not in ("True", "False"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-    return text == "True"
-
-
 @dataclass
 class SweepConfig:
     device: str
@@ -69,11 +55,32 @@ class SweepConfig:
         return cls(**{f.name: _saved(f.name, data[f.name]) for f in fields(cls)})
 
 
+def saved_threads(text: str) -> int:
+    """--threads' rule for the count a run saved, which is the count it used (0, "all cores", is resolved first)."""
+    if thread_count(text) == 0:
+        raise argparse.ArgumentTypeError("0 is not a thread count (a run saves the count it used)")
+    return int(text)
+
+
+def saved_method(text: str) -> str:
+    """A method a run saved: a name ('all' is resolved first; the registry refuses an unknown name)."""
+    if text == "all":
+        raise argparse.ArgumentTypeError("'all' is not a method name (a run saves the names it chose)")
+    return text
+
+
+def saved_bool(text: str) -> bool:
+    """A saved true or false (floor, quick: their flags take no value)."""
+    if text not in ("True", "False"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+    return text == "True"
+
+
 # Each saved field's rule: its flag's argparse type (for a field without a flag, the same kind of rule)
 SAVED_RULES = {
     "device": str, "dtype": str,  # their names are checked as the flags' are (resolve_device, resolve_dtype)
     "batch": positive_int, "heads": positive_int, "head_dim": positive_int, "field_stride": positive_float,
-    "methods": choice_list(["method names"], "method", str),  # the registry refuses an unknown one
+    "methods": choice_list(["method names"], "method", saved_method),
     "levels": choice_list(LEVELS, "level"), "passes": choice_list(PASSES, "pass"),
     "seq_lens": choice_list(["positive integers"], "length", positive_int), "floor": saved_bool,
     "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": seed_int,
