@@ -128,7 +128,8 @@ NO_SWEEP = "env.json has no usable sweep configuration"
 
 @pytest.mark.parametrize("field,value,needle", [
     ("methods", ["wave", "wave-old"], "method 'wave-old' of the run is not in this version"),  # was a KeyError
-    ("methods", ["all"], f"{NO_SWEEP} (field methods: 'all' is not a method name"),  # was a --methods conflict
+    ("methods", ["all"], f"{NO_SWEEP} (field methods: 'all' is not what a run saves"),  # was a --methods conflict
+    ("device", "auto", f"{NO_SWEEP} (field device: 'auto' is not what a run saves"),  # was a --device conflict
     # each was a TypeError traceback, or an error row for every cell, or a flag conflict the user never typed
     ("seq_lens", [64, "abc"], f"{NO_SWEEP} (field seq_lens: 'abc' is not an integer"),
     ("heads", "8", f"{NO_SWEEP} (field heads: '8' should be saved as 8)"),

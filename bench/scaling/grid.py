@@ -62,10 +62,11 @@ def saved_threads(text: str) -> int:
     return int(text)
 
 
-def saved_method(text: str) -> str:
-    """A method a run saved: a name ('all' is resolved first; the registry refuses an unknown name)."""
-    if text == "all":
-        raise argparse.ArgumentTypeError("'all' is not a method name (a run saves the names it chose)")
+def saved_name(text: str) -> str:
+    """A device or method a run saved: what --device auto or --methods all resolved to (an unknown name is refused
+    as the flags' are, by resolve_device and the registry)."""
+    if text in ("auto", "all"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not what a run saves (it saves what {text!r} resolved to)")
     return text
 
 
@@ -78,9 +79,9 @@ def saved_bool(text: str) -> bool:
 
 # Each saved field's rule: its flag's argparse type (for a field without a flag, the same kind of rule)
 SAVED_RULES = {
-    "device": str, "dtype": str,  # their names are checked as the flags' are (resolve_device, resolve_dtype)
+    "device": saved_name, "dtype": str,  # an unknown dtype is refused as --dtype's is, by resolve_dtype
     "batch": positive_int, "heads": positive_int, "head_dim": positive_int, "field_stride": positive_float,
-    "methods": choice_list(["method names"], "method", saved_method),
+    "methods": choice_list(["method names"], "method", saved_name),
     "levels": choice_list(LEVELS, "level"), "passes": choice_list(PASSES, "pass"),
     "seq_lens": choice_list(["positive integers"], "length", positive_int), "floor": saved_bool,
     "warmup": positive_int, "min_run_time": positive_float, "min_reps": positive_int, "seed": seed_int,
