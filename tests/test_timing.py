@@ -1,4 +1,6 @@
 """The shared timing and memory protocols (bench/common/timing.py, memory.py). CPU, a few seconds."""
+import subprocess
+import sys
 import time
 
 import pytest
@@ -133,3 +135,26 @@ def test_cpu_peak_sees_overlapping_temporaries():
 
     peak = measure_peak(two_alive, CPU).peak_bytes
     assert abs(peak - 8 * n) <= 0.05 * 8 * n, peak
+
+
+def test_memory_kept_by_glibc_goes_back_between_lengths():
+    """The harnesses make glibc keep freed memory (steady CPU timings); without handing it back, buffers kept from
+    shorter cells added up past the memory budget (the kernel's OOM killer ended a long-context sweep)."""
+    code = """
+import psutil, torch
+from bench.common.allocator import retain_freed_memory
+from bench.common.memory import free_memory
+if retain_freed_memory() != "glibc-retain":
+    raise SystemExit(3)
+rss = lambda: psutil.Process().memory_info().rss
+x = torch.ones(64 << 20)  # 256 MB
+del x
+kept = rss()
+free_memory(torch.device("cpu"))
+print(kept - rss())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if proc.returncode == 3:
+        pytest.skip("not glibc: nothing is kept")
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 200 << 20  # most of the 256 MB went back

@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 import torch
 
+from bench.common.allocator import release_freed_memory
 from bench.common.cli import UsageError
 from bench.common.env import nvml
 
@@ -59,10 +60,13 @@ def memory_method(device: torch.device) -> str:
 
 
 def free_memory(device: torch.device) -> None:
-    """Release what can be released after a failure (OOM): garbage, then the CUDA cache."""
+    """Release what can be released (after a failure, between lengths): garbage, then the CUDA cache or the memory
+    glibc keeps."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    else:
+        release_freed_memory()
 
 
 def high_water(deltas: list[int]) -> int:
