@@ -7,25 +7,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import run_cli
-
-PROG = "python -m bench.profile"
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """main(), with this module imported again as bench.profile: its torch imports below (1-2 s) then run under
-    run_cli, so a Ctrl-C while they load is one line and exit 130 too."""
-    from bench.profile import main
-
-    return main(argv)
-
-
-if __name__ == "__main__":  # before the imports below
-    raise SystemExit(run_cli(_main, prog=PROG))
-
 import torch
 
-from bench.common.cli import ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int
+from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int,
+                              run_cli)
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.memory import free_memory
 from bench.common.timing import synchronize, time_calls
@@ -34,6 +19,7 @@ from bench.scaling.registry import METHODS, stride_refusal
 from bench.scaling.schema import LEVELS, PASSES
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # kineto's start/stop lines would interleave with the report
+PROG = "python -m bench.profile"
 
 
 def build_parser() -> ArgParser:
@@ -160,3 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.out).write_text("\n".join(lines))
     return 0
 
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main, prog=PROG))
