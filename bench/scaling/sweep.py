@@ -18,7 +18,7 @@ from bench.common.device import DTYPES
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import builders, costs
-from bench.scaling.budget import Decision, Predictor, gb, share_out
+from bench.scaling.budget import Decision, Predictor, above, share_out
 from bench.scaling.grid import CellSpec, SweepConfig, cell_key, groups, rank_of_group, row_key
 from bench.scaling.registry import FIRST, HEADLINE, METHODS, Method, chosen_methods
 from bench.scaling.results import RowWriter
@@ -209,7 +209,8 @@ class Sweep:
         need = 3 * method.memory(builders.small_spec(spec))
         if need > self.cfg.mem_budget_gb * 1e9:
             return self._row(method, spec, "skipped", f"its correctness check (N={builders.CHECK_LEN}) needs "
-                             f"about {gb(need)} > memory budget {self.cfg.mem_budget_gb:g} GB")
+                             f"about {above(need / 1e9, self.cfg.mem_budget_gb, 'GB')[0]} > memory budget "
+                             f"{self.cfg.mem_budget_gb:g} GB")
         ok, reason = self._check(method, spec)
         if not ok:
             return self._row(method, spec, "error", reason)
@@ -258,6 +259,7 @@ class Sweep:
                                     est_call_s={k: p.est_call_s for k, p in group.items()},
                                     spent_s={k: p.spent_s for k, p in group.items()}, on_done=on_done)
         prepared.clear()
+        free_memory(self.device)  # what this length's cells kept must not add up with the next, longer length's
 
     def run(self) -> Counter:
         from tqdm import tqdm
