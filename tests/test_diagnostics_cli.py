@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench.common.checkpoint import save_checkpoint
-from bench.quality.cli import MAX_SEED
+from bench.common.cli import MAX_SEED
 from faultkit import bench_in
 from wavefield_core import WaveFieldLM
 
@@ -154,7 +154,8 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     (["--leak-len", "2"], "at least 3 tokens"),  # ran, then failed (exit 1): 'NO leak shown ... probe is broken'
     (["--model-probe-len", "1"], "at least 2 tokens"),  # was an IndexError traceback in the token-id probe
     (["--probe-len", "1"], "at least 2 tokens"),  # no probe row at all, yet an overall PASS
-    (["--seed", str(2**64 - 1)], f"--seed takes values from 0 to {MAX_SEED}"),  # was a traceback, an empty folder
+    # was a traceback and an empty folder
+    (["--seed", str(2**64 - 1)], f"--seed: {2**64 - 1} is out of range (valid: 0 to {MAX_SEED})"),
     (["--seed", "-1"], "-1 is negative"),  # numpy's generator refused it, in a traceback
 ], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model", "leak-len",
         "model-probe-len", "probe-len", "huge-seed", "negative-seed"])

@@ -58,6 +58,17 @@ positive_int, nonneg_int, finite_float = _number(int, "positive"), _number(int, 
 positive_float, nonneg_float = _number(float, "positive"), _number(float, "nonneg")
 
 
+MAX_SEED = 2**32 - 1  # numpy takes seeds below 2**32; the harnesses add offsets and torch takes 64 bits
+
+
+def seed_int(text: str) -> int:
+    """An argparse type for a seed: 0 to MAX_SEED."""
+    value = nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (valid: 0 to {MAX_SEED})")
+    return value
+
+
 def int_at_least(least: int, refusal: str) -> Callable[[str], int]:
     """An argparse type: a positive integer >= `least`; `refusal` (formatted with value and least) says why not."""
     def parse(text: str) -> int:

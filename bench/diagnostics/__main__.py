@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common.cli import (ArgParser, UsageError, int_at_least, nonneg_int, one_line, positive_float, positive_int,
-                              run_cli, thread_count)
-from bench.quality.cli import MAX_SEED
+from bench.common.cli import (ArgParser, UsageError, int_at_least, one_line, positive_float, positive_int, run_cli,
+                              seed_int, thread_count)
 
 PROG = "python -m bench.diagnostics"
 RANDOM_INIT_DEFAULTS = {"d_model": 256, "n_layers": 6, "n_heads": 8, "field_stride": 4.0, "vocab_size": 256}
@@ -68,7 +67,7 @@ def build_parser() -> ArgParser:
     c.add_argument("--conservation-tol", type=positive_float, default=1e-5,
                    help="FAIL when ||k*x||_p/||x||_p > 1 + tol (default 1e-5, fp32 rounding)")
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=nonneg_int, default=0, help="seed for init, text windows and probes (default 0)")
+    r.add_argument("--seed", type=seed_int, default=0, help="seed for init, text windows and probes (default 0)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     r.add_argument("--threads", type=thread_count, help="CPU threads for torch (default or 0: torch's choice)")
     r.add_argument("--out", metavar="DIR",
@@ -203,8 +202,6 @@ def text_batch(args, vocab_size: int, tokenizer, tokenizer_desc: str, device) ->
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # Cheap input checks first: a typo should not wait for torch, a model and a results folder.
-    if args.seed > MAX_SEED:  # as bench.quality's: the probes add offsets to it, and torch takes 64 bits
-        raise UsageError(f"--seed takes values from 0 to {MAX_SEED} (got {args.seed})")
     for what, path in (("checkpoint", args.checkpoint), ("--text-file", args.text_file)):
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{what} {path!r} {'is not a file' if Path(path).exists() else 'does not exist'}")

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from bench.common.cli import ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int, thread_count
+from bench.common.cli import (MAX_SEED, ArgParser, UsageError, choice_list, finite_float, nonneg_int, positive_int,
+                              thread_count)
 from bench.quality.methods import METHODS
 from bench.quality.presets import BUDGET_FIELDS, DEFAULT_PRESET, PRESETS, WARMUP_FIELDS, Preset, preset_fields
 
@@ -17,7 +18,6 @@ PAIRING_METHODS = {"both": ("wave", "standard", "standard-matched"), "paper": ("
                    "matched": ("wave", "standard-matched")}
 RUN_FLAGS = ("device", "max_nonfinite", "stop_after_steps", "no_progress", "threads")  # a --resume may change them
 METHOD_CHOICES = tuple(METHODS)
-MAX_SEED = 2**32 - 1
 MAX_SIZE = 2**31 - 1  # sizes past int32 overflow torch's shape checks (a C++ traceback building the model)
 MAX_LR = 1e6  # far above any rate that trains; near 1e38 AdamW's float32 step (lr / (1 - beta1^t)) overflows mid-run
 FIELD_TYPES = {"int": int, "float": finite_float, "str": str}  # a Preset field's flag type, by its annotation

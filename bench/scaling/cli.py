@@ -12,15 +12,15 @@ from typing import Sequence
 
 import torch
 
-from bench.common.cli import ArgParser, UsageError, choice_list, one_line, positive_float, positive_int, thread_count
+from bench.common.cli import (ArgParser, UsageError, choice_list, one_line, positive_float, positive_int, seed_int,
+                              thread_count)
 from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
 from bench.common.env import collect_env, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
 from bench.common.dist import Dist, from_env
-from bench.scaling.grid import (COMMON_DEFAULTS, DEVICE_DEFAULTS, QUICK, SweepConfig, default_threads, length_grid,
-                                seed_int)
+from bench.scaling.grid import COMMON_DEFAULTS, DEVICE_DEFAULTS, QUICK, SweepConfig, default_threads, length_grid
 from bench.scaling.registry import (DEFAULT_METHODS, FLOOR_METHODS, METHODS, chosen_methods, default_methods,
                                     method_table, stride_refusal)
 from bench.scaling.schema import LEVELS, PASSES

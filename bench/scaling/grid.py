@@ -8,17 +8,8 @@ from dataclasses import dataclass, fields, replace
 import psutil
 import torch
 
-from bench.common.cli import choice_list, nonneg_int, positive_float, positive_int, thread_count
-from bench.quality.cli import MAX_SEED
+from bench.common.cli import choice_list, positive_float, positive_int, seed_int, thread_count
 from bench.scaling.schema import KEY_COLUMNS, LEVELS, PASSES
-
-
-def seed_int(text: str) -> int:
-    """An argparse type for --seed: 0 to bench.quality's MAX_SEED (the cells add small offsets; torch takes 64 bits)."""
-    value = nonneg_int(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (valid: 0 to {MAX_SEED})")
-    return value
 
 
 @dataclass
