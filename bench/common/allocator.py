@@ -1,7 +1,7 @@
 """CPU allocator setting shared by every timing harness: glibc keeps freed memory, as a caching allocator
 would, so a call does not page-fault its big buffers in afresh (why, and what it changed: docs/regression.md).
 Peak memory comes from torch's own allocation events, so it is not affected; release_freed_memory() hands the kept
-memory back between lengths."""
+memory back after a failure."""
 from __future__ import annotations
 
 import ctypes
@@ -34,8 +34,9 @@ def retain_freed_memory() -> str:
 
 
 def release_freed_memory() -> None:
-    """Hand what glibc keeps back to the system (malloc_trim), the CPU counterpart of emptying CUDA's cache:
-    between lengths, so that buffers kept from shorter cells do not add up to more than any one cell needs."""
+    """Hand what glibc keeps back to the system (malloc_trim), the CPU counterpart of emptying CUDA's cache. Only
+    after a failure (an OOM): between lengths it lowered the peak but made the next length's first timed calls
+    page-fault (docs/method.md, "The budget predictor")."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -60,8 +60,7 @@ def memory_method(device: torch.device) -> str:
 
 
 def free_memory(device: torch.device) -> None:
-    """Release what can be released (after a failure, between lengths): garbage, then the CUDA cache or the memory
-    glibc keeps."""
+    """Release what can be released after a failure (OOM): garbage, then the CUDA cache or the memory glibc keeps."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

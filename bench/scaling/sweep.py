@@ -15,7 +15,6 @@ import torch
 
 from bench.common.cli import is_oom, one_line
 from bench.common.device import DTYPES
-from bench.common.allocator import release_freed_memory
 from bench.common.memory import PeakMemory, free_memory, measure_peak, memory_method, prepare_profiler
 from bench.common.timing import TimingPolicy, TimingResult, measure_interleaved, warm_up
 from bench.scaling import builders, costs
@@ -260,8 +259,6 @@ class Sweep:
                                     est_call_s={k: p.est_call_s for k, p in group.items()},
                                     spent_s={k: p.spent_s for k, p in group.items()}, on_done=on_done)
         prepared.clear()
-        if self.device.type == "cpu":  # what this length's cells kept must not add up with the next, longer length's
-            release_freed_memory()
 
     def run(self) -> Counter:
         from tqdm import tqdm
