@@ -238,3 +238,15 @@ def test_report_without_plots_links_the_plots_already_there(tmp_path):
     assert "plots/lr_sweep.png" in kept and "ratio_vs_tokens" not in kept
     # the committed summary is the one a redraw writes (the published page regenerates identically)
     assert (committed / "summary.md").read_text().replace("![ratio_vs_tokens](plots/ratio_vs_tokens.png)\n", "") == kept
+
+
+def test_a_job_out_of_memory_is_never_kept_nor_averaged():
+    """An oom row may carry a finite validation loss from before it ran out; it won the LR choice, and its NaN test
+    metrics turned every ratio of the run into NaN (and the results page's verdict into 'does not')."""
+    lrs = [1e-3, 3e-3]
+    got = [_final("wave", 0, 1e-3, 2.5, oom="0"), _final("wave", 0, 3e-3, 2.1, oom="1", test_ppl="nan")]
+    assert choose(got, "wave", 0, lrs) == 1e-3
+    finals = [_final("wave", s, 1e-3, 2.5, oom=str(int(s == 1))) for s in (0, 1, 2)] + [
+        _final("standard", s, 1e-3, 2.0, oom="0") for s in (0, 1, 2)]
+    assert sorted(tuned_rows(finals, 0)["wave"]) == [0, 2] and sorted(rows_at(finals, 1e-3)["wave"]) == [0, 2]
+    assert "wave" not in tuned_rows([r for r in finals if r["method"] == "standard" or r["seed"] == "1"], 0)

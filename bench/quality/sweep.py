@@ -17,8 +17,14 @@ class NoStableLR(Exception):
 
 
 def _val(row: dict) -> float:
+    """The loss an LR is chosen by; a job that ran out of memory never wins, whatever it validated before."""
     v = float(row.get("best_val_loss") or "nan")
-    return v if math.isfinite(v) else math.inf
+    return v if math.isfinite(v) and not ran_out(row) else math.inf
+
+
+def ran_out(row: dict) -> bool:
+    """The job ran out of memory: its row has no test result to report (an older final.csv has no oom column)."""
+    return row.get("oom") == "1"
 
 
 def _seed_rows(finished: list[dict], method: str, seed: int, lrs: list[float]) -> dict[float, dict]:
@@ -82,8 +88,10 @@ def _undone(final_path: Path, planned: list[tuple[str, int, float]]) -> Iterator
 
 
 def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, dict[int, dict]]:
-    """{method: {seed: row}} at each method's kept LR (all rows when a method has one LR)."""
+    """{method: {seed: row}} at each method's kept LR (all rows when a method has one LR); jobs that ran out of memory
+    are left out (the summary lists them), so a method whose every job did is not measured."""
     out: dict[str, dict[int, dict]] = {}
+    finals = [r for r in finals if not ran_out(r)]
     for m in dict.fromkeys(r["method"] for r in finals):
         rows = [r for r in finals if r["method"] == m]
         lrs = sorted({lr_of(r) for r in rows if not math.isnan(lr_of(r))})
@@ -96,10 +104,11 @@ def tuned_rows(finals: list[dict], first_seed: int | None = None) -> dict[str, d
 
 
 def rows_at(finals: list[dict], lr: float) -> dict[str, dict[int, dict]]:
-    """{method: {seed: row}} of the jobs at one peak LR (rows without the column count as `lr`)."""
+    """{method: {seed: row}} of the jobs at one peak LR (rows without the column count as `lr`), as tuned_rows
+    without the jobs that ran out of memory."""
     out: dict[str, dict[int, dict]] = {}
     for r in finals:
-        if same_lr(lr_of(r, lr), lr):
+        if same_lr(lr_of(r, lr), lr) and not ran_out(r):
             out.setdefault(r["method"], {})[int(float(r["seed"]))] = r
     return out
 
