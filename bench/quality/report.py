@@ -13,7 +13,7 @@ from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall, job_curve, ratio_by_tokens
 from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios, spread
-from bench.quality.sweep import first_seed, rows_at, tuned_rows
+from bench.quality.sweep import first_seed, ran_out, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 
@@ -181,7 +181,7 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               + (f"a job stops after {limit} in a row and is kept as a diverged row (NaN "
                  "test metrics); the run stops only when every LR of a model diverged." if swept else
                  f"a run stops after {limit} in a row."), ""]
-    if oom := [f"{r['method']} seed {r['seed']} lr {lr_of(r):g}" for r in finals if r.get("oom") == "1"]:
+    if oom := [f"{r['method']} seed {r['seed']} lr {lr_of(r):g}" for r in finals if ran_out(r)]:
         lines += [f"- Out of memory (final.csv oom 1, NaN test metrics): {', '.join(oom)}; smaller sizes need a new "
                   "run folder (--out).", ""]
     if plots:
@@ -207,7 +207,7 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
 
 
 def _stopped(row: dict, diverged: bool) -> str:
-    if row.get("oom") == "1":
+    if ran_out(row):
         return " (out of memory)"
     return " (diverged)" if diverged else ""
 
