@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.common.cli import run_cli
-from bench.common.cli import MAX_SEED
+from bench.common.cli import MAX_SEED, run_cli
 from bench.scaling.cli import PROG, main
 from bench.scaling.grid import CellSpec, row_key
 from bench.scaling.registry import DEFAULT_METHODS, FLOOR_METHODS, METHODS
