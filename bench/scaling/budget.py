@@ -23,18 +23,9 @@ ASSUMED_BANDWIDTH = {"cpu": 5e9, "cuda": 1e12}
 FIT_POINTS = 3
 
 
-def _two_sig(x: float, unit: str) -> str:
-    """'3.2 s', '34.4 GB'; below 1 two significant digits ('0.008 s > 0.0004 s left', '0.0027 GB', where one
-    decimal compared 0.0 with 0)."""
-    return f"{x:.1f} {unit}" if x >= 1 else f"{x:.2g} {unit}"
-
-
 def secs(seconds: float) -> str:
-    return _two_sig(seconds, "s")
-
-
-def gb(nbytes: float) -> str:
-    return _two_sig(nbytes / 1e9, "GB")
+    """'3.2 s'; below 1 s two significant digits ('0.008 s', where one decimal printed 0.0)."""
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2g} s"
 
 
 def above(value: float, limit: float, unit: str) -> tuple[str, str]:
