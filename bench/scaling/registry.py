@@ -110,15 +110,13 @@ def _compiler(device: torch.device, dtype=None) -> str | None:
 
 
 def _wave(name: str, path: str, description: str, v_layout: str = "bhdn", default: bool = True, levels=LEVELS,
-          compiled: bool = False, tier: int = EXTRA, why_unavailable=None) -> Method:
-    if why_unavailable is None:
-        why_unavailable = _compiler if compiled else _always
+          compiled: bool = False, tier: int = EXTRA) -> Method:
     return Method(name, "wave", description,
                   build=partial(builders.build_wave, path=path, v_layout=v_layout, compiled=compiled),
                   memory=partial(budget.wave_memory, path=path),
                   cost=partial(costs.method_cost, "wave", path),
                   check=partial(builders.check_wave, path=path, v_layout=v_layout, compiled=compiled),
-                  why_unavailable=why_unavailable, default=default, levels=levels, tier=tier,
+                  why_unavailable=_compiler if compiled else _always, default=default, levels=levels, tier=tier,
                   uses_stride=True, integer_stride=path != "field")
 
 
@@ -160,8 +158,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
           "timings (core only, opt-in)", default=False, levels=("core",), compiled=True),
     _wave("wave-scan", "scan", "Wave Field, the token operator as an exact O(N) one-pole recurrence (no FFT); "
           "core: v token-major, the layout its chunked matmuls use", v_layout="bhnd"),
-    _wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton kernels (one "
-          "pass over memory; CUDA)", default=False, tier=FIRST, why_unavailable=_triton),
+    replace(_wave("wave-triton", "triton", "Wave Field token operator as one-pole recurrence in fused Triton kernels "
+                  "(one pass over memory; CUDA)", default=False, tier=FIRST), why_unavailable=_triton),
     _wave("wave-field", "field", "Wave Field, faithful field path (G = ceil((N-1)s)+2 cells, FFT size ~2sN)"),
     _softmax("softmax-sdpa", "sdpa", None, "causal softmax, torch SDPA (torch picks the kernel)", _always, default=True,
              tier=HEADLINE),
