@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from bench.common.cli import MAX_SEED
 from bench.quality import cli as qcli
 from bench.quality.presets import AMP_CHOICES, CORPUS_CHOICES, PRESETS, TOKENIZER_CHOICES, preset_fields
 from faultkit import bench_in
@@ -116,7 +117,7 @@ def test_stats_interval():
     (["--lr-sweep", "1e-3", "1e39"], "at most 1e+06"),
     (["--threads", "100000"], "more than 4x the"),
     (["--seq-len", str(2**70)], "--seq-len must be from 1 to 2,147,483,647"),
-    (["--seeds", str(2**63), "0", "--corpus", "fixture", "--out", "{tmp}"], "--seeds takes values from 0 to"),
+    (["--seeds", str(2**63), "0", "--corpus", "fixture", "--out", "{tmp}"], f"--seeds: {2**63} is out of range (valid: 0 to {MAX_SEED})"),
     (["--corpus", "fixture", "--seq-len", "400", "--out", "{tmp}"], "valid split: too little data: 0 windows"),
     (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),
     (["--corpus", "text-file"], "--text-file"),
@@ -156,6 +157,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, capsys, tmp_path, monkeyp
     ("seeds", "0", "field seeds: '0' is not a list"),
     ("seeds", [], "--seeds needs at least one seed"),
     ("seeds", [-1], "field seeds[0]: -1 is negative"),
+    ("seeds", [0, 2**40], f"field seeds[1]: {2**40} is out of range (valid: 0 to {MAX_SEED})"),
     ("method_names", ["wave", "nope"], "field method_names[1]: 'nope' is not one of wave"),
     ("lr_sweep", [0.0], "--lr-sweep value 0.0 must be positive"),
     ("deterministic", "maybe", "field deterministic: 'maybe' is not one of auto, on, off"),
