@@ -36,7 +36,6 @@ if _WHY is not None:
 # interpreter truncates float32 -> bfloat16 where GPUs round to nearest, about doubling the bfloat16
 # error on cpu.)
 TOL = {torch.float32: (2e-5, 2e-4), torch.float16: (3e-3, 1e-2), torch.bfloat16: (2.5e-2, 4e-2)}
-GRAD_NAMES = ("v", "scale", "frequency", "damping", "phase")
 
 
 def _params(heads: int, weak: bool):
