@@ -177,6 +177,8 @@ def test_too_many_nonfinite_in_a_row_exits_3(tmp_path, capsys):
     assert code == 3
     lines = [l for l in err.strip().splitlines() if "error" in l]
     assert len(lines) == 1 and "4 non-finite steps in a row" in lines[0] and "--max-nonfinite" in lines[0]
+    # advice that works: --resume refuses --lr, so a lower rate is a new run (it said "lower --lr ... and --resume")
+    assert f"raise --max-nonfinite and --resume {out}, or start a new --out with a lower --lr" in lines[0], lines
     assert (out / "checkpoints" / "wave-seed0-last.pt").exists()  # state saved
     # raising the limit on --resume finishes the run; the summary states the limit the run finished under
     assert run(["--resume", out, "--max-nonfinite", "100", "--no-progress"]) == 0

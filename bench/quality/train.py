@@ -280,7 +280,8 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
                 save_state()
                 # in a sweep the job's row (NaN test metrics) is the result and its state is dropped
                 then = ("its row is recorded with NaN test metrics and the sweep goes on" if len(s.lrs) > 1 else
-                        f"state saved, lower --lr or raise the limit and --resume {rc.run_dir}")
+                        f"state saved; raise --max-nonfinite and --resume {rc.run_dir}, or start a new --out with "
+                        "a lower --lr")  # --resume keeps the run's --lr
                 raise NonFiniteStop(
                     f"{method} seed {seed} lr {peak_lr:g}: {st.consecutive} non-finite steps in a row (step "
                     f"{st.step}, limit --max-nonfinite {s.max_nonfinite}); {then}",
