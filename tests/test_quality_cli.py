@@ -174,6 +174,21 @@ def test_resume_checks_the_saved_settings_as_the_flags(key, value, needle, tmp_p
     assert needle in err and "not a bench.quality run folder" not in err, err
 
 
+def test_resume_refuses_a_saved_preset_missing_a_field(tmp_path, capsys):
+    """A preset field missing from env.json trained another model size (the field's default) beside the run's
+    rows; the committed runs, written before the newer fields, still resume."""
+    saved = qcli.parse(SMALL).saved()
+    del saved["preset"]["d_model"], saved["preset"]["n_layers"]
+    (tmp_path / "env.json").write_text(json.dumps({"settings": saved}))
+    assert run(["--resume", tmp_path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "field(s) preset.d_model, preset.n_layers missing" in err, err
+    committed = sorted((REPO / "results" / "runs").glob("*_quality/env.json"))
+    for env in committed:
+        assert qcli.settings_from_saved(json.loads(env.read_text())["settings"], qcli.parse([])).preset, env
+    assert committed
+
+
 def test_testing_flags_work_but_stay_out_of_help(capsys):
     assert run(["--help"]) == 0
     shown = capsys.readouterr().out

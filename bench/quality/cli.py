@@ -22,6 +22,7 @@ MAX_SIZE = 2**31 - 1  # sizes past int32 overflow torch's shape checks (a C++ tr
 MAX_LR = 1e6  # far above any rate that trains; near 1e38 AdamW's float32 step (lr / (1 - beta1^t)) overflows mid-run
 FIELD_TYPES = {"int": int, "float": finite_float, "str": str}  # a Preset field's flag type, by its annotation
 DETERMINISTIC = ("auto", "on", "off")
+NEWER_FIELDS = ("wave_mode",)  # Preset fields added after the first runs, which trained at their default
 
 
 @dataclass
@@ -231,6 +232,9 @@ def settings_from_saved(saved: dict, cli: Settings) -> Settings:
     """Rebuild the Settings of a run from env.json['settings'], keeping the run flags of `cli`. The saved values
     pass the checks their flags get (env.json may be edited or damaged): a ValueError names the first that fails."""
     fields = {f.name: f for f in dataclasses.fields(Preset)}
+    missing = [f"preset.{k}" for k in fields if k not in saved["preset"] and k not in NEWER_FIELDS]
+    if missing:  # a class default would silently train another model than the run's
+        raise ValueError(f"field(s) {', '.join(missing)} missing")
     preset = {k: _saved(f"preset.{k}", v, FIELD_TYPES[fields[k].type], fields[k].metadata.get("choices"))
               for k, v in saved["preset"].items() if k in fields}
     settings = dataclasses.replace(
