@@ -201,6 +201,11 @@ def test_bad_input_is_refused():
         ts.wave_triton_conv(u, freq, damp, phase, 1, layout="nhd")
     with pytest.raises(ValueError, match="one channel"):
         ts.wave_triton_conv(u, freq, damp, phase, 1, scale=torch.ones(1, 3, 8, 4, device=DEVICE))
+    for i, name in enumerate(("frequency", "damping", "phase")):  # the kernels read one coefficient row per head
+        params = [freq, damp, phase]
+        params[i] = params[i].repeat(2)
+        with pytest.raises(ValueError, match=rf"{name} must have shape \(H,\) = \(3,\)"):
+            ts.wave_triton_conv(u, *params, 1)
     assert isinstance(ts.triton_available("meta"), str)
 
 

@@ -110,6 +110,13 @@ def stride_is_integer(stride: float) -> bool:
     return math.isfinite(s) and s >= 1.0 and s == int(s)
 
 
+def check_wave_params(heads: int, frequency, damping, phase) -> None:
+    """Raise ValueError unless frequency, damping and phase each hold one value per head: shape (H,)."""
+    for name, t in (("frequency", frequency), ("damping", damping), ("phase", phase)):
+        if tuple(t.shape) != (heads,):
+            raise ValueError(f"{name} must have shape (H,) = ({heads},), one value per head, got {tuple(t.shape)}")
+
+
 def check_stride(stride: float) -> float:
     """Return the stride as float, or raise ValueError saying why it leaks and what is safe."""
     s = float(stride)

@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from wavefield_core import triton_kernels as _tk
 from wavefield_core.fftconv import LAYOUTS
-from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, stride_is_integer
+from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, check_wave_params, stride_is_integer
 from wavefield_core.recurrent import pole_and_gain
 
 __all__ = ["wave_triton_conv", "triton_available", "WaveTritonConv", "SUPPORTED_DTYPES"]
@@ -196,13 +196,14 @@ class WaveTritonConv(torch.autograd.Function):
         return (dv4 if need_dv else None), grad_s, *grads_p, None
 
 
-def _check_inputs(u: torch.Tensor, layout: str, scale: torch.Tensor | None, stride) -> None:
+def _check_inputs(u: torch.Tensor, layout: str, scale: torch.Tensor | None, stride, params) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid choices: {', '.join(LAYOUTS)}")
     if u.dim() != 4:
         raise ValueError(f"u must be 4-D ({layout}), got shape {tuple(u.shape)}")
     if u.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"u has dtype {u.dtype}; the triton kernels take float32, bfloat16 or float16")
+    check_wave_params(u.shape[LAYOUTS[layout][1]], *params)  # the kernels read one table row per head
     s = check_stride(stride)
     if not stride_is_integer(s):
         raise ValueError(f"the token operator is exact only for integer strides, got field_stride={s:g}")
@@ -228,7 +229,7 @@ def wave_triton_conv(u: torch.Tensor, frequency, damping, phase, stride, norm_ce
     strides only. Returns u's shape and dtype, laid out like u when u is dense (no copies either
     way). Differentiable in u, scale, frequency, damping and phase.
     """
-    _check_inputs(u, layout, scale, stride)
+    _check_inputs(u, layout, scale, stride, (frequency, damping, phase))
     perm = LAYOUTS[layout]
     v4 = u.permute(perm).transpose(-1, -2)  # (B, H, N, d) view
     s4 = None if scale is None else scale.permute(perm).transpose(-1, -2)  # (B, H, N, 1) view
