@@ -79,6 +79,19 @@ def test_builders_and_costs_for_every_cpu_method():
                 assert m.memory(spec) > 0
 
 
+def test_model_level_check_of_every_wave_path_runs_a_cpu_float64_reference():
+    """The LM check ran a float64 CPU copy in the method's own mode: every wave-triton model cell was an error row
+    ("u has dtype torch.float64"). Triton's interpreter is chosen at its import, hence the subprocess."""
+    code = ("import torch; from bench.scaling.grid import CellSpec; from bench.scaling.registry import METHODS\n"
+            "spec = CellSpec('model', 'fwd', 1, 2, 16, 64, torch.device('cpu'), torch.float32, 4.0, 32, 1, 64, 0)\n"
+            "for m in ('wave', 'wave-scan', 'wave-field', 'wave-triton'):\n"
+            "    print(m, METHODS[m].check(spec).ok)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**_py_env(), "TRITON_INTERPRET": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["wave", "True", "wave-scan", "True", "wave-field", "True", "wave-triton", "True"]
+
+
 # ---------------------------------------------------------------------------------------------
 # resume (in process, with the real CLI)
 

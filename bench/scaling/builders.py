@@ -290,6 +290,17 @@ def naive_attention(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def reference_wave_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM with every wave layer computed by reference_wave_layer (float64, CPU), as the layer-level check is:
+    the layer's own path may not run there (triton: CUDA, float32 at most)."""
+    from wavefield_core.reference import reference_wave_layer
+
+    for mod in model.modules():
+        if isinstance(mod, WaveFieldAttention):
+            mod.forward = partial(reference_wave_layer, mod)
+    return model
+
+
 def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool = False) -> CheckResult:
     from wavefield_core.reference import reference_wave_layer, reference_wave_mix
 
@@ -298,7 +309,7 @@ def check_wave(spec: CellSpec, path: str, v_layout: str = "bhdn", compiled: bool
     if spec.level == "layer":
         return compare_layer(spec, partial(wave_module, spec, path), lambda layer: partial(reference_wave_layer, layer))
     if spec.level == "model":
-        return compare_model(spec, partial(wave_module, spec, path), naive_attention)
+        return compare_model(spec, partial(wave_module, spec, path), reference_wave_lm)
     _q, k, v = qkv(spec, check=True)
     mix = wave_mixer(compiled)  # the compiled graph is what gets checked
 
