@@ -14,7 +14,7 @@ from test_quality import SMALL, rows, run
 
 def _final(method, seed, lr, val, **kw):
     return {"method": method, "seed": str(seed), "peak_lr": repr(lr), "best_val_loss": repr(val), "steps": "10",
-            "tokens": "1000", "best_step": "10", "test_ppl": "5.0", **kw}
+            "tokens": "1000", "best_step": "10", "test_loss": "1.6", "test_ppl": "5.0", **kw}
 
 
 def test_choice_is_the_lowest_validation_loss_and_never_a_diverged_lr():
@@ -26,6 +26,11 @@ def test_choice_is_the_lowest_validation_loss_and_never_a_diverged_lr():
     assert choose(tie, "wave", 0, lrs) == 1e-3  # a tie keeps the smaller LR
     with pytest.raises(NoStableLR, match="every learning rate"):
         choose([_final("wave", 0, lr, float("nan")) for lr in lrs], "wave", 0, lrs)
+    # stopped by --max-nonfinite after its first evaluation: a finite best_val_loss, but no test result
+    stopped = [_final("wave", 0, 1e-3, 2.5), _final("wave", 0, 3e-3, 2.0, test_loss="nan"), got[2]]
+    assert choose(stopped, "wave", 0, lrs) == 1e-3
+    with pytest.raises(NoStableLR, match="every learning rate"):
+        choose([_final("wave", 0, lr, 2.0, test_loss="nan") for lr in lrs], "wave", 0, lrs)
     # without a sweep there is no choice to refuse: a job that never validated does not stop the other seeds
     assert choose([_final("wave", 0, 1e-3, float("nan"))], "wave", 0, [1e-3]) == 1e-3
 
@@ -108,10 +113,14 @@ def test_sweep_run_end_to_end(tmp_path):
     assert "[runs/sweep](runs/sweep/summary.md)" in text
 
 
-def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
+@pytest.mark.parametrize("steps, inject, limit", [
+    ("10", "1-10", 3),  # never validated
+    ("6", "3-6", 2),  # stopped after its first evaluation, with a finite best validation loss
+])
+def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(steps, inject, limit, tmp_path, capsys):
     out = tmp_path / "div"
-    code = run(SMALL + ["--pairing", "paper", "--steps", "10", "--eval-every", "5", "--inject-nan-at-step", "1-10",
-                        "--max-nonfinite", "3", "--lr-sweep", "1e-3", "--out", out])
+    code = run(SMALL + ["--pairing", "paper", "--steps", steps, "--eval-every", "2", "--inject-nan-at-step", inject,
+                        "--max-nonfinite", limit, "--lr-sweep", "1e-3", "--seeds", "0", "1", "--out", out])
     err = capsys.readouterr().err
     assert code == 3 and "every learning rate of the sweep" in err
     # a diverged LR's row is final (its state is dropped): its line must not promise a --resume
@@ -119,7 +128,7 @@ def test_a_sweep_where_every_lr_diverges_exits_3_with_rows(tmp_path, capsys):
     assert len(diverged) == 4 and not any("--resume" in line or "state saved" in line for line in diverged), err
     finals = rows(out / "final.csv")
     assert len(finals) == 4 and all(math.isnan(float(r["test_ppl"])) for r in finals)  # each diverged LR is a row
-    assert all(int(r["nonfinite_steps"]) == 3 for r in finals)
+    assert all(int(r["nonfinite_steps"]) == limit for r in finals)
     assert not list((out / "checkpoints").glob("*-last.pt"))
 
 

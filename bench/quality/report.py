@@ -13,7 +13,7 @@ from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall, job_curve, ratio_by_tokens
 from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios, spread
-from bench.quality.sweep import first_seed, ran_out, rows_at, tuned_rows
+from bench.quality.sweep import diverged, first_seed, ran_out, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 
@@ -195,10 +195,8 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
         start = [r for r in finals if r["method"] == m and (seed is None or int(float(r["seed"])) == seed)]
         kept = lr_of(next(iter(tuned[m].values()))) if tuned.get(m) else math.nan
         for r in sorted(start, key=lr_of):
-            # stopped by --max-nonfinite (no test result) or never validated; skipped steps alone are no divergence
-            diverged = not all(math.isfinite(float(r[k] or "nan")) for k in ("best_val_loss", "test_loss"))
             rows.append([m, f"{lr_of(r):g}", f"{float(r['best_val_loss']):.4f}", f"{float(r['test_ppl']):.3f}",
-                         f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + _stopped(r, diverged),
+                         f"{r['best_step']} / {r['steps']}", r["nonfinite_steps"] + _stopped(r),
                          _kept(lr_of(r), kept, [lr_of(x) for x in start])])
     return _section(f"Learning-rate sweep (seed {seed})",
                     "Chosen on the best validation loss only; test PPL is shown for reference, it played no part.",
@@ -206,10 +204,11 @@ def sweep_section(finals: list[dict], seed: int | None, tuned: dict) -> list[str
                      "choice"], rows)
 
 
-def _stopped(row: dict, diverged: bool) -> str:
+def _stopped(row: dict) -> str:
+    """Why a job has no test result; skipped steps alone are no divergence."""
     if ran_out(row):
         return " (out of memory)"
-    return " (diverged)" if diverged else ""
+    return " (diverged)" if diverged(row) else ""
 
 
 def _kept(lr: float, kept: float, swept: list[float]) -> str:

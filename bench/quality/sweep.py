@@ -17,9 +17,15 @@ class NoStableLR(Exception):
 
 
 def _val(row: dict) -> float:
-    """The loss an LR is chosen by; a job that ran out of memory never wins, whatever it validated before."""
-    v = float(row.get("best_val_loss") or "nan")
-    return v if math.isfinite(v) and not ran_out(row) else math.inf
+    """The loss an LR is chosen by; a job that diverged or ran out of memory never wins, whatever it validated
+    before."""
+    return math.inf if diverged(row) or ran_out(row) else float(row["best_val_loss"])
+
+
+def diverged(row: dict) -> bool:
+    """The job has no finite validation or test loss: stopped by --max-nonfinite (after its first evaluations it
+    keeps a finite best_val_loss, never a test result) or never validated."""
+    return not all(math.isfinite(float(row.get(k) or "nan")) for k in ("best_val_loss", "test_loss"))
 
 
 def ran_out(row: dict) -> bool:
