@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from wavefield_core import WaveFieldAttention, WaveFieldLM, wave_mix
+from wavefield_core import WaveFieldAttention, WaveFieldLM, causal_fft_conv, wave_conv, wave_mix
 from wavefield_core.kernel import check_stride, stride_is_exact, v35_init, wave_kernel
 from wavefield_core.reference import reference_kernel, reference_wave_layer, reference_wave_mix
 
@@ -46,6 +46,12 @@ def test_leaking_strides_refused(s):
     assert not stride_is_exact(s)
     with pytest.raises(ValueError, match="safe strides"):
         WaveFieldAttention(32, 4, field_stride=s)
+    # the public convolutions too: at a leaking stride two deposits share a cell and the scatter kept one
+    u, p = torch.randn(1, 2, 5, 3), v35_init(2)
+    with pytest.raises(ValueError, match="safe strides"):
+        wave_conv(u, p["frequency"], p["damping"], p["phase"], s, "field")
+    with pytest.raises(ValueError, match="safe strides"):
+        causal_fft_conv(u, torch.randn(2, 40), field_stride=s)
 
 
 @pytest.mark.parametrize("heads", [0, -2, 3])
@@ -72,6 +78,11 @@ def test_token_mode_refuses_non_integer_stride():
         WaveFieldAttention(32, 4, field_stride=2.5, mode="token")
     with pytest.raises(ValueError, match="valid choices"):
         WaveFieldAttention(32, 4, mode="fast")
+    u, p = torch.randn(1, 2, 5, 3), v35_init(2)
+    with pytest.raises(ValueError, match="valid choices"):  # wave_conv ran the field path for any unknown mode
+        wave_conv(u, p["frequency"], p["damping"], p["phase"], 3, "bogus")
+    auto = wave_conv(u, p["frequency"], p["damping"], p["phase"], 3, "auto")
+    assert torch.equal(auto, wave_conv(u, p["frequency"], p["damping"], p["phase"], 3, "token"))
     assert WaveFieldAttention(32, 4, field_stride=2.5).path == "field"
     assert WaveFieldAttention(32, 4, field_stride=3).path == "token"
 

@@ -69,9 +69,10 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
     head coupling.
 
     u: (B, H, N, d) for layout "bhnd", (B, N, H, d) for "bnhd", (B, H, d, N) for "bhdn"; scale has
-    u's shape with one channel. Returns u's shape (possibly a non-contiguous view). `mode` must be
-    concrete ('field', 'token' or 'scan') and the stride validated (resolve_mode).
+    u's shape with one channel. Returns u's shape (possibly a non-contiguous view). `mode` is one of
+    MODES ("auto" picks the path as resolve_mode does); unknown modes and leaking strides raise ValueError.
     """
+    mode = resolve_mode(mode, stride)
     n = u.shape[LAYOUTS[layout][3]]
     pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)

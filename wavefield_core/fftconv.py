@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from wavefield_core.kernel import check_stride
+
 
 @functools.lru_cache(maxsize=None)
 def fast_fft_size(n: int) -> int:
@@ -225,7 +227,8 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
         scale: optional per-token factor with x's shape but 1 channel (for "bhnd": (B, H, N, 1));
             the convolution then runs on x * scale without materialising it.
         field_stride: None for token placement (axis = N tokens); a number s for the field
-            placement (axis = G cells, bilinear deposit and read-back; only exactly causal s).
+            placement (axis = G cells, bilinear deposit and read-back; only exactly causal s, others
+            raise ValueError).
         spectrum: optional rfft of `kernel` at the FFT size, (H, 1, m//2 + 1), from kernel_spectrum();
             used only when autograd is not recording (an inference call may reuse it across calls).
     Returns:
@@ -246,6 +249,8 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
         want[perm[2]] = 1
         if list(scale.shape) != want:
             raise ValueError(f"scale must have shape {tuple(want)} (x's shape with 1 channel), got {tuple(scale.shape)}")
+    if field_stride is not None:
+        check_stride(field_stride)  # a leaking stride puts two deposits in one cell: the scatter would drop one
     place = Placement.tokens(n) if field_stride is None else Placement.field(n, field_stride, x.device)
     kernel = kernel[:, : place.cells]
     m = fast_fft_size(2 * place.cells - 1) if fft_size is None else int(fft_size)
