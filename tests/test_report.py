@@ -241,22 +241,29 @@ def _cli(argv, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["no-runs", "missing", "unknown-kind", "outside", "not-markdown"])
+@pytest.mark.parametrize("case", ["no-runs", "missing", "unknown-kind", "outside", "not-markdown", "no-env"])
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "results" / "runs" / "empty").mkdir(parents=True)
+    runs = tmp_path / "results" / "runs"
+    (runs / "empty").mkdir(parents=True)
     elsewhere = tmp_path / "elsewhere" / "run"
     shutil.copytree(FIXTURE, elsewhere)
+    for name in ("ok", "noenv"):  # a good run given before a bad one must not be regenerated either
+        shutil.copytree(FIXTURE, runs / name)
+    (runs / "noenv" / "env.json").unlink()
+    made = sorted(runs.rglob("*"))
     argv = {"no-runs": [], "missing": ["results/runs/nope"], "unknown-kind": ["results/runs/empty"],
-            "outside": [str(elsewhere)], "not-markdown": ["results/runs/empty", "--out", "results/README.txt"]}[case]
+            "outside": [str(elsewhere)], "not-markdown": ["results/runs/empty", "--out", "results/README.txt"],
+            "no-env": ["results/runs/ok", "results/runs/noenv"]}[case]
     rc, err = _cli(argv, capsys)
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{PROG}: error:")
     assert {"no-runs": "no run folders", "missing": "does not exist", "unknown-kind": "timings.csv",
-            "outside": "is not under", "not-markdown": "markdown"}[case] in err
+            "outside": "is not under", "not-markdown": "markdown", "no-env": "'results/runs/noenv' has no env.json"
+            }[case] in err
     assert not (tmp_path / "results" / "README.md").exists()
-    assert sorted(p.name for p in (tmp_path / "results" / "runs").iterdir()) == ["empty"]  # nothing copied
-    assert not (elsewhere / "summary.md").exists()  # nothing regenerated either
+    assert sorted(runs.rglob("*")) == made  # nothing copied, nothing regenerated
+    assert not (elsewhere / "summary.md").exists()
 
 
 def test_gpu_peer_kernels_table_reads_the_session_evidence():

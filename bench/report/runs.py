@@ -56,7 +56,10 @@ def load_runs(paths: list[str], base: Path, summaries: bool = False) -> list[Run
         if summaries and not (path / "summary.md").is_file():
             raise UsageError(f"run folder {text!r} has no summary.md for the page to link, and --no-regenerate "
                              "keeps it from being written; drop --no-regenerate")
-        env = read_json(path / "env.json") if (path / "env.json").exists() else {}
+        if not (path / "env.json").is_file():
+            raise UsageError(f"run folder {text!r} has no env.json, which every run writes (the page names each "
+                             "run's machine, command and commit from it); copy the run folder whole")
+        env = read_json(path / "env.json")
         runs[path] = Run(path=path, kind=kind, rel=rel, env=env)
     return list(runs.values())
 
