@@ -269,6 +269,23 @@ def test_compiled_section_sets_compiled_against_eager_with_compile_time():
     assert compiled_lines(_cells(rows[:1])) is None
 
 
+@pytest.mark.parametrize("others, via", [
+    (("softmax-sdpa-math", "softmax-sdpa-graphed"), None),  # were credited as softmax-sdpa (60.7x for math)
+    (("softmax-sdpa-math", "softmax-sdpa-flash", "softmax-flash-attn"), "softmax-sdpa-flash"),
+])
+def test_only_a_fused_kernel_stands_in_for_softmax_sdpa_in_the_claims(others, via):
+    from bench.scaling.analysis import claim_inputs
+
+    rows = [{"level": "core", "pass": "fwd", "method": m, "seq_len": 2048, "median_ms": ms}
+            for m, ms in (("wave", 1.0), *((m, 2.0 + i) for i, m in enumerate(others)))]
+    got = claim_inputs(_cells(rows), {}, [2048])[0][2048]
+    assert got.get("softmax-sdpa:via") == via
+    if via:
+        assert got["softmax-sdpa"] == 3.0, got  # flash's 3.0 ms over wave's 1.0 ms
+    else:
+        assert str(got["softmax-sdpa"]).startswith("not measured"), got
+
+
 def test_plot_note_names_lengths_that_are_not_multiples_of_1k():
     from bench.scaling.plots import _not_run_note
 
