@@ -3,7 +3,8 @@
 #
 #   bash scripts/regress_gate.sh [ARGS]              run tests/benchmarks once, then
 #       python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current <that run> ARGS
-#       exit: the gate's code (0 ok, 1 regressed, 2 bad input); pytest's code if a benchmark errors.
+#       exit: the gate's code (0 ok, 1 regressed, 2 bad input); pytest's code if the benchmark run fails
+#       (a line on stderr says so: its 1 means a failed test, not a regression).
 #       A failing run is re-measured once; only metrics that regress in both runs fail (exit 1).
 #   bash scripts/regress_gate.sh --refresh           re-measure the committed baseline: a longer run
 #       (WAVEBENCH_CELL_S=2, WAVEBENCH_MIN_ROUNDS=15; about 3 min of CPU) written, without the
@@ -56,15 +57,17 @@ fi
 OUT=${BENCH_JSON:-results/scratch/regress/current.json}
 mkdir -p "$(dirname "$OUT")"
 
-# One benchmark run + gate; sets rc and writes the verdicts to $2.
+# One benchmark run + gate; sets rc and writes the verdicts to $2. A failed benchmark run is no verdict
+# (its exit 1 is not "regressed"): the gate ends with pytest's code.
 run_and_gate() {
   local json=$1 verdicts=$2 start=$SECONDS
   shift 2
+  rm -f "$verdicts"  # an earlier run's verdicts must not stand in for this one's
   "${PYTEST[@]}" --benchmark-json="$json"
   rc=$?
   if [ $rc -ne 0 ]; then
-    echo "regress_gate: the benchmark run failed (pytest exit $rc); no gate verdict" >&2
-    return
+    echo "regress_gate: the benchmark run failed (pytest exit $rc); no gate verdict, exiting with pytest's code" >&2
+    exit $rc
   fi
   echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $json against $BASELINE"
   "$PY" -m bench.regress --baseline "$BASELINE" --current "$json" --json-out "$verdicts" \

@@ -384,3 +384,41 @@ def test_json_out_over_an_input_is_refused(tmp_path, capsys, which):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and which in err, err
     assert run.read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/regress_gate.sh, with a stand-in python whose `-m pytest` plays the benchmark runs
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+[ "$2" = pytest ] || exec {python} "$@"
+echo >> {tmp}/runs.log
+plan=($FAKE_RUNS)
+result=${{plan[$(($(wc -l < {tmp}/runs.log) - 1))]}}
+for arg; do [[ $arg == --benchmark-json=* ]] && json=${{arg#*=}}; done
+[[ $result == *.json ]] && exec cp {tmp}/$result "$json"
+exit $result
+"""
+
+
+@pytest.mark.parametrize("runs, env, code, says, pytest_runs", [
+    ("1", {}, 1, "the benchmark run failed (pytest exit 1)", 1),  # was: re-measured, then stale verdicts: pass
+    ("slow.json 1", {}, 1, "the benchmark run failed (pytest exit 1)", 2),  # was: "not confirmed ... pass"
+    ("slow.json same.json", {}, 0, "not confirmed", 2),
+    ("slow.json slow.json", {}, 1, "REGRESSED in both runs", 2),
+])
+def test_gate_script(tmp_path, baseline_doc, runs, env, code, says, pytest_runs):
+    """Exit codes and verdicts of the gate script; verdict files of an earlier run are left in place."""
+    write(tmp_path, "same.json", baseline_doc)
+    write(tmp_path, "slow.json", scaled(baseline_doc, wave_factor("wave", 2.0)))
+    for stale in ("current.verdicts.json", "current.confirm.verdicts.json"):
+        write(tmp_path, stale, {"checks": []})
+    fake = tmp_path / "py"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable, tmp=tmp_path))
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "BENCH_JSON": str(tmp_path / "current.json"), "FAKE_RUNS": runs,
+           **{k: v.format(tmp=tmp_path) for k, v in env.items()}}
+    proc = subprocess.run(["bash", "scripts/regress_gate.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == code and says in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    log = tmp_path / "runs.log"
+    assert (log.read_text().count("\n") if log.exists() else 0) == pytest_runs
