@@ -150,6 +150,24 @@ def test_wave_mix_core_matches_reference_bf16():
         assert rel_err(y16, ref) < 2e-2
 
 
+@pytest.mark.parametrize("mode", ["token", "field", "scan"])
+@pytest.mark.parametrize("bad,message", [
+    ({"frequency": torch.zeros(1)}, r"frequency must have shape \(H,\)"),
+    ({"damping": torch.zeros(8)}, r"damping must have shape \(H,\)"),
+    ({"phase": torch.zeros(4, 1)}, r"phase must have shape \(H,\)"),
+    ({"coupling": torch.eye(3)}, r"coupling must have shape \(H, H\)"),
+    ({"k": torch.randn(1, 4, 1, 3)}, "v must share k's batch, heads and length"),
+    ({"v": torch.randn(2, 4, 10, 3)}, "v must share k's batch, heads and length"),
+], ids=["frequency", "damping", "phase", "coupling", "length", "batch"])
+def test_wave_mix_refuses_mismatched_shapes(mode, bad, message):
+    """scan broadcast one head's parameters over four heads, a length-1 k over v, a batch over another; token
+    and field refused some naming a 'kernel' or 'scale' the caller never passed; coupling was a bmm error."""
+    args = {"k": torch.randn(1, 4, 10, 3), "v": torch.randn(1, 4, 10, 3), **v35_init(4), "coupling": torch.eye(4)}
+    args.update(bad)
+    with pytest.raises(ValueError, match=message):
+        wave_mix(**args, field_stride=1, mode=mode)
+
+
 # ---------------------------------------------------------------- causality
 
 @pytest.mark.parametrize("s", [1, 2, 3, 4, 2.5, 8], ids=lambda s: f"s{s}")

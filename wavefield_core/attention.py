@@ -30,7 +30,8 @@ from collections import OrderedDict
 
 from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, field_cells, field_geometry, kernel_spectrum
 from wavefield_core.recurrent import wave_scan_conv
-from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_stride, kernel_support, stride_is_integer, v35_init, wave_kernel
+from wavefield_core.kernel import (DEFAULT_NORM_CELLS, check_stride, check_wave_params, kernel_support, stride_is_integer,
+                                   v35_init, wave_kernel)
 
 MODES = ("auto", "field", "token", "scan", "triton")
 __all__ = ["MODES", "WaveFieldAttention", "field_geometry", "mix_heads", "resolve_mode", "wave_conv", "wave_conv_bhdn",
@@ -69,10 +70,12 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
     head coupling.
 
     u: (B, H, N, d) for layout "bhnd", (B, N, H, d) for "bnhd", (B, H, d, N) for "bhdn"; scale has
-    u's shape with one channel. Returns u's shape (possibly a non-contiguous view). `mode` is one of
-    MODES ("auto" picks the path as resolve_mode does); unknown modes and leaking strides raise ValueError.
+    u's shape with one channel; frequency, damping, phase are (H,). Returns u's shape (possibly a
+    non-contiguous view). `mode` is one of MODES ("auto" picks the path as resolve_mode does);
+    unknown modes and leaking strides raise ValueError.
     """
     mode = resolve_mode(mode, stride)
+    check_wave_params(u.shape[LAYOUTS[layout][1]], frequency, damping, phase)
     n = u.shape[LAYOUTS[layout][3]]
     pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)
@@ -152,6 +155,21 @@ def mix_heads(coupling: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.matmul(mix, y.transpose(1, 2)).transpose(1, 2)
 
 
+def _check_mix_shapes(k: torch.Tensor, v: torch.Tensor, coupling: torch.Tensor, v_layout: str) -> None:
+    """ValueError unless k is (B, H, N, d), v shares its B, H and N in v_layout, and coupling is (H, H)."""
+    if v_layout not in ("bhnd", "bhdn"):
+        raise ValueError(f"unknown v_layout {v_layout!r}; valid choices: bhnd, bhdn")
+    if k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"k and v must be 4-D, got shapes {tuple(k.shape)} and {tuple(v.shape)}")
+    B, H, N, _ = k.shape
+    want = (B, H, N, v.shape[3]) if v_layout == "bhnd" else (B, H, v.shape[2], N)
+    if tuple(v.shape) != want:
+        raise ValueError(f"v must share k's batch, heads and length: k is {tuple(k.shape)}, so v ({v_layout}) "
+                         f"must be {want}, got {tuple(v.shape)}")
+    if tuple(coupling.shape) != (H, H):
+        raise ValueError(f"coupling must have shape (H, H) = ({H}, {H}), got {tuple(coupling.shape)}")
+
+
 def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupling, field_stride: float = 4.0,
              mode: str = "auto", norm_cells: int = DEFAULT_NORM_CELLS, v_layout: str = "bhnd") -> torch.Tensor:
     """The sequence-mixing core alone, on ready k (B, H, N, d) and v. Returns (B, H, N, d).
@@ -162,13 +180,11 @@ def wave_mix(k: torch.Tensor, v: torch.Tensor, frequency, damping, phase, coupli
     layout a projection writes for free as W_v @ x^T, and the one the FFT needs, so no transpose is
     paid). The result is a (B, H, N, d) view either way (of time-last memory).
     """
-    if v_layout not in ("bhnd", "bhdn"):
-        raise ValueError(f"unknown v_layout {v_layout!r}; valid choices: bhnd, bhdn")
-    concrete = resolve_mode(mode, field_stride)
+    _check_mix_shapes(k, v, coupling, v_layout)
     norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True)  # (B, H, N, 1): contiguous reduction
     if v_layout == "bhdn":
         norm = norm.transpose(-1, -2)  # (B, H, 1, N)
-    y = wave_conv(v, frequency, damping, phase, field_stride, concrete, norm_cells, layout=v_layout, scale=norm)
+    y = wave_conv(v, frequency, damping, phase, field_stride, mode, norm_cells, layout=v_layout, scale=norm)
     if v_layout == "bhdn":
         y = y.transpose(-1, -2)  # (B, H, N, d) view
     if y.is_contiguous():  # token-major result (the scan path): one GEMM over (H, N*d)
