@@ -15,7 +15,8 @@
 #       the run is saved as the new reference and passes. ARGS go to pytest.
 #
 # Environment: PYTHON (default python), BENCH_JSON (where the run's JSON goes, default
-# results/scratch/regress/current.json), WAVEBENCH_CELL_S (timed seconds per cell, default 0.5).
+# results/scratch/regress/current.json), GATE_MIN_SEQ_LEN (default 512), WAVEBENCH_CELL_S (timed seconds
+# per cell, default 0.5).
 # The benchmark run took 76-111 s on the shared 2-core CPU here (73 s of CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,16 @@ if [ "${1:-}" = "--absolute" ]; then
 fi
 
 OUT=${BENCH_JSON:-results/scratch/regress/current.json}
+MIN_SEQ_LEN=${GATE_MIN_SEQ_LEN:-512}
+# checked before the benchmarks run, which a bad value would only throw away afterwards
+if [[ ${OUT,,} != *.json ]]; then
+  echo "regress_gate: error: BENCH_JSON '$OUT' must name a .json file (pytest-benchmark's JSON)" >&2
+  exit 2
+fi
+if [[ ! $MIN_SEQ_LEN =~ ^[0-9]+$ ]]; then
+  echo "regress_gate: error: GATE_MIN_SEQ_LEN '$MIN_SEQ_LEN' is not a length; valid: an integer >= 0" >&2
+  exit 2
+fi
 mkdir -p "$(dirname "$OUT")"
 
 # One benchmark run + gate; sets rc and writes the verdicts to $2. A failed benchmark run is no verdict
@@ -71,7 +82,7 @@ run_and_gate() {
   fi
   echo "regress_gate: benchmarks took $((SECONDS - start)) s; gating $json against $BASELINE"
   "$PY" -m bench.regress --baseline "$BASELINE" --current "$json" --json-out "$verdicts" \
-    --min-seq-len "${GATE_MIN_SEQ_LEN:-512}" "$@"
+    --min-seq-len "$MIN_SEQ_LEN" "$@"
   rc=$?
 }
 

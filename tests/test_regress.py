@@ -405,6 +405,8 @@ exit $result
     ("slow.json 1", {}, 1, "the benchmark run failed (pytest exit 1)", 2),  # was: "not confirmed ... pass"
     ("slow.json same.json", {}, 0, "not confirmed", 2),
     ("slow.json slow.json", {}, 1, "REGRESSED in both runs", 2),
+    ("same.json", {"BENCH_JSON": "{tmp}/out"}, 2, "BENCH_JSON '{tmp}/out' must name a .json file", 0),
+    ("same.json", {"GATE_MIN_SEQ_LEN": "5l2"}, 2, "GATE_MIN_SEQ_LEN '5l2'", 0),  # was: --min-seq-len, after the run
 ])
 def test_gate_script(tmp_path, baseline_doc, runs, env, code, says, pytest_runs):
     """Exit codes and verdicts of the gate script; verdict files of an earlier run are left in place."""
@@ -418,7 +420,7 @@ def test_gate_script(tmp_path, baseline_doc, runs, env, code, says, pytest_runs)
     env = {**os.environ, "PYTHON": str(fake), "BENCH_JSON": str(tmp_path / "current.json"), "FAKE_RUNS": runs,
            **{k: v.format(tmp=tmp_path) for k, v in env.items()}}
     proc = subprocess.run(["bash", "scripts/regress_gate.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == code and says in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == code and says.format(tmp=tmp_path) in proc.stdout + proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     log = tmp_path / "runs.log"
     assert (log.read_text().count("\n") if log.exists() else 0) == pytest_runs
