@@ -29,11 +29,11 @@ def test_diagnostics_summary_kept_when_its_command_no_longer_parses(tmp_path, ca
     assert "summary.md could not be regenerated" in capsys.readouterr().err
 
 
-def _diag_run(tmp_path: Path, name: str, sha: str, device: str = "cpu"):
+def _diag_run(tmp_path: Path, name: str, sha: str, device: str = "cpu", dirty: bool = False):
     from bench.report.runs import Run
 
     return Run(path=tmp_path / "runs" / name, kind="diagnostics", rel=f"runs/{name}",
-               env={"git": {"sha_short": sha}, "device": device})
+               env={"git": {"sha_short": sha, "dirty": dirty}, "device": device})
 
 
 def _claim_row(claim: str, diag: list, quality_runs: list = ()) -> list[str]:
@@ -90,9 +90,12 @@ def test_diagnostics_rows_name_their_commit_and_device(tmp_path):
     heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
     probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
     diag = [(_diag_run(tmp_path, "a", "1111111a"), heads, probes),
-            (_diag_run(tmp_path, "b", "2222222b", device="cuda"), heads, probes)]
+            (_diag_run(tmp_path, "b", "2222222b", device="cuda"), heads, probes),
+            (_diag_run(tmp_path, "c", "3333333c", dirty=True), heads, probes)]  # measured on a modified tree
     rows = [_cells(ln) for ln in diagnostics_section(diag) if ln.startswith("| runs/")]
-    assert [r[:2] for r in rows] == [["runs/a (1111111)", "random init, CPU"], ["runs/b (2222222)", "random init, GPU"]]
+    assert [r[:2] for r in rows] == [["runs/a (1111111)", "random init, CPU"], ["runs/b (2222222)", "random init, GPU"],
+                                     ["runs/c (3333333+dirty)", "random init, CPU"]]
+    assert "(2 runs, 1111111, 3333333+dirty)" in _claim_row("causal", diag)[2]
 
 
 def test_a_folder_given_twice_is_counted_once(tmp_path, capsys, monkeypatch):

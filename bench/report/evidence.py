@@ -25,13 +25,15 @@ EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level
 
 def commit(run: Run) -> str:
     """The commit whose code a run measured: that of a session folder <date>-<machine>_<sha> above the run (a
-    device machine's env.json holds the sha of the copy it made), else env.json's sha."""
+    device machine's env.json holds the sha of the copy it made), else env.json's sha; '+dirty' when env.json says
+    the tree had uncommitted changes (the numbers are not that commit's)."""
+    dirty = "+dirty" if (run.env.get("git") or {}).get("dirty") is True else ""
     for parent in run.path.parents:
         if parent.name in ("runs", "results"):
             break
         if m := SHA_FOLDER.search(parent.name):
-            return m.group(1)[:7]
-    return str(env_get(run.env, "sha_short", default="unknown"))[:7]
+            return m.group(1)[:7] + dirty
+    return str(env_get(run.env, "sha_short", default="unknown"))[:7] + dirty
 
 
 def setup_label(run: Run, row: dict) -> str:

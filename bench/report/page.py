@@ -124,7 +124,7 @@ def gpu_peer_lines(cells: pd.DataFrame, rel: str, sha: str, tsv: str) -> list[st
     for n, pas, *rest in [ln.split("\t") for ln in tsv.strip().splitlines()][1:]:
         ms.update({(name, pas, int(n)): float(v) for name, v in zip((SDPA, *FLA_PEERS), rest)})
     wave = cells[cells["gpu"] & (cells["dtype"] == "bfloat16") & (cells["level"] == "core")
-                 & (cells["method"] == "wave") & (cells["status"] == "ok") & (cells["commit"] == sha)]
+                 & (cells["method"] == "wave") & (cells["status"] == "ok") & cells["commit"].str.startswith(sha)]
     for (pas, n), g in wave.groupby(["pass", "seq_len"]):
         ms[("wave", pas, int(n))] = float(g["median_ms"].median())
 
