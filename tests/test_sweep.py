@@ -236,6 +236,24 @@ def test_a_check_over_a_small_memory_budget_says_how_much_it_needs(tmp_path):
     assert row["reason"] == "its correctness check (N=257) needs about 0.003 GB > memory budget 0.001 GB", row
 
 
+def test_inner_loop_is_calibrated_on_a_plain_call_not_on_build_and_profiler_time(tmp_path):
+    # the estimate spanned the build and the profiled memory call: a 10 ms estimate gave inner 1 for a fast call
+    import time
+
+    from bench.common.timing import calibrate_inner
+    from bench.scaling.budget import Decision
+    from bench.scaling.sweep import Sweep
+
+    def slow_build(spec):
+        time.sleep(0.05)
+        return Built(lambda: torch.ones(4).sum(), lambda: "fake")
+
+    reg = {"fast": replace(_fake("fast"), build=slow_build)}
+    sweep = Sweep(_cfg(["fast"]), None, CPU, registry=reg, progress=False)
+    prepared = sweep._prepare(reg["fast"], sweep.spec_for("core", "fwd", 64), Decision(True))
+    assert calibrate_inner(prepared.est_call_s, sweep.policy.rep_target_s) > 1, prepared.est_call_s
+
+
 def test_statuses_are_from_the_schema(tmp_path):
     reg = {"ok": _fake("ok"), "bad": _fake("bad", check_ok=False)}
     path = tmp_path / "timings.csv"

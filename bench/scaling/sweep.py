@@ -54,8 +54,10 @@ class Sweep:
         self.mem_method = memory_method(device)
         self.policy = TimingPolicy(warmup=cfg.warmup, min_run_time=cfg.min_run_time, min_reps=cfg.min_reps,
                                    max_cell_s=cfg.time_budget, rep_target_s=1e-3 if device.type == "cuda" else 2e-3)
-        # calls a cell needs at least: warm-up + timed reps (+ on CUDA a separate memory call and a refill call)
-        calls = cfg.warmup + MIN_TIMED_REPS + (2 if device.type == "cuda" else 0)
+        # calls a cell needs at least: warm-up (on CPU the memory call, then at least one plain call to calibrate
+        # on) + timed reps (+ on CUDA a separate memory call and a refill call)
+        untimed = cfg.warmup + 2 if device.type == "cuda" else max(2, cfg.warmup)
+        calls = untimed + MIN_TIMED_REPS
         self.predictor = Predictor(device.type, cfg.time_budget, cfg.mem_budget_gb * 1e9, calls, cfg.total_budget)
         self.done: set[tuple] = set()
         self.checks: dict[tuple, tuple[bool, str]] = {}
@@ -140,10 +142,11 @@ class Sweep:
         try:
             built = method.build(spec)
             if self.device.type == "cpu":  # the first call is warm-up and memory measurement: no caching allocator
+                t1 = time.perf_counter()
                 mem = measure_peak(built.fn, self.device)
-                est = time.perf_counter() - t0
-                if warmup > 1:
-                    est = warm_up(built.fn, self.device, warmup - 1)
+                est = time.perf_counter() - t1  # the profiler's time too: enough for a reduced cell's single call
+                if not decision.reduced:  # inner is calibrated on a plain call, at least one after the memory call
+                    est = warm_up(built.fn, self.device, max(1, warmup - 1))
             else:
                 est = warm_up(built.fn, self.device, warmup)
                 mem = measure_peak(built.fn, self.device)
