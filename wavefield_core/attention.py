@@ -229,6 +229,7 @@ class _ProjectT(torch.autograd.Function):
         x, *wb = ctx.saved_tensors
         x_dtype, wb_dtypes = ctx.dtypes
         B = x.shape[0]
+        acc = torch.promote_types(x.dtype, torch.float32)  # fp32 sums for half precision; float64 kept
         grad_x = None
         grad_wb = []
         for i, (w, b) in enumerate(zip(wb[0::2], wb[1::2])):
@@ -241,9 +242,9 @@ class _ProjectT(torch.autograd.Function):
                 we = w.expand(B, *w.shape)
                 gt = g.transpose(1, 2)  # (B, N, D_i) view
                 grad_x = torch.bmm(gt, we) if grad_x is None else grad_x.baddbmm_(gt, we)
-            # Per-sample products summed in fp32: a half-precision sum over the batch loses bits.
-            gw = torch.bmm(g, x).float().sum(0).to(wb_dtypes[2 * i]) if ctx.needs_input_grad[1 + 2 * i] else None
-            gb = (g.float().sum(dim=(0, 2)).to(wb_dtypes[2 * i + 1])
+            # Per-sample products summed in fp32 (or float64): a half-precision sum over the batch loses bits.
+            gw = torch.bmm(g, x).to(acc).sum(0).to(wb_dtypes[2 * i]) if ctx.needs_input_grad[1 + 2 * i] else None
+            gb = (g.to(acc).sum(dim=(0, 2)).to(wb_dtypes[2 * i + 1])
                   if b is not None and ctx.needs_input_grad[2 + 2 * i] else None)
             grad_wb += [gw, gb]
         return (None if grad_x is None else grad_x.to(x_dtype), *grad_wb)
