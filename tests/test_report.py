@@ -241,7 +241,8 @@ def _cli(argv, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["no-runs", "missing", "unknown-kind", "outside", "not-markdown", "no-env"])
+@pytest.mark.parametrize("case", ["no-runs", "missing", "unknown-kind", "outside", "not-markdown", "no-env",
+                                  "bad-lr"])
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "results" / "runs"
@@ -251,16 +252,21 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys, monkeypatch):
     for name in ("ok", "noenv"):  # a good run given before a bad one must not be regenerated either
         shutil.copytree(FIXTURE, runs / name)
     (runs / "noenv" / "env.json").unlink()
+    make_quality_run(runs / "badlr")
+    env = json.loads((runs / "badlr" / "env.json").read_text())
+    env["settings"]["preset"]["lr"] = "abc"  # edited by hand
+    (runs / "badlr" / "env.json").write_text(json.dumps(env))
     made = sorted(runs.rglob("*"))
     argv = {"no-runs": [], "missing": ["results/runs/nope"], "unknown-kind": ["results/runs/empty"],
             "outside": [str(elsewhere)], "not-markdown": ["results/runs/empty", "--out", "results/README.txt"],
-            "no-env": ["results/runs/ok", "results/runs/noenv"]}[case]
+            "no-env": ["results/runs/ok", "results/runs/noenv"], "bad-lr": ["results/runs/ok", "results/runs/badlr"]
+            }[case]
     rc, err = _cli(argv, capsys)
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"{PROG}: error:")
     assert {"no-runs": "no run folders", "missing": "does not exist", "unknown-kind": "timings.csv",
-            "outside": "is not under", "not-markdown": "markdown", "no-env": "'results/runs/noenv' has no env.json"
-            }[case] in err
+            "outside": "is not under", "not-markdown": "markdown", "no-env": "'results/runs/noenv' has no env.json",
+            "bad-lr": "results/runs/badlr/env.json: settings.preset.lr holds 'abc', not a positive"}[case] in err
     assert not (tmp_path / "results" / "README.md").exists()
     assert sorted(runs.rglob("*")) == made  # nothing copied, nothing regenerated
     assert not (elsewhere / "summary.md").exists()
@@ -308,7 +314,7 @@ def test_committed_page_key_numbers_are_recomputed_from_the_csvs():
         ms = {(r["method"], r["pass"], int(r["seq_len"])): float(r["median_ms"]) for r in csv.DictReader(fh)
               if r["level"] == "core" and r["status"] == "ok"}
     ratio = ms[("softmax-sdpa", "fwd", 32768)] / ms[("wave", "fwd", 32768)]
-    assert f"speedup over SDPA, core fwd, 32K [CPU fp32 B=1, 1 thread, 14e3e43]: {fmt(ratio)}x" in text
+    assert f"speedup over SDPA, core fwd, 32K [CPU fp32 B=1, 1 thread, 14e3e43+dirty]: {fmt(ratio)}x" in text
     diag = next(p for p in sorted((REPO / "results" / "runs").glob("*_diagnostics"))
                 if "--checkpoint" in (p / "env.json").read_text())
     with (diag / "diagnostics.csv").open() as fh:

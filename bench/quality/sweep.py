@@ -8,6 +8,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Iterator
 
+from bench.common.cli import UsageError
 from bench.common.files import read_table
 from bench.quality.schema import is_job, lr_of, same_lr
 
@@ -121,5 +122,31 @@ def rows_at(finals: list[dict], lr: float) -> dict[str, dict[int, dict]]:
 
 def first_seed(env: dict) -> int | None:
     """The seed a run sweeps its LRs at (the first of --seeds), from its env.json."""
-    seeds = (env.get("settings") or {}).get("seeds") or []
-    return int(seeds[0]) if seeds else None
+    seeds = planned(env)[0]
+    return seeds[0] if seeds else None
+
+
+def planned(env: dict, name: str = "env.json") -> tuple[list[int], list[float], list[str]]:
+    """(seeds, peak LRs, methods) a quality run planned, from its env.json (empty where an older one lacks the
+    field); UsageError naming `name` and the field whose value is not what bench.quality writes there."""
+    st = env.get("settings") or {}
+    lr = (st.get("preset") or {}).get("lr")
+    fields = {"seeds": st.get("seeds") or [], "lr_sweep": st.get("lr_sweep") or [],
+              "preset.lr": [] if lr is None else [lr]}
+    for field, values in fields.items():
+        if not isinstance(values, list):
+            raise UsageError(f"{name}: settings.{field} is {values!r}, not a list; restore the env.json the run wrote")
+        for v in values:
+            if not _plain(v, field == "seeds"):
+                want = "an integer seed from 0" if field == "seeds" else "a positive finite learning rate"
+                raise UsageError(f"{name}: settings.{field} holds {v!r}, not {want}; restore the env.json the run "
+                                 "wrote")
+    return fields["seeds"], sorted({*fields["preset.lr"], *fields["lr_sweep"]}), list(env.get("methods") or {})
+
+
+def _plain(value, seed: bool) -> bool:
+    """A seed (an integer from 0) or, without `seed`, a positive finite learning rate; never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int if seed else (int, float)):
+        return False
+    return value >= 0 if seed else math.isfinite(value) and value > 0
+

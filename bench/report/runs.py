@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.common.cli import UsageError, one_line, squash
 from bench.common.files import in_use, read_json, read_table
+from bench.quality.sweep import planned
 
 # kind -> the CSV every number of that kind comes from; the order is the detection order
 KIND_CSV = {"scaling": "timings.csv", "quality": "final.csv", "diagnostics": "diagnostics.csv"}
@@ -60,6 +61,8 @@ def load_runs(paths: list[str], base: Path, summaries: bool = False) -> list[Run
             raise UsageError(f"run folder {text!r} has no env.json, which every run writes (the page names each "
                              "run's machine, command and commit from it); copy the run folder whole")
         env = read_json(path / "env.json")
+        if kind == "quality":
+            planned(env, str(Path(text) / "env.json"))  # the seeds and LRs the page reads must be numbers
         runs[path] = Run(path=path, kind=kind, rel=rel, env=env)
     return list(runs.values())
 
