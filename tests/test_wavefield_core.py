@@ -54,10 +54,17 @@ def test_leaking_strides_refused(s):
         causal_fft_conv(u, torch.randn(2, 40), field_stride=s)
 
 
-@pytest.mark.parametrize("heads", [0, -2, 3])
-def test_bad_head_count_is_a_value_error(heads):
-    with pytest.raises(ValueError, match="positive divisor of d_model"):  # 0 was a ZeroDivisionError
-        WaveFieldAttention(16, heads)
+@pytest.mark.parametrize("d_model,heads,norm_cells,message", [
+    (16, 0, 1024, "positive divisor of d_model"),  # was a ZeroDivisionError
+    (16, -2, 1024, "positive divisor of d_model"),
+    (16, 3, 1024, "positive divisor of d_model"),
+    (-8, 4, 1024, "d_model must be a positive integer"),  # was "negative dimension"
+    (8, 4, -1, "norm_cells must be an integer >= 0"),  # constructed, then failed deep in forward
+    (8, 4, 2.5, "norm_cells must be an integer >= 0"),
+])
+def test_bad_sizes_are_value_errors(d_model, heads, norm_cells, message):
+    with pytest.raises(ValueError, match=message):
+        WaveFieldAttention(d_model, heads, norm_cells=norm_cells)
 
 
 @pytest.mark.parametrize("mode,s", [("token", 4), ("field", 2.5), ("scan", 1)])

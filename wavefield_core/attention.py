@@ -260,7 +260,7 @@ class WaveFieldAttention(nn.Module):
         mode: "auto" (token path when exact, else field), "field", "token", "scan" (the token
             operator as an O(N) recurrence; integer strides only) or "triton" (that recurrence in
             fused kernels: CUDA, integer strides).
-        norm_cells: lag range (cells) of the kernel's L1 normalisation; independent of N.
+        norm_cells: lag range (cells, an integer >= 0) of the kernel's L1 normalisation; independent of N.
         gate_bias_init: V3.5 wrote 2.0 but its model-wide init reset every Linear bias to 0, so the
             trained model started at sigmoid(0) = 0.5. We default to 0.0, matching what trained.
     Parameters a reader looks for: frequency, damping (raw; alpha = softplus(damping)), phase (H,),
@@ -270,6 +270,11 @@ class WaveFieldAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, field_stride: float = 4.0, mode: str = "auto",
                  norm_cells: int = DEFAULT_NORM_CELLS, gate_bias_init: float = 0.0, bias: bool = True):
         super().__init__()
+        if not isinstance(d_model, int) or d_model <= 0:
+            raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
+        if not isinstance(norm_cells, int) or norm_cells < 0:  # -1 failed deep in the first forward
+            raise ValueError(f"norm_cells must be an integer >= 0 (the kernel's normalisation range in cells), "
+                             f"got {norm_cells!r}")
         if n_heads <= 0 or d_model % n_heads != 0:  # n_heads = 0 was a ZeroDivisionError, < 0 a RuntimeError
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads} "
                              "(n_heads must be a positive divisor of d_model)")
@@ -277,7 +282,7 @@ class WaveFieldAttention(nn.Module):
         self.field_stride = check_stride(field_stride)
         self.mode = mode
         self.path = resolve_mode(mode, self.field_stride)  # the concrete path that runs
-        self.norm_cells = int(norm_cells)
+        self.norm_cells = norm_cells
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.gate = nn.Linear(d_model, d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
