@@ -3,13 +3,16 @@
 Slowdowns of a wave method must fail (exit 1), machine noise and uniform drift must pass (exit 0),
 bad input is one line and exit 2. No timing runs here: the whole file takes a few seconds.
 """
+import configparser
 import copy
 import csv
 import errno
+import fnmatch
 import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -424,3 +427,14 @@ def test_gate_script(tmp_path, baseline_doc, runs, env, code, says, pytest_runs)
     assert "Traceback" not in proc.stderr
     log = tmp_path / "runs.log"
     assert (log.read_text().count("\n") if log.exists() else 0) == pytest_runs
+
+
+def test_tox_passes_every_variable_the_gate_reads():
+    """tox -e bench passed WAVEBENCH_CELL_S but dropped GATE_MIN_SEQ_LEN, WAVEBENCH_THREADS and the other knobs."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    passed = [w for s in ini.sections() for key in ("pass_env", "set_env") for w in ini[s].get(key, "").split()]
+    sources = [*(ROOT / "tests" / "benchmarks").glob("*.py"), ROOT / "scripts" / "regress_gate.sh"]
+    read = {"".join(m) for p in sources for m in re.findall(r'environ\.get\("(\w+)"|\$\{(\w+):-', p.read_text())}
+    assert "GATE_MIN_SEQ_LEN" in read and "WAVEBENCH_THREADS" in read
+    assert [n for n in sorted(read) if not any(fnmatch.fnmatchcase(n, p) for p in passed)] == []
