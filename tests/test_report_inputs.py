@@ -262,3 +262,19 @@ def test_a_session_page_does_not_cite_itself_as_the_session_readme(tmp_path, cap
     argv[2] = str(session / "PAGE.md")  # a page beside the session's README still points at it
     assert run_cli(main, argv, prog=PROG) == 0
     assert "Measured on another machine: [./README.md](./README.md)" in (session / "PAGE.md").read_text()
+
+
+@pytest.mark.parametrize("vocab, label, answers", [(300, "bpe V=300", False), (8000, "bpe 8K", True),
+                                                   (8192, "bpe V=8192", True)])
+def test_only_a_bpe_run_near_8k_answers_the_bpe_8k_claim(vocab, label, answers, tmp_path):
+    """Any BPE run was judged against the BPE-8K claim and labelled by vocab // 1000 ('bpe 0K' for V=300)."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    make_quality_run(tmp_path / "q")
+    env = {**json.loads((tmp_path / "q" / "env.json").read_text()), "tokenizer": {"kind": "bpe", "vocab_size": vocab}}
+    run = Run(path=tmp_path / "q", kind="quality", rel="runs/q", env=env)
+    q = ev.quality(run)
+    assert q["setting"].startswith(f"{label}, seq 128")
+    cpu = _claim_row("BPE-8K", [], [(run, q)])[2]
+    assert (cpu != "not measured") == answers and (label in cpu) == answers, cpu

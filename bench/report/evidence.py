@@ -19,6 +19,7 @@ from bench.quality.sweep import first_seed, rows_at, tuned_rows
 from bench.report.runs import Run
 
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
+BPE_CLAIM_VOCAB = 8000  # V3.5's BPE-8K (bench/scaling/claims.py): a run within 10% of it answers that claim
 EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level", "pass", "method", "seq_len",
                       "status", "reason", "median_ms", "peak_mem_mb"]
 
@@ -127,8 +128,8 @@ def quality(run: Run) -> dict:
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
     tokens = planned_tokens(env)
-    kind, vocab, device = tok.get("kind"), tok.get("vocab_size"), "GPU" if on_gpu(run) else "CPU"
-    setting = (f"{kind}{f' {vocab // 1000}K' if kind == 'bpe' and vocab else ''}, seq {p.get('seq_len')}, "
+    (label, kind), device = tokenizer(tok), "GPU" if on_gpu(run) else "CPU"
+    setting = (f"{label}, seq {p.get('seq_len')}, "
                f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
                f"{device}")
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
@@ -144,6 +145,17 @@ def quality(run: Run) -> dict:
             "std_acc": [100 * float(s[k]["test_acc"] or "nan") for k in seeds],
             "tokens_per_param": tokens / float(first["wave"]["params"] or "nan"), "setting": setting, "tokenizer": kind,
             "device": device}
+
+
+def tokenizer(tok: dict) -> tuple[str, str]:
+    """(label, claim key) of a run's tokenizer: ('char', 'char'), ('bpe 8K', 'bpe'); another BPE vocabulary is
+    named exactly ('bpe V=300') and answers no published claim (its key is its label)."""
+    kind, vocab = tok.get("kind"), tok.get("vocab_size")
+    if kind != "bpe":
+        return kind, kind
+    label = f"bpe {vocab // 1000}K" if isinstance(vocab, int) and vocab % 1000 == 0 else f"bpe V={vocab}"
+    near = isinstance(vocab, int) and abs(vocab / BPE_CLAIM_VOCAB - 1) <= 0.1
+    return label, ("bpe" if near else label)
 
 
 def on_gpu(run: Run) -> bool:
