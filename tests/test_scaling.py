@@ -165,6 +165,24 @@ def test_resume_of_a_damaged_sweep_configuration_is_one_line(field, value, needl
     assert not (run / "timings.csv").exists()
 
 
+@pytest.mark.parametrize("column,value", [("status", "done"), ("level", "Core"), ("pass", "bwd"), ("status", "OK")])
+def test_resume_refuses_a_timings_csv_with_a_value_the_sweep_does_not_know(column, value, tmp_path, capsys):
+    # such rows were kept: never measured again ('done'), or an odd extra panel in the summary ('Core')
+    from bench.scaling.schema import KEY_COLUMNS
+
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "env.json").write_text(json.dumps({"sweep": SAVED_SWEEP}))
+    row = {**dict.fromkeys(COLUMNS, ""), **{c: SAVED_SWEEP.get(c, "1") for c in KEY_COLUMNS}, "method": "wave",
+           "level": "core", "pass": "fwd", "seq_len": "64", "status": "ok", "median_ms": "1.0", column: value}
+    text = ",".join(COLUMNS) + "\n" + ",".join(str(row[c]) for c in COLUMNS) + "\n"
+    (run / "timings.csv").write_text(text)
+    assert run_cli(main, ["--resume", str(run), "--no-progress"], prog=PROG) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{column} = {value!r} is not one of" in err and "timings.csv" in err, err
+    assert (run / "timings.csv").read_text() == text
+
+
 def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):
     # wave-bhnd is core-only: this wrote env.json, then two "holds no timings.csv" notes, and exited 0
     out = tmp_path / "run"
@@ -358,6 +376,7 @@ def test_row_writer_migrates_an_older_header_keeping_every_row(tmp_path):
     path = tmp_path / "timings.csv"
     old = COLUMNS[:-1]
     key = {c: "7" for c in KEY_COLUMNS}  # a row without its key is refused as damaged
+    key.update(level="core", status="ok", **{"pass": "fwd"})
     path.write_text(",".join(old) + "\n" + ",".join({**key, "method": "wave"}.get(c, "") for c in old) + "\n")
     writer = RowWriter(path)
     writer.append({**key, "method": "softmax-sdpa", "seq_len": 8, "setup_s": 0.5})

@@ -8,9 +8,10 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+from bench.common.cli import UsageError
 from bench.common.files import CsvLog, cell, drop_cut_tail, read_table
 from bench.scaling.grid import row_key
-from bench.scaling.schema import COLUMNS, KEY_COLUMNS, LEVELS, PASSES
+from bench.scaling.schema import COLUMNS, KEY_COLUMNS, LEVELS, PASSES, STATUSES
 
 CSV_NAME = "timings.csv"
 PARTS_DIR = "parts"
@@ -38,10 +39,20 @@ class RowWriter(CsvLog):
             self.rewrite(read_rows(self.path))
 
 
+# the columns whose values the sweep acts on by name (a resume re-measures no 'ok' row, runs levels in order)
+CHOICES = {"status": STATUSES, "level": LEVELS, "pass": PASSES}
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a timings CSV as dicts of strings ([] without the file; a cut last row left out, damage refused)."""
-    return [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut="drop")
+    rows = [row for row in read_table(Path(path), required=tuple(KEY_COLUMNS) + ("status",), cut="drop")
             if row.get("method")]
+    for row in rows:
+        for column, valid in CHOICES.items():
+            if row[column] not in valid:
+                raise UsageError(f"{path}: the row of {row['method']} at seq_len {row['seq_len']}: {column} = "
+                                 f"{row[column]!r} is not one of {', '.join(valid)} (was the file edited?)")
+    return rows
 
 
 def read_header(path: Path) -> list[str]:
