@@ -153,6 +153,8 @@ def test_wave_mix_core_matches_reference_bf16():
     for mode in ("token", "field"):
         y32 = wave_mix(k, v, p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode)
         assert rel_err(y32, ref) < 1e-5
+        y64 = wave_mix(k.double(), v.double(), p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode)
+        assert rel_err(y64, ref) < 1e-12  # float64 data with float32 parameters: the kernel was float32
         y16 = wave_mix(k.bfloat16(), v.bfloat16(), p["frequency"], p["damping"], p["phase"], c, 4.0, mode=mode)
         assert y16.dtype == torch.bfloat16
         assert rel_err(y16, ref) < 2e-2

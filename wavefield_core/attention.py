@@ -77,7 +77,7 @@ def wave_conv(u: torch.Tensor, frequency, damping, phase, stride: float, mode: s
     mode = resolve_mode(mode, stride)
     check_wave_params(u.shape[LAYOUTS[layout][1]], frequency, damping, phase)
     n = u.shape[LAYOUTS[layout][3]]
-    pdt = frequency.dtype if u.dtype == torch.float64 else torch.float32
+    pdt = torch.float64 if u.dtype == torch.float64 else torch.float32  # float64 data: a float64 kernel too
     freq, damp, ph = frequency.to(pdt), damping.to(pdt), phase.to(pdt)
     if mode == "triton":
         from wavefield_core.triton_scan import triton_available, wave_triton_conv
