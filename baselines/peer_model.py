@@ -24,6 +24,7 @@ impl: "torch" runs the chunked PyTorch formulation, "fla" the fla-core kernels (
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,8 @@ class PeerMixer(nn.Module):
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.op, self.impl = op, impl
         self.field_stride = float(field_stride)
+        if not math.isfinite(self.field_stride) or self.field_stride <= 0:  # diag-ssm's pole: exp((-alpha + i omega) s)
+            raise ValueError(f"field_stride must be a positive finite number, got {field_stride!r}")
         D, H = d_model, n_heads
         if op == "hgrn":
             self.proj = nn.Linear(D, 2 * D, bias=bias)  # input, forget logits

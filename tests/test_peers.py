@@ -248,6 +248,13 @@ def test_fla_is_explained_not_crashed_on_cpu():
         PeerMixer(8, 2, "diag-ssm", impl="fla")
 
 
+@pytest.mark.parametrize("stride", [0.0, -1.0, float("nan"), float("inf")])
+def test_diag_ssm_refuses_a_stride_that_is_not_positive_and_finite(stride):
+    """-1 and NaN gave NaN outputs, 0 an undamped pole: the layer accepted them all."""
+    with pytest.raises(ValueError, match="field_stride must be a positive finite number"):
+        PeerMixer(8, 2, "diag-ssm", field_stride=stride)
+
+
 def test_lm_forward_loss_and_reference_copy():
     for op in PEER_OPS:
         torch.manual_seed(0)
