@@ -278,3 +278,29 @@ def test_only_a_bpe_run_near_8k_answers_the_bpe_8k_claim(vocab, label, answers, 
     assert q["setting"].startswith(f"{label}, seq 128")
     cpu = _claim_row("BPE-8K", [], [(run, q)])[2]
     assert (cpu != "not measured") == answers and (label in cpu) == answers, cpu
+
+
+@pytest.mark.parametrize("methods, oom, shown", [
+    (["wave", "standard-matched"], {}, "CPU, vs standard-matched |"),  # --pairing matched: its own baseline
+    (["wave-scaled-pos", "standard"], {}, "not compared: no finished wave and standard"),
+    (["wave", "standard"], {("wave", "0"), ("standard", "1")}, "not compared: wave and standard share no seed"),
+])
+def test_a_quality_run_without_a_wave_standard_pair(methods, oom, shown, tmp_path, capsys, monkeypatch):
+    """A run without methods named exactly wave and standard was dropped from the Quality table without a word
+    (claims 'not measured'); one whose wave and standard shared no seed after oom rows crashed (ZeroDivisionError)."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "quality"
+    make_quality_run(run)
+    env = json.loads((run / "env.json").read_text())
+    env["methods"] = {m: {"params": 1000, "config": {"d_ff": 512}} for m in methods}
+    (run / "env.json").write_text(json.dumps(env))
+    with (run / "final.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    renamed = dict(zip(["wave", "standard-matched" if "standard-matched" in methods else "standard"], methods))
+    rows = [dict(r, method=renamed[r["method"]], oom=str(int((renamed[r["method"]], r["seed"]) in oom)))
+            for r in rows if r["method"] in renamed]
+    _write_csv(run / "final.csv", list(rows[0]), rows)
+    rc, err = _cli(["results/runs/quality", "--no-plots"], capsys)
+    quality = _section((tmp_path / "results" / "README.md").read_text(), "## Quality")
+    assert rc == 0 and shown in quality, quality
+    assert (err.count("not compared") == 1) == ("not compared" in shown), err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +36,7 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
             if got:
                 out.append((f"{what} [{setup}, {got.commits_text()}]", got.text("x")))
     for run, q in quality_runs:
-        if q:
+        if "why" not in q:
             out.append((f"wave / standard test PPL, {q['setting']} [{run.rel}]", page.ci(q["ppl_ratio"])))
             if q["untuned"]:  # none when the run did not sweep, or its env.json does not say its --lr
                 out.append((f"the same at one fixed LR {q['ref_lr']:g} [{run.rel}]", page.ci(q["untuned"])))
@@ -53,6 +54,9 @@ def key_numbers(cells, quality_runs, diag, params) -> list[tuple[str, str]]:
 def gather(runs: list[Run]):
     cells = ev.scaling_cells(runs)
     quality_runs = [(r, ev.quality(r)) for r in runs if r.kind == "quality"]
+    for run, q in quality_runs:
+        if "why" in q:
+            print(f"bench.report: warning: {run.rel}: not compared: {q['why']}", file=sys.stderr)
     diag = [(r, *ev.diagnostics(r)) for r in runs if r.kind == "diagnostics"]
     return cells, quality_runs, diag, ev.param_counts()
 

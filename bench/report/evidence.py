@@ -105,17 +105,28 @@ def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str 
 
 
 def quality(run: Run) -> dict:
-    """A quality run's wave / standard gap: per-seed test PPL ratios at the kept LRs, at --lr when it swept,
-    at equal wall-clock, convergence verdicts and the setting ('char, seq 128, D=192 L=4 (cpu-small), ...')."""
+    """A quality run's wave / standard gap (standard-matched where the run has no standard): per-seed test PPL ratios
+    at the kept LRs, at --lr when it swept, at equal wall-clock, convergence verdicts and the setting ('char, seq
+    128, D=192 L=4 (cpu-small), ...'); a run that cannot be compared gives its setting and `why` only."""
     env, finals = run.env, read_table(run.path / "final.csv",
                                       required=("method", "seed", "test_ppl", "test_acc", "params"))
     p = (env.get("settings") or {}).get("preset") or {}
     tok, ref_lr = env.get("tokenizer") or {}, p.get("lr", math.nan)
+    tokens = planned_tokens(env)
+    (label, kind), device = tokenizer(tok), "GPU" if on_gpu(run) else "CPU"
     by = tuned_rows(finals, first_seed(env))
-    if "wave" not in by or "standard" not in by:
-        return {}
-    w, s, abl = by["wave"], by["standard"], by.get("wave-scaled-pos")
+    base = next((b for b in ("standard", "standard-matched") if b in by), None)
+    setting = (f"{label}, seq {p.get('seq_len')}, "
+               f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
+               f"{device}{'' if base in ('standard', None) else ', vs ' + base}")
+    if "wave" not in by or base is None:
+        return {"setting": setting, "why": f"no finished wave and standard (or standard-matched) jobs to compare "
+                f"(methods with a test result: {', '.join(by) or 'none'})"}
+    w, s, abl = by["wave"], by[base], by.get("wave-scaled-pos")
     seeds = sorted(set(w) & set(s))
+    if not seeds:
+        return {"setting": setting, "why": f"wave and {base} share no seed with a test result (jobs out of memory "
+                "are left out: its summary lists them)"}
     first = {m: next(iter(rows.values())) for m, rows in by.items()}
 
     def ratio(a: dict, b: dict) -> list[float]:  # per-seed test PPL of a over b
@@ -123,21 +134,16 @@ def quality(run: Run) -> dict:
                              {k: float(r["test_ppl"] or "nan") for k, r in b.items()})
 
     ref = rows_at(finals, ref_lr)
-    lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", "standard")}
+    lrs = {m: [lr_of(r) for r in finals if r["method"] == m and r.get("peak_lr")] for m in ("wave", base)}
     swept = len({lr_of(r) for r in finals if r.get("peak_lr")}) > 1
     curves = read_table(run.path / "curves.csv", cut="drop")
     wall, wall_s = equal_wall(curves, w, s)
-    tokens = planned_tokens(env)
-    (label, kind), device = tokenizer(tok), "GPU" if on_gpu(run) else "CPU"
-    setting = (f"{label}, seq {p.get('seq_len')}, "
-               f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
-               f"{device}")
     return {"seeds": seeds, "ppl_ratio": ratio(w, s),
             "ablation": {"vs_standard": ratio(abl, s), "vs_wave": ratio(abl, w),
                          "lr": lr_of(first["wave-scaled-pos"])} if abl else None,
-            "untuned": ratio(ref.get("wave", {}), ref.get("standard", {})) if swept else None,
-            "lr": {m: lr_of(first[m], ref_lr) for m in ("wave", "standard")},
-            "edge": [m for m in ("wave", "standard") if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
+            "untuned": ratio(ref.get("wave", {}), ref.get(base, {})) if swept else None,
+            "lr": {m: lr_of(first[m], ref_lr) for m in ("wave", base)},
+            "edge": [m for m in ("wave", base) if swept and lr_of(first[m]) in (min(lrs[m]), max(lrs[m]))],
             "ref_lr": ref_lr, "wall": wall, "wall_s": wall_s,
             "verdicts": Counter(convergence(curves, r["method"], k, lr_of(r, ref_lr), r).verdict
                                 for rows in (w, s) for k, r in rows.items()),

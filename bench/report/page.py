@@ -179,11 +179,15 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
              + "; ".join(f"V3.5 {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
                          for q in PUBLISHED_QUALITY) + ". Perplexity is per token: compare ratios, not PPL across "
              "tokenizers.", ""]
-    measured = [(run, q) for run, q in quality_runs if q]
+    measured = [(run, q) for run, q in quality_runs if "why" not in q]
     rows = []
-    for run, q in measured:
+    for run, q in quality_runs:
+        if "why" in q:
+            rows.append([q["setting"], "-", f"not compared: {q['why']}", "-", "-", "-",
+                         f"[{run.rel}]({run.rel}/summary.md) ({ev.commit(run)})"])
+            continue
         swept = q["untuned"] is not None
-        edge = {m: " (sweep edge)" if m in q["edge"] else "" for m in ("wave", "standard")}
+        edge = {m: " (sweep edge)" if m in q["edge"] else "" for m in q["lr"]}
         lr = ("LR " + ", ".join(f"{m} {q['lr'][m]:g}{e}" for m, e in edge.items()) if swept
               else f"one LR {q['ref_lr']:g} for both, no sweep")
         rows.append([q["setting"], f"{q['tokens_per_param']:.1f}", f"{ci(q['ppl_ratio'])}; {lr}",
@@ -273,7 +277,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu,
                      _verdict([v >= pub * 0.9 for v in cv + gv]), LINKS["speed"]])
     char, bpe, v433 = PUBLISHED_QUALITY
-    measured = [q for _, q in quality_runs if q]
+    measured = [q for _, q in quality_runs if "why" not in q]
     for pub, name in ((char, "char"), (bpe, "BPE-8K")):
         published = pub["wave_ppl"] / pub["std_ppl"]
         got = [[q for q in measured if q["tokenizer"] == pub["key"] and (q["device"] == "GPU") == on]
