@@ -94,6 +94,18 @@ def test_token_mode_refuses_non_integer_stride():
     assert WaveFieldAttention(32, 4, field_stride=3).path == "token"
 
 
+def test_setting_mode_re_resolves_the_path():
+    """layer.mode = "scan" after construction was silently ignored: forward kept the path chosen at construction."""
+    layer = WaveFieldAttention(8, 2, field_stride=3)
+    layer.mode = "scan"
+    assert layer.path == "scan"
+    with pytest.raises(ValueError, match="integer"):
+        WaveFieldAttention(8, 2, field_stride=2.5).mode = "token"
+    with pytest.raises(ValueError, match="valid choices"):
+        layer.mode = "fast"
+    assert (layer.mode, layer.path) == ("scan", "scan")
+
+
 # ---------------------------------------------------------------- layer vs reference
 
 def _pair(s, d_model=32, n_heads=4, seed=0):

@@ -280,8 +280,7 @@ class WaveFieldAttention(nn.Module):
                              "(n_heads must be a positive divisor of d_model)")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.field_stride = check_stride(field_stride)
-        self.mode = mode
-        self.path = resolve_mode(mode, self.field_stride)  # the concrete path that runs
+        self.mode = mode  # also sets self.path, the concrete path that runs
         self.norm_cells = norm_cells
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.gate = nn.Linear(d_model, d_model, bias=bias)
@@ -293,6 +292,16 @@ class WaveFieldAttention(nn.Module):
         self.coupling = nn.Parameter(torch.eye(n_heads) + 0.01 * torch.randn(n_heads, n_heads))
         if bias:
             nn.init.constant_(self.gate.bias, gate_bias_init)
+
+    @property
+    def mode(self) -> str:
+        """The requested mode; setting it re-resolves the path forward runs (ValueError if invalid)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self.path = resolve_mode(mode, self.field_stride)
+        self._mode = mode
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, field_stride={self.field_stride:g}, path={self.path}"
