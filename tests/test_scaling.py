@@ -154,6 +154,10 @@ NO_SWEEP = "env.json has no usable sweep configuration"
     ("levels", [], f"{NO_SWEEP} (field levels: empty level list; valid choices: core, layer, model"),
     ("floor", 1, f"{NO_SWEEP} (field floor: '1' is not true or false"),
     ("seed", 2**64 - 1, f"{NO_SWEEP} (field seed: {2**64 - 1} is out of range"),
+    # these named flags the user never typed ("--field-stride: ... leaks"), or no file ("unknown dtype")
+    ("field_stride", 1.5, "env.json field field_stride: field_stride=1.5 leaks"),
+    ("dtype", "float64", "env.json field dtype: unknown dtype 'float64'; valid choices: float32"),
+    ("device", "tpu", "env.json field device: unknown device 'tpu'"),
 ])
 def test_resume_of_a_damaged_sweep_configuration_is_one_line(field, value, needle, tmp_path, capsys):
     run = tmp_path / "old"
@@ -181,6 +185,16 @@ def test_resume_refuses_a_timings_csv_with_a_value_the_sweep_does_not_know(colum
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{column} = {value!r} is not one of" in err and "timings.csv" in err, err
     assert (run / "timings.csv").read_text() == text
+
+
+def test_resume_of_another_harness_folder_says_what_it_is(tmp_path, capsys):
+    # was "env.json has no usable sweep configuration ('sweep')"
+    run = tmp_path / "quality"
+    run.mkdir()
+    (run / "env.json").write_text(json.dumps({"argv": ["python -m bench.quality", "--preset", "tiny"]}))
+    assert run_cli(main, ["--resume", str(run)], prog=PROG) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "a run of python -m bench.quality --preset tiny, not of python -m bench.scaling" in err
 
 
 def test_a_selection_with_no_cell_is_refused(tmp_path, capsys):

@@ -8,14 +8,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from bench.common.cli import (ArgParser, UsageError, choice_list, one_line, positive_float, positive_int, seed_int,
                               thread_count)
 from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
-from bench.common.env import collect_env, device_tag
+from bench.common.env import collect_env, command_line, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
 from bench.common.memory import METHOD_NOTES, available_bytes, memory_method
 from bench.common.allocator import retain_freed_memory
@@ -94,8 +94,24 @@ def _wanted_device(flag: str | None, base: SweepConfig | None) -> str:
 
 def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepConfig | None = None) -> SweepConfig:
     """Flags -> SweepConfig. Raises UsageError for values that parse but cannot run."""
+    def saved(name: str) -> str | None:
+        """How a refusal names the value of field `name` when it was taken from the resumed run's env.json (no flag
+        typed for it); None when it was not."""
+        if base is None or getattr(args, FLAG_NAMES.get(name, name)) is not None:
+            return None
+        return f"--resume {args.resume!r}: env.json field {name}"
+
+    def checked(name: str, check: Callable, *values):
+        """check(*values); its refusal of a value taken from env.json names that file and field, not a flag."""
+        try:
+            return check(*values)
+        except UsageError as exc:
+            if saved(name) is None:
+                raise
+            raise UsageError(f"{saved(name)}: {exc}") from None
+
     device_str = _wanted_device(args.device, base)
-    device = resolve_device(device_str)
+    device = checked("device", resolve_device, device_str)
     dd = DEVICE_DEFAULTS[device.type]
     quick = bool(args.quick if args.quick is not None else base is not None and base.quick)
 
@@ -108,7 +124,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
         return QUICK[name] if quick and name in QUICK else dd.get(name, COMMON_DEFAULTS.get(name))
 
     dtype_name = pick(args.dtype, "dtype")
-    dtype = resolve_dtype(dtype_name, device)
+    dtype = checked("dtype", resolve_dtype, dtype_name, device)
 
     ranged = args.min_len is not None or args.max_len is not None
     if args.seq_lens is not None and ranged:
@@ -130,7 +146,7 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          f"finish the run with the version that started it (git in env.json); valid choices: "
                          f"{', '.join(METHODS)}")
     floor = False if args.no_floor else (base.floor if base is not None else True)
-    if why := stride_refusal(stride, methods):
+    if why := stride_refusal(stride, methods, saved("field_stride") or "--field-stride"):
         raise UsageError(why)
 
     taken = {name: pick(getattr(args, FLAG_NAMES.get(name, name)), name) for name in PLAIN_FIELDS}
@@ -234,8 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = from_env()
     base = None
     if args.resume is not None:
+        env = read_run_env(args.resume, PROG)
+        if "sweep" not in env:
+            raise UsageError(f"--resume {args.resume!r}: env.json holds no sweep configuration: the folder is a run "
+                             f"of {env.get('harness') or command_line(env)}, not of {PROG}; give a folder {PROG} wrote")
         try:
-            base = SweepConfig.from_dict(read_run_env(args.resume, PROG)["sweep"])
+            base = SweepConfig.from_dict(env["sweep"])
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--resume {args.resume!r}: env.json has no usable sweep configuration ({exc})")
     if info.enabled and _wanted_device(args.device, base) != "cpu" and torch.cuda.is_available():

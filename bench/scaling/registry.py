@@ -194,17 +194,18 @@ def default_methods(device: torch.device, dtype: torch.dtype) -> list[str]:
     return names
 
 
-def stride_refusal(stride: float, names) -> str | None:
+def stride_refusal(stride: float, names, flag: str = "--field-stride") -> str | None:
     """Why the methods `names` cannot run at this field stride, or None: a leaking stride for any method, a
-    non-integer one for the token-level wave operators (they raise at every cell)."""
+    non-integer one for the token-level wave operators (they raise at every cell). `flag`: where the stride came
+    from, as the message names it."""
     try:
         check_stride(stride)
     except ValueError as exc:
-        return f"--field-stride: {exc}"
+        return f"{flag}: {exc}"
     need = [n for n in names if METHODS[n].integer_stride]
     if float(stride).is_integer() or not need:
         return None
-    return (f"--field-stride {stride:g}: {', '.join(need)} need an integer stride (the token-level operator is exact "
+    return (f"{flag} {stride:g}: {', '.join(need)} need an integer stride (the token-level operator is exact "
             "only there); give an integer stride, or leave them out (wave-field takes any stride >= 2)")
 
 
