@@ -147,7 +147,7 @@ class StandardLM(nn.Module):
         if targets is not None:
             # float32 loss: a bf16 log-softmax over a large vocabulary is visibly biased.
             # Mean over non-padding targets; NaN if every target is -100.
-            loss = F.cross_entropy(logits.float().view(B * N, -1), targets.reshape(B * N), ignore_index=-100)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
     def attention_backends(self) -> list[str | None]:

@@ -205,14 +205,13 @@ class PeerLM(nn.Module):
         return [m.last_backend for m in self.mixers]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        B, N = idx.shape
         x = self.drop(self.embed(idx))  # (B, N, D)
         for block in self.blocks:
             x = block(x)
         logits = self.ln_f(x) @ self.embed.weight.t()  # tied head, (B, N, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(B * N, -1), targets.reshape(B * N), ignore_index=-100)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
     def config_dict(self) -> dict:

@@ -224,6 +224,16 @@ def test_lm_rejects_long_sequence_and_bad_impl():
         StandardLM(20, 32, 1, 2, 64, 16, attn_impl="wave")
 
 
+def test_lm_on_an_empty_sequence_matches_the_wave_lm():
+    """StandardLM on a (1, 0) input failed to reshape its empty logits; the wave LM gives empty logits, NaN loss."""
+    from wavefield_core import WaveFieldLM
+
+    idx = torch.zeros(1, 0, dtype=torch.long)
+    for model in (StandardLM(20, 16, 1, 2, 32, 8), WaveFieldLM(20, d_model=16, n_layers=1, n_heads=2, d_ff=32)):
+        logits, loss = model(idx, idx)
+        assert logits.shape == (1, 0, 20) and torch.isnan(loss)
+
+
 def test_lm_naive_and_sdpa_give_same_logits():
     torch.manual_seed(0)
     a = StandardLM(30, 32, 2, 4, 64, 40, dropout=0.0, attn_impl="naive")

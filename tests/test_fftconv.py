@@ -55,6 +55,17 @@ def test_fft_conv_gradcheck_float64_all_layouts():
     assert torch.autograd.gradcheck(lambda a, b: causal_fft_conv(a.transpose(-1, -2), b, layout="bhdn"), (x, k))
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 5, 3), (1, 2, 5, 0)], ids=["B0", "d0"])
+@pytest.mark.parametrize("stride", [None, 2.5], ids=lambda s: f"s{s}")
+def test_fft_conv_of_an_empty_batch_or_channel_axis_is_empty(shape, stride):
+    """B = 0 or d = 0 was an MKL FFT error; the result is empty, like its gradient."""
+    x = torch.randn(*shape, requires_grad=True)
+    y = causal_fft_conv(x, torch.randn(2, 20), field_stride=stride)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
 def test_fft_conv_rejects_wraparound_and_bad_shapes():
     x = torch.randn(1, 2, 10, 3)
     with pytest.raises(ValueError, match="wrap"):

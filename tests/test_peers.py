@@ -267,6 +267,8 @@ def test_lm_forward_loss_and_reference_copy():
 
         ref = copy.deepcopy(model).double().set_impl("reference")
         torch.testing.assert_close(logits.double(), ref(idx)[0], rtol=1e-4, atol=1e-5)
+        empty = torch.zeros(1, 0, dtype=torch.long)  # failed to reshape its empty logits; wave and standard give NaN
+        assert torch.isnan(model(empty, empty)[1])
 
 
 def test_parameters_matched_to_wave_within_two_percent():

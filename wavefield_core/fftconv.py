@@ -251,6 +251,8 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
             raise ValueError(f"scale must have shape {tuple(want)} (x's shape with 1 channel), got {tuple(scale.shape)}")
     if field_stride is not None:
         check_stride(field_stride)  # a leaking stride puts two deposits in one cell: the scatter would drop one
+    if x.numel() == 0:  # an empty batch, head, channel or token axis: the FFT libraries refuse it
+        return x * 0
     place = Placement.tokens(n) if field_stride is None else Placement.field(n, field_stride, x.device)
     kernel = kernel[:, : place.cells]
     m = fast_fft_size(2 * place.cells - 1) if fft_size is None else int(fft_size)
