@@ -304,3 +304,19 @@ def test_a_quality_run_without_a_wave_standard_pair(methods, oom, shown, tmp_pat
     quality = _section((tmp_path / "results" / "README.md").read_text(), "## Quality")
     assert rc == 0 and shown in quality, quality
     assert (err.count("not compared") == 1) == ("not compared" in shown), err
+
+
+def test_an_interrupted_sweep_is_labelled_incomplete_and_not_judged(tmp_path, capsys, monkeypatch):
+    """A sweep cut after its first LRs was published as tuned ('kept (edge...)', a claim verdict from one seed)."""
+    monkeypatch.chdir(tmp_path)
+    committed = Path(__file__).resolve().parents[1] / "results/runs/20261130-cpu-small-lrsweep_quality"
+    run = tmp_path / "results" / "runs" / "cut"
+    shutil.copytree(committed, run, ignore=shutil.ignore_patterns("checkpoints", "plots"))
+    lines = (run / "final.csv").read_text().splitlines(keepends=True)
+    (run / "final.csv").write_text("".join(lines[:5]))  # header and the first 4 jobs of 10
+    rc, err = _cli(["results/runs/cut", "--no-plots"], capsys)
+    page = (tmp_path / "results" / "README.md").read_text()
+    assert rc == 0 and "not compared: incomplete: 4 of the 10 jobs" in _section(page, "## Quality")
+    assert "| char PPL" in page and "[char, seq 128" not in _section(page, "## The claims at a glance")
+    assert "**Incomplete:** 4 of the 10 jobs" in (run / "summary.md").read_text()
+    assert err.count("\n") == 1 and "not compared: incomplete" in err, err

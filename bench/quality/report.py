@@ -13,7 +13,7 @@ from bench.common.tables import table
 from bench.quality.analysis import RATIO_BASELINES, WAVE_METHODS, convergence, equal_wall, job_curve, ratio_by_tokens
 from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios, spread
-from bench.quality.sweep import diverged, first_seed, ran_out, rows_at, tuned_rows
+from bench.quality.sweep import diverged, first_seed, jobs_done, ran_out, rows_at, tuned_rows
 from bench.scaling.claims import PUBLISHED_QUALITY
 
 
@@ -100,6 +100,11 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
              f"Hardware: {hardware_line(env)}", "",
              f"Command: `{command_line(env)}`", "",
              f"Run folder: `{run_dir.name}`; created {env.get('created')}.", ""]
+    done, planned = jobs_done(env, finals)
+    if done < planned:
+        lines += [f"**Incomplete:** {done} of the {planned} jobs this run plans have a row in final.csv, so the "
+                  "learning-rate choice and every table below are provisional; the results page does not compare it.",
+                  ""]
     lines += [f"Resumed {r.get('at')} by `{r.get('command', '?')}` on {r.get('device', '?')}: the jobs trained "
               "from then on ran under that command (its device and --threads set their wall-clock and tokens/s)."
               for r in env.get("resumes", [])] + ([""] if env.get("resumes") else [])

@@ -150,3 +150,14 @@ def _plain(value, seed: bool) -> bool:
         return False
     return value >= 0 if seed else math.isfinite(value) and value > 0
 
+
+def jobs_done(env: dict, finals: list[dict]) -> tuple[int, int]:
+    """(planned jobs with a row, planned jobs) of a quality run: each method at every LR at the first seed, then
+    once at each other seed (at its kept LR); (0, 0) where env.json does not say the plan."""
+    seeds, lrs, methods = planned(env)
+    if not (seeds and lrs and methods):
+        return 0, 0
+    seed_rows = {(r["method"], int(float(r["seed"]))) for r in finals}
+    done = sum(is_done(finals, m, seeds[0], lr) for m in methods for lr in lrs)
+    done += sum((m, seed) in seed_rows for m in methods for seed in seeds[1:])
+    return done, len(methods) * (len(lrs) + len(seeds) - 1)

@@ -15,7 +15,7 @@ from bench.common.timings import aggregate, fmt, load_timings
 from bench.quality.analysis import convergence, equal_wall
 from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios
-from bench.quality.sweep import first_seed, rows_at, tuned_rows
+from bench.quality.sweep import first_seed, jobs_done, rows_at, tuned_rows
 from bench.report.runs import Run
 
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
@@ -119,6 +119,10 @@ def quality(run: Run) -> dict:
     setting = (f"{label}, seq {p.get('seq_len')}, "
                f"D={p.get('d_model')} L={p.get('n_layers')} ({env.get('preset') or '?'}), {tokens / 1e6:.1f}M tokens, "
                f"{device}{'' if base in ('standard', None) else ', vs ' + base}")
+    done, planned = jobs_done(env, finals)
+    if done < planned:  # a sweep cut short may not have chosen its LRs yet: no verdict from it
+        return {"setting": setting, "why": f"incomplete: {done} of the {planned} jobs its env.json plans have a row in "
+                "final.csv"}
     if "wave" not in by or base is None:
         return {"setting": setting, "why": f"no finished wave and standard (or standard-matched) jobs to compare "
                 f"(methods with a test result: {', '.join(by) or 'none'})"}
