@@ -320,3 +320,27 @@ def test_an_interrupted_sweep_is_labelled_incomplete_and_not_judged(tmp_path, ca
     assert "| char PPL" in page and "[char, seq 128" not in _section(page, "## The claims at a glance")
     assert "**Incomplete:** 4 of the 10 jobs" in (run / "summary.md").read_text()
     assert err.count("\n") == 1 and "not compared: incomplete" in err, err
+
+
+@pytest.mark.parametrize("second, text, column", [
+    ((4, 32), "below 4 local, below 32 medium, otherwise long-range. Causality: perturbation and gradient probes "
+              "in float64", None),
+    ((0.5, 1), "by the run's role thresholds", ["4 / 32; float64", "0.5 / 1; float32"]),
+])
+def test_heads_text_names_each_runs_role_thresholds_and_probe_dtype(second, text, column, tmp_path):
+    """The heads-and-causality text said 'below 4 local, below 32 medium' and 'float64' whatever the runs used."""
+    from bench.diagnostics.__main__ import SUMMARY_SETTINGS
+    from bench.report.page import diagnostics_section
+
+    heads = {"heads": 4, "local": 4, "medium": 0, "long-range": 0, "max_reach": 2.0}
+    probes = {"pass": 10, "fail": 0, "leaks": 4, "demos": 4}
+    diag = []
+    for name, thresholds in (("a", (4, 32)), ("b", second)):
+        run = _diag_run(tmp_path, name, "1111111a")
+        dtype = "float64" if thresholds == (4, 32) else "float32"
+        run.env["settings"] = {**dict.fromkeys(SUMMARY_SETTINGS), "role_thresholds": thresholds, "probe_dtype": dtype}
+        diag.append((run, heads, probes))
+    lines = diagnostics_section(diag)
+    assert text in lines[2], lines[2]
+    assert [_cells(ln)[-1] for ln in lines if ln.startswith("| runs/")] == (column or ["10 PASS, 0 FAIL, 4 of 4 "
+                                                                                     "leaks shown"] * 2)

@@ -12,6 +12,7 @@ import pandas as pd
 from bench.common.env import env_get
 from bench.common.files import read_table
 from bench.common.timings import aggregate, fmt, load_timings
+from bench.diagnostics.__main__ import run_settings
 from bench.quality.analysis import convergence, equal_wall
 from bench.quality.schema import lr_of, planned_tokens
 from bench.quality.stats import paired_ratios
@@ -191,6 +192,17 @@ def diagnostics(run: Run) -> tuple[dict, dict]:
             {"pass": probes["PASS"], "fail": probes["FAIL"],
              "leaks": sum(r["check"] == "leak_demo" and r["verdict"] == "EXPECTED-LEAK" for r in rows),
              "demos": sum(r["check"] == "leak_demo" and r["quantity"] == "max_score" for r in rows)})
+
+
+def probe_settings(run: Run) -> tuple[tuple[float, float] | None, str]:
+    """(role thresholds local, long-range in tokens; probe dtype) of a diagnostics run, as its env.json recorded them
+    (an older one's command line read with today's defaults); (None, 'unknown') where neither says."""
+    try:
+        s = run_settings(run.env)
+        lo, hi = (float(t) for t in s["role_thresholds"])
+    except (KeyError, TypeError, ValueError):  # no argv, or a command line or settings that no longer read
+        return None, "unknown"
+    return (lo, hi), str(s["probe_dtype"])
 
 
 def param_counts(vocab: int = 1000) -> dict[str, int]:

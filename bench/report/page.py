@@ -213,17 +213,29 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
 
 
 def diagnostics_section(diag: list[tuple[Run, dict, dict]]) -> list[str]:
-    lines = ["## Heads and causality", "", "Head roles by reach in tokens (envelope down to 10%): below 4 local, "
-             "below 32 medium, otherwise long-range. Causality: perturbation and gradient probes in float64 "
-             "(PASS rows); leak demonstrations at V3.5's strides 1.29, 0.996, 0.125 and its fixed-field clamping "
-             "(EXPECTED-LEAK rows).", ""]
+    settings = [ev.probe_settings(r) for r, _, _ in diag]  # (role thresholds, probe dtype) per run
+    shared = settings[0] if len(set(settings)) == 1 and settings[0][0] else None
+    if shared:
+        (local, long), dtype = shared
+        roles = f"below {local:g} local, below {long:g} medium, otherwise long-range"
+    else:
+        roles, dtype = "local, medium or long-range by the run's role thresholds", "the run's probe dtype"
+    lines = ["## Heads and causality", "", f"Head roles by reach in tokens (envelope down to 10%): {roles}. "
+             f"Causality: perturbation and gradient probes in {dtype} (PASS rows); leak demonstrations at V3.5's "
+             "strides 1.29, 0.996, 0.125 and its fixed-field clamping (EXPECTED-LEAK rows).", ""]
     rows = [[f"{r.rel} ({ev.commit(r)})", ("trained checkpoint" if ev.trained(r) else "random init")
              + (", GPU" if ev.on_gpu(r) else ", CPU"), h["heads"], h["local"], h["medium"],
              h["long-range"], fmt(h["max_reach"]),
              f"{c['pass']} PASS, {c['fail']} FAIL, {c['leaks']} of {c['demos']} leaks shown"]
-            for r, h, c in diag]
+            + ([] if shared else [_probe_text(*setting)]) for (r, h, c), setting in zip(diag, settings)]
     head = ["run", "model", "heads", "local", "medium", "long-range", "max reach (tokens)", "causality rows"]
+    head += [] if shared else ["role thresholds (tokens); probe dtype"]
     return lines + table(head, rows) + ["", _source([r.rel for r, _, _ in diag], "diagnostics.csv"), ""]
+
+
+def _probe_text(thresholds: tuple[float, float] | None, dtype: str) -> str:
+    """'4 / 32; float64': a diagnostics run's role thresholds and probe dtype."""
+    return f"{thresholds[0]:g} / {thresholds[1]:g}; {dtype}" if thresholds else f"unknown; {dtype}"
 
 
 def _speed_cells(cells: pd.DataFrame, n: int, gpu: bool) -> tuple[str, list[float]]:
