@@ -438,3 +438,19 @@ def test_tox_passes_every_variable_the_gate_reads():
     read = {"".join(m) for p in sources for m in re.findall(r'environ\.get\("(\w+)"|\$\{(\w+):-', p.read_text())}
     assert "GATE_MIN_SEQ_LEN" in read and "WAVEBENCH_THREADS" in read
     assert [n for n in sorted(read) if not any(fnmatch.fnmatchcase(n, p) for p in passed)] == []
+
+
+@pytest.mark.parametrize("variable, value, command", [
+    ("WAVEBENCH_CELL_S", "abc", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
+    ("WAVEBENCH_THREADS", "-1", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
+    ("WAVEBENCH_MIN_ROUNDS", "0", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
+    ("WORLD_SIZE", "abc", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),
+    ("WORLD_SIZE", "2", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),  # left in the shell, no torchrun
+])
+def test_bad_environment_variable_is_one_line(tmp_path, variable, value, command):
+    """These were tracebacks: an ImportError of the benchmarks' conftest, a ValueError or torch's
+    'environment variable RANK expected' from bench.common.dist."""
+    argv = [sys.executable, "-m", *(arg.format(tmp=tmp_path) for arg in command)]
+    proc = subprocess.run(argv, cwd=ROOT, env={**os.environ, variable: value}, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and variable in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -88,6 +88,16 @@ def thread_count(text: str) -> int:
     return value
 
 
+def env_value(name: str, parse: Callable[[str], Any], default: str) -> Any:
+    """Environment variable `name` (`default` when unset or empty) through the argparse type `parse`; a bad value
+    is a UsageError naming the variable and what it takes."""
+    text = os.environ.get(name) or default
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"environment variable {name}: {exc}") from None
+
+
 def choice_list(valid: Sequence[str], what: str, item: Callable[[str], Any] | None = None) -> Callable[[str], list]:
     """An argparse type for 'a,b,c': unique items in the order given, each one of `valid` (or, with
     `item`, whatever `item` accepts); an empty or unknown item names the valid choices."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.distributed as dist
 
+from bench.common.cli import UsageError, env_value, nonneg_int, positive_int
+
 # ranks finish their shares at different times; the final barrier may wait for hours
 BARRIER_TIMEOUT = datetime.timedelta(hours=12)
 
@@ -76,9 +78,15 @@ class Dist:
 
 
 def from_env() -> Dist:
-    """The rank layout torchrun set in the environment; a plain process is world 1, rank 0."""
-    world = int(os.environ.get("WORLD_SIZE") or 1)
-    if world <= 1:
+    """The rank layout torchrun set in the environment; a plain process is world 1, rank 0. A malformed or partial
+    layout (a WORLD_SIZE left in the shell) is a UsageError naming the variable, not a traceback from torch."""
+    world = env_value("WORLD_SIZE", positive_int, "1")
+    if world == 1:
         return Dist()
-    env = os.environ.get
-    return Dist(world, int(env("RANK", "0")), int(env("LOCAL_RANK", "0")), int(env("LOCAL_WORLD_SIZE", str(world))))
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise UsageError(f"WORLD_SIZE is {world} but torchrun's other variables are not set ({', '.join(missing)}): "
+                         f"start the run with torchrun --nproc-per-node {world} -m bench.<harness> ..., or unset "
+                         "WORLD_SIZE")
+    return Dist(world, env_value("RANK", nonneg_int, "0"), env_value("LOCAL_RANK", nonneg_int, "0"),
+                env_value("LOCAL_WORLD_SIZE", positive_int, str(world)))

@@ -6,18 +6,20 @@ what the sweep times. CELLS runs every method of one length back to back: the ga
 measured seconds apart, never absolute times across runs. With one torch thread the timer is the
 process's CPU time (time spent descheduled is not counted); with several, CPU time would add up the
 threads and their spin-waits, so the wall clock is used.
-Knobs (environment): WAVEBENCH_CELL_S, WAVEBENCH_MIN_ROUNDS, WAVEBENCH_THREADS.
+Knobs (environment): WAVEBENCH_CELL_S, WAVEBENCH_MIN_ROUNDS, WAVEBENCH_THREADS (0: torch's default).
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import pytest
 import torch
 
 from bench.common.allocator import retain_freed_memory
+from bench.common.cli import UsageError, env_value, positive_float, positive_int, thread_count
 from bench.common.timing import warm_up
 from bench.scaling.grid import CellSpec
 from bench.scaling.registry import METHODS
@@ -28,10 +30,14 @@ LENGTHS = (256, 512, 1024, 2048)
 PASSES = ("fwd", "fwdbwd")
 METHOD_NAMES = ("wave", "wave-field", "softmax-sdpa", "softmax-naive")
 
-CELL_S = float(os.environ.get("WAVEBENCH_CELL_S", "0.5"))
-MIN_ROUNDS = int(os.environ.get("WAVEBENCH_MIN_ROUNDS", "7"))
+try:  # a bad knob is one line naming it, not an ImportError of this file
+    CELL_S = env_value("WAVEBENCH_CELL_S", positive_float, "0.5")
+    MIN_ROUNDS = env_value("WAVEBENCH_MIN_ROUNDS", positive_int, "7")
+    THREADS = env_value("WAVEBENCH_THREADS", thread_count, "1") or torch.get_num_threads()  # 0: torch's, as --threads
+except UsageError as exc:
+    print(f"tests/benchmarks: error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 MAX_ROUNDS, WARMUP_CALLS = 400, 2
-THREADS = int(os.environ.get("WAVEBENCH_THREADS", "1"))
 TIMER = time.process_time if THREADS == 1 else time.perf_counter
 HERE = os.path.dirname(os.path.abspath(__file__))
 
