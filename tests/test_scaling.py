@@ -128,6 +128,7 @@ def test_resume_finishes_without_remeasuring(tmp_path, monkeypatch):
             assert r == before[row_key(r)]
     env = json.loads((out / "env.json").read_text())
     assert env["sweep"]["seq_lens"] == [64, 128] and len(env["resumes"]) == 1
+    assert 0 < env["resumes"][0]["mem_budget_gb"] <= env["sweep"]["mem_budget_gb"]  # the budget this resume used
     assert set(env["methods"]) == {"wave", "softmax-sdpa"}  # --no-floor: the floors were listed though never run
 
 
@@ -217,6 +218,27 @@ def test_resume_takes_the_runs_lists_in_any_order():
     assert resume_conflicts(resolve_config(build_parser().parse_args(same), base=base), base) == []
     other = resolve_config(build_parser().parse_args(["--levels", "layer"]), base=base)
     assert resume_conflicts(other, base) == ["--levels layer (the run has core,layer)"]
+
+
+def test_resume_takes_a_lower_memory_budget_and_caps_one_this_machine_cannot_give(monkeypatch, capsys):
+    """A lower --mem-budget was refused as a conflict, and the run's budget was kept on a smaller machine, where
+    cells estimated under it could be killed for memory (a crash, not a row)."""
+    from bench.scaling import cli
+    from bench.scaling.grid import SweepConfig
+
+    base = SweepConfig.from_dict({**SAVED_SWEEP, "mem_budget_gb": 8.0})
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 10e9)
+    lower = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "2"]), base=base)
+    assert lower.mem_budget_gb == 2.0 and cli.resume_conflicts(lower, base) == []
+    higher = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "9"]), base=base)
+    assert cli.resume_conflicts(higher, base) == ["--mem-budget 9.0 (the run has 8.0)"]
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 5e9)  # less than the run's 8 GB
+    share = round(cli.DEVICE_DEFAULTS["cpu"]["mem_fraction"] * 5, 2)  # the default budget here
+    kept = cli.resolve_config(cli.build_parser().parse_args([]), base=base)
+    assert kept.mem_budget_gb == share and cli.resume_conflicts(kept, base) == []
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "env.json field mem_budget_gb is 8 GB" in err and f"using {share:g} GB" in err, err
 
 
 @pytest.mark.parametrize("resume", [False, True])

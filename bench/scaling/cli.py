@@ -74,7 +74,7 @@ def build_parser() -> ArgParser:
     a = p.add_argument_group("run").add_argument
     a("--out", help="result folder (must be new or empty; default results/runs/<time>_<sha>_<device>/)")
     a("--resume", metavar="DIR", help="finish an interrupted run in DIR: its cells already in timings.csv are "
-      "not measured again; its configuration (env.json) is kept")
+      "not measured again; its configuration (env.json) is kept (a lower --mem-budget is taken)")
     a("--quick", action="store_const", const=True, help="tiny grid for smoke tests and CI: lengths 256,512, 2 heads "
       "of 16, short timing, a 1-layer LM (seconds on a CPU)")
     a("--list-methods", action="store_true", help="print the method registry (and availability here) and exit")
@@ -158,13 +158,17 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          f"--passes {','.join(taken['passes'])} ({runs})")
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
-    if args.mem_budget is not None:
-        have = available_bytes(device) / 1e9
-        if args.mem_budget > have:
-            where = "free GPU memory" if device.type == "cuda" else "available RAM"
-            raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
-                             "give at most that, or leave it out for the default")
-    mem = pick(args.mem_budget, "mem_budget_gb") or round(dd["mem_fraction"] * available_bytes(device) / 1e9, 2)
+    have = available_bytes(device) / 1e9
+    where = "free GPU memory" if device.type == "cuda" else "available RAM"
+    if args.mem_budget is not None and args.mem_budget > have:
+        raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
+                         "give at most that, or leave it out for the default")
+    default_mem = round(dd["mem_fraction"] * have, 2)
+    mem = pick(args.mem_budget, "mem_budget_gb") or default_mem
+    if saved("mem_budget_gb") and mem > default_mem:  # cells sized for a bigger machine would be killed here
+        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than {dd['mem_fraction']:.0%} of the "
+              f"{where} here ({have:.1f} GB): using {default_mem:g} GB (cells over it are skipped)", file=sys.stderr)
+        mem = default_mem
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
         field_stride=float(stride), methods=methods, seq_lens=list(seq_lens), vocab=COMMON_DEFAULTS["vocab"],
@@ -180,11 +184,13 @@ FLAG_NAMES = {"batch": "batch_size", "heads": "n_heads", "mem_budget_gb": "mem_b
 
 def resume_conflicts(cfg: SweepConfig, base: SweepConfig) -> list[str]:
     """'FLAG NEW (the run has OLD)' for each value that differs; a list's order does not count (the sweep runs
-    levels, passes and lengths in its own order)."""
+    levels, passes and lengths in its own order), nor a lower memory budget."""
     special = {"seq_lens": "--seq-lens/--min-len/--max-len", "floor": "--no-floor"}
     out = []
     for name, old in asdict(base).items():
         new = getattr(cfg, name)
+        if name == "mem_budget_gb" and new <= old:  # a lower memory budget only skips more cells
+            continue
         if isinstance(old, list):  # compared as sets, shown comma-joined
             same = set(new) == set(old)
             new, old = ",".join(map(str, new)), ",".join(map(str, old))
@@ -289,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if base is None:
             write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
         else:
-            note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list)  # env.json again, under the lock
+            # env.json again, under the lock; the memory budget may be lower than the run's (resolve_config)
+            note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list, mem_budget_gb=cfg.mem_budget_gb)
         print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, lengths "
               f"{cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, passes {','.join(cfg.passes)} "
               f"-> {run_dir}", file=sys.stderr, flush=True)
