@@ -121,6 +121,8 @@ def test_stats_interval():
     (["--corpus", "fixture", "--seq-len", "400", "--out", "{tmp}"], "valid split: too little data: 0 windows"),
     (["--corpus", "wikitext2", "--data-dir", "/nonexistent/wt2"], "/nonexistent/wt2"),
     (["--corpus", "text-file"], "--text-file"),
+    (["--corpus", "fixture", "--min-count", "100000", "--out", "{tmp}"],  # was PPL 1.02: every character <unk>
+     "--min-count 100000 maps 100.0% of the train split's characters to <unk>"),
     (["--steps", "5", "--epochs", "2"], "give only one of"),
     (["--d-model", "30", "--n-heads", "4"], "not divisible"),
     (["--field-stride", "1.5", "--corpus", "fixture", "--no-progress", "--out", "{tmp}"], "leaks"),
