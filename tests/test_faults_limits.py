@@ -28,6 +28,26 @@ def test_sizes_that_cannot_fit_are_refused_at_once(module, flags, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_resume_takes_a_lower_memory_budget_and_caps_one_this_machine_cannot_give(monkeypatch, capsys):
+    """A lower --mem-budget was refused as a conflict, and the run's budget was kept on a smaller machine, where
+    cells estimated under it could be killed for memory (a crash, not a row)."""
+    from bench.scaling import cli
+
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 10e9)
+    base = cli.resolve_config(cli.build_parser().parse_args(["--device", "cpu", "--mem-budget", "8"]))
+    lower = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "2"]), base=base)
+    assert lower.mem_budget_gb == 2.0 and cli.resume_conflicts(lower, base) == []
+    higher = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "9"]), base=base)
+    assert cli.resume_conflicts(higher, base) == ["--mem-budget 9.0 (the run has 8.0)"]
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 5e9)  # less than the run's 8 GB
+    share = round(cli.DEVICE_DEFAULTS["cpu"]["mem_fraction"] * 5, 2)  # the default budget here
+    kept = cli.resolve_config(cli.build_parser().parse_args([]), base=base)
+    assert kept.mem_budget_gb == share and cli.resume_conflicts(kept, base) == []
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "env.json field mem_budget_gb is 8 GB" in err and f"using {share:g} GB" in err, err
+
+
 @pytest.mark.parametrize("module,flags", [
     ("quality", ["--lr", "inf"]),
     ("quality", ["--dropout", "nan"]),

@@ -170,24 +170,6 @@ def test_resume_of_a_damaged_sweep_configuration_is_one_line(field, value, needl
     assert not (run / "timings.csv").exists()
 
 
-@pytest.mark.parametrize("column,value", [("status", "done"), ("level", "Core"), ("pass", "bwd"), ("status", "OK")])
-def test_resume_refuses_a_timings_csv_with_a_value_the_sweep_does_not_know(column, value, tmp_path, capsys):
-    # such rows were kept: never measured again ('done'), or an odd extra panel in the summary ('Core')
-    from bench.scaling.schema import KEY_COLUMNS
-
-    run = tmp_path / "old"
-    run.mkdir()
-    (run / "env.json").write_text(json.dumps({"sweep": SAVED_SWEEP}))
-    row = {**dict.fromkeys(COLUMNS, ""), **{c: SAVED_SWEEP.get(c, "1") for c in KEY_COLUMNS}, "method": "wave",
-           "level": "core", "pass": "fwd", "seq_len": "64", "status": "ok", "median_ms": "1.0", column: value}
-    text = ",".join(COLUMNS) + "\n" + ",".join(str(row[c]) for c in COLUMNS) + "\n"
-    (run / "timings.csv").write_text(text)
-    assert run_cli(main, ["--resume", str(run), "--no-progress"], prog=PROG) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and f"{column} = {value!r} is not one of" in err and "timings.csv" in err, err
-    assert (run / "timings.csv").read_text() == text
-
-
 def test_resume_of_another_harness_folder_says_what_it_is(tmp_path, capsys):
     # was "env.json has no usable sweep configuration ('sweep')"
     run = tmp_path / "quality"
@@ -218,27 +200,6 @@ def test_resume_takes_the_runs_lists_in_any_order():
     assert resume_conflicts(resolve_config(build_parser().parse_args(same), base=base), base) == []
     other = resolve_config(build_parser().parse_args(["--levels", "layer"]), base=base)
     assert resume_conflicts(other, base) == ["--levels layer (the run has core,layer)"]
-
-
-def test_resume_takes_a_lower_memory_budget_and_caps_one_this_machine_cannot_give(monkeypatch, capsys):
-    """A lower --mem-budget was refused as a conflict, and the run's budget was kept on a smaller machine, where
-    cells estimated under it could be killed for memory (a crash, not a row)."""
-    from bench.scaling import cli
-    from bench.scaling.grid import SweepConfig
-
-    base = SweepConfig.from_dict({**SAVED_SWEEP, "mem_budget_gb": 8.0})
-    monkeypatch.setattr(cli, "available_bytes", lambda device: 10e9)
-    lower = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "2"]), base=base)
-    assert lower.mem_budget_gb == 2.0 and cli.resume_conflicts(lower, base) == []
-    higher = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "9"]), base=base)
-    assert cli.resume_conflicts(higher, base) == ["--mem-budget 9.0 (the run has 8.0)"]
-    assert capsys.readouterr().err == ""
-    monkeypatch.setattr(cli, "available_bytes", lambda device: 5e9)  # less than the run's 8 GB
-    share = round(cli.DEVICE_DEFAULTS["cpu"]["mem_fraction"] * 5, 2)  # the default budget here
-    kept = cli.resolve_config(cli.build_parser().parse_args([]), base=base)
-    assert kept.mem_budget_gb == share and cli.resume_conflicts(kept, base) == []
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "env.json field mem_budget_gb is 8 GB" in err and f"using {share:g} GB" in err, err
 
 
 @pytest.mark.parametrize("resume", [False, True])

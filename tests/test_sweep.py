@@ -259,3 +259,16 @@ def test_statuses_are_from_the_schema(tmp_path):
     path = tmp_path / "timings.csv"
     run_sweep(_cfg(list(reg), seq_lens=[64]), path, CPU, registry=reg, progress=False)
     assert {r["status"] for r in read_rows(path)} <= set(STATUSES)
+
+
+@pytest.mark.parametrize("column,value", [("status", "done"), ("level", "Core"), ("pass", "bwd"), ("status", "OK")])
+def test_a_timings_csv_with_a_value_the_sweep_does_not_know_is_refused(column, value, tmp_path):
+    # a resume kept such rows: never measured again ('done'), or an odd extra panel in the summary ('Core')
+    from bench.common.cli import UsageError
+
+    path = tmp_path / "timings.csv"
+    row = {**dict.fromkeys(COLUMNS, "1"), "method": "wave", "level": "core", "pass": "fwd", "status": "ok",
+           "device": "cpu", "dtype": "float32", column: value}
+    path.write_text(",".join(COLUMNS) + "\n" + ",".join(row[c] for c in COLUMNS) + "\n")
+    with pytest.raises(UsageError, match=f"{path}: .*: {column} = '{value}' is not one of "):
+        read_rows(path)
