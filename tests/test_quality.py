@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,36 @@ def test_resume_of_a_run_written_before_the_peak_lr_column(tmp_path):
     finals = rows(out / "final.csv")
     assert [(r["method"], r["peak_lr"]) for r in finals] == [("wave", ""), ("standard", "0.003")]
     assert {r["peak_lr"] for r in rows(out / "curves.csv") if r["method"] == "standard"} == {"0.003"}
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "paper"
+    assert run(SMALL + ["--pairing", "paper", "--steps", "2", "--eval-every", "2", "--out", out]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name, column, value", [
+    ("final.csv", "seed", ""), ("final.csv", "seed", "nan"), ("final.csv", "seed", "1.5"),  # ValueError; seed 1
+    ("final.csv", "oom", "0.5"), ("curves.csv", "step", "2.5"), ("curves.csv", "seed", "-1"),
+])
+def test_resume_refuses_a_damaged_count(paper_run, tmp_path, capsys, name, column, value):
+    """A seed or step the run cannot have written crashed --resume (int() of '' or nan) or was merged into another
+    job (1.5 read as seed 1): one line naming file, line and column, exit 2, and the rows stay."""
+    out = tmp_path / "damaged"
+    shutil.copytree(paper_run, out)
+    damaged = rows(out / name)
+    damaged[0][column] = value
+    with (out / name).open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(damaged[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(damaged)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert run(["--resume", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{name}: line 2: {column} = {value!r} is not a whole number >= 0" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_nonfinite_steps_are_skipped_and_counted(tmp_path):

@@ -21,17 +21,20 @@ from typing import Any, Callable, Iterator
 from bench.common.cli import AT_EXIT, UsageError, squash
 
 LOCK = ".lock"
-# Per CSV the suite writes: (columns a reader needs, columns holding text, columns holding a count: digits of a
-# whole number >= 1, as the writer prints it, so it parses as an int and keys a cell; nothing only where the column
-# is not needed); every other column holds a number or nothing. timings.rank<k>.csv (torchrun part files) are timings.
+# Per CSV the suite writes: (columns a reader needs, columns holding text, columns holding a count -> its least
+# value: digits of a whole number, as the writer prints it, so it parses as an int and keys a row; nothing only where
+# the column is not needed); every other column holds a number or nothing. timings.rank<k>.csv (torchrun part files)
+# are timings.
 SCHEMAS = {
     "timings.csv": (("method", "level", "pass", "seq_len", "status"), frozenset(
         {"method", "level", "pass", "device", "dtype", "status", "reason", "mem_method", "backend", "finished_at"}),
-        frozenset({"seq_len", "batch", "heads", "head_dim"})),
-    "final.csv": (("method", "seed"), frozenset({"method", "mem_method"}), frozenset()),
-    "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"}), frozenset()),
+        dict.fromkeys(("seq_len", "batch", "heads", "head_dim"), 1)),
+    "final.csv": (("method", "seed"), frozenset({"method", "mem_method"}),
+                  dict.fromkeys(("seed", "best_step", "nonfinite_steps", "steps", "tokens", "d_ff", "oom"), 0)),
+    "curves.csv": (("method", "seed", "step", "split"), frozenset({"method", "split"}),
+                   dict.fromkeys(("seed", "step", "tokens"), 0)),
     "diagnostics.csv": (("check", "verdict"),
-                        frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"}), frozenset()),
+                        frozenset({"check", "layer", "head", "quantity", "threshold", "verdict"}), {}),
 }
 _HELD: dict[Path, int] = {}  # lock file -> its descriptor, for every folder this process claimed
 
@@ -303,7 +306,7 @@ def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, sch
     the file's name), else UsageError. A cut last line is a UsageError too (cut="error") or left out ("drop")."""
     path = Path(path)
     schema = re.sub(r"\.rank\d+\.csv$", ".csv", path.name) if schema is None else schema
-    req, text, counts = SCHEMAS.get(schema, ((), frozenset(), frozenset()))
+    req, text, counts = SCHEMAS.get(schema, ((), frozenset(), {}))
     required = req if required is None else required
     try:
         data = path.read_bytes()
@@ -333,7 +336,10 @@ def read_table(path: str | Path, *, required: tuple[str, ...] | None = None, sch
                 float(rec[i] or 0)
             except ValueError:
                 raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a number") from None
-            if header[i] in counts and (rec[i] or header[i] in required) and not re.fullmatch("[1-9][0-9]*", rec[i]):
-                raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a whole number >= 1 "
+            least = counts.get(header[i])
+            if least is None or not (rec[i] or header[i] in required):
+                continue
+            if not re.fullmatch("0|[1-9][0-9]*", rec[i]) or int(rec[i]) < least:
+                raise UsageError(f"{path}: line {line}: {header[i]} = {rec[i]!r} is not a whole number >= {least} "
                                  "(digits only)")
     return [dict(zip(header, rec)) for _, rec in records[1:]]
