@@ -286,6 +286,18 @@ def test_only_a_fused_kernel_stands_in_for_softmax_sdpa_in_the_claims(others, vi
         assert str(got["softmax-sdpa"]).startswith("not measured"), got
 
 
+def test_a_single_call_cell_is_marked_and_its_reason_and_claim_say_so(tmp_path):
+    # showed "16,092 [16,092-16,092]" under "medians of many repetitions", its reason nowhere
+    why = "fewest calls: predicted 40 s at full repetitions is over a time budget"
+    rows = [ok("wave", 2048, 2.0, reps=50), ok("softmax-sdpa", 2048, 16092.0, reps=1, reason=why)]
+    text = write_summary(write_run(tmp_path / "run", rows)).read_text()
+    latency = section(text, "### core fwd", "Speedup")
+    assert "| 16,092 (1 call) |" in latency and "| 2.00 [1.90-2.10] |" in latency, latency
+    assert f"- ok: {why} (softmax-sdpa @ 2048)" in latency, latency
+    verdict = next(ln for ln in section(text, SECTIONS[5]).splitlines() if ln.startswith("- N = 2048"))
+    assert verdict.endswith("It rests on a single timed call of softmax-sdpa, not a median."), verdict
+
+
 def test_plot_note_names_lengths_that_are_not_multiples_of_1k():
     from bench.scaling.plots import _not_run_note
 

@@ -253,4 +253,5 @@ def claim_inputs(cells: pd.DataFrame, env: dict[str, Any], lengths) -> tuple[dic
                 measured[n][s] = f"not measured ({'; '.join(bad + missing)})"
             else:
                 measured[n][s] = float(rows[base]["median_ms"].iloc[0] / rows["wave"]["median_ms"].iloc[0])
+                measured[n][f"{s}:single"] = [m for m, r in rows.items() if r["reps"].iloc[0] == 1]
     return measured, shape["batch"], shape["heads"], shape["head_dim"], "from " + " and ".join(sources)

@@ -27,6 +27,8 @@ def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
 
 
 def _latency_cell(row) -> str:
+    if row["reps"] == 1:  # a protected cell run with the fewest calls: one timed call, no median, no spread
+        return fmt(row["median_ms"]) + " (1 call)"
     lo, hi = row["p20_ms"], row["p80_ms"]
     return fmt(row["median_ms"]) + (f" [{fmt(lo)}-{fmt(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
@@ -85,13 +87,15 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
     def part(title: str, frame: pd.DataFrame) -> None:
         lines.extend([title, "", frame_table(frame, index=True), ""])
     part("Latency, median ms [p20-p80]; a status word where the cell did not run:", _grid(sub, methods, _latency_cell))
-    notes = sub[(sub["status"] != "ok") & (sub["reason"] != "")]
-    if len(notes):
-        lines.append("Cells that did not run:")
-        for (status, reason), grp in notes.groupby(["status", "reason"], sort=False):
-            where = ", ".join(f"{m} @ {n}" for m, n in zip(grp["method"], grp["seq_len"]))
-            lines.append(f"- {status}: {reason} ({where})")
-        lines.append("")
+    for title, chosen in (("Cells that did not run:", sub["status"] != "ok"),
+                          ("Cells timed with fewer calls than asked:", sub["status"] == "ok")):
+        notes = sub[chosen & (sub["reason"] != "")]
+        if len(notes):
+            lines.append(title)
+            for (status, reason), grp in notes.groupby(["status", "reason"], sort=False):
+                where = ", ".join(f"{m} @ {n}" for m, n in zip(grp["method"], grp["seq_len"]))
+                lines.append(f"- {status}: {reason} ({where})")
+            lines.append("")
     if sub["peak_mem_mb"].notna().any():
         # ok cells only: a skip's estimate is not in the table (the cell shows its status word)
         mem_how = ", ".join(sorted({m for m in sub.loc[sub["status"] == "ok", "mem_method"] if m})) \
@@ -119,7 +123,9 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
 
 HOW_TO_READ = [
     "- Times are medians of many repetitions (see `reps` in timings.csv) with the 20th-80th percentile range in "
-    "brackets; a wide bracket means a noisy cell.",
+    "brackets; a wide bracket means a noisy cell. A time marked (1 call) is one timed call, not a median: a cell "
+    "that answers a published claim but would not fit a time budget runs with the fewest calls (reason under the "
+    "table).",
     "- Ratios measured in one run (speedups, floor ratios, exponents) are more trustworthy than absolute times: "
     "machine noise and clock drift hit the interleaved methods alike, while absolute times move from machine to "
     "machine and run to run.",
