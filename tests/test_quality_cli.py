@@ -271,6 +271,30 @@ def test_a_relative_text_file_resumes_from_another_folder(tmp_path, monkeypatch)
     assert [r["method"] for r in rows(tmp_path / "run" / "final.csv")] == ["wave"]
 
 
+def test_resume_refuses_a_changed_corpus(tmp_path, capsys):
+    """A text file changed between a run and its --resume: longer, it was blamed on the checkpoint ('delete it')
+    and the rest trained on other text; the same length of other text was not noticed at all."""
+    from bench.quality.data import FIXTURE_PATH
+
+    text, corpus = FIXTURE_PATH.read_text(encoding="utf-8"), tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    argv = [{"fixture": "text-file"}.get(a, a) for a in SMALL]
+    assert run(argv + ["--text-file", corpus, "--pairing", "paper", "--steps", "3", "--eval-every", "3",
+                       "--stop-after-steps", "1", "--out", tmp_path / "run"]) == 0
+    capsys.readouterr()
+    env = (tmp_path / "run" / "env.json").read_text()
+    for changed, how in ((text + "more text\n", "characters per split"), (text.replace("e", "a"), "other text")):
+        corpus.write_text(changed, encoding="utf-8")
+        assert run(["--resume", tmp_path / "run", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and how in err, err
+        assert f"--text-file {corpus} is not the text this run started on" in err and "new --out" in err, err
+        assert (tmp_path / "run" / "env.json").read_text() == env
+    corpus.write_text(text, encoding="utf-8")  # the text restored, the run finishes
+    assert run(["--resume", tmp_path / "run", "--no-progress"]) == 0
+    assert [r["method"] for r in rows(tmp_path / "run" / "final.csv")] == ["wave", "standard"]
+
+
 def test_memory_check_counts_the_field_only_on_the_path_that_builds_it():
     """The token path builds no field: a huge stride trains in megabytes (it was refused as needing 147.8 GiB);
     on the field path the refusal names --field-stride and states a huge need in a few characters."""

@@ -74,7 +74,10 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
 
     # ---- data, tokenizer, sizes and batches: every input error surfaces before a folder is created
     corpus = load_corpus(p.corpus, data_dir=settings.data_dir, text_file=settings.text_file)
+    corpus_info = {"name": corpus.name, "source": corpus.source, "license": corpus.license,
+                   "split_rule": corpus.split_rule, "chars": corpus.sizes(), "sha256": corpus.digest()}
     if resume:
+        _check_same_corpus(resumed_env.get("corpus"), corpus_info, settings, run_dir)
         try:
             tok = load_tokenizer(run_dir / "tokenizer.json")
         except (KeyError, TypeError, ValueError) as exc:
@@ -118,8 +121,6 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     # ---- env.json
     prefix = f"torchrun --nproc-per-node {ctx.world} -m bench.quality" if ctx.enabled else "python -m bench.quality"
     command = f"{prefix} {shlex.join(argv)}".strip()
-    corpus_info = {"name": corpus.name, "source": corpus.source, "license": corpus.license,
-                   "split_rule": corpus.split_rule, "chars": corpus.sizes()}
     if ctx.is_main and resume:
         note_resume(run_dir, resumed_env, command=command, device=str(device), world_size=ctx.world,
                     max_nonfinite=settings.max_nonfinite)
@@ -181,6 +182,24 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             print(f"{r['num']} / {r['base']} PPL ratio: {r['ppl'].fmt_ci(3)}")
         say(f"wrote {summary}")
     return 0
+
+
+def _check_same_corpus(saved, now: dict, settings, run_dir) -> None:
+    """A resumed run trains on the text it started on: refuse a corpus whose characters per split or digest
+    differ from those env.json recorded (an older env.json has no digest: the sizes are compared)."""
+    changed = [k for k in ("chars", "sha256") if isinstance(saved, dict) and k in saved and saved[k] != now[k]]
+    if not changed:
+        return
+    flag = f"--corpus {now['name']}"
+    if settings.text_file is not None:
+        flag = f"--text-file {settings.text_file}"
+    elif settings.data_dir is not None:
+        flag = f"--data-dir {settings.data_dir}"
+    how = "the same characters per split, other text"
+    if "chars" in changed:
+        how = f"characters per split {saved['chars']} when the run started, {now['chars']} now"
+    raise UsageError(f"--resume {run_dir}: {flag} is not the text this run started on ({how}); restore that text, "
+                     "or train on the new one in a new --out")
 
 
 def _torch_settings(settings, device) -> bool:

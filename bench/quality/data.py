@@ -48,6 +48,12 @@ class Corpus:
     def sizes(self) -> dict:  # characters per split
         return {s: len(self.split(s)) for s in SPLITS}
 
+    def digest(self) -> str:  # sha256 of the three splits: a --resume refuses other text of the same sizes
+        h = hashlib.sha256()
+        for s in SPLITS:
+            h.update(self.split(s).encode("utf-8", "surrogatepass") + b"\0")
+        return h.hexdigest()
+
 
 def load_corpus(name: str, data_dir: str | Path | None = None, text_file: str | Path | None = None) -> Corpus:
     """Corpus `name` (one of CORPORA); `data_dir` is for wikitext2, `text_file` for text-file."""
