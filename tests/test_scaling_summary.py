@@ -13,7 +13,8 @@ from bench.scaling import claims
 from bench.scaling.plots import make_plots
 from bench.scaling.schema import COLUMNS
 from bench.common.timings import fit_exponent
-from bench.scaling.analysis import backward_lines, compiled_lines, crossover, memory_lines
+from bench.scaling.analysis import (backward_lines, compiled_lines, crossover, crossover_text, memory_lines,
+                                    scaling_lines)
 from bench.scaling.summary import main, write_summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "scaling_run"
@@ -141,6 +142,13 @@ def test_exponents_of_nlogn_and_n2(tmp_path):
     assert "4096-32768 (4 pts)" in wave_row  # upper half: the last ceil(7 / 2) = 4 lengths
 
 
+def test_a_flat_series_has_exponent_zero_not_minus_zero():
+    rows = [{"level": "core", "pass": "fwd", "method": "wave", "seq_len": n, "median_ms": 1.0 - 1e-6 * i}
+            for i, n in enumerate((512, 1024, 2048, 4096))]
+    text = "\n".join(scaling_lines("core", "fwd", "", _cells(rows)))
+    assert "-0.00" not in text and "| 0.00 " in text, text
+
+
 def test_crossover_by_hand(tmp_path):
     # speedup r(N) = C_SOFT N^2 / (C_WAVE N log2 N) = (13/6000) N / log2 N: < 1 at 4096 (0.74), > 1 at 8192 (1.37)
     r = {n: C_SOFT * n / (C_WAVE * math.log2(n)) for n in NS}
@@ -163,6 +171,9 @@ def test_crossover_edge_cases():
     assert crossover([], [], [])["kind"] == "no-data"
     wobbly = crossover([1, 2, 4, 8], [1, 1, 1, 1], [2, 0.5, 2, 3])  # faster, slower, then faster for good
     assert wobbly["first_n"] == 4 and wobbly["non_monotone"]
+    # a single length is no range: this said "none in range (256-256)"
+    assert crossover_text(crossover([256], [5], [2])) == "none in range (256)"
+    assert crossover_text(crossover([256, 512], [1, 1], [2, 3])) == "always faster in range (256-512)"
 
 
 def test_awkward_runs_do_not_crash(tmp_path):
@@ -306,6 +317,10 @@ def test_plot_note_names_lengths_that_are_not_multiples_of_1k():
     assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 1000-3000 (skipped)"
     sub = sub.assign(seq_len=[2048, 4096, 32768])
     assert _not_run_note(sub, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 2K-32K (skipped)"
+    # lengths that ran in between split the range: this said 512-32K (skipped)
+    ran = pd.DataFrame({"method": ["softmax-naive"] * 3, "seq_len": [512, 1024, 32768],
+                        "status": ["skipped", "ok", "skipped"]})
+    assert _not_run_note(ran, ["softmax-naive"]) == "not run (no point drawn): softmax-naive 512, 32K (skipped)"
 
 
 def test_peak_memory_heading_names_only_the_methods_of_the_numbers_shown(tmp_path):

@@ -54,15 +54,20 @@ def crossover(ns: Sequence[float], wave_ms: Sequence[float], soft_ms: Sequence[f
     return {"kind": "cross", "first_n": n1, "n_star": n_star, "n_below": n0, "non_monotone": bool(faster[:i].any())}
 
 
+def span(lo: float, hi: float) -> str:
+    """'512-4096', or '512' for a single length."""
+    return f"{int(lo)}-{int(hi)}" if hi > lo else f"{int(lo)}"
+
+
 def crossover_text(c: dict[str, Any]) -> str:
     kind = c["kind"]
     if kind == "no-data":
         return "no length with both ok"
     if kind == "always":
-        return f"always faster in range ({int(c['n_lo'])}-{int(c['n_hi'])})"
+        return f"always faster in range ({span(c['n_lo'], c['n_hi'])})"
     if kind == "none":
         extra = " (faster at some shorter lengths, not at the longest)" if c["wave_faster_somewhere"] else ""
-        return f"none in range ({int(c['n_lo'])}-{int(c['n_hi'])}){extra}"
+        return f"none in range ({span(c['n_lo'], c['n_hi'])}){extra}"
     extra = "; also faster at some shorter lengths" if c["non_monotone"] else ""
     return (f"~{c['n_star']:.0f} (log-log between {int(c['n_below'])} and {int(c['first_n'])}); "
             f"faster from {int(c['first_n'])} on{extra}")
@@ -84,15 +89,15 @@ def speedup_table(sub: pd.DataFrame, methods: list[str]) -> pd.DataFrame | None:
 
 
 def _num(x: float, digits: int) -> str:
-    return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+    """x to `digits` decimals; a value that rounds to zero prints as 0, never -0.00 (-0.0 + 0.0 is 0.0)."""
+    return f"{round(x, digits) + 0.0:.{digits}f}" if math.isfinite(x) else "n/a"
 
 
 def _fit_cells(fit: dict) -> list[str]:
     """A fit's exponent, R^2 and lengths (with the point count)."""
     k, lengths = fit["points"], "no ok cell"
     if k:
-        lo, hi = int(fit["n_min"]), int(fit["n_max"])
-        lengths = (f"{lo}-{hi}" if hi > lo else f"{lo}") + f" ({k} pt{'s' if k != 1 else ''})"
+        lengths = span(fit["n_min"], fit["n_max"]) + f" ({k} pt{'s' if k != 1 else ''})"
     return [_num(fit["slope"], 2), _num(fit["r2"], 3), lengths]
 
 

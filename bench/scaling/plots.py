@@ -21,12 +21,19 @@ def _short_length(n: int) -> str:
 
 
 def _not_run_note(sub, methods) -> str:
-    """'not run (no point drawn): softmax-naive 16K-32K (skipped); ...', one entry per method and status."""
+    """'not run (no point drawn): softmax-naive 16K-32K (skipped); ...', one entry per method and status; a range
+    joins only lengths that follow each other in the panel (512, 32K: not 512-32K)."""
+    grid = sorted(sub["seq_len"].unique())
     bad = sub[sub["method"].isin(methods) & (sub["status"] != "ok")]
     parts = []
     for (m, status), g in bad.groupby(["method", "status"], sort=False):
-        ns = sorted(g["seq_len"])
-        lengths = _short_length(ns[0]) + (f"-{_short_length(ns[-1])}" if len(ns) > 1 else "")
+        runs: list[list[int]] = []  # [first, last] of each run of neighbouring lengths
+        for n in sorted(g["seq_len"]):
+            if runs and grid.index(n) == grid.index(runs[-1][1]) + 1:
+                runs[-1][1] = n
+            else:
+                runs.append([n, n])
+        lengths = ", ".join(_short_length(a) + (f"-{_short_length(b)}" if b > a else "") for a, b in runs)
         parts.append(f"{m} {lengths} ({status})")
     return ("not run (no point drawn): " + "; ".join(parts)) if parts else ""
 
