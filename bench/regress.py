@@ -30,17 +30,23 @@ INFO_KEYS = ("method", "level", "pass", "seq_len")
 Times = dict[tuple[str, str, str], dict[str, dict[int, float]]]
 
 
-def load_times(path_text: str) -> Times:
+def load_times(path_text: str, flag: str) -> Times:
     """Median times of a pytest-benchmark .json (benchmarks carrying method/level/pass/seq_len) or of a
-    bench.scaling timings.csv (median_ms / 1000 of the ok cells; a cut last row is refused)."""
+    bench.scaling timings.csv (median_ms / 1000 of the ok cells; a cut last row is refused). A bench.scaling
+    run folder stands for its timings.csv."""
     path = Path(path_text)
+    if path.is_dir():
+        if not (path / "timings.csv").is_file():
+            raise UsageError(f"{flag} {path_text!r} is a folder without a timings.csv; pass a bench.scaling "
+                             "timings.csv or a pytest-benchmark .json")
+        path = path / "timings.csv"
     if not path.is_file():
-        raise UsageError(f"{path_text!r} does not exist or is not a file")
+        raise UsageError(f"{flag} {path_text!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return times(aggregate(load_timings(path, cut="error", required=CSV_REQUIRED)))
     if suffix != ".json":
-        raise UsageError(f"{path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
+        raise UsageError(f"{flag} {path_text!r}: unknown format {suffix or '(no extension)'!r}; valid choices: .json "
                          "(pytest-benchmark --benchmark-json) or .csv (bench.scaling timings.csv)")
     data = read_json(path)
     if not isinstance(data.get("benchmarks"), list):
@@ -153,6 +159,14 @@ def drop_short(times: Times, min_seq_len: int) -> Times:
             for key, methods in times.items()}
 
 
+def _measured(times: Times) -> str:
+    """Each configuration of a file with its levels and passes: 'cpu float32 B=1 H=8 d=64 (core/fwd, layer/fwd)'."""
+    panels: dict[str, list[str]] = {}
+    for level, pas, config in sorted(times):
+        panels.setdefault(config or "no configuration", []).append(f"{level}/{pas}")
+    return "; ".join(f"{config} ({', '.join(names)})" for config, names in panels.items())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = ArgParser(prog=PROG, description="Compare wave/softmax time ratios and wave scaling exponents of two runs "
                    "(pytest-benchmark .json or bench.scaling timings.csv).")
@@ -180,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "choose another path")
     if args.json_out:  # before the work, which a path that cannot be written would throw away
         check_out_file(args.json_out, "--json-out")
-    base, cur = load_times(args.baseline), load_times(args.current)
+    base, cur = load_times(args.baseline, "--baseline"), load_times(args.current, "--current")
     for path, got in ((args.baseline, base), (args.current, cur)):
         if not got:
             raise UsageError(f"{path} holds no usable timings (no ok rows / no benchmarks with method, level, pass, "
@@ -192,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.min_seq_len:
         base, cur = drop_short(base, args.min_seq_len), drop_short(cur, args.min_seq_len)
     checks = compare(base, cur, args.ratio_tol, args.exponent_tol, args.min_lengths, args.gmean_tol)
+    if not set(base) & set(cur):
+        raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} measured different "
+                         f"configurations: {_measured(base)} against {_measured(cur)}")
     if not checks:
         raise UsageError(f"no comparable metrics: {args.baseline} and {args.current} share no level/pass with a "
                          f"wave* and a softmax* method at a common length, nor a wave* method at >= "

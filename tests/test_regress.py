@@ -307,11 +307,20 @@ def test_bad_input_exits_2(tmp_path, baseline_doc, capsys):
     no_cols.write_text("method,seq_len\nwave,256\n")
     txt = tmp_path / "timings.txt"
     txt.write_text("x")
-    for current in [tmp_path / "missing.json", bad_json, no_list, no_cols, txt]:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run").mkdir()  # a bench.scaling run folder of another configuration (bench.scaling --quick)
+    quick = to_timings_csv(tmp_path / "run" / "timings.csv", {"benchmarks": [
+        {**b, "extra_info": {**b["extra_info"], "heads": 2, "head_dim": 16}} for b in baseline_doc["benchmarks"]]})
+    for current, says in [(tmp_path / "missing.json", "--current"), (bad_json, "bad.json"), (no_list, "nolist.json"),
+                          (no_cols, "timings.csv"), (txt, "--current"),
+                          (tmp_path / "empty", "folder without a timings.csv"),  # was: "does not exist"
+                          (tmp_path / "run", "B=1 H=8 d=64 (core/fwd, core/fwdbwd, layer/fwd, layer/fwdbwd) against "
+                                             "cpu float32 B=1 H=2 d=16"),  # was: "share no level/pass with ..."
+                          (quick, "H=2 d=16")]:
         code, _ = gate(BASELINE, current)
         err = capsys.readouterr().err
         assert code == 2, current
-        assert err.count("\n") == 1 and err.startswith("python -m bench.regress: error:"), err
+        assert err.count("\n") == 1 and err.startswith("python -m bench.regress: error:") and says in err, err
     longest = max(b["extra_info"]["seq_len"] for b in baseline_doc["benchmarks"])
     code, _ = gate(BASELINE, BASELINE, "--min-seq-len", str(longest + 1))  # was: "share no level/pass with ..."
     err = capsys.readouterr().err
