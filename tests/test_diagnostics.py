@@ -84,11 +84,15 @@ def test_conservation_fails_on_unnormalised_kernel():
     assert not bad.passed and bad.max_ratio > 1.5
 
 
-@pytest.mark.parametrize("stride", [4.0, 2.5], ids=["s4-token", "s2.5-field"])
-def test_conservation_passes_on_real_kernels_and_fails_when_scaled(stride):
+@pytest.mark.parametrize("stride, mode", [(4.0, "auto"), (4.0, "scan"), (4.0, "triton"), (2.5, "auto")],
+                         ids=["s4-token", "s4-scan", "s4-triton", "s2.5-field"])
+def test_conservation_passes_on_real_kernels_and_fails_when_scaled(stride, mode):
     layer = hand_set_layer(stride=stride)
     u = torch.randn(2, 3, 8, 200)  # (B, H, d, N) deposits
+    layer.mode = mode
     x, kernel = layer_conv_operands(layer, u)
+    layer.mode = "auto"  # scan and triton convolve at token lags, as the token path does (not on the field)
+    assert all(torch.equal(a, b) for a, b in zip((x, kernel), layer_conv_operands(layer, u)))
     res = check_conservation(x, kernel)
     print(f"s={stride}: ratios {res.ratios.max(0)} sum|k| {res.l1}")
     assert res.passed, (res.ratios, res.l1)

@@ -43,11 +43,12 @@ def check_conservation(x: torch.Tensor, kernel: torch.Tensor, tol: float = 1e-5)
 
 
 def layer_conv_operands(layer: WaveFieldAttention, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (signal, kernel) pair the layer's wave convolution really uses for deposits u (B, H, d, N): token
-    path (u, kernel at token lags n*s), field path (scattered field (B, H, d, G), kernel at cell lags 0..G-1)."""
+    """The (signal, kernel) pair the layer's wave convolution really uses for deposits u (B, H, d, N): token,
+    scan and triton paths (u, kernel at token lags n*s), field path (scattered field (B, H, d, G), kernel at cell
+    lags 0..G-1)."""
     n = u.shape[-1]
     with torch.no_grad():
-        if layer.path == "token":
+        if layer.path != "field":
             return u, layer.kernel(n).to(u.dtype)
         lo, frac, g = field_geometry(n, layer.field_stride, u.device)
         frac = frac.to(u.dtype)
