@@ -134,6 +134,9 @@ def test_probe_does_not_pass_nan_outputs():
     res.add(1, float("nan"), 1.0)
     res.add(2, 0.0, 1.0)  # Python's max(nan, 0.0) is nan, but max(0.0, nan) is 0.0
     assert not res.causal
+    unmoved = cz.ProbeResult("perturbation-ids", 1e-9)
+    unmoved.add(1, 0.0, 0.0)  # the perturbation changed nothing (a vocabulary of 1): 0 / 0 scored 0, a PASS
+    assert not unmoved.causal
 
 
 def test_nan_deposits_fail_instrumentation_and_conservation():
@@ -208,10 +211,11 @@ def test_probe_passes_wavefield_attention_long_n():
     assert all(p.causal and p.max_ref > 0 for p in probes)
 
 
-def test_probe_passes_wavefield_lm():
+@pytest.mark.parametrize("vocab", [50, 2])  # vocabulary 2: the token-id probe put back the same token, scored 0/0
+def test_probe_passes_wavefield_lm(vocab):
     torch.manual_seed(0)
-    model = cz.as_probe_copy(WaveFieldLM(50, d_model=32, n_layers=3, n_heads=4, d_ff=64), torch.float64)
-    idx = torch.randint(0, 50, (1, 300))
+    model = cz.as_probe_copy(WaveFieldLM(vocab, d_model=32, n_layers=3, n_heads=4, d_ff=64), torch.float64)
+    idx = torch.randint(0, vocab, (1, 300))
     fn, e0 = cz.embedding_operator(model, idx)
     probes = cz.probe_causality(fn, e0) + [cz.token_id_probe(model, idx)]
     print([(p.kind, p.max_score) for p in probes])

@@ -157,8 +157,9 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
     # was a traceback and an empty folder
     (["--seed", str(2**64 - 1)], f"--seed: {2**64 - 1} is out of range (valid: 0 to {MAX_SEED})"),
     (["--seed", "-1"], "-1 is negative"),  # numpy's generator refused it, in a traceback
+    (["--vocab-size", "1"], "--vocab-size: 1 leaves the token-id causality probe no other token"),  # vacuous PASS
 ], ids=["leaking-stride", "thresholds", "heads", "ckpt-conflict", "dtype", "text-folder", "huge-model", "leak-len",
-        "model-probe-len", "probe-len", "huge-seed", "negative-seed"])
+        "model-probe-len", "probe-len", "huge-seed", "negative-seed", "vocab-1"])
 def test_cli_bad_flags_exit_2(args, msg, capsys, tmp_path):
     from bench.common.cli import run_cli
     from bench.diagnostics.__main__ import main

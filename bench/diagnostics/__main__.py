@@ -46,7 +46,9 @@ def build_parser() -> ArgParser:
     m.add_argument("--n-heads", type=positive_int, help="random init: heads H (default 8)")
     m.add_argument("--field-stride", type=positive_float, help="random init: cells per token s (default 4; "
                    "exactly causal strides only: integers >= 1 or any value >= 2)")
-    m.add_argument("--vocab-size", type=positive_int, help="random init: vocabulary (default 256 = bytes)")
+    m.add_argument("--vocab-size", type=int_at_least(2, "{value} leaves the token-id causality probe no other "
+                                                     "token to change to (at least {least})"),
+                   help="random init: vocabulary, at least 2 (default 256 = bytes)")
     d = p.add_argument_group("data and probes")
     d.add_argument("--seq-len", type=positive_int, default=256, help="tokens per text sequence (default 256)")
     d.add_argument("--batch-size", type=positive_int, default=4, help="sequences in the text batch (default 4)")

@@ -44,8 +44,9 @@ class ProbeResult:
     causal = property(lambda self: self.max_score <= self.tol)
 
     def add(self, pos: int, leak: float, ref: float) -> None:
-        # A NaN output proves nothing either way: its score is NaN, which fails every threshold.
-        if math.isnan(leak) or math.isnan(ref):
+        # A NaN output, or a perturbation that changed no output at all (0 / 0), proves nothing either way: its
+        # score is NaN (not measured), which fails every threshold.
+        if math.isnan(leak) or math.isnan(ref) or leak == ref == 0:
             score = math.nan
         else:
             score = leak / ref if ref > 0 else (math.inf if leak > 0 else 0.0)
@@ -119,12 +120,13 @@ def embedding_operator(model, idx: torch.Tensor) -> tuple[Callable, torch.Tensor
 
 @torch.no_grad()
 def token_id_probe(model, idx: torch.Tensor, positions=None) -> ProbeResult:
-    """Perturbation probe on input ids: change idx[:, t] to another token, compare logits before t."""
+    """Perturbation probe on input ids: change idx[:, t] to the token half the vocabulary away (another one
+    whenever vocab >= 2), compare logits before t."""
     vocab = model.embed.num_embeddings
 
     def changed(t: int) -> torch.Tensor:
         idx2 = idx.clone()
-        idx2[:, t] = (idx2[:, t] + 1 + vocab // 2) % vocab
+        idx2[:, t] = (idx2[:, t] + vocab // 2) % vocab
         return model(idx2)[0]
 
     res = ProbeResult("perturbation-ids", leak_tol(model.embed.weight.dtype))
