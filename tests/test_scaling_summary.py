@@ -303,10 +303,10 @@ def test_a_single_call_cell_is_marked_and_its_reason_and_claim_say_so(tmp_path):
     rows = [ok("wave", 2048, 2.0, reps=50), ok("softmax-sdpa", 2048, 16092.0, reps=1, reason=why)]
     text = write_summary(write_run(tmp_path / "run", rows)).read_text()
     latency = section(text, "### core fwd", "Speedup")
-    assert "| 16,092 (1 call) |" in latency and "| 2.00 [1.90-2.10] |" in latency, latency
+    assert "| 16,092 (1 rep) |" in latency and "| 2.00 [1.90-2.10] |" in latency, latency
     assert f"- ok: {why} (softmax-sdpa @ 2048)" in latency, latency
     verdict = next(ln for ln in section(text, SECTIONS[5]).splitlines() if ln.startswith("- N = 2048"))
-    assert verdict.endswith("It rests on a single timed call of softmax-sdpa, not a median."), verdict
+    assert verdict.endswith("It rests on a single timed repetition of softmax-sdpa, not a median."), verdict
 
 
 def test_plot_note_names_lengths_that_are_not_multiples_of_1k():

@@ -64,7 +64,7 @@ def _verdict(n: int, published: float, measured: dict[str, object]) -> str:
         got = measured.get(key)
         base = measured.get(f"{key}:via") or key
         single = measured.get(f"{key}:single")
-        rests = f" It rests on a single timed call of {' and '.join(single)}, not a median." if single else ""
+        rests = f" It rests on a single timed repetition of {' and '.join(single)}, not a median." if single else ""
         if isinstance(got, float) and math.isfinite(got) and got > 0:
             if got >= published:
                 return f"N = {n}: measured {_x(got)} over {base} meets the published {_x(published)}.{rests}"
@@ -77,7 +77,7 @@ def claims_section(measured: dict[int, dict[str, object]], batch: int, heads: in
                    shape_source: str) -> list[str]:
     """Markdown lines for the claims section. measured: {N: {"softmax-naive": speedup or "not measured (...)",
     "softmax-sdpa": ..., optionally "softmax-sdpa:via": the fused method standing in for SDPA, "KEY:single": the
-    methods of that ratio timed by one call}} at core fwd."""
+    methods of that ratio timed by one repetition}} at core fwd."""
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
         soft, fft = softmax_attention_flops(n, batch, heads, head_dim), fft_conv_flops(n, batch, heads, head_dim)

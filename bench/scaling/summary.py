@@ -27,8 +27,8 @@ def _grid(sub: pd.DataFrame, methods: list[str], cell_fn) -> pd.DataFrame:
 
 
 def _latency_cell(row) -> str:
-    if row["reps"] == 1:  # a protected cell run with the fewest calls: one timed call, no median, no spread
-        return fmt(row["median_ms"]) + " (1 call)"
+    if row["reps"] == 1:  # the fewest calls, or a budget spent by one repetition: no median, no spread
+        return fmt(row["median_ms"]) + " (1 rep)"
     lo, hi = row["p20_ms"], row["p80_ms"]
     return fmt(row["median_ms"]) + (f" [{fmt(lo)}-{fmt(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else "")
 
@@ -123,9 +123,9 @@ def measurement_lines(level, pas, cfg, sub, env, run_dir) -> list[str]:
 
 HOW_TO_READ = [
     "- Times are medians of many repetitions (see `reps` in timings.csv) with the 20th-80th percentile range in "
-    "brackets; a wide bracket means a noisy cell. A time marked (1 call) is one timed call, not a median: a cell "
-    "that answers a published claim but would not fit a time budget runs with the fewest calls (reason under the "
-    "table).",
+    "brackets; a wide bracket means a noisy cell. A time marked (1 rep) is one timed repetition, not a median: a "
+    "cell that answers a published claim but would not fit a time budget runs with the fewest calls (reason under "
+    "the table), and a cell whose time budget one repetition used up stops there.",
     "- Ratios measured in one run (speedups, floor ratios, exponents) are more trustworthy than absolute times: "
     "machine noise and clock drift hit the interleaved methods alike, while absolute times move from machine to "
     "machine and run to run.",
