@@ -3,16 +3,13 @@
 Slowdowns of a wave method must fail (exit 1), machine noise and uniform drift must pass (exit 0),
 bad input is one line and exit 2. No timing runs here: the whole file takes a few seconds.
 """
-import configparser
 import copy
 import csv
 import errno
-import fnmatch
 import json
 import math
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -397,70 +394,3 @@ def test_json_out_over_an_input_is_refused(tmp_path, capsys, which):
     assert code == 2 and err.count("\n") == 1 and which in err, err
     assert run.read_bytes() == before
 
-
-# ---------------------------------------------------------------------------------------------
-# scripts/regress_gate.sh, with a stand-in python whose `-m pytest` plays the benchmark runs
-
-FAKE_PYTHON = """#!/usr/bin/env bash
-[ "$2" = pytest ] || exec {python} "$@"
-echo >> {tmp}/runs.log
-plan=($FAKE_RUNS)
-result=${{plan[$(($(wc -l < {tmp}/runs.log) - 1))]}}
-for arg; do [[ $arg == --benchmark-json=* ]] && json=${{arg#*=}}; done
-[[ $result == *.json ]] && exec cp {tmp}/$result "$json"
-exit $result
-"""
-
-
-@pytest.mark.parametrize("runs, env, code, says, pytest_runs", [
-    ("1", {}, 1, "the benchmark run failed (pytest exit 1)", 1),  # was: re-measured, then stale verdicts: pass
-    ("slow.json 1", {}, 1, "the benchmark run failed (pytest exit 1)", 2),  # was: "not confirmed ... pass"
-    ("slow.json same.json", {}, 0, "not confirmed", 2),
-    ("slow.json slow.json", {}, 1, "REGRESSED in both runs", 2),
-    ("same.json", {"BENCH_JSON": "{tmp}/out"}, 2, "BENCH_JSON '{tmp}/out' must name a .json file", 0),
-    ("same.json", {"GATE_MIN_SEQ_LEN": "5l2"}, 2, "GATE_MIN_SEQ_LEN '5l2'", 0),  # was: --min-seq-len, after the run
-])
-def test_gate_script(tmp_path, baseline_doc, runs, env, code, says, pytest_runs):
-    """Exit codes and verdicts of the gate script; verdict files of an earlier run are left in place."""
-    write(tmp_path, "same.json", baseline_doc)
-    write(tmp_path, "slow.json", scaled(baseline_doc, wave_factor("wave", 2.0)))
-    for stale in ("current.verdicts.json", "current.confirm.verdicts.json"):
-        write(tmp_path, stale, {"checks": []})
-    fake = tmp_path / "py"
-    fake.write_text(FAKE_PYTHON.format(python=sys.executable, tmp=tmp_path))
-    fake.chmod(0o755)
-    env = {**os.environ, "PYTHON": str(fake), "BENCH_JSON": str(tmp_path / "current.json"), "FAKE_RUNS": runs,
-           **{k: v.format(tmp=tmp_path) for k, v in env.items()}}
-    proc = subprocess.run(["bash", "scripts/regress_gate.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == code and says.format(tmp=tmp_path) in proc.stdout + proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-    log = tmp_path / "runs.log"
-    assert (log.read_text().count("\n") if log.exists() else 0) == pytest_runs
-
-
-def test_tox_passes_every_variable_the_gate_reads():
-    """tox -e bench passed WAVEBENCH_CELL_S but dropped GATE_MIN_SEQ_LEN, WAVEBENCH_THREADS and the other knobs."""
-    ini = configparser.ConfigParser(interpolation=None)
-    ini.read(ROOT / "tox.ini")
-    passed = [w for s in ini.sections() for key in ("pass_env", "set_env") for w in ini[s].get(key, "").split()]
-    sources = [*(ROOT / "tests" / "benchmarks").glob("*.py"), ROOT / "scripts" / "regress_gate.sh"]
-    uses = r'(?:environ\.get|env_value)\("(\w+)"|\$\{([A-Z]\w*):-'  # os.environ.get("X", env_value("X", ${X:-
-    read = {"".join(m) for p in sources for m in re.findall(uses, p.read_text())}
-    assert "GATE_MIN_SEQ_LEN" in read and "WAVEBENCH_THREADS" in read
-    assert [n for n in sorted(read) if not any(fnmatch.fnmatchcase(n, p) for p in passed)] == []
-
-
-@pytest.mark.parametrize("variable, value, command", [
-    ("WAVEBENCH_CELL_S", "abc", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
-    ("WAVEBENCH_THREADS", "-1", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
-    ("WAVEBENCH_MIN_ROUNDS", "0", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
-    ("WORLD_SIZE", "abc", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),
-    ("WORLD_SIZE", "2", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),  # left in the shell, no torchrun
-])
-def test_bad_environment_variable_is_one_line(tmp_path, variable, value, command):
-    """These were tracebacks: an ImportError of the benchmarks' conftest, a ValueError or torch's
-    'environment variable RANK expected' from bench.common.dist."""
-    argv = [sys.executable, "-m", *(arg.format(tmp=tmp_path) for arg in command)]
-    proc = subprocess.run(argv, cwd=ROOT, env={**os.environ, variable: value}, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and variable in proc.stderr, proc.stderr
-    assert not (tmp_path / "run").exists()
