@@ -1,6 +1,6 @@
 """scripts/regress_gate.sh (with a stand-in python whose `-m pytest` plays the benchmark runs), the variables
-tox passes it, and the environment knobs the benchmarks and the harnesses read: bad values are one line, exit 2.
-bench.regress itself is tested in test_regress.py."""
+tox passes it, the environment knobs the benchmarks and the harnesses read (bad values are one line, exit 2), and
+the Ctrl-C line of the harnesses' run_cli. bench.regress itself is tested in test_regress.py."""
 import configparser
 import fnmatch
 import json
@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from bench.common import cli
 from test_regress import BASELINE, ROOT, scaled, wave_factor, write
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -77,3 +78,15 @@ def test_bad_environment_variable_is_one_line(tmp_path, variable, value, command
     proc = subprocess.run(argv, cwd=ROOT, env={**os.environ, variable: value}, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and variable in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_names_the_folder_to_resume(capsys):
+    """Ctrl-C said 'use --resume DIR' although the run had claimed its folder (recorded as claim_run_dir does)."""
+    def main(argv):
+        cli.RUN_DIRS.append("/tmp/runs/run 1")
+        raise KeyboardInterrupt
+
+    assert cli.run_cli(main, [], prog="bench", resumable=True) == 130
+    err = capsys.readouterr().err
+    assert err == "bench: interrupted; rows already written are kept (use --resume '/tmp/runs/run 1' to finish)\n"
+    assert cli.RUN_DIRS == []  # a later run in this process does not inherit it

@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 from typing import Any, Callable, Sequence
 
 # called when run_cli returns: bench.common.files adds the unlocking of the folders a run claimed
 AT_EXIT: list[Callable[[], None]] = []
+# the output folders this run claimed, newest last (bench.common.files.claim_run_dir adds each): a Ctrl-C names
+# the one to --resume; run_cli empties it when it returns
+RUN_DIRS: list[str] = []
 
 
 class UsageError(Exception):
@@ -134,10 +138,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         where = " in a new --out (--resume keeps a run's sizes)" if resumable else ""
         msg = f"out of memory ({one_line(exc)}); choose smaller sizes{where}"
     except KeyboardInterrupt:
-        hint = "; rows already written are kept (use --resume DIR to finish)" if resumable else ""
+        folder = shlex.quote(RUN_DIRS[-1]) if RUN_DIRS else "DIR"
+        hint = f"; rows already written are kept (use --resume {folder} to finish)" if resumable else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
+        RUN_DIRS.clear()
         for release in AT_EXIT:
             release()
     print(f"{prog}: error: {msg}", file=sys.stderr)
