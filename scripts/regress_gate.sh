@@ -4,7 +4,7 @@
 #   bash scripts/regress_gate.sh [ARGS]              run tests/benchmarks once, then
 #       python -m bench.regress --baseline tests/benchmarks/baseline_cpu.json --current <that run> ARGS
 #       exit: the gate's code (0 ok, 1 regressed, 2 bad input); pytest's code if the benchmark run fails
-#       (a line on stderr says so: its 1 means a failed test, not a regression).
+#       (a line on stderr says so: its 1 means a failed test, not a regression); 130 on Ctrl-C.
 #       A failing run is re-measured once; only metrics that regress in both runs fail (exit 1).
 #   bash scripts/regress_gate.sh --refresh           re-measure the committed baseline: a longer run
 #       (WAVEBENCH_CELL_S=2, WAVEBENCH_MIN_ROUNDS=15; about 3 min of CPU) written, without the
@@ -20,6 +20,8 @@
 # The benchmark run took 76-111 s on the shared 2-core CPU here (73 s of CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Ctrl-C reaches pytest too, which stops and exits 2: the gate says so and exits 130, not "benchmark run failed"
+trap 'echo "regress_gate: interrupted" >&2; exit 130' INT
 PY=${PYTHON:-python}
 BASELINE=tests/benchmarks/baseline_cpu.json
 PYTEST=("$PY" -m pytest tests/benchmarks -m benchmark -q -p no:cacheprovider

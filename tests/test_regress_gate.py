@@ -6,8 +6,10 @@ import fnmatch
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 
@@ -21,6 +23,7 @@ plan=($FAKE_RUNS)
 result=${{plan[$(($(wc -l < {tmp}/runs.log) - 1))]}}
 for arg; do [[ $arg == --benchmark-json=* ]] && json=${{arg#*=}}; done
 [[ $result == *.json ]] && exec cp {tmp}/$result "$json"
+[ $result = ctrl-c ] && kill -INT $PPID && exit 2  # pytest's code when Ctrl-C stops it
 exit $result
 """
 
@@ -32,6 +35,7 @@ exit $result
     ("slow.json slow.json", {}, 1, "REGRESSED in both runs", 2),
     ("same.json", {"BENCH_JSON": "{tmp}/out"}, 2, "BENCH_JSON '{tmp}/out' must name a .json file", 0),
     ("same.json", {"GATE_MIN_SEQ_LEN": "5l2"}, 2, "GATE_MIN_SEQ_LEN '5l2'", 0),  # was: --min-seq-len, after the run
+    ("ctrl-c", {}, 130, "regress_gate: interrupted", 1),  # was: exit 2, "the benchmark run failed"
 ])
 def test_gate_script(tmp_path, runs, env, code, says, pytest_runs):
     """Exit codes and verdicts of the gate script; verdict files of an earlier run are left in place."""
@@ -45,7 +49,8 @@ def test_gate_script(tmp_path, runs, env, code, says, pytest_runs):
     fake.chmod(0o755)
     env = {**os.environ, "PYTHON": str(fake), "BENCH_JSON": str(tmp_path / "current.json"), "FAKE_RUNS": runs,
            **{k: v.format(tmp=tmp_path) for k, v in env.items()}}
-    proc = subprocess.run(["bash", "scripts/regress_gate.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "scripts/regress_gate.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          preexec_fn=partial(signal.signal, signal.SIGINT, signal.SIG_DFL))  # as from a terminal
     assert proc.returncode == code and says.format(tmp=tmp_path) in proc.stdout + proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     log = tmp_path / "runs.log"
