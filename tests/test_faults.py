@@ -291,8 +291,10 @@ def _stopped_sweep_resumes(tmp_path: Path, sig: int) -> None:
     proc = start("scaling", *SLOW_SWEEP, "--out", out)
     _wait_for(lambda: _data_rows(out / "timings.csv") >= 2, proc)
     proc.send_signal(sig)
-    code = proc.wait(timeout=60)
-    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), proc.stderr.read()[-2000:]
+    code, err = proc.wait(timeout=60), proc.stderr.read()
+    assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), err[-2000:]
+    if sig == signal.SIGINT:
+        assert f"(use --resume {out} to finish)" in err, err[-2000:]
     before = rows(out / "timings.csv")
     ok(bench_in("scaling", "--resume", out))
     after = rows(out / "timings.csv")

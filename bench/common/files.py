@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from bench.common.cli import AT_EXIT, UsageError, squash
+from bench.common.cli import AT_EXIT, RUN_DIRS, UsageError, squash
 
 LOCK = ".lock"
 # Per CSV the suite writes: (columns a reader needs, columns holding text, columns holding a count -> its least
@@ -91,6 +91,7 @@ def claim_run_dir(out: str | Path | None, *, tag: str = "cpu", kind: str = "", r
     status, text = broadcast(made) if broadcast is not None else made
     if status == "error":
         raise UsageError(text)
+    RUN_DIRS.append(text)  # a Ctrl-C from here on names this folder to --resume
     return Path(text)
 
 
