@@ -73,6 +73,7 @@ def test_tox_passes_every_variable_the_gate_reads():
     ("WAVEBENCH_CELL_S", "abc", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
     ("WAVEBENCH_THREADS", "-1", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
     ("WAVEBENCH_MIN_ROUNDS", "0", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
+    ("WAVEBENCH_FLOOR_RATIO_MAX", "x", ["pytest", "tests/benchmarks", "-m", "benchmark", "--collect-only", "-q"]),
     ("WORLD_SIZE", "abc", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),
     ("WORLD_SIZE", "2", ["bench.scaling", "--quick", "--out", "{tmp}/run"]),  # left in the shell, no torchrun
 ])

@@ -6,7 +6,8 @@ what the sweep times. CELLS runs every method of one length back to back: the ga
 measured seconds apart, never absolute times across runs. With one torch thread the timer is the
 process's CPU time (time spent descheduled is not counted); with several, CPU time would add up the
 threads and their spin-waits, so the wall clock is used.
-Knobs (environment): WAVEBENCH_CELL_S, WAVEBENCH_MIN_ROUNDS, WAVEBENCH_THREADS (0: torch's default).
+Knobs (environment): WAVEBENCH_CELL_S, WAVEBENCH_MIN_ROUNDS, WAVEBENCH_THREADS (0: torch's default), and
+test_floor_ratio.py's bounds WAVEBENCH_FLOOR_RATIO_MAX, WAVEBENCH_BWD_RATIO_MAX.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ try:  # a bad knob is one line naming it, not an ImportError of this file
     CELL_S = env_value("WAVEBENCH_CELL_S", positive_float, "0.5")
     MIN_ROUNDS = env_value("WAVEBENCH_MIN_ROUNDS", positive_int, "7")
     THREADS = env_value("WAVEBENCH_THREADS", thread_count, "1") or torch.get_num_threads()  # 0: torch's, as --threads
+    # test_floor_ratio.py's bounds: wave core / FFT floor, and wave layer backward / forward
+    RATIO_BOUNDS = {"floor": env_value("WAVEBENCH_FLOOR_RATIO_MAX", positive_float, "1.5"),
+                    "backward": env_value("WAVEBENCH_BWD_RATIO_MAX", positive_float, "2.8")}
 except UsageError as exc:
     print(f"tests/benchmarks: error: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
@@ -110,6 +114,11 @@ def time_cell(benchmark, allocator):
 def build_cell():
     """build_cell(level, pass, N, method) -> the cell's ready closure (for tests that time by hand)."""
     return lambda level, pas, n, method_name: METHODS[method_name].build(_spec(level, pas, n)).fn
+
+
+@pytest.fixture
+def ratio_bounds() -> dict:
+    return RATIO_BOUNDS
 
 
 @pytest.fixture
