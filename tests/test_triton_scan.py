@@ -314,7 +314,7 @@ def test_wave_triton_method_passes_its_correctness_check():
     m = METHODS["wave-triton"]
     assert m.why_unavailable(DEVICE, torch.float32) is None
     assert m.why_unavailable(DEVICE, torch.float64) is not None
-    for level, pass_ in (("core", "fwd"), ("core", "fwdbwd"), ("layer", "fwd")):
+    for level, pass_ in (("core", "fwd"), ("core", "fwdbwd"), ("layer", "fwd"), ("model", "fwd")):
         spec = CellSpec(level, pass_, 1, 2, 16, 40, DEVICE, torch.float32, 4.0, 32, 1, 64, 0)
         res = m.check(spec)
         assert res.ok, res.reason()
