@@ -39,6 +39,8 @@ def test_resume_takes_a_lower_memory_budget_and_caps_one_this_machine_cannot_giv
     assert lower.mem_budget_gb == 2.0 and cli.resume_conflicts(lower, base) == []
     higher = cli.resolve_config(cli.build_parser().parse_args(["--mem-budget", "9"]), base=base)
     assert cli.resume_conflicts(higher, base) == ["--mem-budget 9.0 (the run has 8.0)"]
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 9.9e9)  # a little less free now: the budget stands
+    assert cli.resolve_config(cli.build_parser().parse_args([]), base=base).mem_budget_gb == 8.0
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(cli, "available_bytes", lambda device: 5e9)  # less than the run's 8 GB
     share = round(cli.DEVICE_DEFAULTS["cpu"]["mem_fraction"] * 5, 2)  # the default budget here

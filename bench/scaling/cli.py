@@ -165,9 +165,10 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          "give at most that, or leave it out for the default")
     default_mem = round(dd["mem_fraction"] * have, 2)
     mem = pick(args.mem_budget, "mem_budget_gb") or default_mem
-    if saved("mem_budget_gb") and mem > default_mem:  # cells sized for a bigger machine would be killed here
-        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than {dd['mem_fraction']:.0%} of the "
-              f"{where} here ({have:.1f} GB): using {default_mem:g} GB (cells over it are skipped)", file=sys.stderr)
+    if saved("mem_budget_gb") and mem > have:  # cells sized for a bigger machine would be killed here
+        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than the {where} here "
+              f"({have:.1f} GB): using {default_mem:g} GB, the default share (cells over it are skipped)",
+              file=sys.stderr)
         mem = default_mem
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
