@@ -344,3 +344,17 @@ def test_heads_text_names_each_runs_role_thresholds_and_probe_dtype(second, text
     assert text in lines[2], lines[2]
     assert [_cells(ln)[-1] for ln in lines if ln.startswith("| runs/")] == (column or ["10 PASS, 0 FAIL, 4 of 4 "
                                                                                      "leaks shown"] * 2)
+
+
+def test_a_range_below_one_keeps_three_significant_figures():
+    """fmt used '.3g', which drops trailing zeros: the page printed '0.213-0.28 (2 runs)' and '0.13-0.138x' beside
+    '0.626x', numbers of unlike precision; large numbers keep their thousands separators."""
+    from bench.report.evidence import RunRange
+
+    spread = RunRange()
+    for value in (0.28, 0.213):
+        spread.add(value, "1111111")
+    assert spread.text() == "0.213-0.280 (2 runs)"
+    spread = RunRange()
+    spread.add(43116.4, "1111111")
+    assert spread.text() == "43,116"

@@ -165,13 +165,17 @@ def fit_exponent(ns: Sequence[float], ts: Sequence[float]) -> dict[str, Any]:
 
 
 def fmt(x: float | None) -> str:
-    """About three significant figures without exponents; n/a for a missing or non-finite value."""
+    """Three significant figures (at least) without exponents, thousands separated; n/a for a missing or non-finite
+    value."""
     if x is None or not isinstance(x, (int, float, np.number)) or not math.isfinite(x):
         return "n/a"
     a = abs(x)
-    if 0 < a < 1e-4:  # where .3g would switch to an exponent: three significant figures in plain decimals
-        return format(x, f".{2 - math.floor(math.log10(a))}f").rstrip("0")
-    return format(x, ",.0f" if a >= 100 else ".1f" if a >= 10 else ".2f" if a >= 1 else ".3g")
+    if a == 0:
+        return "0"
+    if a < 1e-4:  # where #.3g would switch to an exponent: three significant figures in plain decimals
+        return format(x, f".{2 - math.floor(math.log10(a))}f")
+    # '#': trailing zeros are significant figures too (0.280 next to 0.626, not 0.28)
+    return format(x, ",.0f" if a >= 100 else ".1f" if a >= 10 else ".2f" if a >= 1 else "#.3g")
 
 
 def fmt_x(x: float | None) -> str:
