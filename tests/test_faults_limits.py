@@ -50,6 +50,23 @@ def test_resume_takes_a_lower_memory_budget_and_caps_one_this_machine_cannot_giv
     assert "\n" not in err and "env.json field mem_budget_gb is 8 GB" in err and f"using {share:g} GB" in err, err
 
 
+def test_ranks_on_one_cpu_share_its_memory_budget(monkeypatch):
+    """Under torchrun on one CPU machine every rank took the whole default budget: two ranks could plan twice the
+    RAM there is and be killed for memory (a crash, not a row)."""
+    from bench.common.cli import UsageError
+    from bench.scaling import cli
+
+    monkeypatch.setattr(cli, "available_bytes", lambda device: 10e9)
+    alone = cli.resolve_config(cli.build_parser().parse_args(["--device", "cpu"]))
+    shared = cli.resolve_config(cli.build_parser().parse_args(["--device", "cpu"]), local_world=2)
+    assert shared.mem_budget_gb == pytest.approx(alone.mem_budget_gb / 2)
+    six = cli.build_parser().parse_args(["--device", "cpu", "--mem-budget", "6"])
+    assert cli.resolve_config(six).mem_budget_gb == 6
+    with pytest.raises(UsageError, match=r"--mem-budget 6 GB is more than the available RAM here per rank \(2 ranks "
+                       r"share it\) \(5 GB\); give at most that"):
+        cli.resolve_config(six, local_world=2)
+
+
 @pytest.mark.parametrize("module,flags", [
     ("quality", ["--lr", "inf"]),
     ("quality", ["--dropout", "nan"]),

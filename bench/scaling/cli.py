@@ -3,6 +3,7 @@ typed is known: explicit flag > the resumed run's env.json > the --quick preset 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -66,7 +67,7 @@ def build_parser() -> ArgParser:
     a("--time-budget", type=positive_float, help="seconds one cell may take (warm-up included); a cell predicted "
       "over it is skipped, and so are longer lengths of that method (default: 8 on CPU, 30 on CUDA)")
     a("--mem-budget", type=positive_float, help="GB a cell may use; a cell predicted over it is skipped (default: "
-      "60%% of available RAM on CPU, 85%% of free GPU memory on CUDA)")
+      "60%% of available RAM on CPU, shared out under torchrun, 85%% of free GPU memory on CUDA)")
     a("--total-budget", type=positive_float, help="seconds for the whole sweep, shared out over the (level, pass) "
       "groups (core fwd 3x the others, unused time rolls over); cells predicted past their share are skipped (default: "
       "240); the core fwd cells of wave, softmax-sdpa and the fft-floor references are never skipped for time, they "
@@ -158,17 +159,20 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
                          f"--passes {','.join(taken['passes'])} ({runs})")
     if "model" in taken["levels"] and taken["model_dim"] % taken["heads"]:  # only the LM splits model_dim
         raise UsageError(f"--model-dim {taken['model_dim']} is not divisible by --n-heads {taken['heads']}")
-    have = available_bytes(device) / 1e9
-    where = "free GPU memory" if device.type == "cuda" else "available RAM"
+    # the budget is per rank: the ranks on one CPU machine share its RAM, each CUDA rank has its own GPU
+    share = local_world if device.type == "cpu" else 1
+    have = math.floor(available_bytes(device) / share / 1e7) / 100  # GB, rounded down: "at most that" fits
+    where = "free GPU memory here" if device.type == "cuda" else "available RAM here"
+    if share > 1:
+        where += f" per rank ({share} ranks share it)"
     if args.mem_budget is not None and args.mem_budget > have:
-        raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} here ({have:.1f} GB); "
-                         "give at most that, or leave it out for the default")
+        raise UsageError(f"--mem-budget {args.mem_budget:g} GB is more than the {where} ({have:g} GB); give at most "
+                         "that, or leave it out for the default")
     default_mem = round(dd["mem_fraction"] * have, 2)
     mem = pick(args.mem_budget, "mem_budget_gb") or default_mem
     if saved("mem_budget_gb") and mem > have:  # cells sized for a bigger machine would be killed here
-        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than the {where} here "
-              f"({have:.1f} GB): using {default_mem:g} GB, the default share (cells over it are skipped)",
-              file=sys.stderr)
+        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than the {where} ({have:g} GB): "
+              f"using {default_mem:g} GB, the default share (cells over it are skipped)", file=sys.stderr)
         mem = default_mem
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
