@@ -371,5 +371,9 @@ def test_make_batches_dispatch_and_errors(fixture_corpus):
         make_batches("documents", flat["train"], 32, 4)
     with pytest.raises(TypeError):
         make_batches("lines", flat["train"], 32, 4)
-    with pytest.raises(UsageError, match="too little data"):
-        make_batches("contiguous", flat["valid"], 1000, 4)
+    with pytest.raises(UsageError, match="too little data: 0 windows .*; use a smaller --seq-len or a larger corpus$"):
+        make_batches("contiguous", flat["valid"], 1000, 4)  # no window at all: a smaller --batch-size cannot help
+    with pytest.raises(UsageError, match="0 line pieces .*; use a larger corpus$"):
+        make_batches("lines", [[5], [6]], 32, 4)
+    with pytest.raises(UsageError, match="use a smaller --seq-len / --batch-size or a larger corpus$"):
+        make_batches("contiguous", flat["valid"], 32, 10_000)

@@ -206,6 +206,7 @@ class _ResumableBatches:
     stream() runs forever; the position advances as a batch is handed out (a state saved after it skips it)."""
 
     _FIXED = ("seed", "n_items", "batch_size", "shuffle", "drop_last")  # must match for a resume
+    _NO_ITEMS_FIX = "a larger corpus"  # lines: a piece needs a line of two tokens, whatever the sizes
 
     def __init__(self, flat: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, seq_len: int,
                  batch_size: int, seed: int, shuffle: bool, drop_last: bool, pad_id: int, what: str):
@@ -214,9 +215,9 @@ class _ResumableBatches:
         self.n_items, self.batch_size, self.seed = len(starts), int(batch_size), int(seed)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.epoch, self.position = 0, 0
-        if len(self) == 0:
-            raise UsageError(f"too little data: {self.n_items} {what} cannot fill one batch of {batch_size}; "
-                             "use a smaller --seq-len / --batch-size or a larger corpus")
+        if len(self) == 0:  # with no pieces at all (or no short batch dropped) a smaller --batch-size cannot help
+            fix = "a smaller --seq-len / --batch-size or a larger corpus" if self.n_items else self._NO_ITEMS_FIX
+            raise UsageError(f"too little data: {self.n_items} {what} cannot fill one batch of {batch_size}; use {fix}")
 
     def __len__(self) -> int:  # batches per epoch
         full, rest = divmod(self.n_items, self.batch_size)
@@ -268,6 +269,8 @@ class _ResumableBatches:
 class ContiguousBatches(_ResumableBatches):
     """Windows over one token stream, window k = tokens[k*seq_len : (k+1)*seq_len + 1]: every token after the first
     is a target once; the tail shorter than a window is unused. Evaluation: shuffle=False, drop_last=False."""
+
+    _NO_ITEMS_FIX = "a smaller --seq-len or a larger corpus"
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True):
