@@ -282,7 +282,7 @@ def test_gpu_peer_kernels_table_reads_the_session_evidence():
                            "commit": "abcdef1", "pass": "fwd", "seq_len": 32768, "median_ms": 6.0}])
     lines = gpu_peer_lines(cells, "gpu/s/evidence/peers.txt", "abcdef1", tsv)
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in lines if ln.startswith("| ")}
-    assert rows["wave"].endswith("| 6.00 | - | 1.00x |") and rows["peer-hgrn-fla"].endswith("| 1.50 | - | 0.25x |")
+    assert rows["wave"].endswith("| 6.00 | - | 1.00x |") and rows["peer-hgrn-fla"].endswith("| 1.50 | - | 0.250x |")
     assert rows["softmax-sdpa"].endswith("| 19.0 | - | 3.17x |")
 
 
