@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -358,3 +359,24 @@ def test_a_range_below_one_keeps_three_significant_figures():
     spread = RunRange()
     spread.add(43116.4, "1111111")
     assert spread.text() == "43,116"
+
+
+def test_a_single_repetition_time_is_marked_wherever_the_page_quotes_it(tmp_path, monkeypatch):
+    """An SDPA cell timed once (reps 1) read on the page as a median: the 2K claim, the level table, the key numbers
+    and the peers table showed its ratio and time unmarked under 'ms = median time per call'."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "results" / "runs" / "scaling"
+    shutil.copytree(FIXTURE, run)
+    with (FIXTURE / "timings.csv").open() as fh:
+        rows = [dict(r, reps="1") if (r["method"], r["level"], r["seq_len"]) == ("softmax-sdpa", "core", "2048")
+                else r for r in csv.DictReader(fh)]
+    _write_csv(run / "timings.csv", list(rows[0]), rows)
+    assert run_cli(main, ["results/runs/scaling", "--no-plots"], prog=PROG) == 0
+    page = (tmp_path / "results" / "README.md").read_text()
+    claim = next(_cells(ln) for ln in page.splitlines() if ln.startswith("| speed 2K"))
+    assert "x (1 rep) [CPU fp32 B=1" in claim[2] and "(1 rep)" in claim[4], claim
+    assert "(1 rep)" not in next(ln for ln in page.splitlines() if ln.startswith("| speed 8K"))
+    assert re.search(r"core fwd, 2K \[CPU [^]]*\]: [\d.]+x \(1 rep\)\n", page)
+    level = _section(page, "## Speed and memory per level").split("### core, forward + backward")[0]
+    row = next(_cells(ln) for ln in level.splitlines() if ln.startswith("| CPU") and "| 2048 |" in ln)
+    assert row[3].endswith("(1 rep)") and row[4].endswith("x (1 rep)") and "rep" not in row[2] + row[5] + row[7]

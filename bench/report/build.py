@@ -151,7 +151,8 @@ def build_report(run_paths: Sequence[str], out: Path, cmd: str, regen: bool = Tr
              "(bench/scaling/costs.py, docs/method.md); the authors' model is their operation count, "
              "512 n^2 / (3000 n log2 n), which the published figures follow.", "",
              "## Key numbers", "",
-             "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs.", "", KEY_BEGIN,
+             "Quoted in the top-level README; tests/test_report.py recomputes them from the CSVs. " + page.ONE_REP, "",
+             KEY_BEGIN,
              *(f"- {what}: {val}" for what, val in key_numbers(cells, quality_runs, diag, params)), KEY_END, "",
              *page.level_section(cells), *page.peers_section(cells, gpu_peers), *page.quality_section(quality_runs),
              *page.diagnostics_section(diag), "## Plots", ""]

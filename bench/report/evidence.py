@@ -22,7 +22,7 @@ from bench.report.runs import Run
 SHA_FOLDER = re.compile(r"_([0-9a-f]{7,40})$")
 BPE_CLAIM_VOCAB = 8000  # V3.5's BPE-8K (bench/scaling/claims.py): a run within 10% of it answers that claim
 EMPTY_CELL_COLUMNS = ["run", "commit", "setup", "gpu", "device", "dtype", "level", "pass", "method", "seq_len",
-                      "status", "reason", "median_ms", "peak_mem_mb"]
+                      "status", "reason", "median_ms", "peak_mem_mb", "reps"]
 
 
 def commit(run: Run) -> str:
@@ -72,14 +72,17 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
 
 @dataclass
 class RunRange:
-    """One quantity over the runs of one setup: values per run, shown as min-max."""
+    """One quantity over the runs of one setup: values per run, shown as min-max; `once`: a time in a value came
+    from a single timed repetition (reps 1), not a median."""
     values: list[float] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
+    once: bool = False
 
-    def add(self, value: float, sha: str) -> None:
+    def add(self, value: float, sha: str, once: bool = False) -> None:
         if math.isfinite(value):
             self.values.append(value)
             self.commits.append(sha)
+            self.once |= once
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -87,7 +90,7 @@ class RunRange:
     def text(self, unit: str = "") -> str:
         lo, hi = fmt(min(self.values)), fmt(max(self.values))
         runs = f" ({len(self.values)} runs)" if len(self.values) > 1 else ""
-        return (lo if lo == hi else f"{lo}-{hi}") + unit + runs
+        return (lo if lo == hi else f"{lo}-{hi}") + unit + runs + (" (1 rep)" if self.once else "")
 
     def commits_text(self) -> str:
         return ", ".join(dict.fromkeys(self.commits))
@@ -95,13 +98,16 @@ class RunRange:
 
 def ratio(cells: pd.DataFrame, level: str, pas: str, n: int, num: str, den: str | None = None,
           col: str = "median_ms") -> dict[str, RunRange]:
-    """setup -> spread over runs of cells[num] / cells[den] (or cells[num]) in `col` at one (level, pass, N)."""
+    """setup -> spread over runs of cells[num] / cells[den] (or cells[num]) in `col` at one (level, pass, N); a time
+    of one repetition marks its range (RunRange.once)."""
     ok = cells[(cells["level"] == level) & (cells["pass"] == pas) & (cells["seq_len"] == n) & (cells["status"] == "ok")]
     out: dict[str, RunRange] = {}
     for (setup, _), g in ok.groupby(["setup", "run"], sort=False):
-        by = g.set_index("method")[col]
-        if num in by.index and (den is None or den in by.index):
-            out.setdefault(setup, RunRange()).add(float(by[num] / (by[den] if den else 1)), g["commit"].iloc[0])
+        by, reps = g.set_index("method")[col], g.set_index("method")["reps"]
+        used = [m for m in (num, den) if m is not None]
+        if all(m in by.index for m in used):
+            once = col == "median_ms" and any(reps[m] == 1 for m in used)
+            out.setdefault(setup, RunRange()).add(float(by[num] / (by[den] if den else 1)), g["commit"].iloc[0], once)
     return out
 
 

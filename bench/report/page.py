@@ -27,6 +27,8 @@ FLA_PEERS = ("peer-hgrn-fla", "peer-simple-gla-fla")  # the columns of evidence/
 LEVEL_COLUMNS = [("wave ms", "wave", None, "median_ms"), ("SDPA ms", SDPA, None, "median_ms"),
                  ("speedup", SDPA, "wave", "median_ms"), ("wave MB", "wave", None, "peak_mem_mb"),
                  ("SDPA MB", SDPA, None, "peak_mem_mb"), ("memory wave / SDPA", "wave", SDPA, "peak_mem_mb")]
+ONE_REP = ("A time marked (1 rep), or a ratio or range so marked, includes a cell timed in a single repetition "
+           "(too slow to repeat in its budget; the run's summary.md gives the reason): one call, not a median.")
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
 # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
 PEER_RELATIONS = {
@@ -98,7 +100,8 @@ def level_section(cells: pd.DataFrame) -> list[str]:
              "speedup = SDPA ms / wave ms (> 1: wave is faster); memory = peak MB of the call and wave MB / SDPA MB. "
              "A range is the spread over the committed runs of that setup (min-max), never the best run. Levels: "
              "core = the mixing operator alone, layer = the attention layer, model = the whole LM "
-             "(docs/method.md). A setup with no measured wave or SDPA cell at a level is left out of its table.", ""]
+             "(docs/method.md). A setup with no measured wave or SDPA cell at a level is left out of its table. "
+             + ONE_REP, ""]
     if cells.empty:
         return lines + ["No scaling run was given.", ""]
     notes = Notes()
@@ -159,7 +162,7 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
                 for m in methods]
         lines += [f"Core level, {setup} ({_commits(sub, setup)}):", "",
                   *table(PEER_HEAD + ["peak MB 32K", "its ms / wave ms at 32K"], rows), ""]
-    lines += [notes.line(), "", _source(sorted(set(has["run"])), "timings.csv"), "", *extra,
+    lines += [notes.line(), "", ONE_REP, "", _source(sorted(set(has["run"])), "timings.csv"), "", *extra,
               "How the wave operator relates to each peer (docs/mechanism.md):", ""]
     return lines + [f"- `{m}`: {text}." for m, text in PEER_RELATIONS.items()] + [""]
 
@@ -238,13 +241,14 @@ def _probe_text(thresholds: tuple[float, float] | None, dtype: str) -> str:
     return f"{thresholds[0]:g} / {thresholds[1]:g}; {dtype}" if thresholds else f"unknown; {dtype}"
 
 
-def _speed_cells(cells: pd.DataFrame, n: int, gpu: bool) -> tuple[str, list[float]]:
-    """The core fwd speedups over SDPA at N on one kind of device: their text per setup, and all values."""
+def _speed_cells(cells: pd.DataFrame, n: int, gpu: bool) -> tuple[str, list[float], bool]:
+    """The core fwd speedups over SDPA at N on one kind of device: their text per setup, all values, and whether
+    one of them includes a single-repetition time."""
     sub = cells[cells["gpu"] == gpu]
     spreads = ev.ratio(sub, "core", "fwd", n, SDPA, "wave")
     got = [(setup, spreads[setup]) for setup in setups(sub) if spreads.get(setup)]
     return ("; ".join(f"{s.text('x')} [{setup}, {s.commits_text()}]" for setup, s in got) or "not measured",
-            [v for _, s in got for v in s.values])
+            [v for _, s in got for v in s.values], any(s.once for _, s in got))
 
 
 def _verdict(near: list[bool], values: list[float] = (), mark: float = 0.0, above: str = "", below: str = "") -> str:
@@ -284,10 +288,11 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
     """One row per published claim (CLAIMS_HEAD); `docs`: the repository's docs/ relative to the page's folder."""
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
-        (cpu, cv), (gpu, gv) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
+        (cpu, cv, c1), (gpu, gv, g1) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
+        once = " (a (1 rep) ratio uses one timed call, not a median)" if c1 or g1 else ""
         rows.append([f"speed {n // 1024}K: {pub:.0f}x over standard attention", f"{fmt(cost_model_ratio(n))}x "
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu,
-                     _verdict([v >= pub * 0.9 for v in cv + gv]), LINKS["speed"]])
+                     _verdict([v >= pub * 0.9 for v in cv + gv]) + once, LINKS["speed"]])
     char, bpe, v433 = PUBLISHED_QUALITY
     measured = [q for _, q in quality_runs if "why" not in q]
     for pub, name in ((char, "char"), (bpe, "BPE-8K")):
