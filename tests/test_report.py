@@ -342,3 +342,13 @@ def test_readme_findings_quote_only_generated_numbers():
     quoted = {q.rstrip(",.") for q in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", prose)}
     missing = sorted(quoted - allowed)
     assert not missing, f"README.md's findings block quotes numbers the generated page does not have: {missing}"
+
+
+def test_each_published_quality_claim_names_its_own_version(tree):
+    """The Quality text prefixed 'V3.5' to every published claim, so the V4.3.3 gap read 'V3.5 v433 238.85 vs ...'."""
+    from bench.scaling.claims import PUBLISHED_QUALITY
+
+    quality = _section(tree[2], "## Quality")
+    for claim in PUBLISHED_QUALITY:
+        assert f"{claim['setup'].split()[0]} {claim['key']} {claim['wave_ppl']} vs" in quality
+    assert "V3.5 v433" not in quality

@@ -179,7 +179,7 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
              "model's best on validation loss and train the other seeds at it ('tuned'); 'at --lr' is the same "
              "comparison at one fixed LR for both (the first seed, and later seeds where both kept it). Equal "
              "wall-clock: the validation PPL ratio when both have trained for the same time. Published: "
-             + "; ".join(f"V3.5 {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
+             + "; ".join(f"{q['setup'].split()[0]} {q['key']} {q['wave_ppl']} vs {q['std_ppl']} ({q['wave_ppl'] / q['std_ppl']:.2f})"
                          for q in PUBLISHED_QUALITY) + ". Perplexity is per token: compare ratios, not PPL across "
              "tokenizers.", ""]
     measured = [(run, q) for run, q in quality_runs if "why" not in q]
