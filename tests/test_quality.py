@@ -283,3 +283,49 @@ def test_a_job_out_of_memory_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch,
     assert math.isnan(float(finals[0]["test_ppl"])) and math.isfinite(float(finals[1]["test_ppl"]))
     assert "Out of memory (final.csv oom 1, NaN test metrics): wave seed 0" in (out / "summary.md").read_text()
     assert not list((out / "checkpoints").glob("*-last.pt"))
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A wave job stopped at step 3 of 8: its resume state is checkpoints/wave-seed0-last.pt."""
+    out = tmp_path_factory.mktemp("q") / "stopped"
+    assert run(SMALL + ["--methods", "wave", "--steps", "8", "--eval-every", "2", "--log-every", "1",
+                        "--stop-after-steps", "3", "--out", out]) == 0
+    return out
+
+
+def _edit_state(change):
+    def edit(run_dir: Path) -> None:
+        import torch
+
+        path = run_dir / "checkpoints" / "wave-seed0-last.pt"
+        ckpt = torch.load(path, weights_only=False)
+        change(ckpt["train_state"])
+        torch.save(ckpt, path)
+    return edit
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_edit_state(lambda ts: ts["job"].update(step="3")), "job.step: '3' is not a whole number"),  # a TypeError
+    (_edit_state(lambda ts: ts["job"].update(step=99)), "beyond the plan's 8 steps"),
+    (_edit_state(lambda ts: ts["job"].pop("tokens")), "job: expected the fields"),
+    (_edit_state(lambda ts: ts["batcher"].update(position=99)), "position 99"),  # trained on other batches
+    (_edit_state(lambda ts: ts["batcher"].update(position=-1)), "position -1"),  # sliced from the end
+    (_edit_state(lambda ts: ts["batcher"].update(epoch=-2)), "epoch -2"),
+    (_edit_state(lambda ts: ts["plan"].update(total_steps=80)), "plan differs from this run's in total_steps"),
+    (_edit_state(lambda ts: ts["ranks"].append(ts["ranks"][0])), "ranks: expected a list of 1 entries"),
+    (_edit_state(lambda ts: ts["ranks"][0].update(acc=[1.0])), "ranks[0].acc: expected 3 numbers"),
+])
+def test_resume_refuses_a_damaged_resume_state(stopped_run, tmp_path, capsys, edit, needle):
+    """An edited or damaged resume state crashed --resume (a traceback) or was silently accepted (training on
+    other batches, steps past the budget): one line naming the file and what is wrong, exit 2, files kept."""
+    out = tmp_path / "damaged"
+    shutil.copytree(stopped_run, out)
+    edit(out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run(["--resume", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "wave-seed0-last.pt holds no usable resume state" in err, err
+    assert needle in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

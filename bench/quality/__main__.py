@@ -108,7 +108,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     final_path = run_dir / "final.csv"
     if resume:
         for method, seed, lr in planned_jobs(settings, methods, read_table(final_path, cut="drop")):
-            check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world)
+            check_job_files(run_dir, method, seed, lr, p.lr, methods[method], ctx.world, plan,
+                            batches("train", seed=seed))
         if ctx.is_main:
             for name, columns in (("final.csv", FINAL_COLUMNS), ("curves.csv", CURVE_COLUMNS)):
                 path = run_dir / name

@@ -263,7 +263,11 @@ class _ResumableBatches:
         for key in self._FIXED:
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(f"cannot resume: {key} was {state[key]!r}, now {getattr(self, key)!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        epoch, position = state["epoch"], state["position"]
+        if type(epoch) is not int or type(position) is not int or epoch < 0 or not 0 <= position <= len(self):
+            raise ValueError(f"cannot resume: epoch {epoch!r}, position {position!r} (expected whole numbers, epoch "
+                             f">= 0, position 0 to {len(self)}, the batches per epoch)")
+        self.epoch, self.position = epoch, position
 
 
 class ContiguousBatches(_ResumableBatches):

@@ -8,7 +8,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -107,9 +107,10 @@ def ckpt_paths(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float) 
     return d / f"{tag}.pt", d / f"{tag}-last.pt"
 
 
-def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float, spec: dict, world: int) -> None:
-    """Before a resumed run writes anything: refuse (UsageError, one line) a checkpoint of this job
-    that is unreadable, is for another model, or holds no usable resume state."""
+def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: float, spec: dict, world: int,
+                    plan: Plan, batcher) -> None:
+    """Before a resumed run writes anything: refuse (UsageError, one line) a checkpoint of this job that is
+    unreadable, is for another model, or holds no usable resume state (for this run's `plan` and train `batcher`)."""
     for path in ckpt_paths(run_dir, method, seed, lr, ref_lr):
         if not path.exists():
             continue
@@ -121,7 +122,7 @@ def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: fl
             load_weights(build_model(spec["kind"], spec["config"]), ckpt, path)
         if path.name.endswith("-last.pt"):
             ts = ckpt.get("train_state")
-            need = ("optimizer", "scaler", "batcher", "job", "ranks", "world_size")
+            need = ("optimizer", "scaler", "batcher", "job", "ranks", "world_size", "plan")
             missing = [k for k in need if k not in ts] if isinstance(ts, dict) else list(need)
             if missing:
                 raise UsageError(f"{path} holds no usable resume state (no {', '.join(missing)}); delete it to "
@@ -129,6 +130,28 @@ def check_job_files(run_dir: Path, method: str, seed: int, lr: float, ref_lr: fl
             if ts["world_size"] != world:
                 raise UsageError(f"{path} was saved with {ts['world_size']} process(es); resume with the same "
                                  f"--nproc-per-node (now {world})")
+            try:
+                _check_resume_state(ts, plan, world)
+                batcher.load_state_dict(ts["batcher"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UsageError(f"{path} holds no usable resume state ({one_line(exc, 200, named=True)}); delete it "
+                                 f"to train {method} seed {seed} from the start") from None
+
+
+def _check_resume_state(ts: dict, plan: Plan, world: int) -> None:
+    """ValueError naming the first part of a saved resume state that this run cannot continue from (an edited or
+    damaged file): another plan, a job state of other fields, types or ranges, or ranks of another shape."""
+    changed = [k for k, v in asdict(plan).items() if not isinstance(ts["plan"], dict) or ts["plan"].get(k) != v]
+    if changed:
+        raise ValueError(f"its plan differs from this run's in {', '.join(changed)}")
+    job_state(ts["job"], plan.total_steps)
+    ranks = ts["ranks"]
+    if not isinstance(ranks, list) or len(ranks) != world:
+        raise ValueError(f"ranks: expected a list of {world} entries")
+    for i, mine in enumerate(ranks):
+        acc = mine.get("acc") if isinstance(mine, dict) else None
+        if not isinstance(acc, list) or len(acc) != 3 or not all(_count(a, float) for a in acc):
+            raise ValueError(f"ranks[{i}].acc: expected 3 numbers >= 0 (loss sum, tokens, correct)")
 
 
 @dataclass
@@ -144,6 +167,28 @@ class JobState:
     wall_s: float = 0.0
     train_s: float = 0.0
     curves: list = field(default_factory=list)
+
+
+def _count(value, kind: type) -> bool:
+    """A number >= 0 of `kind` (int: a whole number; float: any real number, int included), never a bool."""
+    return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool) and value >= 0
+
+
+def job_state(saved, total_steps: int) -> JobState:
+    """The JobState of a saved resume state: ValueError naming the first field missing, unknown, of another type or
+    out of range (a step beyond `total_steps`, a best step beyond the step)."""
+    kinds = {f.name: f.type for f in fields(JobState)}
+    if not isinstance(saved, dict) or set(saved) != set(kinds):
+        raise ValueError(f"job: expected the fields {', '.join(kinds)}")
+    for name, kind in kinds.items():
+        ok = isinstance(saved[name], list) if kind == "list" else _count(saved[name], float if kind == "float" else int)
+        if not ok:
+            what = {"list": "a list", "float": "a number >= 0"}.get(kind, "a whole number >= 0")
+            raise ValueError(f"job.{name}: {saved[name]!r} is not {what}")
+    if not saved["best_step"] <= saved["step"] <= total_steps:
+        raise ValueError(f"job.step {saved['step']} (best {saved['best_step']}) is beyond the plan's {total_steps} "
+                         "steps")
+    return JobState(**saved)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -189,7 +234,7 @@ def train_job(rc: RunContext, method: str, seed: int, peak_lr: float) -> dict:
             opt.load_state_dict(ts["optimizer"])
             scaler.load_state_dict(ts["scaler"])
             train_b.load_state_dict(ts["batcher"])
-            st = JobState(**ts["job"])
+            st = job_state(ts["job"], plan.total_steps)
             mine = ts["ranks"][ctx.rank]
             _set_rng_state(mine["rng"], dev)
             acc = torch.tensor(mine["acc"], dtype=torch.float64, device=dev)
