@@ -352,3 +352,16 @@ def test_each_published_quality_claim_names_its_own_version(tree):
     for claim in PUBLISHED_QUALITY:
         assert f"{claim['setup'].split()[0]} {claim['key']} {claim['wave_ppl']} vs" in quality
     assert "V3.5 v433" not in quality
+
+
+def test_claims_accuracy_spread_says_min_max_and_convergence_says_what_it_counts(tree):
+    """The accuracy claim printed 'wave 20.1 (19.5 to 20.4, 3 seeds)', a min-max worded like the 95% CI beside it;
+    the convergence column counted only the wave and standard jobs of the ratio under a bare 'convergence (jobs)'."""
+    _, _, text = tree
+    acc = next(_cells(ln) for ln in text.splitlines() if ln.startswith("| char accuracy"))
+    assert acc[2].startswith("wave 50.0 (min-max 50.0 to 50.0, 2 seeds) vs 50.0 (min-max "), acc
+    head = _cells(_tables(_section(text, "## Quality"))[0][0])
+    assert "convergence (the ratio's wave and standard jobs)" in head
+    row = _cells(_tables(_section(text, "## Quality"))[0][2])
+    counted = sum(int(n) for n in re.findall(r"(\d+) \w+", row[5]))
+    assert counted == len(QUALITY_FINAL["wave"]) + len(QUALITY_FINAL["standard"])

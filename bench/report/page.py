@@ -168,8 +168,12 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
 
 
 def ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
-    """Seed statistics worded as in the quality summaries (bench.quality.stats.Spread.fmt_ci)."""
-    return spread(values).fmt_ci(digits, interval)
+    """Seed statistics worded as in the quality summaries (bench.quality.stats.Spread.fmt_ci); without `interval`
+    the min-max is named so, not to be read as the 95% interval printed beside it."""
+    s = spread(values)
+    if interval or s.n < 2:
+        return s.fmt_ci(digits, interval)
+    return f"{s.mean:.{digits}f} (min-max {s.min:.{digits}f} to {s.max:.{digits}f}, {s.n} seeds)"
 
 
 def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
@@ -203,7 +207,7 @@ def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
                      "session (`python -m bench.quality --preset paper-char --methods wave,standard --tokens 20000000 "
                      "--lr-sweep 1e-3 1e-4 --seeds 0 1 2`)", "-", "-", "-", "-"])
     head = ["setting", "tokens / param", "test PPL ratio (tuned LRs)", "at --lr (untuned)", "val PPL ratio, equal "
-            "wall-clock", "convergence (jobs)", "run"]
+            "wall-clock", "convergence (the ratio's wave and standard jobs)", "run"]
     ablations = [f"Initialisation ablation ({q['setting']}, [{run.rel}]({run.rel}/summary.md)): "
                  f"`wave-scaled-pos` (sinusoidal positions at the token embedding's 0.02 scale, kept LR "
                  f"{q['ablation']['lr']:g}) / standard test PPL {ci(q['ablation']['vs_standard'])}; "
