@@ -305,20 +305,42 @@ def _edit_state(change):
     return edit
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (_edit_state(lambda ts: ts["job"].update(step="3")), "job.step: '3' is not a whole number"),  # a TypeError
-    (_edit_state(lambda ts: ts["job"].update(step=99)), "beyond the plan's 8 steps"),
-    (_edit_state(lambda ts: ts["job"].pop("tokens")), "job: expected the fields"),
-    (_edit_state(lambda ts: ts["batcher"].update(position=99)), "position 99"),  # trained on other batches
-    (_edit_state(lambda ts: ts["batcher"].update(position=-1)), "position -1"),  # sliced from the end
-    (_edit_state(lambda ts: ts["batcher"].update(epoch=-2)), "epoch -2"),
-    (_edit_state(lambda ts: ts["plan"].update(total_steps=80)), "plan differs from this run's in total_steps"),
-    (_edit_state(lambda ts: ts["ranks"].append(ts["ranks"][0])), "ranks: expected a list of 1 entries"),
-    (_edit_state(lambda ts: ts["ranks"][0].update(acc=[1.0])), "ranks[0].acc: expected 3 numbers"),
+def _edit_json(change):
+    def edit(run_dir: Path) -> None:
+        env, tok = (json.loads((run_dir / name).read_text()) for name in ("env.json", "tokenizer.json"))
+        change(env, tok)
+        for name, data in (("env.json", env), ("tokenizer.json", tok)):
+            (run_dir / name).write_text(json.dumps(data))
+    return edit
+
+
+def _older_env_and_another_min_count(env: dict, tok: dict) -> None:
+    del env["tokenizer"]["sha256"]  # as a run started before the tokenizer's digest was recorded
+    tok["min_count"] = 2
+
+
+STATE, TOKENIZER = "wave-seed0-last.pt holds no usable resume state", "tokenizer.json is not the tokenizer this run"
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (_edit_state(lambda ts: ts["job"].update(step="3")), (STATE, "job.step: '3' is not a whole number")),
+    (_edit_state(lambda ts: ts["job"].update(step=99)), (STATE, "beyond the plan's 8 steps")),
+    (_edit_state(lambda ts: ts["job"].pop("tokens")), (STATE, "job: expected the fields")),
+    (_edit_state(lambda ts: ts["batcher"].update(position=99)), (STATE, "position 99")),  # trained on other batches
+    (_edit_state(lambda ts: ts["batcher"].update(position=-1)), (STATE, "position -1")),  # sliced from the end
+    (_edit_state(lambda ts: ts["batcher"].update(epoch=-2)), (STATE, "epoch -2")),
+    (_edit_state(lambda ts: ts["plan"].update(total_steps=80)), (STATE, "plan differs from this run's in total_steps")),
+    (_edit_state(lambda ts: ts["ranks"].append(ts["ranks"][0])), (STATE, "ranks: expected a list of 1 entries")),
+    (_edit_state(lambda ts: ts["ranks"][0].update(acc=[1.0])), (STATE, "ranks[0].acc: expected 3 numbers")),
+    # tokenizer.json edited: it was blamed on the checkpoint ("delete it"), which retrained with the wrong vocabulary
+    (_edit_json(lambda env, tok: tok.update(chars=tok["chars"][1:])), (TOKENIZER, "vocab_size", "restore the run's")),
+    (_edit_json(lambda env, tok: tok.update(chars="\u4e00" + tok["chars"][1:])), (TOKENIZER, "sha256 differs")),
+    (_edit_json(_older_env_and_another_min_count), (TOKENIZER, "min_count", "2 now")),
 ])
-def test_resume_refuses_a_damaged_resume_state(stopped_run, tmp_path, capsys, edit, needle):
-    """An edited or damaged resume state crashed --resume (a traceback) or was silently accepted (training on
-    other batches, steps past the budget): one line naming the file and what is wrong, exit 2, files kept."""
+def test_resume_refuses_a_damaged_resume_state(stopped_run, tmp_path, capsys, edit, needles):
+    """An edited or damaged resume state or tokenizer crashed --resume (a traceback), was blamed on the checkpoint
+    or was silently accepted (training on other batches, steps past the budget, another vocabulary): one line naming
+    the file and what is wrong, exit 2, files kept."""
     out = tmp_path / "damaged"
     shutil.copytree(stopped_run, out)
     edit(out)
@@ -326,6 +348,5 @@ def test_resume_refuses_a_damaged_resume_state(stopped_run, tmp_path, capsys, ed
     capsys.readouterr()
     assert run(["--resume", out, "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "wave-seed0-last.pt holds no usable resume state" in err, err
-    assert needle in err, err
+    assert len(err.strip().splitlines()) == 1 and all(needle in err for needle in needles), err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

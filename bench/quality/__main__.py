@@ -5,6 +5,7 @@ other jobs train), 2 bad input (one line on stderr), 3 too many non-finite steps
 130 interrupted."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -82,6 +83,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             tok = load_tokenizer(run_dir / "tokenizer.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({one_line(exc, named=True)})") from None
+        _check_same_tokenizer(resumed_env.get("tokenizer"), tok, run_dir)
     else:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
     _check_memory(p, None, tok.vocab_size, device, ctx.world)
@@ -132,7 +134,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "off", deterministic=deterministic,
             settings=settings.saved(), preset=p.name, plan=vars(plan),
             epochs_covered=plan.total_steps / plan.batches_per_epoch,
-            tokenizer={**tok.describe(), "path": "tokenizer.json"}, corpus=corpus_info,
+            tokenizer={**tok.describe(), "path": "tokenizer.json", "sha256": _sha256(run_dir / "tokenizer.json")},
+            corpus=corpus_info,
             tokens_per_char=tokens_per_char, methods=methods, max_nonfinite=settings.max_nonfinite,
             memory_method=("cuda torch.cuda.max_memory_allocated per job" if device.type == "cuda" else
                            "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
@@ -201,6 +204,26 @@ def _check_same_corpus(saved, now: dict, settings, run_dir) -> None:
         how = f"characters per split {saved['chars']} when the run started, {now['chars']} now"
     raise UsageError(f"--resume {run_dir}: {flag} is not the text this run started on ({how}); restore that text, "
                      "or train on the new one in a new --out")
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check_same_tokenizer(saved, tok, run_dir) -> None:
+    """A resumed run encodes with the tokenizer it trained with: refuse a tokenizer.json whose description (kind,
+    vocabulary size, ...) or content differs from env.json's record (an older env.json has no sha256: the rest is
+    compared); its checkpoints would be blamed instead, and deleting them retrains with the wrong vocabulary."""
+    path = run_dir / "tokenizer.json"
+    now = {**tok.describe(), "sha256": _sha256(path)}
+    changed = [k for k in now if isinstance(saved, dict) and k in saved and saved[k] != now[k]]
+    if not changed:
+        return
+    how = "the same description, other content (its sha256 differs)"
+    if changed[0] != "sha256":
+        how = f"{changed[0]} {saved[changed[0]]!r} when the run started, {now[changed[0]]!r} now"
+    raise UsageError(f"--resume {run_dir}: {path} is not the tokenizer this run trained with ({how}); restore the "
+                     "run's tokenizer.json, or train in a new --out")
 
 
 def _torch_settings(settings, device) -> bool:
