@@ -25,7 +25,8 @@
 # pair in bf16 for as many steps as its slot allows (tokens/s lands in its curves.csv).
 # A failed or timed-out step is recorded (OUTDIR/steps.tsv, OUTDIR/logs/<step>.log) and the next one
 # runs. Sweeps write timings.csv row by row, so a timed-out sweep keeps its rows; bench.report
-# regenerates every summary from the CSVs at the end. Exit 0 when every step ended ok, else 1.
+# regenerates every summary from the CSVs at the end. Exit 0 when every step ended ok, else 1; Ctrl-C stops the
+# running step, records it as interrupted and exits 130.
 set -u
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -204,8 +205,13 @@ run_step() {  # NAME: build, print, run under timeout, record
   if [ "$t" -lt 10 ]; then record "$name" "skipped (out of time)" "" 0 "$t" "${CMD[*]}"; return; fi
   if [ "$DRY" = 1 ]; then build "$name" dry "$t"; echo "   dry run (CPU, tiny): ${CMD[*]}"; fi
   t0=$(date +%s)
-  timeout -k "$KILL_GRACE" "${t}s" "${CMD[@]}" > "$OUT/logs/$name.log" 2>&1
+  # timeout gives the step a process group of its own, which a terminal's Ctrl-C does not reach: the step runs in
+  # the background so that on_interrupt knows whom to pass the Ctrl-C to
+  timeout -k "$KILL_GRACE" "${t}s" "${CMD[@]}" > "$OUT/logs/$name.log" 2>&1 &
+  STEP_PID=$!
+  wait "$STEP_PID"
   rc=$?
+  STEP_PID=""
   case "$rc" in
     0) status=ok ;;
     124|137) status="timeout after ${t}s" ;;
@@ -216,6 +222,19 @@ run_step() {  # NAME: build, print, run under timeout, record
   record "$name" "$status" "$rc" "$(( $(date +%s) - t0 ))" "$t" "${CMD[*]}"
   tail -n 3 "$OUT/logs/$name.log" | sed 's/^/   | /'
 }
+
+STEP_PID=""  # the running step's timeout process
+on_interrupt() {  # Ctrl-C: timeout passes it on to the step's process group (and kills it KILL_GRACE s later if
+  trap '' INT     # it is still there); the step is recorded as interrupted and no further step runs
+  if [ -n "$STEP_PID" ]; then
+    kill -INT "$STEP_PID" 2>/dev/null
+    wait "$STEP_PID"
+    record "$name" interrupted 130 "$(( $(date +%s) - t0 ))" "$t" "${CMD[*]}"  # run_step's locals
+  fi
+  echo "gpu_run.sh: interrupted; the steps that ran are in $STEPS_TSV, their logs in $OUT/logs" >&2
+  exit 130
+}
+trap on_interrupt INT
 
 # ------------------------------------------------------------------------------------------------
 # env: the machine and software, before anything else

@@ -6,14 +6,15 @@ import csv
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
 
 
 def _plan() -> list[tuple[str, int, str]]:
@@ -72,3 +73,35 @@ def test_gpu_script_dry_run(tmp_path):
     assert (out / "versions.txt").read_text().startswith("python ")
 
 
+def _stand_in_python(tmp_path: Path) -> Path:
+    """A PYTHON for the script that answers the env step and the corpus probes at once and sleeps in every step."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/bash\ncase \"$1\" in\n  -) cat > /dev/null; echo 'python stand-in' ;;\n  -c) exit 1 ;;\n"
+                    f"  *) echo $$ >> {tmp_path / 'steps.pids'}; exec sleep 60 ;;\nesac\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_ctrl_c_stops_the_running_step_records_it_and_exits_130(tmp_path):
+    out = tmp_path / "gpu"
+    env = {**os.environ, "PYTHON": str(_stand_in_python(tmp_path)), "TMPDIR": str(tmp_path)}
+    # a terminal's Ctrl-C goes to the script's process group; timeout runs each step in a group of its own
+    proc = subprocess.Popen(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pids = tmp_path / "steps.pids"
+    deadline = time.monotonic() + 30
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+        step_left = subprocess.run(["kill", "-0", pids.read_text().strip()], capture_output=True).returncode == 0
+    finally:  # a script that ignored the Ctrl-C, and its steps, go with the test
+        for pid in [proc.pid, *map(int, pids.read_text().split())]:
+            subprocess.run(["kill", str(pid)], capture_output=True)
+    assert not step_left  # the step itself was stopped, not left running
+    assert proc.returncode == 130, (stdout, stderr)
+    assert stderr.count("\n") == 1 and "interrupted" in stderr, stderr
+    with (out / "steps.tsv").open() as fh:
+        rows = [(r["step"], r["status"], r["rc"]) for r in csv.DictReader(fh, delimiter="\t")]
+    assert rows[1:] == [("scaling-headline", "interrupted", "130")]  # recorded, and no later step ran
