@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(cfg.threads)
     if device.type == "cpu":
         retain_freed_memory()  # repeatable CPU timings; recorded in env.json (allocator)
-    argv_list = ["python", "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]
+    launcher = ["torchrun", "--nproc-per-node", str(info.local_world)] if info.enabled else ["python"]
+    argv_list = [*launcher, "-m", "bench.scaling", *(sys.argv[1:] if argv is None else argv)]  # the command typed
 
     try:  # rank 0 creates and locks the folder until the run ends; every rank fails alike
         run_dir = claim_run_dir(args.out if base is None else args.resume, tag=device_tag(device),
@@ -301,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(run_dir / "env.json", _env(cfg, device, argv_list, info, load))
         else:
             # env.json again, under the lock; the memory budget may be lower than the run's (resolve_config)
-            note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list, mem_budget_gb=cfg.mem_budget_gb)
+            note_resume(run_dir, read_json(run_dir / "env.json"), argv=argv_list, world_size=info.world,
+                        mem_budget_gb=cfg.mem_budget_gb)
         print(f"{PROG}: {device} {cfg.dtype}, B={cfg.batch} H={cfg.heads} d={cfg.head_dim}, lengths "
               f"{cfg.seq_lens[0]}..{cfg.seq_lens[-1]}, levels {','.join(cfg.levels)}, passes {','.join(cfg.passes)} "
               f"-> {run_dir}", file=sys.stderr, flush=True)
