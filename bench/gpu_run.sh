@@ -54,6 +54,13 @@ if [ -z "$OUT" ]; then
 fi
 [ -z "$TEXT_FILE" ] || [ -f "$TEXT_FILE" ] || { echo "gpu_run.sh: error: --text-file $TEXT_FILE does not exist" >&2; exit 2; }
 [ -z "$WHEELS" ] || [ -d "$WHEELS" ] || { echo "gpu_run.sh: error: --wheels $WHEELS is not a folder" >&2; exit 2; }
+if [ -n "$ARCHIVE" ]; then  # tar writes it after the last step: a path it cannot write is refused now
+  case "$(realpath -m "$ARCHIVE")/" in "$(realpath -m "$OUT")"/*)
+    echo "gpu_run.sh: error: --archive $ARCHIVE is inside OUTDIR $OUT; give a file outside it" >&2; exit 2 ;;
+  esac
+  [ -d "$(dirname "$ARCHIVE")" ] && [ ! -d "$ARCHIVE" ] || {
+    echo "gpu_run.sh: error: --archive $ARCHIVE must name a file in an existing folder" >&2; exit 2; }
+fi
 command -v timeout >/dev/null || { echo "gpu_run.sh: error: coreutils timeout not found" >&2; exit 2; }
 
 START=$(date +%s)

@@ -73,6 +73,19 @@ def test_gpu_script_dry_run(tmp_path):
     assert (out / "versions.txt").read_text().startswith("python ")
 
 
+@pytest.mark.parametrize("archive, message", [
+    ("{tmp}/nodir/gpu.tgz", "--archive {tmp}/nodir/gpu.tgz must name a file in an existing folder"),
+    ("{tmp}", "--archive {tmp} must name a file in an existing folder"),
+    ("{tmp}/gpu/gpu.tgz", "--archive {tmp}/gpu/gpu.tgz is inside OUTDIR {tmp}/gpu; give a file outside it"),
+])
+def test_a_bad_archive_is_refused_before_any_step(tmp_path, archive, message):
+    archive, message = archive.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", "--archive", archive,
+                           str(tmp_path / "gpu")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr == f"gpu_run.sh: error: {message}\n"
+    assert not (tmp_path / "gpu").exists()  # nothing ran
+
+
 def _stand_in_python(tmp_path: Path) -> Path:
     """A PYTHON for the script that answers the env step and the corpus probes at once and sleeps in every step."""
     fake = tmp_path / "python"
