@@ -332,3 +332,23 @@ def test_out_of_memory_outside_a_job_is_one_whole_line(tmp_path, monkeypatch, ca
     assert run_cli(main, [*map(str, SMALL), "--out", str(tmp_path / "o")], prog=qcli.PROG, resumable=True) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and torch_says in err and "smaller sizes in a new --out" in err, err
+
+
+def test_a_valid_or_test_split_mostly_unk_is_refused(tmp_path, capsys):
+    """The <unk> guard checked the train split only: a text whose test part is characters unseen in train ran and
+    published a test PPL of 98% <unk>. Each split's share is now recorded, and past the limit refused by name."""
+    from bench.quality.data import FIXTURE_PATH
+
+    text = FIXTURE_PATH.read_text(encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text + "".join(chr(0x4E00 + i) * 40 + "\n" for i in range(18)), encoding="utf-8")
+    argv = [{"fixture": "text-file"}.get(a, a) for a in SMALL]
+    assert run(argv + ["--text-file", corpus, "--methods", "wave", "--steps", "2", "--out", tmp_path / "o"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and " split is " in err and "% <unk> (at most" in err, err
+    assert "train split's characters" in err and not (tmp_path / "o").exists()
+    corpus.write_text(text, encoding="utf-8")
+    assert run(argv + ["--text-file", corpus, "--methods", "wave", "--steps", "2", "--out", tmp_path / "o"]) == 0
+    env = json.loads((tmp_path / "o" / "env.json").read_text())
+    assert set(env["unk_fraction"]) == {"train", "valid", "test"}
+    assert "share of <unk> tokens train " in (tmp_path / "o" / "summary.md").read_text()

@@ -41,7 +41,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     from bench.common.env import collect_env, device_tag
     from bench.common.files import (CsvLog, claim_run_dir, drop_cut_tail, note_resume, read_run_env, read_table,
                                     replacing, write_json)
-    from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches
+    from bench.quality.data import SPLITS, count_chars, encode_splits, load_corpus, make_batches, unk_fractions
     from bench.quality.methods import resolve_methods
     from bench.quality.schema import CURVE_COLUMNS, FINAL_COLUMNS
     from bench.quality.sweep import NoStableLR, jobs, planned_jobs, tuned_rows
@@ -90,6 +90,7 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
     _check_memory(p, methods, tok.vocab_size, device, ctx.world)
     data = encode_splits(corpus, tok, p.batching)
+    unk_fraction = unk_fractions(data, tok.unk_id, p.min_count)
     n_tokens = len if p.batching == "contiguous" else lambda lines: sum(map(len, lines))
     tokens_per_char = {s: n_tokens(data[s]) / max(1, count_chars(corpus.split(s), p.batching)) for s in SPLITS}
 
@@ -135,8 +136,8 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
             settings=settings.saved(), preset=p.name, plan=vars(plan),
             epochs_covered=plan.total_steps / plan.batches_per_epoch,
             tokenizer={**tok.describe(), "path": "tokenizer.json", "sha256": _sha256(run_dir / "tokenizer.json")},
-            corpus=corpus_info,
-            tokens_per_char=tokens_per_char, methods=methods, max_nonfinite=settings.max_nonfinite,
+            corpus=corpus_info, tokens_per_char=tokens_per_char, unk_fraction=unk_fraction, methods=methods,
+            max_nonfinite=settings.max_nonfinite,
             memory_method=("cuda torch.cuda.max_memory_allocated per job" if device.type == "cuda" else
                            "cpu peak RSS of the process (VmHWM in /proc/self/status, reset per job via "
                            "/proc/self/clear_refs; see final.csv mem_method)"),

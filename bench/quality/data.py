@@ -16,6 +16,7 @@ import torch
 
 from bench.common.cli import UsageError
 from bench.quality.presets import BATCHING_CHOICES as BATCH_MODES, CORPUS_CHOICES as CORPORA
+from bench.quality.tokenizers import MAX_UNK_FRACTION
 
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
@@ -197,6 +198,24 @@ def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
     if mode == "contiguous":
         return {s: torch.from_numpy(tokenizer.encode_array(corpus.split(s))).long() for s in SPLITS}
     return {s: tokenizer.encode_lines(text_lines(corpus.split(s))) for s in SPLITS}
+
+
+def unk_fractions(data: dict, unk_id: int, min_count: int) -> dict:
+    """{split: share of its tokens that are <unk>} of encode_splits' output. A valid or test split past
+    MAX_UNK_FRACTION is refused: its PPL would score guesses of <unk> (the train split is checked at tokenizing)."""
+    shares = {}
+    for split, ids in data.items():
+        if isinstance(ids, torch.Tensor):
+            unk, n = int((ids == unk_id).sum()), len(ids)
+        else:  # lines
+            unk, n = sum(line.count(unk_id) for line in ids), sum(map(len, ids))
+        shares[split] = unk / max(1, n)
+    for split in ("valid", "test"):
+        if shares[split] > MAX_UNK_FRACTION:
+            raise UsageError(f"the {split} split is {shares[split]:.1%} <unk> (at most {MAX_UNK_FRACTION:.0%} "
+                             f"allowed): its characters are rarer than --min-count {min_count} in the train split or "
+                             "absent from it; use a corpus whose valid and test text uses the train split's characters")
+    return shares
 
 
 class _ResumableBatches:

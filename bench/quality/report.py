@@ -115,8 +115,9 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
               f"- Corpus `{corpus.get('name')}`: {corpus.get('source')}; licence {corpus.get('license')}; "
               f"split: {corpus.get('split_rule')}; characters {_per_split(corpus.get('chars'), ',')}.",
               f"- Tokenizer `{tok.get('kind')}`, vocabulary {tok.get('vocab_size')} (trained on train only); "
-              f"tokens per character {_per_split(env.get('tokens_per_char'), '.3f')}. Batching `{p.get('batching')}`, "
-              f"seq {p.get('seq_len')}, batch {p.get('batch_size')} (global).",
+              f"tokens per character {_per_split(env.get('tokens_per_char'), '.3f')}"
+              + (f"; share of <unk> tokens {_per_split(env['unk_fraction'], '.2%')}" if "unk_fraction" in env else "")
+              + f". Batching `{p.get('batching')}`, seq {p.get('seq_len')}, batch {p.get('batch_size')} (global).",
               f"- Budget ({plan.get('budget')}): {plan.get('total_steps')} optimizer steps for every model "
               f"({plan.get('batches_per_epoch')} batches per epoch, so {env.get('epochs_covered', float('nan')):.2f} "
               f"epochs); warm-up {plan.get('warmup_steps')} steps then cosine from {p.get('lr')} to {p.get('min_lr')}; "
