@@ -395,3 +395,27 @@ def test_quality_verdicts_follow_the_stated_rule(ratios, wave_acc, ppl, acc, tmp
     quality_runs = [(_diag_run(tmp_path, "q", "1111111a"), q)]
     assert _claim_row("char PPL", [], quality_runs)[4] == ppl
     assert _claim_row("char accuracy", [], quality_runs)[4] == acc
+
+
+@pytest.mark.parametrize("sweeps, cell, named", [
+    (({"field_stride": 4.0}, {"field_stride": 8.0}), ("core", "fwd", 2048), ["stride 4", "stride 8"]),
+    (({"model_layers": 1, "model_dim": 256}, {"model_layers": 4, "model_dim": 256}), ("model", "fwdbwd", 1024),
+     ["LM L=1 D=256", "LM L=4 D=256"]),
+    (({"model_layers": 1, "model_dim": 256}, {"model_layers": 4, "model_dim": 256}), ("core", "fwd", 2048), []),
+])
+def test_runs_of_other_strides_or_lm_sizes_are_not_one_setups_range(sweeps, cell, named, tmp_path):
+    """Runs at --field-stride 4 and 8, or of --model-layers 1 and 4, were one setup's run-to-run spread
+    ('0.833-1.63x (2 runs)'); where a level's runs differ in them, each is its own setup, named."""
+    from bench.report import evidence as ev
+    from bench.report.runs import Run
+
+    runs = []
+    for name, sweep in zip("ab", sweeps):
+        shutil.copytree(FIXTURE, tmp_path / name)
+        runs.append(Run(path=tmp_path / name, kind="scaling", rel=name, env=_env([], sweep=sweep)))
+    got = ev.ratio(ev.scaling_cells(runs), *cell, "softmax-sdpa", "wave")
+    if named:
+        assert [setup.rsplit(", ", 1)[1] for setup in sorted(got)] == named, got
+        assert all(len(r.values) == 1 for r in got.values())
+    else:  # the core level does not depend on the LM's size: one setup, two runs
+        assert len(got) == 1 and len(next(iter(got.values())).values) == 2 and "LM" not in next(iter(got)), got

@@ -59,14 +59,20 @@ def scaling_cells(runs: list[Run]) -> pd.DataFrame:
             cells["run"], cells["commit"] = run.rel, commit(run)
             cells["setup"] = [setup_label(run, r) for r in cells.to_dict("records")]
             cells["gpu"] = cells["device"].str.startswith("cuda")
+            sweep = run.env.get("sweep") or {}  # a run's field stride and LM size (not in timings.csv's config)
+            stride = sweep.get("field_stride")
+            cells["stride"] = f"stride {stride:g}" if isinstance(stride, (int, float)) else "stride ?"
+            cells["lm"] = f"LM L={sweep.get('model_layers', '?')} D={sweep.get('model_dim', '?')}"
             frames.append(cells)
     if not frames:  # without scaling runs: no rows, but the columns the sections select on
         return pd.DataFrame(columns=EMPTY_CELL_COLUMNS)
     cells = pd.concat(frames, ignore_index=True)
-    # runs of one label at other heads / head widths are other setups: where a level has several, say which
+    # runs of one label at other heads / head widths, field strides or (model level) LM sizes are other setups:
+    # where a level has several, say which
     shape = cells["config"].str.findall(r"\b[Hd]=\S+").str.join(" ")
-    mixed = shape.groupby([cells["setup"], cells["level"]]).transform("nunique") > 1
-    cells.loc[mixed, "setup"] += ", " + shape[mixed]
+    for part in (shape, cells["stride"], cells["lm"].where(cells["level"] == "model", "")):
+        mixed = part.groupby([cells["setup"], cells["level"]]).transform("nunique") > 1
+        cells.loc[mixed, "setup"] += ", " + part[mixed]
     return cells
 
 
