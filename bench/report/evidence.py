@@ -1,5 +1,6 @@
 """The numbers behind results/README.md, read from the committed CSVs of the chosen run folders. A number
-measured by several runs of one setup (device, dtype, B, H, d, CPU threads) is their min-max, never the best."""
+measured by several runs of one setup (device, dtype, B, H, d, CPU threads, field stride, at model level the LM's
+layers and width) is their min-max, never the best."""
 from __future__ import annotations
 
 import math
