@@ -352,3 +352,17 @@ def test_a_valid_or_test_split_mostly_unk_is_refused(tmp_path, capsys):
     env = json.loads((tmp_path / "o" / "env.json").read_text())
     assert set(env["unk_fraction"]) == {"train", "valid", "test"}
     assert "share of <unk> tokens train " in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_resume_under_torchrun_names_the_saved_batch_size(tmp_path):
+    """A resumed run's batch size that the process count does not divide was blamed on a --batch-size the user never
+    typed: the refusal names env.json's value and what to change."""
+    saved = qcli.parse(SMALL + ["--batch-size", "15"]).saved()
+    (tmp_path / "env.json").write_text(json.dumps({"settings": saved}))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                           "bench.quality", "--resume", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.splitlines() if line.startswith(f"{qcli.PROG}: error: ")]
+    assert said and "batch size 15 (env.json settings.preset.batch_size)" in said[0], proc.stderr[-2000:]
+    assert "use a --nproc-per-node that divides it, or no torchrun" in said[0] and "--batch-size" not in said[0]

@@ -71,6 +71,10 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     deterministic = _torch_settings(settings, device)
     amp_dtype = _amp_dtype(p.amp, device)
     if p.batch_size % ctx.world:
+        if resume:  # the user typed no --batch-size: the run's is in env.json
+            raise UsageError(f"--resume {run_dir}: the run's batch size {p.batch_size} (env.json settings.preset."
+                             f"batch_size) does not divide by {ctx.world} processes; use a --nproc-per-node that "
+                             "divides it, or no torchrun")
         raise UsageError(f"--batch-size {p.batch_size} must be divisible by the number of processes ({ctx.world})")
 
     # ---- data, tokenizer, sizes and batches: every input error surfaces before a folder is created
