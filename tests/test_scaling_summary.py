@@ -197,6 +197,16 @@ def test_awkward_runs_do_not_crash(tmp_path):
     assert "No rows in timings.csv yet" in write_summary(empty).read_text() and make_plots(empty) == []
 
 
+@pytest.mark.parametrize("device, shared", [("cpu", True), ("cuda:0", False)])
+def test_a_run_over_ranks_says_how_its_lengths_were_shared(tmp_path, device, shared):
+    """It said 'each table shows the slowest rank', but the ranks measure different lengths, concurrently."""
+    rows = [ok("wave", 512, 1.0, rank=0, device=device), ok("wave", 1024, 2.0, rank=1, device=device)]
+    text = write_summary(write_run(tmp_path / "run", rows, env={"device": device})).read_text()
+    ranks = section(text, "| ranks |", "\n")
+    assert "lengths dealt round-robin to 2 ranks that ran at the same time" in ranks and "slowest" not in ranks
+    assert ("sharing this machine's CPU cores" in ranks) == shared, ranks
+
+
 # ------------------------------------------------------------------------------------------------
 # claims arithmetic and the CLI
 

@@ -71,8 +71,10 @@ def header_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[s
                  + (", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()) or "none")),
     ]
     ranks = df["rank"].nunique() if len(df) else 0
-    if ranks > 1:
-        items.append(("ranks", f"{ranks} ranks measured cells; each table shows the slowest rank"))
+    if ranks > 1:  # each length's cells are measured by one rank, while the others measure theirs
+        shared = ", sharing this machine's CPU cores (which slows each)" if known("device") == "cpu" else ""
+        items.append(("ranks", f"lengths dealt round-robin to {ranks} ranks that ran at the same time{shared}; "
+                               "each length's cells come from one rank"))
     return [f"# Scaling run {run_dir.resolve().name}", "", "## 1. Run and hardware", "",
             *table(["item", "value"], items), ""]
 
