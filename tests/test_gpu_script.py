@@ -60,7 +60,8 @@ def test_gpu_script_plan_fits_and_its_flags_parse():
 def test_gpu_script_dry_run(tmp_path):
     out = tmp_path / "gpu"
     proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)})
     with (out / "steps.tsv").open() as fh:
         status = {r["step"]: r["status"] for r in csv.DictReader(fh, delimiter="\t")}
     assert list(status) == ["env", "scaling-headline", "profile", "scaling-long", "quality", "diagnostics",
@@ -86,26 +87,36 @@ def test_a_bad_archive_is_refused_before_any_step(tmp_path, archive, message):
     assert not (tmp_path / "gpu").exists()  # nothing ran
 
 
-def _stand_in_python(tmp_path: Path) -> Path:
-    """A PYTHON for the script that answers the env step and the corpus probes at once and sleeps in every step."""
+def _dry_run_with_stand_ins(tmp_path: Path, step_s: int) -> subprocess.Popen:
+    """The dry run with a PYTHON that answers the env step at once, runs the corpus probes and sleeps step_s in
+    every step (its pid in tmp_path/steps.pids), in a process group of its own as a terminal's foreground job."""
     fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/bash\ncase \"$1\" in\n  -) cat > /dev/null; echo 'python stand-in' ;;\n  -c) exit 1 ;;\n"
-                    f"  *) echo $$ >> {tmp_path / 'steps.pids'}; exec sleep 60 ;;\nesac\n")
+    fake.write_text(f"#!/bin/bash\ncase \"$1\" in\n  -) cat > /dev/null; echo 'python stand-in' ;;\n"
+                    f"  -c) exec {sys.executable} \"$@\" ;;\n"
+                    f"  *) echo $$ >> {tmp_path / 'steps.pids'}; exec sleep {step_s} ;;\nesac\n")
     fake.chmod(0o755)
-    return fake
+    return subprocess.Popen(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", str(tmp_path / "gpu")],
+                            cwd=REPO, env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_the_dry_run_names_the_gpu_runs_corpus_and_trains_on_the_fixture(tmp_path):
+    stdout, _ = _dry_run_with_stand_ins(tmp_path, 0).communicate(timeout=60)
+    lines = stdout.splitlines()
+    corpus = next(ln for ln in lines if ln.startswith("quality corpus: ")).removeprefix("quality corpus: ")
+    at = lines.index(next(ln for ln in lines if ln.startswith("== quality (timeout")))
+    gpu, dry = lines[at + 1], lines[at + 2]
+    assert "GPU command:" in gpu and f"--preset paper-char {corpus} --pairing" in gpu and "fixture" not in corpus
+    assert "dry run (CPU, tiny):" in dry and "--preset paper-char --corpus fixture --pairing" in dry
 
 
 def test_ctrl_c_stops_the_running_step_records_it_and_exits_130(tmp_path):
-    out = tmp_path / "gpu"
-    env = {**os.environ, "PYTHON": str(_stand_in_python(tmp_path)), "TMPDIR": str(tmp_path)}
-    # a terminal's Ctrl-C goes to the script's process group; timeout runs each step in a group of its own
-    proc = subprocess.Popen(["bash", str(REPO / "bench" / "gpu_run.sh"), "--dry-run", str(out)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = _dry_run_with_stand_ins(tmp_path, 60)
     pids = tmp_path / "steps.pids"
     deadline = time.monotonic() + 30
     while not pids.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C; timeout runs each step in a group of its own
     try:
         stdout, stderr = proc.communicate(timeout=30)
         step_left = subprocess.run(["kill", "-0", pids.read_text().strip()], capture_output=True).returncode == 0
@@ -115,6 +126,6 @@ def test_ctrl_c_stops_the_running_step_records_it_and_exits_130(tmp_path):
     assert not step_left  # the step itself was stopped, not left running
     assert proc.returncode == 130, (stdout, stderr)
     assert stderr.count("\n") == 1 and "interrupted" in stderr, stderr
-    with (out / "steps.tsv").open() as fh:
+    with (tmp_path / "gpu" / "steps.tsv").open() as fh:
         rows = [(r["step"], r["status"], r["rc"]) for r in csv.DictReader(fh, delimiter="\t")]
     assert rows[1:] == [("scaling-headline", "interrupted", "130")]  # recorded, and no later step ran
