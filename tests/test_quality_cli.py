@@ -366,3 +366,24 @@ def test_resume_under_torchrun_names_the_saved_batch_size(tmp_path):
     said = [line for line in proc.stderr.splitlines() if line.startswith(f"{qcli.PROG}: error: ")]
     assert said and "batch size 15 (env.json settings.preset.batch_size)" in said[0], proc.stderr[-2000:]
     assert "use a --nproc-per-node that divides it, or no torchrun" in said[0] and "--batch-size" not in said[0]
+
+
+def test_memory_check_counts_every_cpu_rank_of_the_machine(monkeypatch):
+    """Under torchrun on the CPU each rank checked its need against all the free RAM, which the machine's ranks
+    share: two ranks could together need twice what was checked. A GPU rank has a device of its own."""
+    import dataclasses
+
+    from bench.common import memory
+    from bench.common.cli import UsageError
+    from bench.quality.__main__ import _check_memory
+
+    p = dataclasses.replace(PRESETS["tiny"], d_model=32, n_layers=1, n_heads=2, d_ff=32, seq_len=32, batch_size=4)
+    cpu, real, one_rank = torch.device("cpu"), memory.check_fits, []
+    monkeypatch.setattr(memory, "check_fits", lambda need, *args: one_rank.append(need))
+    _check_memory(p, None, 50, cpu, 2, 1)
+    monkeypatch.setattr(memory, "check_fits", real)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1.5 * one_rank[0])
+    _check_memory(p, None, 50, cpu, 2, 1)  # one rank of the two on this machine fits
+    _check_memory(p, None, 50, torch.device("cuda"), 2, 2)  # a GPU rank each
+    with pytest.raises(UsageError, match="on 2 processes of this machine needs at least"):
+        _check_memory(p, None, 50, cpu, 2, 2)

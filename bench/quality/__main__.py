@@ -90,9 +90,9 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
         _check_same_tokenizer(resumed_env.get("tokenizer"), tok, run_dir)
     else:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
-    _check_memory(p, None, tok.vocab_size, device, ctx.world)
+    _check_memory(p, None, tok.vocab_size, device, ctx.world, ctx.local_world)
     methods = resolve_methods(settings.methods, p, tok.vocab_size)
-    _check_memory(p, methods, tok.vocab_size, device, ctx.world)
+    _check_memory(p, methods, tok.vocab_size, device, ctx.world, ctx.local_world)
     data = encode_splits(corpus, tok, p.batching)
     unk_fraction = unk_fractions(data, tok.unk_id, p.min_count)
     n_tokens = len if p.batching == "contiguous" else lambda lines: sum(map(len, lines))
@@ -270,11 +270,12 @@ def _amp_dtype(amp: str, device):
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> None:
+def _check_memory(p, methods: dict | None, vocab: int, device, world: int, local_world: int = 1) -> None:
     """Refuse a model or sequence that cannot fit before anything of its size is allocated. Without
     `methods`, the bound every model shares (no weights, no feed-forward, no field), checked before
     the models are sized: sizing 100,000 layers, even without memory, takes many minutes. The wave field
-    counts only for a wave model whose path builds it (the token, scan and triton paths do not)."""
+    counts only for a wave model whose path builds it (the token, scan and triton paths do not). On the CPU the
+    `local_world` ranks of this machine share its free RAM (on CUDA each rank has a GPU of its own)."""
     from bench.common.memory import check_fits, lm_bytes
     from wavefield_core import resolve_mode
     from wavefield_core.fftconv import field_cells
@@ -290,13 +291,15 @@ def _check_memory(p, methods: dict | None, vocab: int, device, world: int) -> No
 
     sizes = {"any of the models": (0, 0, 0)} if methods is None else {
         name: (m["params"], m["config"]["d_ff"], cells(m)) for name, m in methods.items()}
+    sharing = local_world if device.type == "cpu" else 1
+    ranks = f" on {sharing} processes of this machine" if sharing > 1 else ""
     for name, (params, d_ff, n_cells) in sizes.items():
         need = bound(params, d_ff, n_cells)
         hint = "--seq-len, --batch-size, --d-model or --n-layers"
         if need > 2 * bound(params, d_ff, 0):  # the field is most of it
             hint = "--field-stride, " + hint
-        check_fits(need, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
-                   f"batch={p.batch_size})", f"lower {hint}")
+        check_fits(need * sharing, device, f"training {name} (D={p.d_model}, {p.n_layers} layers, seq_len={p.seq_len}, "
+                   f"batch={p.batch_size}){ranks}", f"lower {hint}")
 
 
 if __name__ == "__main__":
