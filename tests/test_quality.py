@@ -238,6 +238,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     for a, b in zip(ddp, one):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-4, abs=1e-4)
     assert [int(r["nonfinite_steps"]) for r in rows(tmp_path / "ddp" / "final.csv")] == [1, 1]
+    # peak MB is rank 0's process alone (it was labelled "peak RSS of the process" as if it covered the run)
+    summary = (tmp_path / "ddp" / "summary.md").read_text()
+    assert "per process, rank 0 only (the other 1 of 2 are not measured)" in summary
 
 
 def test_bpe_and_line_batching(tmp_path):

@@ -145,7 +145,7 @@ def render(env: dict, finals: list[dict], curves: list[dict], plots: list[Path],
                   "accuracy = top-1 over non-pad targets. 'paper-style batch-mean PPL' is the published loop's "
                   "metric: exp(min(mean of per-batch mean losses, 20)). tokens/s counts training target tokens "
                   "over training time only (evaluation excluded); wall s is the whole job. Peak memory: "
-                  f"{env.get('memory_method', '?')}.", ""]
+                  f"{env.get('memory_method', '?')}{_ranks_measured(env.get('world_size', 1))}.", ""]
     else:
         lines += ["No method has finished yet (final.csv is empty).", ""]
 
@@ -286,6 +286,11 @@ def _differences(env, p, plan, tok, corpus) -> list[str]:
         "- Baseline size: their standard model has about 1M fewer parameters than the wave model at the same d_ff "
         "(and learned positions vs sinusoidal); 'standard-matched' removes the size difference.",
     ]
+
+
+def _ranks_measured(world: int) -> str:
+    """Under torchrun only rank 0 measures its memory: the peak is per process, of one of the `world` ranks."""
+    return f"; per process, rank 0 only (the other {world - 1} of {world} are not measured)" if world > 1 else ""
 
 
 def _per_split(d, spec: str) -> str:
