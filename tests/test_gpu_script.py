@@ -1,5 +1,6 @@
 """bench/gpu_run.sh, the time-boxed GPU session: its plan fits the device budget, every command it
-would run parses with the harness's own flags, and (slow) its CPU dry run completes every step."""
+would run parses with the harness's own flags, and (slow) its CPU dry run completes every step; bad input and
+Ctrl-C; and env.json names the GPUs the session used."""
 from __future__ import annotations
 
 import csv
@@ -129,3 +130,32 @@ def test_ctrl_c_stops_the_running_step_records_it_and_exits_130(tmp_path):
     with (tmp_path / "gpu" / "steps.tsv").open() as fh:
         rows = [(r["step"], r["status"], r["rc"]) for r in csv.DictReader(fh, delimiter="\t")]
     assert rows[1:] == [("scaling-headline", "interrupted", "130")]  # recorded, and no later step ran
+
+
+@pytest.mark.parametrize("uuid, used", [("uuid-of-3", "GPU 3"),  # CUDA_VISIBLE_DEVICES=3: NVML's device 3
+                                        ("uuid-nvml-does-not-know", "GPU 0")])  # no UUID match: by index
+def test_env_json_lists_the_gpus_the_run_sees_not_every_gpu_of_the_machine(monkeypatch, uuid, used):
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.common import env
+
+    class NVMLError(Exception):
+        pass
+
+    def by_uuid(text):
+        if text != "GPU-uuid-of-3":
+            raise NVMLError(text)
+        return 3
+
+    nv = SimpleNamespace(NVMLError=NVMLError, nvmlSystemGetDriverVersion=lambda: "570.1", nvmlDeviceGetCount=lambda: 8,
+                         nvmlDeviceGetHandleByUUID=by_uuid, nvmlDeviceGetHandleByIndex=lambda i: i,
+                         nvmlDeviceGetName=lambda h: f"GPU {h}", nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(
+                             total=141 * 2**30))
+    monkeypatch.setattr(env, "nvml", lambda: nv)  # a machine of 8 GPUs, of which torch sees one
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuid))
+    gpus = env.gpu_info()
+    assert [(g["index"], g["name"]) for g in gpus] == [(0, used)]
+    assert env.machine({"gpus": gpus, "device": "cuda"}) == f"{used} (driver 570.1, 141 GiB)"

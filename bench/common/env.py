@@ -44,19 +44,30 @@ def nvml():
         return None
 
 
+def nvml_handle(nv, index: int):
+    """NVML's handle of torch's CUDA device `index`: by UUID, since NVML numbers the machine's devices and
+    CUDA_VISIBLE_DEVICES renumbers the ones this process sees; by index where the UUID lookup fails."""
+    try:
+        return nv.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(index).uuid}")
+    except nv.NVMLError:
+        return nv.nvmlDeviceGetHandleByIndex(index)
+
+
 def gpu_info() -> list[dict[str, Any]]:
-    """GPU name, driver and memory from NVML, as nvidia-smi shows them; else torch's view."""
+    """The GPUs this process sees (not every GPU of the machine): name, driver and memory from NVML, as nvidia-smi
+    shows them; else torch's view."""
+    indices = range(torch.cuda.device_count())  # none without CUDA
     nv = nvml()
     if nv is not None:
         try:
             driver = nv.nvmlSystemGetDriverVersion()
-            handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+            handles = [nvml_handle(nv, i) for i in indices]
             return [{"index": i, "name": nv.nvmlDeviceGetName(h), "driver": driver, "source": "nvml",
                      "memory_total_mb": round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**20, 1)}
                     for i, h in enumerate(handles)]
         except Exception:  # noqa: BLE001 - pynvml.NVMLError: torch's view below
             pass
-    props = map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))  # none without CUDA
+    props = map(torch.cuda.get_device_properties, indices)
     return [{"index": i, "name": p.name, "memory_total_mb": round(p.total_memory / 2**20, 1), "source": "torch"}
             for i, p in enumerate(props)]
 
