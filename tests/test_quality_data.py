@@ -195,8 +195,13 @@ def test_wikitext2_from_dir(tmp_path):
 
 
 def test_wikitext2_errors(tmp_path, monkeypatch):
-    with pytest.raises(UsageError, match="wiki.train.raw"):
-        load_corpus("wikitext2", data_dir=tmp_path)  # folder without the files
+    with pytest.raises(UsageError, match=f"wiki.train.raw.* in {tmp_path}, .*wikitext-2-raw, .*wikitext-2$"):
+        load_corpus("wikitext2", data_dir=tmp_path)  # folder without the files: every folder searched is named
+    (tmp_path / "wikitext-2").mkdir()
+    for s in SPLITS:  # the tokenised variant (rare words a literal <unk>) was read as plain wikitext2
+        (tmp_path / "wikitext-2" / f"wiki.{s}.tokens").write_text(f" = {s} = \n <unk> text .\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="tokens files there replace rare words with <unk>, so the raw files"):
+        load_corpus("wikitext2", data_dir=tmp_path)
     with pytest.raises(UsageError, match="not found"):
         load_corpus("wikitext2", data_dir=tmp_path / "missing")
     for s in SPLITS:  # Latin-1 bytes: one line naming the file, not a UnicodeDecodeError traceback

@@ -95,22 +95,26 @@ def _load_shakespeare() -> Corpus:
 
 
 def _load_wikitext2(data_dir) -> Corpus:
-    expected = "wiki.train.raw, wiki.valid.raw, wiki.test.raw (or the *.tokens files)"
+    # the raw files only: the *.tokens files replace rare words with a literal <unk>, another text than the raw one
+    expected = "wiki.train.raw, wiki.valid.raw, wiki.test.raw"
     if data_dir is None:
         texts = _wikitext2_from_datasets()
         if texts is None:
             raise UsageError(f"corpus 'wikitext2' needs --data-dir DIR holding {expected} "
-                             "(in DIR or DIR/wikitext-2-raw/)")
+                             "(in DIR, DIR/wikitext-2-raw/ or DIR/wikitext-2/)")
         source = "HF datasets: wikitext / wikitext-2-raw-v1"
     else:
         root = Path(data_dir)
         if not root.is_dir():
             raise UsageError(f"wikitext2 data dir not found: {root} (expected a folder holding {expected})")
-        candidates = [[folder / f"wiki.{s}.{ext}" for s in SPLITS]
-                      for folder in (root, root / "wikitext-2-raw", root / "wikitext-2") for ext in ("raw", "tokens")]
+        folders = (root, root / "wikitext-2-raw", root / "wikitext-2")
+        candidates = [[folder / f"wiki.{s}.raw" for s in SPLITS] for folder in folders]
         found = next((paths for paths in candidates if all(p.is_file() for p in paths)), None)
         if found is None:
-            raise UsageError(f"wikitext2 files not found: expected {expected} in {root} or {root / 'wikitext-2-raw'}")
+            tokens = any((folder / "wiki.train.tokens").is_file() for folder in folders)
+            raise UsageError(f"wikitext2 files not found: expected {expected} in {', '.join(map(str, folders))}"
+                             + ("; the wiki.*.tokens files there replace rare words with <unk>, so the raw files "
+                                "(wikitext-2-raw-v1) are needed" if tokens else ""))
         texts = [_read_utf8(p, "wikitext2") for p in found]
         source = f"WikiText-2 files {', '.join(str(p) for p in found)}"
     return Corpus("wikitext2", *texts, source=source, license="CC BY-SA 3.0 (WikiText-2, Merity et al. 2016)",
