@@ -365,3 +365,28 @@ def test_claims_accuracy_spread_says_min_max_and_convergence_says_what_it_counts
     row = _cells(_tables(_section(text, "## Quality"))[0][2])
     counted = sum(int(n) for n in re.findall(r"(\d+) \w+", row[5]))
     assert counted == len(QUALITY_FINAL["wave"]) + len(QUALITY_FINAL["standard"])
+
+
+def test_gpu_session_readme_counts_its_skipped_cells_by_reason_and_names_untracked_files():
+    """The hand-written session README said '180 of 294 cells were skipped by the total budget' (153 were; the rest
+    by memory, per-cell time and the longer-length rule) and that git.txt listed only carried wheels as untracked
+    (it lists the cross-check script too, not in this repository)."""
+    session = REPO / "results" / "gpu" / "20261130-h200_7e32260"
+    text = " ".join((session / "README.md").read_text().split())
+    with (session / "gpu_run" / "scaling-bf16" / "timings.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    skipped = [r["reason"] for r in rows if r["status"] == "skipped"]
+    assert f"{len(skipped)} of its {len(rows)} cells were skipped" in text
+    for count, why in re.findall(r"(\d+) by the (total budget|memory budget|per-cell time budget)", text):
+        pattern = {"per-cell time budget": "> time budget"}.get(why, why)
+        assert int(count) == sum(pattern in reason and "longer than" not in reason for reason in skipped), why
+    untracked = re.findall(r"^\?\? (\S*[^/\s])$", (session / "gpu_run" / "git.txt").read_text(), re.M)
+    assert untracked and all(f"`{path}`" in text and not (REPO / path).exists() for path in untracked)
+
+
+def test_a_range_below_one_keeps_three_significant_figures():
+    """fmt's '.3g' dropped trailing zeros: '0.213-0.28 (2 runs)' and '0.13-0.138x' beside '0.626x'."""
+    from bench.report.evidence import RunRange
+
+    assert RunRange([0.28, 0.213], ["a", "b"]).text("x") == "0.213-0.280x (2 runs)"
+    assert RunRange([43116.4], ["a"]).text() == "43,116"  # large numbers keep their separators

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -347,36 +346,20 @@ def test_heads_text_names_each_runs_role_thresholds_and_probe_dtype(second, text
                                                                                      "leaks shown"] * 2)
 
 
-def test_a_range_below_one_keeps_three_significant_figures():
-    """fmt used '.3g', which drops trailing zeros: the page printed '0.213-0.28 (2 runs)' and '0.13-0.138x' beside
-    '0.626x', numbers of unlike precision; large numbers keep their thousands separators."""
-    from bench.report.evidence import RunRange
-
-    spread = RunRange()
-    for value in (0.28, 0.213):
-        spread.add(value, "1111111")
-    assert spread.text() == "0.213-0.280 (2 runs)"
-    spread = RunRange()
-    spread.add(43116.4, "1111111")
-    assert spread.text() == "43,116"
-
-
 def test_a_single_repetition_time_is_marked_wherever_the_page_quotes_it(tmp_path, monkeypatch):
     """An SDPA cell timed once (reps 1) read on the page as a median: the 2K claim, the level table, the key numbers
     and the peers table showed its ratio and time unmarked under 'ms = median time per call'."""
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "results" / "runs" / "scaling"
     shutil.copytree(FIXTURE, run)
-    with (FIXTURE / "timings.csv").open() as fh:
-        rows = [dict(r, reps="1") if (r["method"], r["level"], r["seq_len"]) == ("softmax-sdpa", "core", "2048")
-                else r for r in csv.DictReader(fh)]
+    rows = [dict(r, reps="1") if (r["method"], r["level"], r["seq_len"]) == ("softmax-sdpa", "core", "2048") else r
+            for r in csv.DictReader((FIXTURE / "timings.csv").read_text().splitlines())]
     _write_csv(run / "timings.csv", list(rows[0]), rows)
     assert run_cli(main, ["results/runs/scaling", "--no-plots"], prog=PROG) == 0
     page = (tmp_path / "results" / "README.md").read_text()
     claim = next(_cells(ln) for ln in page.splitlines() if ln.startswith("| speed 2K"))
     assert "x (1 rep) [CPU fp32 B=1" in claim[2] and "(1 rep)" in claim[4], claim
-    assert "(1 rep)" not in next(ln for ln in page.splitlines() if ln.startswith("| speed 8K"))
-    assert re.search(r"core fwd, 2K \[CPU [^]]*\]: [\d.]+x \(1 rep\)\n", page)
+    assert next(ln for ln in page.splitlines() if "SDPA, core fwd, 2K [" in ln).endswith("x (1 rep)")  # key number
     level = _section(page, "## Speed and memory per level").split("### core, forward + backward")[0]
     row = next(_cells(ln) for ln in level.splitlines() if ln.startswith("| CPU") and "| 2048 |" in ln)
     assert row[3].endswith("(1 rep)") and row[4].endswith("x (1 rep)") and "rep" not in row[2] + row[5] + row[7]
@@ -393,8 +376,7 @@ def test_quality_verdicts_follow_the_stated_rule(ratios, wave_acc, ppl, acc, tmp
     q = {"tokenizer": "char", "device": "CPU", "setting": "char, seq 1024", "ppl_ratio": ratios,
          "wave_acc": wave_acc, "std_acc": [26.0, 26.0]}
     quality_runs = [(_diag_run(tmp_path, "q", "1111111a"), q)]
-    assert _claim_row("char PPL", [], quality_runs)[4] == ppl
-    assert _claim_row("char accuracy", [], quality_runs)[4] == acc
+    assert [_claim_row(claim, [], quality_runs)[4] for claim in ("char PPL", "char accuracy")] == [ppl, acc]
 
 
 @pytest.mark.parametrize("sweeps, cell, named", [
@@ -409,13 +391,10 @@ def test_runs_of_other_strides_or_lm_sizes_are_not_one_setups_range(sweeps, cell
     from bench.report import evidence as ev
     from bench.report.runs import Run
 
-    runs = []
-    for name, sweep in zip("ab", sweeps):
+    for name in "ab":
         shutil.copytree(FIXTURE, tmp_path / name)
-        runs.append(Run(path=tmp_path / name, kind="scaling", rel=name, env=_env([], sweep=sweep)))
+    runs = [Run(path=tmp_path / name, kind="scaling", rel=name, env=_env([], sweep=sweep))
+            for name, sweep in zip("ab", sweeps)]
     got = ev.ratio(ev.scaling_cells(runs), *cell, "softmax-sdpa", "wave")
-    if named:
-        assert [setup.rsplit(", ", 1)[1] for setup in sorted(got)] == named, got
-        assert all(len(r.values) == 1 for r in got.values())
-    else:  # the core level does not depend on the LM's size: one setup, two runs
-        assert len(got) == 1 and len(next(iter(got.values())).values) == 2 and "LM" not in next(iter(got)), got
+    assert [setup.rsplit(", ", 1)[1] for setup in sorted(got) if named] == named, got
+    assert [len(r.values) for r in got.values()] == ([1, 1] if named else [2]), got  # the core: one setup, 2 runs
