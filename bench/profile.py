@@ -1,16 +1,18 @@
 """python -m bench.profile --method NAME --seq-len N: where one benchmark cell spends its time. Builds the cell as
 the scaling sweep does (its registry and CellSpec), warms it up, times it, then runs it under torch.profiler.
-Exit codes: 0 done; 2 bad input (unknown method, unsupported level/pass, device or dtype)."""
+Exit codes: 0 every cell measured, or out of memory (a line of the report); 1 a cell failed for another reason, or
+none was measured; 2 bad input (unknown method, unsupported level/pass, device or dtype); 130 Ctrl-C."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from bench.common.cli import (ArgParser, UsageError, choice_list, nonneg_int, one_line, positive_float, positive_int,
-                              run_cli)
+from bench.common.cli import (ArgParser, UsageError, choice_list, is_oom, nonneg_int, one_line, positive_float,
+                              positive_int, run_cli)
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
 from bench.common.memory import free_memory
 from bench.common.timing import synchronize, time_calls
@@ -118,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     batch = args.batch or defaults["batch"]  # positive when given
     lines: list[str] = []
+    measured, out_of_memory, broken = 0, 0, 0  # cells; broken: failed for a reason other than memory
     for method in methods:
         for n in args.seq_len:
             spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
@@ -132,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
             except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
                 block = [head, f"failed: {one_line(exc, named=True)}"]
+                if is_oom(exc):
+                    out_of_memory += 1
+                else:
+                    broken += 1
             else:
+                measured += 1
                 try:
                     backend = built.backend()
                 except Exception as exc:  # noqa: BLE001 - the backend name is informative only
@@ -144,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             free_memory(device)
     if args.out:
         Path(args.out).write_text("\n".join(lines))
+    if broken or not measured:
+        print(f"{PROG}: {measured} of {measured + out_of_memory + broken} cells measured; {broken} failed, "
+              f"{out_of_memory} out of memory (see the 'failed:' lines)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from bench.common.cli import run_cli
 from bench.profile import PROG, main
 
@@ -77,6 +79,31 @@ def test_a_failed_cell_is_a_line_and_its_tensors_are_gone_before_the_next_cell(c
 
     monkeypatch.setitem(METHODS, "wave", dataclasses.replace(wave, build=build))
     monkeypatch.setattr(prof, "profile_cell", out_of_memory)
-    assert main(["--method", "wave", *TINY[:1], "32,48", *TINY[2:]]) == 0
+    assert main(["--method", "wave", *TINY[:1], "32,48", *TINY[2:]]) == 1  # nothing measured
     assert capsys.readouterr().out.count("failed: MemoryError: no memory for this cell") == 2
     assert alive_at_build == [[], [False]]  # the failed cell was released before the next one was built
+
+
+@pytest.mark.parametrize("failures, code", [
+    ([MemoryError("no memory for this cell"), None], 0),  # out of memory is a line of the report
+    ([RuntimeError("can't allocate memory"), RuntimeError("can't allocate memory")], 1),  # nothing measured
+    ([ValueError("a bug in the cell"), None], 1),  # a failure that is not memory, even beside a measured cell
+])
+def test_the_exit_code_says_whether_the_cells_were_measured(capsys, monkeypatch, failures, code):
+    import bench.profile as prof
+
+    measure = prof.profile_cell
+
+    def cell(fn, device, warmup, reps):
+        if exc := failures.pop(0):
+            raise exc
+        return measure(fn, device, warmup, reps)
+
+    monkeypatch.setattr(prof, "profile_cell", cell)
+    assert run_cli(main, ["--method", "wave", *TINY[:1], "32,48", *TINY[2:]], prog=PROG) == code
+    out, err = capsys.readouterr()
+    assert "\nfailed: " in out  # the failed cell is a line of the report either way
+    if code:  # and one line saying why
+        assert err.count("\n") == 1 and "cells measured" in err, err
+    else:
+        assert err == ""
