@@ -119,39 +119,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--level model: the LM width {CellSpec.model_dim} is not divisible by --heads {args.heads}")
 
     batch = args.batch or defaults["batch"]  # positive when given
-    lines: list[str] = []
     measured, out_of_memory, broken = 0, 0, 0  # cells; broken: failed for a reason other than memory
-    for method in methods:
-        for n in args.seq_len:
-            spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
-                            args.field_stride, model_layers=defaults["model_layers"])
-            depth = f", {spec.model_layers} layers" if spec.level == "model" else ""
-            head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
-                    f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.row_head_dim} "
-                    f"N={spec.seq_len}, stride {spec.field_stride:g}{depth}; {args.warmup} warm-up calls, "
-                    f"{args.reps} timed and {args.reps} profiled calls")
-            try:
-                built = method.build(spec)
-                wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
-            except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
-                block = [head, f"failed: {one_line(exc, named=True)}"]
-                if is_oom(exc):
-                    out_of_memory += 1
-                else:
-                    broken += 1
-            else:
-                measured += 1
+    with open(args.out or os.devnull, "w", encoding="utf-8") as out:  # --out as it goes: a stopped run keeps it
+        for method in methods:
+            for n in args.seq_len:
+                spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
+                                args.field_stride, model_layers=defaults["model_layers"])
+                depth = f", {spec.model_layers} layers" if spec.level == "model" else ""
+                head = (f"{method.name}: level {spec.level}, pass {spec.pass_}, device {device}, dtype "
+                        f"{str(dtype).removeprefix('torch.')}, B={spec.batch} H={spec.heads} d={spec.row_head_dim} "
+                        f"N={spec.seq_len}, stride {spec.field_stride:g}{depth}; {args.warmup} warm-up calls, "
+                        f"{args.reps} timed and {args.reps} profiled calls")
                 try:
-                    backend = built.backend()
-                except Exception as exc:  # noqa: BLE001 - the backend name is informative only
-                    backend = f"unknown ({type(exc).__name__})"
-                block = [head, f"backend: {backend}", *report(averages, wall, device, args.reps, args.top)]
-            print("\n".join(block + [""]), flush=True)
-            lines += block + [""]
-            built = None  # the cell's tensors (a failed cell's too: an OOM's) go before the next cell is built
-            free_memory(device)
-    if args.out:
-        Path(args.out).write_text("\n".join(lines))
+                    built = method.build(spec)
+                    wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
+                except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
+                    block = [head, f"failed: {one_line(exc, named=True)}"]
+                    if is_oom(exc):
+                        out_of_memory += 1
+                    else:
+                        broken += 1
+                else:
+                    measured += 1
+                    try:
+                        backend = built.backend()
+                    except Exception as exc:  # noqa: BLE001 - the backend name is informative only
+                        backend = f"unknown ({type(exc).__name__})"
+                    block = [head, f"backend: {backend}", *report(averages, wall, device, args.reps, args.top)]
+                print("\n".join(block), end="\n\n", flush=True)
+                print("\n".join(block), end="\n\n", file=out, flush=True)  # a block printed is a block kept
+                built = None  # the cell's tensors (a failed cell's too: an OOM's) go before the next cell is built
+                free_memory(device)
     if broken or not measured:
         print(f"{PROG}: {measured} of {measured + out_of_memory + broken} cells measured; {broken} failed, "
               f"{out_of_memory} out of memory (see the 'failed:' lines)", file=sys.stderr)

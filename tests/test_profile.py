@@ -107,3 +107,20 @@ def test_the_exit_code_says_whether_the_cells_were_measured(capsys, monkeypatch,
         assert err.count("\n") == 1 and "cells measured" in err, err
     else:
         assert err == ""
+
+
+def test_out_holds_each_block_once_it_is_printed(tmp_path, capsys, monkeypatch):
+    import bench.profile as prof
+
+    measure, out, on_disk = prof.profile_cell, tmp_path / "profile.txt", []
+
+    def cell(fn, device, warmup, reps):
+        on_disk.append(out.read_text())
+        if len(on_disk) == 2:
+            raise KeyboardInterrupt  # Ctrl-C, or a timeout's SIGTERM, during the second cell
+        return measure(fn, device, warmup, reps)
+
+    monkeypatch.setattr(prof, "profile_cell", cell)
+    assert run_cli(main, ["--method", "wave", *TINY[:1], "32,48", *TINY[2:], "--out", str(out)], prog=PROG) == 130
+    assert "N=32" in on_disk[1] and "N=48" not in on_disk[1]  # the first block was on disk before the second cell
+    assert out.read_text() == capsys.readouterr().out  # the file says what was printed
