@@ -126,7 +126,7 @@ build() {
     scaling-fp32)   # every method in float32, core and layer: the extras
       if [ "$mode" = real ]; then scaling real "$t" float32 all core,layer fwd,fwdbwd scaling-fp32 --min-len 512 --max-len 32768
       else scaling dry "$t" float32 all core,layer fwd,fwdbwd scaling-fp32; fi ;;
-    profile)        # where the time of a wave call goes (launches, GPU vs wall time)
+    profile)        # where the time of a wave call goes (launches, CUDA-event vs device self time)
       if [ "$mode" = real ]; then
         CMD=("$PY" -m bench.profile --method wave,wave-triton,softmax-sdpa --seq-len 2048,32768 --device cuda --dtype bfloat16 --batch 8 --out "$S/profile.txt")
       else

@@ -14,6 +14,7 @@ import torch
 from bench.common.cli import (ArgParser, UsageError, choice_list, is_oom, nonneg_int, one_line, positive_float,
                               positive_int, run_cli)
 from bench.common.device import DTYPES, resolve_device, resolve_dtype
+from bench.common.env import cpu_model, git_info
 from bench.common.memory import free_memory
 from bench.common.timing import synchronize, time_calls
 from bench.scaling.grid import DEVICE_DEFAULTS, CellSpec
@@ -25,8 +26,9 @@ PROG = "python -m bench.profile"
 
 
 def build_parser() -> ArgParser:
-    p = ArgParser(prog=PROG, description="Profile one cell of the scaling benchmark (one method, one length): wall "
-                  "time per call, device or CPU self time per call, kernel launches per call and the top ops.")
+    p = ArgParser(prog=PROG, description="Profile one cell of the scaling benchmark (one method, one length): time "
+                  "per call (CUDA events on a GPU, wall clock on CPU), device or CPU self time per call, kernel "
+                  "launches per call and the top ops.")
     a = p.add_argument
     a("--method", type=choice_list(["names of python -m bench.scaling --list-methods"], "method", str), required=True,
       help="a method of python -m bench.scaling --list-methods, or a comma list (e.g. wave,softmax-sdpa): each is "
@@ -61,21 +63,30 @@ def _method(name: str, args, device: torch.device, dtype: torch.dtype):
 
 
 def profile_cell(fn, device: torch.device, warmup: int, reps: int):
-    """Seconds per call of `reps` calls (the suite's clock) and the profiler's key_averages of `reps` more."""
+    """Seconds per call of `reps` calls (the suite's clock: CUDA events on a GPU, time.perf_counter on CPU) and the
+    profiler's key_averages of `reps` more."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(warmup):
         fn()
-    wall = time_calls(fn, device, reps)
+    per_call = time_calls(fn, device, reps)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(reps):
             fn()
         synchronize(device)
-    return wall, prof.key_averages()
+    return per_call, prof.key_averages()
 
 
-def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -> list[str]:
+def provenance(device: torch.device) -> str:
+    """One line saying what produced the report: the commit (+dirty: with uncommitted changes), torch, the device."""
+    git = git_info()
+    commit = f"{git['sha_short']}{'+dirty' if git['dirty'] else ''}" if git["sha"] else "unknown (no git metadata)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return f"{PROG}: commit {commit}, torch {torch.__version__}, device {device} ({name})"
+
+
+def report(averages, call_s: float, device: torch.device, reps: int, top: int) -> list[str]:
     on_cuda = device.type == "cuda"
     if on_cuda:  # device-side events only: an aten op's device time is its kernels' time again
         from torch.autograd import DeviceType
@@ -86,7 +97,8 @@ def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -
         timed = [(e, float(e.self_cpu_time_total)) for e in averages if e.self_cpu_time_total > 0]
     total_us = sum(t for _, t in timed)
     where = "device (CUDA) time" if on_cuda else "CPU self time (under the profiler)"
-    lines = [f"wall time per call: {wall_s * 1e3:.3f} ms", f"{where} per call: {total_us / reps / 1e3:.3f} ms"]
+    clock = "time per call (CUDA events)" if on_cuda else "wall time per call (time.perf_counter)"  # time_calls' clocks
+    lines = [f"{clock}: {call_s * 1e3:.3f} ms", f"{where} per call: {total_us / reps / 1e3:.3f} ms"]
     if on_cuda:  # memcpy / memset are device events but not kernel launches
         launches = sum(e.count for e, _ in timed if not e.key.lower().startswith(("memcpy", "memset")))
         lines.append(f"kernel launches per call: {launches / reps:.1f}")
@@ -102,6 +114,12 @@ def report(averages, wall_s: float, device: torch.device, reps: int, top: int) -
         share = 100.0 * t / total_us if total_us > 0 else 0.0
         lines.append(f"  {name:<{width}}  {e.count / reps:>10.1f}  {t / reps / 1e3:>9.3f}  {share:>5.1f}%")
     return lines
+
+
+def emit(block: list[str], out) -> None:
+    """Print a block of the report and write it to --out at once: a block printed is a block kept."""
+    for stream in (sys.stdout, out):
+        print("\n".join(block), end="\n\n", file=stream, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = args.batch or defaults["batch"]  # positive when given
     measured, out_of_memory, broken = 0, 0, 0  # cells; broken: failed for a reason other than memory
     with open(args.out or os.devnull, "w", encoding="utf-8") as out:  # --out as it goes: a stopped run keeps it
+        emit([provenance(device)], out)
         for method in methods:
             for n in args.seq_len:
                 spec = CellSpec(args.level, args.pass_, batch, args.heads, args.head_dim, n, device, dtype,
@@ -132,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{args.reps} timed and {args.reps} profiled calls")
                 try:
                     built = method.build(spec)
-                    wall, averages = profile_cell(built.fn, device, args.warmup, args.reps)
+                    call_s, averages = profile_cell(built.fn, device, args.warmup, args.reps)
                 except Exception as exc:  # noqa: BLE001 - one failed cell (an OOM) is a line, the others still run
                     block = [head, f"failed: {one_line(exc, named=True)}"]
                     if is_oom(exc):
@@ -145,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         backend = built.backend()
                     except Exception as exc:  # noqa: BLE001 - the backend name is informative only
                         backend = f"unknown ({type(exc).__name__})"
-                    block = [head, f"backend: {backend}", *report(averages, wall, device, args.reps, args.top)]
-                print("\n".join(block), end="\n\n", flush=True)
-                print("\n".join(block), end="\n\n", file=out, flush=True)  # a block printed is a block kept
+                    block = [head, f"backend: {backend}", *report(averages, call_s, device, args.reps, args.top)]
+                emit(block, out)
                 built = None  # the cell's tensors (a failed cell's too: an OOM's) go before the next cell is built
                 free_memory(device)
     if broken or not measured:

@@ -17,7 +17,7 @@ def test_profiles_the_wave_core(capsys):
     assert main(["--method", "wave", *TINY, "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "wave: level core, pass fwd, device cpu, dtype float32, B=1 H=2 d=4 N=32" in out
-    assert "wall time per call:" in out and "CPU self time (under the profiler) per call:" in out
+    assert "wall time per call (time.perf_counter):" in out and "CPU self time (under the profiler) per call:" in out
     assert "kernel launches per call: n/a on cpu" in out
     table = out.split("top 3 ops by CPU self time:")[1].strip().splitlines()
     assert table[0].split() == ["op", "calls/call", "ms/call", "share"]
@@ -124,3 +124,21 @@ def test_out_holds_each_block_once_it_is_printed(tmp_path, capsys, monkeypatch):
     assert run_cli(main, ["--method", "wave", *TINY[:1], "32,48", *TINY[2:], "--out", str(out)], prog=PROG) == 130
     assert "N=32" in on_disk[1] and "N=48" not in on_disk[1]  # the first block was on disk before the second cell
     assert out.read_text() == capsys.readouterr().out  # the file says what was printed
+
+
+@pytest.mark.parametrize("git, commit", [
+    ({"sha": "a" * 40, "sha_short": "aaaaaaaa", "dirty": True}, "commit aaaaaaaa+dirty,"),
+    ({"sha": "a" * 40, "sha_short": "aaaaaaaa", "dirty": False}, "commit aaaaaaaa,"),
+    ({"sha": None, "sha_short": None, "dirty": None}, "commit unknown (no git metadata),"),
+])
+def test_the_report_starts_with_what_produced_it(tmp_path, capsys, monkeypatch, git, commit):
+    import torch
+
+    import bench.profile as prof
+
+    monkeypatch.setattr(prof, "git_info", lambda: git)
+    out = tmp_path / "profile.txt"
+    assert main(["--method", "wave", *TINY, "--top", "1", "--out", str(out)]) == 0
+    first = out.read_text().splitlines()[0]
+    assert commit in first and f"torch {torch.__version__}," in first and "device cpu (" in first
+    assert capsys.readouterr().out.startswith(first)
