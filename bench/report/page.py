@@ -298,7 +298,7 @@ def claims_rows(cells, quality_runs, diag, params, docs: str) -> list[list[str]]
     rows = []
     for n, pub in PUBLISHED_ADVANTAGE.items():
         (cpu, cv, c1), (gpu, gv, g1) = _speed_cells(cells, n, False), _speed_cells(cells, n, True)
-        once = " (a (1 rep) ratio uses one timed call, not a median)" if c1 or g1 else ""
+        once = "; a ratio marked (1 rep) uses one timed call, not a median" if c1 or g1 else ""
         rows.append([f"speed {n // 1024}K: {pub:.0f}x over standard attention", f"{fmt(cost_model_ratio(n))}x "
                      f"(authors' model {fmt(authors_advantage(n))}x)", cpu, gpu,
                      _verdict([v >= pub * (1 - SLACK) for v in cv + gv]) + once, LINKS["speed"]])
