@@ -96,3 +96,27 @@ def test_ctrl_c_names_the_folder_to_resume(capsys):
     err = capsys.readouterr().err
     assert err == "bench: interrupted; rows already written are kept (use --resume '/tmp/runs/run 1' to finish)\n"
     assert cli.RUN_DIRS == []  # a later run in this process does not inherit it
+
+
+@pytest.mark.parametrize("rank, first", [(None, True), ("0", True), ("1", False), ("abc", True)])
+@pytest.mark.parametrize("fault, code", [(cli.UsageError("bad flag"), 2), (KeyboardInterrupt(), 130), ("--x", 2)])
+def test_under_torchrun_rank_0_prints_the_line(monkeypatch, capsys, rank, first, fault, code):
+    """Every rank printed the error or Ctrl-C line: torchrun showed it once per rank. Rank 0 prints at once; another
+    rank prints no Ctrl-C line and waits before an error line, so that torchrun stops it once rank 0 has exited (a
+    rank exiting first got rank 0 stopped before it printed). A RANK that is not a number is the error: printed."""
+    monkeypatch.delenv("RANK", raising=False)
+    if rank is not None:
+        monkeypatch.setenv("RANK", rank)
+    waits = []
+    monkeypatch.setattr(cli.time, "sleep", waits.append)
+
+    def main(argv):
+        if isinstance(fault, str):  # an argparse refusal
+            cli.ArgParser(prog="bench").parse_args([fault])
+        raise fault
+
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(cli.run_cli(main, [], prog="bench"))
+    err = capsys.readouterr().err
+    assert exited.value.code == code and err.count("\n") == (1 if first or code == 2 else 0), err
+    assert waits == ([] if first or code == 130 else [cli.RANK_WAIT_S])

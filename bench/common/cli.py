@@ -6,6 +6,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 # called when run_cli returns: bench.common.files adds the unlocking of the folders a run claimed
@@ -24,11 +25,30 @@ def squash(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+# seconds a torchrun rank other than 0 waits before printing an error line (see _say)
+RANK_WAIT_S = 10.0
+
+
+def _reporting_rank() -> bool:
+    """Whether this process is rank 0 (or not under torchrun); a RANK that is not a number counts: it is the error."""
+    rank = os.environ.get("RANK", "")
+    return not rank.isdigit() or int(rank) == 0
+
+
+def _say(line: str) -> None:
+    """Print an error line once under torchrun, where every rank meets the same error: rank 0 prints it at once;
+    another rank waits first, and torchrun stops it when rank 0 exits (an error of that rank alone still shows)."""
+    if not _reporting_rank():
+        time.sleep(RANK_WAIT_S)
+    print(line, file=sys.stderr)
+
+
 class ArgParser(argparse.ArgumentParser):
     """argparse, but an error is a single line naming what is wrong (and the valid choices)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {squash(message)}\n")
+        _say(f"{self.prog}: error: {squash(message)}")
+        self.exit(2)
 
 
 def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
@@ -124,7 +144,8 @@ def is_oom(exc: BaseException) -> bool:
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "bench",
             resumable: bool = False) -> int:
     """Run `main(argv)`; turn UsageError (and a file system refusal, or running out of memory) into one
-    line + exit 2, Ctrl-C into exit 130. Rows already written stay; claimed output folders are unlocked."""
+    line + exit 2, Ctrl-C into exit 130; under torchrun each line shows once. Rows already written stay; claimed
+    output folders are unlocked."""
     try:
         return int(main(argv) or 0)
     except UsageError as exc:
@@ -140,11 +161,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except KeyboardInterrupt:
         folder = shlex.quote(RUN_DIRS[-1]) if RUN_DIRS else "DIR"
         hint = f"; rows already written are kept (use --resume {folder} to finish)" if resumable else ""
-        print(f"{prog}: interrupted{hint}", file=sys.stderr)
+        if _reporting_rank():  # Ctrl-C reaches every rank at once
+            print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
         RUN_DIRS.clear()
         for release in AT_EXIT:
             release()
-    print(f"{prog}: error: {msg}", file=sys.stderr)
+    _say(f"{prog}: error: {msg}")
     return 2
