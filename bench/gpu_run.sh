@@ -40,7 +40,8 @@ while [ $# -gt 0 ]; do
     --wheels) WHEELS="${2:?--wheels needs a folder}"; shift ;;
     --archive) ARCHIVE="${2:?--archive needs a file name}"; shift ;;
     -h|--help) usage; exit 0 ;;
-    -*) echo "gpu_run.sh: error: unknown option $1 (valid: --dry-run, --plan, --text-file PATH, --wheels DIR, --archive FILE, --help)" >&2; exit 2 ;;
+    -*) echo "gpu_run.sh: error: unknown option $1 (valid: --dry-run, --plan, --text-file PATH, --wheels DIR," \
+             "--archive FILE, --help)" >&2; exit 2 ;;
     *) [ -z "$OUT" ] || { echo "gpu_run.sh: error: one OUTDIR only (got $OUT and $1)" >&2; exit 2; }; OUT="$1" ;;
   esac
   shift
@@ -52,7 +53,8 @@ STAMP="$(date +%Y%m%d-%H%M%S)"
 if [ -z "$OUT" ]; then
   if [ "$DRY" = 1 ]; then OUT="${TMPDIR:-/tmp}/wavefield-gpu-dryrun-$STAMP"; else OUT="results/gpu/${STAMP}_h200"; fi
 fi
-[ -z "$TEXT_FILE" ] || [ -f "$TEXT_FILE" ] || { echo "gpu_run.sh: error: --text-file $TEXT_FILE does not exist" >&2; exit 2; }
+[ -z "$TEXT_FILE" ] || [ -f "$TEXT_FILE" ] || {
+  echo "gpu_run.sh: error: --text-file $TEXT_FILE does not exist" >&2; exit 2; }
 [ -z "$WHEELS" ] || [ -d "$WHEELS" ] || { echo "gpu_run.sh: error: --wheels $WHEELS is not a folder" >&2; exit 2; }
 if [ -n "$ARCHIVE" ]; then  # tar writes it after the last step: a path it cannot write is refused now
   case "$(realpath -m "$ARCHIVE")/" in "$(realpath -m "$OUT")"/*)
@@ -88,7 +90,8 @@ scaling() {  # MODE T DTYPE METHODS LEVELS PASSES OUTNAME [LENGTH FLAGS...] -> C
 }
 
 # the default methods, plus the GPU-only ones (skipped with their reason where they cannot run)
-HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-triton,wave-field,wave-scan,softmax-flash-attn,wave-graphed,softmax-sdpa-graphed,peer-hgrn-fla,peer-simple-gla-fla,peer-retnet-fla,peer-diag-ssm
+HEADLINE_METHODS=wave,fft-floor,softmax-sdpa,softmax-naive,wave-triton,wave-field,wave-scan,softmax-flash-attn
+HEADLINE_METHODS+=,wave-graphed,softmax-sdpa-graphed,peer-hgrn-fla,peer-simple-gla-fla,peer-retnet-fla,peer-diag-ssm
 
 CORPUS_ARGS=()
 DIAG_TEXT=()
@@ -105,8 +108,10 @@ pick_corpus() {  # the best corpus this machine has: the GPU command names it in
   else
     # English technical prose that ships with every CPython (PSF licence); kept out of OUTDIR
     local f="${TMPDIR:-/tmp}/wavefield-corpus-$STAMP/python-stdlib-pydoc-topics.txt"
+    local write="import sys, pydoc_data.topics as t; "
+    write+="open(sys.argv[1], 'w').write('\n\n'.join(t.topics[k] for k in sorted(t.topics)))"
     mkdir -p "$(dirname "$f")"
-    if "$PY" -c "import sys, pydoc_data.topics as t; open(sys.argv[1], 'w').write('\n\n'.join(t.topics[k] for k in sorted(t.topics)))" "$f" 2>/dev/null; then
+    if "$PY" -c "$write" "$f" 2>/dev/null; then
       CORPUS_ARGS=(--corpus text-file --text-file "$f"); DIAG_TEXT=(--text-file "$f")
     else
       CORPUS_ARGS=(--corpus fixture)
@@ -118,19 +123,24 @@ build() {
   local name=$1 mode=$2 t=$3
   case "$name" in
     scaling-headline)  # the main job on the GPU, 512..32K, core/layer/model, fwd/fwdbwd
-      if [ "$mode" = real ]; then scaling real "$t" bfloat16 "$HEADLINE_METHODS" core,layer,model fwd,fwdbwd scaling-headline-bf16 --min-len 512 --max-len 32768
+      if [ "$mode" = real ]; then scaling real "$t" bfloat16 "$HEADLINE_METHODS" core,layer,model fwd,fwdbwd \
+                                    scaling-headline-bf16 --min-len 512 --max-len 32768
       else scaling dry "$t" bfloat16 "$HEADLINE_METHODS" core,layer,model fwd,fwdbwd scaling-headline-bf16; fi ;;
     scaling-long)   # wave alone beyond 32K (the predictor skips a length that will not fit)
-      if [ "$mode" = real ]; then scaling real "$t" bfloat16 wave core,layer fwd,fwdbwd scaling-long-bf16 --seq-lens 65536,131072,262144 --no-floor
+      if [ "$mode" = real ]; then scaling real "$t" bfloat16 wave core,layer fwd,fwdbwd scaling-long-bf16 \
+                                    --seq-lens 65536,131072,262144 --no-floor
       else scaling dry "$t" bfloat16 wave core,layer fwd,fwdbwd scaling-long-bf16; fi ;;
     scaling-fp32)   # every method in float32, core and layer: the extras
-      if [ "$mode" = real ]; then scaling real "$t" float32 all core,layer fwd,fwdbwd scaling-fp32 --min-len 512 --max-len 32768
+      if [ "$mode" = real ]; then scaling real "$t" float32 all core,layer fwd,fwdbwd scaling-fp32 \
+                                    --min-len 512 --max-len 32768
       else scaling dry "$t" float32 all core,layer fwd,fwdbwd scaling-fp32; fi ;;
     profile)        # where the time of a wave call goes (launches, CUDA-event vs device self time)
       if [ "$mode" = real ]; then
-        CMD=("$PY" -m bench.profile --method wave,wave-triton,softmax-sdpa --seq-len 2048,32768 --device cuda --dtype bfloat16 --batch 8 --out "$S/profile.txt")
+        CMD=("$PY" -m bench.profile --method wave,wave-triton,softmax-sdpa --seq-len 2048,32768 --device cuda
+             --dtype bfloat16 --batch 8 --out "$S/profile.txt")
       else
-        CMD=("$PY" -m bench.profile --method wave --seq-len 64 --device cpu --dtype float32 --batch 1 --out "$S/profile.txt")
+        CMD=("$PY" -m bench.profile --method wave --seq-len 64 --device cpu --dtype float32 --batch 1
+             --out "$S/profile.txt")
       fi ;;
     quality)        # paper-char model and loop, capped by steps (bench.quality has no wall-clock cap)
       if [ "$mode" = real ]; then
@@ -155,7 +165,8 @@ build() {
     report)
       local runs=() d
       for d in scaling-headline-bf16 scaling-long-bf16 scaling-fp32 quality-paper-char diagnostics; do
-        if [ -f "$S/$d/timings.csv" ] || [ -f "$S/$d/final.csv" ] || [ -f "$S/$d/diagnostics.csv" ] || [ "$PLAN" = 1 ]; then
+        if [ -f "$S/$d/timings.csv" ] || [ -f "$S/$d/final.csv" ] || [ -f "$S/$d/diagnostics.csv" ] ||
+           [ "$PLAN" = 1 ]; then
           runs+=("$S/$d")
         fi
       done
@@ -190,7 +201,9 @@ FAILED=0
 
 if [ -n "$WHEELS" ]; then  # corpora that travel as wheels: unzip them onto PYTHONPATH (importlib.metadata finds them)
   SITE="${TMPDIR:-/tmp}/wavefield-site-$STAMP"; mkdir -p "$SITE"
-  for w in "$WHEELS"/*.whl; do [ -f "$w" ] && "$PY" -m zipfile -e "$w" "$SITE" && echo "unpacked $w" | tee -a "$OUT/logs/env.log"; done
+  for w in "$WHEELS"/*.whl; do
+    [ -f "$w" ] && "$PY" -m zipfile -e "$w" "$SITE" && echo "unpacked $w" | tee -a "$OUT/logs/env.log"
+  done
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
@@ -249,9 +262,11 @@ trap on_interrupt INT
 t0=$(date +%s)
 {
   echo "started $(date -Is) in $(pwd); dry run: $DRY"
-  (command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi) > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not available" >> "$OUT/nvidia-smi.txt"
+  (command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi) > "$OUT/nvidia-smi.txt" 2>&1 ||
+    echo "nvidia-smi: not available" >> "$OUT/nvidia-smi.txt"
   (command -v nvidia-smi >/dev/null && timeout 10 nvidia-smi -q) > "$OUT/nvidia-smi-q.txt" 2>&1 || true
-  (git rev-parse HEAD && git status --porcelain) > "$OUT/git.txt" 2>&1 || echo "no git metadata in this copy" >> "$OUT/git.txt"
+  (git rev-parse HEAD && git status --porcelain) > "$OUT/git.txt" 2>&1 ||
+    echo "no git metadata in this copy" >> "$OUT/git.txt"
 } > "$OUT/logs/env.log" 2>&1
 timeout -k 5 30s "$PY" - > "$OUT/versions.txt" 2>&1 <<'EOF'
 import importlib, platform, sys
@@ -275,7 +290,8 @@ for mod in ("flash_attn", "triton", "numpy", "pandas", "matplotlib", "psutil", "
         print(mod, "NOT importable:", type(exc).__name__, exc)
 EOF
 rc=$?
-record env "$([ $rc = 0 ] && echo ok || echo "failed (see versions.txt)")" "$rc" "$(( $(date +%s) - t0 ))" "${BUDGET[env]}" "nvidia-smi; $PY -c 'import torch; ...'"
+record env "$([ $rc = 0 ] && echo ok || echo "failed (see versions.txt)")" "$rc" "$(( $(date +%s) - t0 ))" \
+       "${BUDGET[env]}" "nvidia-smi; $PY -c 'import torch; ...'"
 cat "$OUT/versions.txt"
 if [ "$DRY" = 0 ] && ! grep -q "^cuda available True" "$OUT/versions.txt"; then
   echo "gpu_run.sh: error: no CUDA GPU here (see $OUT/versions.txt); use --dry-run on a CPU machine" >&2
@@ -292,7 +308,8 @@ done
 if [ -n "$ARCHIVE" ]; then  # one file for the trip back; checkpoints (*.pt, git-ignored anyway) stay behind
   t0=$(date +%s)
   tar czf "$ARCHIVE" --exclude='*.pt' -C "$(dirname "$OUT")" "$(basename "$OUT")"; rc=$?
-  record archive "$([ $rc = 0 ] && echo ok || echo failed)" "$rc" "$(( $(date +%s) - t0 ))" "" "tar czf $ARCHIVE --exclude=*.pt $OUT"
+  record archive "$([ $rc = 0 ] && echo ok || echo failed)" "$rc" "$(( $(date +%s) - t0 ))" "" \
+         "tar czf $ARCHIVE --exclude=*.pt $OUT"
   ls -l "$ARCHIVE" 2>/dev/null
 fi
 echo "== done in $(( $(date +%s) - START ))s; steps: $STEPS_TSV; report: $OUT/README.md"
