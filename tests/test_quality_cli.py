@@ -102,7 +102,7 @@ def test_stats_interval():
     assert t975(1) == 12.706 and t975(1000) == 1.96
     assert math.isnan(spread([5.0]).std) and spread([5.0]).fmt_ci() == "5.000 (1 seed: no interval)"
     assert s.fmt_ci(2) == f"2.00 (95% CI {2 - half:.2f} to {2 + half:.2f}, 3 seeds)" and spread([]).fmt_ci() == "-"
-    assert s.fmt_ci(1, interval=False) == "2.0 (1.0 to 3.0, 3 seeds)"
+    assert s.fmt_ci(1, interval=False) == "2.0 (min-max 1.0 to 3.0, 3 seeds)"
     # a diverged seed (NaN) makes every statistic NaN, whatever its position (min/max used to skip it or not)
     for values in ([34.4, math.nan], [math.nan, 34.4]):
         assert all(math.isnan(getattr(spread(values), k)) for k in ("mean", "std", "min", "max", "ci_low", "ci_high"))

@@ -37,13 +37,13 @@ class Spread:
 
     def fmt_ci(self, digits: int = 3, interval: bool = True) -> str:
         """'1.44 (95% CI 1.09 to 1.79, 3 seeds)': the mean with its 95% interval; without `interval`,
-        '50.5 (50.1 to 50.9, 3 seeds)': the mean with the min-max. '-' for no value."""
+        '50.5 (min-max 50.1 to 50.9, 3 seeds)'. '-' for no value."""
         if self.n == 0:
             return "-"
         if self.n < 2:
             return f"{self.mean:.{digits}f} (1 seed{': no interval' if interval else ''})"
         lo, hi = (self.ci_low, self.ci_high) if interval else (self.min, self.max)
-        what = "95% CI " if interval else ""
+        what = "95% CI " if interval else "min-max "
         return f"{self.mean:.{digits}f} ({what}{lo:.{digits}f} to {hi:.{digits}f}, {self.n} seeds)"
 
 

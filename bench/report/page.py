@@ -173,12 +173,8 @@ def peers_section(cells: pd.DataFrame, extra: list[str] = ()) -> list[str]:
 
 
 def ci(values: list[float], digits: int = 2, interval: bool = True) -> str:
-    """Seed statistics worded as in the quality summaries (bench.quality.stats.Spread.fmt_ci); without `interval`
-    the min-max is named so, not to be read as the 95% interval printed beside it."""
-    s = spread(values)
-    if interval or s.n < 2:
-        return s.fmt_ci(digits, interval)
-    return f"{s.mean:.{digits}f} (min-max {s.min:.{digits}f} to {s.max:.{digits}f}, {s.n} seeds)"
+    """Seed statistics worded as in the quality summaries (bench.quality.stats.Spread.fmt_ci)."""
+    return spread(values).fmt_ci(digits, interval)
 
 
 def quality_section(quality_runs: list[tuple[Run, dict]]) -> list[str]:
