@@ -14,7 +14,7 @@ import torch
 
 from bench.common.allocator import release_freed_memory
 from bench.common.cli import UsageError
-from bench.common.env import nvml
+from bench.common.env import nvml, nvml_handle
 
 # kineto's "profiler_start/stop" lines on stderr at every profile() would tear the progress bar; a user's value is kept
 os.environ.setdefault("KINETO_LOG_LEVEL", "99")
@@ -46,11 +46,7 @@ def nvml_used_bytes(device: torch.device) -> int | None:
         return None
     try:
         index = device.index if device.index is not None else torch.cuda.current_device()
-        try:  # NVML numbers devices physically and CUDA_VISIBLE_DEVICES may renumber them: by UUID first
-            handle = nv.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(index).uuid}")
-        except nv.NVMLError:
-            handle = nv.nvmlDeviceGetHandleByIndex(index)
-        return int(nv.nvmlDeviceGetMemoryInfo(handle).used)
+        return int(nv.nvmlDeviceGetMemoryInfo(nvml_handle(nv, index)).used)
     except Exception:  # noqa: BLE001 - pynvml.NVMLError, lookups that differ between drivers
         return None
 
