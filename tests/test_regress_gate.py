@@ -98,15 +98,17 @@ def test_ctrl_c_names_the_folder_to_resume(capsys):
     assert cli.RUN_DIRS == []  # a later run in this process does not inherit it
 
 
-@pytest.mark.parametrize("rank, first", [(None, True), ("0", True), ("1", False), ("abc", True)])
+@pytest.mark.parametrize("rank, world, first", [(None, None, True), ("0", "2", True), ("1", "2", False),
+                                                ("abc", "2", True), ("1", None, True), ("1", "1", True)])
 @pytest.mark.parametrize("fault, code", [(cli.UsageError("bad flag"), 2), (KeyboardInterrupt(), 130), ("--x", 2)])
-def test_under_torchrun_rank_0_prints_the_line(monkeypatch, capsys, rank, first, fault, code):
+def test_under_torchrun_rank_0_prints_the_line(monkeypatch, capsys, rank, world, first, fault, code):
     """Every rank printed the error or Ctrl-C line: torchrun showed it once per rank. Rank 0 prints at once; another
     rank prints no Ctrl-C line and waits before an error line, so that torchrun stops it once rank 0 has exited (a
     rank exiting first got rank 0 stopped before it printed). A RANK that is not a number is the error: printed."""
-    monkeypatch.delenv("RANK", raising=False)
-    if rank is not None:
-        monkeypatch.setenv("RANK", rank)
+    for name, value in (("RANK", rank), ("WORLD_SIZE", world)):  # a RANK without a world of ranks: not torchrun
+        monkeypatch.delenv(name, raising=False)
+        if value is not None:
+            monkeypatch.setenv(name, value)
     waits = []
     monkeypatch.setattr(cli.time, "sleep", waits.append)
 

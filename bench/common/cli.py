@@ -30,9 +30,12 @@ RANK_WAIT_S = 10.0
 
 
 def _reporting_rank() -> bool:
-    """Whether this process is rank 0 (or not under torchrun); a RANK that is not a number counts: it is the error."""
-    rank = os.environ.get("RANK", "")
-    return not rank.isdigit() or int(rank) == 0
+    """Whether this process is rank 0 or not one of several torchrun ranks; a RANK or WORLD_SIZE that is not a number
+    counts: it is the error."""
+    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
+    if not (rank.isdigit() and world.isdigit()):
+        return True
+    return int(rank) == 0 or int(world) <= 1
 
 
 def _say(line: str) -> None:
