@@ -270,7 +270,7 @@ class SoftmaxAttention(nn.Module):
         super().__init__()
         if impl not in SOFTMAX_IMPLS:
             raise ValueError(f"unknown attention impl {impl!r}; valid choices: {', '.join(SOFTMAX_IMPLS)}")
-        if n_heads <= 0 or d_model % n_heads != 0:
+        if n_heads <= 0 or d_model <= 0 or d_model % n_heads != 0:  # -8 % 4 == 0 passed
             raise ValueError(f"d_model={d_model} must be a positive multiple of n_heads={n_heads}")
         if sdpa_backend is not None:
             if impl != "sdpa":

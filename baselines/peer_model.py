@@ -79,7 +79,7 @@ class PeerMixer(nn.Module):
                  dropout: float = 0.0, bias: bool = True):
         super().__init__()
         _check(op, impl)
-        if n_heads <= 0 or d_model % n_heads != 0:
+        if n_heads <= 0 or d_model <= 0 or d_model % n_heads != 0:  # -8 % 4 == 0 passed
             raise ValueError(f"d_model={d_model} must be a positive multiple of n_heads={n_heads}")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.op, self.impl = op, impl

@@ -150,6 +150,8 @@ def test_module_rejects_bad_config():
         SoftmaxAttention(32, 4, impl="linear")
     with pytest.raises(ValueError, match="multiple of n_heads"):
         SoftmaxAttention(30, 4)
+    with pytest.raises(ValueError, match="positive multiple of n_heads"):  # -8 % 4 == 0: was "negative dimension"
+        SoftmaxAttention(-8, 4)
     with pytest.raises(ValueError, match="valid choices"):
         SoftmaxAttention(32, 4, sdpa_backend="fast")
     with pytest.raises(ValueError, match="only applies to impl 'sdpa'"):

@@ -59,11 +59,13 @@ def test_fft_conv_gradcheck_float64_all_layouts():
 @pytest.mark.parametrize("stride", [None, 2.5], ids=lambda s: f"s{s}")
 def test_fft_conv_of_an_empty_batch_or_channel_axis_is_empty(shape, stride):
     """B = 0 or d = 0 was an MKL FFT error; the result is empty, like its gradient."""
-    x = torch.randn(*shape, requires_grad=True)
-    y = causal_fft_conv(x, torch.randn(2, 20), field_stride=stride)
+    x, k = torch.randn(*shape, requires_grad=True), torch.randn(2, 20, requires_grad=True)
+    y = causal_fft_conv(x, k, field_stride=stride)
     assert y.shape == shape
     y.sum().backward()
-    assert x.grad.shape == shape
+    assert x.grad.shape == shape and torch.equal(k.grad, torch.zeros_like(k))  # the kernel stays in the graph
+    with pytest.raises(ValueError, match="wrap"):  # the size checks still run on an empty input
+        causal_fft_conv(x, k, field_stride=stride, fft_size=4)
 
 
 def test_fft_conv_rejects_wraparound_and_bad_shapes():

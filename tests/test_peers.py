@@ -253,6 +253,8 @@ def test_diag_ssm_refuses_a_stride_that_is_not_positive_and_finite(stride):
     """-1 and NaN gave NaN outputs, 0 an undamped pole: the layer accepted them all."""
     with pytest.raises(ValueError, match="field_stride must be a positive finite number"):
         PeerMixer(8, 2, "diag-ssm", field_stride=stride)
+    with pytest.raises(ValueError, match="positive multiple of n_heads"):  # -8 % 4 == 0: was "negative dimension"
+        PeerMixer(-8, 4, "diag-ssm")
 
 
 def test_lm_forward_loss_and_reference_copy():

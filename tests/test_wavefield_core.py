@@ -55,16 +55,26 @@ def test_leaking_strides_refused(s):
 
 
 @pytest.mark.parametrize("d_model,heads,norm_cells,message", [
-    (16, 0, 1024, "positive divisor of d_model"),  # was a ZeroDivisionError
-    (16, -2, 1024, "positive divisor of d_model"),
+    (16, 0, 1024, "n_heads must be an integer >= 1"),  # was a ZeroDivisionError
+    (16, -2, 1024, "n_heads must be an integer >= 1"),
     (16, 3, 1024, "positive divisor of d_model"),
-    (-8, 4, 1024, "d_model must be a positive integer"),  # was "negative dimension"
+    (-8, 4, 1024, "d_model must be an integer >= 1"),  # was "negative dimension"
+    (True, 1, 1024, "d_model must be an integer >= 1"),  # a bool passed, then failed in torch.empty
     (8, 4, -1, "norm_cells must be an integer >= 0"),  # constructed, then failed deep in forward
     (8, 4, 2.5, "norm_cells must be an integer >= 0"),
 ])
 def test_bad_sizes_are_value_errors(d_model, heads, norm_cells, message):
     with pytest.raises(ValueError, match=message):
         WaveFieldAttention(d_model, heads, norm_cells=norm_cells)
+
+
+def test_numpy_integer_sizes_are_taken():
+    """Sizes read from numpy (a config array, a sweep grid) are integers too; they were refused for a while."""
+    import numpy as np
+
+    layer = WaveFieldAttention(np.int64(16), np.int64(4), norm_cells=np.int64(512))
+    assert (layer.d_model, layer.n_heads, layer.norm_cells) == (16, 4, 512) and type(layer.norm_cells) is int
+    assert layer(torch.randn(1, 5, 16)).shape == (1, 5, 16)
 
 
 @pytest.mark.parametrize("mode,s", [("token", 4), ("field", 2.5), ("scan", 1)])
@@ -180,7 +190,8 @@ def test_wave_mix_core_matches_reference_bf16():
     ({"coupling": torch.eye(3)}, r"coupling must have shape \(H, H\)"),
     ({"k": torch.randn(1, 4, 1, 3)}, "v must share k's batch, heads and length"),
     ({"v": torch.randn(2, 4, 10, 3)}, "v must share k's batch, heads and length"),
-], ids=["frequency", "damping", "phase", "coupling", "length", "batch"])
+    ({"norm_cells": -1}, "norm_cells must be an integer >= 0"),  # was a RuntimeError deep in torch.arange
+], ids=["frequency", "damping", "phase", "coupling", "length", "batch", "norm_cells"])
 def test_wave_mix_refuses_mismatched_shapes(mode, bad, message):
     """scan broadcast one head's parameters over four heads, a length-1 k over v, a batch over another; token
     and field refused some naming a 'kernel' or 'scale' the caller never passed; coupling was a bmm error."""
@@ -188,6 +199,11 @@ def test_wave_mix_refuses_mismatched_shapes(mode, bad, message):
     args.update(bad)
     with pytest.raises(ValueError, match=message):
         wave_mix(**args, field_stride=1, mode=mode)
+    if "frequency" in bad:  # the scan itself, which the peers call directly, broadcast one head's parameters
+        from wavefield_core.recurrent import wave_scan_conv
+
+        with pytest.raises(ValueError, match=message):
+            wave_scan_conv(args["v"], args["frequency"], args["damping"], args["phase"], 1.0)
 
 
 # ---------------------------------------------------------------- causality

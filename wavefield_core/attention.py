@@ -30,8 +30,8 @@ from collections import OrderedDict
 
 from wavefield_core.fftconv import LAYOUTS, axis_fft_size, causal_fft_conv, field_cells, field_geometry, kernel_spectrum
 from wavefield_core.recurrent import wave_scan_conv
-from wavefield_core.kernel import (DEFAULT_NORM_CELLS, check_stride, check_wave_params, kernel_support, stride_is_integer,
-                                   v35_init, wave_kernel)
+from wavefield_core.kernel import (DEFAULT_NORM_CELLS, check_int, check_stride, check_wave_params, kernel_support,
+                                   stride_is_integer, v35_init, wave_kernel)
 
 MODES = ("auto", "field", "token", "scan", "triton")
 __all__ = ["MODES", "WaveFieldAttention", "field_geometry", "mix_heads", "resolve_mode", "wave_conv", "wave_conv_bhdn",
@@ -39,7 +39,7 @@ __all__ = ["MODES", "WaveFieldAttention", "field_geometry", "mix_heads", "resolv
 
 
 def resolve_mode(mode: str, stride: float) -> str:
-    """Validate (mode, stride) and return the concrete path: 'field', 'token' or 'scan'."""
+    """Validate (mode, stride) and return the concrete path: 'field', 'token', 'scan' or 'triton'."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid choices: {', '.join(MODES)}")
     s = check_stride(stride)
@@ -270,12 +270,9 @@ class WaveFieldAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, field_stride: float = 4.0, mode: str = "auto",
                  norm_cells: int = DEFAULT_NORM_CELLS, gate_bias_init: float = 0.0, bias: bool = True):
         super().__init__()
-        if not isinstance(d_model, int) or d_model <= 0:
-            raise ValueError(f"d_model must be a positive integer, got {d_model!r}")
-        if not isinstance(norm_cells, int) or norm_cells < 0:  # -1 failed deep in the first forward
-            raise ValueError(f"norm_cells must be an integer >= 0 (the kernel's normalisation range in cells), "
-                             f"got {norm_cells!r}")
-        if n_heads <= 0 or d_model % n_heads != 0:  # n_heads = 0 was a ZeroDivisionError, < 0 a RuntimeError
+        d_model, n_heads = check_int("d_model", d_model, 1), check_int("n_heads", n_heads, 1)
+        norm_cells = check_int("norm_cells", norm_cells, 0)  # -1 failed deep in the first forward
+        if d_model % n_heads != 0:  # n_heads = 0 was a ZeroDivisionError, < 0 a RuntimeError
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads} "
                              "(n_heads must be a positive divisor of d_model)")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
@@ -307,8 +304,9 @@ class WaveFieldAttention(nn.Module):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, field_stride={self.field_stride:g}, path={self.path}"
 
     def kernel(self, n_tokens: int) -> torch.Tensor:
-        """The per-head kernel at token lags 0..N-1 (token path) as used in forward: (H, N), float32
-        (float64 kept), as forward computes it: bf16 lags and normalisation range are inexact past 256."""
+        """The per-head kernel at token lags 0..N-1 (token path): (H, N), float32 (float64 parameters kept), as
+        forward computes it for data of the parameters' dtype (float64 data gets a float64 kernel in forward);
+        bf16 lags and normalisation range would be inexact past 256."""
         pdt = self.frequency.dtype if self.frequency.dtype == torch.float64 else torch.float32
         freq, damp, ph = (t.to(pdt) for t in (self.frequency, self.damping, self.phase))
         lags = torch.arange(n_tokens, device=freq.device, dtype=pdt) * self.field_stride

@@ -251,13 +251,13 @@ def causal_fft_conv(x: torch.Tensor, kernel: torch.Tensor, layout: str = "bhnd",
             raise ValueError(f"scale must have shape {tuple(want)} (x's shape with 1 channel), got {tuple(scale.shape)}")
     if field_stride is not None:
         check_stride(field_stride)  # a leaking stride puts two deposits in one cell: the scatter would drop one
-    if x.numel() == 0:  # an empty batch, head, channel or token axis: the FFT libraries refuse it
-        return x * 0
     place = Placement.tokens(n) if field_stride is None else Placement.field(n, field_stride, x.device)
     kernel = kernel[:, : place.cells]
     m = fast_fft_size(2 * place.cells - 1) if fft_size is None else int(fft_size)
     if m < 2 * place.cells - 1:
         raise ValueError(f"fft_size={m} < 2L-1={2 * place.cells - 1} would wrap the convolution around (not causal)")
+    if x.numel() == 0:  # an empty batch, head, channel or token axis: the FFT libraries refuse it; the result is
+        return x * 0 + 0 * kernel.sum()  # empty, and the kernel stays in the graph (a zero gradient)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, scale, kernel)):
         return _CausalFFTConv.apply(x, scale, kernel, layout, m, place)
     return _conv_forward(x, scale, kernel, layout, m, place, spectrum)  # inference: no autograd bookkeeping

@@ -17,6 +17,7 @@ the kernel equals V3.5's to float precision.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,7 @@ def _norm_from_body(alpha, body: torch.Tensor, norm_cells: int) -> torch.Tensor:
 
 def kernel_norm(frequency, damping, phase, norm_cells: int = DEFAULT_NORM_CELLS) -> torch.Tensor:
     """Z_h of shape (H,): L1 norm over cells 0..R-1 plus the geometric tail bound (see module doc)."""
+    norm_cells = check_int("norm_cells", norm_cells, 0)  # -1 failed deep in torch.arange
     alpha = F.softplus(damping)
     t = torch.arange(norm_cells, device=frequency.device, dtype=frequency.dtype)  # (R,)
     return _norm_from_body(alpha, _damped_cos(alpha, frequency, phase, t), norm_cells)
@@ -69,6 +71,7 @@ def wave_kernel(frequency, damping, phase, lags: torch.Tensor, norm_cells: int =
     change the operator). The normalisation range and the lags go through one exp and one cos
     (the kernel is rebuilt every forward, and at short lengths these small ops are its cost).
     """
+    norm_cells = check_int("norm_cells", norm_cells, 0)  # -1 failed deep in torch.arange
     alpha = F.softplus(damping)
     t = torch.cat([torch.arange(norm_cells, device=frequency.device, dtype=frequency.dtype),
                    lags.to(frequency.dtype)])  # (R + L,)
@@ -115,6 +118,13 @@ def check_wave_params(heads: int, frequency, damping, phase) -> None:
     for name, t in (("frequency", frequency), ("damping", damping), ("phase", phase)):
         if tuple(t.shape) != (heads,):
             raise ValueError(f"{name} must have shape (H,) = ({heads},), one value per head, got {tuple(t.shape)}")
+
+
+def check_int(name: str, value, least: int) -> int:
+    """`value` as an int if it is an integer (a Python or numpy one, not a bool) >= `least`, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
 
 
 def check_stride(stride: float) -> float:

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from wavefield_core.kernel import DEFAULT_NORM_CELLS, kernel_norm
+from wavefield_core.kernel import DEFAULT_NORM_CELLS, check_wave_params, kernel_norm
 
 
 def pole_and_gain(frequency, damping, phase, stride: float, norm_cells: int = DEFAULT_NORM_CELLS):
@@ -43,6 +43,7 @@ def wave_scan_conv(u: torch.Tensor, frequency, damping, phase, stride: float, no
     (float64 kept) with autocast off: under autocast the chunk matmuls would drop to half precision
     and the complex state would become a complex-half tensor, which most ops do not support.
     """
+    check_wave_params(u.shape[1], frequency, damping, phase)  # a (1,) parameter would broadcast over every head
     with torch.autocast(u.device.type, enabled=False):
         return _scan(u, frequency, damping, phase, stride, norm_cells, chunk)
 
