@@ -98,14 +98,14 @@ def test_ctrl_c_names_the_folder_to_resume(capsys):
     assert cli.RUN_DIRS == []  # a later run in this process does not inherit it
 
 
-@pytest.mark.parametrize("rank, world, first", [(None, None, True), ("0", "2", True), ("1", "2", False),
-                                                ("abc", "2", True), ("1", None, True), ("1", "1", True)])
+@pytest.mark.parametrize("rank, run_id, first", [(None, None, True), ("0", "r", True), ("1", "r", False),
+                                                 ("abc", "r", True), ("1", None, True)])
 @pytest.mark.parametrize("fault, code", [(cli.UsageError("bad flag"), 2), (KeyboardInterrupt(), 130), ("--x", 2)])
-def test_under_torchrun_rank_0_prints_the_line(monkeypatch, capsys, rank, world, first, fault, code):
+def test_under_torchrun_rank_0_prints_the_line(monkeypatch, capsys, rank, run_id, first, fault, code):
     """Every rank printed the error or Ctrl-C line: torchrun showed it once per rank. Rank 0 prints at once; another
     rank prints no Ctrl-C line and waits before an error line, so that torchrun stops it once rank 0 has exited (a
     rank exiting first got rank 0 stopped before it printed). A RANK that is not a number is the error: printed."""
-    for name, value in (("RANK", rank), ("WORLD_SIZE", world)):  # a RANK without a world of ranks: not torchrun
+    for name, value in (("RANK", rank), ("TORCHELASTIC_RUN_ID", run_id)):  # a RANK without torchrun's run id
         monkeypatch.delenv(name, raising=False)
         if value is not None:
             monkeypatch.setenv(name, value)

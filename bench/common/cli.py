@@ -30,12 +30,12 @@ RANK_WAIT_S = 10.0
 
 
 def _reporting_rank() -> bool:
-    """Whether this process is rank 0 or not one of several torchrun ranks; a RANK or WORLD_SIZE that is not a number
-    counts: it is the error."""
-    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
-    if not (rank.isdigit() and world.isdigit()):
+    """Whether this process is rank 0 or not a torchrun worker at all (torchrun sets TORCHELASTIC_RUN_ID; a RANK left
+    in the shell is not torchrun's); a RANK that is not a number counts: it is the error."""
+    rank = os.environ.get("RANK", "")
+    if not (os.environ.get("TORCHELASTIC_RUN_ID") and rank.isdigit()):
         return True
-    return int(rank) == 0 or int(world) <= 1
+    return int(rank) == 0
 
 
 def _say(line: str) -> None:

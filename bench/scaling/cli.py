@@ -58,7 +58,8 @@ def build_parser() -> ArgParser:
     a("--seq-lens", type=choice_list(["positive integers, e.g. 512,2048"], "length", positive_int),
       help="explicit comma list of lengths instead of --min-len/--max-len")
     a = p.add_argument_group("timing").add_argument
-    a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA)")
+    a("--warmup", type=positive_int, help="untimed warm-up calls per cell (default: 1 on CPU, 3 on CUDA; a CPU cell "
+      "makes at least 2: the memory measurement and a plain call the repetitions are sized on)")
     a("--min-run-time", type=positive_float, help="seconds of timed work wanted per cell (default 0.2)")
     a("--min-reps", type=positive_int, help="timed repetitions wanted per cell (default: 5 on CPU, 10 on CUDA)")
     a("--seed", type=seed_int, help="seed of every cell's inputs (default 0)")
