@@ -31,9 +31,11 @@ SLACK, ACC_POINTS = 0.1, 1.5  # reproduces: within 10% of a published value or b
 VERDICTS = (f"Verdicts: reproduces (every measurement within {SLACK:.0%} of the published value or better: a "
             f"speedup at least {1 - SLACK:g} times the published one, a wave / standard PPL ratio at most "
             f"{1 + SLACK:g} times the published one, wave accuracy at most {ACC_POINTS:g} points below the standard "
-            "model's or above it), partly (some measurements do), does not, not measured.")
+            "model's or above it), partly (some measurements do), does not, not measured; a claim without a number "
+            "(head roles, causality, relation to other mixers) is judged in its row, the reason after the verdict.")
 ONE_REP = ("A time marked (1 rep), or a ratio or range so marked, includes a cell timed in a single repetition "
-           "(too slow to repeat in its budget; the run's summary.md gives the reason): one call, not a median.")
+           "(too slow to repeat in its budget, or its time budget used up by that one repetition; the run's "
+           "summary.md marks it the same way): one repetition, not a median.")
 PEER_HEAD = ["method", "fwd ms 2K", "fwd ms 8K", "fwd ms 32K", "fwd+bwd ms 32K"]
 # how the wave operator relates to each peer (docs/mechanism.md, "Relation to other sequence mixers")
 PEER_RELATIONS = {
