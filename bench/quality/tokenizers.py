@@ -19,7 +19,7 @@ from bench.quality.presets import TOKENIZER_CHOICES as TOKENIZER_KINDS
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 MIN_BPE_VOCAB = 258  # 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller
-MAX_UNK_FRACTION = 0.01  # of the train split's characters; past it the models learn to predict <unk>
+MAX_UNK_FRACTION = 0.01  # share of <unk> a split may have (train: of its characters; valid, test: of its tokens)
 
 
 class CharTokenizer:
