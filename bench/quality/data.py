@@ -16,10 +16,10 @@ import torch
 
 from bench.common.cli import UsageError
 from bench.quality.presets import BATCHING_CHOICES as BATCH_MODES, CORPUS_CHOICES as CORPORA
-from bench.quality.tokenizers import MAX_UNK_FRACTION
 
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+MAX_UNK_FRACTION = 0.01  # share of a split's tokens that may be <unk> (unk_fractions)
 FIXTURE_PATH = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_corpus.txt"
 
 # Document-level split shared by wiki-vital and shakespeare. Index-based rather than hash-based so
@@ -205,8 +205,8 @@ def encode_splits(corpus: Corpus, tokenizer, mode: str = "contiguous") -> dict:
 
 
 def unk_fractions(data: dict, unk_id: int, min_count: int) -> dict:
-    """{split: share of its tokens that are <unk>} of encode_splits' output. A valid or test split past
-    MAX_UNK_FRACTION is refused: its PPL would score guesses of <unk> (the train split is checked at tokenizing)."""
+    """{split: share of its tokens that are <unk>} of encode_splits' output. A split past MAX_UNK_FRACTION is
+    refused: its PPL would score guesses of <unk> (all text as <unk> scored PPL 1.02 and 100% accuracy)."""
     shares = {}
     for split, ids in data.items():
         if isinstance(ids, torch.Tensor):
@@ -214,11 +214,15 @@ def unk_fractions(data: dict, unk_id: int, min_count: int) -> dict:
         else:  # lines
             unk, n = sum(line.count(unk_id) for line in ids), sum(map(len, ids))
         shares[split] = unk / max(1, n)
+    allowed = f"at most {MAX_UNK_FRACTION:.0%} allowed"
+    if shares["train"] > MAX_UNK_FRACTION:
+        raise UsageError(f"--min-count {min_count} maps {shares['train']:.1%} of the train split's characters to <unk> "
+                         f"({allowed}); choose a lower --min-count (1 maps none)")
     for split in ("valid", "test"):
         if shares[split] > MAX_UNK_FRACTION:
-            raise UsageError(f"the {split} split is {shares[split]:.1%} <unk> (at most {MAX_UNK_FRACTION:.0%} "
-                             f"allowed): its characters are rarer than --min-count {min_count} in the train split or "
-                             "absent from it; use a corpus whose valid and test text uses the train split's characters")
+            raise UsageError(f"the {split} split is {shares[split]:.1%} <unk> ({allowed}): its characters are rarer "
+                             f"than --min-count {min_count} in the train split or absent from it; use a corpus whose "
+                             "valid and test text uses the train split's characters")
     return shares
 
 

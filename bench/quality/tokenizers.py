@@ -19,7 +19,6 @@ from bench.quality.presets import TOKENIZER_CHOICES as TOKENIZER_KINDS
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 MIN_BPE_VOCAB = 258  # 256 byte symbols + <pad> + <unk>: a byte-level BPE can never be smaller
-MAX_UNK_FRACTION = 0.01  # share of <unk> a split may have (train: of its characters; valid, test: of its tokens)
 
 
 class CharTokenizer:
@@ -141,12 +140,7 @@ class BPETokenizer:
 def build_tokenizer(kind: str, train_text: str, vocab_size: int = 8000, min_count: int = 5):
     """Train a tokenizer of `kind` ("char" or "bpe") on the train split."""
     if kind == "char":
-        tok = CharTokenizer.train(train_text, min_count=min_count)
-        unk = tok.describe()["unk_fraction_train"]
-        if unk > MAX_UNK_FRACTION:  # all text as <unk> scored PPL 1.02 and 100% accuracy
-            raise UsageError(f"--min-count {min_count} maps {unk:.1%} of the train split's characters to <unk> "
-                             f"(at most {MAX_UNK_FRACTION:.0%} allowed); choose a lower --min-count (1 maps none)")
-        return tok
+        return CharTokenizer.train(train_text, min_count=min_count)  # its <unk> share: data.unk_fractions
     if kind == "bpe":
         return BPETokenizer.train(train_text, vocab_size=vocab_size)
     raise UsageError(f"unknown tokenizer {kind!r} (choose from: {', '.join(TOKENIZER_KINDS)})")
