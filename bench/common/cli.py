@@ -115,6 +115,13 @@ def thread_count(text: str) -> int:
     return value
 
 
+def is_count(value: Any, whole: bool = True) -> bool:
+    """A number >= 0 as a JSON file holds it (an int when `whole`), never a bool: for values read back from a run's
+    files, which argparse types (they parse text) do not fit."""
+    kinds = int if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value >= 0
+
+
 def env_value(name: str, parse: Callable[[str], Any], default: str) -> Any:
     """Environment variable `name` (`default` when unset or empty) through the argparse type `parse`; a bad value
     is a UsageError naming the variable and what it takes."""

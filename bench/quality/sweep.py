@@ -8,7 +8,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Iterator
 
-from bench.common.cli import UsageError
+from bench.common.cli import UsageError, is_count
 from bench.common.files import read_table
 from bench.quality.schema import is_job, lr_of, same_lr
 
@@ -137,18 +137,11 @@ def planned(env: dict, name: str = "env.json") -> tuple[list[int], list[float], 
         if not isinstance(values, list):
             raise UsageError(f"{name}: settings.{field} is {values!r}, not a list; restore the env.json the run wrote")
         for v in values:
-            if not _plain(v, field == "seeds"):
+            if not (is_count(v) if field == "seeds" else is_count(v, whole=False) and 0 < v < math.inf):
                 want = "an integer seed from 0" if field == "seeds" else "a positive finite learning rate"
                 raise UsageError(f"{name}: settings.{field} holds {v!r}, not {want}; restore the env.json the run "
                                  "wrote")
     return fields["seeds"], sorted({*fields["preset.lr"], *fields["lr_sweep"]}), list(env.get("methods") or {})
-
-
-def _plain(value, seed: bool) -> bool:
-    """A seed (an integer from 0) or, without `seed`, a positive finite learning rate; never a bool."""
-    if isinstance(value, bool) or not isinstance(value, int if seed else (int, float)):
-        return False
-    return value >= 0 if seed else math.isfinite(value) and value > 0
 
 
 def jobs_done(env: dict, finals: list[dict]) -> tuple[int, int]:

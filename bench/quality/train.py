@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common.checkpoint import build_model, load_weights, read_checkpoint, save_checkpoint
-from bench.common.cli import UsageError, is_oom, one_line
+from bench.common.cli import UsageError, is_count, is_oom, one_line
 from bench.common.files import CsvLog, read_table
 from bench.common.memory import JobPeak
 from bench.common.dist import Dist
@@ -150,7 +150,7 @@ def _check_resume_state(ts: dict, plan: Plan, world: int) -> None:
         raise ValueError(f"ranks: expected a list of {world} entries")
     for i, mine in enumerate(ranks):
         acc = mine.get("acc") if isinstance(mine, dict) else None
-        if not isinstance(acc, list) or len(acc) != 3 or not all(_count(a, float) for a in acc):
+        if not isinstance(acc, list) or len(acc) != 3 or not all(is_count(a, whole=False) for a in acc):
             raise ValueError(f"ranks[{i}].acc: expected 3 numbers >= 0 (loss sum, tokens, correct)")
 
 
@@ -169,11 +169,6 @@ class JobState:
     curves: list = field(default_factory=list)
 
 
-def _count(value, kind: type) -> bool:
-    """A number >= 0 of `kind` (int: a whole number; float: any real number, int included), never a bool."""
-    return isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool) and value >= 0
-
-
 def job_state(saved, total_steps: int) -> JobState:
     """The JobState of a saved resume state: ValueError naming the first field missing, unknown, of another type or
     out of range (a step beyond `total_steps`, a best step beyond the step)."""
@@ -181,7 +176,7 @@ def job_state(saved, total_steps: int) -> JobState:
     if not isinstance(saved, dict) or set(saved) != set(kinds):
         raise ValueError(f"job: expected the fields {', '.join(kinds)}")
     for name, kind in kinds.items():
-        ok = isinstance(saved[name], list) if kind == "list" else _count(saved[name], float if kind == "float" else int)
+        ok = isinstance(saved[name], list) if kind == "list" else is_count(saved[name], whole=kind != "float")
         if not ok:
             what = {"list": "a list", "float": "a number >= 0"}.get(kind, "a whole number >= 0")
             raise ValueError(f"job.{name}: {saved[name]!r} is not {what}")
