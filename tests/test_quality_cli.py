@@ -283,7 +283,7 @@ def test_resume_refuses_a_changed_corpus(tmp_path, capsys):
                        "--stop-after-steps", "1", "--out", tmp_path / "run"]) == 0
     capsys.readouterr()
     env = (tmp_path / "run" / "env.json").read_text()
-    for changed, how in ((text + "more text\n", "characters per split"), (text.replace("e", "a"), "other text")):
+    for changed, how in ((text + "more text\n", "characters per split"), (text.replace("e", "a"), "other content")):
         corpus.write_text(changed, encoding="utf-8")
         assert run(["--resume", tmp_path / "run", "--no-progress"]) == 2
         err = capsys.readouterr().err

@@ -81,13 +81,18 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     corpus = load_corpus(p.corpus, data_dir=settings.data_dir, text_file=settings.text_file)
     corpus_info = {"name": corpus.name, "source": corpus.source, "license": corpus.license,
                    "split_rule": corpus.split_rule, "chars": corpus.sizes(), "sha256": corpus.digest()}
-    if resume:
-        _check_same_corpus(resumed_env.get("corpus"), corpus_info, settings, run_dir)
+    if resume:  # the text and the tokenizer must be the ones the run started with
+        flag = (f"--text-file {settings.text_file}" if settings.text_file is not None
+                else f"--data-dir {settings.data_dir}" if settings.data_dir is not None else f"--corpus {corpus.name}")
+        _check_unchanged(resumed_env.get("corpus"), {k: corpus_info[k] for k in ("chars", "sha256")},
+                         f"{flag} is not the text this run started on", {"chars": "characters per split"}, run_dir)
+        tok_file = run_dir / "tokenizer.json"
         try:
-            tok = load_tokenizer(run_dir / "tokenizer.json")
+            tok = load_tokenizer(tok_file)
         except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"{run_dir / 'tokenizer.json'} is incomplete ({one_line(exc, named=True)})") from None
-        _check_same_tokenizer(resumed_env.get("tokenizer"), tok, run_dir)
+            raise UsageError(f"{tok_file} is incomplete ({one_line(exc, named=True)})") from None
+        _check_unchanged(resumed_env.get("tokenizer"), {**tok.describe(), "sha256": _sha256(tok_file)},
+                         f"{tok_file} is not the tokenizer this run trained with", {}, run_dir)
     else:
         tok = build_tokenizer(p.tokenizer, corpus.train, vocab_size=p.vocab_size, min_count=p.min_count)
     _check_memory(p, None, tok.vocab_size, device, ctx.world, ctx.local_world)
@@ -193,42 +198,23 @@ def _run(settings, ctx, device, argv: list[str]) -> int:
     return 0
 
 
-def _check_same_corpus(saved, now: dict, settings, run_dir) -> None:
-    """A resumed run trains on the text it started on: refuse a corpus whose characters per split or digest
-    differ from those env.json recorded (an older env.json has no digest: the sizes are compared)."""
-    changed = [k for k in ("chars", "sha256") if isinstance(saved, dict) and k in saved and saved[k] != now[k]]
+def _check_unchanged(saved, now: dict, what: str, names: dict, run_dir) -> None:
+    """A resumed run goes on with the corpus and tokenizer it started with: refuse one whose record `now` differs
+    from env.json's `saved` in a key both hold (an older env.json lacks the sha256: the rest is compared); a
+    checkpoint would be blamed instead, and deleting it would train on other text or another vocabulary. `what`:
+    the input as the refusal names it; `names`: how it names a key."""
+    changed = [k for k in now if isinstance(saved, dict) and k in saved and saved[k] != now[k]]
     if not changed:
         return
-    flag = f"--corpus {now['name']}"
-    if settings.text_file is not None:
-        flag = f"--text-file {settings.text_file}"
-    elif settings.data_dir is not None:
-        flag = f"--data-dir {settings.data_dir}"
-    how = "the same characters per split, other text"
-    if "chars" in changed:
-        how = f"characters per split {saved['chars']} when the run started, {now['chars']} now"
-    raise UsageError(f"--resume {run_dir}: {flag} is not the text this run started on ({how}); restore that text, "
-                     "or train on the new one in a new --out")
+    key = changed[0]
+    how = "the same size, other content (its sha256 differs)"
+    if key != "sha256":
+        how = f"{names.get(key, key)} {saved[key]!r} when the run started, {now[key]!r} now"
+    raise UsageError(f"--resume {run_dir}: {what} ({how}); restore the run's copy, or use the new one in a new --out")
 
 
 def _sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _check_same_tokenizer(saved, tok, run_dir) -> None:
-    """A resumed run encodes with the tokenizer it trained with: refuse a tokenizer.json whose description (kind,
-    vocabulary size, ...) or content differs from env.json's record (an older env.json has no sha256: the rest is
-    compared); its checkpoints would be blamed instead, and deleting them retrains with the wrong vocabulary."""
-    path = run_dir / "tokenizer.json"
-    now = {**tok.describe(), "sha256": _sha256(path)}
-    changed = [k for k in now if isinstance(saved, dict) and k in saved and saved[k] != now[k]]
-    if not changed:
-        return
-    how = "the same description, other content (its sha256 differs)"
-    if changed[0] != "sha256":
-        how = f"{changed[0]} {saved[changed[0]]!r} when the run started, {now[changed[0]]!r} now"
-    raise UsageError(f"--resume {run_dir}: {path} is not the tokenizer this run trained with ({how}); restore the "
-                     "run's tokenizer.json, or train in a new --out")
 
 
 def _torch_settings(settings, device) -> bool:
