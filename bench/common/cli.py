@@ -29,7 +29,7 @@ def squash(value: Any) -> str:
 RANK_WAIT_S = 10.0
 
 
-def _reporting_rank() -> bool:
+def reporting_rank() -> bool:
     """Whether this process is rank 0 or not a torchrun worker at all (torchrun sets TORCHELASTIC_RUN_ID; a RANK left
     in the shell is not torchrun's); a RANK that is not a number counts: it is the error."""
     rank = os.environ.get("RANK", "")
@@ -41,7 +41,7 @@ def _reporting_rank() -> bool:
 def _say(line: str) -> None:
     """Print an error line once under torchrun, where every rank meets the same error: rank 0 prints it at once;
     another rank waits first, and torchrun stops it when rank 0 exits (an error of that rank alone still shows)."""
-    if not _reporting_rank():
+    if not reporting_rank():
         time.sleep(RANK_WAIT_S)
     print(line, file=sys.stderr)
 
@@ -171,7 +171,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except KeyboardInterrupt:
         folder = shlex.quote(RUN_DIRS[-1]) if RUN_DIRS else "DIR"
         hint = f"; rows already written are kept (use --resume {folder} to finish)" if resumable else ""
-        if _reporting_rank():  # Ctrl-C reaches every rank at once
+        if reporting_rank():  # Ctrl-C reaches every rank at once
             print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:

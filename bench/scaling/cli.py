@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from bench.common.cli import (ArgParser, UsageError, choice_list, one_line, positive_float, positive_int, seed_int,
-                              thread_count)
+from bench.common.cli import (ArgParser, UsageError, choice_list, one_line, positive_float, positive_int,
+                              reporting_rank, seed_int, thread_count)
 from bench.common.device import DTYPES, rank_device, resolve_device, resolve_dtype
 from bench.common.env import collect_env, command_line, device_tag
 from bench.common.files import check_out_dir, claim_run_dir, note_resume, read_json, read_run_env, write_json
@@ -172,8 +172,9 @@ def resolve_config(args: argparse.Namespace, local_world: int = 1, base: SweepCo
     default_mem = round(dd["mem_fraction"] * have, 2)
     mem = pick(args.mem_budget, "mem_budget_gb") or default_mem
     if saved("mem_budget_gb") and mem > have:  # cells sized for a bigger machine would be killed here
-        print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than the {where} ({have:g} GB): "
-              f"using {default_mem:g} GB, the default share (cells over it are skipped)", file=sys.stderr)
+        if reporting_rank():  # every torchrun rank lowers it; one says so
+            print(f"{PROG}: warning: {saved('mem_budget_gb')} is {mem:g} GB, more than the {where} ({have:g} GB): "
+                  f"using {default_mem:g} GB, the default share (cells over it are skipped)", file=sys.stderr)
         mem = default_mem
     return SweepConfig(
         device=device_str if device_str.startswith("cuda:") else device.type, dtype=dtype_name, floor=floor,
